@@ -1,0 +1,35 @@
+"""Where ai-lsp-tune keeps its files: per-user data (traces, models) and cache (tiny model).
+
+``AI_LSP_HOME`` moves everything under one folder (tests and sandboxes use it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "ai-lsp-tune"
+
+
+def data_dir() -> Path:
+    """The user's data dir: trace exports, fine-tuned models, server state."""
+    home = os.environ.get("AI_LSP_HOME")
+    return Path(home) / "data" if home else Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def cache_dir() -> Path:
+    """The user's cache dir: the locally built tiny smoke-test model."""
+    home = os.environ.get("AI_LSP_HOME")
+    return Path(home) / "cache" if home else Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def workspace_dir(workspace_root: str | Path | None) -> Path:
+    """A per-workspace folder in the data dir, named after the workspace and a hash of its path."""
+    if workspace_root is None:
+        return data_dir() / "workspaces" / "default"
+    root = Path(workspace_root).resolve()
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    return data_dir() / "workspaces" / f"{root.name or 'root'}-{digest}"

@@ -1,0 +1,1 @@
+"""Traces: reading OTLP JSON lines, recognising agent runs, and this server's own exporter."""

@@ -1,0 +1,31 @@
+"""Shared fixtures: an isolated AI_LSP_HOME, no hub access, and the tiny local model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing in the test suite may reach a model hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REAL_TRACE_FILE = SHARED / "traces" / "ai-lsp-otel.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init llama-type MLX model + BPE tokenizer, built locally once per session."""
+    from ai_lsp_tune.tiny_model import ensure_tiny_model
+
+    return ensure_tiny_model(tmp_path_factory.mktemp("tiny-model-cache"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own data and cache dirs (never the user's)."""
+    home = tmp_path / "ai-lsp-home"
+    monkeypatch.setenv("AI_LSP_HOME", str(home))
+    return home
