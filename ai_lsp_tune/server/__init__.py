@@ -1,0 +1,1 @@
+"""The language server: pygls features, workspace commands, the state it owns."""
