@@ -6,9 +6,15 @@ Each command parses its options here and delegates to the module that owns the w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from ai_lsp_tune.config import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from ai_lsp_tune.dataset_report import DatasetReport
+    from ai_lsp_tune.training.request import TrainRequest
 
 app = typer.Typer(
     name="ai-lsp",
@@ -26,40 +32,322 @@ app.add_typer(finetune_app, name="finetune")
 # --- finetune prepare-dataset (owner: dataset) --------------------------------------------
 @finetune_app.command("prepare-dataset")
 def prepare_dataset(
-    traces: Annotated[list[Path], typer.Argument(help="Trace files (.jsonl, .gz) or folders.")],
+    traces: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Trace files (.jsonl, .jsonl.gz) or folders of them, e.g. the Collector's "
+            "output folder with its rotated backups.",
+            show_default=False,
+        ),
+    ],
+    output_file: Annotated[
+        Path,
+        typer.Option(
+            help="JSON lines with system/user/assistant per example (the original ai-lsp "
+            "format, read by [bold]finetune train[/bold])."
+        ),
+    ] = Path("dataset.json"),
+    output_dir: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for mlx-lm: train.jsonl, valid.jsonl, test.jsonl (chat format, split "
+            "by source file) and stats.json. Replaced as a whole."
+        ),
+    ] = Path("dataset"),
+    max_seq_length: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Examples longer than this many tokens are reported and left out of the "
+            "splits (mlx-lm would truncate them).",
+        ),
+    ] = 2048,
+    redact: Annotated[
+        bool,
+        typer.Option(
+            "--redact/--no-redact",
+            help="Replace private keys, API tokens and password literals with placeholders, "
+            "the same in prompt and answer.",
+        ),
+    ] = True,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="Count tokens exactly with this model's tokenizer (local folder or Hugging "
+            "Face id); without it, tokens are estimated from characters.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Extract training examples from OTLP JSON-lines trace files."""
-    raise NotImplementedError
+    """Turn OTLP JSON-lines traces into a clean training set.
+
+    Reads the analysis agent's runs (pydantic-ai 0.x, 1.x/2.x, ai-lsp-tune spans).
+    Keeps runs that finished with a valid result; drops duplicates, issues the
+    user dismissed or that are not in the code; redacts secrets. Writes
+    dataset.json and the mlx-lm splits, and prints what each step removed.
+
+    Bad lines are skipped and counted; exit code 2 when nothing is usable.
+    """
+    run_prepare_dataset(
+        traces,
+        output_file=output_file,
+        output_dir=output_dir,
+        max_seq_length=max_seq_length,
+        redact=redact,
+        tokenizer=tokenizer,
+    )
+
+
+def run_prepare_dataset(
+    traces: list[Path],
+    *,
+    output_file: Path | None,
+    output_dir: Path | None,
+    max_seq_length: int = 2048,
+    redact: bool = True,
+    tokenizer: str | None = None,
+) -> DatasetReport:
+    """prepare-dataset with a progress bar and the report table; exit code 2 on bad input."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from ai_lsp_tune import dataset
+    from ai_lsp_tune.dataset_report import render_report
+    from ai_lsp_tune.tokens import TokenizerUnavailable
+    from ai_lsp_tune.traces.otlp import TraceInputError
+
+    console, errors = Console(), Console(stderr=True)
+    columns = ("{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=errors, transient=True) as progress:
+            task = progress.add_task("Reading traces", total=None)
+            report = dataset.prepare_dataset(
+                traces,
+                output_file=output_file,
+                output_dir=output_dir,
+                max_seq_length=max_seq_length,
+                redact=redact,
+                tokenizer=tokenizer,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except dataset.NoUsableTraces as exc:
+        console.print(render_report(exc.report))
+        errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except (TraceInputError, TokenizerUnavailable, ValueError) as exc:
+        errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(render_report(report))
+    return report
 
 
 # --- finetune train / pipeline, demo (owner: training) -------------------------------------
+ModelNameOption = Annotated[
+    str,
+    typer.Option(
+        help="Base model: a local MLX model folder or a Hugging Face name (downloaded once; "
+        "offline, pass a local folder)."
+    ),
+]
+OutputDirOption = Annotated[
+    Path,
+    typer.Option(
+        help="Gets model/ (fused, loadable by mlx_lm.load), adapters/ and run.json; "
+        "replaced as a whole when the run succeeds."
+    ),
+]
+EpochsOption = Annotated[int, typer.Option(min=1, help="Passes over the training split.")]
+BatchSizeOption = Annotated[int, typer.Option(min=1, help="Examples per step (try 1 on OOM).")]
+LearningRateOption = Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")]
+MaxSeqLengthOption = Annotated[
+    int, typer.Option(min=16, help="Examples longer than this many tokens are skipped.")
+]
+LoraRankOption = Annotated[int, typer.Option(min=1, help="Rank of the LoRA adapters.")]
+NumLayersOption = Annotated[
+    int, typer.Option(min=-1, help="Adapt the last N transformer layers; -1 for all.")
+]
+ResumeOption = Annotated[
+    bool, typer.Option(help="Continue an interrupted run (Ctrl-C) from its checkpoint.")
+]
+SeedOption = Annotated[int, typer.Option(min=0, help="Seed for LoRA init and batch order.")]
+
+
+DATASET_DIR = Path("dataset")
+
+
+def _train_request(dataset: Path, **options: object) -> TrainRequest:
+    """A TrainRequest, or exit 2 with the offending option named."""
+    from pydantic import ValidationError
+
+    from ai_lsp_tune.training.request import TrainRequest
+
+    try:
+        return TrainRequest(dataset=dataset, **options)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        option = "--" + str(first["loc"][0]).replace("_", "-")
+        typer.echo(f"error: invalid {option}: {first['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _run_train(request: TrainRequest) -> None:
+    from rich.console import Console
+
+    from ai_lsp_tune.training.console import report_outcome, train_with_progress
+
+    outcome = train_with_progress(request)
+    code = report_outcome(outcome, request, Console())
+    if code:
+        raise typer.Exit(code)
+
+
 @finetune_app.command("train")
 def train(
-    dataset: Annotated[Path, typer.Argument(help="dataset.json or a prepared split folder.")],
+    dataset: Annotated[
+        Path,
+        typer.Argument(
+            help="dataset.json (JSON lines with system/user/assistant, as prepare-dataset "
+            "writes) or the split folder with train/valid/test.jsonl.",
+            show_default=False,
+        ),
+    ],
+    model_name: ModelNameOption = DEFAULT_MODEL,
+    output_dir: OutputDirOption = Path("./finetuned-model"),
+    num_epochs: EpochsOption = 3,
+    batch_size: BatchSizeOption = 2,
+    learning_rate: LearningRateOption = 1e-5,
+    max_seq_length: MaxSeqLengthOption = 2048,
+    lora_rank: LoraRankOption = 8,
+    num_layers: NumLayersOption = 16,
+    resume: ResumeOption = False,
+    seed: SeedOption = 0,
 ) -> None:
-    """Fine-tune a model with LoRA on a prepared dataset."""
-    raise NotImplementedError
+    """Fine-tune a model with LoRA (MLX) on a prepared dataset.
+
+    Trains on the answers only (prompt masked), in the model's own chat template.
+
+    Validates as it goes, keeps the best adapter, fuses it into the base model.
+
+    Measures the test split before and after (valid JSON, DiagnosticResult, grounding, F1).
+
+    Ctrl-C stops within seconds and keeps a checkpoint: continue with --resume.
+    """
+    _run_train(
+        _train_request(
+            dataset,
+            model_name=model_name,
+            output_dir=output_dir,
+            num_epochs=num_epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            max_seq_length=max_seq_length,
+            lora_rank=lora_rank,
+            num_layers=num_layers,
+            resume=resume,
+            seed=seed,
+        )
+    )
 
 
 @finetune_app.command("pipeline")
 def pipeline(
-    traces: Annotated[list[Path], typer.Argument(help="Trace files (.jsonl, .gz) or folders.")],
+    traces: Annotated[
+        list[Path],
+        typer.Argument(help="Trace files (.jsonl, .jsonl.gz) or folders.", show_default=False),
+    ],
+    model_name: ModelNameOption = DEFAULT_MODEL,
+    output_dir: OutputDirOption = Path("./finetuned-model"),
+    num_epochs: EpochsOption = 3,
+    batch_size: BatchSizeOption = 2,
+    learning_rate: LearningRateOption = 1e-5,
+    max_seq_length: MaxSeqLengthOption = 2048,
+    lora_rank: LoraRankOption = 8,
+    num_layers: NumLayersOption = 16,
+    resume: ResumeOption = False,
+    seed: SeedOption = 0,
+    dataset_file: Annotated[Path, typer.Option(help="Where to write dataset.json.")] = Path(
+        "dataset.json"
+    ),
+    dataset_dir: Annotated[Path, typer.Option(help="Where to write the splits.")] = DATASET_DIR,
 ) -> None:
-    """prepare-dataset + train in one go."""
-    raise NotImplementedError
+    """prepare-dataset + train in one go (same options as both)."""
+    request = _train_request(
+        dataset_dir,
+        model_name=model_name,
+        output_dir=output_dir,
+        num_epochs=num_epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_seq_length=max_seq_length,
+        lora_rank=lora_rank,
+        num_layers=num_layers,
+        resume=resume,
+        seed=seed,
+    )
+    # Exact token counts when the model's tokenizer is at hand; an estimate otherwise.
+    tokenizer = model_name if Path(model_name).expanduser().is_dir() else None
+    run_prepare_dataset(
+        traces,
+        output_file=dataset_file,
+        output_dir=dataset_dir,
+        max_seq_length=max_seq_length,
+        tokenizer=tokenizer,
+    )
+    _run_train(request)
 
 
 @app.command("demo")
-def demo() -> None:
-    """Offline smoke test: the whole pipeline on sample traces with a tiny local model."""
-    raise NotImplementedError
+def demo(
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="Where the demo writes its dataset and model; default: data dir."),
+    ] = None,
+) -> None:
+    """Offline smoke test: the whole pipeline on sample traces with a tiny local model.
+
+    Builds a tiny random-init model once (seconds, no download), turns the sample traces in
+    examples/ into a dataset, fine-tunes, and prints the metrics before and after.
+    """
+    from ai_lsp_tune.demo import run_demo
+
+    code = run_demo(workdir)
+    if code:
+        raise typer.Exit(code)
 
 
 # --- serve (owner: server) ------------------------------------------------------------------
 @app.command("serve")
-def serve() -> None:
-    """Run the language server (stdio by default)."""
-    raise NotImplementedError
+def serve(
+    tcp: Annotated[
+        bool, typer.Option("--tcp", help="Listen on TCP instead of stdio (for debugging).")
+    ] = False,
+    host: Annotated[str, typer.Option(help="Address to listen on with --tcp.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on with --tcp.")] = 2087,
+    log_file: Annotated[
+        Path | None, typer.Option(help="Write logs to this file instead of stderr.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run the language server (stdio by default).
+
+    Settings come from the editor (initializationOptions, didChangeConfiguration).
+
+    Environment: AI_LSP_MODEL, AI_LSP_BACKEND, AI_LSP_REMOTE_MODEL, DEBOUNCE_MS,
+
+    AI_LSP_MAX_TOKENS, AI_LSP_LANGUAGES, AI_LSP_TELEMETRY, AI_LSP_TRACE_FILE,
+
+    OTEL_EXPORTER_OTLP_ENDPOINT (also export spans to a collector over OTLP/HTTP).
+
+    Logs go to stderr or --log-file, never to stdout (the LSP channel).
+    """
+    from ai_lsp_tune.server.logs import setup_logging
+    from ai_lsp_tune.server.lsp import run_stdio, run_tcp
+
+    setup_logging(log_file, log_level)
+    if tcp:
+        run_tcp(host, port)
+    else:
+        run_stdio()
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ Sources, later ones winning: defaults < environment (``AI_LSP_MODEL``, ``DEBOUNC
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 DEFAULT_MODEL = "mlx-community/gemma-2-2b-it-4bit"  # the original tool's default
@@ -51,4 +52,89 @@ class Settings(_Camel):
     trace_file: str | None = Field(
         None, description="Trace export file; default: in the data dir, per workspace."
     )
-    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
+    finetune: FinetuneSettings = Field(default_factory=lambda: FinetuneSettings.model_validate({}))
+
+
+# --- sources ---------------------------------------------------------------------------------
+# Environment variables the CLI and editors may set, and the setting each one feeds.
+ENV_VARS: dict[str, str] = {
+    "AI_LSP_BACKEND": "backend",
+    "AI_LSP_MODEL": "model",
+    "AI_LSP_REMOTE_MODEL": "remoteModel",
+    "DEBOUNCE_MS": "debounceMs",
+    "AI_LSP_DEBOUNCE_MS": "debounceMs",
+    "AI_LSP_MAX_TOKENS": "maxTokens",
+    "AI_LSP_LANGUAGES": "languages",
+    "AI_LSP_TELEMETRY": "telemetry",
+    "AI_LSP_TRACE_FILE": "traceFile",
+}
+SETTINGS_SECTION = "aiLsp"  # the section editors use ("aiLsp": {...}) in their settings
+
+
+def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The raw (still unvalidated) settings that environment variables ask for."""
+    raw: dict[str, Any] = {}
+    for var, key in ENV_VARS.items():
+        value = environ.get(var)
+        if value is None or value == "":
+            continue
+        if key == "languages":
+            raw[key] = [v.strip() for v in value.split(",") if v.strip()]
+        else:
+            raw[key] = value
+    return raw
+
+
+def unwrap_section(options: Any) -> dict[str, Any]:
+    """Accept both ``{"aiLsp": {...}}`` and the bare settings object."""
+    if not isinstance(options, dict):
+        return {}
+    for key in (SETTINGS_SECTION, "ai-lsp", "ai_lsp"):
+        if isinstance(options.get(key), dict):
+            return dict(options[key])
+    return dict(options)
+
+
+def merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Later layers win; nested objects (``finetune``) merge key by key."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
+def validate_settings(raw: Mapping[str, Any]) -> tuple[Settings, list[str]]:
+    """Validate settings; each invalid value is reported and replaced by its default."""
+    data = dict(raw)
+    problems: list[str] = []
+    for _ in range(64):  # at most one pass per invalid field
+        try:
+            return Settings.model_validate(data), problems
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            loc = [str(p) for p in error["loc"]]
+            shown = ".".join(loc) or "settings"
+            got = error.get("input")
+            problems.append(f"{shown}: {error['msg']} (got {got!r}); using the default")
+            if not loc or not _drop(data, loc):
+                return Settings.model_validate({}), problems
+    return Settings.model_validate({}), problems
+
+
+def _drop(data: dict[str, Any], loc: list[str]) -> bool:
+    """Remove the top-level or nested key an error points at; False if it cannot be found."""
+    key = loc[0]
+    if key not in data:
+        return False
+    if len(loc) > 1 and isinstance(data[key], dict):
+        nested = dict(data[key])
+        if loc[1] in nested:
+            del nested[loc[1]]
+            data[key] = nested
+            return True
+    del data[key]
+    return True

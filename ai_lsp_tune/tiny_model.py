@@ -16,7 +16,7 @@ from pathlib import Path
 from ai_lsp_tune import paths
 from ai_lsp_tune.prompts import SYSTEM_PROMPT
 
-TINY_MODEL_VERSION = 1
+TINY_MODEL_VERSION = 2
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
@@ -42,6 +42,13 @@ VOCAB_SIZE = 1024
 # the prompts, so that answers and prompts tokenise to reasonably short sequences.
 _TOKENIZER_CORPUS = [
     SYSTEM_PROMPT,
+    # as the chat template renders them (role name + newline, then the text)
+    "system\n" + SYSTEM_PROMPT,
+    "user\nAnalyze this python code for issues:\n\n```python\n",
+    'assistant\n{"issues":[{"issue_snippet":"',
+    '","severity":"',
+    '","message":"',
+    '","suggested_fixes":null}]}',
     "Analyze this python code for issues:\n\n```python\n",
     "Analyze this typescript code for issues:\n\n```typescript\n",
     '{"issues": [{"issue_snippet": "x", "severity": "warning", "message": "m", '
@@ -100,7 +107,9 @@ def _train_tokenizer(out_dir: Path) -> int:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # No regex pre-split: merges may cross spaces, so the fixed system prompt becomes a few
+    # tokens and examples stay short enough to train on two CPU cores in a minute.
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(

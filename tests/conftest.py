@@ -29,3 +29,8 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "ai-lsp-home"
     monkeypatch.setenv("AI_LSP_HOME", str(home))
     return home
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end tests in real editors (marked ``editor``) run last: slowest, widest."""
+    items.sort(key=lambda item: item.get_closest_marker("editor") is not None)

@@ -1,0 +1,183 @@
+"""Redact secrets from training text, consistently across one example's prompt and answer.
+
+Traces hold source code, and source code holds keys. A secret found in the prompt is replaced by
+the same placeholder wherever it occurs in the example (also in an answer's ``issue_snippet``
+that quotes only the secret), so snippets still match the code after redaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+# (kind, literals one of which must occur, pattern, group holding the secret). The literal check
+# (str.__contains__, very fast) skips a pattern's regex scan on the usual secret-free code.
+_PATTERNS: list[tuple[str, tuple[str, ...], re.Pattern[str], int]] = [
+    (
+        "PRIVATE_KEY",
+        ("PRIVATE KEY-----",),
+        re.compile(
+            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+            r".*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
+            re.DOTALL,
+        ),
+        0,
+    ),
+    (
+        "AWS_ACCESS_KEY",
+        ("AKIA", "ASIA", "ABIA", "ACCA"),
+        re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"),
+        0,
+    ),
+    (
+        "AWS_SECRET_KEY",
+        ("aws", "AWS", "Aws"),
+        re.compile(r"(?i)aws_?secret_?(?:access_?)?key['\"]?\s*[:=]+\s*['\"]?([A-Za-z0-9/+=]{40})"),
+        1,
+    ),
+    (
+        "GITHUB_TOKEN",
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_\w{22,255})"),
+        0,
+    ),
+    ("GITLAB_TOKEN", ("glpat-",), re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}"), 0),
+    ("API_KEY", ("sk-",), re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}"), 0),
+    ("SLACK_TOKEN", ("xox",), re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), 0),
+    ("GOOGLE_API_KEY", ("AIza",), re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), 0),
+    ("STRIPE_KEY", ("_live_",), re.compile(r"\b(?:sk|rk|pk)_live_[0-9A-Za-z]{16,}"), 0),
+    ("HF_TOKEN", ("hf_",), re.compile(r"\bhf_[A-Za-z0-9]{30,}"), 0),
+    (
+        "JWT",
+        ("eyJ",),
+        re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+        0,
+    ),
+    ("URL_PASSWORD", ("://",), re.compile(r"\b[a-z][a-z0-9+.-]*://[^:/\s@]+:([^@/\s'\"]{3,})@"), 1),
+]
+# Where a match can start, found with str.find in the lowered text (a scan at memory speed)
+# instead of letting the regex try every position: (lowered anchor, its offset in a match).
+# Every match of a pattern holds one of its anchors at that offset; URL_PASSWORD's scheme is
+# walked back from "://". PRIVATE_KEY's regex starts with a literal, which re finds quickly.
+_ANCHORS: dict[str, tuple[tuple[str, int], ...]] = {
+    "AWS_ACCESS_KEY": (("akia", 0), ("asia", 0), ("abia", 0), ("acca", 0)),
+    "AWS_SECRET_KEY": (("aws", 0),),
+    "GITHUB_TOKEN": (("gh", 0), ("github_pat_", 0)),
+    "GITLAB_TOKEN": (("glpat-", 0),),
+    "API_KEY": (("sk-", 0),),
+    "SLACK_TOKEN": (("xox", 0),),
+    "GOOGLE_API_KEY": (("aiza", 0),),
+    "STRIPE_KEY": (("_live_", 2),),
+    "HF_TOKEN": (("hf_", 0),),
+    "JWT": (("eyj", 0),),
+}
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+.-")
+_ANY_LITERAL = re.compile("|".join(re.escape(lit) for _, lits, _, _ in _PATTERNS for lit in lits))
+_SECRET_WORDS = (
+    *("password", "passwd", "pwd", "secret", "apikey", "api_key", "accesskey", "access_key"),
+    *("authtoken", "auth_token", "accesstoken", "access_token", "privatekey", "private_key"),
+)
+# The secret words by a shorter prefix they share: one scan finds several words.
+_WORD_PREFIXES = ("passw", "pwd", "secret", "api", "access", "auth", "private")
+_ASSIGNED_SECRET = re.compile(
+    r"(?i)(?:password|passwd|pwd|secret|api_?key|access_?key|auth_?token|access_?token"
+    r"|private_?key)[\w.-]*['\"]?\s*(?::=|=>|=|:)\s*"
+    r"(['\"])((?!\$\{|\{\{|%\(|<)[^'\"\s]{6,})\1"
+)
+
+
+@dataclass
+class Redactor:
+    """Replaces secrets with placeholders; one instance per example keeps them consistent."""
+
+    secrets: dict[str, str] = field(default_factory=dict)  # secret -> placeholder
+
+    def redact(self, text: str) -> str:
+        """``text`` with every known or newly found secret replaced by its placeholder."""
+        self.learn(text)
+        return self.apply(text)
+
+    def learn(self, text: str) -> None:
+        """Remember the secrets in ``text`` (one call over joined texts is cheapest)."""
+        lowered = text.lower()
+        if len(lowered) != len(text):  # a few characters change length when lowered
+            self._learn_scanning(text)
+            return
+        for kind, _, pattern, group in _PATTERNS:
+            for match in _anchored_matches(kind, pattern, text, lowered):
+                self._learn(match.group(group), kind)
+        # str.find runs at memory speed; the regex only runs where a word was found
+        at_word: dict[str, list[int]] = {}
+        for prefix in _WORD_PREFIXES:
+            at = lowered.find(prefix)
+            while at != -1:
+                for word in _SECRET_WORDS:
+                    if word.startswith(prefix) and lowered.startswith(word, at):
+                        at_word.setdefault(word, []).append(at)
+                at = lowered.find(prefix, at + 1)
+        for word in _SECRET_WORDS:  # in this order, as placeholders are numbered
+            for at in at_word.get(word, ()):
+                assigned = _ASSIGNED_SECRET.match(text, at)
+                if assigned:
+                    self._learn(assigned.group(2), "PASSWORD")
+
+    def _learn_scanning(self, text: str) -> None:
+        """``learn`` for text whose lowered form has another length: the regexes scan it all."""
+        if _ANY_LITERAL.search(text):
+            for kind, literals, pattern, group in _PATTERNS:
+                if any(literal in text for literal in literals):
+                    for match in pattern.finditer(text):
+                        self._learn(match.group(group), kind)
+        for found in _ASSIGNED_SECRET.finditer(text):
+            self._learn(found.group(2), "PASSWORD")
+
+    def apply(self, text: str) -> str:
+        """``text`` with the secrets learnt so far replaced, longest first."""
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, self.secrets[secret])
+        return text
+
+    def _learn(self, secret: str, kind: str) -> None:
+        if secret and secret not in self.secrets:
+            self.secrets[secret] = f"REDACTED_{kind}_{len(self.secrets) + 1}"
+
+    @property
+    def count(self) -> int:
+        return len(self.secrets)
+
+
+def _anchored_matches(
+    kind: str, pattern: re.Pattern[str], text: str, lowered: str
+) -> Iterator[re.Match[str]]:
+    """What ``pattern.finditer(text)`` yields, trying the regex only where an anchor occurs."""
+    if kind == "PRIVATE_KEY":
+        yield from pattern.finditer(text)
+        return
+    starts: list[int] = []
+    if kind == "URL_PASSWORD":
+        at = lowered.find("://")
+        while at != -1:
+            scheme = at
+            while scheme > 0 and text[scheme - 1] in _SCHEME_CHARS:
+                scheme -= 1
+            starts.extend(range(scheme, at))
+            at = lowered.find("://", at + 3)
+    else:
+        for anchor, offset in _ANCHORS[kind]:
+            at = lowered.find(anchor)
+            while at != -1:
+                if at >= offset:
+                    starts.append(at - offset)
+                at = lowered.find(anchor, at + 1)
+    if len(_ANCHORS.get(kind, ())) > 1:
+        starts.sort()
+    end = 0
+    for start in starts:
+        if start < end:
+            continue  # finditer's matches do not overlap
+        match = pattern.match(text, start)
+        if match is not None:
+            yield match
+            end = match.end()

@@ -1,0 +1,219 @@
+"""Debounced analyses of open documents, and publishing their diagnostics.
+
+A newer edit cancels the older analysis (and its generation in the model host); an analysis
+whose document changed meanwhile never publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from lsprotocol import types
+
+from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
+from ai_lsp_tune.schema import DiagnosticResult
+from ai_lsp_tune.server.placement import LineIndex
+from ai_lsp_tune.server.state import DocumentState, PublishedIssue
+from ai_lsp_tune.serving.backend import Backend, analyze
+from ai_lsp_tune.serving.protocol import ChatMessage
+from ai_lsp_tune.traces import genai
+from ai_lsp_tune.traces.telemetry import span_ids
+
+if TYPE_CHECKING:
+    from ai_lsp_tune.server.lsp import AiLspServer
+
+log = logging.getLogger(__name__)
+
+SOURCE = "ai-lsp"
+SEVERITY = {
+    "error": types.DiagnosticSeverity.Error,
+    "warning": types.DiagnosticSeverity.Warning,
+    "info": types.DiagnosticSeverity.Information,
+    "hint": types.DiagnosticSeverity.Hint,
+}
+
+
+def schedule(ls: AiLspServer, document: DocumentState, *, debounce: bool = True) -> None:
+    """(Re)start the analysis of ``document`` after the debounce delay."""
+    state = ls.state
+    languages = state.settings.languages
+    if languages and document.language not in languages:
+        return
+    text = document.text
+    running = document.task is not None and not document.task.done()
+    if text in (document.pending_text if running else None, document.analysed_text):
+        return  # e.g. didSave right after the didChange that already triggered this text
+    if running and document.task is not None:
+        document.task.cancel()
+    delay = state.settings.debounce_ms / 1000 if debounce else 0.0
+    document.pending_text = text
+    document.task = asyncio.create_task(
+        _run(ls, document, text, document.version, delay), name=f"analyse {document.uri}"
+    )
+
+
+def is_current(ls: AiLspServer, document: DocumentState, text: str) -> bool:
+    """Still the open document's text, and still this analysis's turn."""
+    return (
+        ls.state.documents.get(document.uri) is document
+        and document.text == text
+        and document.task is asyncio.current_task()
+    )
+
+
+async def _run(
+    ls: AiLspServer, document: DocumentState, text: str, version: int | None, delay: float
+) -> None:
+    try:
+        await asyncio.sleep(delay)
+        backend = await ls.state.wait_backend()
+        if backend is None or not is_current(ls, document, text):
+            return
+        result, trace_id, span_id = await _analyse(ls, backend, document, text)
+        if not is_current(ls, document, text):
+            log.debug("dropping a stale analysis of %s", document.uri)
+            return
+        document.analysed_text = text
+        publish(ls, document, text, version, result, trace_id, span_id)
+    except asyncio.CancelledError:
+        log.debug("analysis of %s cancelled by a newer edit", document.uri)
+        raise
+    except Exception as exc:  # never crash the server on one bad analysis
+        log.exception("analysis of %s failed", document.uri)
+        ls.window_log_message(
+            types.LogMessageParams(
+                type=types.MessageType.Warning, message=f"ai-lsp: analysis failed: {exc}"
+            )
+        )
+
+
+async def _analyse(
+    ls: AiLspServer, backend: Backend, document: DocumentState, text: str
+) -> tuple[DiagnosticResult | None, str, str]:
+    state, telemetry = ls.state, ls.state.telemetry
+    user = user_prompt(document.language, text, document.name)
+    messages = [
+        ChatMessage(role="system", content=SYSTEM_PROMPT),
+        ChatMessage(role="user", content=user),
+    ]
+    model, provider = backend.model_name, backend.provider
+    with telemetry.analysis_span() as span:
+        outcome = await analyze(
+            backend,
+            messages,
+            state.settings.max_tokens,
+            on_attempt=lambda: telemetry.attempt_span(model, provider),
+        )
+        completions = [a.completion for a in outcome.attempts]
+        telemetry.finish_analysis(
+            span,
+            genai.AnalysisRecord(
+                model=model,
+                provider=provider,
+                system=SYSTEM_PROMPT,
+                user=user,
+                output=outcome.result.to_json() if outcome.result else outcome.final_text,
+                valid=outcome.result is not None,
+                document_uri=document.uri,
+                language=document.language,
+                document_name=document.name,
+                input_tokens=_total(c.input_tokens for c in completions),
+                output_tokens=_total(c.output_tokens for c in completions),
+                error=outcome.error if outcome.result is None else None,
+                attempts=len(outcome.attempts),
+            ),
+        )
+        trace_id, span_id = span_ids(span)
+    if outcome.result is None:
+        message = (
+            f"ai-lsp: the model's answer for {document.name} was not a valid DiagnosticResult "
+            f"after {len(outcome.attempts)} attempts ({outcome.error}); no diagnostics."
+        )
+        log.warning("%s", message)
+        ls.window_log_message(
+            types.LogMessageParams(type=types.MessageType.Warning, message=message)
+        )
+    return outcome.result, trace_id, span_id
+
+
+def _total(values: object) -> int | None:
+    numbers = [v for v in values if isinstance(v, int)]  # type: ignore[attr-defined]
+    return sum(numbers) if numbers else None
+
+
+def publish(
+    ls: AiLspServer,
+    document: DocumentState,
+    text: str,
+    version: int | None,
+    result: DiagnosticResult | None,
+    trace_id: str,
+    span_id: str,
+) -> None:
+    """Place every issue's snippet and publish the diagnostics (none when there is no result)."""
+    index = LineIndex(text, ls.workspace.position_encoding)
+    document.issues = {}
+    for number, issue in enumerate(result.issues if result else []):
+        occurrences = list(index.occurrences(issue.issue_snippet))
+        if not occurrences:
+            log.info("issue snippet %r is not in %s; not shown", issue.issue_snippet, document.uri)
+        for occurrence_number, occurrence in enumerate(occurrences):
+            issue_id = f"{span_id}:{number}:{occurrence_number}"
+            fixes = []
+            for fix in issue.suggested_fixes or []:
+                target = _fix_target(text, fix.target_snippet, occurrence.start, occurrence.end)
+                if target is not None:
+                    fixes.append((fix, *target))
+            diagnostic = types.Diagnostic(
+                range=occurrence.range,
+                message=issue.message,
+                severity=SEVERITY[issue.severity],
+                source=SOURCE,
+                data={"id": issue_id},
+            )
+            document.issues[issue_id] = PublishedIssue(
+                id=issue_id,
+                diagnostic=diagnostic,
+                snippet=issue.issue_snippet,
+                message=issue.message,
+                start=occurrence.start,
+                end=occurrence.end,
+                fixes=fixes,
+                trace_id=trace_id,
+                span_id=span_id,
+            )
+    republish(ls, document, version)
+
+
+def republish(ls: AiLspServer, document: DocumentState, version: int | None = None) -> None:
+    ls.text_document_publish_diagnostics(
+        types.PublishDiagnosticsParams(
+            uri=document.uri,
+            version=version,
+            diagnostics=[issue.diagnostic for issue in document.issues.values()],
+        )
+    )
+
+
+def _fix_target(text: str, target: str, start: int, end: int) -> tuple[int, int] | None:
+    """Where a fix applies: the occurrence of its target overlapping the issue, else the nearest."""
+    if not target:
+        return None
+    best: tuple[int, int] | None = None
+    position = text.find(target, max(0, start - len(target)))
+    if position != -1 and position <= end:
+        return position, position + len(target)
+    for found in _all(text, target):
+        if best is None or abs(found - start) < abs(best[0] - start):
+            best = (found, found + len(target))
+    return best
+
+
+def _all(text: str, needle: str) -> list[int]:
+    found, position = [], text.find(needle)
+    while position != -1:
+        found.append(position)
+        position = text.find(needle, position + 1)
+    return found

@@ -1,0 +1,534 @@
+"""Fine-tune on my traces: the job that closes the loop while the server keeps answering.
+
+traces (the server's own export + extra files) -> dataset (a thread) -> TrainingRunner (a
+worker process: train, evaluate candidate and served model on the test split, fuse) -> the
+evaluation gate -> ServedModel.swap (the model host loads the new model beside the old one)
+-> the registry (served/previous persisted) -> a message with metrics before -> after and a
+"Roll back" action. One run at a time; every state change is visible (progress, a message or
+a log line); any failure ends the progress with its reason and leaves the old model serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+from lsprotocol import types as lsp
+
+from ai_lsp_tune.config import FinetuneSettings
+from ai_lsp_tune.server.finetune_prepare import (
+    DatasetPreparation,
+    PreparationFailed,
+    PrepareRequest,
+)
+from ai_lsp_tune.server.finetune_progress import (
+    ProgressChannel,
+    ProgressMeter,
+    ProgressStep,
+    describe_change,
+    format_progress,
+)
+from ai_lsp_tune.server.finetune_state import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    TRANSITIONS,
+    FinetuneStatus,
+    JobState,
+    ProgressSnapshot,
+    RunRecord,
+    check_transition,
+    load_record,
+    save_record,
+)
+from ai_lsp_tune.server.finetune_training import TrainOutcome, train_candidate
+
+logger = logging.getLogger(__name__)
+
+TITLE = "Fine-tune on my traces"
+ROLL_BACK = "Roll back"
+USE_ANYWAY = "Use it anyway"
+STOP_TIMEOUT_S = 5.0
+_END_KIND = {
+    JobState.FAILED: lsp.MessageType.Error,
+    JobState.REJECTED: lsp.MessageType.Warning,
+}
+
+
+class PathNotAllowed(ValueError):
+    """A command argument points outside the workspace and the server's data dir."""
+
+
+class JobBusy(RuntimeError):
+    """A second fine-tune was asked for while one runs."""
+
+
+class ModelSlot(Protocol):
+    """What the job needs of the served model (``serving.served_model.ServedModel``)."""
+
+    @property
+    def current_path(self) -> str | None: ...
+
+    @property
+    def previous_path(self) -> str | None: ...
+
+    async def swap(self, path: str) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+
+def resolve_allowed_path(raw: str, *, roots: list[Path], base: Path | None) -> Path:
+    """A path or file URI from a command argument, resolved; refused outside ``roots``.
+
+    Relative paths are taken from ``base`` (the workspace root). Symlinks are resolved first,
+    so a link inside the workspace cannot point the server at files outside it.
+    """
+    text = raw.strip()
+    if not text:
+        raise PathNotAllowed("empty path argument")
+    if text.startswith("file://"):
+        text = unquote(urlparse(text).path)
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        if base is None:
+            raise PathNotAllowed(f"{raw!r} is relative and no workspace folder is open")
+        path = base / path
+    resolved = path.resolve()
+    for root in roots:
+        if resolved.is_relative_to(root.resolve()):
+            return resolved
+    allowed = " or ".join(str(root) for root in roots)
+    raise PathNotAllowed(
+        f"{raw!r} is outside the workspace and the server's data dir; use a path under {allowed}"
+    )
+
+
+@dataclass
+class FinetuneOptions:
+    """One run's choices: settings, plus what the command's argument added."""
+
+    settings: FinetuneSettings
+    extra_traces: list[Path] = field(default_factory=list)
+    resume: bool = True
+    eval_max_tokens: int = 512  # the served model's answer budget (``maxTokens``)
+
+
+class NoLocalModel(RuntimeError):
+    """Fine-tuning, swapping and rolling back need the local backend."""
+
+
+@dataclass
+class JobContext:
+    """What the job reads from the server: its workspace, its traces, the served model."""
+
+    data_dir: Path  # the workspace's folder in the server's data dir
+    served: Callable[[], ModelSlot | None]  # None while the remote backend is in use
+    own_traces: Callable[[], Awaitable[list[Path]]]  # flushes pending spans first
+    show_message_request: Callable[[lsp.ShowMessageRequestParams], Awaitable[Any]]
+    swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def record_path(self) -> Path:
+        return self.data_dir / "finetune" / "last_run.json"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "finetune" / "runs"
+
+    def served_model(self) -> ModelSlot:
+        """The served local model, or a clear error when there is none."""
+        served = self.served()
+        if served is None:
+            raise NoLocalModel(
+                "no local model is being served (the remote backend is in use, or the local "
+                'model failed to load); set "aiLsp.backend" to "local" first'
+            )
+        return served
+
+
+def new_run_id() -> str:
+    """Sortable and unique enough: ``20250101-120102-3fa2``."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+class FinetuneJob:
+    """The job slot: at most one run; its state, progress and last record."""
+
+    def __init__(self, ls: Any, ctx: JobContext) -> None:
+        self._ls = ls
+        self.ctx = ctx
+        self.record: RunRecord | None = load_record(ctx.record_path)
+        self.state = self.record.state if self.record else JobState.IDLE
+        if self.state in ACTIVE_STATES:  # the server died mid-run: that run is over
+            self.state = JobState.FAILED
+            if self.record is not None:
+                self.record.state = JobState.FAILED
+                self.record.reason = "the server stopped while this run was active"
+        self.phase: str | None = None
+        self._meter = ProgressMeter()
+        self._message: str | None = None
+        self._progress: ProgressChannel | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._runner: Any = None
+        self._preparation: DatasetPreparation | None = None
+        self._cancel_requested = False
+        self._follow_ups: set[asyncio.Task[None]] = set()
+
+    # --- the commands' side ----------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def progress_token(self) -> str | None:
+        """The work-done progress token of the current (or last) attempt."""
+        return self._progress.token if self._progress is not None else None
+
+    def start(self, options: FinetuneOptions) -> str:
+        """Begin a run in the background and return its id at once."""
+        if self.active and self.record is not None:
+            raise JobBusy(
+                f"a fine-tune is already in progress (run {self.record.run_id}, "
+                f"{self._message or self.state}); cancel it first or wait for it to finish"
+            )
+        resumed = self._resumable(options)
+        run_id = resumed.run_id if resumed else new_run_id()
+        run_dir = Path(resumed.run_dir) if resumed else self.ctx.runs_dir / run_id
+        base_model = options.settings.base_model or self.ctx.served_model().current_path
+        if not base_model:
+            raise ValueError("no model to fine-tune: set finetune.baseModel or model")
+        self.record = RunRecord(
+            run_id=run_id,
+            state=self.state,
+            started_at=time.time(),
+            run_dir=str(run_dir),
+            base_model=base_model,
+            baseline_model=self.ctx.served_model().current_path,
+            examples=resumed.examples if resumed else None,
+        )
+        self._meter = ProgressMeter()
+        self._cancel_requested = False
+        token = f"ai-lsp.finetune/{run_id}/{secrets.token_hex(3)}"  # unique per attempt
+        self._progress = ProgressChannel(self._ls, token, TITLE, self.cancel)
+        self._transition(JobState.PREPARING, phase="preparing")
+        self._task = asyncio.create_task(self._run(options, resume=resumed is not None))
+        return run_id
+
+    def _resumable(self, options: FinetuneOptions) -> RunRecord | None:
+        last = self.record
+        if not (options.resume and last and last.state == JobState.CANCELLED and last.resumable):
+            return None
+        if options.settings.base_model and options.settings.base_model != last.base_model:
+            return None
+        return last if Path(last.run_dir).is_dir() else None
+
+    def cancel(self) -> bool:
+        """Ask the run to stop (the worker keeps a checkpoint); False when nothing can stop."""
+        if self.state not in (JobState.PREPARING, JobState.TRAINING):
+            return False
+        self._cancel_requested = True
+        self._transition(JobState.CANCELLING)
+        if self._preparation is not None:
+            self._preparation.cancel()
+        if self._runner is not None:
+            self._runner.cancel()
+        return True
+
+    async def stop(self) -> None:
+        """Server shutdown: stop the worker and wait for it, so no process is left behind."""
+        if self._task is None or self._task.done():
+            return
+        self.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT_S)
+        except (TimeoutError, asyncio.CancelledError):
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+    def status(self) -> FinetuneStatus:
+        """The JSON of ``ai-lsp.finetune.status``."""
+        served = self.ctx.served()
+        progress = None
+        if self.active and self._message is not None:
+            progress = ProgressSnapshot(percentage=self._meter.percentage, message=self._message)
+        return FinetuneStatus(
+            state=self.state,
+            phase=self.phase if self.active else None,
+            run_id=self.record.run_id if self.record else None,
+            progress=progress,
+            last_run=self.record,
+            served_model=served.current_path if served else None,
+            previous_model=served.previous_path if served else None,
+        )
+
+    # --- the run ---------------------------------------------------------------------------
+    def _transition(self, new: JobState, *, phase: str | None = None, reason: str = "") -> None:
+        check_transition(self.state, new)
+        logger.info("fine-tune %s: %s -> %s %s", self._run_id, self.state, new, reason)
+        self.state = new
+        if phase is not None:
+            self.phase = phase
+        if self.record is not None:
+            self.record.state = new
+            self.record.phase = self.phase
+            if reason:
+                self.record.reason = reason
+            self._save()
+
+    @property
+    def _run_id(self) -> str:
+        return self.record.run_id if self.record else "-"
+
+    def _save(self) -> None:
+        if self.record is None:
+            return
+        try:
+            save_record(self.ctx.record_path, self.record)
+        except OSError as exc:  # the run goes on; status still answers from memory
+            logger.warning("cannot write %s: %s", self.ctx.record_path, exc)
+
+    def _report(self, step: ProgressStep, percentage: int, *, cancellable: bool = True) -> None:
+        self._message = format_progress(percentage, step)
+        if self._progress is not None:
+            self._progress.report(
+                percentage, self._message, phase=step.phase, cancellable=cancellable
+            )
+
+    async def _run(self, options: FinetuneOptions, *, resume: bool) -> None:
+        assert self._progress is not None and self.record is not None
+        summary = "stopped"
+        try:
+            await self._progress.begin("0% · preparing the dataset")
+            summary = await self._flow(options, resume=resume)
+        except asyncio.CancelledError:
+            summary = "stopped: the server is shutting down"
+            self._finish(JobState.CANCELLED, summary)
+            raise
+        except Exception as exc:
+            logger.exception("fine-tune %s failed", self._run_id)
+            summary = f"failed: {exc}"
+            self._finish(JobState.FAILED, str(exc))
+        finally:
+            self._runner = None
+            if self.record is not None:
+                self.record.finished_at = time.time()
+                self._save()
+            self._progress.end(summary, kind=_END_KIND.get(self.state, lsp.MessageType.Info))
+
+    async def _flow(self, options: FinetuneOptions, *, resume: bool) -> str:
+        """The run itself; returns the line that ends the progress."""
+        record = self.record
+        assert record is not None
+        run_dir = Path(record.run_dir)
+        dataset_dir = run_dir / "dataset"
+        if not resume:
+            try:
+                await self._prepare(options, dataset_dir)
+            except PreparationFailed as exc:
+                if not self._cancel_requested:
+                    raise
+                logger.info("preparation stopped: %s", exc)
+        else:
+            self._report(ProgressStep("preparing", note="resuming"), self._meter.preparing(1.0))
+        if self._cancel_requested:
+            self._finish(JobState.CANCELLED, "cancelled before training started")
+            return "cancelled"
+
+        self._transition(JobState.TRAINING, phase="loading")
+        outcome = await self._train(options, dataset_dir, run_dir / "output", resume)
+        if self._cancel_requested or outcome.cancelled:
+            record.resumable = outcome.checkpoint_kept
+            if outcome.checkpoint_kept:
+                self._finish(
+                    JobState.CANCELLED, "cancelled; the next run resumes from its checkpoint"
+                )
+                at = self._meter.percentage
+                return f"cancelled at {at}% (checkpoint kept: the next run resumes)"
+            self._finish(JobState.CANCELLED, "cancelled before the first checkpoint")
+            return "cancelled (no checkpoint yet: the next run starts over)"
+        if outcome.error is not None:
+            self._finish(JobState.FAILED, outcome.error)
+            return f"failed: {outcome.error}; still serving {record.baseline_model}"
+
+        record.candidate_model = str(outcome.model_path)
+        record.metrics_before, record.metrics_after = outcome.metrics_before, outcome.metrics_after
+        passed = outcome.not_worse
+        record.gate = "passed" if passed else ("forced" if options.settings.force else "failed")
+        change = describe_change(record.metrics_before, record.metrics_after)
+        if not passed and not options.settings.force:
+            self._transition(JobState.REJECTED, reason="the new model scored worse; not swapped")
+            self._follow_up(
+                self.offer_after_rejection(
+                    record.candidate_model, record.metrics_before, record.metrics_after
+                )
+            )
+            return f"kept the current model: the new one scored worse ({change})"
+
+        self._transition(JobState.SWAPPING, phase="swapping")
+        self._report(
+            ProgressStep("swapping", note="loading the new model"),
+            self._meter.swapping(0.1),
+            cancellable=False,
+        )
+        try:
+            async with self.ctx.swap_lock:
+                await self.ctx.served_model().swap(record.candidate_model)
+        except Exception as exc:
+            reason = f"the new model failed to load ({exc}); still serving {record.baseline_model}"
+            self._transition(JobState.FAILED, reason=reason)
+            return f"failed: {reason}"
+        record.swapped = True
+        self._meter.finish()
+        self._transition(JobState.SUCCEEDED, phase="done")
+        self._follow_up(self.offer_after_swap(record.metrics_before, record.metrics_after))
+        return f"100% · now serving the fine-tuned model ({change})"
+
+    async def _prepare(self, options: FinetuneOptions, dataset_dir: Path) -> None:
+        """Traces -> dataset, in a child process (the server keeps answering meanwhile)."""
+        assert self.record is not None
+        traces = [*await self.ctx.own_traces(), *options.extra_traces]
+        step = ProgressStep("preparing", note=f"reading {len(traces)} trace files")
+        self._report(step, self._meter.preparing(0.05))
+        base = Path(self.record.base_model)
+        request = PrepareRequest(
+            traces=traces,
+            output_dir=dataset_dir,
+            max_seq_length=options.settings.max_seq_length,
+            tokenizer=str(base) if base.is_dir() else None,
+        )
+        self._preparation = DatasetPreparation(
+            request, lambda fraction: self._prepared(0.1 + 0.85 * fraction)
+        )
+        try:
+            done = await self._preparation.run()
+        finally:
+            self._preparation = None
+        self.record.examples = dict(done.splits)
+        step = ProgressStep("preparing", note=f"{done.examples} examples")
+        self._report(step, self._meter.preparing(1.0))
+
+    def _prepared(self, fraction: float) -> None:
+        if self.state == JobState.PREPARING:
+            step = ProgressStep("preparing", note="reading traces")
+            self._report(step, self._meter.preparing(fraction))
+
+    async def _train(
+        self, options: FinetuneOptions, dataset_dir: Path, output_dir: Path, resume: bool
+    ) -> TrainOutcome:
+        assert self.record is not None
+
+        def on_step(step: ProgressStep) -> None:
+            self.phase = step.phase
+            self._report(step, self._meter.worker(step), cancellable=True)
+
+        def on_runner(runner: Any) -> None:
+            self._runner = runner
+            if self._cancel_requested:
+                runner.cancel()
+
+        return await train_candidate(
+            options.settings,
+            eval_max_tokens=options.eval_max_tokens,
+            dataset=dataset_dir,
+            base_model=self.record.base_model,
+            baseline_model=self.record.baseline_model,
+            output_dir=output_dir,
+            resume=resume,
+            on_step=on_step,
+            on_runner=on_runner,
+        )
+
+    def _follow_up(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A message whose answer may come much later; the run does not wait for it."""
+        task = asyncio.create_task(coro)
+        self._follow_ups.add(task)
+        task.add_done_callback(self._follow_ups.discard)
+
+    def _finish(self, state: JobState, reason: str) -> None:
+        """Move to a final state from wherever the run stands (cancel and failure paths)."""
+        if self.state in FINAL_STATES:
+            logger.warning("fine-tune %s already ended (%s): %s", self._run_id, self.state, reason)
+            return
+        if state == JobState.CANCELLED and self.state in (JobState.PREPARING, JobState.TRAINING):
+            self._transition(JobState.CANCELLING)
+        if state not in TRANSITIONS[self.state]:
+            state = JobState.FAILED
+        self._transition(state, reason=reason)
+
+    async def offer_after_swap(
+        self, before: dict[str, Any] | None, after: dict[str, Any] | None
+    ) -> None:
+        """Tell the user what changed, with a "Roll back" action (answered whenever they like)."""
+        text = f"Fine-tuned model now serving. {describe_change(before, after)}"
+        params = lsp.ShowMessageRequestParams(
+            type=lsp.MessageType.Info, message=text, actions=[lsp.MessageActionItem(ROLL_BACK)]
+        )
+        try:
+            choice = await self.ctx.show_message_request(params)
+        except Exception as exc:
+            logger.info("message request not answered: %s", exc)
+            return
+        if choice is not None and getattr(choice, "title", None) == ROLL_BACK:
+            await self._from_message(self.rollback())
+
+    async def offer_after_rejection(
+        self, candidate: str, before: dict[str, Any] | None, after: dict[str, Any] | None
+    ) -> None:
+        """The gate kept the old model; the user may still choose the new one."""
+        text = (
+            "The fine-tuned model scored worse than the one serving, so it was not swapped in "
+            f"(set finetune.force to override). {describe_change(before, after)}"
+        )
+        params = lsp.ShowMessageRequestParams(
+            type=lsp.MessageType.Warning, message=text, actions=[lsp.MessageActionItem(USE_ANYWAY)]
+        )
+        try:
+            choice = await self.ctx.show_message_request(params)
+        except Exception as exc:
+            logger.info("message request not answered: %s", exc)
+            return
+        if choice is not None and getattr(choice, "title", None) == USE_ANYWAY:
+            await self._from_message(self.use_model(candidate))
+
+    async def _from_message(self, action: Coroutine[Any, Any, None]) -> None:
+        """Run an action the user picked in a message; its failure is shown, not raised."""
+        try:
+            await action
+        except Exception as exc:
+            logger.warning("action failed: %s", exc)
+            self._ls.window_show_message(
+                lsp.ShowMessageParams(type=lsp.MessageType.Error, message=f"ai-lsp: {exc}")
+            )
+
+    async def use_model(self, path: str) -> None:
+        """Serve ``path`` (one swap at a time); the old model keeps serving if it fails to load."""
+        if self.state == JobState.SWAPPING:
+            raise JobBusy("a fine-tuned model is being swapped in right now; try again shortly")
+        async with self.ctx.swap_lock:
+            await self.ctx.served_model().swap(path)
+        self._ls.window_log_message(
+            lsp.LogMessageParams(type=lsp.MessageType.Info, message=f"now serving {path}")
+        )
+
+    async def rollback(self) -> None:
+        """Serve the previous model again."""
+        if self.state == JobState.SWAPPING:
+            raise JobBusy("a fine-tuned model is being swapped in right now; try again shortly")
+        if not self.ctx.served_model().previous_path:
+            raise ValueError("there is no previous model to roll back to")
+        async with self.ctx.swap_lock:
+            await self.ctx.served_model().rollback()
+        current = self.ctx.served_model().current_path
+        self._ls.window_show_message(
+            lsp.ShowMessageParams(
+                type=lsp.MessageType.Info, message=f"Rolled back: now serving {current}"
+            )
+        )

@@ -1,0 +1,187 @@
+"""Workspace commands that close the loop: fine-tune, cancel, status, use a model, roll back.
+
+Handlers are small: they validate their arguments, find the job slot in ``ls.state`` and
+delegate to ``server/finetune.py``. Refusals come back as a JSON-RPC error whose message says
+what to do; paths must lie inside the workspace or the server's data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcException
+
+from ai_lsp_tune import paths
+from ai_lsp_tune.server import commands
+from ai_lsp_tune.server.finetune import (
+    FinetuneJob,
+    FinetuneOptions,
+    JobBusy,
+    JobContext,
+    NoLocalModel,
+    PathNotAllowed,
+    resolve_allowed_path,
+)
+from ai_lsp_tune.server.lsp import AiLspServer  # pygls reads handler annotations at run time
+
+logger = logging.getLogger(__name__)
+
+FINETUNE_ARGUMENT_KEYS = {"traces", "resume", "force"}
+
+
+class CommandRefused(JsonRpcException):
+    """The command cannot run now or with these arguments; the message says why."""
+
+    CODE = lsp.LSPErrorCodes.RequestFailed.value
+
+
+def register(ls: AiLspServer) -> None:
+    """Register the fine-tune and model commands on the server (called by ``create_server``)."""
+
+    @ls.command(commands.FINETUNE)
+    async def finetune(ls: AiLspServer, *args: Any) -> dict[str, Any]:
+        job = await _job(ls)
+        options = _finetune_options(ls, args)
+        if not job.active and not options.extra_traces and not await job.ctx.own_traces():
+            raise CommandRefused(
+                f"no traces to learn from yet: the server records its analyses to "
+                f"{ls.state.trace_file}; use the editor with telemetry on for a while, or pass "
+                '{"traces": [paths]} or set "aiLsp.finetune.extraTraces"'
+            )
+        with _refusals():
+            run_id = job.start(options)
+        return {"runId": run_id, "state": job.state.value, "progressToken": job.progress_token}
+
+    @ls.command(commands.FINETUNE_CANCEL)
+    def finetune_cancel(ls: AiLspServer, *args: Any) -> dict[str, Any]:
+        job = ls.state.job
+        cancelled = bool(job is not None and job.cancel())
+        state = job.state.value if job is not None else "idle"
+        if not cancelled:
+            ls.window_log_message(
+                lsp.LogMessageParams(type=lsp.MessageType.Info, message="no fine-tune to cancel")
+            )
+        return {"cancelled": cancelled, "state": state}
+
+    @ls.command(commands.FINETUNE_STATUS)
+    async def finetune_status(ls: AiLspServer, *args: Any) -> dict[str, Any]:
+        job = await _job(ls, wait_backend=False)
+        return job.status().wire()
+
+    @ls.command(commands.MODEL_USE)
+    async def model_use(ls: AiLspServer, *args: Any) -> dict[str, Any]:
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise CommandRefused(f"{commands.MODEL_USE} takes [modelPath], got {list(args)!r}")
+        model = _allowed(ls, args[0])
+        if not (model / "config.json").is_file():
+            raise CommandRefused(f"{model} is not an MLX model folder (it has no config.json)")
+        job = await _job(ls)
+        with _refusals():
+            await job.use_model(str(model))
+        return job.status().wire()
+
+    @ls.command(commands.MODEL_ROLLBACK)
+    async def model_rollback(ls: AiLspServer, *args: Any) -> dict[str, Any]:
+        job = await _job(ls)
+        with _refusals():
+            await job.rollback()
+        return job.status().wire()
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """Turn the job's expected refusals into a CommandRefused with the same message."""
+    from ai_lsp_tune.serving.client import ModelLoadError
+    from ai_lsp_tune.serving.served_model import NoPreviousModel
+
+    try:
+        yield
+    except (JobBusy, NoLocalModel, NoPreviousModel, ModelLoadError, ValueError) as exc:
+        raise CommandRefused(str(exc)) from exc
+
+
+def _roots(ls: AiLspServer) -> list[Path]:
+    roots = [paths.data_dir()]
+    if ls.state.workspace_root:
+        roots.insert(0, Path(ls.state.workspace_root))
+    return roots
+
+
+def _allowed(ls: AiLspServer, raw: str) -> Path:
+    base = Path(ls.state.workspace_root) if ls.state.workspace_root else None
+    try:
+        return resolve_allowed_path(raw, roots=_roots(ls), base=base)
+    except PathNotAllowed as exc:
+        raise CommandRefused(str(exc)) from exc
+
+
+def _finetune_options(ls: AiLspServer, args: tuple[Any, ...]) -> FinetuneOptions:
+    """``[]`` or ``[{"traces": [...], "resume": true, "force": false}]``."""
+    settings = ls.state.settings.finetune
+    if not args:
+        arguments: dict[str, Any] = {}
+    elif len(args) == 1 and isinstance(args[0], dict):
+        arguments = args[0]
+    else:
+        raise CommandRefused(
+            f'{commands.FINETUNE} takes no argument or one object {{"traces": [paths], '
+            f'"resume": bool, "force": bool}}, got {list(args)!r}'
+        )
+    unknown = set(arguments) - FINETUNE_ARGUMENT_KEYS
+    if unknown:
+        raise CommandRefused(f"{commands.FINETUNE}: unknown argument(s) {sorted(unknown)}")
+    traces = arguments.get("traces", [])
+    if not isinstance(traces, list) or not all(isinstance(t, str) for t in traces):
+        raise CommandRefused(f"{commands.FINETUNE}: traces must be a list of paths")
+    extra = [_allowed(ls, t) for t in traces]
+    missing = [str(p) for p in extra if not p.exists()]
+    if missing:
+        raise CommandRefused(f"{commands.FINETUNE}: no such trace file or folder: {missing}")
+    base = Path(ls.state.workspace_root) if ls.state.workspace_root else Path.cwd()
+    # extraTraces come from the user's own settings: resolved, not confined.
+    extra += [(base / Path(t).expanduser()).resolve() for t in settings.extra_traces]
+    if "force" in arguments:
+        settings = settings.model_copy(update={"force": bool(arguments["force"])})
+    return FinetuneOptions(
+        settings=settings,
+        extra_traces=extra,
+        resume=bool(arguments.get("resume", True)),
+        eval_max_tokens=ls.state.settings.max_tokens,
+    )
+
+
+async def _job(ls: AiLspServer, *, wait_backend: bool = True) -> FinetuneJob:
+    """The job slot, created on first use (after ``initialize`` fixed the workspace)."""
+    if wait_backend:
+        await ls.state.wait_backend()
+    job = ls.state.job
+    if job is None or job.ctx.data_dir != ls.state.workspace_dir:
+        job = ls.state.job = FinetuneJob(ls, _context(ls))
+    return job
+
+
+def _context(ls: AiLspServer) -> JobContext:
+    async def own_traces() -> list[Path]:
+        from ai_lsp_tune.traces.exporter import backups_of
+
+        telemetry = ls.state.telemetry
+        await asyncio.to_thread(telemetry.flush)  # spans still buffered belong in the dataset
+        trace_file = ls.state.trace_file
+        files = [*backups_of(trace_file), trace_file]
+        return [f for f in files if f.exists()]
+
+    async def show_message_request(params: lsp.ShowMessageRequestParams) -> Any:
+        return await ls.window_show_message_request_async(params)
+
+    return JobContext(
+        data_dir=ls.state.workspace_dir,
+        served=lambda: ls.state.served_model,
+        own_traces=own_traces,
+        show_message_request=show_message_request,
+    )

@@ -1,0 +1,163 @@
+"""Dataset preparation for the language server, in its own process.
+
+Reading and cleaning traces is pure-Python work that can take seconds to minutes on a large
+export; in a thread of the server it would hold the GIL and make every request wait. So the
+server runs ``python -m ai_lsp_tune.server.finetune_prepare`` and reads typed messages from its
+stdout (one JSON object per line, versioned); the child sends its own prints to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+PROTOCOL_VERSION = 1
+logger = logging.getLogger(__name__)
+
+
+class PrepareRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    v: int = PROTOCOL_VERSION
+    traces: list[Path]
+    output_dir: Path
+    max_seq_length: int
+    tokenizer: str | None = None
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: int = PROTOCOL_VERSION
+
+
+class PrepareProgress(_Message):
+    type: Literal["progress"] = "progress"
+    done: int
+    total: int
+
+
+class PrepareDone(_Message):
+    type: Literal["done"] = "done"
+    examples: int
+    splits: dict[str, int]
+
+
+class PrepareFailed(_Message):
+    type: Literal["failed"] = "failed"
+    message: str
+
+
+PrepareMessage = Annotated[
+    PrepareProgress | PrepareDone | PrepareFailed, Field(discriminator="type")
+]
+_MESSAGES: TypeAdapter[PrepareMessage] = TypeAdapter(PrepareMessage)
+
+
+class PreparationFailed(RuntimeError):
+    """The traces gave no dataset; the message says why, in one sentence."""
+
+
+class DatasetPreparation:
+    """One preparation run in a child process; ``cancel()`` stops it."""
+
+    def __init__(self, request: PrepareRequest, on_progress: Callable[[float], None]) -> None:
+        self.request = request
+        self._on_progress = on_progress
+        self._process: asyncio.subprocess.Process | None = None
+        self._cancelled = False
+
+    async def run(self) -> PrepareDone:
+        """Prepare the dataset; raise PreparationFailed with the child's reason."""
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ai_lsp_tune.server.finetune_prepare",
+            self.request.model_dump_json(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert self._process.stdout is not None and self._process.stderr is not None
+        stderr = asyncio.create_task(self._process.stderr.read())
+        final: PrepareDone | PrepareFailed | None = None
+        while line := await self._process.stdout.readline():
+            try:
+                message = _MESSAGES.validate_json(line)
+            except ValueError:
+                logger.warning("ignoring a bad line from dataset preparation: %r", line[:200])
+                continue
+            if isinstance(message, PrepareProgress):
+                self._on_progress(message.done / message.total if message.total else 1.0)
+            else:
+                final = message
+        code = await self._process.wait()
+        log = (await stderr).decode(errors="replace").strip()
+        if log:
+            logger.debug("dataset preparation log:\n%s", log)
+        if isinstance(final, PrepareDone):
+            return final
+        if isinstance(final, PrepareFailed):
+            raise PreparationFailed(final.message)
+        if self._cancelled:
+            raise PreparationFailed("dataset preparation was cancelled")
+        last = log.splitlines()[-1] if log else "no output"
+        raise PreparationFailed(f"dataset preparation exited with code {code} ({last[:200]})")
+
+    def cancel(self) -> None:
+        """Stop the child now; it writes nothing the next run depends on."""
+        self._cancelled = True
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+
+
+def _child(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="Prepare a dataset for the language server.")
+    parser.add_argument("request", help="PrepareRequest as JSON")
+    args = parser.parse_args(argv)
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything printed goes to the log, never into the message channel
+    os.nice(10)  # below the language server, like the model host
+
+    def send(message: Any) -> None:
+        channel.write(message.model_dump_json() + "\n")
+
+    from ai_lsp_tune.dataset import prepare_dataset
+
+    request = PrepareRequest.model_validate_json(args.request)
+    sent = [-1]
+
+    def on_progress(done: int, total: int) -> None:
+        percent = done * 100 // total if total else 100
+        if percent > sent[0]:  # at most a hundred messages, however long the traces
+            sent[0] = percent
+            send(PrepareProgress(done=done, total=total))
+
+    try:
+        report = prepare_dataset(
+            request.traces,
+            output_file=None,
+            output_dir=request.output_dir,
+            max_seq_length=request.max_seq_length,
+            tokenizer=request.tokenizer,
+            on_progress=on_progress,
+        )
+    except Exception as exc:  # each of prepare_dataset's errors is one clear sentence
+        send(PrepareFailed(message=str(exc) or type(exc).__name__))
+        return 1
+    send(PrepareDone(examples=report.examples, splits=dict(report.splits)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))

@@ -1,0 +1,124 @@
+"""A fine-tune job's states, the transitions between them, and what is remembered of a run.
+
+The job slot holds at most one run. Every transition goes through ``check_transition`` so a
+bug shows as a clear error instead of a job stuck in an impossible state, and the last run's
+record is written atomically to the workspace's data dir so ``status`` survives a restart and
+a cancelled run can be resumed.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from ai_lsp_tune.files import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+
+class JobState(enum.StrEnum):
+    IDLE = "idle"  # no run yet in this workspace
+    PREPARING = "preparing"  # traces -> dataset (in a thread)
+    TRAINING = "training"  # the worker: loading, training, evaluating, fusing
+    SWAPPING = "swapping"  # gate passed; the model host loads the new model
+    CANCELLING = "cancelling"  # asked to stop; the worker is saving its checkpoint
+    SUCCEEDED = "succeeded"  # the new model serves
+    REJECTED = "rejected"  # the new model scored worse; the old one keeps serving
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+ACTIVE_STATES = frozenset(
+    {JobState.PREPARING, JobState.TRAINING, JobState.SWAPPING, JobState.CANCELLING}
+)
+FINAL_STATES = frozenset(
+    {JobState.IDLE, JobState.SUCCEEDED, JobState.REJECTED, JobState.CANCELLED, JobState.FAILED}
+)
+_STOPS = {JobState.CANCELLING, JobState.FAILED}
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    **{state: frozenset({JobState.PREPARING}) for state in FINAL_STATES},
+    JobState.PREPARING: frozenset({JobState.TRAINING, *_STOPS}),
+    JobState.TRAINING: frozenset({JobState.SWAPPING, JobState.REJECTED, *_STOPS}),
+    # A swap is not cancellable: the model host finishes loading, then routing flips once.
+    JobState.SWAPPING: frozenset({JobState.SUCCEEDED, JobState.FAILED}),
+    JobState.CANCELLING: frozenset({JobState.CANCELLED, JobState.FAILED}),
+}
+
+
+class InvalidTransition(RuntimeError):
+    """A job tried to move between two states that are not connected: a bug, not user error."""
+
+
+def check_transition(old: JobState, new: JobState) -> None:
+    """Raise InvalidTransition unless ``old -> new`` is an edge of the job's state machine."""
+    if new not in TRANSITIONS[old]:
+        raise InvalidTransition(f"fine-tune job cannot go from {old} to {new}")
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def wire(self) -> dict[str, Any]:
+        """JSON-ready dict with camelCase keys, as the editors read it."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class RunRecord(_Camel):
+    """What a run did, kept after it ends (``<workspace data dir>/finetune/last_run.json``)."""
+
+    run_id: str
+    state: JobState
+    phase: str | None = None
+    reason: str | None = Field(default=None, description="Why it failed, was refused or cancelled.")
+    started_at: float
+    finished_at: float | None = None
+    run_dir: str
+    base_model: str
+    baseline_model: str | None = Field(
+        default=None, description="The model served when it started."
+    )
+    candidate_model: str | None = None
+    examples: dict[str, int] | None = Field(default=None, description="Examples per split.")
+    metrics_before: dict[str, Any] | None = None
+    metrics_after: dict[str, Any] | None = None
+    gate: str | None = Field(default=None, description="passed | failed | forced")
+    swapped: bool = False
+    resumable: bool = Field(default=False, description="A cancelled run left a checkpoint.")
+
+
+class ProgressSnapshot(_Camel):
+    percentage: int
+    message: str
+
+
+class FinetuneStatus(_Camel):
+    """The answer of ``ai-lsp.finetune.status``."""
+
+    state: JobState
+    phase: str | None = None
+    run_id: str | None = None
+    progress: ProgressSnapshot | None = None
+    last_run: RunRecord | None = None
+    served_model: str | None = None
+    previous_model: str | None = None
+
+
+def load_record(path: Path) -> RunRecord | None:
+    """The last run's record, or None when there is none or it cannot be read (logged)."""
+    try:
+        return RunRecord.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValidationError) as exc:
+        logger.warning("ignoring unreadable fine-tune record %s: %s", path, exc)
+        return None
+
+
+def save_record(path: Path, record: RunRecord) -> None:
+    """Write the record through a temp file and a rename."""
+    atomic_write_text(path, record.model_dump_json(indent=2))

@@ -1,0 +1,154 @@
+"""The job's side of the training worker: a TrainRequest from settings, events to progress.
+
+The worker (``training/worker.py``, a separate process) trains, evaluates the candidate and
+the served model on the test split, and fuses; this module turns its events into progress
+steps and its final event into a ``TrainOutcome`` the job's gate reads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ai_lsp_tune.config import FinetuneSettings
+from ai_lsp_tune.server.finetune_progress import ProgressStep, metrics_dict
+from ai_lsp_tune.training import events
+from ai_lsp_tune.training.evaluate import EvalMetrics, not_worse
+from ai_lsp_tune.training.request import TrainRequest
+
+
+@dataclass
+class TrainOutcome:
+    """How the worker's run ended, as the job needs it."""
+
+    cancelled: bool = False
+    checkpoint_kept: bool = False
+    error: str | None = None
+    model_path: Path | None = None
+    metrics_before: dict[str, Any] | None = None
+    metrics_after: dict[str, Any] | None = None
+    not_worse: bool = False
+
+
+def build_request(
+    settings: FinetuneSettings,
+    *,
+    dataset: Path,
+    base_model: str,
+    baseline_model: str | None,
+    output_dir: Path,
+    resume: bool,
+    eval_max_tokens: int = 512,
+) -> TrainRequest:
+    """The worker's request: hyper-parameters from ``aiLsp.finetune``, the gate's baseline."""
+    return TrainRequest.model_validate(
+        {
+            "dataset": dataset,
+            "model_name": base_model,
+            "output_dir": output_dir,
+            "num_epochs": settings.num_epochs,
+            "batch_size": settings.batch_size,
+            "learning_rate": settings.learning_rate,
+            "max_seq_length": settings.max_seq_length,
+            "lora_rank": settings.lora_rank,
+            "num_layers": settings.num_layers,
+            "resume": resume,
+            "baseline_model": baseline_model,
+            "eval_max_tokens": eval_max_tokens,
+        }
+    )
+
+
+def progress_step(event: Any) -> ProgressStep | None:
+    """A worker event as a progress step; None for final events and warnings."""
+    if isinstance(event, events.TrainingEvent):
+        return ProgressStep(
+            "training",
+            iteration=event.iteration,
+            total=event.total,
+            train_loss=event.train_loss,
+            val_loss=event.val_loss,
+            tokens_per_sec=event.tokens_per_sec,
+            eta_s=event.eta_s,
+            fraction=event.fraction,
+        )
+    if isinstance(event, events.EvaluatingEvent):
+        stage = "served model" if event.stage == "before" else "new model"
+        return ProgressStep(
+            "evaluating",
+            iteration=event.done,
+            total=event.total or None,
+            fraction=event.fraction,
+            note=stage,
+        )
+    if isinstance(event, events.LoadingEvent | events.FusingEvent):
+        return ProgressStep(event.phase, fraction=event.fraction)
+    return None
+
+
+def outcome_of(final: events.FinalEvent) -> TrainOutcome:
+    """The worker's final event (the runner makes one up for a dead worker) as an outcome."""
+    if isinstance(final, events.DoneEvent):
+        before, after = final.before, final.after
+        passed = _gate(after, before)
+        return TrainOutcome(
+            model_path=final.model_path,
+            metrics_before=metrics_dict(before),
+            metrics_after=metrics_dict(after),
+            not_worse=passed,
+        )
+    if isinstance(final, events.CancelledEvent):
+        return TrainOutcome(cancelled=True, checkpoint_kept=final.checkpoint_iteration is not None)
+    return TrainOutcome(error=f"{final.message} ({final.kind})")
+
+
+def _gate(after: EvalMetrics | None, before: EvalMetrics | None) -> bool:
+    """Not worse than the served model on the test split; unmeasured means not proven."""
+    if after is None or before is None:
+        return False
+    return not_worse(after, before)
+
+
+async def train_candidate(
+    settings: FinetuneSettings,
+    *,
+    dataset: Path,
+    base_model: str,
+    baseline_model: str | None,
+    output_dir: Path,
+    resume: bool,
+    on_step: Callable[[ProgressStep], None],
+    on_runner: Callable[[Any], None],
+    eval_max_tokens: int = 512,
+) -> TrainOutcome:
+    """Run the worker to its end; ``on_runner`` gets the runner so the job can cancel it."""
+    from ai_lsp_tune.training.runner import TrainingRunner
+
+    request = build_request(
+        settings,
+        dataset=dataset,
+        base_model=base_model,
+        baseline_model=baseline_model,
+        output_dir=output_dir,
+        resume=resume,
+        eval_max_tokens=eval_max_tokens,
+    )
+    final: list[Any] = []
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, events.DoneEvent | events.ErrorEvent | events.CancelledEvent):
+            final.append(event)
+            return
+        step = progress_step(event)
+        if step is not None:
+            on_step(step)
+
+    # Analyses and requests come first: the worker runs below the model host (nice 10).
+    env = {**os.environ, "AI_LSP_WORKER_NICE": os.environ.get("AI_LSP_WORKER_NICE", "15")}
+    runner = TrainingRunner(request, on_event=on_event, env=env)
+    on_runner(runner)
+    result = await runner.run()  # never raises for worker errors; a dead worker is an error
+    return outcome_of(final[-1] if final else result.event)

@@ -1,0 +1,221 @@
+"""The one object that owns the server's state: settings, backend (served model), documents, job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ai_lsp_tune import config, paths
+from ai_lsp_tune.config import Settings
+from ai_lsp_tune.schema import SuggestedFix
+from ai_lsp_tune.serving.backend import Backend, LocalBackend, RemoteBackend
+from ai_lsp_tune.serving.client import ModelLoadError
+from ai_lsp_tune.serving.registry import ModelRegistry
+from ai_lsp_tune.serving.served_model import ServedModel
+from ai_lsp_tune.traces.telemetry import Telemetry, default_trace_file
+
+log = logging.getLogger(__name__)
+
+Notify = Callable[[str, str], None]  # (level: "error"|"warning"|"info", message)
+
+
+@dataclass
+class PublishedIssue:
+    """A diagnostic we published, with what the code actions and feedback spans need."""
+
+    id: str
+    diagnostic: Any  # lsprotocol Diagnostic
+    snippet: str
+    message: str
+    start: int
+    end: int
+    fixes: list[tuple[SuggestedFix, int, int]]  # fix, target start, target end (offsets)
+    trace_id: str
+    span_id: str
+
+
+@dataclass
+class DocumentState:
+    """What the server tracks per open document."""
+
+    uri: str
+    language: str
+    text: str = ""
+    version: int | None = None
+    task: asyncio.Task[None] | None = None
+    pending_text: str | None = None  # the text the running analysis looks at
+    analysed_text: str | None = None  # the text the published diagnostics belong to
+    issues: dict[str, PublishedIssue] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+class ServerState:
+    """Settings, the analysis backend, documents, the fine-tune job slot, the workspace dir."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self.environ = dict(os.environ if environ is None else environ)
+        self.init_options: dict[str, Any] = {}
+        self.settings, self.setting_problems = config.validate_settings(
+            config.settings_from_env(self.environ)
+        )
+        self.workspace_root: str | None = None
+        self.workspace_dir = paths.workspace_dir(None)
+        self.registry = ModelRegistry(self.workspace_dir)
+        self.telemetry = Telemetry.disabled()
+        self.documents: dict[str, DocumentState] = {}
+        self.backend: Backend | None = None
+        self.backend_error: str | None = None
+        self.job: Any = None  # the fine-tune job (server/finetune.py) while one exists
+        self._backend_task: asyncio.Task[None] | None = None
+
+    # --- settings -------------------------------------------------------------------------
+    def initialize(self, workspace_root: str | None, init_options: Any) -> list[str]:
+        """Take the workspace and ``initializationOptions``; return problems to show the user."""
+        self.workspace_root = workspace_root
+        self.workspace_dir = paths.workspace_dir(workspace_root)
+        self.registry = ModelRegistry(self.workspace_dir)
+        self.init_options = config.unwrap_section(init_options)
+        self.settings, self.setting_problems = self._resolve({})
+        self.telemetry = Telemetry.configure(
+            enabled=self.settings.telemetry, trace_file=self.trace_file
+        )
+        return self.setting_problems
+
+    def _resolve(self, changed: Mapping[str, Any]) -> tuple[Settings, list[str]]:
+        raw = config.merge(config.settings_from_env(self.environ), self.init_options, changed)
+        return config.validate_settings(raw)
+
+    @property
+    def trace_file(self) -> Path:
+        if self.settings.trace_file:
+            return Path(self.settings.trace_file).expanduser()
+        return default_trace_file(self.workspace_root)
+
+    async def change_settings(self, changed: Any, notify: Notify) -> list[str]:
+        """Apply ``workspace/didChangeConfiguration``; restart what the change concerns."""
+        new, problems = self._resolve(config.unwrap_section(changed))
+        old, self.settings = self.settings, new
+        if (old.telemetry, old.trace_file) != (new.telemetry, new.trace_file):
+            self.telemetry.shutdown()
+            self.telemetry = Telemetry.configure(enabled=new.telemetry, trace_file=self.trace_file)
+        if old.backend != new.backend or (
+            new.backend == "remote" and old.remote_model != new.remote_model
+        ):
+            await self.stop_backend()
+            self.start_backend(notify)
+        elif new.backend == "local" and old.model != new.model:
+            await self._switch_local_model(new.model, notify)
+        return problems
+
+    # --- backend --------------------------------------------------------------------------
+    @property
+    def served_model(self) -> ServedModel | None:
+        """The local served model (swap/rollback go through it); None for a remote backend."""
+        return self.backend.served if isinstance(self.backend, LocalBackend) else None
+
+    def start_backend(self, notify: Notify) -> None:
+        """Start the backend in the background; analyses wait for it."""
+        self._backend_task = asyncio.create_task(self._start_backend(notify), name="backend-start")
+
+    async def wait_backend(self) -> Backend | None:
+        if self._backend_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._backend_task)
+        return self.backend
+
+    async def _start_backend(self, notify: Notify) -> None:
+        self.backend_error = None
+        settings = self.settings
+        if settings.backend == "remote":
+            try:
+                self.backend = RemoteBackend(settings.remote_model)
+            except Exception as exc:
+                self._backend_failed(
+                    notify,
+                    f"ai-lsp: cannot use the remote model '{settings.remote_model}': {exc}. "
+                    'Set "aiLsp.remoteModel" to a pydantic-ai model such as '
+                    '"openai-chat:gpt-4o" and give its API key in the environment.',
+                )
+            return
+        model = self.registry.model_to_serve(settings.model)
+        try:
+            served = await ServedModel.start(
+                model, previous_path=self.registry.previous, registry=self.registry
+            )
+        except ModelLoadError as exc:
+            if model != settings.model:
+                notify(
+                    "warning",
+                    f"ai-lsp: the fine-tuned model {model} failed to load "
+                    f"({exc.message}); serving {settings.model} instead.",
+                )
+                self.registry.set_configured(settings.model)
+                try:
+                    served = await ServedModel.start(settings.model, registry=self.registry)
+                except ModelLoadError as again:
+                    self._backend_failed(notify, local_model_error(again))
+                    return
+            else:
+                self._backend_failed(notify, local_model_error(exc))
+                return
+        self.backend = LocalBackend(served)
+        log.info("serving %s", served.current_path)
+
+    def _backend_failed(self, notify: Notify, message: str) -> None:
+        self.backend = None
+        self.backend_error = message
+        log.error("%s", message)
+        notify("error", message)
+
+    async def _switch_local_model(self, model: str, notify: Notify) -> None:
+        served = self.served_model
+        if served is None:
+            await self.stop_backend()
+            self.start_backend(notify)
+            return
+        try:
+            await served.swap(model)
+            self.registry.set_configured(model)
+            notify("info", f"ai-lsp: now serving {model}.")
+        except ModelLoadError as exc:
+            notify("error", local_model_error(exc) + f" Still serving {served.current_path}.")
+
+    async def stop_backend(self) -> None:
+        if self._backend_task is not None:
+            self._backend_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._backend_task
+            self._backend_task = None
+        if self.backend is not None:
+            backend, self.backend = self.backend, None
+            await backend.close()
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def shutdown(self) -> None:
+        """Cancel analyses, stop model hosts, flush spans."""
+        if self.job is not None:  # stop the training worker first: no orphan process
+            await self.job.stop()
+        for document in self.documents.values():
+            if document.task is not None:
+                document.task.cancel()
+        await self.stop_backend()
+        self.telemetry.shutdown()
+
+
+def local_model_error(exc: ModelLoadError) -> str:
+    """The one message a user sees when the local model cannot be loaded."""
+    return (
+        f"ai-lsp: could not load the local model '{exc.model}': {exc.message}. "
+        'Set "aiLsp.model" (or the AI_LSP_MODEL environment variable) to the path of a local '
+        "MLX model folder, or download the model once while online. "
+        "No AI diagnostics until then."
+    )

@@ -1,0 +1,213 @@
+"""The server's side of one model-host process: start it, send requests, match the answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from ai_lsp_tune.serving.protocol import (
+    Cancelled,
+    CancelRequest,
+    ChatMessage,
+    GenerateFailed,
+    GenerateRequest,
+    Generation,
+    HostEvent,
+    LoadFailed,
+    Ready,
+    ShutdownRequest,
+    encode,
+    host_event_adapter,
+)
+
+log = logging.getLogger(__name__)
+
+STREAM_LIMIT = 64 * 2**20  # a generation line can be long
+
+
+class ModelLoadError(RuntimeError):
+    """The host could not load its model; ``message`` says which and why."""
+
+    def __init__(self, model: str, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.model = model
+        self.kind = kind
+        self.message = message
+
+
+class HostGone(RuntimeError):
+    """The host process exited while requests were waiting."""
+
+
+class HostClient:
+    """One running model host; requests are multiplexed over its pipes by id."""
+
+    def __init__(self, model: str, process: asyncio.subprocess.Process) -> None:
+        self.model = model
+        self.process = process
+        self.ready: Ready | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Generation | Cancelled]] = {}
+        self._ready_future: asyncio.Future[Ready] = asyncio.get_running_loop().create_future()
+        self._ready_future.add_done_callback(_consume)
+        self._reader = asyncio.create_task(self._read_events(), name=f"host-reader-{process.pid}")
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @classmethod
+    async def start(cls, model: str, *, load_timeout_s: float = 600.0) -> HostClient:
+        """Spawn a host for ``model`` and wait until it is loaded and warm.
+
+        Raises ModelLoadError when the model cannot be loaded.
+        """
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ai_lsp_tune.serving.host",
+            "--model",
+            model,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,  # the host logs to our stderr (never the LSP channel)
+            limit=STREAM_LIMIT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        client = cls(model, process)
+        try:
+            client.ready = await asyncio.wait_for(
+                asyncio.shield(client._ready_future), load_timeout_s
+            )
+        except BaseException:
+            await client.close()
+            raise
+        log.info(
+            "model host %d ready: %s (%.1f s, %d cached prompt tokens)",
+            process.pid,
+            model,
+            client.ready.load_s,
+            client.ready.prompt_cache_tokens,
+        )
+        return client
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def generate(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generation:
+        """Generate an answer; cancelling the caller cancels the generation in the host."""
+        if self.process.returncode is not None or self._reader.done():
+            raise HostGone(f"the model host for {self.model} is not running")
+        request_id = next(self._ids)
+        future: asyncio.Future[Generation | Cancelled] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)  # a cancelled caller never reads the outcome
+        self._pending[request_id] = future
+        self._idle.clear()
+        try:
+            self._send(
+                GenerateRequest(id=request_id, messages=list(messages), max_tokens=max_tokens)
+            )
+            result = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                self._send(CancelRequest(id=request_id))
+            # The host answers `cancelled` (or the finished generation); the entry stays
+            # pending until then, so a drain before stopping this host waits for it.
+            raise
+        if isinstance(result, Cancelled):
+            raise asyncio.CancelledError
+        return result
+
+    async def drain(self) -> None:
+        """Wait until every request sent to this host has been answered."""
+        await self._idle.wait()
+
+    async def close(self, *, timeout_s: float = 5.0) -> None:
+        """Ask the host to stop; kill it if it does not within ``timeout_s``."""
+        if self.process.returncode is None:
+            with contextlib.suppress(Exception):
+                self._send(ShutdownRequest())
+                assert self.process.stdin is not None
+                self.process.stdin.close()
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout_s)
+            except TimeoutError:
+                log.warning(
+                    "model host %d did not stop in %.0f s; killing it", self.process.pid, timeout_s
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    def _send(self, message: GenerateRequest | CancelRequest | ShutdownRequest) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(encode(message))
+
+    async def _read_events(self) -> None:
+        assert self.process.stdout is not None
+        try:
+            while line := await self.process.stdout.readline():
+                try:
+                    event = host_event_adapter.validate_json(line)
+                except ValidationError:
+                    log.warning(
+                        "model host %d wrote a malformed event: %.200r", self.process.pid, line
+                    )
+                    continue
+                self._dispatch(event)
+        finally:
+            await self.process.wait()
+            self._fail_all()
+
+    def _dispatch(self, event: HostEvent) -> None:
+        if isinstance(event, Ready):
+            if not self._ready_future.done():
+                self._ready_future.set_result(event)
+        elif isinstance(event, LoadFailed):
+            if not self._ready_future.done():
+                self._ready_future.set_exception(
+                    ModelLoadError(event.model, event.kind, event.message)
+                )
+        elif isinstance(event, GenerateFailed):
+            self._resolve(event.id, RuntimeError(f"the model host failed: {event.message}"))
+        else:
+            self._resolve(event.id, event)
+
+    def _resolve(self, request_id: int, outcome: Generation | Cancelled | Exception) -> None:
+        future = self._pending.pop(request_id, None)
+        if future is not None and not future.done():
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        if not self._pending:
+            self._idle.set()
+
+    def _fail_all(self) -> None:
+        code = self.process.returncode
+        if not self._ready_future.done():
+            self._ready_future.set_exception(
+                ModelLoadError(
+                    self.model, "error", f"the model host exited (code {code}) before it was ready"
+                )
+            )
+        for request_id in list(self._pending):
+            self._resolve(
+                request_id, HostGone(f"the model host for {self.model} exited (code {code})")
+            )
+        self._idle.set()
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

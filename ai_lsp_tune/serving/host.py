@@ -1,0 +1,243 @@
+"""The model host: one MLX model in its own process, answering typed JSON-lines requests.
+
+``python -m ai_lsp_tune.serving.host --model PATH_OR_HUB_NAME``. Requests arrive on stdin; events
+leave on the process's original stdout, which is kept for that alone (fd 1 is pointed at stderr,
+so a stray print from a library cannot corrupt the channel). Decoding is greedy; the fixed system
+prompt is prefilled once into a KV cache that every request starts from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from pydantic import BaseModel, ValidationError
+
+from ai_lsp_tune.prompts import SYSTEM_PROMPT
+from ai_lsp_tune.serving.protocol import (
+    Cancelled,
+    CancelRequest,
+    ChatMessage,
+    GenerateFailed,
+    GenerateRequest,
+    Generation,
+    LoadFailed,
+    Ready,
+    ShutdownRequest,
+    encode,
+    host_request_adapter,
+)
+
+log = logging.getLogger("ai_lsp_tune.host")
+
+
+class Channel:
+    """The event channel: whole lines, one writer at a time."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, message: BaseModel) -> None:
+        with self._lock:
+            self._stream.write(encode(message))
+            self._stream.flush()
+
+
+def claim_stdout() -> Channel:
+    """Keep the real stdout for events and send everything else written to fd 1 to stderr."""
+    events = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return Channel(events)
+
+
+class Engine:
+    """A loaded model, its tokenizer and the KV cache of the system prompt."""
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prefix_tokens: list[int] = []
+        self.cache: list[Any] | None = None
+
+    def render(self, messages: list[ChatMessage]) -> list[int]:
+        """Token ids of a chat, folding the system turn into the user turn for templates
+        (such as Gemma's) that refuse a system role."""
+        dicts = [m.model_dump() for m in messages]
+        try:
+            return list(self.tokenizer.apply_chat_template(dicts, add_generation_prompt=True))
+        except Exception:
+            if dicts and dicts[0]["role"] == "system" and len(dicts) > 1:
+                merged = [
+                    {
+                        "role": dicts[1]["role"],
+                        "content": f"{dicts[0]['content']}\n\n{dicts[1]['content']}",
+                    },
+                    *dicts[2:],
+                ]
+                return list(self.tokenizer.apply_chat_template(merged, add_generation_prompt=True))
+            raise
+
+    def warm(self, system: str = SYSTEM_PROMPT) -> int:
+        """Prefill the system prompt once; return how many tokens the cache holds."""
+        import mlx.core as mx
+        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache
+
+        probe = [ChatMessage(role="system", content=system), ChatMessage(role="user", content="x")]
+        other = [ChatMessage(role="system", content=system), ChatMessage(role="user", content="y")]
+        a, b = self.render(probe), self.render(other)
+        shared = 0
+        while shared < min(len(a), len(b)) and a[shared] == b[shared]:
+            shared += 1
+        cache = make_prompt_cache(self.model)
+        if shared < 2 or not can_trim_prompt_cache(cache):
+            return 0
+        self.prefix_tokens = a[:shared]
+        self.model(mx.array(self.prefix_tokens)[None], cache=cache)
+        mx.eval([c.state for c in cache])
+        self.cache = cache
+        return shared
+
+    def generate(self, request: GenerateRequest, cancelled: set[int]) -> Generation | Cancelled:
+        """Greedy generation, stopping early when the request is cancelled."""
+        from mlx_lm import stream_generate
+        from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
+        from mlx_lm.sample_utils import make_sampler
+
+        started = time.perf_counter()
+        tokens = self.render(request.messages)
+        prefix = len(self.prefix_tokens)
+        use_cache = self.cache is not None and tokens[:prefix] == self.prefix_tokens
+        cache = self.cache if use_cache else make_prompt_cache(self.model)
+        prompt = tokens[prefix:] if use_cache else tokens
+        pieces: list[str] = []
+        output_tokens = 0
+        finish = "stop"
+        try:
+            for response in stream_generate(
+                self.model,
+                self.tokenizer,
+                prompt,
+                max_tokens=request.max_tokens,
+                sampler=make_sampler(temp=0.0),
+                prompt_cache=cache,
+            ):
+                pieces.append(response.text)
+                output_tokens = response.generation_tokens
+                finish = response.finish_reason or finish
+                if request.id in cancelled:
+                    return Cancelled(id=request.id)
+        finally:
+            if use_cache and cache is not None:
+                trim_prompt_cache(cache, cache[0].offset - prefix)
+        return Generation(
+            id=request.id,
+            text="".join(pieces),
+            input_tokens=len(tokens),
+            output_tokens=output_tokens,
+            cached_tokens=prefix if use_cache else 0,
+            finish_reason=finish,
+            seconds=time.perf_counter() - started,
+        )
+
+
+def load_engine(model_name: str) -> Engine:
+    """Load a model folder or hub name with mlx-lm."""
+    from mlx_lm import load
+
+    loaded = load(model_name)
+    return Engine(loaded[0], loaded[1])
+
+
+def describe_load_error(model_name: str, exc: BaseException) -> LoadFailed:
+    """Say why a model did not load, in a sentence the server can show the user."""
+    detail = str(exc).splitlines()[0].split(". ")[0][:200] if str(exc) else ""
+    reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    if not Path(model_name).expanduser().exists():
+        return LoadFailed(
+            model=model_name,
+            kind="model_not_found",
+            message=f"'{model_name}' is not a folder on this machine and could not be fetched "
+            f"from the Hugging Face hub ({reason})",
+        )
+    return LoadFailed(
+        model=model_name,
+        kind="invalid_model",
+        message=f"'{model_name}' is not a loadable MLX model ({reason})",
+    )
+
+
+def _read_requests(work: queue.Queue[GenerateRequest | None], cancelled: set[int]) -> None:
+    """Reader thread: queue generations, note cancellations at once; EOF means shut down."""
+    for line in sys.stdin.buffer:
+        try:
+            request = host_request_adapter.validate_json(line)
+        except ValidationError as exc:
+            log.warning("ignoring a malformed request: %s", exc.errors()[0]["msg"])
+            continue
+        if isinstance(request, CancelRequest):
+            cancelled.add(request.id)
+        elif isinstance(request, ShutdownRequest):
+            break
+        else:
+            work.put(request)
+    work.put(None)
+
+
+def serve(model_name: str, channel: Channel) -> int:
+    """Load, warm, announce readiness, then answer requests one at a time until shut down."""
+    started = time.perf_counter()
+    try:
+        engine = load_engine(model_name)
+        cached = engine.warm()
+    except Exception as exc:
+        log.error("could not load %s: %s", model_name, exc)
+        channel.send(describe_load_error(model_name, exc))
+        return 1
+    channel.send(
+        Ready(model=model_name, load_s=time.perf_counter() - started, prompt_cache_tokens=cached)
+    )
+    work: queue.Queue[GenerateRequest | None] = queue.Queue()
+    cancelled: set[int] = set()
+    threading.Thread(target=_read_requests, args=(work, cancelled), daemon=True).start()
+    while (request := work.get()) is not None:
+        if request.id in cancelled:
+            cancelled.discard(request.id)
+            channel.send(Cancelled(id=request.id))
+            continue
+        try:
+            channel.send(engine.generate(request, cancelled))
+        except Exception as exc:
+            log.exception("generation %d failed", request.id)
+            channel.send(GenerateFailed(id=request.id, message=f"{type(exc).__name__}: {exc}"))
+        cancelled.discard(request.id)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--model", required=True, help="MLX model folder or hub name.")
+    args = parser.parse_args(argv)
+    channel = claim_stdout()
+    # Generation is background work: the editor-facing language server must win the CPU.
+    with contextlib.suppress(OSError, ValueError):
+        os.nice(int(os.environ.get("AI_LSP_HOST_NICE", "10")))
+    logging.basicConfig(
+        level=os.environ.get("AI_LSP_HOST_LOG_LEVEL", "INFO"),
+        stream=sys.stderr,
+        format="%(asctime)s host[%(process)d] %(levelname)s %(message)s",
+    )
+    return serve(args.model, channel)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

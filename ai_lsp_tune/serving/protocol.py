@@ -1,0 +1,104 @@
+"""Messages between the language server and the model host: one JSON object per line, versioned.
+
+The server writes requests to the host's stdin; the host answers on its original stdout, which
+it keeps for this channel alone (anything else the host prints goes to stderr).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+PROTOCOL_VERSION = 1
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: int = PROTOCOL_VERSION
+
+
+class ChatMessage(BaseModel):
+    """One chat turn, as chat templates take it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+# --- server -> host ---------------------------------------------------------------------------
+class GenerateRequest(_Message):
+    type: Literal["generate"] = "generate"
+    id: int
+    messages: list[ChatMessage]
+    max_tokens: int = Field(ge=1)
+
+
+class CancelRequest(_Message):
+    """Stop generating for ``id`` (a newer edit made it stale); the host answers ``cancelled``."""
+
+    type: Literal["cancel"] = "cancel"
+    id: int
+
+
+class ShutdownRequest(_Message):
+    type: Literal["shutdown"] = "shutdown"
+
+
+HostRequest = Annotated[
+    GenerateRequest | CancelRequest | ShutdownRequest, Field(discriminator="type")
+]
+
+
+# --- host -> server ---------------------------------------------------------------------------
+class Ready(_Message):
+    """The model is loaded and the system-prompt cache is warm."""
+
+    type: Literal["ready"] = "ready"
+    model: str
+    load_s: float
+    prompt_cache_tokens: int
+
+
+class LoadFailed(_Message):
+    type: Literal["load_failed"] = "load_failed"
+    model: str
+    kind: Literal["model_not_found", "invalid_model", "error"]
+    message: str
+
+
+class Generation(_Message):
+    type: Literal["generation"] = "generation"
+    id: int
+    text: str
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+    finish_reason: str = "stop"
+    seconds: float = 0.0
+
+
+class Cancelled(_Message):
+    type: Literal["cancelled"] = "cancelled"
+    id: int
+
+
+class GenerateFailed(_Message):
+    type: Literal["generate_failed"] = "generate_failed"
+    id: int
+    message: str
+
+
+HostEvent = Annotated[
+    Ready | LoadFailed | Generation | Cancelled | GenerateFailed, Field(discriminator="type")
+]
+
+host_request_adapter: TypeAdapter[HostRequest] = TypeAdapter(HostRequest)
+host_event_adapter: TypeAdapter[HostEvent] = TypeAdapter(HostEvent)
+
+
+def encode(message: BaseModel) -> bytes:
+    """One message as one line."""
+    return message.model_dump_json().encode() + b"\n"

@@ -1,0 +1,108 @@
+"""The served local model, hot-swappable with no failed request.
+
+A swap starts a second model host with the new model and waits until it is loaded and warm;
+only then are new requests routed to it. Requests already sent to the old host finish there,
+and the old host is stopped once it has drained. Memory holds both models for that moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from ai_lsp_tune.serving.client import HostClient, ModelLoadError
+from ai_lsp_tune.serving.protocol import ChatMessage, Generation
+from ai_lsp_tune.serving.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+class NoPreviousModel(RuntimeError):
+    """Rollback asked for, but no model was served before this one."""
+
+
+class ServedModel:
+    """Routes generations to the current model host; swaps and rolls back between hosts."""
+
+    def __init__(
+        self,
+        host: HostClient,
+        *,
+        previous_path: str | None = None,
+        registry: ModelRegistry | None = None,
+        load_timeout_s: float = 600.0,
+    ) -> None:
+        self._host = host
+        self._previous_path = previous_path
+        self._registry = registry
+        self._load_timeout_s = load_timeout_s
+        self._swap_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    async def start(
+        cls,
+        model: str,
+        *,
+        previous_path: str | None = None,
+        registry: ModelRegistry | None = None,
+        load_timeout_s: float = 600.0,
+    ) -> ServedModel:
+        """Serve ``model`` (a folder or hub name). Raises ModelLoadError if it cannot load."""
+        host = await HostClient.start(model, load_timeout_s=load_timeout_s)
+        return cls(
+            host, previous_path=previous_path, registry=registry, load_timeout_s=load_timeout_s
+        )
+
+    @property
+    def current_path(self) -> str:
+        return self._host.model
+
+    @property
+    def previous_path(self) -> str | None:
+        return self._previous_path
+
+    @property
+    def swapping(self) -> bool:
+        return self._swap_lock.locked()
+
+    async def generate(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generation:
+        """Generate on the current model; a swap meanwhile lets this one finish where it began."""
+        return await self._host.generate(messages, max_tokens)
+
+    async def swap(self, path: str) -> None:
+        """Serve ``path`` from now on; raise ModelLoadError (old model kept) if it cannot load."""
+        async with self._swap_lock:
+            new_host = await HostClient.start(path, load_timeout_s=self._load_timeout_s)
+            old_host, self._host = self._host, new_host
+            self._previous_path = old_host.model
+            if self._registry is not None:
+                self._registry.record_swap(served=path, previous=old_host.model)
+            log.info("now serving %s (was %s)", path, old_host.model)
+            task = asyncio.create_task(self._retire(old_host), name=f"retire-{old_host.model}")
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def rollback(self) -> None:
+        """Serve the previous model again (the current one becomes the previous)."""
+        if self._previous_path is None:
+            raise NoPreviousModel("there is no previous model to roll back to")
+        await self.swap(self._previous_path)
+
+    async def close(self) -> None:
+        """Stop every host this object started (after letting in-flight requests finish)."""
+        for task in list(self._retiring):
+            with contextlib.suppress(Exception):
+                await task
+        await self._host.close()
+
+    @staticmethod
+    async def _retire(host: HostClient) -> None:
+        await host.drain()
+        await host.close()
+        log.info("stopped the model host for %s", host.model)
+
+
+__all__ = ["ModelLoadError", "NoPreviousModel", "ServedModel"]

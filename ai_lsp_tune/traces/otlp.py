@@ -1,0 +1,355 @@
+"""Stream spans out of OTLP JSON-lines files, as the OpenTelemetry Collector's file exporter writes.
+
+One ExportTraceServiceRequest per line (``resourceSpans -> scopeSpans -> spans``). Files are read
+line by line with a bounded line length, so memory stays flat however large the input; ``.gz``
+files (the Collector's compressed backups) are decompressed on the fly. Every line that cannot be
+used is skipped and counted in a ``ReadReport`` with its file and line number: nothing raises on
+bad input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import re
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, cast
+
+DEFAULT_MAX_LINE_BYTES = 32 * 2**20
+TRACE_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".gz")
+_GZIP_MAGIC = b"\x1f\x8b"
+_DRAIN_CHUNK = 1 << 20
+MAX_LISTED_PROBLEMS = 20
+
+# Reasons a line is skipped (the keys of ReadReport.skipped).
+BLANK = "blank line"
+TOO_LONG = "line too long"
+NOT_UTF8 = "not UTF-8"
+MALFORMED = "malformed JSON"
+TRUNCATED = "truncated last line"
+NOT_OTLP = "not an OTLP trace request"
+BAD_SPAN = "malformed span"
+UNREADABLE = "unreadable file"
+
+
+# A span's JSON object with its scope's name and version, decoded by a caller's ``skim``.
+RawSpan = tuple[dict[str, Any], str, str]
+Skim = Callable[[bytes], tuple[int, list[RawSpan]] | None]
+
+
+class TraceInputError(ValueError):
+    """A trace path given by the user does not exist or holds no trace files."""
+
+
+@dataclass(slots=True)
+class Span:
+    """One decoded span: ids in hex, times in ns, attribute values as plain Python values."""
+
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    start_time_unix_nano: int
+    end_time_unix_nano: int
+    attributes: dict[str, Any]
+    status_code: int  # 0 unset, 1 ok, 2 error
+    status_message: str
+    scope_name: str
+    scope_version: str
+    source: str  # "file:line", for messages that point at the input
+
+
+@dataclass
+class Problem:
+    """A skipped line (or file), for the report: where and why."""
+
+    path: str
+    line: int
+    reason: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass
+class ReadReport:
+    """What the reader saw: counts add up (``lines == requests + sum(skipped.values())``)."""
+
+    files: int = 0
+    empty_files: int = 0
+    bytes_read: int = 0
+    lines: int = 0
+    requests: int = 0
+    spans: int = 0
+    skimmed: int = 0  # requests taken over by the caller's ``skim``
+    skipped: Counter[str] = field(default_factory=Counter)
+    bad_spans: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    unusable_files: list[str] = field(default_factory=list)
+
+    def skip(self, path: Path, line: int, reason: str, detail: str = "") -> None:
+        self.skipped[reason] += 1
+        if len(self.problems) < MAX_LISTED_PROBLEMS:
+            self.problems.append(Problem(str(path), line, reason, detail))
+
+
+def expand_trace_paths(paths: Iterable[Path]) -> list[Path]:
+    """Files to read: given files as they are, folders searched for trace files (backups first).
+
+    Raises TraceInputError for a path that does not exist or a folder with no trace file.
+    """
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(
+                (
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file()
+                    and not p.name.startswith(".")
+                    and p.name.lower().endswith(TRACE_SUFFIXES)
+                ),
+                key=_chronological,
+            )
+            if not found:
+                raise TraceInputError(
+                    f"no trace files (*.jsonl, *.json, *.gz) in folder {path}; "
+                    "pass the Collector's output folder or the trace files themselves"
+                )
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise TraceInputError(f"trace file not found: {path}")
+    return files
+
+
+_BACKUP_STAMP = re.compile(r"-(\d{4}-\d{2}-\d{2}T[\d.-]+)(?=\.)")
+
+
+def _chronological(path: Path) -> tuple[str, str, int, str]:
+    # "name-<timestamp>.jsonl" backups sort before "name.jsonl", oldest first.
+    match = _BACKUP_STAMP.search(path.name)
+    if match:
+        base = path.name[: match.start()] + path.name[match.end() :]
+        return (str(path.parent), base.removesuffix(".gz"), 0, match.group(1))
+    return (str(path.parent), path.name.removesuffix(".gz"), 1, "")
+
+
+def read_spans(
+    paths: Iterable[Path],
+    report: ReadReport,
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    on_progress: Callable[[int], None] | None = None,
+    skim: Skim | None = None,
+) -> Iterator[Span]:
+    """Every span in ``paths`` (already expanded files), in file order; problems go to ``report``.
+
+    ``on_progress`` is called with the number of on-disk bytes consumed since its last call.
+    ``skim`` may take over a raw line the caller needs only a few spans of: it returns the
+    line's span count and the spans it decoded itself (the line is then counted as a request
+    and only those spans are yielded), or None to have the line parsed as usual.
+    """
+    for path in paths:
+        report.files += 1
+        yield from _read_file(path, report, max_line_bytes, on_progress, skim)
+
+
+@contextlib.contextmanager
+def _open(path: Path) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
+    """(lines source, raw file): the raw file's position measures progress, also for .gz."""
+    with open(path, "rb") as raw:
+        if raw.read(2) == _GZIP_MAGIC:
+            raw.seek(0)
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+                yield cast(IO[bytes], unzipped), raw
+        else:
+            raw.seek(0)
+            yield raw, raw
+
+
+def _read_file(
+    path: Path,
+    report: ReadReport,
+    max_line_bytes: int,
+    on_progress: Callable[[int], None] | None,
+    skim: Skim | None,
+) -> Iterator[Span]:
+    requests_before, lineno, position = report.requests, 0, 0
+    try:
+        with _open(path) as (handle, raw):
+            for lineno, line, size in _lines(handle, max_line_bytes):
+                report.lines += 1
+                report.bytes_read += size
+                if on_progress is not None:
+                    now = raw.tell()
+                    on_progress(now - position)
+                    position = now
+                if line is None:
+                    report.skip(path, lineno, TOO_LONG, f"{size / 2**20:.1f} MiB")
+                    continue
+                skimmed = skim(line) if skim is not None else None
+                if skimmed is not None:
+                    count, decoded = skimmed
+                    report.requests += 1
+                    report.spans += count - len(decoded)
+                    report.skimmed += 1
+                    if decoded:
+                        yield from _decoded_spans(decoded, f"{path}:{lineno}", report)
+                    continue
+                request = _parse_line(path, lineno, line, report)
+                if request is not None:
+                    report.requests += 1
+                    yield from _spans_of(request, path, lineno, report)
+    except (OSError, EOFError, zlib.error) as exc:  # unreadable, corrupt or cut-off gzip
+        report.skip(path, lineno + 1, UNREADABLE, str(exc) or type(exc).__name__)
+        report.lines += 1
+    if lineno == 0 and report.requests == requests_before:
+        report.empty_files += 1
+        report.unusable_files.append(f"{path}: empty file")
+    elif report.requests == requests_before:
+        report.unusable_files.append(f"{path}: no OTLP trace data in {lineno} line(s)")
+
+
+def _lines(handle: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, bytes | None, int]]:
+    """(line number, line or None when longer than the limit, size in bytes)."""
+    lineno = 0
+    while True:
+        line = handle.readline(max_line_bytes + 1)
+        if not line:
+            return
+        lineno += 1
+        if len(line) > max_line_bytes and not line.endswith(b"\n"):
+            size = len(line)
+            while True:  # drain the rest of the line without keeping it
+                chunk = handle.readline(_DRAIN_CHUNK)
+                size += len(chunk)
+                if not chunk or chunk.endswith(b"\n"):
+                    break
+            yield lineno, None, size
+        else:
+            yield lineno, line, len(line)
+
+
+def _parse_line(path: Path, lineno: int, line: bytes, report: ReadReport) -> dict[str, Any] | None:
+    if not line.strip():
+        report.skip(path, lineno, BLANK)
+        return None
+    try:
+        value = json.loads(line)
+    except UnicodeDecodeError as exc:
+        report.skip(path, lineno, NOT_UTF8, f"byte {exc.start}")
+        return None
+    except json.JSONDecodeError as exc:
+        reason = MALFORMED if line.endswith(b"\n") else TRUNCATED
+        report.skip(path, lineno, reason, f"{exc.msg} at char {exc.pos}")
+        return None
+    except (RecursionError, ValueError) as exc:
+        report.skip(path, lineno, MALFORMED, type(exc).__name__)
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("resourceSpans"), list):
+        report.skip(path, lineno, NOT_OTLP, "no resourceSpans")
+        return None
+    return value
+
+
+def _spans_of(
+    request: dict[str, Any], path: Path, lineno: int, report: ReadReport
+) -> Iterator[Span]:
+    source = f"{path}:{lineno}"
+    for resource_spans in _dicts(request.get("resourceSpans")):
+        for scope_spans in _dicts(resource_spans.get("scopeSpans")):
+            scope = scope_spans.get("scope")
+            scope = scope if isinstance(scope, dict) else {}
+            scope_name, scope_version = str(scope.get("name", "")), str(scope.get("version", ""))
+            for raw in _dicts(scope_spans.get("spans")):
+                try:
+                    span = _decode_span(raw, scope_name, scope_version, source)
+                except (TypeError, ValueError, AttributeError, KeyError, RecursionError):
+                    report.bad_spans += 1
+                    continue
+                report.spans += 1
+                yield span
+
+
+def _decoded_spans(decoded: list[RawSpan], source: str, report: ReadReport) -> Iterator[Span]:
+    for raw, scope_name, scope_version in decoded:
+        try:
+            span = _decode_span(raw, scope_name, scope_version, source)
+        except (TypeError, ValueError, AttributeError, KeyError, RecursionError):
+            report.bad_spans += 1
+            continue
+        report.spans += 1
+        yield span
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _decode_span(raw: dict[str, Any], scope_name: str, scope_version: str, source: str) -> Span:
+    status = raw.get("status") or {}
+    return Span(
+        name=str(raw["name"]),
+        trace_id=str(raw.get("traceId", "")),
+        span_id=str(raw.get("spanId", "")),
+        parent_span_id=str(raw.get("parentSpanId", "")),
+        start_time_unix_nano=int(raw.get("startTimeUnixNano", 0)),
+        end_time_unix_nano=int(raw.get("endTimeUnixNano", 0)),
+        attributes=decode_attributes(raw.get("attributes")),
+        status_code=_status_code(status.get("code", 0)),
+        status_message=str(status.get("message", "")),
+        scope_name=scope_name,
+        scope_version=scope_version,
+        source=source,
+    )
+
+
+_STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+
+
+def _status_code(code: Any) -> int:
+    return _STATUS_NAMES[code] if isinstance(code, str) and code in _STATUS_NAMES else int(code)
+
+
+def decode_attributes(attributes: Any) -> dict[str, Any]:
+    """OTLP ``[{"key", "value": AnyValue}]`` to a plain dict (later duplicates win)."""
+    if not isinstance(attributes, list):
+        return {}
+    return {
+        str(kv["key"]): decode_value(kv.get("value"))
+        for kv in attributes
+        if isinstance(kv, dict) and "key" in kv
+    }
+
+
+def decode_value(value: Any) -> Any:
+    """One OTLP AnyValue to Python (int64 strings to int, arrays and kvlists recursively)."""
+    if not isinstance(value, dict):
+        return None
+    if "stringValue" in value:
+        return value["stringValue"]
+    if "intValue" in value:
+        try:
+            return int(value["intValue"])
+        except (TypeError, ValueError):
+            return value["intValue"]
+    if "boolValue" in value:
+        return value["boolValue"]
+    if "doubleValue" in value:
+        return value["doubleValue"]
+    if "arrayValue" in value:
+        return [decode_value(v) for v in (value["arrayValue"] or {}).get("values", [])]
+    if "kvlistValue" in value:
+        return decode_attributes((value["kvlistValue"] or {}).get("values", []))
+    if "bytesValue" in value:
+        return value["bytesValue"]
+    return None

@@ -1,0 +1,129 @@
+"""The CLI's view of a training run: a rich progress bar with loss and ETA, then a summary."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ai_lsp_tune.training.evaluate import EvalMetrics
+from ai_lsp_tune.training.events import WorkerEvent
+from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.runner import RunOutcome, run_training
+
+EXIT_ERROR, EXIT_CANCELLED = 1, 130
+_LABELS = {
+    "loading": "Loading",
+    "evaluating": "Evaluating",
+    "training": "Training",
+    "fusing": "Fusing",
+    "done": "Done",
+}
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "ETA -"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"ETA {minutes}:{secs:02d}"
+
+
+class _View:
+    def __init__(self, progress: Progress, console: Console) -> None:
+        self.progress = progress
+        self.console = console
+        self.task = progress.add_task("Starting", total=1000, stats="", eta="")
+        self.train_loss: float | None = None
+        self.val_loss: float | None = None
+
+    def __call__(self, event: WorkerEvent) -> None:
+        if event.phase == "warning":
+            self.console.print(f"[yellow]warning:[/yellow] {event.message}", highlight=False)
+            return
+        stats, eta = "", ""
+        label = _LABELS.get(event.phase, event.phase.capitalize())
+        if event.phase == "evaluating":
+            label = f"Evaluating ({event.stage})"
+            stats = f"{event.done}/{event.total} prompts"
+        elif event.phase == "training":
+            self.train_loss = event.train_loss if event.train_loss is not None else self.train_loss
+            self.val_loss = event.val_loss if event.val_loss is not None else self.val_loss
+            label = f"Training {event.iteration}/{event.total}"
+            parts = []
+            if self.train_loss is not None:
+                parts.append(f"loss {self.train_loss:.3f}")
+            if self.val_loss is not None:
+                parts.append(f"val {self.val_loss:.3f}")
+            if event.tokens_per_sec:
+                parts.append(f"{event.tokens_per_sec:,.0f} tok/s")
+            stats, eta = " · ".join(parts), _eta(event.eta_s)
+        self.progress.update(
+            self.task, completed=event.fraction * 1000, description=label, stats=stats, eta=eta
+        )
+
+
+def train_with_progress(request: TrainRequest, console: Console | None = None) -> RunOutcome:
+    """Run the request in a worker with a progress bar (on stderr); Ctrl-C cancels it."""
+    errors = Console(stderr=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TextColumn("{task.fields[eta]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=errors) as progress:
+        outcome = run_training(request, _View(progress, errors))
+    return outcome
+
+
+def metrics_table(before: EvalMetrics | None, after: EvalMetrics | None) -> Table:
+    """Before/after metrics side by side."""
+    table = Table(title="Test-split metrics (greedy answers)")
+    table.add_column("metric")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    rows = [
+        ("valid JSON", "valid_json_rate", True),
+        ("valid DiagnosticResult", "schema_valid_rate", True),
+        ("snippets found in the code", "grounded_rate", True),
+        ("issue-snippet F1", "snippet_f1", False),
+        ("loss", "val_loss", False),
+    ]
+
+    def cell(metrics: EvalMetrics | None, name: str, percent: bool) -> str:
+        value = getattr(metrics, name, None) if metrics else None
+        if value is None:
+            return "-"
+        return f"{value:.0%}" if percent else f"{value:.3f}"
+
+    for label, name, percent in rows:
+        table.add_row(label, cell(before, name, percent), cell(after, name, percent))
+    n = after.n if after else before.n if before else 0
+    table.caption = f"{n} test prompts"
+    return table
+
+
+def report_outcome(outcome: RunOutcome, request: TrainRequest, console: Console) -> int:
+    """Print how the run ended; return the exit code."""
+    errors = Console(stderr=True)
+    event = outcome.event
+    if event.phase == "done":
+        console.print(metrics_table(event.before, event.after))
+        console.print(f"Fused model: [bold]{event.model_path}[/bold]", highlight=False)
+        console.print(f"Adapters:    {event.output_dir / 'adapters'}", highlight=False)
+        console.print(f"Run record:  {event.run_json}", highlight=False)
+        return 0
+    if event.phase == "cancelled":
+        where = (
+            f"checkpoint at iteration {event.checkpoint_iteration} kept; add --resume to continue"
+            if event.checkpoint_iteration is not None
+            else "no checkpoint yet"
+        )
+        errors.print(f"[yellow]Cancelled[/yellow] ({where}).", highlight=False)
+        return EXIT_CANCELLED
+    errors.print(f"[bold red]error:[/bold red] {event.message}", highlight=False)
+    if event.kind == "crashed" and outcome.log_tail:
+        errors.print("\n".join(outcome.log_tail[-15:]), highlight=False, markup=False)
+    return EXIT_ERROR

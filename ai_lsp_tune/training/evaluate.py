@@ -1,0 +1,158 @@
+"""Is the model any good at the task? Greedy answers to test prompts, scored against the schema.
+
+Metrics: the share of answers that are valid JSON, that are a valid DiagnosticResult, whose
+issue snippets all occur in the analysed code ("grounded"), the issue-snippet F1 against the
+recorded answers, and the loss on the same examples. MLX is imported only inside functions, so
+the language server can import ``EvalMetrics`` and ``not_worse`` cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from ai_lsp_tune.schema import (
+    DiagnosticResult,
+    InvalidModelOutput,
+    parse_diagnostic_result,
+    parse_json_text,
+    snippets_grounded,
+)
+
+if TYPE_CHECKING:
+    import mlx.nn as nn
+
+# A candidate may trail the current model by this much on a rate and still be "not worse":
+# test sets are small, one example is often several percent.
+NOT_WORSE_TOLERANCE = 0.05
+
+
+class ChatExample(Protocol):
+    system: str
+    user: str
+    assistant: str
+
+
+class EvalMetrics(BaseModel):
+    """Scores of one model on one set of test prompts (rates are 0..1)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    n: int
+    valid_json_rate: float
+    schema_valid_rate: float
+    grounded_rate: float
+    snippet_f1: float
+    val_loss: float | None = None
+
+
+def not_worse(candidate: EvalMetrics, current: EvalMetrics) -> bool:
+    """Should the candidate replace the current model? Not if it scores clearly lower."""
+    for name in ("schema_valid_rate", "grounded_rate", "snippet_f1"):
+        if getattr(candidate, name) < getattr(current, name) - NOT_WORSE_TOLERANCE:
+            return False
+    if candidate.val_loss is not None and current.val_loss is not None:
+        return candidate.val_loss <= current.val_loss * (1 + NOT_WORSE_TOLERANCE)
+    return True
+
+
+_CODE_BLOCK = re.compile(r"```[^\n]*\n(.*)\n```", re.DOTALL)
+
+
+def code_of(user_prompt: str) -> str:
+    """The analysed code inside the user prompt's fence (the whole prompt if there is none)."""
+    match = _CODE_BLOCK.search(user_prompt)
+    return match.group(1) if match else user_prompt
+
+
+def _snippets(result: DiagnosticResult) -> set[str]:
+    return {issue.issue_snippet for issue in result.issues}
+
+
+def _f1(predicted: set[str], expected: set[str]) -> float:
+    if not predicted and not expected:
+        return 1.0
+    hits = len(predicted & expected)
+    if hits == 0:
+        return 0.0
+    precision, recall = hits / len(predicted), hits / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score_answers(
+    examples: Sequence[ChatExample], answers: Sequence[str], val_loss: float | None = None
+) -> EvalMetrics:
+    """Score model answers against the examples' prompts and recorded answers."""
+    n = len(answers)
+    valid_json = schema_valid = grounded = 0
+    f1_total = 0.0
+    for example, answer in zip(examples, answers, strict=True):
+        try:
+            parse_json_text(answer)
+            valid_json += 1
+            result = parse_diagnostic_result(answer)
+        except (json.JSONDecodeError, InvalidModelOutput):
+            continue
+        schema_valid += 1
+        grounded += snippets_grounded(result, code_of(example.user))
+        try:
+            expected = _snippets(parse_diagnostic_result(example.assistant))
+        except InvalidModelOutput:
+            expected = set()
+        f1_total += _f1(_snippets(result), expected)
+    rate = (lambda k: k / n) if n else (lambda k: 0.0)
+    return EvalMetrics(
+        n=n,
+        valid_json_rate=rate(valid_json),
+        schema_valid_rate=rate(schema_valid),
+        grounded_rate=rate(grounded),
+        snippet_f1=rate(f1_total),  # type: ignore[arg-type]
+        val_loss=val_loss,
+    )
+
+
+def greedy_answers(
+    model: nn.Module,
+    tokenizer: Any,
+    examples: Sequence[ChatExample],
+    *,
+    max_tokens: int = 512,
+    chunk: int = 8,
+    on_progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[str]:
+    """Greedy answers of the model to each example's prompt, a few prompts at a time."""
+    from mlx_lm.generate import batch_generate
+
+    from ai_lsp_tune.training.data import prompt_tokens
+
+    answers: list[str] = []
+    for start in range(0, len(examples), chunk):
+        if should_stop is not None and should_stop():
+            break
+        batch = examples[start : start + chunk]
+        prompts = [prompt_tokens(tokenizer, e.system, e.user) for e in batch]
+        answers += batch_generate(model, tokenizer, prompts, max_tokens=max_tokens).texts
+        if on_progress is not None:
+            on_progress(len(answers), len(examples))
+    return answers
+
+
+def evaluate_model_path(
+    model_path: str | Path, examples: Sequence[ChatExample], *, max_tokens: int = 512
+) -> EvalMetrics:
+    """Load a model (a folder or hub name) and score its greedy answers on ``examples``."""
+    from mlx_lm import load
+
+    from ai_lsp_tune.training.data import TokenizedSplit, split_loss
+
+    model, tokenizer = load(str(model_path))  # type: ignore[misc]
+    answers = greedy_answers(model, tokenizer, examples, max_tokens=max_tokens)
+    split = TokenizedSplit.build(tokenizer, examples, max_seq_length=1 << 30)
+    loss = split_loss(model, split, batch_size=1) if len(split) else None
+    return score_answers(examples, answers, val_loss=loss)

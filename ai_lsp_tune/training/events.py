@@ -1,0 +1,129 @@
+"""What the training worker reports: versioned pydantic events, one JSON object per line.
+
+The worker writes them on a dedicated pipe (never stdout: mlx-lm prints there); the parent
+reads them with ``parse_event``. ``fraction`` is the share of the whole run done (0..1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from ai_lsp_tune.training.evaluate import EvalMetrics
+
+EVENT_PROTOCOL_VERSION = 1
+
+ErrorKind = Literal[
+    "model_not_found",  # neither a local folder nor downloadable
+    "bad_model",  # the folder is incomplete, corrupt or of an unsupported type
+    "bad_dataset",  # missing, empty, unreadable, or nothing short enough
+    "bad_hyperparameter",  # e.g. more layers than the model has
+    "bad_request",  # e.g. --resume with no matching checkpoint
+    "busy",  # another run writes the same output dir
+    "oom",  # out of memory
+    "crashed",  # anything else, including a killed worker
+]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: int = EVENT_PROTOCOL_VERSION
+    fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    elapsed_s: float = 0.0
+    message: str = ""
+
+
+class LoadingEvent(_Event):
+    phase: Literal["loading"] = "loading"
+
+
+class WarningEvent(_Event):
+    """Something the user should know that does not stop the run (e.g. skipped examples)."""
+
+    phase: Literal["warning"] = "warning"
+    count: int | None = None
+
+
+class EvaluatingEvent(_Event):
+    phase: Literal["evaluating"] = "evaluating"
+    stage: Literal["before", "after"]
+    done: int = 0
+    total: int = 0
+
+
+class TrainingEvent(_Event):
+    phase: Literal["training"] = "training"
+    iteration: int
+    total: int
+    train_loss: float | None = None
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_sec: float | None = None  # prompt + answer tokens, padding excluded
+    trained_tokens: int = 0
+    peak_memory_gb: float | None = None
+    eta_s: float | None = None
+
+
+class FusingEvent(_Event):
+    phase: Literal["fusing"] = "fusing"
+
+
+class DoneEvent(_Event):
+    phase: Literal["done"] = "done"
+    output_dir: Path
+    model_path: Path
+    run_json: Path
+    before: EvalMetrics | None = None
+    after: EvalMetrics | None = None
+    best_iteration: int = 0
+    iterations: int = 0
+
+
+class ErrorEvent(_Event):
+    phase: Literal["error"] = "error"
+    kind: ErrorKind
+
+
+class CancelledEvent(_Event):
+    phase: Literal["cancelled"] = "cancelled"
+    checkpoint_iteration: int | None = None  # None: stopped before any checkpoint
+    checkpoint_dir: Path | None = None
+
+
+WorkerEvent = Annotated[
+    LoadingEvent
+    | WarningEvent
+    | EvaluatingEvent
+    | TrainingEvent
+    | FusingEvent
+    | DoneEvent
+    | ErrorEvent
+    | CancelledEvent,
+    Field(discriminator="phase"),
+]
+FinalEvent = DoneEvent | ErrorEvent | CancelledEvent
+
+_ADAPTER: TypeAdapter[WorkerEvent] = TypeAdapter(WorkerEvent)
+
+
+class ProtocolMismatch(ValueError):
+    """The worker speaks another version of the event protocol."""
+
+
+def parse_event(line: str | bytes) -> WorkerEvent:
+    """One event from one line; raises ValueError on garbage or another protocol version."""
+    event = _ADAPTER.validate_json(line)
+    if event.v != EVENT_PROTOCOL_VERSION:
+        raise ProtocolMismatch(
+            f"training worker speaks event protocol v{event.v}, this side v{EVENT_PROTOCOL_VERSION}"
+        )
+    return event
+
+
+def dump_event(event: WorkerEvent) -> bytes:
+    """The wire form: compact JSON and a newline."""
+    return event.model_dump_json().encode() + b"\n"

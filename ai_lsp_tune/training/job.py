@@ -1,0 +1,244 @@
+"""One training run inside the worker: load, evaluate, train LoRA, fuse, evaluate, publish."""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ai_lsp_tune.training import publish
+from ai_lsp_tune.training.channel import Cancelled, EventChannel, WorkerError
+from ai_lsp_tune.training.checkpoint import (
+    CheckpointState,
+    fingerprint,
+    load_checkpoint,
+)
+from ai_lsp_tune.training.data import TokenizedSplit, iterations_for, split_loss
+from ai_lsp_tune.training.evaluate import EvalMetrics, greedy_answers, score_answers
+from ai_lsp_tune.training.events import (
+    DoneEvent,
+    EvaluatingEvent,
+    FusingEvent,
+    LoadingEvent,
+    WarningEvent,
+)
+from ai_lsp_tune.training.loop import train_lora
+from ai_lsp_tune.training.modelio import load_model
+from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.splits import BadDataset, dataset_sha256, load_splits
+
+# Share of the whole run each phase is given in ``fraction``.
+PHASES = {"loading": (0.0, 0.05), "before": (0.05, 0.15), "training": (0.15, 0.85),
+          "fusing": (0.85, 0.9), "after": (0.9, 1.0)}  # fmt: skip
+
+
+def at(phase: str, done: float = 0.0) -> float:
+    """``fraction`` of the run at ``done`` (0..1) through ``phase``."""
+    start, end = PHASES[phase]
+    return round(start + (end - start) * min(max(done, 0.0), 1.0), 4)
+
+
+@contextmanager
+def _exclusive(output_dir: Path) -> Any:
+    lock_path = output_dir.with_name(f".{output_dir.name}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise WorkerError(
+                "busy", f"Another training run is writing {output_dir}; wait for it or cancel it."
+            ) from exc
+        yield
+
+
+def run_job(request: TrainRequest, channel: EventChannel, stop: threading.Event) -> DoneEvent:
+    """Run the request to a published model; raise WorkerError or Cancelled otherwise."""
+    with _exclusive(request.output_dir):
+        return _run(request, channel, stop)
+
+
+def _tokenized(request: TrainRequest, tokenizer: Any, channel: EventChannel) -> dict[str, Any]:
+    try:
+        splits = load_splits(request.dataset)
+    except BadDataset as exc:
+        raise WorkerError("bad_dataset", str(exc)) from exc
+    limit = request.max_seq_length
+    tokenized = {
+        name: TokenizedSplit.build(tokenizer, splits.get(name, []), max_seq_length=limit)
+        for name in ("train", "valid", "test")
+    }
+    too_long = sum(s.too_long for s in tokenized.values())
+    total = sum(len(splits.get(name, [])) for name in tokenized)
+    if total == 0:
+        raise WorkerError(
+            "bad_dataset",
+            f"Dataset {request.dataset} has no examples; record some analyses first, then run "
+            "`ai-lsp finetune prepare-dataset`.",
+        )
+    if too_long:
+        channel.emit(
+            WarningEvent(
+                message=f"Skipped {too_long} of {total} examples longer than --max-seq-length "
+                f"{request.max_seq_length} tokens.",
+                count=too_long,
+                fraction=at("loading", 0.8),
+            )
+        )
+    if not tokenized["train"]:
+        raise WorkerError(
+            "bad_dataset",
+            f"No training examples left in {request.dataset} ({too_long} longer than "
+            f"--max-seq-length {request.max_seq_length}); raise --max-seq-length or add examples.",
+        )
+    n_train = len(tokenized["train"])
+    if request.batch_size > n_train:
+        raise WorkerError(
+            "bad_hyperparameter",
+            f"--batch-size {request.batch_size} is larger than the {n_train} training examples; "
+            f"pass --batch-size {n_train} or less, or add examples.",
+        )
+    return {"splits": splits, "tokens": tokenized}
+
+
+def _eval_split(data: dict[str, Any], channel: EventChannel) -> str:
+    for name, why in (("test", ""), ("valid", "no test split"), ("train", "no test/valid split")):
+        if len(data["tokens"][name]):
+            if why:
+                channel.emit(WarningEvent(message=f"Evaluating on the {name} split ({why})."))
+            return name
+    return "train"
+
+
+def evaluate_phase(
+    stage: str,
+    model: Any,
+    tokenizer: Any,
+    request: TrainRequest,
+    data: dict[str, Any],
+    split: str,
+    channel: EventChannel,
+    stop: threading.Event,
+) -> EvalMetrics:
+    """Loss and greedy-answer metrics on the evaluation split, with progress events."""
+    examples = data["splits"][split][: request.eval_max_examples]
+
+    def progress(done: int, total: int) -> None:
+        channel.emit(
+            EvaluatingEvent(
+                stage=stage,  # type: ignore[arg-type]
+                done=done,
+                total=total,
+                fraction=at(stage, 0.2 + 0.8 * done / max(total, 1)),
+            )
+        )
+
+    progress(0, len(examples))
+    loss = split_loss(model, data["tokens"][split], batch_size=request.batch_size)
+    answers = greedy_answers(
+        model,
+        tokenizer,
+        examples,
+        max_tokens=request.eval_max_tokens,
+        on_progress=progress,
+        should_stop=stop.is_set,
+    )
+    if stop.is_set():
+        raise Cancelled(f"Cancelled while evaluating ({stage}).")
+    return score_answers(examples, answers, val_loss=loss)
+
+
+def _run(request: TrainRequest, channel: EventChannel, stop: threading.Event) -> DoneEvent:
+    started = time.time()
+    partial = request.partial_dir
+    channel.emit(LoadingEvent(message=f"Loading {request.model_name}", fraction=at("loading")))
+    model, tokenizer, config, model_path = load_model(request.model_name)
+    data = _tokenized(request, tokenizer, channel)
+    dataset_hash = dataset_sha256(request.dataset)
+    print_ = fingerprint(request, dataset_hash)
+    resumed = _resume_state(request, partial, print_, channel)
+    if resumed is None and partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    eval_split = _eval_split(data, channel)
+    total = iterations_for(len(data["tokens"]["train"]), request.num_epochs, request.batch_size)
+
+    before = resumed[0].before if resumed else None
+    if before is None:
+        baseline = model
+        if request.baseline_model and request.baseline_model != request.model_name:
+            baseline, baseline_tokenizer, _, _ = load_model(request.baseline_model)
+        else:
+            baseline_tokenizer = tokenizer
+        before = evaluate_phase(
+            "before", baseline, baseline_tokenizer, request, data, eval_split, channel, stop
+        )
+        del baseline
+    trained = train_lora(
+        request, model, data["tokens"], total, print_, before, resumed, channel, stop
+    )
+    channel.emit(FusingEvent(message="Fusing the best adapter", fraction=at("fusing")))
+    publish.write_adapters(partial / "adapters", model, request, trained.best_weights)
+    publish.fuse(model)
+    publish.save_model(partial / "model", model_path, model, tokenizer, config)
+    if stop.is_set():
+        raise Cancelled("Cancelled while fusing.")
+    after = evaluate_phase("after", model, tokenizer, request, data, eval_split, channel, stop)
+    run_json = publish.write_run_json(
+        partial / "run.json",
+        request=request,
+        model_path=model_path,
+        dataset_hash=dataset_hash,
+        data=data,
+        trained=trained,
+        before=before,
+        after=after,
+        eval_split=eval_split,
+        started=started,
+    )
+    shutil.rmtree(partial / "checkpoint", ignore_errors=True)
+    publish.publish(partial, request.output_dir)
+    return DoneEvent(
+        fraction=1.0,
+        message=f"Fine-tuned model written to {request.output_dir / 'model'}",
+        output_dir=request.output_dir,
+        model_path=request.output_dir / "model",
+        run_json=request.output_dir / run_json.name,
+        before=before,
+        after=after,
+        best_iteration=trained.best_iteration,
+        iterations=total,
+    )
+
+
+def _resume_state(
+    request: TrainRequest, partial: Path, print_: str, channel: EventChannel
+) -> tuple[CheckpointState, dict[str, Any]] | None:
+    folder = partial / "checkpoint"
+    found = load_checkpoint(folder) if folder.exists() else None
+    if not request.resume:
+        if found:
+            channel.emit(
+                WarningEvent(
+                    message=f"Discarding the checkpoint of an interrupted run (iteration "
+                    f"{found[0].iteration}); pass --resume to continue it instead."
+                )
+            )
+        return None
+    if found is None:
+        raise WorkerError(
+            "bad_request",
+            f"Nothing to resume: no checkpoint in {folder}; run again without --resume.",
+        )
+    if found[0].fingerprint != print_:
+        raise WorkerError(
+            "bad_request",
+            f"The checkpoint in {folder} was made with another model, dataset or "
+            "hyper-parameters; pass the same options to --resume, or run without --resume.",
+        )
+    channel.last_checkpoint = (found[0].iteration, folder)
+    return found

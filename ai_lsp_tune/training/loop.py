@@ -1,0 +1,243 @@
+"""The LoRA training loop: mlx-lm's ``train`` with our batches, loss and callback.
+
+The callback turns mlx-lm's reports into TrainingEvents, keeps the adapter with the best
+validation loss (mlx-lm keeps only the last), checkpoints periodically, and stops the loop
+when asked (by raising out of ``train``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ai_lsp_tune.training.channel import Cancelled, EventChannel, WorkerError
+from ai_lsp_tune.training.checkpoint import CheckpointState, save_checkpoint
+from ai_lsp_tune.training.data import LengthGroupedBatches, TokenizedSplit, make_loss, split_loss
+from ai_lsp_tune.training.evaluate import EvalMetrics
+from ai_lsp_tune.training.events import TrainingEvent
+from ai_lsp_tune.training.request import TrainRequest
+
+VALIDATIONS_PER_RUN = 8
+
+
+@dataclass
+class TrainResult:
+    iterations: int
+    best_iteration: int
+    best_val_loss: float | None
+    best_weights: dict[str, Any]
+    trained_tokens: int
+    train_seconds: float
+    peak_memory_gb: float
+    val_history: list[tuple[int, float]] = field(default_factory=list)
+    train_history: list[tuple[int, float]] = field(default_factory=list)
+
+
+class _Stop(Exception):
+    pass
+
+
+class _Reporter:
+    """mlx-lm TrainingCallback: events, best adapter, checkpoints, stop."""
+
+    def __init__(self, ctx: dict[str, Any], state: CheckpointState, start: int) -> None:
+        self.ctx = ctx
+        self.state = state
+        self.start = start
+        self.best_weights: dict[str, Any] = ctx.pop("best_weights")
+        self.last_report = time.perf_counter()
+        self.last_tokens = 0
+        self.last_checkpoint = time.monotonic()
+        self.val_seconds = 0.0
+        self.sec_per_iter: float | None = None
+
+    def _trainable(self) -> dict[str, Any]:
+        from mlx.utils import tree_flatten
+
+        return dict(tree_flatten(self.ctx["model"].trainable_parameters()))
+
+    def checkpoint(self, iteration: int) -> None:
+        from mlx.utils import tree_flatten
+
+        folder: Path = self.ctx["request"].partial_dir / "checkpoint"
+        self.state.iteration = iteration
+        arrays = {
+            "adapters": self._trainable(),
+            "best_adapters": self.best_weights,
+            "optimizer": dict(tree_flatten(self.ctx["optimizer"].state)),
+        }
+        save_checkpoint(folder, self.state, arrays)
+        self.ctx["channel"].last_checkpoint = (iteration, folder)
+        self.last_checkpoint = time.monotonic()
+
+    def _emit(self, iteration: int, **fields: Any) -> None:
+        import mlx.core as mx
+
+        from ai_lsp_tune.training.job import at
+
+        total = self.state.total
+        remaining = total - iteration
+        eta = None
+        if self.sec_per_iter is not None:
+            eta = remaining * self.sec_per_iter + self.ctx["after_eval_s"]
+        self.ctx["channel"].emit(
+            TrainingEvent(
+                iteration=iteration,
+                total=total,
+                best_val_loss=self.state.best_val_loss,
+                trained_tokens=self.state.trained_tokens,
+                peak_memory_gb=round(mx.get_peak_memory() / 1e9, 3),
+                eta_s=None if eta is None else round(eta, 1),
+                fraction=at("training", iteration / max(total, 1)),
+                **fields,
+            )
+        )
+
+    def on_train_loss_report(self, info: dict[str, Any]) -> None:
+        iteration = self.start + int(info["iteration"])
+        now = time.perf_counter()
+        seconds = max(now - self.last_report - self.val_seconds, 1e-9)
+        batches: LengthGroupedBatches = self.ctx["batches"]
+        tokens = batches.trained_tokens - self.last_tokens
+        self.state.trained_tokens += tokens
+        self.state.train_seconds += seconds
+        self.last_report, self.last_tokens, self.val_seconds = now, batches.trained_tokens, 0.0
+        done = iteration - self.start
+        self.sec_per_iter = (self.state.train_seconds / max(iteration, 1)) if done else None
+        loss = float(info["train_loss"])
+        self.state.train_history.append((iteration, round(loss, 5)))
+        self._emit(
+            iteration,
+            train_loss=loss,
+            learning_rate=float(info["learning_rate"]),
+            tokens_per_sec=round(tokens / seconds, 1),
+        )
+        if time.monotonic() - self.last_checkpoint > self.ctx["request"].checkpoint_every_s:
+            self.checkpoint(iteration)
+        if self.ctx["stop"].is_set():
+            self.checkpoint(iteration)
+            raise _Stop
+
+    def on_val_loss_report(self, info: dict[str, Any]) -> None:
+        iteration = self.start + int(info["iteration"])
+        self.val_seconds += float(info["val_time"])
+        self.record_val(iteration, float(info["val_loss"]))
+        if iteration > self.start:
+            self.checkpoint(iteration)
+
+    def record_val(self, iteration: int, val_loss: float) -> None:
+        if self.state.val_history and self.state.val_history[-1][0] == iteration:
+            return
+        self.state.val_history.append((iteration, round(val_loss, 5)))
+        if self.state.best_val_loss is None or val_loss < self.state.best_val_loss:
+            self.state.best_val_loss = val_loss
+            self.state.best_iteration = iteration
+            self.best_weights = self._trainable()
+        self._emit(iteration, val_loss=val_loss)
+
+
+def _prepare(model: Any, request: TrainRequest) -> None:
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    layers = len(model.layers)
+    if request.num_layers > layers:
+        raise WorkerError(
+            "bad_hyperparameter",
+            f"--num-layers {request.num_layers} is more than the {layers} layers of "
+            f"{request.model_name}; pass --num-layers {layers} or -1 for all.",
+        )
+    model.freeze()
+    params = {"rank": request.lora_rank, "scale": request.lora_scale, "dropout": 0.0}
+    linear_to_lora_layers(model, request.num_layers, params)
+
+
+def train_lora(
+    request: TrainRequest,
+    model: Any,
+    tokens: dict[str, TokenizedSplit],
+    total: int,
+    print_: str,
+    before: EvalMetrics,
+    resumed: tuple[CheckpointState, dict[str, Any]] | None,
+    channel: EventChannel,
+    stop: threading.Event,
+) -> TrainResult:
+    """Train LoRA adapters for ``total`` iterations (or the rest of them, when resuming)."""
+    import mlx.core as mx
+    import mlx.optimizers as optim
+    from mlx.utils import tree_unflatten
+    from mlx_lm.tuner.trainer import TrainingArgs, train
+
+    mx.random.seed(request.seed)
+    _prepare(model, request)
+    optimizer = optim.Adam(learning_rate=request.learning_rate)
+    if resumed:
+        state, arrays = resumed
+        model.load_weights(list(arrays["adapters"].items()), strict=False)
+        if arrays["optimizer"]:
+            optimizer.state = tree_unflatten(list(arrays["optimizer"].items()))
+        best_weights = arrays["best_adapters"] or dict(arrays["adapters"])
+    else:
+        from mlx.utils import tree_flatten
+
+        state = CheckpointState(fingerprint=print_, iteration=0, total=total, before=before)
+        best_weights = dict(tree_flatten(model.trainable_parameters()))
+    start = state.iteration
+    valid = tokens["valid"] if len(tokens["valid"]) else tokens["train"]
+    batches = LengthGroupedBatches(seed=request.seed, skip=start)
+    eval_every = request.eval_every or max(1, total // VALIDATIONS_PER_RUN)
+    ctx = {
+        "model": model,
+        "optimizer": optimizer,
+        "request": request,
+        "channel": channel,
+        "stop": stop,
+        "batches": batches,
+        "best_weights": best_weights,
+        "after_eval_s": before_eval_seconds(channel),
+    }
+    reporter = _Reporter(ctx, state, start)
+    if stop.is_set():
+        raise Cancelled("Cancelled before training.")
+    args = TrainingArgs(
+        batch_size=request.batch_size,
+        iters=total - start,
+        val_batches=request.val_batches,
+        steps_per_report=1,
+        steps_per_eval=eval_every,
+        steps_per_save=1 << 62,  # we checkpoint ourselves (mlx-lm would save every 100)
+        max_seq_length=request.max_seq_length,
+        adapter_file=str(request.partial_dir / "mlx-lm-adapters.safetensors"),
+    )
+    loss = make_loss(model)
+    if total > start:
+        try:
+            train(model, optimizer, tokens["train"], valid, args, loss, batches, reporter)  # type: ignore[arg-type]
+        except _Stop:
+            raise Cancelled(f"Cancelled at iteration {state.iteration} of {total}.") from None
+        finally:
+            Path(args.adapter_file).unlink(missing_ok=True)  # mlx-lm's last weights; ours differ
+        final = split_loss(
+            model, valid, batch_size=request.batch_size, num_batches=request.val_batches
+        )
+        reporter.record_val(total, final)
+        reporter.checkpoint(total)
+    return TrainResult(
+        iterations=total,
+        best_iteration=state.best_iteration,
+        best_val_loss=state.best_val_loss,
+        best_weights=reporter.best_weights,
+        trained_tokens=state.trained_tokens,
+        train_seconds=state.train_seconds,
+        peak_memory_gb=round(mx.get_peak_memory() / 1e9, 3),
+        val_history=state.val_history,
+        train_history=state.train_history,
+    )
+
+
+def before_eval_seconds(channel: EventChannel) -> float:
+    """The 'after' evaluation takes about as long as loading + 'before' did: the ETA's tail."""
+    return time.monotonic() - channel.started

@@ -1,0 +1,120 @@
+"""The run's outputs: adapters, the fused model, run.json, and publishing them atomically."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ai_lsp_tune.files import atomic_write_text, publish_dir
+from ai_lsp_tune.training.evaluate import EvalMetrics
+from ai_lsp_tune.training.request import TrainRequest
+
+if TYPE_CHECKING:
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from ai_lsp_tune.training.loop import TrainResult
+
+RUN_JSON_VERSION = 1
+HYPERPARAMETERS = {"num_epochs", "batch_size", "learning_rate", "max_seq_length", "lora_rank",
+                   "lora_scale", "num_layers", "seed"}  # fmt: skip
+
+
+def write_adapters(
+    folder: Path, model: nn.Module, request: TrainRequest, best_weights: dict[str, mx.array]
+) -> None:
+    """Load the best adapter into the model and save it as mlx-lm's adapter folder."""
+    import mlx.core as mx
+
+    model.load_weights(list(best_weights.items()), strict=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(folder / "adapters.safetensors"), best_weights)
+    config = {
+        "fine_tune_type": "lora",
+        "model": request.model_name,
+        "num_layers": request.num_layers,
+        "lora_parameters": {"rank": request.lora_rank, "scale": request.lora_scale, "dropout": 0.0},
+    }
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
+
+
+def fuse(model: nn.Module) -> None:
+    """Merge the LoRA layers into the base weights (as ``mlx_lm fuse`` does)."""
+    from mlx.utils import tree_unflatten
+
+    fused = [(n, m.fuse(dequantize=False)) for n, m in model.named_modules() if hasattr(m, "fuse")]
+    if fused:
+        model.update_modules(tree_unflatten(fused))
+    model.eval()
+
+
+def save_model(
+    folder: Path, base_path: Path, model: nn.Module, tokenizer: Any, config: dict[str, Any]
+) -> None:
+    """Save a model that ``mlx_lm.load`` reads like the base."""
+    from mlx_lm.utils import save
+
+    save(folder, base_path, model, tokenizer, config, donate_model=False)
+
+
+def write_run_json(
+    path: Path,
+    *,
+    request: TrainRequest,
+    model_path: Path,
+    dataset_hash: str,
+    data: dict[str, Any],
+    trained: TrainResult,
+    before: EvalMetrics,
+    after: EvalMetrics,
+    eval_split: str,
+    started: float,
+) -> Path:
+    """The manifest: what was trained on what, how, and how well (before and after)."""
+    tokens = data["tokens"]
+    manifest = {
+        "version": RUN_JSON_VERSION,
+        "base_model": request.model_name,
+        "base_model_path": str(model_path),
+        "baseline_model": request.baseline_model or request.model_name,
+        "dataset": str(request.dataset),
+        "dataset_sha256": dataset_hash,
+        "examples": {name: len(split) for name, split in tokens.items()},
+        "skipped_too_long": {name: split.too_long for name, split in tokens.items()},
+        "hyperparameters": request.model_dump(mode="json", include=HYPERPARAMETERS),
+        "iterations": trained.iterations,
+        "best_iteration": trained.best_iteration,
+        "best_val_loss": trained.best_val_loss,
+        "val_loss_history": trained.val_history,
+        "train_loss_history": trained.train_history,
+        "trained_tokens": trained.trained_tokens,
+        "train_seconds": round(trained.train_seconds, 3),
+        "tokens_per_sec": round(trained.trained_tokens / trained.train_seconds, 1)
+        if trained.train_seconds
+        else None,
+        "peak_memory_gb": trained.peak_memory_gb,
+        "evaluated_on": eval_split,
+        "metrics": {"before": before.model_dump(), "after": after.model_dump()},
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "seconds": round(time.time() - started, 3),
+        "versions": {
+            "mlx": version("mlx"),
+            "mlx-lm": version("mlx-lm"),
+            "ai-lsp-tune": version("ai-lsp-tune"),
+            "python": platform.python_version(),
+        },
+        "platform": f"{platform.system()}-{platform.machine()}",
+    }
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n", mode=0o644)
+    return path
+
+
+def publish(partial: Path, output_dir: Path) -> None:
+    """Replace ``output_dir`` with the finished run in one rename."""
+    shutil.rmtree(partial / "checkpoint", ignore_errors=True)
+    publish_dir(partial, output_dir)

@@ -1,0 +1,195 @@
+"""The parent side: spawn the training worker, read its events, cancel it, never hang.
+
+Used by the CLI (``run_training``, synchronous) and by the language server (``TrainingRunner``,
+asyncio). Imports no MLX: the parent stays light and its event loop never waits on training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ai_lsp_tune.training.events import (
+    CancelledEvent,
+    DoneEvent,
+    ErrorEvent,
+    FinalEvent,
+    WorkerEvent,
+    parse_event,
+)
+from ai_lsp_tune.training.request import TrainRequest
+
+log = logging.getLogger(__name__)
+
+CANCEL_GRACE_S = 5.0  # after SIGTERM; the worker itself stops within ~2 s
+LOG_TAIL_LINES = 40
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended: its final event, the worker's exit code and the end of its log."""
+
+    status: Literal["done", "error", "cancelled"]
+    event: FinalEvent
+    returncode: int | None
+    log_tail: list[str] = field(default_factory=list)
+
+
+class TrainingRunner:
+    """Runs one TrainRequest in a worker process; ``on_event`` gets every event in order."""
+
+    def __init__(
+        self,
+        request: TrainRequest,
+        on_event: Callable[[WorkerEvent], None] | None = None,
+        *,
+        on_log: Callable[[str], None] | None = None,
+        python: str = sys.executable,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.request = request.resolved()
+        self.on_event = on_event
+        self.on_log = on_log
+        self.python = python
+        self.env = env
+        self.last_event: WorkerEvent | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._cancel_requested = False
+        self._log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    def cancel(self) -> None:
+        """Ask the worker to stop (it saves a checkpoint); kill it if it does not within 5 s."""
+        self._cancel_requested = True
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        asyncio.get_running_loop().call_later(CANCEL_GRACE_S, self._kill)
+
+    def _kill(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+
+    async def run(self) -> RunOutcome:
+        """Run the worker to the end and return how it ended (never raises for worker errors)."""
+        read_fd, write_fd = os.pipe()
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                self.python,
+                "-m",
+                "ai_lsp_tune.training.worker",
+                "--events-fd",
+                str(write_fd),
+                "--request",
+                self.request.model_dump_json(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(write_fd,),
+                start_new_session=True,  # a terminal's Ctrl-C reaches us, and we decide
+                env=self.env,
+            )
+        finally:
+            os.close(write_fd)
+        if self._cancel_requested:
+            self.cancel()
+        final = await self._pump(read_fd)
+        returncode = await self._process.wait()
+        if final is None:
+            final = self._synthesised_final(returncode)
+            self._deliver(final)
+        status: Literal["done", "error", "cancelled"] = final.phase  # type: ignore[assignment]
+        return RunOutcome(status, final, returncode, list(self._log_tail))
+
+    async def _pump(self, read_fd: int) -> FinalEvent | None:
+        loop = asyncio.get_running_loop()
+        events = asyncio.StreamReader(limit=1 << 24)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(events), os.fdopen(read_fd, "rb", 0)
+        )
+        assert self._process is not None and self._process.stderr is not None
+        logs = asyncio.create_task(self._read_log(self._process.stderr))
+        final: FinalEvent | None = None
+        try:
+            while line := await events.readline():
+                try:
+                    event = parse_event(line)
+                except ValueError as exc:
+                    log.warning("ignoring a bad event line from the training worker: %s", exc)
+                    continue
+                self._deliver(event)
+                if isinstance(event, DoneEvent | ErrorEvent | CancelledEvent):
+                    final = event
+        finally:
+            transport.close()
+            await logs
+        return final
+
+    async def _read_log(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            text = line.decode(errors="replace").rstrip()
+            self._log_tail.append(text)
+            log.debug("worker: %s", text)
+            if self.on_log is not None:
+                self.on_log(text)
+
+    def _deliver(self, event: WorkerEvent) -> None:
+        self.last_event = event
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:  # a broken listener must not stop the run
+                log.exception("training event listener failed")
+
+    def _synthesised_final(self, returncode: int) -> FinalEvent:
+        if self._cancel_requested:
+            return CancelledEvent(message="The training worker was stopped.")
+        if returncode == -signal.SIGKILL:
+            message = (
+                "The training worker was killed (SIGKILL), most likely by the system for running "
+                "out of memory; reduce --batch-size (try 1) or --max-seq-length, or use a "
+                "smaller model."
+            )
+            return ErrorEvent(kind="oom", message=message)
+        last = next((line for line in reversed(self._log_tail) if line.strip()), "no output")
+        return ErrorEvent(
+            kind="crashed",
+            message=f"The training worker exited with code {returncode} without a result "
+            f"(last log line: {last[:200]}).",
+        )
+
+
+def run_training(
+    request: TrainRequest,
+    on_event: Callable[[WorkerEvent], None] | None = None,
+    *,
+    on_log: Callable[[str], None] | None = None,
+) -> RunOutcome:
+    """The CLI's way in: run to the end; Ctrl-C (SIGINT) or SIGTERM cancels with a checkpoint."""
+
+    async def main() -> RunOutcome:
+        runner = TrainingRunner(request, on_event, on_log=on_log)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, runner.cancel)
+        try:
+            return await runner.run()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(main())

@@ -1,0 +1,234 @@
+"""Benchmark: `prepare-dataset` throughput and peak memory against the original tool's approach.
+
+    uv run --with datasets python bench/extract.py            # 100 MiB and 1 GiB
+    uv run --with datasets python bench/extract.py --sizes 100
+
+Builds synthetic trace files from the real one (../shared/traces/ai-lsp-otel.jsonl), each copy
+with fresh trace/span ids and its own file names so dedup cannot collapse them, under
+bench/_work/ (git-ignored; deleted afterwards unless --keep). Then, each in a fresh process so peak
+RSS is its own, measures:
+
+- floor: read the file and ``json.loads`` every line (no work at all beyond parsing);
+- original: the original ai-lsp tool's approach, reimplemented plainly: ``json.loads`` of every
+  line, every span collected in a list, agent runs walked and their messages parsed, the
+  examples gathered into a Hugging Face ``Dataset`` and written with ``to_json``;
+- ours: ``ai_lsp_tune.dataset.prepare_dataset`` with the CLI defaults (redaction on, splits).
+
+Writes the section "extract" of bench/RESULTS.md. `datasets` is only needed for the original's
+peer; without it that run collects into a list and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "bench" / "_work"
+REAL = ROOT.parent / "shared" / "traces" / "ai-lsp-otel.jsonl"
+RESULTS = ROOT / "bench" / "RESULTS.md"
+TARGET_SPEEDUP, TARGET_RSS_MIB = 5.0, 300
+
+_ID = re.compile(rb'"(traceId|spanId|parentSpanId)":"([0-9a-f]+)"')
+_NAMES = (b"main.py", b"init.lua", b"uv.lua", b"custom-lsps.lua")
+
+
+def build(size_mib: int) -> Path:
+    """A trace file of about ``size_mib`` MiB: copies of the real one, each perturbed."""
+    path = WORK / f"traces-{size_mib}MiB.jsonl"
+    if path.exists() and path.stat().st_size >= size_mib * 2**20:
+        return path
+    WORK.mkdir(parents=True, exist_ok=True)
+    lines = REAL.read_bytes().splitlines(keepends=True)
+    written, copy = 0, 0
+    with path.open("wb") as out:
+        while written < size_mib * 2**20:
+            copy += 1
+            salt = copy.to_bytes(4, "big").hex().encode()
+
+            def new_id(match: re.Match[bytes], salt: bytes = salt) -> bytes:
+                value = match.group(2)
+                return b'"%s":"%s%s"' % (match.group(1), value[: -len(salt)], salt)
+
+            for line in lines:
+                line = _ID.sub(new_id, line)
+                for name in _NAMES:
+                    stem, dot, ext = name.rpartition(b".")
+                    line = line.replace(name, b"%s_%d%s%s" % (stem, copy, dot, ext))
+                out.write(line)
+                written += len(line)
+    return path
+
+
+# --- the three measured programs (each runs in its own process) -------------------------------
+
+
+def floor(trace_file: Path, out: Path) -> dict[str, int]:
+    lines = 0
+    with trace_file.open("rb") as handle:
+        for line in handle:
+            json.loads(line)
+            lines += 1
+    return {"lines": lines}
+
+
+def original(trace_file: Path, out: Path) -> dict[str, int]:
+    """The original tool's shape: parse everything, keep every span, then extract."""
+    spans = []
+    with trace_file.open() as handle:
+        for line in handle:
+            data = json.loads(line)
+            for resource_spans in data.get("resourceSpans", []):
+                for scope_spans in resource_spans.get("scopeSpans", []):
+                    spans.extend(scope_spans.get("spans", []))
+    examples = []
+    for span in spans:
+        if span.get("name") != "agent run":
+            continue
+        attrs = {a["key"]: next(iter(a["value"].values())) for a in span.get("attributes", [])}
+        messages = json.loads(attrs.get("all_messages_events", "[]"))
+        system = next((m["content"] for m in messages if m.get("role") == "system"), "")
+        user = next((m["content"] for m in messages if m.get("role") == "user"), "")
+        if "final_result" in attrs:
+            examples.append({"system": system, "user": user, "assistant": attrs["final_result"]})
+    try:
+        from datasets import Dataset
+    except ImportError:
+        with (out / "dataset.json").open("w") as handle:
+            for example in examples:
+                handle.write(json.dumps(example) + "\n")
+        return {"examples": len(examples), "hf_datasets": 0}
+    Dataset.from_list(examples).to_json(str(out / "dataset.json"))
+    return {"examples": len(examples), "hf_datasets": 1}
+
+
+def ours(trace_file: Path, out: Path) -> dict[str, int]:
+    from ai_lsp_tune.dataset import prepare_dataset
+
+    report = prepare_dataset(
+        [trace_file], output_file=out / "dataset.json", output_dir=out / "dataset"
+    )
+    return {"examples": report.examples, "agent_runs": report.agent_runs}
+
+
+PROGRAMS = {"floor": floor, "original": original, "ours": ours}
+
+
+def measure_here(program: str, trace_file: Path, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    result = PROGRAMS[program](trace_file, out)
+    seconds = time.perf_counter() - start
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"seconds": seconds, "rss_mib": rss_mib, **result}))
+
+
+def measure(program: str, trace_file: Path) -> dict[str, float]:
+    out = WORK / f"out-{program}"
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, __file__, "--measure", program, str(trace_file), str(out)]
+    done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
+    shutil.rmtree(out, ignore_errors=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["mb_per_s"] = trace_file.stat().st_size / 1e6 / result["seconds"]
+    return result
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def run(sizes: list[int], keep: bool) -> str:
+    if not REAL.exists():
+        sys.exit(f"the real trace file is needed to build the synthetic input: {REAL}")
+    rows, notes = [], []
+    try:
+        for size in sizes:
+            trace_file = build(size)
+            results = {name: measure(name, trace_file) for name in PROGRAMS}
+            print(f"{size} MiB: {json.dumps(results)}", file=sys.stderr)
+            speedup = results["ours"]["mb_per_s"] / results["original"]["mb_per_s"]
+            vs_floor = results["ours"]["mb_per_s"] / results["floor"]["mb_per_s"]
+            for name, r in results.items():
+                rows.append(
+                    f"| {trace_file.stat().st_size / 2**20:.0f} MiB | {name} | "
+                    f"{r['seconds']:.1f} | {r['mb_per_s']:.1f} | {r['rss_mib']:.0f} |"
+                )
+            ok = speedup >= TARGET_SPEEDUP and results["ours"]["rss_mib"] < TARGET_RSS_MIB
+            notes.append(
+                f"- {size} MiB: ours is **{speedup:.1f}x** the original's throughput "
+                f"({vs_floor:.2f}x the json.loads floor); "
+                f"peak RSS {results['ours']['rss_mib']:.0f} "
+                f"MiB vs {results['original']['rss_mib']:.0f} MiB; "
+                f"{results['ours']['examples']} examples from {results['ours']['agent_runs']} "
+                f"agent runs (original: {results['original']['examples']} unvalidated). "
+                f"Target (>= {TARGET_SPEEDUP:.0f}x, < {TARGET_RSS_MIB} MiB): "
+                f"{'met' if ok else 'NOT met'}."
+            )
+            if not results["original"].get("hf_datasets"):
+                notes.append("- `datasets` was not installed: the original collected into a list.")
+    finally:
+        if not keep:
+            shutil.rmtree(WORK, ignore_errors=True)
+    cpu = platform.processor() or platform.machine()
+    return "\n".join(
+        [
+            "## extract (prepare-dataset throughput and memory)",
+            "",
+            f"`uv run --with datasets python bench/extract.py --sizes {','.join(map(str, sizes))}`"
+            f" on {os.cpu_count()} CPU(s), {cpu}, Python {platform.python_version()}; one run "
+            "each, in fresh processes, same machine and same run.",
+            "",
+            "| input | program | seconds | MB/s | peak RSS MiB |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+            *notes,
+            "",
+            "Where the time goes: lines holding no finished run (most bytes: cancelled runs and "
+            "their model-request spans) are skimmed with `bytes.count`/`find` instead of "
+            "decoded; lines with a finished run are decoded in full, and every example is "
+            "redacted and grounded. The original itself runs at a fifth to a quarter of the "
+            "json.loads floor, so 5x its throughput means beating the floor, i.e. decoding "
+            "less than every byte once: next steps are decoding only "
+            "the agent-run span of a line (`raw_decode` at its offset) and one-pass redaction. "
+            "Timings on this shared 2-core machine vary by +-30% between runs (other jobs).",
+            "",
+        ]
+    )
+
+
+def write_section(section: str) -> None:
+    text = RESULTS.read_text()
+    start = text.index("## extract")
+    end = text.find("\n## ", start + 1)
+    RESULTS.write_text(text[:start] + section + ("\n" + text[end + 1 :] if end != -1 else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100,1024", help="input sizes in MiB, comma separated")
+    parser.add_argument("--keep", action="store_true", help="keep bench/_work (the inputs)")
+    parser.add_argument(
+        "--measure", nargs=3, metavar=("PROGRAM", "TRACES", "OUT"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.measure:
+        program, traces, out = args.measure
+        measure_here(program, Path(traces), Path(out))
+        return
+    section = run([int(s) for s in args.sizes.split(",")], args.keep)
+    write_section(section)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()

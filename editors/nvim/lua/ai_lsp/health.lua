@@ -1,0 +1,58 @@
+--- :checkhealth ai_lsp: Neovim version, the server command, the running client and its commands.
+local M = {}
+
+function M.check()
+  local health = vim.health
+  local ai_lsp = require('ai_lsp')
+
+  health.start('ai_lsp: Neovim')
+  if vim.fn.has('nvim-0.11') == 1 then
+    health.ok('Neovim ' .. tostring(vim.version()))
+  else
+    health.error('Neovim >= 0.11 is required', { 'Upgrade Neovim (vim.lsp.config, client:exec_cmd).' })
+  end
+
+  health.start('ai_lsp: server command')
+  local cmd = (vim.lsp.config[ai_lsp.name] or {}).cmd or ai_lsp.options.cmd
+  if type(cmd) ~= 'table' then
+    health.info('cmd is a function; not checked')
+  elseif vim.fn.executable(cmd[1]) == 1 then
+    health.ok(('`%s` found: %s'):format(table.concat(cmd, ' '), vim.fn.exepath(cmd[1])))
+  else
+    health.error(('`%s` is not executable'):format(cmd[1]), {
+      'Install the server: `uv tool install ai-lsp-tune` (puts `ai-lsp` on PATH),',
+      "or run it without installing: require('ai_lsp').setup({ cmd = { 'uvx', '--from', 'ai-lsp-tune', 'ai-lsp', 'serve' } })",
+    })
+  end
+
+  health.start('ai_lsp: running server')
+  local clients = vim.lsp.get_clients({ name = ai_lsp.name })
+  if #clients == 0 then
+    health.warn('no ai_lsp client is running', {
+      "Open a file of a configured filetype, after require('ai_lsp').setup() or vim.lsp.enable('ai_lsp').",
+      'See :LspLog for start-up errors.',
+    })
+    return
+  end
+  for _, client in ipairs(clients) do
+    health.ok(('client %d, root %s'):format(client.id, client.root_dir or '(none)'))
+    local missing = {}
+    for _, id in pairs(ai_lsp.commands) do
+      if not ai_lsp.supports(client, id) then
+        table.insert(missing, id)
+      end
+    end
+    table.sort(missing)
+    if #missing == 0 then
+      health.ok('the server offers every ai-lsp command')
+    else
+      health.warn('the server does not offer: ' .. table.concat(missing, ', '), {
+        'Update the server (`uv tool upgrade ai-lsp-tune`); the commands of this plugin need it.',
+      })
+    end
+    local settings = client.config.init_options or {}
+    health.info('settings: ' .. vim.json.encode(settings))
+  end
+end
+
+return M

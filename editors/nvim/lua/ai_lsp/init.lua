@@ -1,0 +1,260 @@
+--- ai_lsp: a thin Neovim client for the ai-lsp language server.
+---
+--- All logic lives in the server (diagnostics, fine-tuning, model swaps); this module only
+--- starts it through `vim.lsp.config`/`vim.lsp.enable`, forwards user commands to
+--- `workspace/executeCommand`, and turns `$/progress` into a statusline component.
+local M = {}
+
+M.name = 'ai_lsp'
+
+--- Workspace command ids, as advertised by the server (ai_lsp_tune/server/commands.py).
+M.commands = {
+  finetune = 'ai-lsp.finetune',
+  cancel = 'ai-lsp.finetune.cancel',
+  status = 'ai-lsp.finetune.status',
+  use = 'ai-lsp.model.use',
+  rollback = 'ai-lsp.model.rollback',
+  dismiss = 'ai-lsp.dismiss',
+}
+
+--- @class ai_lsp.Opts
+--- @field cmd? string[] Command that starts the server over stdio.
+--- @field filetypes? string[]|false Filetypes to attach to; `false` attaches to every file.
+--- @field root_markers? string[] Files that mark the workspace root.
+--- @field settings? table Server settings, camelCase as on the wire (model, debounceMs, ...).
+--- @field enable? boolean Call `vim.lsp.enable` (default true).
+
+--- @type ai_lsp.Opts
+M.defaults = {
+  cmd = { 'ai-lsp', 'serve' },
+  filetypes = {
+    'python', 'javascript', 'javascriptreact', 'typescript', 'typescriptreact', 'go', 'rust',
+    'lua', 'c', 'cpp', 'java', 'ruby', 'php', 'sh', 'swift', 'kotlin', 'cs',
+  },
+  root_markers = { '.git', 'pyproject.toml', 'package.json', 'go.mod', 'Cargo.toml' },
+  settings = {},
+  enable = true,
+}
+
+--- @type ai_lsp.Opts
+M.options = vim.deepcopy(M.defaults)
+
+--- Progress of the current server job, keyed by token; read by `statusline()`.
+--- @type table<string|integer, {title: string?, message: string?, percentage: integer?, done: boolean}>
+M.progress = {}
+
+local function notify(msg, level)
+  vim.notify('ai-lsp: ' .. msg, level or vim.log.levels.INFO, { title = 'AI LSP' })
+end
+
+--- The running ai_lsp clients (attached to the current buffer first, then any).
+--- @return vim.lsp.Client|nil
+function M.client()
+  local attached = vim.lsp.get_clients({ name = M.name, bufnr = 0 })
+  if attached[1] then
+    return attached[1]
+  end
+  return vim.lsp.get_clients({ name = M.name })[1]
+end
+
+--- Whether the server advertised `command` (exec_cmd silently drops unadvertised ones).
+--- @param client vim.lsp.Client
+--- @param command string
+function M.supports(client, command)
+  local provider = client.server_capabilities and client.server_capabilities.executeCommandProvider
+  local advertised = type(provider) == 'table' and provider.commands or {}
+  return vim.list_contains(advertised, command)
+end
+
+--- Send a workspace command to the server and call `on_result(result)` with its answer.
+--- Errors are shown to the user, never swallowed.
+--- @param command string One of `M.commands`.
+--- @param arguments? any[]
+--- @param on_result? fun(result: any)
+--- @return boolean sent
+function M.exec(command, arguments, on_result)
+  local client = M.client()
+  if not client then
+    notify('the language server is not running (open a file it handles, see :checkhealth ai_lsp)',
+      vim.log.levels.ERROR)
+    return false
+  end
+  if not M.supports(client, command) then
+    notify(('the server does not offer `%s`: is it up to date? (see :checkhealth ai_lsp)'):format(
+      command), vim.log.levels.ERROR)
+    return false
+  end
+  client:exec_cmd({ title = command, command = command, arguments = arguments }, { bufnr = 0 },
+    function(err, result)
+      if err then
+        notify(err.message or vim.inspect(err), vim.log.levels.ERROR)
+        return
+      end
+      if on_result then
+        on_result(result)
+      end
+    end)
+  return true
+end
+
+--- Turn a command's answer into one line a person can read.
+--- @param result any
+--- @return string|nil
+function M.describe(result)
+  if result == nil or result == vim.NIL then
+    return nil
+  end
+  if type(result) ~= 'table' then
+    return tostring(result)
+  end
+  if type(result.message) == 'string' then
+    return result.message
+  end
+  local parts = {}
+  if type(result.progress) == 'table' and type(result.progress.message) == 'string' then
+    table.insert(parts, result.progress.message)
+  end
+  for _, key in ipairs({ 'state', 'phase', 'runId', 'servedModel', 'previousModel' }) do
+    local value = result[key]
+    if value ~= nil and value ~= vim.NIL then
+      table.insert(parts, ('%s: %s'):format(key, type(value) == 'table' and vim.json.encode(value)
+        or tostring(value)))
+    end
+  end
+  return #parts > 0 and table.concat(parts, ' · ') or vim.json.encode(result)
+end
+
+--- :AiLspFinetune [trace files...]: fine-tune on the server's own traces (plus any given).
+--- @param extra_traces? string[]
+function M.finetune(extra_traces)
+  local arguments = nil
+  if extra_traces and #extra_traces > 0 then
+    local absolute = vim.tbl_map(function(p) return vim.fn.fnamemodify(p, ':p') end, extra_traces)
+    arguments = { { traces = absolute } }
+  end
+  return M.exec(M.commands.finetune, arguments, function(result)
+    notify(M.describe(result) or 'fine-tune started')
+  end)
+end
+
+function M.cancel()
+  return M.exec(M.commands.cancel, nil, function(result)
+    notify(M.describe(result) or 'fine-tune cancelled')
+  end)
+end
+
+function M.rollback()
+  return M.exec(M.commands.rollback, nil, function(result)
+    notify(M.describe(result) or 'rolled back to the previous model')
+  end)
+end
+
+--- @param model_path string A fused model folder to serve.
+function M.use_model(model_path)
+  return M.exec(M.commands.use, { vim.fn.fnamemodify(model_path, ':p') }, function(result)
+    notify(M.describe(result) or ('now serving ' .. model_path))
+  end)
+end
+
+function M.status()
+  return M.exec(M.commands.status, nil, function(result)
+    notify(M.describe(result) or 'no status')
+  end)
+end
+
+--- Statusline component: "AI 42% training 2/3 · loss 0.84" while a job runs, else "".
+--- Works beside fidget.nvim, which reads the same `$/progress` notifications.
+--- @return string
+function M.statusline()
+  for _, item in pairs(M.progress) do
+    if not item.done then
+      local pct = item.percentage and (item.percentage .. '%% ') or ''
+      -- The server's message starts with the percentage too ("42% · training 2/3"): drop it.
+      local text = (item.message or item.title or ''):gsub('^%d+%%%s*', '')
+      if vim.startswith(text, '·') then
+        text = vim.trim(text:sub(#'·' + 1))
+      end
+      return ('AI %s%s'):format(pct, (text:gsub('%%', '%%%%')))
+    end
+  end
+  return ''
+end
+
+--- Record `$/progress` from our server for the statusline (LspProgress autocmd).
+--- @param ev {data: {client_id: integer, params: {token: string|integer, value: table}}}
+function M._on_progress(ev)
+  local client = vim.lsp.get_client_by_id(ev.data.client_id)
+  if not client or client.name ~= M.name then
+    return
+  end
+  local token, value = ev.data.params.token, ev.data.params.value
+  if type(value) ~= 'table' then
+    return
+  end
+  local item = M.progress[token] or { done = false }
+  item.title = value.title or item.title
+  item.message = value.message or item.message
+  item.percentage = value.percentage or item.percentage
+  item.done = value.kind == 'end'
+  M.progress[token] = item
+  if item.done then
+    -- Keep the last words on screen briefly, then clear the component.
+    vim.defer_fn(function()
+      if M.progress[token] == item then
+        M.progress[token] = nil
+        vim.cmd.redrawstatus()
+      end
+    end, 5000)
+  end
+  vim.cmd.redrawstatus()
+end
+
+--- window/showMessageRequest: announce it (User AiLspMessage), then ask as Neovim does.
+--- The server acts on the chosen action itself (e.g. "Roll back" after a model swap).
+local function show_message_request(err, params, ctx)
+  vim.api.nvim_exec_autocmds('User', {
+    pattern = 'AiLspMessage',
+    modeline = false,
+    data = { message = params.message, type = params.type, actions = params.actions },
+  })
+  return vim.lsp.handlers['window/showMessageRequest'](err, params, ctx)
+end
+
+--- The `vim.lsp.config` table for the given options (also what `lsp/ai_lsp.lua` returns).
+--- @param o ai_lsp.Opts
+--- @return vim.lsp.Config
+function M.lsp_config(o)
+  return {
+    cmd = o.cmd,
+    filetypes = o.filetypes or nil,
+    root_markers = o.root_markers,
+    init_options = o.settings,
+    -- Under the server's section, so workspace/configuration requests for "aiLsp" find them.
+    settings = { aiLsp = o.settings },
+    handlers = { ['window/showMessageRequest'] = show_message_request },
+  }
+end
+
+--- Configure (and by default enable) the `ai_lsp` server; safe to call again.
+--- @param opts? ai_lsp.Opts
+function M.setup(opts)
+  M.options = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
+  vim.lsp.config(M.name, M.lsp_config(M.options))
+  if M.options.enable then
+    vim.lsp.enable(M.name)
+  end
+end
+
+--- Change server settings at run time (sent as workspace/didChangeConfiguration).
+--- @param settings table camelCase settings, merged into the current ones.
+function M.update_settings(settings)
+  M.options.settings = vim.tbl_deep_extend('force', M.options.settings or {}, settings)
+  local wrapped = { aiLsp = M.options.settings }
+  vim.lsp.config(M.name, { init_options = M.options.settings, settings = wrapped })
+  for _, client in ipairs(vim.lsp.get_clients({ name = M.name })) do
+    client.settings = wrapped
+    client:notify('workspace/didChangeConfiguration', { settings = wrapped })
+  end
+end
+
+return M

@@ -1,0 +1,44 @@
+-- User commands and the progress listener; the server starts via setup() or vim.lsp.enable('ai_lsp').
+if vim.g.loaded_ai_lsp then
+  return
+end
+vim.g.loaded_ai_lsp = true
+
+if vim.fn.has('nvim-0.11') == 0 then
+  vim.notify('ai-lsp needs Neovim >= 0.11 (vim.lsp.config, client:exec_cmd)', vim.log.levels.ERROR)
+  return
+end
+
+local function ai_lsp()
+  return require('ai_lsp')
+end
+
+local command = vim.api.nvim_create_user_command
+
+command('AiLspFinetune', function(args)
+  ai_lsp().finetune(args.fargs)
+end, {
+  nargs = '*',
+  complete = 'file',
+  desc = 'AI LSP: Fine-tune on my traces (optional extra trace files)',
+})
+command('AiLspFinetuneCancel', function()
+  ai_lsp().cancel()
+end, { desc = 'AI LSP: Cancel fine-tune' })
+command('AiLspRollback', function()
+  ai_lsp().rollback()
+end, { desc = 'AI LSP: Roll back model' })
+command('AiLspStatus', function()
+  ai_lsp().status()
+end, { desc = 'AI LSP: Show fine-tune status' })
+command('AiLspUseModel', function(args)
+  ai_lsp().use_model(args.args)
+end, { nargs = 1, complete = 'dir', desc = 'AI LSP: Serve a fused model folder' })
+
+vim.api.nvim_create_autocmd('LspProgress', {
+  group = vim.api.nvim_create_augroup('ai_lsp_progress', { clear = true }),
+  desc = 'ai-lsp statusline progress',
+  callback = function(ev)
+    ai_lsp()._on_progress(ev)
+  end,
+})

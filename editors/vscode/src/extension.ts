@@ -1,0 +1,120 @@
+// Entry point: start the server, wire the palette commands, settings and progress.
+import * as vscode from 'vscode';
+import {
+  ExecuteCommandRequest,
+  LanguageClient,
+  LanguageClientOptions,
+  ServerOptions,
+  State,
+} from 'vscode-languageclient/node';
+
+import { forward, PALETTE, type CommandTarget, type Notifier } from './commands';
+import { WorkDoneProgressUi } from './progressUi';
+import { documentLanguages, readServerCommand, readServerSettings } from './settings';
+
+const SECTION = 'aiLsp';
+let client: LanguageClient | undefined;
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  const output = vscode.window.createOutputChannel('AI LSP', { log: true });
+  const statusBar = vscode.window.createStatusBarItem('aiLsp.progress', vscode.StatusBarAlignment.Left, 50);
+  statusBar.name = 'AI LSP';
+  statusBar.command = 'aiLsp.status';
+  const progressUi = new WorkDoneProgressUi(statusBar);
+  context.subscriptions.push(output, statusBar, progressUi);
+
+  const notifier: Notifier = {
+    info: (message) => void vscode.window.showInformationMessage(message),
+    error: (message) => {
+      output.error(message);
+      void vscode.window.showErrorMessage(message, 'Show log').then((choice) => {
+        if (choice) {
+          output.show();
+        }
+      });
+    },
+  };
+  const target: CommandTarget = {
+    advertisedCommands: () =>
+      client?.state === State.Running
+        ? (client.initializeResult?.capabilities.executeCommandProvider?.commands ?? [])
+        : undefined,
+    executeCommand: (command, args) =>
+      client!.sendRequest(ExecuteCommandRequest.type, { command, arguments: args }),
+  };
+
+  for (const [paletteId, serverCommand] of Object.entries(PALETTE)) {
+    context.subscriptions.push(
+      vscode.commands.registerCommand(paletteId, (...args: unknown[]) =>
+        forward(target, notifier, serverCommand, args),
+      ),
+    );
+  }
+  context.subscriptions.push(
+    vscode.commands.registerCommand('aiLsp.restart', () => restart(output, progressUi, notifier)),
+    vscode.workspace.onDidChangeConfiguration(async (event) => {
+      if (!event.affectsConfiguration(SECTION)) {
+        return;
+      }
+      if (event.affectsConfiguration(`${SECTION}.server.command`) ||
+          event.affectsConfiguration(`${SECTION}.languages`)) {
+        await restart(output, progressUi, notifier);
+      } else if (client?.state === State.Running) {
+        const settings = readServerSettings(vscode.workspace.getConfiguration(SECTION));
+        await client.sendNotification('workspace/didChangeConfiguration', { settings });
+      }
+    }),
+  );
+  statusBar.show();
+  await restart(output, progressUi, notifier);
+}
+
+export async function deactivate(): Promise<void> {
+  await client?.stop();
+  client = undefined;
+}
+
+/** (Re)start the server with the current settings; a start-up failure is an error toast. */
+async function restart(
+  output: vscode.LogOutputChannel,
+  progressUi: WorkDoneProgressUi,
+  notifier: Notifier,
+): Promise<void> {
+  if (client) {
+    await client.stop().catch((err: unknown) => output.warn(`stopping the server: ${String(err)}`));
+    client = undefined;
+  }
+  const config = vscode.workspace.getConfiguration(SECTION);
+  let serverCommand: { command: string; args: string[] };
+  try {
+    serverCommand = readServerCommand(config);
+  } catch (err) {
+    notifier.error(`AI LSP: ${(err as Error).message}`);
+    return;
+  }
+  const settings = readServerSettings(config);
+  const serverOptions: ServerOptions = {
+    command: serverCommand.command,
+    args: serverCommand.args, // stdio, without the `--stdio` flag a `transport` would append
+  };
+  const clientOptions: LanguageClientOptions = {
+    documentSelector: documentLanguages(settings).flatMap((language) => [
+      { scheme: 'file', language },
+      { scheme: 'untitled', language },
+    ]),
+    initializationOptions: settings,
+    outputChannel: output,
+  };
+  const next = new LanguageClient('aiLsp', 'AI LSP', serverOptions, clientOptions);
+  next.registerFeature(progressUi.feature(next));
+  client = next;
+  try {
+    await next.start();
+  } catch (err) {
+    notifier.error(
+      `AI LSP: could not start \`${[serverCommand.command, ...serverCommand.args].join(' ')}\`: ` +
+        `${(err as Error).message ?? String(err)}. Install it with \`uv tool install ai-lsp-tune\` ` +
+        'or set aiLsp.server.command (e.g. ["uvx", "--from", "ai-lsp-tune", "ai-lsp", "serve"]).',
+    );
+  }
+}

@@ -1,0 +1,108 @@
+// Server work-done progress as VS Code shows long work: a cancellable notification with a
+// percentage bar, and a status-bar item with the percentage and phase.
+import * as vscode from 'vscode';
+import type { BaseLanguageClient, StaticFeature } from 'vscode-languageclient';
+import {
+  type ProgressToken,
+  WorkDoneProgress,
+  WorkDoneProgressCancelNotification,
+  WorkDoneProgressCreateRequest,
+} from 'vscode-languageserver-protocol';
+
+import { ProgressTracker, type ProgressValue, type ProgressView } from './progress';
+
+const IDLE_AFTER_END_MS = 8000;
+
+export class WorkDoneProgressUi implements vscode.Disposable {
+  private readonly tracker = new ProgressTracker();
+  private idleTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly statusBar: vscode.StatusBarItem) {
+    this.show(this.tracker.idle());
+  }
+
+  /**
+   * A client feature that takes over `window/workDoneProgress/create` (registered after the
+   * built-in one, so it wins): the built-in shows only a spinner, we show the percentage.
+   */
+  feature(client: BaseLanguageClient): StaticFeature {
+    return {
+      getState: () => ({ kind: 'static' }),
+      fillClientCapabilities: (capabilities) => {
+        capabilities.window = { ...capabilities.window, workDoneProgress: true };
+      },
+      initialize: () => {
+        client.onRequest(WorkDoneProgressCreateRequest.type, ({ token }) => this.create(client, token));
+      },
+      clear: () => this.show(this.tracker.idle()),
+    };
+  }
+
+  private create(client: BaseLanguageClient, token: ProgressToken): void {
+    let resolveDone: () => void = () => undefined;
+    const done = new Promise<void>((resolve) => (resolveDone = resolve));
+    let reportTo: vscode.Progress<{ message?: string; increment?: number }> | undefined;
+    let reported = 0;
+    let title = 'AI LSP';
+    let cancellable = true;
+    const pending: ProgressValue[] = [];
+
+    const apply = (value: ProgressValue): void => {
+      if (reportTo === undefined) {
+        pending.push(value);
+        return;
+      }
+      if (value.percentage !== undefined && value.percentage > reported) {
+        reportTo.report({ message: value.message, increment: value.percentage - reported });
+        reported = value.percentage;
+      } else if (value.message) {
+        reportTo.report({ message: value.message });
+      }
+    };
+
+    const subscription = client.onProgress(WorkDoneProgress.type, token, (value) => {
+      const typed = value as ProgressValue;
+      this.show(this.tracker.update(typed));
+      if (typed.kind === 'begin') {
+        title = typed.title ?? title;
+        cancellable = typed.cancellable ?? cancellable;
+        void vscode.window.withProgress(
+          { location: vscode.ProgressLocation.Notification, title: `AI LSP: ${title}`, cancellable },
+          (progress, cancel) => {
+            reportTo = progress;
+            cancel.onCancellationRequested(() => {
+              void client.sendNotification(WorkDoneProgressCancelNotification.type, { token });
+            });
+            pending.splice(0).forEach(apply);
+            return done;
+          },
+        );
+        apply(typed);
+      } else if (typed.kind === 'report') {
+        apply(typed);
+      } else {
+        subscription.dispose();
+        resolveDone();
+        this.scheduleIdle();
+      }
+    });
+  }
+
+  private scheduleIdle(): void {
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      if (!this.tracker.view().active) {
+        this.show(this.tracker.idle());
+      }
+    }, IDLE_AFTER_END_MS);
+  }
+
+  private show(view: ProgressView): void {
+    this.statusBar.text = view.text;
+    this.statusBar.tooltip = view.tooltip;
+  }
+
+  dispose(): void {
+    clearTimeout(this.idleTimer);
+  }
+}

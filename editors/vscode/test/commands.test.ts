@@ -1,0 +1,92 @@
+import assert = require('node:assert/strict');
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+
+import { describeResult, forward, PALETTE, ServerCommand, type CommandTarget } from '../src/commands';
+
+const packageJson = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8'));
+
+function notifier() {
+  const seen = { info: [] as string[], error: [] as string[] };
+  return { seen, notifier: { info: (m: string) => seen.info.push(m), error: (m: string) => seen.error.push(m) } };
+}
+
+function target(advertised: string[] | undefined, answer: (c: string, a: unknown[]) => Promise<unknown>) {
+  const sent: { command: string; args: unknown[] }[] = [];
+  const t: CommandTarget = {
+    advertisedCommands: () => advertised,
+    executeCommand: (command, args) => {
+      sent.push({ command, args });
+      return answer(command, args);
+    },
+  };
+  return { sent, t };
+}
+
+test('the palette shows the four commands of the issue, each forwarding to a server command', () => {
+  const titles = Object.fromEntries(
+    packageJson.contributes.commands.map((c: { command: string; title: string; category: string }) => [
+      c.command,
+      `${c.category}: ${c.title}`,
+    ]),
+  );
+  assert.deepEqual(
+    Object.keys(PALETTE).map((id) => [titles[id], PALETTE[id]]),
+    [
+      ['AI LSP: Fine-tune on my traces', 'ai-lsp.finetune'],
+      ['AI LSP: Cancel fine-tune', 'ai-lsp.finetune.cancel'],
+      ['AI LSP: Roll back model', 'ai-lsp.model.rollback'],
+      ['AI LSP: Show fine-tune status', 'ai-lsp.finetune.status'],
+    ],
+  );
+});
+
+test('a command goes to workspace/executeCommand and its answer is shown', async () => {
+  const { seen, notifier: n } = notifier();
+  const { sent, t } = target(Object.values(ServerCommand), async () => ({ runId: 'r1', message: 'fine-tune started (run r1)' }));
+  const result = await forward(t, n, ServerCommand.finetune);
+  assert.deepEqual(sent, [{ command: 'ai-lsp.finetune', args: [] }]);
+  assert.deepEqual(result, { runId: 'r1', message: 'fine-tune started (run r1)' });
+  assert.deepEqual(seen, { info: ['AI LSP: fine-tune started (run r1)'], error: [] });
+});
+
+test('a refusal from the server is an error toast with its message', async () => {
+  const { seen, notifier: n } = notifier();
+  const { t } = target(Object.values(ServerCommand), async () => {
+    throw Object.assign(new Error('a fine-tune is already running (training 20%); cancel it first'), { code: -32603 });
+  });
+  assert.equal(await forward(t, n, ServerCommand.finetune), undefined);
+  assert.deepEqual(seen.error, ['AI LSP: a fine-tune is already running (training 20%); cancel it first']);
+});
+
+test('a server that is not running, or does not offer the command, is an error, never silence', async () => {
+  const down = notifier();
+  const { sent: sentDown, t: tDown } = target(undefined, async () => null);
+  await forward(tDown, down.notifier, ServerCommand.rollback);
+  assert.equal(sentDown.length, 0);
+  assert.match(down.seen.error[0], /not running/);
+
+  const old = notifier();
+  const { sent: sentOld, t: tOld } = target(['ai-lsp.dismiss'], async () => null);
+  await forward(tOld, old.notifier, ServerCommand.rollback);
+  assert.equal(sentOld.length, 0);
+  assert.match(old.seen.error[0], /does not offer "ai-lsp.model.rollback"/);
+});
+
+test('the status answer reads as one line', () => {
+  const status = {
+    state: 'training',
+    phase: 'training',
+    runId: '20250101-1',
+    progress: { percentage: 42, message: '42% · training 2/3 · loss 0.84' },
+    servedModel: '/m/base',
+    previousModel: null,
+  };
+  assert.equal(
+    describeResult(status),
+    '42% · training 2/3 · loss 0.84 · state: training · phase: training · runId: 20250101-1 · servedModel: /m/base',
+  );
+  assert.equal(describeResult(null), undefined);
+  assert.equal(describeResult('ok'), 'ok');
+});

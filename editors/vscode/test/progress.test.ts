@@ -1,0 +1,85 @@
+import assert = require('node:assert/strict');
+import { test } from 'node:test';
+
+import { installVscodeMock, recorded, reset } from './vscodeMock';
+
+installVscodeMock();
+// Loaded after the mock: these modules import `vscode`.
+import { phaseOf, ProgressTracker } from '../src/progress';
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { WorkDoneProgressUi } = require('../src/progressUi') as typeof import('../src/progressUi');
+
+test('the phase is the message without its leading percentage', () => {
+  assert.equal(phaseOf('42% · training 2/3 · loss 0.84 · ETA 3 min'), 'training 2/3');
+  assert.equal(phaseOf('preparing the dataset'), 'preparing the dataset');
+  assert.equal(phaseOf(''), '');
+});
+
+test('the status bar shows percentage and phase while running, then the outcome', () => {
+  const tracker = new ProgressTracker();
+  assert.equal(tracker.view().active, false);
+  tracker.update({ kind: 'begin', title: 'Fine-tune on my traces', message: '0% · preparing', percentage: 0 });
+  assert.equal(tracker.update({ kind: 'report', message: '42% · training 2/3 · loss 0.84', percentage: 42 }).text,
+    '$(sync~spin) AI 42% · training 2/3');
+  assert.equal(tracker.update({ kind: 'report', message: '43% · training 2/3 · loss 0.80' }).text,
+    '$(sync~spin) AI 42% · training 2/3');
+  const end = tracker.update({ kind: 'end', message: '100% · now serving the fine-tuned model' });
+  assert.equal(end.active, false);
+  assert.match(end.text, /now serving the fine-tuned model/);
+});
+
+/** A language client that lets the test play the server's side of work-done progress. */
+function fakeClient() {
+  const requests = new Map<string, (params: unknown) => unknown>();
+  const progress = new Map<string, (value: unknown) => void>();
+  const notifications: { method: string; params: unknown }[] = [];
+  const client = {
+    onRequest: (type: { method: string }, handler: (params: unknown) => unknown) => {
+      requests.set(type.method, handler);
+      return { dispose: () => undefined };
+    },
+    onProgress: (_type: unknown, token: string, handler: (value: unknown) => void) => {
+      progress.set(token, handler);
+      return { dispose: () => progress.delete(token) };
+    },
+    sendNotification: async (type: { method: string }, params: unknown) => {
+      notifications.push({ method: type.method, params });
+    },
+  };
+  return { client, requests, progress, notifications };
+}
+
+test('server progress becomes a cancellable notification with a percentage and a status-bar item', async () => {
+  reset();
+  const ui = new WorkDoneProgressUi(
+    (require('vscode') as typeof import('vscode')).window.createStatusBarItem(),
+  );
+  const fake = fakeClient();
+  const feature = ui.feature(fake.client as never);
+  const capabilities: { window?: { workDoneProgress?: boolean } } = {};
+  feature.fillClientCapabilities(capabilities as never);
+  assert.equal(capabilities.window?.workDoneProgress, true);
+  feature.initialize({} as never, undefined);
+
+  fake.requests.get('window/workDoneProgress/create')!({ token: 'ft-1' });
+  const send = fake.progress.get('ft-1')!;
+  send({ kind: 'begin', title: 'Fine-tune on my traces', message: '0% · preparing the dataset', percentage: 0, cancellable: true });
+  send({ kind: 'report', message: '30% · training 1/3 · loss 1.20', percentage: 30 });
+  assert.equal(recorded.statusBar.text, '$(sync~spin) AI 30% · training 1/3');
+  send({ kind: 'report', message: '75% · evaluating', percentage: 75 });
+
+  const shown = recorded.withProgress[0];
+  assert.deepEqual(shown.options, { location: 15, title: 'AI LSP: Fine-tune on my traces', cancellable: true });
+  const increments = shown.reports.map((r) => r.increment ?? 0);
+  assert.equal(increments.reduce((a, b) => a + b, 0), 75);
+  assert.ok(increments.every((i) => i >= 0));
+
+  shown.cancel();
+  assert.deepEqual(fake.notifications, [{ method: 'window/workDoneProgress/cancel', params: { token: 'ft-1' } }]);
+
+  send({ kind: 'end', message: 'cancelled (checkpoint kept: the next run resumes)' });
+  await shown.done; // the notification closes when the server ends the progress
+  assert.match(recorded.statusBar.text, /cancelled/);
+  assert.equal(fake.progress.has('ft-1'), false);
+  ui.dispose();
+});

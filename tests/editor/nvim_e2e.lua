@@ -1,0 +1,212 @@
+-- Headless Neovim end-to-end script for tests/test_editor_nvim.py.
+--
+-- Run as `nvim --headless -u nvim_e2e.lua` with AI_LSP_E2E_CONFIG pointing at a JSON plan
+-- (plugin dir, server cmd, settings, file to open, timeouts). It drives the real plugin and the
+-- real server like a user would and writes everything it observed to plan.out (JSON); pytest
+-- asserts on that file. A global timer guarantees an exit code even if something hangs.
+local plan = vim.json.decode(assert(io.open(assert(os.getenv('AI_LSP_E2E_CONFIG')))):read('*a'))
+
+vim.opt.rtp:prepend(plan.plugin_dir)
+vim.opt.swapfile = false
+vim.opt.shortmess:append('F')
+
+local obs = {
+  steps = {},
+  diagnostics = {}, -- every change of our diagnostics: {t, items = {{lnum, message, source}}}
+  progress = {}, -- {t, token, kind, title, message, percentage}
+  messages = {}, -- window/showMessageRequest from our server: {t, message, actions}
+  selects = {}, -- what vim.ui.select was asked (the swap message's actions)
+  notifications = {}, -- vim.notify calls: {t, msg, level}
+  statusline = {}, -- require('ai_lsp').statusline() sampled during the run
+  results = {}, -- command answers
+}
+
+local function now()
+  local sec, usec = vim.uv.gettimeofday()
+  return sec + usec / 1e6
+end
+
+local function write_out()
+  local f = assert(io.open(plan.out, 'w'))
+  f:write(vim.json.encode(obs))
+  f:close()
+end
+
+local finished = false
+local function finish(code, reason)
+  if finished then
+    return
+  end
+  finished = true
+  obs.exit_reason = reason
+  obs.exit_code = code
+  obs.t_end = now()
+  write_out()
+  pcall(vim.cmd, code == 0 and 'qall!' or ('cquit ' .. code))
+  os.exit(code) -- only reached if :quit could not run from here
+end
+
+local function step(name, data)
+  table.insert(obs.steps, { t = now(), name = name, data = data })
+  write_out()
+end
+
+-- The global timeout: whatever happens, nvim exits and pytest gets the observations.
+vim.defer_fn(function()
+  finish(3, 'global timeout after ' .. plan.timeout_ms .. ' ms')
+end, plan.timeout_ms)
+
+-- Observe what a user would see.
+local real_notify = vim.notify
+vim.notify = function(msg, level, opts)
+  table.insert(obs.notifications, { t = now(), msg = tostring(msg), level = level })
+  return real_notify(msg, level, opts)
+end
+-- Answer the swap message like a user who reads it and keeps the new model (dismisses it).
+vim.ui.select = function(items, opts, on_choice)
+  local titles = vim.tbl_map(function(item)
+    return type(item) == 'table' and item.title or tostring(item)
+  end, items)
+  table.insert(obs.selects, { t = now(), prompt = opts and opts.prompt, items = titles })
+  on_choice(nil, nil)
+end
+
+vim.api.nvim_create_autocmd('User', {
+  pattern = 'AiLspMessage',
+  callback = function(ev)
+    local actions = vim.tbl_map(function(a) return a.title end, ev.data.actions or {})
+    table.insert(obs.messages, { t = now(), message = ev.data.message, actions = actions })
+  end,
+})
+vim.api.nvim_create_autocmd('LspProgress', {
+  callback = function(ev)
+    local client = vim.lsp.get_client_by_id(ev.data.client_id)
+    if not client or client.name ~= 'ai_lsp' then
+      return
+    end
+    local value = ev.data.params.value or {}
+    table.insert(obs.progress, {
+      t = now(),
+      token = tostring(ev.data.params.token),
+      kind = value.kind, -- not ev.match: the pattern is the kind only since 0.11 for some events
+      title = value.title,
+      message = value.message,
+      percentage = value.percentage,
+    })
+    -- Sampled after the plugin's own LspProgress handler (registered first, in plugin/).
+    table.insert(obs.statusline, require('ai_lsp').statusline())
+  end,
+})
+
+local bufnr
+local function our_diagnostics()
+  return vim.tbl_filter(function(d)
+    return d.source == 'ai-lsp'
+  end, vim.diagnostic.get(bufnr))
+end
+vim.api.nvim_create_autocmd('DiagnosticChanged', {
+  callback = function(ev)
+    if ev.buf ~= bufnr then
+      return
+    end
+    local items = vim.tbl_map(function(d)
+      return { lnum = d.lnum, col = d.col, end_lnum = d.end_lnum, message = d.message,
+        source = d.source, severity = d.severity }
+    end, our_diagnostics())
+    table.insert(obs.diagnostics, { t = now(), items = items })
+  end,
+})
+
+--- Wait for `cond`; on timeout end the run with `reason` (exit code 2).
+local function wait(ms, cond, reason)
+  if not vim.wait(ms, cond, 50) then
+    finish(2, 'timed out waiting for ' .. reason)
+    return false
+  end
+  return true
+end
+
+local function run()
+  require('ai_lsp').setup({ cmd = plan.cmd, settings = plan.settings, filetypes = { 'python' } })
+  vim.cmd.edit(vim.fn.fnameescape(plan.file))
+  bufnr = vim.api.nvim_get_current_buf()
+  step('opened', { filetype = vim.bo[bufnr].filetype })
+
+  local client
+  if not wait(plan.start_timeout_ms, function()
+    client = require('ai_lsp').client()
+    return client ~= nil and client.initialized
+  end, 'the server to start') then return end
+  local provider = client.server_capabilities.executeCommandProvider or {}
+  step('initialized', { commands = provider.commands or {} })
+
+  if not wait(plan.diagnostic_timeout_ms, function()
+    return #our_diagnostics() > 0
+  end, 'a first diagnostic') then return end
+  step('first_diagnostic')
+
+  -- Edits a user makes while working: each one is analysed and recorded as a trace.
+  for i, line in ipairs(plan.edits or {}) do
+    local before = #obs.diagnostics
+    vim.api.nvim_buf_set_lines(bufnr, -1, -1, false, { line })
+    if not wait(plan.diagnostic_timeout_ms, function()
+      return #obs.diagnostics > before and #our_diagnostics() > 0
+    end, 'diagnostics after edit ' .. i) then return end
+  end
+  step('edited', { count = #(plan.edits or {}) })
+
+  if plan.before_finetune_settings then
+    -- e.g. from the teacher (remote) to the local model that will learn from its traces
+    require('ai_lsp').update_settings(plan.before_finetune_settings)
+    step('settings_changed', plan.before_finetune_settings)
+  end
+  if not require('ai_lsp').supports(client, 'ai-lsp.finetune') then
+    return finish(5, 'the server does not advertise ai-lsp.finetune')
+  end
+  vim.cmd('AiLspFinetune')
+  step('finetune_sent')
+  if not wait(plan.finetune_timeout_ms, function()
+    for _, p in ipairs(obs.progress) do
+      if p.kind == 'end' then
+        return true
+      end
+    end
+    return false
+  end, 'fine-tune progress to end') then return end
+  step('progress_ended')
+
+  if not wait(plan.message_timeout_ms, function()
+    return #obs.messages > 0
+  end, 'the swap message') then return end
+  step('swap_message')
+
+  require('ai_lsp').exec(require('ai_lsp').commands.status, nil, function(result)
+    obs.results.status_after_swap = result
+  end)
+  if not wait(10000, function() return obs.results.status_after_swap ~= nil end,
+    'the status answer') then return end
+
+  -- A later edit: analysed by whatever the server now serves.
+  local swapped_at = now()
+  obs.swapped_at = swapped_at
+  vim.api.nvim_buf_set_lines(bufnr, -1, -1, false, { plan.after_swap_edit })
+  if not wait(plan.diagnostic_timeout_ms, function()
+    local last = obs.diagnostics[#obs.diagnostics]
+    return last ~= nil and last.t > swapped_at and (not plan.expect_items_after_swap or #last.items > 0)
+  end, 'diagnostics after the swap') then return end
+  step('diagnostics_after_swap')
+  finish(0, 'done')
+end
+
+vim.api.nvim_create_autocmd('VimEnter', {
+  once = true,
+  callback = function()
+    vim.schedule(function()
+      local ok, err = xpcall(run, debug.traceback)
+      if not ok then
+        obs.error = err
+        finish(4, 'lua error')
+      end
+    end)
+  end,
+})

@@ -1,0 +1,173 @@
+"""Shared steps of the fine-tune stories: a teacher session that records traces, a student
+session on the tiny local model, and the client side of progress and message requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+
+from ai_lsp_tune import paths
+from ai_lsp_tune.server import commands
+from ai_lsp_tune.traces.telemetry import TRACE_FILE_NAME
+from tests.lsp_session import Session, start_session, stop_session
+from tests.scripted_openai import Answer, ChatRequest, scripted_endpoint
+
+FLAW = "eval(data)"
+TEACHER_ANSWER = json.dumps(
+    {"issues": [{"issue_snippet": FLAW, "severity": "error", "message": "eval runs any code."}]}
+)
+# Tiny training: the tiny model learns the teacher's fixed answer within a few dozen steps.
+TINY_FINETUNE = {
+    "numEpochs": 6,
+    "batchSize": 4,
+    "learningRate": 2e-3,
+    "loraRank": 8,
+    "numLayers": -1,
+    "maxSeqLength": 1024,
+}
+
+
+def source_file(n: int) -> str:
+    """Varied code that always holds the flaw the teacher flags."""
+    names = ["load", "parse", "read", "fetch", "decode", "apply", "merge", "scan"]
+    name = names[n % len(names)]
+    return f"def {name}_{n}(data):\n    value = {FLAW}\n    return value + {n}\n"
+
+
+def teacher_script(request: ChatRequest) -> Answer:
+    return Answer(TEACHER_ANSWER)
+
+
+async def record_teacher_traces(workspace: Path, home: Path, files: int) -> Path:
+    """A session with a (scripted) remote teacher: its analyses land in the trace export."""
+    with scripted_endpoint(teacher_script) as endpoint:
+        env = {
+            "OPENAI_BASE_URL": endpoint.base_url,
+            "OPENAI_API_KEY": "test-key",
+            "AI_LSP_HOME": str(home),
+        }
+        init = {"backend": "remote", "remoteModel": "openai-chat:teacher", "debounceMs": 0}
+        session = await start_session(workspace, env=env, init_options=init)
+        try:
+            for n in range(files):
+                uri = session.open(f"mod_{n}.py", source_file(n))
+                await session.wait_for_diagnostics(uri)
+        finally:
+            await stop_session(session)  # shutdown flushes the span processor
+    recorded = list(home.glob(f"data/workspaces/*/traces/{TRACE_FILE_NAME}"))
+    assert len(recorded) == 1, f"the teacher session recorded no traces under {home}"
+    return recorded[0]
+
+
+def place_traces(recorded: Path, workspace: Path) -> Path:
+    """Put recorded traces where this workspace's server exports its own."""
+    target = paths.workspace_dir(workspace) / "traces" / TRACE_FILE_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(recorded, target)
+    return target
+
+
+class Student:
+    """A session serving the tiny local model, with the client's view of progress/messages."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.client = session.client
+        self.requests: list[types.ShowMessageRequestParams] = []
+        self.answer: str | None = None  # the action title the "user" picks
+
+    def replace_feature(self, method: str, handler: Any) -> None:
+        """Swap one of pytest-lsp's default client handlers for the test's own."""
+        self.client.protocol.fm.features.pop(method, None)
+        self.client.feature(method)(handler)
+
+    async def command(self, command: str, *args: Any) -> Any:
+        return await self.client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command=command, arguments=list(args))
+        )
+
+    async def status(self) -> dict[str, Any]:
+        return dict(await self.command(commands.FINETUNE_STATUS))
+
+    def progress(self, token: str) -> list[Any]:
+        return list(self.client.progress_reports.get(token, []))
+
+    async def wait_status(self, predicate: Any, *, timeout_s: float, what: str) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            status = await self.status()
+            if predicate(status):
+                return status
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; last status: {status}")
+            await asyncio.sleep(0.1)
+
+    async def wait_ended(self, token: str, timeout_s: float) -> list[Any]:
+        def ended() -> bool:
+            reports = self.progress(token)
+            return bool(reports) and isinstance(reports[-1], types.WorkDoneProgressEnd)
+
+        await self.session.wait_for(ended, timeout_s=timeout_s, what=f"progress {token} to end")
+        return self.progress(token)
+
+
+def student_env(home: Path) -> dict[str, str]:
+    return {"AI_LSP_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+
+
+def student_settings(tiny_model: Path, **finetune: Any) -> dict[str, Any]:
+    return {
+        "backend": "local",
+        "model": str(tiny_model),
+        "debounceMs": 0,
+        "maxTokens": 96,
+        "finetune": {**TINY_FINETUNE, **finetune},
+    }
+
+
+async def start_student(
+    workspace: Path,
+    home: Path,
+    tiny_model: Path,
+    *,
+    capabilities: types.ClientCapabilities | None = None,
+    **finetune: Any,
+) -> Student:
+    """Start the server on the tiny model; the client answers message requests as told."""
+    session = await start_session(
+        workspace,
+        env=student_env(home),
+        init_options=student_settings(tiny_model, **finetune),
+        capabilities=capabilities,
+    )
+    student = Student(session)
+
+    @session.client.feature(types.WINDOW_SHOW_MESSAGE_REQUEST)
+    def message_request(params: types.ShowMessageRequestParams) -> types.MessageActionItem | None:
+        student.requests.append(params)
+        return types.MessageActionItem(title=student.answer) if student.answer else None
+
+    return student
+
+
+def worker_pids(server_pid: int) -> list[int]:
+    """Training worker processes started by the server (children running the worker module)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == server_pid and b"ai_lsp_tune.training.worker" in cmdline:
+            found.append(int(entry))
+    return found

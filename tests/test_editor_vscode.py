@@ -1,0 +1,91 @@
+"""The VS Code extension: its settings match the server's, and its own unit tests pass.
+
+The extension's logic (settings -> initializationOptions, palette -> workspace/executeCommand,
+work-done progress -> notification + status bar) is tested with node's test runner against a
+stand-in `vscode` module (editors/vscode/test); .ci/run builds it (npm ci, tsc, vsce package).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic.alias_generators import to_camel
+
+from ai_lsp_tune.config import FinetuneSettings, Settings
+from ai_lsp_tune.server import commands
+
+pytestmark = pytest.mark.editor
+
+EXTENSION = Path(__file__).resolve().parents[1] / "editors" / "vscode"
+PACKAGE = json.loads((EXTENSION / "package.json").read_text())
+PROPERTIES: dict[str, dict[str, Any]] = PACKAGE["contributes"]["configuration"]["properties"]
+
+
+def _declared(model: type[Settings] | type[FinetuneSettings], prefix: str) -> list[tuple]:
+    rows = []
+    for name, field in model.model_fields.items():
+        if name == "finetune":
+            continue
+        default = field.get_default(call_default_factory=True)
+        rows.append((f"{prefix}{to_camel(name)}", default))
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("key", "default"),
+    _declared(Settings, "aiLsp.") + _declared(FinetuneSettings, "aiLsp.finetune."),
+)
+def test_every_server_setting_is_a_vscode_setting_with_the_same_default(
+    key: str, default: Any
+) -> None:
+    assert key in PROPERTIES, f"{key} missing from editors/vscode/package.json"
+    assert PROPERTIES[key]["default"] == default
+    assert PROPERTIES[key].get("description") or PROPERTIES[key].get("markdownDescription")
+
+
+@pytest.mark.parametrize(
+    "client_source",
+    [EXTENSION / "src" / "commands.ts", EXTENSION.parent / "nvim" / "lua" / "ai_lsp" / "init.lua"],
+    ids=["vscode", "nvim"],
+)
+def test_both_clients_know_exactly_the_server_command_ids(client_source: Path) -> None:
+    ids = set(re.findall(r"'(ai-lsp\.[\w.]+)'", client_source.read_text()))
+    assert ids == set(commands.ALL_COMMANDS)
+
+
+def test_extension_unit_tests_pass() -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node not found: the VS Code extension's tests need Node.js >= 20 (.ci/run)")
+    if not (EXTENSION / "out" / "src" / "extension.js").exists():
+        pytest.fail("the extension is not built: cd editors/vscode && npm ci && npm run compile")
+    tests = sorted(str(p) for p in (EXTENSION / "out" / "test").glob("*.test.js"))
+    assert tests, "no compiled extension tests in editors/vscode/out/test"
+    proc = subprocess.run(
+        [node, "--test", *tests],
+        cwd=EXTENSION,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "# fail 0" in proc.stdout
+
+
+def test_the_vsix_was_packaged() -> None:
+    vsix = EXTENSION / "ai-lsp-tune.vsix"
+    if not vsix.exists():
+        pytest.fail("no .vsix: cd editors/vscode && npx vsce package --out ai-lsp-tune.vsix")
+    import zipfile
+
+    with zipfile.ZipFile(vsix) as archive:
+        names = set(archive.namelist())
+    assert "extension/package.json" in names
+    assert "extension/out/src/extension.js" in names
+    assert any(n.startswith("extension/node_modules/vscode-languageclient/") for n in names)

@@ -1,0 +1,205 @@
+"""VS Code end to end: the packaged extension in a real VS Code (code-server + headless Chromium).
+
+code-server runs the real VS Code workbench and extension host; a headless Chromium connects so
+the extension host starts. A test-only observer extension (tests/editor/vscode_observer) acts as
+the user through the VS Code API: opens a Python file, waits for the diagnostic, switches to the
+local model, runs "AI LSP: Fine-tune on my traces", edits after the swap. The LSP traffic the
+extension saw (aiLsp.trace.server = verbose, in its output-channel log) shows the progress and the
+swap message. .ci/run installs code-server (Node 24 from npm) and Chromium, and exports
+AI_LSP_CODE_SERVER and AI_LSP_CHROMIUM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.scripted_openai import Answer, ChatRequest, scripted_endpoint
+from tests.test_editor_nvim import SOURCE, TEACHER_ANSWER, isolated_env, server_command
+
+pytestmark = pytest.mark.editor
+
+REPO = Path(__file__).resolve().parents[1]
+VSIX = REPO / "editors" / "vscode" / "ai-lsp-tune.vsix"
+OBSERVER = Path(__file__).parent / "editor" / "vscode_observer"
+
+
+def required(env_var: str) -> str:
+    value = os.environ.get(env_var)
+    if not value or not Path(value).exists():
+        pytest.fail(f"{env_var} is not set to an executable: .ci/run installs it")
+    return value
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A process in its own session (process group), so the test can stop all of it."""
+    handle = log.open("w")
+    return subprocess.Popen(
+        cmd, env=env, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def wait_http(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    pytest.fail(f"code-server did not listen on {port} within {timeout_s} s")
+
+
+def lsp_trace(user_data: Path) -> str:
+    """The extension's "AI LSP" output channel, as VS Code logged it."""
+    logs = sorted(user_data.glob("logs/*/exthost*/**/*AI LSP*.log"))
+    return "\n".join(p.read_text(errors="replace") for p in logs)
+
+
+def package_observer(tmp_path: Path) -> Path:
+    vsce = REPO / "editors" / "vscode" / "node_modules" / ".bin" / "vsce"
+    out = tmp_path / "observer.vsix"
+    subprocess.run(
+        [str(vsce), "package", "--allow-missing-repository", "--skip-license", "-o", str(out)],
+        cwd=OBSERVER, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return out
+
+
+def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> None:
+    code_server = required("AI_LSP_CODE_SERVER")
+    chromium = required("AI_LSP_CHROMIUM")
+    if not VSIX.exists():
+        pytest.fail("no .vsix: cd editors/vscode && npx vsce package --out ai-lsp-tune.vsix")
+    workspace = tmp_path / "project"
+    (workspace / ".git").mkdir(parents=True)
+    source_file = workspace / "stats.py"
+    source_file.write_text(SOURCE)
+    user_data, extensions = tmp_path / "user-data", tmp_path / "extensions"
+    trace_file = tmp_path / "traces" / "ai-lsp-otel.jsonl"
+    settings = {
+        "aiLsp.server.command": server_command(),
+        "aiLsp.trace.server": "verbose",
+        "aiLsp.backend": "remote",
+        "aiLsp.remoteModel": "openai-chat:teacher",
+        "aiLsp.model": str(tiny_model),
+        "aiLsp.debounceMs": 50,
+        "aiLsp.maxTokens": 160,
+        "aiLsp.traceFile": str(trace_file),
+        "aiLsp.finetune.baseModel": str(tiny_model),
+        "aiLsp.finetune.numEpochs": 2,
+        "aiLsp.finetune.batchSize": 1,
+        "aiLsp.finetune.learningRate": 1e-3,
+        "aiLsp.finetune.loraRank": 4,
+        "aiLsp.finetune.numLayers": -1,
+        "aiLsp.finetune.force": True,
+        "workbench.startupEditor": "none",
+        "security.workspace.trust.enabled": False,
+        "extensions.autoUpdate": False,
+        "telemetry.telemetryLevel": "off",
+    }
+    (user_data / "User").mkdir(parents=True)
+    (user_data / "User" / "settings.json").write_text(json.dumps(settings, indent=2))
+    plan = {
+        "file": str(source_file),
+        "out": str(tmp_path / "observed.json"),
+        "before_finetune_settings": {"backend": "local"},
+        "after_swap_edit": "print(average([1, 2, 3]))",
+        "diagnostic_timeout_ms": 60_000,
+        "finetune_timeout_ms": 180_000,
+    }
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    teacher_calls: list[float] = []
+
+    def teacher(request: ChatRequest) -> Answer:
+        teacher_calls.append(time.time())
+        return Answer(TEACHER_ANSWER)
+
+    with scripted_endpoint(teacher) as endpoint:
+        env = isolated_env(
+            tmp_path,
+            OPENAI_BASE_URL=endpoint.base_url,
+            OPENAI_API_KEY="test-key-not-used",
+            AI_LSP_E2E_CONFIG=str(tmp_path / "plan.json"),
+        )
+        dirs = ["--user-data-dir", str(user_data), "--extensions-dir", str(extensions)]
+        for vsix in (VSIX, package_observer(tmp_path)):
+            subprocess.run(
+                [code_server, *dirs, "--install-extension", str(vsix)],
+                env=env, check=True, capture_output=True, timeout=120,
+            )  # fmt: skip
+        port = free_port()
+        server = start(
+            [code_server, *dirs, "--auth", "none", "--bind-addr", f"127.0.0.1:{port}",
+             "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
+             "--log", "trace",  # the LSP trace is logged at trace level
+             str(workspace)],
+            env, tmp_path / "code-server.log",
+        )  # fmt: skip
+        browser = None
+        try:
+            wait_http(port, 60)
+            browser = start(
+                [chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium'}",
+                 "--remote-debugging-port=0",  # keeps the headless browser running
+                 f"http://127.0.0.1:{port}/?folder={workspace}"],
+                env, tmp_path / "chromium.log",
+            )  # fmt: skip
+            out = Path(plan["out"])
+            deadline = time.monotonic() + 300
+            observed: dict = {}
+            while time.monotonic() < deadline:
+                if out.exists():
+                    observed = json.loads(out.read_text() or "{}")
+                    if observed.get("done") or observed.get("error"):
+                        break
+                time.sleep(1)
+        finally:
+            if browser is not None:
+                stop(browser)
+            stop(server)
+
+    trace = lsp_trace(user_data)
+    steps = [s["name"] for s in observed.get("steps", [])]
+    assert observed.get("done"), (
+        f"steps {steps}; error {observed.get('error')}; "
+        f"code-server log: {(tmp_path / 'code-server.log').read_text()[-3000:]}; "
+        f"LSP log: {trace[-3000:]}"
+    )
+    # The diagnostic from the real server, through the extension.
+    first = next(d for d in observed["diagnostics"] if d["items"])
+    assert first["items"][0] == {"line": 1, "message": "Division by zero when values is empty."}
+    # The palette command reached the server; its progress and the swap message came back.
+    assert observed["results"]["finetune"]["runId"]
+    assert observed["results"]["status_after"]["state"] == "succeeded"
+    assert "window/workDoneProgress/create" in trace
+    for kind in ('"kind": "begin"', '"kind": "report"', '"kind": "end"'):
+        assert kind in trace
+    assert "window/showMessageRequest" in trace and "Roll back" in trace
+    # Later diagnostics come from the new model: nothing went to the teacher after the swap.
+    assert not [t for t in teacher_calls if t > observed["swapped_at"]]

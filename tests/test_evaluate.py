@@ -1,0 +1,83 @@
+"""Scoring greedy answers, the not-worse gate, and the worker's event protocol."""
+
+from __future__ import annotations
+
+import pytest
+
+from ai_lsp_tune.demo import sample_analyses
+from ai_lsp_tune.training.evaluate import EvalMetrics, code_of, not_worse, score_answers
+from ai_lsp_tune.training.events import (
+    DoneEvent,
+    ProtocolMismatch,
+    TrainingEvent,
+    dump_event,
+    parse_event,
+)
+
+
+def test_answers_are_scored_for_json_schema_grounding_and_snippets() -> None:
+    examples = sample_analyses(5, seed=3)  # kinds cycle: eval, time.sleep, password, except:, none
+    answers = [
+        examples[0].assistant,  # exactly the recorded answer
+        '{"issues": [{"issue_snippet": "not in code", "severity": "error", "message": "m"}]}',
+        '{"issues": [{"issue_snippet": "password", "severity": "loud", "message": "m"}]}',
+        "Sure! Here are the issues:",
+        '```json\n{"issues": []}\n```',
+    ]
+    metrics = score_answers(examples, answers, val_loss=1.5)
+    assert metrics.n == 5
+    assert metrics.valid_json_rate == pytest.approx(4 / 5)
+    assert metrics.schema_valid_rate == pytest.approx(3 / 5)  # "loud" is no severity
+    assert metrics.grounded_rate == pytest.approx(2 / 5)  # "not in code" is not in the code
+    assert metrics.snippet_f1 == pytest.approx(2 / 5)  # exact answer + correct empty answer
+    assert metrics.val_loss == 1.5
+
+
+def test_the_code_is_read_from_the_prompt_fence() -> None:
+    sample = sample_analyses(1)[0]
+    assert code_of(sample.user) == sample.code
+
+
+def _metrics(rate: float, loss: float | None = 1.0) -> EvalMetrics:
+    return EvalMetrics(
+        n=20,
+        valid_json_rate=rate,
+        schema_valid_rate=rate,
+        grounded_rate=rate,
+        snippet_f1=rate,
+        val_loss=loss,
+    )
+
+
+@pytest.mark.parametrize(
+    ("candidate", "current", "expected"),
+    [
+        (_metrics(0.9), _metrics(0.5), True),
+        (_metrics(0.5), _metrics(0.5), True),
+        (_metrics(0.48), _metrics(0.5), True),  # within the tolerance of one example
+        (_metrics(0.3), _metrics(0.5), False),
+        (_metrics(0.9, loss=3.0), _metrics(0.9, loss=1.0), False),
+        (_metrics(0.9, loss=None), _metrics(0.9, loss=1.0), True),
+    ],
+)
+def test_not_worse_gate(candidate: EvalMetrics, current: EvalMetrics, expected: bool) -> None:
+    assert not_worse(candidate, current) is expected
+
+
+def test_events_round_trip_one_json_line_each(tmp_path: object) -> None:
+    event = TrainingEvent(iteration=3, total=10, train_loss=1.25, eta_s=4.0, fraction=0.4)
+    line = dump_event(event)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert parse_event(line) == event
+    done = DoneEvent(
+        output_dir="o", model_path="o/model", run_json="o/run.json", after=_metrics(1.0)
+    )
+    assert parse_event(dump_event(done)) == done
+
+
+def test_another_protocol_version_is_refused() -> None:
+    line = TrainingEvent(iteration=1, total=2).model_dump_json().replace('"v":1', '"v":99')
+    with pytest.raises(ProtocolMismatch, match="v99"):
+        parse_event(line)
+    with pytest.raises(ValueError):
+        parse_event(b'{"phase": "nonsense"}')

@@ -1,0 +1,322 @@
+"""Fine-tune on my traces, from the editor: the real server process, the tiny local model.
+
+The story: a session with a (scripted) remote teacher records its analyses in the server's own
+trace export; the user switches to the tiny local model, runs "Fine-tune on my traces", watches
+the progress, and the server swaps in a model that now finds what the teacher found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp.client import DEFAULT_CLIENT_FEATURES
+
+from ai_lsp_tune import paths
+from ai_lsp_tune.server import commands
+from ai_lsp_tune.traces import genai
+from ai_lsp_tune.traces.telemetry import TRACE_FILE_NAME
+from tests.finetune_story import (
+    FLAW,
+    Student,
+    place_traces,
+    record_teacher_traces,
+    source_file,
+    start_student,
+    worker_pids,
+)
+from tests.lsp_session import stop_session
+
+pytestmark = pytest.mark.training
+LEARN = {"numEpochs": 8, "batchSize": 2, "learningRate": 5e-4, "loraRank": 16}
+TRAINING_STEP = re.compile(r"training (\d+)/")
+record_progress = DEFAULT_CLIENT_FEATURES[types.PROGRESS]
+QUICK = {"numEpochs": 1, "batchSize": 4, "learningRate": 5e-4, "loraRank": 4}
+
+
+@pytest.fixture(scope="module")
+def teacher_traces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One teacher session's trace export, recorded once and copied into later workspaces."""
+    root = tmp_path_factory.mktemp("teacher")
+    (root / "ws").mkdir()
+    return asyncio.run(record_teacher_traces(root / "ws", root / "home", files=16))
+
+
+def check_progress(reports: list[Any]) -> list[int]:
+    """begin -> reports -> end in order; percentages never go back; each message starts with it."""
+    assert isinstance(reports[0], types.WorkDoneProgressBegin)
+    assert reports[0].cancellable is True
+    assert isinstance(reports[-1], types.WorkDoneProgressEnd)
+    middle = reports[1:-1]
+    assert middle and all(isinstance(r, types.WorkDoneProgressReport) for r in middle)
+    percentages = [r.percentage for r in middle]
+    assert percentages == sorted(percentages), percentages
+    for report in middle:
+        assert report.message.startswith(f"{report.percentage}% · "), report.message
+    return percentages
+
+
+async def refused(student: Student, command: str, *args: Any) -> str:
+    with pytest.raises(JsonRpcException) as info:
+        await student.command(command, *args)
+    return str(info.value)
+
+
+def analysis_models(workspace: Path) -> list[str]:
+    """The model of every analysis span in the workspace's trace export, in order."""
+    trace_file = paths.workspace_dir(workspace) / "traces" / TRACE_FILE_NAME
+    models = []
+    for line in trace_file.read_text().splitlines():
+        for resource in json.loads(line)["resourceSpans"]:
+            for scope in resource["scopeSpans"]:
+                for span in scope["spans"]:
+                    attrs = {a["key"]: a["value"] for a in span.get("attributes", [])}
+                    if span["name"] == genai.ANALYSIS_SPAN_NAME:
+                        models.append(attrs[genai.REQUEST_MODEL]["stringValue"])
+    return models
+
+
+async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
+    tmp_path: Path, isolated_home: Path, tiny_model: Path
+) -> None:
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    await record_teacher_traces(workspace, isolated_home, files=16)
+    student = await start_student(workspace, isolated_home, tiny_model, **LEARN)
+    try:
+        probe = student.session.open("probe.py", source_file(99))
+        assert list(await student.session.wait_for_diagnostics(probe, timeout_s=60)) == []
+
+        started = await student.command(commands.FINETUNE)
+        token = started["progressToken"]
+        assert started["state"] == "preparing"  # answered at once; the work goes on
+
+        during = await student.wait_status(
+            lambda s: s["state"] == "training" and s["phase"] == "training",
+            timeout_s=120,
+            what="training to start",
+        )
+        assert during["progress"]["message"].startswith(f"{during['progress']['percentage']}%")
+        assert "in progress" in await refused(student, commands.FINETUNE)
+
+        reports = await student.wait_ended(token, timeout_s=240)
+        percentages = check_progress(reports)
+        assert any("training" in r.message and "loss" in r.message for r in reports[1:-1])
+        assert percentages[-1] >= 90
+        assert "now serving the fine-tuned model" in reports[-1].message
+
+        status = await student.status()
+        run = status["lastRun"]
+        assert status["state"] == "succeeded" and run["swapped"] is True
+        assert status["servedModel"] == run["candidateModel"] != str(tiny_model)
+        assert status["previousModel"] == str(tiny_model)
+        assert run["metricsBefore"]["schema_valid_rate"] == 0.0
+        assert run["metricsAfter"]["schema_valid_rate"] == 1.0  # it learned the teacher's answer
+
+        await student.session.wait_for(lambda: student.requests, what="the what-changed message")
+        (told,) = student.requests
+        assert "schema-valid 0% → 100%" in told.message
+        assert [a.title for a in told.actions or []] == ["Roll back"]
+
+        # Diagnostics now come from the new model: it flags what the teacher flagged.
+        student.session.replace_all(probe, source_file(98))
+        (diagnostic,) = await student.session.wait_for_diagnostics(probe, count=2, timeout_s=60)
+        start, end = diagnostic.range.start, diagnostic.range.end
+        assert source_file(98).splitlines()[start.line][start.character : end.character] == FLAW
+    finally:
+        await stop_session(student.session)
+    models = analysis_models(workspace)
+    assert models[-2:] == [str(tiny_model), run["candidateModel"]]
+
+    # A restarted server serves the swapped model, and can still roll back.
+    student = await start_student(workspace, isolated_home, tiny_model, **LEARN)
+    try:
+        status = await student.wait_status(
+            lambda s: s["servedModel"] is not None, timeout_s=60, what="the model host to start"
+        )
+        assert status["servedModel"] == run["candidateModel"]
+        assert status["lastRun"]["runId"] == started["runId"]
+        rolled = await student.command(commands.MODEL_ROLLBACK)
+        assert rolled["servedModel"] == str(tiny_model)
+        assert rolled["previousModel"] == run["candidateModel"]
+    finally:
+        await stop_session(student.session)
+
+
+async def test_cancel_keeps_the_served_model_and_the_next_run_resumes(
+    tmp_path: Path, isolated_home: Path, tiny_model: Path, teacher_traces: Path
+) -> None:
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    place_traces(teacher_traces, workspace)
+    student = await start_student(workspace, isolated_home, tiny_model, **{**QUICK, "numEpochs": 4})
+    try:
+        first = await student.command(commands.FINETUNE)
+        token = first["progressToken"]
+        await student.session.wait_for(
+            lambda: any(
+                "training 2/" in getattr(r, "message", "") for r in student.progress(token)
+            ),
+            timeout_s=120,
+            what="two training steps",
+        )
+        student.client.window_work_done_progress_cancel(
+            types.WorkDoneProgressCancelParams(token=token)
+        )
+        reports = await student.wait_ended(token, timeout_s=15)
+        check_progress(reports)
+        assert "cancelled" in reports[-1].message and "checkpoint kept" in reports[-1].message
+        status = await student.status()
+        assert status["state"] == "cancelled" and status["lastRun"]["resumable"] is True
+        assert status["servedModel"] == str(tiny_model)
+
+        again = await student.command(commands.FINETUNE)
+        assert again["runId"] == first["runId"]  # the same run, resumed from its checkpoint
+        token2 = again["progressToken"]
+        assert token2 != token
+        reports = await student.wait_ended(token2, timeout_s=240)
+        check_progress(reports)
+        assert "resuming" in reports[1].message
+        steps = [int(m.group(1)) for r in reports[1:-1] if (m := TRAINING_STEP.search(r.message))]
+        assert steps and steps[0] >= 2, steps  # training went on from the checkpoint
+        status = await student.status()
+        assert status["state"] in ("succeeded", "rejected"), status
+    finally:
+        await stop_session(student.session)
+
+
+async def test_killed_worker_and_unloadable_model_leave_the_old_model_serving(
+    tmp_path: Path, isolated_home: Path, tiny_model: Path, teacher_traces: Path
+) -> None:
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    place_traces(teacher_traces, workspace)
+    student = await start_student(workspace, isolated_home, tiny_model, **QUICK, force=True)
+    server_pid = student.client._server.pid  # type: ignore[union-attr]
+    try:
+        first = await student.command(commands.FINETUNE)
+        token = first["progressToken"]
+        pids = await student.session.wait_for(
+            lambda: worker_pids(server_pid), timeout_s=60, what="the training worker"
+        )
+        await student.wait_status(
+            lambda s: s["phase"] == "training", timeout_s=120, what="training"
+        )
+        os.kill(pids[0], signal.SIGKILL)
+        reports = await student.wait_ended(token, timeout_s=30)
+        assert reports[-1].message.startswith("failed: ") and "killed" in reports[-1].message
+        status = await student.status()
+        assert status["state"] == "failed" and "killed" in status["lastRun"]["reason"]
+        assert status["servedModel"] == str(tiny_model)
+
+        # The next run works up to the swap; its fused model is damaged before the host loads it.
+        second = await student.command(commands.FINETUNE, {"resume": False})
+        assert second["runId"] != first["runId"]
+        token = second["progressToken"]
+        model_dir = Path(status["lastRun"]["runDir"]).parent / second["runId"] / "output" / "model"
+
+        def damage_when_swapping(params: types.ProgressParams) -> None:
+            record_progress(student.client, params)
+            value = student.client.progress_reports[params.token][-1]
+            if "swapping" in (getattr(value, "message", None) or ""):
+                (model_dir / "model.safetensors").write_bytes(b"not a safetensors file")
+
+        student.replace_feature(types.PROGRESS, damage_when_swapping)
+        reports = await student.wait_ended(token, timeout_s=240)
+        check_progress(reports)
+        assert "the new model failed to load" in reports[-1].message
+        status = await student.status()
+        assert status["state"] == "failed" and status["lastRun"]["swapped"] is False
+        assert status["servedModel"] == str(tiny_model)
+
+        # The old model still answers.
+        uri = student.session.open("after.py", source_file(7))
+        assert list(await student.session.wait_for_diagnostics(uri, timeout_s=60)) == []
+    finally:
+        await stop_session(student.session)
+    assert not worker_pids(server_pid)
+
+
+NO_PROGRESS = types.ClientCapabilities(
+    window=types.WindowClientCapabilities(work_done_progress=False)
+)
+
+
+@pytest.mark.parametrize("client_kind", ["no progress support", "refuses the token"])
+async def test_clients_without_progress_get_messages_and_shutdown_stops_the_worker(
+    tmp_path: Path,
+    isolated_home: Path,
+    tiny_model: Path,
+    teacher_traces: Path,
+    client_kind: str,
+) -> None:
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    place_traces(teacher_traces, workspace)
+    capabilities = NO_PROGRESS if client_kind == "no progress support" else None
+    student = await start_student(
+        workspace,
+        isolated_home,
+        tiny_model,
+        capabilities=capabilities,
+        **{**QUICK, "numEpochs": 50},
+    )
+    if client_kind == "refuses the token":
+
+        def refuse(params: types.WorkDoneProgressCreateParams) -> None:
+            raise RuntimeError("this client shows no progress bars")
+
+        student.replace_feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE, refuse)
+
+    server_pid = student.client._server.pid  # type: ignore[union-attr]
+    await student.command(commands.FINETUNE)
+    shown = await student.session.wait_for(
+        lambda: [m for m in student.client.messages if "Fine-tune on my traces" in m.message],
+        timeout_s=30,
+        what="a message that the fine-tune started",
+    )
+    assert "0%" in shown[0].message
+    logged = await student.session.wait_for(
+        lambda: [m for m in student.client.log_messages if "% · training" in m.message],
+        timeout_s=120,
+        what="training progress in the log",
+    )
+    assert logged
+    pids = worker_pids(server_pid)
+    assert pids
+    await stop_session(student.session)  # shutdown + exit while the worker trains
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists(), "the training worker outlived the server"
+
+
+async def test_arguments_outside_the_workspace_are_refused(
+    tmp_path: Path, isolated_home: Path, tiny_model: Path
+) -> None:
+    workspace = tmp_path / "project"
+    (workspace / "not-a-model").mkdir(parents=True)
+    student = await start_student(workspace, isolated_home, tiny_model)
+    try:
+        message = await refused(student, commands.FINETUNE, {"traces": ["/etc/passwd"]})
+        assert "outside the workspace" in message
+        message = await refused(student, commands.MODEL_USE, str(tmp_path))
+        assert "outside the workspace" in message
+        message = await refused(student, commands.MODEL_USE, "not-a-model")
+        assert "not an MLX model folder" in message
+        message = await refused(student, commands.FINETUNE, {"epochs": 3})
+        assert "unknown argument" in message
+        message = await refused(student, commands.MODEL_ROLLBACK)
+        assert "no previous model" in message
+        message = await refused(student, commands.FINETUNE)
+        assert "no traces to learn from yet" in message
+        status = await student.status()
+        assert status["state"] == "idle" and status["servedModel"] == str(tiny_model)
+    finally:
+        await stop_session(student.session)

@@ -1,0 +1,204 @@
+"""The fine-tune job's pure parts: progress mapping and text, argument paths, states, records."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ai_lsp_tune.server.finetune import PathNotAllowed, resolve_allowed_path
+from ai_lsp_tune.server.finetune_progress import (
+    ProgressMeter,
+    ProgressStep,
+    describe_change,
+    format_eta,
+    format_progress,
+    format_rate,
+)
+from ai_lsp_tune.server.finetune_state import (
+    FinetuneStatus,
+    InvalidTransition,
+    JobState,
+    RunRecord,
+    check_transition,
+    load_record,
+    save_record,
+)
+
+PHASES = ["loading", "evaluating", "training", "evaluating", "fusing"]
+
+
+@st.composite
+def worker_runs(draw: st.DrawFn) -> list[ProgressStep]:
+    """Worker event sequences as B's worker may send them: any phase order, noisy counters."""
+    steps = []
+    for phase in draw(st.lists(st.sampled_from(PHASES), min_size=1, max_size=8)):
+        total = draw(st.integers(1, 50))
+        for it in draw(st.lists(st.integers(0, total), max_size=6)):
+            with_fraction = draw(st.booleans())
+            fraction = draw(st.floats(0, 1)) if with_fraction else None
+            steps.append(ProgressStep(phase, iteration=it, total=total, fraction=fraction))
+    return steps
+
+
+@given(worker_runs())
+def test_percentage_never_goes_back_and_ends_at_100(steps: list[ProgressStep]) -> None:
+    meter = ProgressMeter()
+    seen = [meter.preparing(0.0), meter.preparing(1.0)]
+    seen += [meter.worker(step) for step in steps]
+    seen += [meter.swapping(0.0), meter.swapping(1.0), meter.finish()]
+    assert seen == sorted(seen)
+    assert all(0 <= p <= 100 for p in seen)
+    assert seen[-1] == 100 and max(seen[:-1]) < 100  # 100% only when it is really done
+
+
+def test_training_fills_most_of_the_bar() -> None:
+    meter = ProgressMeter()
+    start = meter.worker(ProgressStep("training", iteration=0, total=60))
+    half = meter.worker(ProgressStep("training", iteration=30, total=60))
+    end = meter.worker(ProgressStep("training", iteration=60, total=60))
+    assert start < half < end
+    assert end - start >= 50
+
+
+def test_worker_fraction_wins_over_phase_guess() -> None:
+    meter = ProgressMeter()
+    assert meter.worker(ProgressStep("evaluating", fraction=0.5)) == 47  # 5 + 85 * 0.5
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "ETA 0 s"), (41.2, "ETA 42 s"), (180, "ETA 3 min"), (3900, "ETA 1 h 5 min")],
+)
+def test_eta_reads_like_a_person_says_it(seconds: float, text: str) -> None:
+    assert format_eta(seconds) == text
+
+
+@pytest.mark.parametrize(("rate", "text"), [(850.4, "850 tok/s"), (1234.0, "1.2k tok/s")])
+def test_rate(rate: float, text: str) -> None:
+    assert format_rate(rate) == text
+
+
+def test_progress_message_carries_the_percentage_first() -> None:
+    step = ProgressStep(
+        "training", iteration=2, total=3, train_loss=0.843, tokens_per_sec=1200, eta_s=170
+    )
+    assert format_progress(42, step) == "42% · training 2/3 · loss 0.84 · 1.2k tok/s · ETA 3 min"
+    assert format_progress(3, ProgressStep("preparing", note="12 examples")) == (
+        "3% · preparing · 12 examples"
+    )
+
+
+def test_metrics_change_is_described_before_to_after() -> None:
+    before = {"valid_json_rate": 0.0, "snippet_f1": 0.1, "val_loss": 6.0, "n": 8}
+    after = {"valid_json_rate": 0.95, "snippet_f1": 0.72, "val_loss": 1.25, "n": 8}
+    text = describe_change(before, after)
+    assert "valid JSON 0% → 95%" in text
+    assert "snippet F1 0.10 → 0.72" in text
+    assert "val loss 6.00 → 1.25" in text
+    assert text.endswith("(8 test examples)")
+    assert describe_change(None, None) == "No evaluation metrics were recorded."
+
+
+# --- argument paths --------------------------------------------------------------------------
+@pytest.fixture
+def roots(tmp_path: Path) -> tuple[Path, Path]:
+    workspace, data = tmp_path / "ws", tmp_path / "data"
+    (workspace / "traces").mkdir(parents=True)
+    data.mkdir()
+    return workspace, data
+
+
+@pytest.mark.parametrize(
+    "arg",
+    ["traces/a.jsonl", "{ws}/traces/a.jsonl", "file://{ws}/traces/a%20b.jsonl", "{data}/m"],
+)
+def test_paths_inside_workspace_or_data_dir_are_accepted(
+    roots: tuple[Path, Path], arg: str
+) -> None:
+    workspace, data = roots
+    raw = arg.format(ws=workspace, data=data)
+    path = resolve_allowed_path(raw, roots=[workspace, data], base=workspace)
+    assert path.is_absolute()
+    assert path.is_relative_to(workspace.resolve()) or path.is_relative_to(data.resolve())
+
+
+@pytest.mark.parametrize("arg", ["/etc/passwd", "../outside.jsonl", "traces/../../x", "~/x", ""])
+def test_paths_elsewhere_are_refused_with_the_reason(roots: tuple[Path, Path], arg: str) -> None:
+    workspace, data = roots
+    with pytest.raises(PathNotAllowed, match=r"outside the workspace|empty"):
+        resolve_allowed_path(arg, roots=[workspace, data], base=workspace)
+
+
+def test_a_symlink_out_of_the_workspace_is_refused(roots: tuple[Path, Path]) -> None:
+    workspace, data = roots
+    os.symlink("/etc", workspace / "etc-link")
+    with pytest.raises(PathNotAllowed):
+        resolve_allowed_path("etc-link/passwd", roots=[workspace, data], base=workspace)
+
+
+def test_relative_path_without_workspace_is_refused(roots: tuple[Path, Path]) -> None:
+    with pytest.raises(PathNotAllowed, match="no workspace folder"):
+        resolve_allowed_path("a.jsonl", roots=[roots[1]], base=None)
+
+
+# --- states and records ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (JobState.IDLE, JobState.PREPARING),
+        (JobState.PREPARING, JobState.TRAINING),
+        (JobState.TRAINING, JobState.SWAPPING),
+        (JobState.TRAINING, JobState.REJECTED),
+        (JobState.TRAINING, JobState.CANCELLING),
+        (JobState.CANCELLING, JobState.CANCELLED),
+        (JobState.SWAPPING, JobState.SUCCEEDED),
+        (JobState.SWAPPING, JobState.FAILED),
+        (JobState.FAILED, JobState.PREPARING),  # the next run works after a failure
+    ],
+)
+def test_allowed_transitions(old: JobState, new: JobState) -> None:
+    check_transition(old, new)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (JobState.TRAINING, JobState.PREPARING),  # a second run while one is active
+        (JobState.SWAPPING, JobState.CANCELLING),  # a swap is not cancellable
+        (JobState.IDLE, JobState.SUCCEEDED),
+        (JobState.PREPARING, JobState.SWAPPING),  # never swap without training + gate
+    ],
+)
+def test_impossible_transitions_are_refused(old: JobState, new: JobState) -> None:
+    with pytest.raises(InvalidTransition):
+        check_transition(old, new)
+
+
+def test_record_round_trips_and_status_is_camel_case(tmp_path: Path) -> None:
+    record = RunRecord(
+        run_id="r1",
+        state=JobState.SUCCEEDED,
+        started_at=1.0,
+        run_dir=str(tmp_path / "r1"),
+        base_model="m",
+        metrics_after={"valid_json_rate": 1.0},
+        swapped=True,
+    )
+    path = tmp_path / "finetune" / "last_run.json"
+    save_record(path, record)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert load_record(path) == record
+    wire = FinetuneStatus(state=JobState.SUCCEEDED, last_run=record, served_model="m").wire()
+    assert wire["lastRun"]["metricsAfter"] == {"valid_json_rate": 1.0}
+    assert wire["servedModel"] == "m" and wire["state"] == "succeeded"
+
+
+def test_unreadable_record_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "last_run.json"
+    path.write_text("{not json")
+    assert load_record(path) is None
+    assert load_record(tmp_path / "missing.json") is None

@@ -1,0 +1,336 @@
+"""The language server over stdio with a scripted remote model (a fake OpenAI endpoint)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from lsprotocol import types
+
+from ai_lsp_tune.server.commands import DISMISS
+from tests.lsp_session import Session, start_session, stop_session
+from tests.scripted_openai import Answer, ChatRequest, ScriptedEndpoint, scripted_endpoint
+
+CODE = (
+    'label = "naïve 😀"; total = price * qty\n'
+    "for i in range(len(xs)):\n"
+    "    total = price * qty\n"
+    'msg = "héllo 😀😀 wörld"; x = eval(data)\n'
+)
+ANSWER = {
+    "issues": [
+        {
+            "issue_snippet": "price * qty",
+            "severity": "warning",
+            "message": "Total ignores the discount.",
+        },
+        {
+            "issue_snippet": "range(len(xs)):\n    total",
+            "severity": "info",
+            "message": "Iterate over xs directly.",
+        },
+        {
+            "issue_snippet": "eval(data)",
+            "severity": "error",
+            "message": "eval on untrusted data runs arbitrary code.",
+            "suggested_fixes": [
+                {
+                    "title": "Use ast.literal_eval",
+                    "target_snippet": "eval(data)",
+                    "replacement_snippet": "ast.literal_eval(data)",
+                }
+            ],
+        },
+    ]
+}
+EMPTY = '{"issues": []}'
+
+
+def answers(table: dict[str, list[str] | str], delays: dict[str, float] | None = None):
+    """A script answering by a marker found in the analysed code (the last one wins)."""
+    calls: dict[str, int] = {}
+
+    def script(request: ChatRequest) -> Answer:
+        code = request.user_texts[0]
+        for marker, replies in table.items():
+            if marker in code:
+                n = calls[marker] = calls.get(marker, 0) + 1
+                reply = replies if isinstance(replies, str) else replies[min(n, len(replies)) - 1]
+                return Answer(reply, (delays or {}).get(marker, 0.0))
+        return Answer(EMPTY)
+
+    return script
+
+
+@pytest.fixture
+def endpoint() -> Iterator[ScriptedEndpoint]:
+    with scripted_endpoint(answers({})) as ep:
+        yield ep
+
+
+@pytest.fixture
+async def session(
+    tmp_path: Path, endpoint: ScriptedEndpoint, isolated_home: Path
+) -> AsyncIterator[Session]:
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    s = await start_session(
+        workspace,
+        env=remote_env(endpoint, isolated_home),
+        init_options={
+            "aiLsp": {"backend": "remote", "remoteModel": "openai-chat:teacher", "debounceMs": 50}
+        },
+    )
+    yield s
+    await stop_session(s)
+
+
+def remote_env(endpoint: ScriptedEndpoint, home: Path) -> dict[str, str]:
+    return {
+        "OPENAI_BASE_URL": endpoint.base_url,
+        "OPENAI_API_KEY": "test-key",
+        "AI_LSP_HOME": str(home),
+    }
+
+
+def pos(line: int, character: int) -> types.Position:
+    return types.Position(line=line, character=character)
+
+
+async def test_every_occurrence_is_placed_in_utf16_positions(
+    session: Session, endpoint: ScriptedEndpoint
+) -> None:
+    endpoint.script = answers({"price": json.dumps(ANSWER)})
+    uri = session.open("shop.py", CODE)
+
+    diagnostics = await session.wait_for_diagnostics(uri)
+
+    placed = sorted((d.range.start.line, d.range.start.character, d.message) for d in diagnostics)
+    by_message = {}
+    for d in diagnostics:
+        by_message.setdefault(d.message, []).append(d)
+    assert [(d.range.start, d.range.end) for d in by_message["Total ignores the discount."]] == [
+        (pos(0, 28), pos(0, 39)),  # after "😀": two UTF-16 units
+        (pos(2, 12), pos(2, 23)),
+    ]
+    (loop,) = by_message["Iterate over xs directly."]
+    assert (loop.range.start, loop.range.end) == (pos(1, 9), pos(2, 9))  # multi-line snippet
+    (unsafe,) = by_message["eval on untrusted data runs arbitrary code."]
+    assert (unsafe.range.start, unsafe.range.end) == (pos(3, 30), pos(3, 40))
+    assert len(placed) == 4
+    assert {d.source for d in diagnostics} == {"ai-lsp"}
+    assert unsafe.severity == types.DiagnosticSeverity.Error
+    assert loop.severity == types.DiagnosticSeverity.Information
+    # the original prompts, word for word
+    request = endpoint.requests[-1]
+    assert request.system_text.startswith("You are an AI code analyzer")
+    assert (
+        request.user_texts[0]
+        == f"Analyze this python code for issues:\n\n```python\n{CODE}\n```\n\nFile: shop.py"
+    )
+
+
+async def test_quick_fix_applies_and_dismiss_removes(
+    session: Session, endpoint: ScriptedEndpoint
+) -> None:
+    endpoint.script = answers({"price": json.dumps(ANSWER)})
+    uri = session.open("shop.py", CODE)
+    diagnostics = await session.wait_for_diagnostics(uri)
+    unsafe = next(d for d in diagnostics if "eval" in d.message)
+
+    actions = await session.client.text_document_code_action_async(
+        types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            range=unsafe.range,
+            context=types.CodeActionContext(diagnostics=[unsafe]),
+        )
+    )
+    assert actions is not None
+    titles = [a.title for a in actions if isinstance(a, types.CodeAction)]
+    assert titles[0] == "Use ast.literal_eval"
+    assert titles[1].startswith("Dismiss")
+    fix = actions[0]
+    assert isinstance(fix, types.CodeAction) and fix.edit and fix.edit.changes
+    (edit,) = fix.edit.changes[uri]
+    assert edit.new_text == "ast.literal_eval(data)"
+    assert (edit.range.start, edit.range.end) == (pos(3, 30), pos(3, 40))
+
+    # Dismiss another diagnostic: it disappears, the others stay.
+    total = next(d for d in diagnostics if d.message.startswith("Total"))
+    actions = await session.client.text_document_code_action_async(
+        types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            range=total.range,
+            context=types.CodeActionContext(diagnostics=[total]),
+        )
+    )
+    assert actions is not None
+    (dismiss,) = [a for a in actions if isinstance(a, types.CodeAction) and a.command]
+    assert dismiss.command is not None and dismiss.command.command == DISMISS
+    await session.client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command=DISMISS, arguments=dismiss.command.arguments)
+    )
+    remaining = await session.wait_for_diagnostics(uri, count=2)
+    assert len(remaining) == 3
+    assert total.range not in [d.range for d in remaining]
+
+    # Apply the fix as the editor would: the code changes and is analysed again.
+    session.apply_edit(uri, edit)
+    fixed = CODE.replace("eval(data)", "ast.literal_eval(data)")
+    await session.wait_for(
+        lambda: any(fixed in t for r in endpoint.requests for t in r.user_texts),
+        what="the fixed code to be analysed",
+    )
+
+
+async def test_newer_edit_cancels_the_stale_analysis(
+    session: Session, endpoint: ScriptedEndpoint
+) -> None:
+    stale = {"issues": [{"issue_snippet": "slow", "severity": "warning", "message": "STALE"}]}
+    fresh = {"issues": [{"issue_snippet": "fast", "severity": "warning", "message": "FRESH"}]}
+    endpoint.script = answers(
+        {"slow": json.dumps(stale), "fast": json.dumps(fresh)}, delays={"slow": 1.5}
+    )
+    uri = session.open("race.py", "slow = 1\n")
+    await session.wait_for(lambda: endpoint.requests, what="the slow analysis to start")
+    # A burst of edits inside the debounce window: one analysis, of the last text.
+    for n in range(5):
+        session.replace_all(uri, f"fast = {n}\n")
+    diagnostics = await session.wait_for_diagnostics(uri)
+    assert [d.message for d in diagnostics] == ["FRESH"]
+    await asyncio.sleep(1.8)  # the slow answer has arrived by now, and must not be shown
+    assert all(d.message != "STALE" for sent in session.diagnostics_sent(uri) for d in sent)
+    analysed = [r.user_texts[0] for r in endpoint.requests]
+    assert sum("fast = " in t for t in analysed) == 1 and "fast = 4" in analysed[-1]
+
+
+async def test_invalid_output_retries_once_with_the_error_then_publishes_nothing(
+    session: Session, endpoint: ScriptedEndpoint
+) -> None:
+    endpoint.script = answers({"bad": "Sure! Here are the issues: none"})
+    uri = session.open("bad.py", "bad = 1\n")
+
+    assert list(await session.wait_for_diagnostics(uri)) == []
+    assert len(endpoint.requests) == 2
+    retry = endpoint.requests[1]
+    assert "not valid JSON" in retry.user_texts[-1]
+    warning = await session.wait_for(
+        lambda: [
+            m for m in session.client.log_messages if "not a valid DiagnosticResult" in m.message
+        ],
+        what="a warning in the log",
+    )
+    assert warning[0].type == types.MessageType.Warning
+
+    # A retry that succeeds is used.
+    good = {"issues": [{"issue_snippet": "ok", "severity": "hint", "message": "fine now"}]}
+    endpoint.script = answers({"ok": ['{"issues": [{"severity": "hint"}]}', json.dumps(good)]})
+    uri2 = session.open("ok.py", "ok = 2\n")
+    diagnostics = await session.wait_for_diagnostics(uri2)
+    assert [d.message for d in diagnostics] == ["fine now"]
+    assert "issues.0.issue_snippet" in endpoint.requests[-1].user_texts[-1]
+
+
+async def test_settings_change_is_applied_and_invalid_values_are_shown(
+    session: Session, endpoint: ScriptedEndpoint
+) -> None:
+    session.client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(
+            settings={"aiLsp": {"remoteModel": "openai-chat:student", "debounceMs": "soon"}}
+        )
+    )
+    message = await session.wait_for(
+        lambda: [m for m in session.client.messages if "debounceMs" in m.message],
+        what="the invalid setting to be shown",
+    )
+    assert message[0].type == types.MessageType.Warning
+    session.open("after.py", "x = 1\n")
+    await session.wait_for(lambda: endpoint.requests, what="an analysis")
+    assert endpoint.requests[-1].model == "student"
+
+
+async def test_languages_setting_limits_what_is_analysed(
+    session: Session, endpoint: ScriptedEndpoint
+) -> None:
+    session.client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"aiLsp": {"languages": ["rust"]}})
+    )
+    await asyncio.sleep(0.2)
+    session.open("skip.py", "x = 1\n")
+    rust = session.open("main.rs", "fn main() {}\n", language="rust")
+    await session.wait_for_diagnostics(rust)
+    assert [r.user_texts[0].split("\n")[0] for r in endpoint.requests] == [
+        "Analyze this rust code for issues:"
+    ]
+
+
+async def test_invalid_initialization_options_are_shown_then_defaults_apply(
+    tmp_path: Path, endpoint: ScriptedEndpoint, isolated_home: Path
+) -> None:
+    s = await start_session(
+        tmp_path,
+        env=remote_env(endpoint, isolated_home),
+        init_options={"backend": "remote", "remoteModel": "openai-chat:teacher", "maxTokens": -1},
+    )
+    try:
+        shown = await s.wait_for(
+            lambda: [m for m in s.client.messages if "maxTokens" in m.message],
+            what="the invalid maxTokens to be shown",
+        )
+        assert "using the default" in shown[0].message
+        uri = s.open("a.py", "x = 1\n")
+        assert list(await s.wait_for_diagnostics(uri, timeout_s=10)) == []
+    finally:
+        await stop_session(s)
+
+
+async def test_unloadable_local_model_is_explained_and_the_server_stays_up(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    s = await start_session(
+        tmp_path,
+        env={"AI_LSP_HOME": str(isolated_home), "HF_HUB_OFFLINE": "1"},
+        init_options={"model": "mlx-community/no-such-model-4bit"},
+    )
+    try:
+        shown = await s.wait_for(
+            lambda: [m for m in s.client.messages if m.type == types.MessageType.Error],
+            timeout_s=60,
+            what="an error message about the model",
+        )
+        assert len(shown) == 1
+        assert "mlx-community/no-such-model-4bit" in shown[0].message
+        assert "aiLsp.model" in shown[0].message and "AI_LSP_MODEL" in shown[0].message
+        uri = s.open("a.py", "x = 1\n")
+        actions = await s.client.text_document_code_action_async(
+            types.CodeActionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                range=types.Range(start=pos(0, 0), end=pos(0, 1)),
+                context=types.CodeActionContext(diagnostics=[]),
+            )
+        )
+        assert list(actions or []) == []
+    finally:
+        await stop_session(s)
+
+
+async def test_telemetry_off_records_nothing(
+    tmp_path: Path, endpoint: ScriptedEndpoint, isolated_home: Path
+) -> None:
+    from ai_lsp_tune.traces.telemetry import default_trace_file
+
+    s = await start_session(
+        tmp_path,
+        env={**remote_env(endpoint, isolated_home), "AI_LSP_TELEMETRY": "false"},
+        init_options={"backend": "remote", "remoteModel": "openai-chat:teacher", "debounceMs": 0},
+    )
+    try:
+        uri = s.open("a.py", "x = 1\n")
+        await s.wait_for_diagnostics(uri)
+    finally:
+        await stop_session(s)
+    assert endpoint.requests
+    assert not default_trace_file(tmp_path).parent.exists()

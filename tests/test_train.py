@@ -1,0 +1,227 @@
+"""Fine-tuning end to end with the tiny model: it learns, it resumes, it fails clearly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from ai_lsp_tune.demo import sample_analyses
+from ai_lsp_tune.schema import parse_diagnostic_result
+from ai_lsp_tune.training.events import ErrorEvent, TrainingEvent, WorkerEvent
+from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.runner import TrainingRunner, run_training
+
+pytestmark = pytest.mark.training
+
+# What the tiny model needs to learn the fixed answer pattern in ~120 steps.
+FAST = {"batch_size": 4, "learning_rate": 5e-4, "lora_rank": 8, "num_layers": -1}
+
+
+def write_splits(folder: Path, n_train: int, n_valid: int, n_test: int) -> Path:
+    """A prepared split folder (mlx-lm chat format) of fixed-pattern analyses."""
+    samples = sample_analyses(n_train + n_valid + n_test, seed=1)
+    folder.mkdir(parents=True)
+    bounds = {"train": (0, n_train), "valid": (n_train, n_train + n_valid)}
+    bounds["test"] = (n_train + n_valid, len(samples))
+    for split, (start, end) in bounds.items():
+        with open(folder / f"{split}.jsonl", "w") as handle:
+            for s in samples[start:end]:
+                messages = [
+                    {"role": "system", "content": s.system},
+                    {"role": "user", "content": s.user},
+                    {"role": "assistant", "content": s.assistant},
+                ]
+                handle.write(json.dumps({"messages": messages}) + "\n")
+    return folder
+
+
+def test_fine_tuning_teaches_the_tiny_model_the_answer_format(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    dataset = write_splits(tmp_path / "data", 60, 8, 20)
+    request = TrainRequest(
+        dataset=dataset,
+        model_name=str(tiny_model),
+        output_dir=tmp_path / "out",
+        num_epochs=8,
+        eval_max_tokens=64,
+        **FAST,  # type: ignore[arg-type]
+    )
+    events: list[WorkerEvent] = []
+    outcome = run_training(request, events.append)
+
+    assert outcome.status == "done", outcome.event
+    done = outcome.event
+    assert done.phase == "done" and done.before and done.after
+    assert done.before.schema_valid_rate <= 0.1  # random init: no JSON at all
+    assert done.after.schema_valid_rate >= 0.9
+    assert done.after.val_loss < done.before.val_loss  # type: ignore[operator]
+    vals = [e.val_loss for e in events if isinstance(e, TrainingEvent) and e.val_loss]
+    assert vals[-1] < vals[0] / 2
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["metrics"]["before"]["schema_valid_rate"] == done.before.schema_valid_rate
+    assert run["metrics"]["after"]["schema_valid_rate"] == done.after.schema_valid_rate
+    assert run["iterations"] == 120  # ceil(60 * 8 / 4)
+    assert run["examples"] == {"train": 60, "valid": 8, "test": 20}
+    assert sorted(os.listdir(tmp_path / "out")) == ["adapters", "model", "run.json"]
+    assert not any(p.name.startswith(".out") for p in tmp_path.iterdir() if p.is_dir())
+
+    # The published model is an ordinary mlx-lm model that answers in the learned format.
+    from mlx_lm import generate, load
+
+    from ai_lsp_tune.training.data import prompt_tokens
+
+    model, tokenizer = load(str(tmp_path / "out" / "model"))
+    sample = sample_analyses(1, seed=99)[0]
+    prompt = prompt_tokens(tokenizer, sample.system, sample.user)
+    parse_diagnostic_result(generate(model, tokenizer, prompt=prompt, max_tokens=64))
+
+
+def test_the_original_dataset_json_format_trains(tiny_model: Path, tmp_path: Path) -> None:
+    dataset = tmp_path / "dataset.json"
+    rows = [
+        {"system": s.system, "user": s.user, "assistant": s.assistant}
+        for s in sample_analyses(30, seed=2)
+    ]
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    request = TrainRequest(
+        dataset=dataset,
+        model_name=str(tiny_model),
+        output_dir=tmp_path / "out",
+        num_epochs=1,
+        eval_max_examples=2,
+        eval_max_tokens=16,
+        **FAST,  # type: ignore[arg-type]
+    )
+    outcome = run_training(request)
+    assert outcome.status == "done", outcome.event
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert sum(run["examples"].values()) == 30
+    assert run["examples"]["train"] >= 20
+
+
+async def test_cancel_keeps_a_checkpoint_and_resume_continues(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    dataset = write_splits(tmp_path / "data", 40, 4, 4)
+    options = dict(
+        dataset=dataset,
+        model_name=str(tiny_model),
+        output_dir=tmp_path / "out",
+        num_epochs=4,
+        eval_max_examples=2,
+        eval_max_tokens=16,
+        **FAST,
+    )
+    cancelled_at: list[float] = []
+
+    def on_event(event: WorkerEvent) -> None:
+        if isinstance(event, TrainingEvent) and event.iteration >= 12 and not cancelled_at:
+            cancelled_at.append(time.monotonic())
+            runner.cancel()
+
+    runner = TrainingRunner(TrainRequest(**options), on_event)  # type: ignore[arg-type]
+    outcome = await runner.run()
+    stopped_in = time.monotonic() - cancelled_at[0]
+
+    assert outcome.status == "cancelled", outcome.event
+    assert outcome.event.phase == "cancelled"
+    assert stopped_in < 2.5
+    assert outcome.event.checkpoint_iteration is not None
+    assert outcome.event.checkpoint_iteration >= 12
+    assert not (tmp_path / "out").exists()  # nothing half-published
+
+    seen: list[int] = []
+    resume = TrainRequest(**options, resume=True)  # type: ignore[arg-type]
+
+    def record(event: WorkerEvent) -> None:
+        if isinstance(event, TrainingEvent) and event.train_loss is not None:
+            seen.append(event.iteration)
+
+    outcome = await TrainingRunner(resume, record).run()
+    assert outcome.status == "done", outcome.event
+    assert seen[0] == outcome_first(options, seen)  # continued, not restarted
+    assert seen[-1] == 40  # ceil(40 * 4 / 4)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["iterations"] == 40
+
+
+def outcome_first(options: dict[str, object], seen: list[int]) -> int:
+    """The first iteration trained after resuming: one after the checkpoint (>= 13)."""
+    assert seen[0] >= 13
+    return seen[0]
+
+
+def _corrupt_copy(tiny_model: Path, target: Path) -> Path:
+    target.mkdir()
+    for item in tiny_model.iterdir():
+        (target / item.name).write_bytes(item.read_bytes())
+    (target / "model.safetensors").write_bytes(b"\x00" * 64)
+    return target
+
+
+@pytest.mark.parametrize(
+    ("case", "kind", "needle"),
+    [
+        ("corrupt_weights", "bad_model", "incomplete or corrupt"),
+        ("no_config", "bad_model", "no config.json"),
+        ("hub_offline", "model_not_found", "--model-name /path/to/model"),
+        ("too_many_layers", "bad_hyperparameter", "--num-layers 64"),
+        ("empty_dataset", "bad_dataset", "has no examples"),
+        ("all_too_long", "bad_dataset", "--max-seq-length"),
+    ],
+)
+def test_bad_input_gets_one_clear_error(
+    tiny_model: Path, tmp_path: Path, case: str, kind: str, needle: str
+) -> None:
+    dataset = write_splits(tmp_path / "data", 8, 2, 2)
+    options: dict[str, object] = {"model_name": str(tiny_model), "num_layers": -1}
+    if case == "corrupt_weights":
+        options["model_name"] = str(_corrupt_copy(tiny_model, tmp_path / "broken"))
+    elif case == "no_config":
+        (tmp_path / "empty-model").mkdir()
+        options["model_name"] = str(tmp_path / "empty-model")
+    elif case == "hub_offline":
+        options["model_name"] = "mlx-community/not-cached-anywhere-4bit"
+    elif case == "too_many_layers":
+        options["num_layers"] = 64
+    elif case == "empty_dataset":
+        dataset = tmp_path / "dataset.json"
+        dataset.write_text("")
+    elif case == "all_too_long":
+        options["max_seq_length"] = 16
+    request = TrainRequest(dataset=dataset, output_dir=tmp_path / "out", **options)  # type: ignore[arg-type]
+    outcome = run_training(request)
+    assert outcome.status == "error"
+    assert isinstance(outcome.event, ErrorEvent)
+    assert outcome.event.kind == kind
+    assert needle in outcome.event.message
+    assert outcome.event.message.count(". ") == 0  # one sentence
+    assert not (tmp_path / "out").exists()
+
+
+async def test_a_killed_worker_is_reported_not_awaited_forever(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    dataset = write_splits(tmp_path / "data", 8, 2, 2)
+    request = TrainRequest(dataset=dataset, model_name=str(tiny_model), output_dir=tmp_path / "o")
+
+    def kill_on_first_event(event: WorkerEvent) -> None:
+        assert runner._process is not None
+        os.kill(runner._process.pid, signal.SIGKILL)
+
+    runner = TrainingRunner(request, kill_on_first_event)
+    outcome = await asyncio.wait_for(runner.run(), timeout=30)
+    assert outcome.status == "error"
+    assert isinstance(outcome.event, ErrorEvent)
+    assert outcome.event.kind == "oom"  # SIGKILL: most likely the OOM killer
+    assert "SIGKILL" in outcome.event.message

@@ -1,0 +1,44 @@
+"""The training commands as a user runs them: `ai-lsp demo`, bad options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ai_lsp_tune.cli import app
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--learning-rate", "-1", "--learning-rate"),
+        ("--learning-rate", "nan", "--learning-rate"),
+        ("--num-layers", "0", "invalid --num-layers"),
+        ("--batch-size", "0", "--batch-size"),
+    ],
+)
+def test_bad_hyperparameters_are_refused_before_training(
+    tmp_path: Path, option: str, value: str, message: str
+) -> None:
+    (tmp_path / "dataset.json").write_text("")
+    result = CliRunner().invoke(
+        app, ["finetune", "train", str(tmp_path / "dataset.json"), option, value]
+    )
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+@pytest.mark.training
+def test_demo_runs_offline_and_shows_learning(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "smoke test" in result.output
+    assert "--model-name mlx-community/gemma-2-2b-it-4bit\n" in result.output
+    run = json.loads((tmp_path / "finetuned-model" / "run.json").read_text())
+    before, after = run["metrics"]["before"], run["metrics"]["after"]
+    assert before["schema_valid_rate"] < 0.2
+    assert after["schema_valid_rate"] >= 0.9
+    assert after["val_loss"] < before["val_loss"]
