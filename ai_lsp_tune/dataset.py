@@ -156,16 +156,18 @@ def _collect(
     read = otlp.ReadReport()
     total = sum(_size(f) for f in files)
     formats: Counter[str] = Counter()
+    unfinished = 0  # runs in skimmed lines; summed here, as pydantic's setattr is slow
 
     def skim(line: bytes) -> tuple[int, list[otlp.RawSpan]] | None:
+        nonlocal unfinished
         skimmed = skim_and_decode(line)
         if skimmed is None:
             return None
-        report.agent_runs += skimmed.runs
-        report.no_final_result += skimmed.runs
         if skimmed.runs:
+            unfinished += skimmed.runs
             formats[skimmed.run_format.value] += skimmed.runs
-        state.uri_by_span.update(skimmed.uris)
+        if skimmed.uris:
+            state.uri_by_span.update(skimmed.uris)
         return skimmed.spans, skimmed.decoded
 
     progress = _progress(on_progress, total)
@@ -189,6 +191,8 @@ def _collect(
             report.usable += 1
             state.file_keys.append((run.document_uri, run.parent_span_id, run.document_name))
             out.write(json.dumps(_candidate(run, result), ensure_ascii=False) + "\n")
+    report.agent_runs += unfinished
+    report.no_final_result += unfinished
     report.runs_by_format = dict(formats)
     _copy_read_report(read, report)
     return state
@@ -274,7 +278,8 @@ def _write_outputs(
             out.write(example.model_dump_json() + "\n")
             messages = example.messages()
             tokens = counter.count(messages)
-            report.longest_tokens = max(report.longest_tokens, tokens)
+            if tokens > report.longest_tokens:
+                report.longest_tokens = tokens
             if tokens > report.max_seq_length:
                 report.over_max_seq_length += 1
             else:

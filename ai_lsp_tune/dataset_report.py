@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, Field
-from rich.console import Group
-from rich.table import Table
-from rich.text import Text
+
+if TYPE_CHECKING:  # rich is imported when a report is shown, not by every dataset user
+    from rich.console import Group
 
 SPLITS = ("train", "valid", "test")
 
@@ -62,6 +64,10 @@ class DatasetReport(BaseModel):
 
 def render_report(report: DatasetReport) -> Group:
     """A rich table of the funnel from trace lines to examples, and what went where."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title="prepare-dataset", show_header=True, header_style="bold")
     table.add_column("step")
     table.add_column("count", justify="right")

@@ -255,7 +255,9 @@ def render(timeline: Timeline, status: dict[str, Any], args: argparse.Namespace)
         "(`textDocument/codeAction`, "
         "every 5th an `ai-lsp.finetune.status`) back to back, and analyses (a whole-document edit, "
         "then the wait for its diagnostics). The peer of every phase is the idle phase of the "
-        "same run.",
+        "same run. The language server runs at nice 0, the model hosts at 10, dataset "
+        "preparation (a child process) at 10, the training worker at 15 (`AI_LSP_WORKER_NICE`); "
+        "on this shared 2-core machine ratios vary by about +-30% between runs.",
         "",
         "| requests | phase | n | failed | p50 ms | p99 ms | max ms | p99 / idle p99 |",
         "|---|---|---|---|---|---|---|---|",

@@ -50,8 +50,10 @@ def _padded(code: str, target_chars: int, rng: random.Random) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_dataset(folder: Path, n: int, *, skewed: bool, seed: int = 0) -> Path:
-    """n train examples (+ a few valid/test); prompts ~1,000 chars, or 300..30,000 log-uniform."""
+def write_dataset(
+    folder: Path, n: int, *, skewed: bool, max_chars: int = 30_000, seed: int = 0
+) -> Path:
+    """n train examples (+ a few valid/test); prompts ~1,000 chars, or 300..max log-uniform."""
     from ai_lsp_tune.prompts import user_prompt
 
     rng = random.Random(seed)
@@ -59,7 +61,7 @@ def write_dataset(folder: Path, n: int, *, skewed: bool, seed: int = 0) -> Path:
     samples = sample_analyses(n + 8, seed=seed)
     rows = []
     for s in samples:
-        target = int(math.exp(rng.uniform(math.log(300), math.log(30_000)))) if skewed else 1000
+        target = int(math.exp(rng.uniform(math.log(300), math.log(max_chars)))) if skewed else 1000
         code = _padded(s.code, target - 2000, rng)  # the system prompt is ~2,000 chars
         user = user_prompt("python", code, s.name)
         messages = [
@@ -152,22 +154,33 @@ def run_ours(model: Path, data: Path, epochs: int, work: Path) -> tuple[float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--examples", type=int, default=64, help="training examples (x4)")
+    parser.add_argument("--skewed-examples", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument(
+        "--max-chars",
+        type=int,
+        default=6_000,
+        help="longest prompt of the skewed set; real traces reach 30,000, which MLX's Linux "
+        "CPU wheel (reference BLAS) takes many minutes to train on",
+    )
     args = parser.parse_args()
-    n = args.examples - args.examples % SETTINGS["batch_size"]
-    iters = n * args.epochs // SETTINGS["batch_size"]
+    batch = SETTINGS["batch_size"]
     rows, notes = [], []
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
         model = ensure_tiny_model(work / "cache")
         for label, skewed in (("uniform", False), ("length-skewed", True)):
-            data = write_dataset(work / label, n, skewed=skewed)
+            n = (args.skewed_examples if skewed else args.examples) // batch * batch
+            iters = n * args.epochs // batch
+            data = write_dataset(work / label, n, skewed=skewed, max_chars=args.max_chars)
             tokens, shortest, longest = trained_tokens(model, data, args.epochs)
             peer_s, peer_rss = run_mlx_lm(model, data, iters, work / f"{label}-mlx")
             ours_s, ours_rss, run = run_ours(model, data, args.epochs, work / f"{label}-ours")
             assert run["trained_tokens"] == tokens, (run["trained_tokens"], tokens)
             ratio = (tokens / ours_s) / (tokens / peer_s)
-            rows.append((label, shortest, longest, tokens, peer_s, ours_s, peer_rss, ours_rss))
+            rows.append(
+                (label, n, iters, shortest, longest, tokens, peer_s, ours_s, peer_rss, ours_rss)
+            )
             target = 1.3 if skewed else 1.0
             notes.append(
                 f"- {label}: ours is **{ratio:.2f}x** mlx-lm's trained tokens/s "
@@ -176,35 +189,36 @@ def main() -> None:
                 f"our MLX peak {run['peak_memory_gb'] * 1024:.0f} MiB."
             )
             print(notes[-1], flush=True)
-    write_results(args, n, iters, rows, notes)
+    write_results(args, rows, notes)
 
 
-def write_results(args: argparse.Namespace, n: int, iters: int, rows: list, notes: list) -> None:
+def write_results(args: argparse.Namespace, rows: list, notes: list) -> None:
     lines = [
         "## train (LoRA tokens/s vs `python -m mlx_lm lora`)",
         "",
-        f"`uv run python bench/train.py --examples {args.examples} --epochs {args.epochs}` on "
+        f"`uv run python bench/train.py --examples {args.examples} --skewed-examples "
+        f"{args.skewed_examples} --epochs {args.epochs} --max-chars {args.max_chars}` on "
         f"{os.cpu_count()} CPU(s), {platform.machine()}, Python {platform.python_version()}, "
-        f"{time.strftime('%Y-%m-%d')}; tiny local model (CPU, `mlx[cpu]`); {n} training "
-        f"examples, {iters} iterations, batch {SETTINGS['batch_size']}, LoRA rank "
+        f"{time.strftime('%Y-%m-%d')}; tiny local model (CPU, `mlx[cpu]`); batch "
+        f"{SETTINGS['batch_size']}, LoRA rank "
         f"{SETTINGS['lora_rank']} on all layers, prompt masked; one run each, same machine, "
         "same run. No GPU machine was lent to this session: CPU numbers only.",
         "",
-        "| data | tokens/example (min-max) | trained tokens | mlx-lm s | ours s | "
+        "| data | examples | iterations | tokens/example | trained tokens | mlx-lm s | ours s | "
         "mlx-lm tok/s | ours tok/s | mlx-lm peak RSS MiB | ours peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, lo, hi, tokens, peer_s, ours_s, peer_rss, ours_rss in rows:
+    for label, n, iters, lo, hi, tokens, peer_s, ours_s, peer_rss, ours_rss in rows:
         lines.append(
-            f"| {label} | {lo}-{hi} | {tokens} | {peer_s:.1f} | {ours_s:.1f} | "
+            f"| {label} | {n} | {iters} | {lo}-{hi} | {tokens} | {peer_s:.1f} | {ours_s:.1f} | "
             f"{tokens / peer_s:,.0f} | {tokens / ours_s:,.0f} | {peer_rss:.0f} | {ours_rss:.0f} |"
         )
     lines += ["", *notes, "",
               "Why: mlx-lm sorts chat examples by `len(dict)` (always 1), so its batches mix "
               "lengths and pad to the longest; ours groups by token length and computes logits "
-              "only at answer positions. Prompts are 300-30,000 characters on the skewed set; "
-              "the tiny model's tokenizer compresses the filler code, hence the token range "
-              "above.", ""]  # fmt: skip
+              "only at answer positions. The skewed set's prompts are log-uniform from 300 to "
+              f"{args.max_chars:,} characters (real traces reach 30,000; `--max-chars 30000` "
+              "runs that range, which takes long on MLX's Linux CPU wheel).", ""]  # fmt: skip
     text = RESULTS.read_text()
     section = "\n".join(lines)
     pattern = re.compile(r"## train \(.*?(?=\n## |\Z)", re.DOTALL)

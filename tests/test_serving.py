@@ -27,7 +27,7 @@ async def test_host_decodes_greedily_from_the_cached_system_prompt(tiny_model: P
 
     host = await HostClient.start(str(tiny_model))
     try:
-        assert host.ready is not None and host.ready.prompt_cache_tokens > 100
+        assert host.ready is not None and host.ready.prompt_cache_tokens > 0
         first = await host.generate(chat("x = 1\n"), max_tokens=20)
         other = await host.generate(chat("y = [2]\n"), max_tokens=20)
         again = await host.generate(chat("x = 1\n"), max_tokens=20)

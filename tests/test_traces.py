@@ -279,3 +279,60 @@ def test_skimming_any_line_never_raises(line: bytes) -> None:
 
     skimmed = skim_line(b'{"resourceSpans":' + line + b"}")
     assert skimmed is None or skimmed.spans >= 0
+
+
+@pytest.mark.skipif(not REAL_TRACE_FILE.exists(), reason="real trace file not present")
+def test_decoding_only_the_run_spans_agrees_with_parsing_the_line() -> None:
+    from ai_lsp_tune.traces.agent_runs import agent_run_from_span
+    from ai_lsp_tune.traces.skim import skim_and_decode
+
+    decoded_runs = 0
+    for number, line in enumerate(REAL_TRACE_FILE.read_bytes().splitlines(keepends=True), 1):
+        skimmed = skim_and_decode(line)
+        assert skimmed is not None  # every line of the real file is skimmed
+        source = f"{REAL_TRACE_FILE}:{number}"
+        spans = list(otlp._spans_of(json.loads(line), REAL_TRACE_FILE, number, otlp.ReadReport()))
+        decoded = [
+            otlp._decode_span(raw, name, version, source) for raw, name, version in skimmed.decoded
+        ]
+        assert decoded == [s for s in spans if "final_result" in s.attributes]
+        runs = [run for s in spans if (run := agent_run_from_span(s))]
+        finished = [run for s in decoded if (run := agent_run_from_span(s))]
+        assert skimmed.runs + len(finished) == len(runs)
+        assert skimmed.spans == len(spans)
+        assert skimmed.uris == [
+            (s.span_id, s.attributes["uri"]) for s in spans if "uri" in s.attributes
+        ]
+        decoded_runs += len(finished)
+    assert decoded_runs == 6
+
+
+@pytest.mark.parametrize(
+    "span",
+    [
+        # fields out of OTLP order: the span cannot be found by its opening
+        b'{"name":"agent run","traceId":"01","spanId":"02","startTimeUnixNano":"1",'
+        b'"attributes":[{"key":"final_result","value":{"stringValue":"{}"}}]}',
+        # the attribute sits in a link, not in the span
+        b'{"traceId":"01","spanId":"02","name":"x","startTimeUnixNano":"1","links":[{"traceId":'
+        b'"03","spanId":"04","attributes":[{"key":"final_result","value":{"stringValue":"{}"}}]}]}',
+        # broken JSON inside the span
+        b'{"traceId":"01","spanId":"02","name":"agent run","startTimeUnixNano":"1",'
+        b'"attributes":[{"key":"final_result","value":{"stringValue":"{}"}},]}',
+    ],
+)
+def test_a_line_the_skimmer_cannot_vouch_for_is_parsed_whole(span: bytes) -> None:
+    from ai_lsp_tune.traces.skim import skim_and_decode
+
+    line = b'{"resourceSpans":[{"scopeSpans":[{"scope":{},"spans":[' + span + b"]}]}]}\n"
+    assert skim_and_decode(line) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(line=_line)
+def test_skimming_and_decoding_any_line_never_raises(line: bytes) -> None:
+    from ai_lsp_tune.traces.skim import skim_and_decode
+
+    for body in (line, line.replace(b'"name"', b'"key":"final_result","name"')):
+        skimmed = skim_and_decode(b'{"resourceSpans":' + body + b"}\n")
+        assert skimmed is None or skimmed.spans >= len(skimmed.decoded)

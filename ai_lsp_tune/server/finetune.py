@@ -15,15 +15,22 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import unquote, urlparse
+from typing import Any
 
 from lsprotocol import types as lsp
 
-from ai_lsp_tune.config import FinetuneSettings
+from ai_lsp_tune.server.finetune_context import (
+    FinetuneOptions,
+    JobBusy,
+    JobContext,
+    ModelSlot,
+    NoLocalModel,
+    PathNotAllowed,
+    new_run_id,
+    resolve_allowed_path,
+)
 from ai_lsp_tune.server.finetune_prepare import (
     DatasetPreparation,
     PreparationFailed,
@@ -51,6 +58,17 @@ from ai_lsp_tune.server.finetune_state import (
 from ai_lsp_tune.server.finetune_training import TrainOutcome, train_candidate
 
 logger = logging.getLogger(__name__)
+__all__ = [
+    "FinetuneJob",
+    "FinetuneOptions",
+    "JobBusy",
+    "JobContext",
+    "JobState",
+    "ModelSlot",
+    "NoLocalModel",
+    "PathNotAllowed",
+    "resolve_allowed_path",
+]
 
 TITLE = "Fine-tune on my traces"
 ROLL_BACK = "Roll back"
@@ -60,102 +78,6 @@ _END_KIND = {
     JobState.FAILED: lsp.MessageType.Error,
     JobState.REJECTED: lsp.MessageType.Warning,
 }
-
-
-class PathNotAllowed(ValueError):
-    """A command argument points outside the workspace and the server's data dir."""
-
-
-class JobBusy(RuntimeError):
-    """A second fine-tune was asked for while one runs."""
-
-
-class ModelSlot(Protocol):
-    """What the job needs of the served model (``serving.served_model.ServedModel``)."""
-
-    @property
-    def current_path(self) -> str | None: ...
-
-    @property
-    def previous_path(self) -> str | None: ...
-
-    async def swap(self, path: str) -> None: ...
-
-    async def rollback(self) -> None: ...
-
-
-def resolve_allowed_path(raw: str, *, roots: list[Path], base: Path | None) -> Path:
-    """A path or file URI from a command argument, resolved; refused outside ``roots``.
-
-    Relative paths are taken from ``base`` (the workspace root). Symlinks are resolved first,
-    so a link inside the workspace cannot point the server at files outside it.
-    """
-    text = raw.strip()
-    if not text:
-        raise PathNotAllowed("empty path argument")
-    if text.startswith("file://"):
-        text = unquote(urlparse(text).path)
-    path = Path(text).expanduser()
-    if not path.is_absolute():
-        if base is None:
-            raise PathNotAllowed(f"{raw!r} is relative and no workspace folder is open")
-        path = base / path
-    resolved = path.resolve()
-    for root in roots:
-        if resolved.is_relative_to(root.resolve()):
-            return resolved
-    allowed = " or ".join(str(root) for root in roots)
-    raise PathNotAllowed(
-        f"{raw!r} is outside the workspace and the server's data dir; use a path under {allowed}"
-    )
-
-
-@dataclass
-class FinetuneOptions:
-    """One run's choices: settings, plus what the command's argument added."""
-
-    settings: FinetuneSettings
-    extra_traces: list[Path] = field(default_factory=list)
-    resume: bool = True
-    eval_max_tokens: int = 512  # the served model's answer budget (``maxTokens``)
-
-
-class NoLocalModel(RuntimeError):
-    """Fine-tuning, swapping and rolling back need the local backend."""
-
-
-@dataclass
-class JobContext:
-    """What the job reads from the server: its workspace, its traces, the served model."""
-
-    data_dir: Path  # the workspace's folder in the server's data dir
-    served: Callable[[], ModelSlot | None]  # None while the remote backend is in use
-    own_traces: Callable[[], Awaitable[list[Path]]]  # flushes pending spans first
-    show_message_request: Callable[[lsp.ShowMessageRequestParams], Awaitable[Any]]
-    swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def record_path(self) -> Path:
-        return self.data_dir / "finetune" / "last_run.json"
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.data_dir / "finetune" / "runs"
-
-    def served_model(self) -> ModelSlot:
-        """The served local model, or a clear error when there is none."""
-        served = self.served()
-        if served is None:
-            raise NoLocalModel(
-                "no local model is being served (the remote backend is in use, or the local "
-                'model failed to load); set "aiLsp.backend" to "local" first'
-            )
-        return served
-
-
-def new_run_id() -> str:
-    """Sortable and unique enough: ``20250101-120102-3fa2``."""
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
 class FinetuneJob:
