@@ -53,7 +53,7 @@ def _padded(code: str, target_chars: int, rng: random.Random) -> str:
 def write_dataset(
     folder: Path, n: int, *, skewed: bool, max_chars: int = 30_000, seed: int = 0
 ) -> Path:
-    """n train examples (+ a few valid/test); prompts ~1,000 chars, or 300..max log-uniform."""
+    """n train examples (+ 8 valid/test): the samples as they are (uniform), or padded."""
     from ai_lsp_tune.prompts import user_prompt
 
     rng = random.Random(seed)
@@ -216,8 +216,10 @@ def write_results(args: argparse.Namespace, rows: list, notes: list) -> None:
     lines += ["", *notes, "",
               "Why: mlx-lm sorts chat examples by `len(dict)` (always 1), so its batches mix "
               "lengths and pad to the longest; ours groups by token length and computes logits "
-              "only at answer positions. The skewed set's prompts are log-uniform from 300 to "
-              f"{args.max_chars:,} characters (real traces reach 30,000; `--max-chars 30000` "
+              "only at answer positions. The skewed set's code is padded so each whole prompt "
+              f"(system + user) is log-uniform between 300 and {args.max_chars:,} characters, "
+              "at least the ~1,600 characters of the unpadded sample "
+              "(real traces reach 30,000; `--max-chars 30000` "
               "runs that range, which takes long on MLX's Linux CPU wheel).", ""]  # fmt: skip
     text = RESULTS.read_text()
     section = "\n".join(lines)

@@ -40,6 +40,8 @@ class _View:
         if event.phase == "warning":
             self.console.print(f"[yellow]warning:[/yellow] {event.message}", highlight=False)
             return
+        if event.phase in ("error", "cancelled"):
+            return  # reported after the bar closes
         stats, eta = "", ""
         label = _LABELS.get(event.phase, event.phase.capitalize())
         if event.phase == "evaluating":
