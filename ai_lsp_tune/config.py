@@ -41,7 +41,7 @@ class Settings(_Camel):
     )
     model: str = Field(DEFAULT_MODEL, description="Local MLX model: a path or a hub name.")
     remote_model: str = Field(
-        "google-gla:gemini-2.5-flash", description="pydantic-ai model string for backend=remote."
+        "google:gemini-2.5-flash", description="pydantic-ai model string for backend=remote."
     )
     debounce_ms: int = Field(1000, ge=0, description="Wait after the last edit before analysing.")
     max_tokens: int = Field(1024, ge=16, description="Longest answer the model may write.")

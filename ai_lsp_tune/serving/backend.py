@@ -72,12 +72,18 @@ class LocalBackend:
         await self.served.close()
 
 
+LEGACY_GOOGLE_PREFIX = "google-gla:"
+
+
 class RemoteBackend:
-    """Any model pydantic-ai knows (``openai-chat:...``, ``google-gla:...``, ``ollama:...``)."""
+    """Any model pydantic-ai knows (``openai-chat:...``, ``google:...``, ``ollama:...``)."""
 
     def __init__(self, model: str) -> None:
         from pydantic_ai.models import infer_model
 
+        # The original ai-lsp's setting said google-gla:; pydantic-ai 2 calls that provider google:.
+        if model.startswith(LEGACY_GOOGLE_PREFIX):
+            model = "google:" + model.removeprefix(LEGACY_GOOGLE_PREFIX)
         self._model = infer_model(model)  # raises with a clear message for unknown providers
         self._name = model
         self.provider = model.split(":", 1)[0] if ":" in model else self._model.system

@@ -43,7 +43,7 @@ export function readServerSettings(config: ConfigurationReader): ServerSettings 
   return {
     backend: config.get<'local' | 'remote'>('backend', 'local'),
     model: config.get('model', 'mlx-community/gemma-2-2b-it-4bit'),
-    remoteModel: config.get('remoteModel', 'google-gla:gemini-2.5-flash'),
+    remoteModel: config.get('remoteModel', 'google:gemini-2.5-flash'),
     debounceMs: config.get('debounceMs', 1000),
     maxTokens: config.get('maxTokens', 1024),
     languages: config.get<string[]>('languages', []),
