@@ -1,10 +1,12 @@
 """Trace files -> a clean training set: ``dataset.json`` and mlx-lm ``train/valid/test.jsonl``.
 
 Streaming passes keep memory flat: the first reads the traces and writes every usable agent run
-to a private temp file (remembering only small things: document URIs by span id, dismissed
+to private temp files (remembering only small things: document URIs by span id, dismissed
 feedback, source files); the second cleans each candidate (dismissed issues, secrets, snippet
-grounding, duplicates, length) into dataset.json; the third writes the mlx-lm splits. Outputs
-are written to temp names and renamed, so earlier outputs survive any failure.
+grounding, length); the third drops duplicates into dataset.json and writes the mlx-lm splits.
+Large plain files are cut at line starts and the first two passes run in worker processes, one
+chunk each (``dataset_chunks``), merged in input order. Outputs are written to temp names and
+renamed, so earlier outputs survive any failure.
 """
 
 from __future__ import annotations
@@ -12,30 +14,45 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
-from collections import Counter
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+import threading
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
-
+from ai_lsp_tune.dataset_chunks import (
+    Chunk,
+    Example,
+    ExampleMetadata,
+    clean_chunk,
+    collect_chunk,
+    exit_with_parent,
+    private_writer,
+)
 from ai_lsp_tune.dataset_report import SPLITS, DatasetReport
-from ai_lsp_tune.files import PRIVATE_FILE_MODE, atomic_writer, publish_dir
-from ai_lsp_tune.redact import Redactor
-from ai_lsp_tune.schema import DiagnosticResult, InvalidModelOutput, parse_diagnostic_result
+from ai_lsp_tune.files import atomic_writer, publish_dir
 from ai_lsp_tune.tokens import TokenCounter, estimate_counter
-from ai_lsp_tune.traces import genai, otlp
-from ai_lsp_tune.traces.agent_runs import AgentRun, agent_run_from_span, parse_user_prompt
-from ai_lsp_tune.traces.skim import skim_and_decode
+from ai_lsp_tune.traces import otlp
 
 SPLIT_FILES = {split: f"{split}.jsonl" for split in SPLITS}
 STATS_FILE = "stats.json"
 _OUR_FILES = {*SPLIT_FILES.values(), STATS_FILE}
-_URI_ATTRIBUTES = (genai.DOCUMENT_URI, "uri")  # ours; the original ai-lsp's analyze_document
+__all__ = [  # Example and ExampleMetadata live in dataset_chunks, the workers' module
+    "SPLIT_FILES",
+    "STATS_FILE",
+    "Example",
+    "ExampleMetadata",
+    "NoUsableTraces",
+    "assign_splits",
+    "load_examples",
+    "prepare_dataset",
+]
 
 
 class NoUsableTraces(ValueError):
@@ -44,39 +61,6 @@ class NoUsableTraces(ValueError):
     def __init__(self, message: str, report: DatasetReport) -> None:
         super().__init__(message)
         self.report = report
-
-
-class ExampleMetadata(BaseModel):
-    trace_id: str = ""
-    span_id: str = ""
-    time: str = ""  # ISO 8601, UTC
-    model: str = ""
-    language: str = ""
-    file: str = ""  # the document URI, or its name when no URI was recorded
-    format: str = ""
-
-
-class Example(BaseModel):
-    """One training example: the prompt pair and the DiagnosticResult JSON to learn."""
-
-    system: str
-    user: str
-    assistant: str
-    metadata: ExampleMetadata | None = None
-
-    def messages(self) -> list[dict[str, str]]:
-        return [
-            {"role": "system", "content": self.system},
-            {"role": "user", "content": self.user},
-            {"role": "assistant", "content": self.assistant},
-        ]
-
-    def source_file(self) -> str:
-        """What the split is keyed on: the document, so no file's code is in two splits."""
-        if self.metadata and self.metadata.file:
-            return self.metadata.file
-        parts = parse_user_prompt(self.user)
-        return parts.name if parts else hashlib.sha256(self.user.encode()).hexdigest()
 
 
 def prepare_dataset(
@@ -108,8 +92,12 @@ def prepare_dataset(
     work_parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".ai-lsp-dataset.", dir=work_parent))  # 0700
     dataset_tmp: Path | None = None
+    chunks = _plan_chunks(files)
+    # A tokenizer stays in this process: loading it in every worker costs more than it saves.
+    workers = _worker_count(chunks) if tokenizer is None else 1
+    pool = _pool(workers) if workers > 1 else None
     try:
-        state = _collect(files, work / "candidates.jsonl", report, on_progress)
+        state = _collect(chunks, work, report, on_progress, pool, workers)
         if report.usable == 0:
             raise NoUsableTraces(_nothing_usable(report), report)
         if output_file is not None:
@@ -119,7 +107,7 @@ def prepare_dataset(
             dataset_tmp = Path(name)
         staging = work / "splits" if output_dir is not None else None
         cleaned = dataset_tmp or work / "dataset.json"
-        _write_outputs(state, cleaned, staging, counter, report)
+        _write_outputs(state, cleaned, staging, None if pool else counter, report, pool, workers)
         if report.examples == 0:
             raise NoUsableTraces(_nothing_usable(report), report)
         if output_file is not None and dataset_tmp is not None:
@@ -130,161 +118,211 @@ def prepare_dataset(
             _write_json(staging / STATS_FILE, report.model_dump(mode="json"))
             publish_dir(staging, output_dir)
     finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         shutil.rmtree(work, ignore_errors=True)
         if dataset_tmp is not None:
             dataset_tmp.unlink(missing_ok=True)
     return report
 
 
+CHUNK_BYTES = 16 * 2**20  # a worker's share of a plain file: big enough, memory still small
+PARALLEL_MIN_BYTES = 48 * 2**20  # below this, starting worker processes costs more than it saves
+
+
+def _plan_chunks(files: list[Path]) -> list[Chunk]:
+    """Whole files, except large plain ones: those are cut at line starts, CHUNK_BYTES apart."""
+    chunks = []
+    for path in files:
+        size = _size(path)
+        if size < 2 * CHUNK_BYTES or otlp.is_gzip(path):
+            chunks.append(Chunk(path, size=size))
+            continue
+        try:
+            bounds = otlp.line_boundaries(path, CHUNK_BYTES)
+        except OSError:  # reading it whole reports the problem
+            chunks.append(Chunk(path, size=size))
+            continue
+        ends = [*bounds[1:], None]
+        for start, end in zip(bounds, ends, strict=True):
+            chunks.append(Chunk(path, start, end, (end or size) - start))
+    return chunks
+
+
+def _worker_count(chunks: list[Chunk]) -> int:
+    if sum(c.size for c in chunks) < PARALLEL_MIN_BYTES or len(chunks) < 2:
+        return 1
+    if multiprocessing.current_process().daemon:  # daemonic processes may not have children
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(cpus or 1, len(chunks))
+
+
+def _pool(workers: int) -> Executor:
+    """Worker processes: forked when that is safe (Linux, no other thread), else forkserver.
+
+    Forking re-imports nothing, so a caller's script needs no ``__main__`` guard; with threads
+    running (a progress bar) a fork could copy a held lock, and macOS frameworks forbid it.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform == "linux" and threading.active_count() == 1:
+        method = "fork"
+    else:
+        method = "forkserver" if "forkserver" in methods else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(["ai_lsp_tune.dataset_chunks"])
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=exit_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+_T = TypeVar("_T")
+
+
+def _in_order(
+    pool: Executor | None, work: Callable[..., _T], tasks: Iterable[tuple[Any, ...]], window: int
+) -> Iterator[_T]:
+    """``work(*task)`` for each task, in order; at most ``window`` in flight (memory stays flat)."""
+    if pool is None:
+        for task in tasks:
+            yield work(*task)
+        return
+    pending: deque[Future[_T]] = deque()
+    for task in tasks:
+        pending.append(pool.submit(work, *task))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 class _Collected:
     """Small things remembered from the first pass (never the examples themselves)."""
 
-    def __init__(self, candidates: Path) -> None:
-        self.candidates = candidates
+    def __init__(self, work: Path) -> None:
+        self.work = work  # the private temp folder
         self.uri_by_span: dict[str, str] = {}
         self.dismissed: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self.file_keys: list[tuple[str, str, str]] = []  # (own uri, parent span, name)
+        self.candidates: list[tuple[Path, int]] = []  # per chunk: its file, how many
 
 
 def _collect(
-    files: list[Path],
-    candidates: Path,
+    chunks: list[Chunk],
+    work: Path,
     report: DatasetReport,
     on_progress: Callable[[int, int], None] | None,
+    pool: Executor | None,
+    workers: int,
 ) -> _Collected:
-    state = _Collected(candidates)
+    state = _Collected(work)
     read = otlp.ReadReport()
-    total = sum(_size(f) for f in files)
     formats: Counter[str] = Counter()
-    unfinished = 0  # runs in skimmed lines; summed here, as pydantic's setattr is slow
-
-    def skim(line: bytes) -> tuple[int, list[otlp.RawSpan]] | None:
-        nonlocal unfinished
-        skimmed = skim_and_decode(line)
-        if skimmed is None:
-            return None
-        if skimmed.runs:
-            unfinished += skimmed.runs
-            formats[skimmed.run_format.value] += skimmed.runs
-        if skimmed.uris:
-            state.uri_by_span.update(skimmed.uris)
-        return skimmed.spans, skimmed.decoded
-
-    progress = _progress(on_progress, total)
-    with _private_writer(candidates) as out:
-        for span in otlp.read_spans(files, read, on_progress=progress, skim=skim):
-            attrs = span.attributes
-            run = agent_run_from_span(span)
-            if run is None:
-                if genai.is_feedback_span(span.name, attrs):
-                    _remember_feedback(state, attrs, report)
-                    continue
-                uri = next((attrs[k] for k in _URI_ATTRIBUTES if isinstance(attrs.get(k), str)), "")
-                if uri and span.span_id:
-                    state.uri_by_span[span.span_id] = uri
-                continue
-            report.agent_runs += 1
-            formats[run.format.value] += 1
-            result = _usable_result(run, report)
-            if result is None:
-                continue
-            report.usable += 1
-            state.file_keys.append((run.document_uri, run.parent_span_id, run.document_name))
-            out.write(json.dumps(_candidate(run, result), ensure_ascii=False) + "\n")
-    report.agent_runs += unfinished
-    report.no_final_result += unfinished
+    progress = _progress(on_progress, sum(c.size for c in chunks))
+    tasks = [
+        (chunk, work / f"candidates-{i}.jsonl", None if pool else progress)
+        for i, chunk in enumerate(chunks)
+    ]
+    window = 2 * workers
+    file_lines, file_requests = 0, 0
+    for (chunk, candidates, _), found in zip(
+        tasks, _in_order(pool, collect_chunk, tasks, window), strict=True
+    ):
+        if chunk.start == 0:
+            read.files += 1
+            file_lines, file_requests = 0, 0
+        _merge_read(read, found.read, file_lines)
+        file_lines += found.lines
+        file_requests += found.read.requests
+        if chunk.end is None:
+            otlp.note_file(chunk.path, read, file_lines, file_requests)
+        if pool is not None and progress is not None:
+            progress(chunk.size)
+        for name, value in found.counts.items():
+            if value:
+                setattr(report, name, getattr(report, name) + value)
+        formats.update(found.formats)
+        state.uri_by_span.update(found.uris)
+        for key, dismissal in found.dismissed:
+            state.dismissed.setdefault(key, []).append(dismissal)
+        state.file_keys.extend(found.file_keys)
+        state.candidates.append((candidates, found.candidates))
     report.runs_by_format = dict(formats)
     _copy_read_report(read, report)
     return state
 
 
-def _usable_result(run: AgentRun, report: DatasetReport) -> dict[str, Any] | None:
-    """The answer as parsed JSON, or None (counted) when the run cannot be an example."""
-    if run.output is None:  # checked first: skimmed lines cannot tell a failure apart
-        report.no_final_result += 1
-        return None
-    if run.failed:
-        report.error_status += 1
-        return None
-    report.with_final_result += 1
-    if run.output_scrubbed or run.prompt_scrubbed:
-        report.scrubbed += 1
-        return None
-    try:
-        parse_diagnostic_result(run.output)
-    except InvalidModelOutput:
-        report.invalid_result += 1
-        return None
-    value = json.loads(run.output)
-    return value if isinstance(value, dict) else None
-
-
-def _candidate(run: AgentRun, result: dict[str, Any]) -> dict[str, Any]:
-    seconds = run.start_time_unix_nano / 1e9
-    return {
-        "system": run.system,
-        "user": run.user,
-        "result": result,
-        "metadata": ExampleMetadata(
-            trace_id=run.trace_id,
-            span_id=run.span_id,
-            time=datetime.fromtimestamp(seconds, UTC).isoformat() if seconds else "",
-            model=run.model,
-            language=run.language,
-            file=run.document_uri,
-            format=run.format.value,
-        ).model_dump(),
-        "parent_span_id": run.parent_span_id,
-        "document_name": run.document_name,
-    }
-
-
-def _remember_feedback(state: _Collected, attrs: dict[str, Any], report: DatasetReport) -> None:
-    try:
-        feedback = genai.feedback_from_attributes(attrs)
-    except ValueError:
-        return
-    report.feedback_spans += 1
-    if feedback.kind == "dismissed":
-        key = (feedback.analysis_trace_id, feedback.analysis_span_id)
-        state.dismissed.setdefault(key, []).append((feedback.issue_snippet, feedback.message))
+def _merge_read(read: otlp.ReadReport, chunk: otlp.ReadReport, lines_before: int) -> None:
+    """Add a chunk's reading counts; its problems' line numbers count from the file's start."""
+    read.lines += chunk.lines
+    read.bytes_read += chunk.bytes_read
+    read.requests += chunk.requests
+    read.spans += chunk.spans
+    read.skimmed += chunk.skimmed
+    read.skipped.update(chunk.skipped)
+    read.bad_spans += chunk.bad_spans
+    for problem in chunk.problems:
+        if len(read.problems) < otlp.MAX_LISTED_PROBLEMS:
+            problem.line += lines_before
+            read.problems.append(problem)
 
 
 def _write_outputs(
     state: _Collected,
     cleaned_path: Path,
     staging: Path | None,
-    counter: TokenCounter,
+    counter: TokenCounter | None,
     report: DatasetReport,
+    pool: Executor | None,
+    workers: int,
 ) -> None:
-    """Pass 2 cleans candidates into ``cleaned_path`` (dataset.json) and puts the examples that
-    fit ``max_seq_length`` aside in chat form; pass 3 copies those lines into the splits."""
+    """Pass 2 cleans each chunk's candidates; pass 3 drops duplicates (first one kept) into
+    ``cleaned_path`` (dataset.json), puts the examples that fit ``max_seq_length`` aside in chat
+    form, then copies those lines into the splits. ``counter`` None: the estimate."""
     uris = state.uri_by_span
     keys = [uri or uris.get(parent, "") or name for uri, parent, name in state.file_keys]
+    tasks, first = [], 0
+    for candidates, count in state.candidates:
+        if count:
+            chunk_keys, first = keys[first : first + count], first + count
+            cleaned = candidates.with_name(candidates.name.replace("candidates", "cleaned"))
+            tasks.append(
+                (candidates, chunk_keys, state.dismissed, report.redaction, cleaned, counter)
+            )
+    window = 2 * workers
     fitting: list[str] = []  # per example put aside: its source file
-    seen: set[bytes] = set()
-    aside = state.candidates.with_name("fitting.jsonl")
-    with _private_writer(cleaned_path) as out, _private_writer(aside) as fits_out:
-        for candidate, key in zip(_read_candidates(state.candidates), keys, strict=True):
-            example = _clean(candidate, key, state, report)
-            if example is None:
-                continue
-            digest = _content_digest(example)
-            if digest in seen:
-                report.duplicates += 1
-                continue
-            seen.add(digest)
-            report.examples += 1
-            out.write(example.model_dump_json() + "\n")
-            messages = example.messages()
-            tokens = counter.count(messages)
-            if tokens > report.longest_tokens:
-                report.longest_tokens = tokens
-            if tokens > report.max_seq_length:
-                report.over_max_seq_length += 1
-            else:
-                fitting.append(key)
-                fits_out.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
+    seen: set[str] = set()
+    aside = (
+        cleaned_path.parent / "fitting.jsonl"
+        if staging is None
+        else staging.with_name("fitting.jsonl")
+    )
+    with private_writer(cleaned_path) as out, private_writer(aside) as fits_out:
+        for task, counts in zip(tasks, _in_order(pool, clean_chunk, tasks, window), strict=True):
+            for name, value in counts.items():
+                if value:
+                    setattr(report, name, getattr(report, name) + value)
+            with task[4].open(encoding="utf-8", newline="\n") as lines:
+                for meta in lines:
+                    example, chat = next(lines), next(lines)
+                    digest, tokens, key = json.loads(meta)
+                    if digest in seen:
+                        report.duplicates += 1
+                        continue
+                    seen.add(digest)
+                    report.examples += 1
+                    out.write(example)
+                    if tokens > report.longest_tokens:
+                        report.longest_tokens = tokens
+                    if tokens > report.max_seq_length:
+                        report.over_max_seq_length += 1
+                    else:
+                        fitting.append(key)
+                        fits_out.write(chat)
     split_of = assign_splits(set(fitting))
     files_in: dict[str, set[str]] = {s: set() for s in SPLITS}
     for key in fitting:
@@ -296,96 +334,12 @@ def _write_outputs(
     staging.mkdir(mode=0o700)
     with contextlib.ExitStack() as stack:
         split_out = {
-            split: stack.enter_context(_private_writer(staging / name))
+            split: stack.enter_context(private_writer(staging / name))
             for split, name in SPLIT_FILES.items()
         }
         with aside.open(encoding="utf-8", newline="\n") as lines:
             for key, line in zip(fitting, lines, strict=True):
                 split_out[split_of[key]].write(line)
-
-
-def _content_digest(example: Example) -> bytes:
-    """Equal for examples with equal parsed content (0.x writes spaced JSON, 2.x compact)."""
-    answer = json.dumps(json.loads(example.assistant), sort_keys=True)
-    digest = hashlib.blake2b(digest_size=16)
-    for part in (example.system, example.user, answer):
-        data = part.encode("utf-8", "surrogatepass")
-        digest.update(len(data).to_bytes(8, "big"))
-        digest.update(data)
-    return digest.digest()
-
-
-def _clean(
-    candidate: dict[str, Any], key: str, state: _Collected, report: DatasetReport
-) -> Example | None:
-    """Dismissed issues out, secrets redacted, ungrounded issues out; None when nothing is left."""
-    result, user = candidate["result"], candidate["user"]
-    issues: list[Any] = list(result.get("issues", []))
-    had_issues = bool(issues)
-    meta = ExampleMetadata.model_validate(candidate["metadata"])
-    dismissed = state.dismissed.get((meta.trace_id, meta.span_id), [])
-    if dismissed:
-        kept = [i for i in issues if not _is_dismissed(i, dismissed)]
-        report.issues_dismissed += len(issues) - len(kept)
-        if had_issues and not kept:
-            report.dropped_all_dismissed += 1
-            return None
-        issues = kept
-    result = {**result, "issues": issues}
-    if report.redaction:
-        redactor = Redactor()
-        redactor.learn(user)
-        redactor.learn("\n".join(_strings(result)))
-        if redactor.count:
-            user = redactor.apply(user)
-            result = _redact_value(result, redactor)
-            report.secrets_redacted += redactor.count
-            report.examples_redacted += 1
-    parts = parse_user_prompt(user)
-    code = parts.code if parts else user
-    grounded = [i for i in result["issues"] if _grounded(i, code)]
-    report.issues_ungrounded += len(result["issues"]) - len(grounded)
-    if had_issues and not grounded:
-        report.dropped_ungrounded += 1
-        return None
-    result["issues"] = grounded
-    DiagnosticResult.model_validate(result)  # still valid: only whole issues were removed
-    meta.file = key
-    assistant = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
-    return Example(system=candidate["system"], user=user, assistant=assistant, metadata=meta)
-
-
-def _grounded(issue: dict[str, Any], code: str) -> bool:
-    snippet = issue.get("issue_snippet")
-    return isinstance(snippet, str) and bool(snippet) and snippet in code
-
-
-def _is_dismissed(issue: dict[str, Any], dismissed: list[tuple[str, str]]) -> bool:
-    return any(
-        issue.get("issue_snippet") == snippet and (not message or issue.get("message") == message)
-        for snippet, message in dismissed
-    )
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-
-
-def _redact_value(value: Any, redactor: Redactor) -> Any:
-    if isinstance(value, str):
-        return redactor.apply(value)
-    if isinstance(value, list):
-        return [_redact_value(v, redactor) for v in value]
-    if isinstance(value, dict):
-        return {k: _redact_value(v, redactor) for k, v in value.items()}
-    return value
 
 
 def assign_splits(files: set[str]) -> dict[str, str]:
@@ -445,19 +399,6 @@ def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
                     yield json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{path}:{number}: not a JSON line ({exc.msg})") from exc
-
-
-def _read_candidates(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            yield json.loads(line)
-
-
-@contextlib.contextmanager
-def _private_writer(path: Path) -> Iterator[IO[str]]:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-        yield handle
 
 
 def _write_json(path: Path, value: Any) -> None:

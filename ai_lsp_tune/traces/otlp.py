@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
@@ -160,33 +161,81 @@ def read_spans(
     """
     for path in paths:
         report.files += 1
-        yield from _read_file(path, report, max_line_bytes, on_progress, skim)
+        requests_before = report.requests
+        lines = yield from read_range(
+            path, report, max_line_bytes=max_line_bytes, on_progress=on_progress, skim=skim
+        )
+        note_file(path, report, lines, report.requests - requests_before)
 
 
-@contextlib.contextmanager
-def _open(path: Path) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
-    """(lines source, raw file): the raw file's position measures progress, also for .gz."""
+def note_file(path: Path, report: ReadReport, lines: int, requests: int) -> None:
+    """After a whole file was read (``lines`` lines, ``requests`` of them OTLP): is it usable?"""
+    if lines == 0 and requests == 0:
+        report.empty_files += 1
+        report.unusable_files.append(f"{path}: empty file")
+    elif requests == 0:
+        report.unusable_files.append(f"{path}: no OTLP trace data in {lines} line(s)")
+
+
+def is_gzip(path: Path) -> bool:
+    """Whether ``path`` starts like a gzip file (read as a stream, never split)."""
+    try:
+        with open(path, "rb") as raw:
+            return raw.read(2) == _GZIP_MAGIC
+    except OSError:
+        return False
+
+
+def line_boundaries(path: Path, every: int) -> list[int]:
+    """Offsets about ``every`` bytes apart where a line starts (0 first): where to split a file.
+
+    Only for plain files; each offset is found by reading from the guess to the next newline.
+    """
+    bounds = [0]
     with open(path, "rb") as raw:
-        if raw.read(2) == _GZIP_MAGIC:
-            raw.seek(0)
-            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-                yield cast(IO[bytes], unzipped), raw
-        else:
-            raw.seek(0)
-            yield raw, raw
+        size = os.fstat(raw.fileno()).st_size
+        guess = every
+        while guess < size:
+            raw.seek(guess)
+            at = guess
+            while True:
+                block = raw.read(_DRAIN_CHUNK)
+                if not block:
+                    return bounds  # no newline after the guess: the rest is one line
+                newline = block.find(b"\n")
+                if newline != -1:
+                    at += newline + 1
+                    break
+                at += len(block)
+            if at >= size:
+                break
+            bounds.append(at)
+            guess = at + every
+    return bounds
 
 
-def _read_file(
+def read_range(
     path: Path,
     report: ReadReport,
-    max_line_bytes: int,
-    on_progress: Callable[[int], None] | None,
-    skim: Skim | None,
-) -> Iterator[Span]:
-    requests_before, lineno, position = report.requests, 0, 0
+    *,
+    start: int = 0,
+    end: int | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    on_progress: Callable[[int], None] | None = None,
+    skim: Skim | None = None,
+) -> Generator[Span, None, int]:
+    """The spans of the lines from byte ``start`` (a line start) to ``end`` (None: the end).
+
+    Line numbers in problems count from ``start``; returns the number of lines read. A range
+    other than the whole file is only for plain files; ``.gz`` files are read whole.
+    """
+    lineno, position = 0, start
     try:
         with _open(path) as (handle, raw):
-            for lineno, line, size in _lines(handle, max_line_bytes):
+            if start:
+                raw.seek(start)
+            limit = None if end is None else end - start
+            for lineno, line, size in _lines(handle, max_line_bytes, limit):
                 report.lines += 1
                 report.bytes_read += size
                 if on_progress is not None:
@@ -212,17 +261,31 @@ def _read_file(
     except (OSError, EOFError, zlib.error) as exc:  # unreadable, corrupt or cut-off gzip
         report.skip(path, lineno + 1, UNREADABLE, str(exc) or type(exc).__name__)
         report.lines += 1
-    if lineno == 0 and report.requests == requests_before:
-        report.empty_files += 1
-        report.unusable_files.append(f"{path}: empty file")
-    elif report.requests == requests_before:
-        report.unusable_files.append(f"{path}: no OTLP trace data in {lineno} line(s)")
+    return lineno
 
 
-def _lines(handle: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, bytes | None, int]]:
-    """(line number, line or None when longer than the limit, size in bytes)."""
-    lineno = 0
-    while True:
+@contextlib.contextmanager
+def _open(path: Path) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
+    """(lines source, raw file): the raw file's position measures progress, also for .gz."""
+    with open(path, "rb") as raw:
+        if raw.read(2) == _GZIP_MAGIC:
+            raw.seek(0)
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+                yield cast(IO[bytes], unzipped), raw
+        else:
+            raw.seek(0)
+            yield raw, raw
+
+
+def _lines(
+    handle: IO[bytes], max_line_bytes: int, limit: int | None = None
+) -> Iterator[tuple[int, bytes | None, int]]:
+    """(line number, line or None when longer than the limit, size in bytes).
+
+    Stops after ``limit`` bytes (at the end of the line that reaches it) when one is given.
+    """
+    lineno, consumed = 0, 0
+    while limit is None or consumed < limit:
         line = handle.readline(max_line_bytes + 1)
         if not line:
             return
@@ -234,8 +297,10 @@ def _lines(handle: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, bytes 
                 size += len(chunk)
                 if not chunk or chunk.endswith(b"\n"):
                     break
+            consumed += size
             yield lineno, None, size
         else:
+            consumed += len(line)
             yield lineno, line, len(line)
 
 

@@ -1,0 +1,346 @@
+"""One piece of `prepare-dataset`'s work: a chunk of trace input, read or cleaned.
+
+A large plain trace file is cut at line starts into chunks that worker processes read at the
+same time (``collect_chunk``), each writing the usable runs it finds to its own private temp
+file. Once every chunk was read (a run's document URI or a dismissal may come later in the
+input), the chunks are cleaned the same way (``clean_chunk``): dismissed issues, secrets,
+grounding, the token count. ``dataset`` merges the small per-chunk results in input order, so
+counts, line numbers, duplicates and splits are exactly what one sequential pass gives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from pydantic import BaseModel
+
+from ai_lsp_tune.dataset_report import DatasetReport
+from ai_lsp_tune.files import PRIVATE_FILE_MODE
+from ai_lsp_tune.redact import Redactor
+from ai_lsp_tune.schema import DiagnosticResult, InvalidModelOutput, parse_diagnostic_result
+from ai_lsp_tune.tokens import TokenCounter, estimate_counter
+from ai_lsp_tune.traces import genai, otlp
+from ai_lsp_tune.traces.agent_runs import AgentRun, agent_run_from_span, parse_user_prompt
+from ai_lsp_tune.traces.skim import skim_and_decode
+
+_URI_ATTRIBUTES = (genai.DOCUMENT_URI, "uri")  # ours; the original ai-lsp's analyze_document
+RUN_COUNTS = (
+    *("agent_runs", "no_final_result", "error_status", "with_final_result", "scrubbed"),
+    *("invalid_result", "usable", "feedback_spans"),
+)
+CLEAN_COUNTS = (
+    *("issues_dismissed", "dropped_all_dismissed", "issues_ungrounded", "dropped_ungrounded"),
+    *("secrets_redacted", "examples_redacted"),
+)
+Dismissed = dict[tuple[str, str], list[tuple[str, str]]]  # (trace, span) -> [(snippet, message)]
+
+
+class ExampleMetadata(BaseModel):
+    trace_id: str = ""
+    span_id: str = ""
+    time: str = ""  # ISO 8601, UTC
+    model: str = ""
+    language: str = ""
+    file: str = ""  # the document URI, or its name when no URI was recorded
+    format: str = ""
+
+
+class Example(BaseModel):
+    """One training example: the prompt pair and the DiagnosticResult JSON to learn."""
+
+    system: str
+    user: str
+    assistant: str
+    metadata: ExampleMetadata | None = None
+
+    def messages(self) -> list[dict[str, str]]:
+        return [
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": self.user},
+            {"role": "assistant", "content": self.assistant},
+        ]
+
+    def source_file(self) -> str:
+        """What the split is keyed on: the document, so no file's code is in two splits."""
+        if self.metadata and self.metadata.file:
+            return self.metadata.file
+        parts = parse_user_prompt(self.user)
+        return parts.name if parts else hashlib.sha256(self.user.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Lines of one trace file from byte ``start`` (a line start) to ``end`` (None: the end)."""
+
+    path: Path
+    start: int = 0
+    end: int | None = None  # always None for .gz (read as a stream)
+    size: int = 0  # on-disk bytes, for progress
+
+
+@dataclass
+class Collected:
+    """What reading a chunk found, besides its candidates file: all small."""
+
+    read: otlp.ReadReport
+    lines: int = 0  # line numbers in ``read.problems`` count from the chunk's first line
+    candidates: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    formats: Counter[str] = field(default_factory=Counter)
+    uris: list[tuple[str, str]] = field(default_factory=list)  # (span id, URI), in input order
+    dismissed: list[tuple[tuple[str, str], tuple[str, str]]] = field(default_factory=list)
+    file_keys: list[tuple[str, str, str]] = field(default_factory=list)  # (uri, parent, name)
+
+
+def collect_chunk(
+    chunk: Chunk, candidates: Path, on_progress: Callable[[int], None] | None = None
+) -> Collected:
+    """Read a chunk: counts, URIs and dismissals kept; usable runs written to ``candidates``."""
+    found = Collected(read=otlp.ReadReport())
+    report = DatasetReport()
+    unfinished = 0  # runs in skimmed lines; summed here, as pydantic's setattr is slow
+
+    def skim(line: bytes) -> tuple[int, list[otlp.RawSpan]] | None:
+        nonlocal unfinished
+        skimmed = skim_and_decode(line)
+        if skimmed is None:
+            return None
+        if skimmed.runs:
+            unfinished += skimmed.runs
+            found.formats[skimmed.run_format.value] += skimmed.runs
+        if skimmed.uris:
+            found.uris.extend(skimmed.uris)
+        return skimmed.spans, skimmed.decoded
+
+    def spans() -> Iterator[otlp.Span]:
+        found.lines = yield from otlp.read_range(
+            chunk.path,
+            found.read,
+            start=chunk.start,
+            end=chunk.end,
+            on_progress=on_progress,
+            skim=skim,
+        )
+
+    with private_writer(candidates) as out:
+        for span in spans():
+            attrs = span.attributes
+            run = agent_run_from_span(span)
+            if run is None:
+                if genai.is_feedback_span(span.name, attrs):
+                    _remember_feedback(found, attrs, report)
+                    continue
+                uri = next((attrs[k] for k in _URI_ATTRIBUTES if isinstance(attrs.get(k), str)), "")
+                if uri and span.span_id:
+                    found.uris.append((span.span_id, uri))
+                continue
+            report.agent_runs += 1
+            found.formats[run.format.value] += 1
+            result = _usable_result(run, report)
+            if result is None:
+                continue
+            report.usable += 1
+            found.candidates += 1
+            found.file_keys.append((run.document_uri, run.parent_span_id, run.document_name))
+            out.write(json.dumps(_candidate(run, result), ensure_ascii=False) + "\n")
+    report.agent_runs += unfinished
+    report.no_final_result += unfinished
+    found.counts = {name: getattr(report, name) for name in RUN_COUNTS}
+    return found
+
+
+def clean_chunk(
+    candidates: Path,
+    keys: list[str],
+    dismissed: Dismissed,
+    redaction: bool,
+    cleaned: Path,
+    counter: TokenCounter | None = None,
+) -> dict[str, int]:
+    """Clean a chunk's candidates (``keys``: their source files) into ``cleaned``; the counts.
+
+    ``cleaned`` holds three lines per example: ``[digest, tokens, key]``, the dataset.json
+    line, the chat line of the splits. ``counter`` None: the estimate (picklable by name).
+    """
+    report = DatasetReport(redaction=redaction)
+    count = (counter or estimate_counter()).count
+    with candidates.open(encoding="utf-8") as lines, private_writer(cleaned) as out:
+        for line, key in zip(lines, keys, strict=True):
+            example = _clean(json.loads(line), key, dismissed, report)
+            if example is None:
+                continue
+            messages = example.messages()
+            meta = json.dumps([_content_digest(example).hex(), count(messages), key])
+            out.write(meta + "\n")
+            out.write(example.model_dump_json() + "\n")
+            out.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
+    return {name: getattr(report, name) for name in CLEAN_COUNTS}
+
+
+def _usable_result(run: AgentRun, report: DatasetReport) -> dict[str, Any] | None:
+    """The answer as parsed JSON, or None (counted) when the run cannot be an example."""
+    if run.output is None:  # checked first: skimmed lines cannot tell a failure apart
+        report.no_final_result += 1
+        return None
+    if run.failed:
+        report.error_status += 1
+        return None
+    report.with_final_result += 1
+    if run.output_scrubbed or run.prompt_scrubbed:
+        report.scrubbed += 1
+        return None
+    try:
+        parse_diagnostic_result(run.output)
+    except InvalidModelOutput:
+        report.invalid_result += 1
+        return None
+    value = json.loads(run.output)
+    return value if isinstance(value, dict) else None
+
+
+def _candidate(run: AgentRun, result: dict[str, Any]) -> dict[str, Any]:
+    seconds = run.start_time_unix_nano / 1e9
+    return {
+        "system": run.system,
+        "user": run.user,
+        "result": result,
+        "metadata": ExampleMetadata(
+            trace_id=run.trace_id,
+            span_id=run.span_id,
+            time=datetime.fromtimestamp(seconds, UTC).isoformat() if seconds else "",
+            model=run.model,
+            language=run.language,
+            file=run.document_uri,
+            format=run.format.value,
+        ).model_dump(),
+        "parent_span_id": run.parent_span_id,
+        "document_name": run.document_name,
+    }
+
+
+def _remember_feedback(found: Collected, attrs: dict[str, Any], report: DatasetReport) -> None:
+    try:
+        feedback = genai.feedback_from_attributes(attrs)
+    except ValueError:
+        return
+    report.feedback_spans += 1
+    if feedback.kind == "dismissed":
+        key = (feedback.analysis_trace_id, feedback.analysis_span_id)
+        found.dismissed.append((key, (feedback.issue_snippet, feedback.message)))
+
+
+def _content_digest(example: Example) -> bytes:
+    """Equal for examples with equal parsed content (0.x writes spaced JSON, 2.x compact)."""
+    answer = json.dumps(json.loads(example.assistant), sort_keys=True)
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (example.system, example.user, answer):
+        data = part.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.digest()
+
+
+def _clean(
+    candidate: dict[str, Any], key: str, dismissed_by_run: Dismissed, report: DatasetReport
+) -> Example | None:
+    """Dismissed issues out, secrets redacted, ungrounded issues out; None when nothing is left."""
+    result, user = candidate["result"], candidate["user"]
+    issues: list[Any] = list(result.get("issues", []))
+    had_issues = bool(issues)
+    meta = ExampleMetadata.model_validate(candidate["metadata"])
+    dismissed = dismissed_by_run.get((meta.trace_id, meta.span_id), [])
+    if dismissed:
+        kept = [i for i in issues if not _is_dismissed(i, dismissed)]
+        report.issues_dismissed += len(issues) - len(kept)
+        if had_issues and not kept:
+            report.dropped_all_dismissed += 1
+            return None
+        issues = kept
+    result = {**result, "issues": issues}
+    if report.redaction:
+        redactor = Redactor()
+        redactor.learn(user)
+        redactor.learn("\n".join(_strings(result)))
+        if redactor.count:
+            user = redactor.apply(user)
+            result = _redact_value(result, redactor)
+            report.secrets_redacted += redactor.count
+            report.examples_redacted += 1
+    parts = parse_user_prompt(user)
+    code = parts.code if parts else user
+    grounded = [i for i in result["issues"] if _grounded(i, code)]
+    report.issues_ungrounded += len(result["issues"]) - len(grounded)
+    if had_issues and not grounded:
+        report.dropped_ungrounded += 1
+        return None
+    result["issues"] = grounded
+    DiagnosticResult.model_validate(result)  # still valid: only whole issues were removed
+    meta.file = key
+    assistant = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+    return Example(system=candidate["system"], user=user, assistant=assistant, metadata=meta)
+
+
+def _grounded(issue: dict[str, Any], code: str) -> bool:
+    snippet = issue.get("issue_snippet")
+    return isinstance(snippet, str) and bool(snippet) and snippet in code
+
+
+def _is_dismissed(issue: dict[str, Any], dismissed: list[tuple[str, str]]) -> bool:
+    return any(
+        issue.get("issue_snippet") == snippet and (not message or issue.get("message") == message)
+        for snippet, message in dismissed
+    )
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+
+
+def _redact_value(value: Any, redactor: Redactor) -> Any:
+    if isinstance(value, str):
+        return redactor.apply(value)
+    if isinstance(value, list):
+        return [_redact_value(v, redactor) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_value(v, redactor) for k, v in value.items()}
+    return value
+
+
+def exit_with_parent(parent: int) -> None:
+    """A worker's initializer: end the worker when its parent is gone (killed on cancel).
+
+    A killed parent never tells its pool, and a worker waiting for work would wait forever.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+@contextlib.contextmanager
+def private_writer(path: Path) -> Iterator[IO[str]]:
+    """A text file created 0600 (it holds source code), LF line ends."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+        yield handle
