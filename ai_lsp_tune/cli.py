@@ -6,7 +6,7 @@ Each command parses its options here and delegates to the module that owns the w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -30,6 +30,16 @@ app.add_typer(finetune_app, name="finetune")
 
 
 # --- finetune prepare-dataset (owner: dataset) --------------------------------------------
+RedactOption = Annotated[
+    bool,
+    typer.Option(
+        "--redact/--no-redact",
+        help="Replace private keys, API tokens and password literals with placeholders, "
+        "the same in prompt and answer.",
+    ),
+]
+
+
 @finetune_app.command("prepare-dataset")
 def prepare_dataset(
     traces: Annotated[
@@ -62,14 +72,7 @@ def prepare_dataset(
             "splits (mlx-lm would truncate them).",
         ),
     ] = 2048,
-    redact: Annotated[
-        bool,
-        typer.Option(
-            "--redact/--no-redact",
-            help="Replace private keys, API tokens and password literals with placeholders, "
-            "the same in prompt and answer.",
-        ),
-    ] = True,
+    redact: RedactOption = True,
     tokenizer: Annotated[
         str | None,
         typer.Option(
@@ -175,14 +178,19 @@ SeedOption = Annotated[int, typer.Option(min=0, help="Seed for LoRA init and bat
 DATASET_DIR = Path("dataset")
 
 
-def _train_request(dataset: Path, **options: object) -> TrainRequest:
-    """A TrainRequest, or exit 2 with the offending option named."""
+def _train_request(dataset: Path, options: dict[str, Any]) -> TrainRequest:
+    """A TrainRequest from a command's ``locals()``, or exit 2 with the offending option named.
+
+    The training options share TrainRequest's field names, so train and pipeline declare them
+    once each (typer needs the signature) and hand them over here in one piece.
+    """
     from pydantic import ValidationError
 
     from ai_lsp_tune.training.request import TrainRequest
 
+    fields = {name: value for name, value in options.items() if name in TrainRequest.model_fields}
     try:
-        return TrainRequest(dataset=dataset, **options)  # type: ignore[arg-type]
+        return TrainRequest.model_validate({**fields, "dataset": dataset})
     except ValidationError as exc:
         first = exc.errors()[0]
         option = "--" + str(first["loc"][0]).replace("_", "-")
@@ -196,7 +204,7 @@ def _run_train(request: TrainRequest) -> None:
     from ai_lsp_tune.training.console import report_outcome, train_with_progress
 
     outcome = train_with_progress(request)
-    code = report_outcome(outcome, request, Console())
+    code = report_outcome(outcome, Console())
     if code:
         raise typer.Exit(code)
 
@@ -232,21 +240,7 @@ def train(
 
     Ctrl-C stops within seconds and keeps a checkpoint: continue with --resume.
     """
-    _run_train(
-        _train_request(
-            dataset,
-            model_name=model_name,
-            output_dir=output_dir,
-            num_epochs=num_epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            max_seq_length=max_seq_length,
-            lora_rank=lora_rank,
-            num_layers=num_layers,
-            resume=resume,
-            seed=seed,
-        )
-    )
+    _run_train(_train_request(dataset, locals()))
 
 
 @finetune_app.command("pipeline")
@@ -269,21 +263,10 @@ def pipeline(
         "dataset.json"
     ),
     dataset_dir: Annotated[Path, typer.Option(help="Where to write the splits.")] = DATASET_DIR,
+    redact: RedactOption = True,
 ) -> None:
     """prepare-dataset + train in one go (same options as both)."""
-    request = _train_request(
-        dataset_dir,
-        model_name=model_name,
-        output_dir=output_dir,
-        num_epochs=num_epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        max_seq_length=max_seq_length,
-        lora_rank=lora_rank,
-        num_layers=num_layers,
-        resume=resume,
-        seed=seed,
-    )
+    request = _train_request(dataset_dir, locals())  # checked before any work is done
     # Exact token counts when the model's tokenizer is at hand; an estimate otherwise.
     tokenizer = model_name if Path(model_name).expanduser().is_dir() else None
     run_prepare_dataset(
@@ -291,6 +274,7 @@ def pipeline(
         output_file=dataset_file,
         output_dir=dataset_dir,
         max_seq_length=max_seq_length,
+        redact=redact,
         tokenizer=tokenizer,
     )
     _run_train(request)

@@ -165,7 +165,7 @@ def run_demo(workdir: Path | None = None) -> int:
         **DEMO_HYPERPARAMETERS,  # type: ignore[arg-type]
     )
     outcome = train_with_progress(request)
-    code = report_outcome(outcome, request, console)
+    code = report_outcome(outcome, console)
     if code == 0:
         console.print(
             "[green]Smoke test passed:[/green] the metrics above moved because of training. "

@@ -10,9 +10,9 @@ from ai_lsp_tune.training.events import (
     DoneEvent,
     ProtocolMismatch,
     TrainingEvent,
-    dump_event,
     parse_event,
 )
+from ai_lsp_tune.wire import encode_line
 
 
 def test_answers_are_scored_for_json_schema_grounding_and_snippets() -> None:
@@ -66,13 +66,13 @@ def test_not_worse_gate(candidate: EvalMetrics, current: EvalMetrics, expected: 
 
 def test_events_round_trip_one_json_line_each(tmp_path: object) -> None:
     event = TrainingEvent(iteration=3, total=10, train_loss=1.25, eta_s=4.0, fraction=0.4)
-    line = dump_event(event)
+    line = encode_line(event)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert parse_event(line) == event
     done = DoneEvent(
         output_dir="o", model_path="o/model", run_json="o/run.json", after=_metrics(1.0)
     )
-    assert parse_event(dump_event(done)) == done
+    assert parse_event(encode_line(done)) == done
 
 
 def test_another_protocol_version_is_refused() -> None:

@@ -50,6 +50,15 @@ def teacher_traces(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return asyncio.run(record_teacher_traces(root / "ws", root / "home", files=16))
 
 
+@pytest.fixture
+def taught_workspace(tmp_path: Path, teacher_traces: Path) -> Path:
+    """A fresh project whose trace export already holds the teacher's session."""
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    place_traces(teacher_traces, workspace)
+    return workspace
+
+
 def check_progress(reports: list[Any]) -> list[int]:
     """begin -> reports -> end in order; percentages never go back; each message starts with it."""
     assert isinstance(reports[0], types.WorkDoneProgressBegin)
@@ -152,12 +161,11 @@ async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
 
 
 async def test_cancel_keeps_the_served_model_and_the_next_run_resumes(
-    tmp_path: Path, isolated_home: Path, tiny_model: Path, teacher_traces: Path
+    taught_workspace: Path, isolated_home: Path, tiny_model: Path
 ) -> None:
-    workspace = tmp_path / "project"
-    workspace.mkdir()
-    place_traces(teacher_traces, workspace)
-    student = await start_student(workspace, isolated_home, tiny_model, **{**QUICK, "numEpochs": 4})
+    student = await start_student(
+        taught_workspace, isolated_home, tiny_model, **{**QUICK, "numEpochs": 4}
+    )
     try:
         first = await student.command(commands.FINETUNE)
         token = first["progressToken"]
@@ -194,12 +202,9 @@ async def test_cancel_keeps_the_served_model_and_the_next_run_resumes(
 
 
 async def test_killed_worker_and_unloadable_model_leave_the_old_model_serving(
-    tmp_path: Path, isolated_home: Path, tiny_model: Path, teacher_traces: Path
+    taught_workspace: Path, isolated_home: Path, tiny_model: Path
 ) -> None:
-    workspace = tmp_path / "project"
-    workspace.mkdir()
-    place_traces(teacher_traces, workspace)
-    student = await start_student(workspace, isolated_home, tiny_model, **QUICK, force=True)
+    student = await start_student(taught_workspace, isolated_home, tiny_model, **QUICK, force=True)
     server_pid = student.client._server.pid  # type: ignore[union-attr]
     try:
         first = await student.command(commands.FINETUNE)
@@ -252,18 +257,11 @@ NO_PROGRESS = types.ClientCapabilities(
 
 @pytest.mark.parametrize("client_kind", ["no progress support", "refuses the token"])
 async def test_clients_without_progress_get_messages_and_shutdown_stops_the_worker(
-    tmp_path: Path,
-    isolated_home: Path,
-    tiny_model: Path,
-    teacher_traces: Path,
-    client_kind: str,
+    taught_workspace: Path, isolated_home: Path, tiny_model: Path, client_kind: str
 ) -> None:
-    workspace = tmp_path / "project"
-    workspace.mkdir()
-    place_traces(teacher_traces, workspace)
     capabilities = NO_PROGRESS if client_kind == "no progress support" else None
     student = await start_student(
-        workspace,
+        taught_workspace,
         isolated_home,
         tiny_model,
         capabilities=capabilities,

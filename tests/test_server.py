@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -100,6 +100,19 @@ def pos(line: int, character: int) -> types.Position:
     return types.Position(line=line, character=character)
 
 
+async def code_actions(
+    session: Session, uri: str, at: types.Range, diagnostics: list[types.Diagnostic]
+) -> Sequence[types.Command | types.CodeAction] | None:
+    """What the editor asks for when the user opens the quick-fix menu at ``at``."""
+    return await session.client.text_document_code_action_async(
+        types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            range=at,
+            context=types.CodeActionContext(diagnostics=diagnostics),
+        )
+    )
+
+
 async def test_every_occurrence_is_placed_in_utf16_positions(
     session: Session, endpoint: ScriptedEndpoint
 ) -> None:
@@ -141,13 +154,7 @@ async def test_quick_fix_applies_and_dismiss_removes(
     diagnostics = await session.wait_for_diagnostics(uri)
     unsafe = next(d for d in diagnostics if "eval" in d.message)
 
-    actions = await session.client.text_document_code_action_async(
-        types.CodeActionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri),
-            range=unsafe.range,
-            context=types.CodeActionContext(diagnostics=[unsafe]),
-        )
-    )
+    actions = await code_actions(session, uri, unsafe.range, [unsafe])
     assert actions is not None
     titles = [a.title for a in actions if isinstance(a, types.CodeAction)]
     assert titles[0] == "Use ast.literal_eval"
@@ -160,13 +167,7 @@ async def test_quick_fix_applies_and_dismiss_removes(
 
     # Dismiss another diagnostic: it disappears, the others stay.
     total = next(d for d in diagnostics if d.message.startswith("Total"))
-    actions = await session.client.text_document_code_action_async(
-        types.CodeActionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri),
-            range=total.range,
-            context=types.CodeActionContext(diagnostics=[total]),
-        )
-    )
+    actions = await code_actions(session, uri, total.range, [total])
     assert actions is not None
     (dismiss,) = [a for a in actions if isinstance(a, types.CodeAction) and a.command]
     assert dismiss.command is not None and dismiss.command.command == DISMISS
@@ -305,13 +306,7 @@ async def test_unloadable_local_model_is_explained_and_the_server_stays_up(
         assert "mlx-community/no-such-model-4bit" in shown[0].message
         assert "aiLsp.model" in shown[0].message and "AI_LSP_MODEL" in shown[0].message
         uri = s.open("a.py", "x = 1\n")
-        actions = await s.client.text_document_code_action_async(
-            types.CodeActionParams(
-                text_document=types.TextDocumentIdentifier(uri=uri),
-                range=types.Range(start=pos(0, 0), end=pos(0, 1)),
-                context=types.CodeActionContext(diagnostics=[]),
-            )
-        )
+        actions = await code_actions(s, uri, types.Range(start=pos(0, 0), end=pos(0, 1)), [])
         assert list(actions or []) == []
     finally:
         await stop_session(s)

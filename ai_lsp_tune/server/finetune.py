@@ -55,7 +55,7 @@ from ai_lsp_tune.server.finetune_state import (
     load_record,
     save_record,
 )
-from ai_lsp_tune.server.finetune_training import TrainOutcome, train_candidate
+from ai_lsp_tune.server.finetune_training import TrainOutcome, build_request, train_candidate
 
 logger = logging.getLogger(__name__)
 __all__ = [
@@ -123,7 +123,8 @@ class FinetuneJob:
         resumed = self._resumable(options)
         run_id = resumed.run_id if resumed else new_run_id()
         run_dir = Path(resumed.run_dir) if resumed else self.ctx.runs_dir / run_id
-        base_model = options.settings.base_model or self.ctx.served_model().current_path
+        serving = self.ctx.served_model().current_path
+        base_model = options.settings.base_model or serving
         if not base_model:
             raise ValueError("no model to fine-tune: set finetune.baseModel or model")
         self.record = RunRecord(
@@ -132,7 +133,7 @@ class FinetuneJob:
             started_at=time.time(),
             run_dir=str(run_dir),
             base_model=base_model,
-            baseline_model=self.ctx.served_model().current_path,
+            baseline_model=serving,
             examples=resumed.examples if resumed else None,
         )
         self._meter = ProgressMeter()
@@ -356,7 +357,7 @@ class FinetuneJob:
             if self._cancel_requested:
                 runner.cancel()
 
-        return await train_candidate(
+        request = build_request(
             options.settings,
             eval_max_tokens=options.eval_max_tokens,
             dataset=dataset_dir,
@@ -364,9 +365,8 @@ class FinetuneJob:
             baseline_model=self.record.baseline_model,
             output_dir=output_dir,
             resume=resume,
-            on_step=on_step,
-            on_runner=on_runner,
         )
+        return await train_candidate(request, on_step=on_step, on_runner=on_runner)
 
     def _follow_up(self, coro: Coroutine[Any, Any, None]) -> None:
         """A message whose answer may come much later; the run does not wait for it."""
@@ -390,15 +390,7 @@ class FinetuneJob:
     ) -> None:
         """Tell the user what changed, with a "Roll back" action (answered whenever they like)."""
         text = f"Fine-tuned model now serving. {describe_change(before, after)}"
-        params = lsp.ShowMessageRequestParams(
-            type=lsp.MessageType.Info, message=text, actions=[lsp.MessageActionItem(ROLL_BACK)]
-        )
-        try:
-            choice = await self.ctx.show_message_request(params)
-        except Exception as exc:
-            logger.info("message request not answered: %s", exc)
-            return
-        if choice is not None and getattr(choice, "title", None) == ROLL_BACK:
+        if await self._offer(lsp.MessageType.Info, text, ROLL_BACK):
             await self._from_message(self.rollback())
 
     async def offer_after_rejection(
@@ -409,16 +401,20 @@ class FinetuneJob:
             "The fine-tuned model scored worse than the one serving, so it was not swapped in "
             f"(set finetune.force to override). {describe_change(before, after)}"
         )
+        if await self._offer(lsp.MessageType.Warning, text, USE_ANYWAY):
+            await self._from_message(self.use_model(candidate))
+
+    async def _offer(self, kind: lsp.MessageType, text: str, action: str) -> bool:
+        """Show ``text`` with one action; True when the user picked it (whenever they do)."""
         params = lsp.ShowMessageRequestParams(
-            type=lsp.MessageType.Warning, message=text, actions=[lsp.MessageActionItem(USE_ANYWAY)]
+            type=kind, message=text, actions=[lsp.MessageActionItem(action)]
         )
         try:
             choice = await self.ctx.show_message_request(params)
         except Exception as exc:
             logger.info("message request not answered: %s", exc)
-            return
-        if choice is not None and getattr(choice, "title", None) == USE_ANYWAY:
-            await self._from_message(self.use_model(candidate))
+            return False
+        return getattr(choice, "title", None) == action
 
     async def _from_message(self, action: Coroutine[Any, Any, None]) -> None:
         """Run an action the user picked in a message; its failure is shown, not raised."""

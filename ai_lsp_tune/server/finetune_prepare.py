@@ -16,9 +16,11 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from ai_lsp_tune.wire import WireMessage, encode_line
 
 PROTOCOL_VERSION = 1
 logger = logging.getLogger(__name__)
@@ -34,9 +36,7 @@ class PrepareRequest(BaseModel):
     tokenizer: str | None = None
 
 
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
+class _Message(WireMessage):
     v: int = PROTOCOL_VERSION
 
 
@@ -125,12 +125,13 @@ def _child(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="Prepare a dataset for the language server.")
     parser.add_argument("request", help="PrepareRequest as JSON")
     args = parser.parse_args(argv)
-    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    channel = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to the log, never into the message channel
     os.nice(10)  # below the language server, like the model host
 
-    def send(message: Any) -> None:
-        channel.write(message.model_dump_json() + "\n")
+    def send(message: _Message) -> None:
+        channel.write(encode_line(message))
+        channel.flush()
 
     from ai_lsp_tune.dataset import prepare_dataset
 

@@ -41,7 +41,7 @@ def build_request(
     baseline_model: str | None,
     output_dir: Path,
     resume: bool,
-    eval_max_tokens: int = 512,
+    eval_max_tokens: int,
 ) -> TrainRequest:
     """The worker's request: hyper-parameters from ``aiLsp.finetune``, the gate's baseline."""
     return TrainRequest.model_validate(
@@ -113,35 +113,15 @@ def _gate(after: EvalMetrics | None, before: EvalMetrics | None) -> bool:
 
 
 async def train_candidate(
-    settings: FinetuneSettings,
+    request: TrainRequest,
     *,
-    dataset: Path,
-    base_model: str,
-    baseline_model: str | None,
-    output_dir: Path,
-    resume: bool,
     on_step: Callable[[ProgressStep], None],
     on_runner: Callable[[Any], None],
-    eval_max_tokens: int = 512,
 ) -> TrainOutcome:
     """Run the worker to its end; ``on_runner`` gets the runner so the job can cancel it."""
     from ai_lsp_tune.training.runner import TrainingRunner
 
-    request = build_request(
-        settings,
-        dataset=dataset,
-        base_model=base_model,
-        baseline_model=baseline_model,
-        output_dir=output_dir,
-        resume=resume,
-        eval_max_tokens=eval_max_tokens,
-    )
-    final: list[Any] = []
-
     def on_event(event: Any) -> None:
-        if isinstance(event, events.DoneEvent | events.ErrorEvent | events.CancelledEvent):
-            final.append(event)
-            return
         step = progress_step(event)
         if step is not None:
             on_step(step)
@@ -151,4 +131,4 @@ async def train_candidate(
     runner = TrainingRunner(request, on_event=on_event, env=env)
     on_runner(runner)
     result = await runner.run()  # never raises for worker errors; a dead worker is an error
-    return outcome_of(final[-1] if final else result.event)
+    return outcome_of(result.event)

@@ -24,9 +24,9 @@ from ai_lsp_tune.serving.protocol import (
     LoadFailed,
     Ready,
     ShutdownRequest,
-    encode,
     host_event_adapter,
 )
+from ai_lsp_tune.wire import encode_line
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class HostClient:
 
     def _send(self, message: GenerateRequest | CancelRequest | ShutdownRequest) -> None:
         assert self.process.stdin is not None
-        self.process.stdin.write(encode(message))
+        self.process.stdin.write(encode_line(message))
 
     async def _read_events(self) -> None:
         assert self.process.stdout is not None

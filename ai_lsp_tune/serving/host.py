@@ -32,9 +32,9 @@ from ai_lsp_tune.serving.protocol import (
     LoadFailed,
     Ready,
     ShutdownRequest,
-    encode,
     host_request_adapter,
 )
+from ai_lsp_tune.wire import encode_line
 
 log = logging.getLogger("ai_lsp_tune.host")
 
@@ -48,7 +48,7 @@ class Channel:
 
     def send(self, message: BaseModel) -> None:
         with self._lock:
-            self._stream.write(encode(message))
+            self._stream.write(encode_line(message))
             self._stream.flush()
 
 

@@ -10,12 +10,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from ai_lsp_tune.wire import WireMessage
+
 PROTOCOL_VERSION = 1
 
 
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
+class _Message(WireMessage):
     v: int = PROTOCOL_VERSION
 
 
@@ -97,8 +97,3 @@ HostEvent = Annotated[
 
 host_request_adapter: TypeAdapter[HostRequest] = TypeAdapter(HostRequest)
 host_event_adapter: TypeAdapter[HostEvent] = TypeAdapter(HostEvent)
-
-
-def encode(message: BaseModel) -> bytes:
-    """One message as one line."""
-    return message.model_dump_json().encode() + b"\n"

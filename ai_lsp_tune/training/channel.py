@@ -11,7 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from ai_lsp_tune.training.events import ErrorKind, WorkerEvent, dump_event
+from ai_lsp_tune.training.events import ErrorKind, WorkerEvent
+from ai_lsp_tune.wire import encode_line
 
 
 class WorkerError(Exception):
@@ -44,7 +45,7 @@ class EventChannel:
             if self._closed:
                 return
             try:
-                os.write(self._fd, dump_event(event))
+                os.write(self._fd, encode_line(event))
             except (BrokenPipeError, OSError):
                 self._stop.set()
             if final:

@@ -64,7 +64,7 @@ class _View:
         )
 
 
-def train_with_progress(request: TrainRequest, console: Console | None = None) -> RunOutcome:
+def train_with_progress(request: TrainRequest) -> RunOutcome:
     """Run the request in a worker with a progress bar (on stderr); Ctrl-C cancels it."""
     errors = Console(stderr=True)
     columns = (
@@ -107,7 +107,7 @@ def metrics_table(before: EvalMetrics | None, after: EvalMetrics | None) -> Tabl
     return table
 
 
-def report_outcome(outcome: RunOutcome, request: TrainRequest, console: Console) -> int:
+def report_outcome(outcome: RunOutcome, console: Console) -> int:
     """Print how the run ended; return the exit code."""
     errors = Console(stderr=True)
     event = outcome.event

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import Field, TypeAdapter
 
 from ai_lsp_tune.training.evaluate import EvalMetrics
+from ai_lsp_tune.wire import WireMessage
 
 EVENT_PROTOCOL_VERSION = 1
 
@@ -27,9 +28,7 @@ ErrorKind = Literal[
 ]
 
 
-class _Event(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
+class _Event(WireMessage):
     v: int = EVENT_PROTOCOL_VERSION
     fraction: float = Field(default=0.0, ge=0.0, le=1.0)
     elapsed_s: float = 0.0
@@ -122,8 +121,3 @@ def parse_event(line: str | bytes) -> WorkerEvent:
             f"training worker speaks event protocol v{event.v}, this side v{EVENT_PROTOCOL_VERSION}"
         )
     return event
-
-
-def dump_event(event: WorkerEvent) -> bytes:
-    """The wire form: compact JSON and a newline."""
-    return event.model_dump_json().encode() + b"\n"

@@ -19,7 +19,6 @@ from typing import Literal
 
 from ai_lsp_tune.training.events import (
     CancelledEvent,
-    DoneEvent,
     ErrorEvent,
     FinalEvent,
     WorkerEvent,
@@ -60,14 +59,9 @@ class TrainingRunner:
         self.on_log = on_log
         self.python = python
         self.env = env
-        self.last_event: WorkerEvent | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._cancel_requested = False
         self._log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.returncode is None
 
     def cancel(self) -> None:
         """Ask the worker to stop (it saves a checkpoint); kill it if it does not within 5 s."""
@@ -132,7 +126,7 @@ class TrainingRunner:
                     log.warning("ignoring a bad event line from the training worker: %s", exc)
                     continue
                 self._deliver(event)
-                if isinstance(event, DoneEvent | ErrorEvent | CancelledEvent):
+                if isinstance(event, FinalEvent):
                     final = event
         finally:
             transport.close()
@@ -148,7 +142,6 @@ class TrainingRunner:
                 self.on_log(text)
 
     def _deliver(self, event: WorkerEvent) -> None:
-        self.last_event = event
         if self.on_event is not None:
             try:
                 self.on_event(event)
