@@ -1,9 +1,10 @@
 """Neovim end to end: the real plugin in a real headless Neovim, driving the real server.
 
-A user opens a Python file and gets diagnostics from the teacher (a scripted OpenAI-compatible
-endpoint on loopback: the one fake, a remote provider), switches to the local tiny model, runs
-:AiLspFinetune on the server's own traces, watches the progress, gets the swap message, and the
-next diagnostics come from the fine-tuned model. The Lua side records what it saw to JSON; this
+A user works on a Python file and gets diagnostics from the teacher (a scripted OpenAI-compatible
+endpoint on loopback: the one fake, a remote provider), switches to the local tiny model (which
+finds nothing), runs :AiLspFinetune on the server's own traces, watches the progress, gets the swap
+message, and the next diagnostic comes from the fine-tuned model: it flags what the teacher flagged
+(the recipe of tests/finetune_story.py). The Lua side records what it saw to JSON; this
 file asserts on it.
 """
 
@@ -21,6 +22,7 @@ import pytest
 
 from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.otlp import ReadReport, read_spans
+from tests.finetune_story import FLAW, TEACHER_ANSWER, TINY_FINETUNE, source_file
 from tests.scripted_openai import Answer, ChatRequest, scripted_endpoint
 
 pytestmark = pytest.mark.editor
@@ -28,26 +30,26 @@ pytestmark = pytest.mark.editor
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = REPO / "editors" / "nvim"
 E2E_SCRIPT = Path(__file__).parent / "editor" / "nvim_e2e.lua"
-FLAGGED = "sum(values) / len(values)"
-SOURCE = f"def average(values):\n    return {FLAGGED}\n"
-TEACHER_ANSWER = json.dumps(
-    {
-        "issues": [
-            {
-                "issue_snippet": FLAGGED,
-                "severity": "warning",
-                "message": "Division by zero when values is empty.",
-                "suggested_fixes": [
-                    {
-                        "title": "Guard against an empty list",
-                        "target_snippet": FLAGGED,
-                        "replacement_snippet": f"{FLAGGED} if values else 0.0",
-                    }
-                ],
-            }
-        ]
-    }
-)
+# The fine-tune story's recipe (tests/finetune_story.py, tests/test_finetune_server.py): the
+# teacher flags `eval(data)` in varied code; with these settings the tiny model learns to flag it.
+SOURCE = source_file(0)
+EDITS = [source_file(n) for n in range(1, 16)]  # each edit is analysed: 16 traces in all
+BASE_PROBE = source_file(97)
+AFTER_SWAP = source_file(98)
+TEACHER_MESSAGE = json.loads(TEACHER_ANSWER)["issues"][0]["message"]
+EDITOR_FINETUNE = {
+    **TINY_FINETUNE,
+    "numEpochs": 8,
+    "batchSize": 2,
+    "learningRate": 5e-4,
+    "loraRank": 16,
+}
+
+
+def snippet(text: str, item: dict) -> str:
+    """The text a diagnostic's range covers (single-line ranges)."""
+    assert item["lnum"] == item["end_lnum"], item
+    return text.splitlines()[item["lnum"]][item["col"] : item["end_col"]]
 
 
 def nvim_binary() -> str:
@@ -112,8 +114,8 @@ def analysis_models(trace_file: Path) -> list[tuple[float, str, bool]]:
 def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> None:
     workspace = tmp_path / "project"
     (workspace / ".git").mkdir(parents=True)
-    source_file = workspace / "stats.py"
-    source_file.write_text(SOURCE)
+    source_path = workspace / "loader.py"
+    source_path.write_text(SOURCE)
     trace_file = tmp_path / "traces" / "ai-lsp-otel.jsonl"
     teacher_calls: list[float] = []
 
@@ -125,7 +127,7 @@ def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> 
         plan = {
             "plugin_dir": str(PLUGIN_DIR),
             "workspace": str(workspace),
-            "file": str(source_file),
+            "file": str(source_path),
             "out": str(tmp_path / "observed.json"),
             "cmd": server_command(),
             "settings": {
@@ -133,28 +135,21 @@ def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> 
                 "remoteModel": "openai-chat:teacher",
                 "model": str(tiny_model),
                 "debounceMs": 50,
-                "maxTokens": 160,
+                "maxTokens": 96,
                 "traceFile": str(trace_file),
-                "finetune": {
-                    "baseModel": str(tiny_model),
-                    "numEpochs": 2,
-                    "batchSize": 1,
-                    "learningRate": 1e-3,
-                    "maxSeqLength": 2048,
-                    "loraRank": 4,
-                    "numLayers": -1,
-                    "force": True,
-                },
+                "finetune": {"baseModel": str(tiny_model), **EDITOR_FINETUNE},
             },
             # More analyses, more traces: each edit is a distinct training example.
-            "edits": [f"LIMIT_{i} = average([{i}, {i + 1}])" for i in range(5)],
+            "edits": EDITS,
             "before_finetune_settings": {"backend": "local"},
-            "after_swap_edit": "print(average([1, 2, 3]))",
-            "expect_items_after_swap": False,
+            "base_probe_text": BASE_PROBE,
+            "after_swap_text": AFTER_SWAP,
+            "expect_items_after_swap": True,
             "timeout_ms": 240_000,
             "start_timeout_ms": 60_000,
             "diagnostic_timeout_ms": 60_000,
             "finetune_timeout_ms": 180_000,
+            "after_swap_timeout_ms": 30_000,  # the fine-tuned model answers in ~1 s
             "message_timeout_ms": 30_000,
         }
         env = isolated_env(
@@ -165,7 +160,8 @@ def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> 
     steps = [s["name"] for s in observed["steps"]]
     assert observed["exit_code"] == 0, (
         f"{observed.get('exit_reason')}; steps {steps}; error {observed.get('error')}; "
-        f"notifications {observed['notifications'][-5:]}; stderr {observed['stderr']}"
+        f"notifications {observed['notifications'][-5:]}; "
+        f"diagnostics {observed['diagnostics'][-3:]}; stderr {observed['stderr']}"
     )
     assert observed["returncode"] == 0
 
@@ -173,11 +169,15 @@ def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> 
     commands = next(s["data"]["commands"] for s in observed["steps"] if s["name"] == "initialized")
     assert {"ai-lsp.finetune", "ai-lsp.finetune.status", "ai-lsp.model.rollback"} <= set(commands)
 
-    # A diagnostic from the real server, placed on the flagged snippet.
+    # A diagnostic from the real server (the teacher), placed on the flagged snippet.
     first = next(d for d in observed["diagnostics"] if d["items"])
     item = first["items"][0]
-    assert item["message"] == "Division by zero when values is empty."
-    assert item["lnum"] == 1 and item["source"] == "ai-lsp"
+    assert item["message"] == TEACHER_MESSAGE and item["source"] == "ai-lsp"
+    assert snippet(SOURCE, item) == FLAW
+
+    # Before fine-tuning, the local base model finds nothing in the same kind of code.
+    base_at = observed["base_probe_at"]
+    assert next(d for d in observed["diagnostics"] if d["t"] > base_at)["items"] == []
 
     # Progress: one token, begin -> report(s) -> end, percentages never going back.
     kinds = [p["kind"] for p in observed["progress"]]
@@ -192,13 +192,17 @@ def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> 
     assert "Roll back" in swap["actions"]
     assert any("Roll back" in s["items"] for s in observed["selects"])
     status = observed["results"]["status_after_swap"]
+    assert status["state"] == "succeeded" and status["lastRun"]["swapped"] is True
     new_model = status["servedModel"]
     assert new_model and Path(new_model) != tiny_model
 
-    # Later diagnostics come from the new model: published after the swap, with no teacher call
-    # since, and the server's own trace says which model answered.
+    # Later diagnostics come from the new model: it flags what the teacher flagged, as the teacher
+    # worded it, with no teacher call since, and the server's own trace says which model answered.
     swapped_at = observed["swapped_at"]
-    assert any(d["t"] > swapped_at for d in observed["diagnostics"])
-    assert not [t for t in teacher_calls if t > swapped_at]
+    after_swap = next(s["data"] for s in observed["steps"] if s["name"] == "diagnostics_after_swap")
+    assert after_swap["t"] > swapped_at
+    (item,) = after_swap["items"]
+    assert item["message"] == TEACHER_MESSAGE and snippet(AFTER_SWAP, item) == FLAW
+    assert not [t for t in teacher_calls if t > base_at]
     after = [model for end, model, _ in analysis_models(trace_file) if end > swapped_at]
     assert after and all(Path(model) == Path(new_model) for model in after)

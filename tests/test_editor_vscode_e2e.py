@@ -3,10 +3,11 @@
 code-server runs the real VS Code workbench and extension host; a headless Chromium connects so
 the extension host starts. A test-only observer extension (tests/editor/vscode_observer) acts as
 the user through the VS Code API: opens a Python file, waits for the diagnostic, switches to the
-local model, runs "AI LSP: Fine-tune on my traces", edits after the swap. The LSP traffic the
-extension saw (aiLsp.trace.server = verbose, in its output-channel log) shows the progress and the
-swap message. .ci/run installs code-server (Node 24 from npm) and Chromium, and exports
-AI_LSP_CODE_SERVER and AI_LSP_CHROMIUM.
+local model, runs "AI LSP: Fine-tune on my traces", edits after the swap (the fine-tuned model now
+flags what the teacher flagged), then runs the swap notification's primary action ("Roll back",
+as a click would). The LSP traffic the extension saw (aiLsp.trace.server = verbose, in its
+output-channel log) shows the progress and the swap message. .ci/run installs code-server (Node 24
+from npm) and Chromium, and exports AI_LSP_CODE_SERVER and AI_LSP_CHROMIUM.
 """
 
 from __future__ import annotations
@@ -21,8 +22,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.finetune_story import FLAW, TEACHER_ANSWER
 from tests.scripted_openai import Answer, ChatRequest, scripted_endpoint
-from tests.test_editor_nvim import SOURCE, TEACHER_ANSWER, isolated_env, server_command
+from tests.test_editor_nvim import (
+    AFTER_SWAP,
+    BASE_PROBE,
+    EDITOR_FINETUNE,
+    EDITS,
+    SOURCE,
+    TEACHER_MESSAGE,
+    analysis_models,
+    isolated_env,
+    server_command,
+)
 
 pytestmark = pytest.mark.editor
 
@@ -90,6 +102,24 @@ def package_observer(tmp_path: Path) -> Path:
     return out
 
 
+def models_after(trace_file: Path, t: float | None, timeout_s: float) -> list[str]:
+    """Models of the analyses that ended after ``t``, once the server has exported any."""
+    deadline = time.monotonic() + timeout_s
+    while t is not None and time.monotonic() < deadline:
+        if trace_file.exists():
+            models = [model for end, model, _ in analysis_models(trace_file) if end > t]
+            if models:
+                return models
+        time.sleep(0.5)
+    return []
+
+
+def snippet(text: str, item: dict) -> str:
+    """The text a diagnostic's (single-line) range covers."""
+    assert item["line"] == item["endLine"], item
+    return text.splitlines()[item["line"]][item["character"] : item["endCharacter"]]
+
+
 def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> None:
     code_server = required("AI_LSP_CODE_SERVER")
     chromium = required("AI_LSP_CHROMIUM")
@@ -97,8 +127,8 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
         pytest.fail("no .vsix: cd editors/vscode && npx vsce package --out ai-lsp-tune.vsix")
     workspace = tmp_path / "project"
     (workspace / ".git").mkdir(parents=True)
-    source_file = workspace / "stats.py"
-    source_file.write_text(SOURCE)
+    source_path = workspace / "loader.py"
+    source_path.write_text(SOURCE)
     user_data, extensions = tmp_path / "user-data", tmp_path / "extensions"
     trace_file = tmp_path / "traces" / "ai-lsp-otel.jsonl"
     settings = {
@@ -108,15 +138,10 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
         "aiLsp.remoteModel": "openai-chat:teacher",
         "aiLsp.model": str(tiny_model),
         "aiLsp.debounceMs": 50,
-        "aiLsp.maxTokens": 160,
+        "aiLsp.maxTokens": 96,
         "aiLsp.traceFile": str(trace_file),
         "aiLsp.finetune.baseModel": str(tiny_model),
-        "aiLsp.finetune.numEpochs": 2,
-        "aiLsp.finetune.batchSize": 1,
-        "aiLsp.finetune.learningRate": 1e-3,
-        "aiLsp.finetune.loraRank": 4,
-        "aiLsp.finetune.numLayers": -1,
-        "aiLsp.finetune.force": True,
+        **{f"aiLsp.finetune.{key}": value for key, value in EDITOR_FINETUNE.items()},
         "workbench.startupEditor": "none",
         "security.workspace.trust.enabled": False,
         "extensions.autoUpdate": False,
@@ -125,12 +150,16 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
     (user_data / "User").mkdir(parents=True)
     (user_data / "User" / "settings.json").write_text(json.dumps(settings, indent=2))
     plan = {
-        "file": str(source_file),
+        "file": str(source_path),
         "out": str(tmp_path / "observed.json"),
+        "edits": EDITS,  # each edit is analysed by the teacher: one more training example
         "before_finetune_settings": {"backend": "local"},
-        "after_swap_edit": "print(average([1, 2, 3]))",
+        "base_probe_text": BASE_PROBE,
+        "after_swap_text": AFTER_SWAP,
         "diagnostic_timeout_ms": 60_000,
         "finetune_timeout_ms": 180_000,
+        "after_swap_timeout_ms": 30_000,  # the fine-tuned model answers in ~1 s
+        "rollback_timeout_ms": 15_000,
     }
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     teacher_calls: list[float] = []
@@ -179,6 +208,7 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
                     if observed.get("done") or observed.get("error"):
                         break
                 time.sleep(1)
+            after_swap_models = models_after(trace_file, observed.get("swapped_at"), 15)
         finally:
             if browser is not None:
                 stop(browser)
@@ -188,18 +218,36 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
     steps = [s["name"] for s in observed.get("steps", [])]
     assert observed.get("done"), (
         f"steps {steps}; error {observed.get('error')}; "
+        f"diagnostics {observed.get('diagnostics', [])[-3:]}; "
         f"code-server log: {(tmp_path / 'code-server.log').read_text()[-3000:]}; "
         f"LSP log: {trace[-3000:]}"
     )
-    # The diagnostic from the real server, through the extension.
-    first = next(d for d in observed["diagnostics"] if d["items"])
-    assert first["items"][0] == {"line": 1, "message": "Division by zero when values is empty."}
+    data = {s["name"]: s.get("data") for s in observed["steps"]}
+    # The diagnostic from the real server (the teacher), through the extension.
+    (item,) = next(d for d in observed["diagnostics"] if d["items"])["items"]
+    assert item["message"] == TEACHER_MESSAGE and snippet(SOURCE, item) == FLAW
+    # Before fine-tuning, the local base model finds nothing in the same kind of code.
+    assert data["base_probe"]["items"] == []
+    base_at = data["base_probe"]["t"]
     # The palette command reached the server; its progress and the swap message came back.
     assert observed["results"]["finetune"]["runId"]
-    assert observed["results"]["status_after"]["state"] == "succeeded"
+    status = observed["results"]["status_after"]
+    assert status["state"] == "succeeded" and status["lastRun"]["swapped"] is True
+    new_model = status["servedModel"]
+    assert new_model and Path(new_model) != tiny_model
     assert "window/workDoneProgress/create" in trace
     for kind in ('"kind": "begin"', '"kind": "report"', '"kind": "end"'):
         assert kind in trace
     assert "window/showMessageRequest" in trace and "Roll back" in trace
-    # Later diagnostics come from the new model: nothing went to the teacher after the swap.
-    assert not [t for t in teacher_calls if t > observed["swapped_at"]]
+    # Later diagnostics come from the new model: it flags what the teacher flagged, as the teacher
+    # worded it; nothing went to the teacher since, and the server's trace names the new model.
+    after_swap = data["diagnostics_after_swap"]
+    assert after_swap["t"] > observed["swapped_at"]
+    (item,) = after_swap["items"]
+    assert item["message"] == TEACHER_MESSAGE and snippet(AFTER_SWAP, item) == FLAW
+    assert not [t for t in teacher_calls if t > base_at]
+    assert after_swap_models and all(Path(m) == Path(new_model) for m in after_swap_models)
+    # The swap notification showed a "Roll back" button; clicking it served the base model again.
+    rolled_back = observed["results"]["status_after_rollback"]
+    assert rolled_back["servedModel"] == str(tiny_model)
+    assert rolled_back["previousModel"] == new_model

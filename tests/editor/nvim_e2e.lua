@@ -110,12 +110,17 @@ vim.api.nvim_create_autocmd('DiagnosticChanged', {
       return
     end
     local items = vim.tbl_map(function(d)
-      return { lnum = d.lnum, col = d.col, end_lnum = d.end_lnum, message = d.message,
-        source = d.source, severity = d.severity }
+      return { lnum = d.lnum, col = d.col, end_lnum = d.end_lnum, end_col = d.end_col,
+        message = d.message, source = d.source, severity = d.severity }
     end, our_diagnostics())
     table.insert(obs.diagnostics, { t = now(), items = items })
   end,
 })
+
+--- Replace the whole buffer, as a user rewriting the file would.
+local function set_text(text)
+  vim.api.nvim_buf_set_lines(bufnr, 0, -1, false, vim.split(text, '\n', { trimempty = true }))
+end
 
 --- Wait for `cond`; on timeout end the run with `reason` (exit code 2).
 local function wait(ms, cond, reason)
@@ -146,9 +151,9 @@ local function run()
   step('first_diagnostic')
 
   -- Edits a user makes while working: each one is analysed and recorded as a trace.
-  for i, line in ipairs(plan.edits or {}) do
+  for i, text in ipairs(plan.edits or {}) do
     local before = #obs.diagnostics
-    vim.api.nvim_buf_set_lines(bufnr, -1, -1, false, { line })
+    set_text(text)
     if not wait(plan.diagnostic_timeout_ms, function()
       return #obs.diagnostics > before and #our_diagnostics() > 0
     end, 'diagnostics after edit ' .. i) then return end
@@ -159,6 +164,16 @@ local function run()
     -- e.g. from the teacher (remote) to the local model that will learn from its traces
     require('ai_lsp').update_settings(plan.before_finetune_settings)
     step('settings_changed', plan.before_finetune_settings)
+  end
+  if plan.base_probe_text then
+    -- What the model being fine-tuned finds before it learns from the traces.
+    obs.base_probe_at = now()
+    set_text(plan.base_probe_text)
+    if not wait(plan.diagnostic_timeout_ms, function()
+      local last = obs.diagnostics[#obs.diagnostics]
+      return last ~= nil and last.t > obs.base_probe_at
+    end, 'diagnostics from the base model') then return end
+    step('base_probe')
   end
   if not require('ai_lsp').supports(client, 'ai-lsp.finetune') then
     return finish(5, 'the server does not advertise ai-lsp.finetune')
@@ -189,12 +204,24 @@ local function run()
   -- A later edit: analysed by whatever the server now serves.
   local swapped_at = now()
   obs.swapped_at = swapped_at
-  vim.api.nvim_buf_set_lines(bufnr, -1, -1, false, { plan.after_swap_edit })
-  if not wait(plan.diagnostic_timeout_ms, function()
+  set_text(plan.after_swap_text)
+  if not wait(plan.after_swap_timeout_ms or plan.diagnostic_timeout_ms, function()
     local last = obs.diagnostics[#obs.diagnostics]
     return last ~= nil and last.t > swapped_at and (not plan.expect_items_after_swap or #last.items > 0)
   end, 'diagnostics after the swap') then return end
-  step('diagnostics_after_swap')
+  step('diagnostics_after_swap', obs.diagnostics[#obs.diagnostics])
+
+  -- Stop the server and wait for its exit, so its trace export is complete for pytest to read
+  -- (shutdown flushes the spans; :qall would not wait for that).
+  local exited = false
+  vim.api.nvim_create_autocmd('LspDetach', {
+    callback = function(ev)
+      exited = exited or ev.data.client_id == client.id
+    end,
+  })
+  client:stop()
+  if not wait(15000, function() return exited end, 'the server to exit') then return end
+  step('server_stopped')
   finish(0, 'done')
 end
 

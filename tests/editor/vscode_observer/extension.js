@@ -26,7 +26,10 @@ exports.activate = async function activate() {
     const ours = () => vscode.languages.getDiagnostics(uri).filter((d) => d.source === 'ai-lsp');
     vscode.languages.onDidChangeDiagnostics((e) => {
       if (e.uris.some((u) => u.fsPath === uri.fsPath)) {
-        obs.diagnostics.push({ t: now(), items: ours().map((d) => ({ line: d.range.start.line, message: d.message })) });
+        obs.diagnostics.push({ t: now(), items: ours().map((d) => ({
+          line: d.range.start.line, character: d.range.start.character,
+          endLine: d.range.end.line, endCharacter: d.range.end.character, message: d.message,
+        })) });
         save();
       }
     });
@@ -36,25 +39,52 @@ exports.activate = async function activate() {
     await waitFor(plan.diagnostic_timeout_ms, () => ours().length > 0, 'a first diagnostic');
     step('first_diagnostic');
 
+    // Rewrite the whole file, as a user would; resolve with the first diagnostics published
+    // after it (those with items, when `withItems`).
+    async function rewrite(text, what, withItems, ms = plan.diagnostic_timeout_ms) {
+      const at = now();
+      const whole = new vscode.Range(0, 0, doc.lineCount, 0);
+      await editor.edit((b) => b.replace(whole, text));
+      return waitFor(ms,
+        () => obs.diagnostics.find((d) => d.t > at && (!withItems || d.items.length > 0)), what);
+    }
+    // Edits a user makes while working: each one is analysed and recorded as a trace.
+    for (const [i, text] of (plan.edits || []).entries()) {
+      await rewrite(text, `diagnostics after edit ${i + 1}`, true);
+    }
+    step('edited', { count: (plan.edits || []).length });
+
     const config = vscode.workspace.getConfiguration('aiLsp');
     for (const [key, value] of Object.entries(plan.before_finetune_settings || {})) {
       await config.update(key, value, vscode.ConfigurationTarget.Global);
     }
     step('settings_changed');
+    if (plan.base_probe_text) {
+      // What the model being fine-tuned finds before it learns from the traces.
+      step('base_probe', await rewrite(plan.base_probe_text, 'diagnostics from the base model', false));
+    }
     obs.results.finetune = await vscode.commands.executeCommand('aiLsp.finetune');
     step('finetune_sent', obs.results.finetune);
     // The server's own command (registered by the language client) answers quietly.
+    const status = () => vscode.commands.executeCommand('ai-lsp.finetune.status');
     const final = await waitFor(plan.finetune_timeout_ms, async () => {
-      const status = await vscode.commands.executeCommand('ai-lsp.finetune.status');
-      return status && ['succeeded', 'failed', 'rejected', 'cancelled'].includes(status.state) ? status : undefined;
+      const s = await status();
+      return s && ['succeeded', 'failed', 'rejected', 'cancelled'].includes(s.state) ? s : undefined;
     }, 'the fine-tune to finish');
     obs.results.status_after = final;
     step('finetune_done', final);
 
     obs.swapped_at = now();
-    await editor.edit((b) => b.insert(new vscode.Position(doc.lineCount, 0), plan.after_swap_edit + '\n'));
-    await waitFor(plan.diagnostic_timeout_ms, () => obs.diagnostics.some((d) => d.t > obs.swapped_at), 'diagnostics after the swap');
-    step('diagnostics_after_swap');
+    step('diagnostics_after_swap', await rewrite(
+      plan.after_swap_text, 'diagnostics after the swap', true, plan.after_swap_timeout_ms));
+
+    // The swap notification's primary action, as a user clicking it: "Roll back".
+    await vscode.commands.executeCommand('notification.acceptPrimaryAction');
+    obs.results.status_after_rollback = await waitFor(plan.rollback_timeout_ms, async () => {
+      const s = await status();
+      return s && s.servedModel !== final.servedModel ? s : undefined;
+    }, 'the roll back chosen in the swap notification');
+    step('rolled_back', obs.results.status_after_rollback);
     obs.done = true;
   } catch (err) {
     obs.error = String(err && err.stack || err);
