@@ -31,6 +31,8 @@ TINY_FINETUNE = {
     "numLayers": -1,
     "maxSeqLength": 1024,
 }
+# Enough training for the tiny model to learn the teacher's answer (flags FLAW) in ~25 s.
+LEARN = {"numEpochs": 8, "batchSize": 2, "learningRate": 5e-4, "loraRank": 16}
 
 
 def source_file(n: int) -> str:

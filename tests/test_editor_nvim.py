@@ -22,7 +22,7 @@ import pytest
 
 from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.otlp import ReadReport, read_spans
-from tests.finetune_story import FLAW, TEACHER_ANSWER, TINY_FINETUNE, source_file
+from tests.finetune_story import FLAW, LEARN, TEACHER_ANSWER, TINY_FINETUNE, source_file
 from tests.scripted_openai import Answer, ChatRequest, scripted_endpoint
 
 pytestmark = pytest.mark.editor
@@ -37,13 +37,7 @@ EDITS = [source_file(n) for n in range(1, 16)]  # each edit is analysed: 16 trac
 BASE_PROBE = source_file(97)
 AFTER_SWAP = source_file(98)
 TEACHER_MESSAGE = json.loads(TEACHER_ANSWER)["issues"][0]["message"]
-EDITOR_FINETUNE = {
-    **TINY_FINETUNE,
-    "numEpochs": 8,
-    "batchSize": 2,
-    "learningRate": 5e-4,
-    "loraRank": 16,
-}
+EDITOR_FINETUNE = {**TINY_FINETUNE, **LEARN}
 
 
 def snippet(text: str, item: dict) -> str:

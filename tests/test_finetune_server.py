@@ -26,6 +26,7 @@ from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.telemetry import TRACE_FILE_NAME
 from tests.finetune_story import (
     FLAW,
+    LEARN,
     Student,
     place_traces,
     record_teacher_traces,
@@ -36,7 +37,6 @@ from tests.finetune_story import (
 from tests.lsp_session import stop_session
 
 pytestmark = pytest.mark.training
-LEARN = {"numEpochs": 8, "batchSize": 2, "learningRate": 5e-4, "loraRank": 16}
 TRAINING_STEP = re.compile(r"training (\d+)/")
 record_progress = DEFAULT_CLIENT_FEATURES[types.PROGRESS]
 QUICK = {"numEpochs": 1, "batchSize": 4, "learningRate": 5e-4, "loraRank": 4}
