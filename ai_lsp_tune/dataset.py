@@ -33,7 +33,7 @@ from ai_lsp_tune.dataset_chunks import (
     clean_chunk,
     collect_chunk,
     exit_with_parent,
-    private_writer,
+    private_binary_writer,
 )
 from ai_lsp_tune.dataset_report import SPLITS, DatasetReport
 from ai_lsp_tune.files import atomic_writer, publish_dir
@@ -224,7 +224,7 @@ def _collect(
     formats: Counter[str] = Counter()
     progress = _progress(on_progress, sum(c.size for c in chunks))
     tasks = [
-        (chunk, work / f"candidates-{i}.jsonl", None if pool else progress)
+        (chunk, work / f"candidates-{i}.pickle", None if pool else progress)
         for i, chunk in enumerate(chunks)
     ]
     window = 2 * workers
@@ -289,7 +289,9 @@ def _write_outputs(
     for candidates, count in state.candidates:
         if count:
             chunk_keys, first = keys[first : first + count], first + count
-            cleaned = candidates.with_name(candidates.name.replace("candidates", "cleaned"))
+            cleaned = candidates.with_name(
+                candidates.stem.replace("candidates", "cleaned") + ".jsonl"
+            )
             tasks.append(
                 (candidates, chunk_keys, state.dismissed, report.redaction, cleaned, counter)
             )
@@ -301,12 +303,13 @@ def _write_outputs(
         if staging is None
         else staging.with_name("fitting.jsonl")
     )
-    with private_writer(cleaned_path) as out, private_writer(aside) as fits_out:
+    # Bytes throughout: the lines are copied as the workers wrote them (UTF-8, LF ends).
+    with private_binary_writer(cleaned_path) as out, private_binary_writer(aside) as fits_out:
         for task, counts in zip(tasks, _in_order(pool, clean_chunk, tasks, window), strict=True):
             for name, value in counts.items():
                 if value:
                     setattr(report, name, getattr(report, name) + value)
-            with task[4].open(encoding="utf-8", newline="\n") as lines:
+            with task[4].open("rb") as lines:
                 for meta in lines:
                     example, chat = next(lines), next(lines)
                     digest, tokens, key = json.loads(meta)
@@ -334,10 +337,10 @@ def _write_outputs(
     staging.mkdir(mode=0o700)
     with contextlib.ExitStack() as stack:
         split_out = {
-            split: stack.enter_context(private_writer(staging / name))
+            split: stack.enter_context(private_binary_writer(staging / name))
             for split, name in SPLIT_FILES.items()
         }
-        with aside.open(encoding="utf-8", newline="\n") as lines:
+        with aside.open("rb") as lines:
             for key, line in zip(fitting, lines, strict=True):
                 split_out[split_of[key]].write(line)
 

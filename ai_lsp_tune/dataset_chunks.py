@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
 import threading
 import time
 from collections import Counter
@@ -133,7 +134,7 @@ def collect_chunk(
             skim=skim,
         )
 
-    with private_writer(candidates) as out:
+    with private_binary_writer(candidates) as out:
         for span in spans():
             attrs = span.attributes
             run = agent_run_from_span(span)
@@ -153,7 +154,9 @@ def collect_chunk(
             report.usable += 1
             found.candidates += 1
             found.file_keys.append((run.document_uri, run.parent_span_id, run.document_name))
-            out.write(json.dumps(_candidate(run, result), ensure_ascii=False) + "\n")
+            # Pickled: a private temp file read back by this package only, and far cheaper
+            # than JSON for the long prompts.
+            pickle.dump(_candidate(run, result), out, pickle.HIGHEST_PROTOCOL)
     report.agent_runs += unfinished
     report.no_final_result += unfinished
     found.counts = {name: getattr(report, name) for name in RUN_COUNTS}
@@ -175,9 +178,9 @@ def clean_chunk(
     """
     report = DatasetReport(redaction=redaction)
     count = (counter or estimate_counter()).count
-    with candidates.open(encoding="utf-8") as lines, private_writer(cleaned) as out:
-        for line, key in zip(lines, keys, strict=True):
-            example = _clean(json.loads(line), key, dismissed, report)
+    with candidates.open("rb") as pickled, private_writer(cleaned) as out:
+        for key in keys:
+            example = _clean(pickle.load(pickled), key, dismissed, report)
             if example is None:
                 continue
             messages = example.messages()
@@ -343,4 +346,12 @@ def private_writer(path: Path) -> Iterator[IO[str]]:
     """A text file created 0600 (it holds source code), LF line ends."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
     with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def private_binary_writer(path: Path) -> Iterator[IO[bytes]]:
+    """A binary file created 0600 (it holds source code)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "wb") as handle:
         yield handle

@@ -80,6 +80,26 @@ _SECRET_WORDS = (
 )
 # The secret words by a shorter prefix they share: one scan finds several words.
 _WORD_PREFIXES = ("passw", "pwd", "secret", "api", "access", "auth", "private")
+_URL_ANCHOR = "://"
+
+
+def _anchor_scans() -> list[re.Pattern[str]]:
+    """One regex per first letter over all anchors and word prefixes, for fewer passes.
+
+    A regex starting with one literal character is searched at memory speed, like str.find,
+    so nine passes replace twenty-two. No anchor is a prefix of another, so at any offset at
+    most one of them matches and searching on from each hit's next offset finds them all.
+    """
+    anchors = {a for pairs in _ANCHORS.values() for a, _ in pairs}
+    anchors |= {_URL_ANCHOR, *_WORD_PREFIXES}
+    assert not any(a != b and b.startswith(a) for a in anchors for b in anchors)
+    by_first: dict[str, list[str]] = {}
+    for anchor in sorted(anchors):
+        by_first.setdefault(anchor[0], []).append(anchor)
+    return [re.compile("|".join(map(re.escape, group))) for group in by_first.values()]
+
+
+_ANCHOR_SCANS = _anchor_scans()
 _ASSIGNED_SECRET = re.compile(
     r"(?i)(?:password|passwd|pwd|secret|api_?key|access_?key|auth_?token|access_?token"
     r"|private_?key)[\w.-]*['\"]?\s*(?::=|=>|=|:)\s*"
@@ -104,18 +124,22 @@ class Redactor:
         if len(lowered) != len(text):  # a few characters change length when lowered
             self._learn_scanning(text)
             return
+        hits: dict[str, list[int]] = {}  # anchor -> where it occurs, in order
+        for scan in _ANCHOR_SCANS:
+            found = scan.search(lowered)
+            while found is not None:
+                hits.setdefault(found.group(), []).append(found.start())
+                found = scan.search(lowered, found.start() + 1)
         for kind, _, pattern, group in _PATTERNS:
-            for match in _anchored_matches(kind, pattern, text, lowered):
+            for match in _anchored_matches(kind, pattern, text, hits):
                 self._learn(match.group(group), kind)
-        # str.find runs at memory speed; the regex only runs where a word was found
+        # the regex only runs where a word was found
         at_word: dict[str, list[int]] = {}
         for prefix in _WORD_PREFIXES:
-            at = lowered.find(prefix)
-            while at != -1:
+            for at in hits.get(prefix, ()):
                 for word in _SECRET_WORDS:
                     if word.startswith(prefix) and lowered.startswith(word, at):
                         at_word.setdefault(word, []).append(at)
-                at = lowered.find(prefix, at + 1)
         for word in _SECRET_WORDS:  # in this order, as placeholders are numbered
             for at in at_word.get(word, ()):
                 assigned = _ASSIGNED_SECRET.match(text, at)
@@ -149,28 +173,29 @@ class Redactor:
 
 
 def _anchored_matches(
-    kind: str, pattern: re.Pattern[str], text: str, lowered: str
+    kind: str, pattern: re.Pattern[str], text: str, hits: dict[str, list[int]]
 ) -> Iterator[re.Match[str]]:
-    """What ``pattern.finditer(text)`` yields, trying the regex only where an anchor occurs."""
+    """What ``pattern.finditer(text)`` yields, trying the regex only where an anchor occurs.
+
+    ``hits``: where each anchor occurs in the lowered text (of the same length as ``text``).
+    """
     if kind == "PRIVATE_KEY":
         yield from pattern.finditer(text)
         return
     starts: list[int] = []
     if kind == "URL_PASSWORD":
-        at = lowered.find("://")
-        while at != -1:
+        after = 0  # "://" found overlapping the previous one does not count (as with find)
+        for at in hits.get(_URL_ANCHOR, ()):
+            if at < after:
+                continue
             scheme = at
             while scheme > 0 and text[scheme - 1] in _SCHEME_CHARS:
                 scheme -= 1
             starts.extend(range(scheme, at))
-            at = lowered.find("://", at + 3)
+            after = at + 3
     else:
         for anchor, offset in _ANCHORS[kind]:
-            at = lowered.find(anchor)
-            while at != -1:
-                if at >= offset:
-                    starts.append(at - offset)
-                at = lowered.find(anchor, at + 1)
+            starts.extend(at - offset for at in hits.get(anchor, ()) if at >= offset)
     if len(_ANCHORS.get(kind, ())) > 1:
         starts.sort()
     end = 0

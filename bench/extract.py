@@ -187,6 +187,8 @@ def run(sizes: list[int], keep: bool) -> str:
     if not REAL.exists():
         sys.exit(f"the real trace file is needed to build the synthetic input: {REAL}")
     rows, notes = [], []
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    quiet = load < 0.5 * (os.cpu_count() or 1)
     try:
         for size in sizes:
             trace_file = build(size)
@@ -233,18 +235,27 @@ def run(sizes: list[int], keep: bool) -> str:
             "",
             "How: a plain file of 48 MiB or more is cut at line starts into 16 MiB chunks; "
             "`os.sched_getaffinity` worker processes (forked when no other thread runs) read "
-            "them, at most two per worker in flight, each writing its usable runs to a private "
-            "temp file, then clean them (dismissals, redaction, grounding, token count) once all "
+            "them (1 MiB read buffer), at most two per worker in flight, each pickling its usable "
+            "runs to a private temp file, then clean them (dismissals, redaction, grounding, "
+            "token count) once all "
             "URIs and dismissals are known; the parent merges the small results in file order "
             "(counts, line numbers, first-wins dedup, splits: byte-identical to one pass, "
             "tested). Within a chunk every line is skimmed with `bytes.find`/`count`, only spans "
-            "holding a `final_result` (or `ai_lsp.span_format`) are decoded, and redaction tries "
-            "its regexes only where `str.find` saw an anchor. CPU s is user+system of the "
+            "holding a `final_result` (or `ai_lsp.span_format`) are decoded, plain compact URI "
+            "attributes are read without regexes, and redaction tries its regexes only where one "
+            "of nine anchor scans (one regex per first letter, searched like `str.find`) saw an "
+            "anchor; the parent copies the cleaned lines as bytes. CPU s is user+system of the "
             "program and its workers; peak RSS is sampled every 50 ms over the whole process "
-            "tree (forked workers' shared pages counted in each: an upper bound). This 2-core "
-            "machine was shared with other jobs (test suites, training) during the run: wall "
-            "times, and so the ratios, vary by +-30% or more between runs; the parallel "
-            "speed-up needs a free second core. `PYTHONDONTWRITEBYTECODE=1` is set here, so "
+            "tree (forked workers' shared pages counted in each: an upper bound). "
+            f"Load average before the run: {load:.1f} "
+            + (
+                "(the machine was otherwise quiet). "
+                if quiet
+                else "(the machine was shared with other jobs). "
+            )
+            + "On a shared machine wall times, and so the ratios, vary by +-30% or more between "
+            "runs; the parallel speed-up needs a free second core. "
+            "`PYTHONDONTWRITEBYTECODE=1` is set here, so "
             "every process compiles its imports (about 0.4 s for ours, more for `datasets`).",
             "",
         ]

@@ -25,6 +25,7 @@ DEFAULT_MAX_LINE_BYTES = 32 * 2**20
 TRACE_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".gz")
 _GZIP_MAGIC = b"\x1f\x8b"
 _DRAIN_CHUNK = 1 << 20
+_READ_BUFFER = 1 << 20  # trace lines are long: a bigger buffer makes readline copy less
 MAX_LISTED_PROBLEMS = 20
 
 # Reasons a line is skipped (the keys of ReadReport.skipped).
@@ -267,7 +268,7 @@ def read_range(
 @contextlib.contextmanager
 def _open(path: Path) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
     """(lines source, raw file): the raw file's position measures progress, also for .gz."""
-    with open(path, "rb") as raw:
+    with open(path, "rb", buffering=_READ_BUFFER) as raw:
         if raw.read(2) == _GZIP_MAGIC:
             raw.seek(0)
             with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:

@@ -184,6 +184,8 @@ def _uris(body: bytes, our_uri_keys: list[int]) -> list[tuple[str, str]]:
         at = body.find(_URI_KEY, at + len(_URI_KEY))
     found: list[tuple[str, str]] = []
     for at in sorted(keys + our_uri_keys) if our_uri_keys else keys:
+        if _compact_uri(body, at, found):  # the usual compact form, without regexes
+            continue
         # The key's `"key": ?` precedes it: try the compact and spaced forms.
         for start in (at - 6, at - 7):
             match = _URI.match(body, start) if start >= 0 else None
@@ -208,3 +210,34 @@ def _uri_of(body: bytes, match: re.Match[bytes]) -> tuple[str, str] | None:
         except ValueError:
             return None
     return span_id.group(1).decode(), value.decode("utf-8")
+
+
+_COMPACT_KEY = b'"key":"uri"'
+_COMPACT_VALUE = b',"value":{"stringValue":"'
+
+
+def _compact_uri(body: bytes, at: int, found: list[tuple[str, str]]) -> bool:
+    """``_URI`` and ``_uri_of`` for a compact ``"uri"`` key at ``at``, appending to ``found``.
+
+    Only the plain case (no escapes, a compact span id) is read here; False leaves anything
+    else to the regexes, so both ways give the same answer.
+    """
+    if not body.startswith(_COMPACT_KEY, at - 6):
+        return False
+    start = at + len(_URI_KEY) + len(_COMPACT_VALUE)
+    if not body.startswith(_COMPACT_VALUE, start - len(_COMPACT_VALUE)):
+        return False
+    end = body.find(b'"', start)
+    value = body[start:end]
+    if end == -1 or _ESCAPED.search(value):
+        return False
+    id_at = body.rfind(b'"spanId"', 0, at - 6)
+    if id_at == -1:
+        return True  # no span to give the URI to
+    id_start = id_at + len(b'"spanId":"')
+    id_end = body.find(b'"', id_start)
+    span_id = body[id_start:id_end]
+    if body[id_at + 8 : id_start] != b':"' or id_end == -1 or span_id.strip(b"0123456789abcdef"):
+        return False
+    found.append((span_id.decode(), value.decode("utf-8")))
+    return True
