@@ -330,23 +330,20 @@ def _parse_line(path: Path, lineno: int, line: bytes, report: ReadReport) -> dic
 def _spans_of(
     request: dict[str, Any], path: Path, lineno: int, report: ReadReport
 ) -> Iterator[Span]:
-    source = f"{path}:{lineno}"
+    return _decoded_spans(_raw_spans(request), f"{path}:{lineno}", report)
+
+
+def _raw_spans(request: dict[str, Any]) -> Iterator[RawSpan]:
     for resource_spans in _dicts(request.get("resourceSpans")):
         for scope_spans in _dicts(resource_spans.get("scopeSpans")):
             scope = scope_spans.get("scope")
             scope = scope if isinstance(scope, dict) else {}
             scope_name, scope_version = str(scope.get("name", "")), str(scope.get("version", ""))
             for raw in _dicts(scope_spans.get("spans")):
-                try:
-                    span = _decode_span(raw, scope_name, scope_version, source)
-                except (TypeError, ValueError, AttributeError, KeyError, RecursionError):
-                    report.bad_spans += 1
-                    continue
-                report.spans += 1
-                yield span
+                yield raw, scope_name, scope_version
 
 
-def _decoded_spans(decoded: list[RawSpan], source: str, report: ReadReport) -> Iterator[Span]:
+def _decoded_spans(decoded: Iterable[RawSpan], source: str, report: ReadReport) -> Iterator[Span]:
     for raw, scope_name, scope_version in decoded:
         try:
             span = _decode_span(raw, scope_name, scope_version, source)
