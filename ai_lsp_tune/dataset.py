@@ -36,7 +36,7 @@ from ai_lsp_tune.dataset_chunks import (
     private_binary_writer,
 )
 from ai_lsp_tune.dataset_report import SPLITS, DatasetReport
-from ai_lsp_tune.files import atomic_writer, publish_dir
+from ai_lsp_tune.files import PRIVATE_FILE_MODE, atomic_writer, publish_dir
 from ai_lsp_tune.tokens import TokenCounter, estimate_counter
 from ai_lsp_tune.traces import otlp
 
@@ -289,9 +289,7 @@ def _write_outputs(
     for candidates, count in state.candidates:
         if count:
             chunk_keys, first = keys[first : first + count], first + count
-            cleaned = candidates.with_name(
-                candidates.stem.replace("candidates", "cleaned") + ".jsonl"
-            )
+            cleaned = candidates.with_name(candidates.stem.replace("candidates", "cleaned"))
             tasks.append(
                 (candidates, chunk_keys, state.dismissed, report.redaction, cleaned, counter)
             )
@@ -303,29 +301,32 @@ def _write_outputs(
         if staging is None
         else staging.with_name("fitting.jsonl")
     )
-    # Bytes throughout: the lines are copied as the workers wrote them (UTF-8, LF ends).
-    with private_binary_writer(cleaned_path) as out, private_binary_writer(aside) as fits_out:
-        for task, counts in zip(tasks, _in_order(pool, clean_chunk, tasks, window), strict=True):
-            for name, value in counts.items():
+    # The lines are copied as the workers wrote them (UTF-8, LF ends), by the kernel where
+    # it can: this process only decides which byte ranges go where.
+    with _private_fd(cleaned_path) as out, _private_fd(aside) as fits_out:
+        for done in _in_order(pool, clean_chunk, tasks, window):
+            for name, value in done.counts.items():
                 if value:
                     setattr(report, name, getattr(report, name) + value)
-            with task[4].open("rb") as lines:
-                for meta in lines:
-                    example, chat = next(lines), next(lines)
-                    digest, tokens, key = json.loads(meta)
-                    if digest in seen:
-                        report.duplicates += 1
-                        continue
+            kept, fits = _Ranges(), _Ranges()
+            example_at, chat_at = 0, 0
+            for digest, tokens, key, example_bytes, chat_bytes in done.rows:
+                if digest in seen:
+                    report.duplicates += 1
+                else:
                     seen.add(digest)
                     report.examples += 1
-                    out.write(example)
-                    if tokens > report.longest_tokens:
-                        report.longest_tokens = tokens
+                    kept.add(example_at, example_bytes)
+                    report.longest_tokens = max(report.longest_tokens, tokens)
                     if tokens > report.max_seq_length:
                         report.over_max_seq_length += 1
                     else:
                         fitting.append(key)
-                        fits_out.write(chat)
+                        fits.add(chat_at, chat_bytes)
+                example_at += example_bytes
+                chat_at += chat_bytes
+            kept.copy(done.examples, out)
+            fits.copy(done.chats, fits_out)
     split_of = assign_splits(set(fitting))
     files_in: dict[str, set[str]] = {s: set() for s in SPLITS}
     for key in fitting:
@@ -343,6 +344,56 @@ def _write_outputs(
         with aside.open("rb") as lines:
             for key, line in zip(fitting, lines, strict=True):
                 split_out[split_of[key]].write(line)
+
+
+class _Ranges:
+    """Byte ranges of one file, joined where they touch, to be copied to another."""
+
+    def __init__(self) -> None:
+        self.ranges: list[list[int]] = []  # [start, length]
+
+    def add(self, start: int, length: int) -> None:
+        if self.ranges and sum(self.ranges[-1]) == start:
+            self.ranges[-1][1] += length
+        else:
+            self.ranges.append([start, length])
+
+    def copy(self, source: Path, out: int) -> None:
+        """Append the ranges of ``source`` to the file open for writing as ``out``."""
+        if not self.ranges:
+            return
+        with source.open("rb") as handle:
+            for start, length in self.ranges:
+                _copy_range(handle.fileno(), out, start, length)
+
+
+def _copy_range(source: int, out: int, offset: int, length: int) -> None:
+    kernel = hasattr(os, "copy_file_range")
+    while length > 0:
+        copied = 0
+        if kernel:
+            try:
+                copied = os.copy_file_range(source, out, length, offset)
+            except OSError:  # not supported between these files: copy through memory
+                kernel = False
+                continue
+        else:
+            data = os.pread(source, min(length, 1 << 20), offset)
+            copied = os.write(out, data) if data else 0
+        if copied <= 0:
+            raise OSError(f"could not copy {length} bytes from offset {offset}: file cut short")
+        offset += copied
+        length -= copied
+
+
+@contextlib.contextmanager
+def _private_fd(path: Path) -> Iterator[int]:
+    """A file created 0600 (it holds source code) and truncated, open for writing."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def assign_splits(files: set[str]) -> dict[str, str]:
@@ -476,7 +527,8 @@ def _nothing_usable(report: DatasetReport) -> str:
             f"Found {report.agent_runs} agent runs but none is usable: "
             f"{report.no_final_result} without a final result, {report.error_status} failed, "
             f"{report.scrubbed} scrubbed by logfire, {report.invalid_result} not a "
-            "DiagnosticResult."
+            "DiagnosticResult"
+            + (f", {report.invalid_text} not valid Unicode." if report.invalid_text else ".")
         )
     return (
         f"All {report.usable} usable runs were removed by cleaning (issues dismissed "

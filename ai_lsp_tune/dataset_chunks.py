@@ -38,7 +38,7 @@ from ai_lsp_tune.traces.skim import skim_and_decode
 _URI_ATTRIBUTES = (genai.DOCUMENT_URI, "uri")  # ours; the original ai-lsp's analyze_document
 RUN_COUNTS = (
     *("agent_runs", "no_final_result", "error_status", "with_final_result", "scrubbed"),
-    *("invalid_result", "usable", "feedback_spans"),
+    *("invalid_result", "invalid_text", "usable", "feedback_spans"),
 )
 CLEAN_COUNTS = (
     *("issues_dismissed", "dropped_all_dismissed", "issues_ungrounded", "dropped_ungrounded"),
@@ -163,6 +163,17 @@ def collect_chunk(
     return found
 
 
+@dataclass
+class Cleaned:
+    """A chunk's cleaned examples: two files, and per example what the merge needs."""
+
+    counts: dict[str, int]
+    examples: Path  # dataset.json lines, in candidate order
+    chats: Path  # mlx-lm chat lines, the same examples
+    # per example: content digest (hex), tokens, source file, bytes of its two lines
+    rows: list[tuple[str, int, str, int, int]] = field(default_factory=list)
+
+
 def clean_chunk(
     candidates: Path,
     keys: list[str],
@@ -170,25 +181,61 @@ def clean_chunk(
     redaction: bool,
     cleaned: Path,
     counter: TokenCounter | None = None,
-) -> dict[str, int]:
-    """Clean a chunk's candidates (``keys``: their source files) into ``cleaned``; the counts.
+) -> Cleaned:
+    """Clean a chunk's candidates (``keys``: their source files) into two files beside
+    ``cleaned``: the dataset.json lines and the chat lines of the splits.
 
-    ``cleaned`` holds three lines per example: ``[digest, tokens, key]``, the dataset.json
-    line, the chat line of the splits. ``counter`` None: the estimate (picklable by name).
+    ``counter`` None: the estimate (picklable by name).
     """
     report = DatasetReport(redaction=redaction)
     count = (counter or estimate_counter()).count
-    with candidates.open("rb") as pickled, private_writer(cleaned) as out:
+    out = Cleaned({}, cleaned.with_suffix(".examples"), cleaned.with_suffix(".chats"))
+    encoded = _JsonStrings()
+    with (
+        candidates.open("rb") as pickled,
+        private_binary_writer(out.examples) as examples,
+        private_binary_writer(out.chats) as chats,
+    ):
         for key in keys:
             example = _clean(pickle.load(pickled), key, dismissed, report)
             if example is None:
                 continue
-            messages = example.messages()
-            meta = json.dumps([_content_digest(example).hex(), count(messages), key])
-            out.write(meta + "\n")
-            out.write(example.model_dump_json() + "\n")
-            out.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
-    return {name: getattr(report, name) for name in CLEAN_COUNTS}
+            system, user, result, assistant, metadata = example
+            digest = _content_digest(system, user, result)
+            messages = [
+                {"role": "system", "content": system},
+                {"role": "user", "content": user},
+                {"role": "assistant", "content": assistant},
+            ]
+            # Each text is JSON-encoded once for both lines; the dataset.json line is what
+            # Example.model_dump_json writes, the chat line what json.dumps writes (tested).
+            s, u, a = encoded(system), json.dumps(user, ensure_ascii=False), encoded(assistant)
+            meta = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
+            line = f'{{"system":{s},"user":{u},"assistant":{a},"metadata":{meta}}}\n'.encode()
+            chat = (
+                f'{{"messages": [{{"role": "system", "content": {s}}}, '
+                f'{{"role": "user", "content": {u}}}, '
+                f'{{"role": "assistant", "content": {a}}}]}}\n'
+            ).encode()
+            examples.write(line)
+            chats.write(chat)
+            out.rows.append((digest.hex(), count(messages), key, len(line), len(chat)))
+    out.counts = {name: getattr(report, name) for name in CLEAN_COUNTS}
+    return out
+
+
+class _JsonStrings:
+    """``json.dumps(text, ensure_ascii=False)``, remembering the last text (the system prompt
+    repeats across examples, and short answers are cheap either way)."""
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.encoded = ""
+
+    def __call__(self, text: str) -> str:
+        if text != self.text:
+            self.text, self.encoded = text, json.dumps(text, ensure_ascii=False)
+        return self.encoded
 
 
 def _usable_result(run: AgentRun, report: DatasetReport) -> dict[str, Any] | None:
@@ -208,8 +255,22 @@ def _usable_result(run: AgentRun, report: DatasetReport) -> dict[str, Any] | Non
     except InvalidModelOutput:
         report.invalid_result += 1
         return None
+    if not all(_is_unicode(text) for text in (run.system, run.user, run.output)):
+        report.invalid_text += 1
+        return None
     value = json.loads(run.output)
     return value if isinstance(value, dict) else None
+
+
+def _is_unicode(text: str) -> bool:
+    """False for text with an unpaired surrogate (``\\ud800`` in JSON): UTF-8 cannot hold it."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _candidate(run: AgentRun, result: dict[str, Any]) -> dict[str, Any]:
@@ -243,26 +304,32 @@ def _remember_feedback(found: Collected, attrs: dict[str, Any], report: DatasetR
         found.dismissed.append((key, (feedback.issue_snippet, feedback.message)))
 
 
-def _content_digest(example: Example) -> bytes:
+def _content_digest(system: str, user: str, result: dict[str, Any]) -> bytes:
     """Equal for examples with equal parsed content (0.x writes spaced JSON, 2.x compact)."""
-    answer = json.dumps(json.loads(example.assistant), sort_keys=True)
+    answer = json.dumps(result, sort_keys=True)
     digest = hashlib.blake2b(digest_size=16)
-    for part in (example.system, example.user, answer):
+    for part in (system, user, answer):
         data = part.encode("utf-8", "surrogatepass")
         digest.update(len(data).to_bytes(8, "big"))
         digest.update(data)
     return digest.digest()
 
 
+CleanExample = tuple[str, str, dict[str, Any], str, dict[str, str]]
+
+
 def _clean(
     candidate: dict[str, Any], key: str, dismissed_by_run: Dismissed, report: DatasetReport
-) -> Example | None:
-    """Dismissed issues out, secrets redacted, ungrounded issues out; None when nothing is left."""
+) -> CleanExample | None:
+    """Dismissed issues out, secrets redacted, ungrounded issues out; None when nothing is left.
+
+    The example as (system, user, result, result as JSON, metadata as ExampleMetadata dumps it).
+    """
     result, user = candidate["result"], candidate["user"]
     issues: list[Any] = list(result.get("issues", []))
     had_issues = bool(issues)
-    meta = ExampleMetadata.model_validate(candidate["metadata"])
-    dismissed = dismissed_by_run.get((meta.trace_id, meta.span_id), [])
+    meta = dict(candidate["metadata"])  # ExampleMetadata.model_dump(): field order kept
+    dismissed = dismissed_by_run.get((meta["trace_id"], meta["span_id"]), [])
     if dismissed:
         kept = [i for i in issues if not _is_dismissed(i, dismissed)]
         report.issues_dismissed += len(issues) - len(kept)
@@ -289,9 +356,9 @@ def _clean(
         return None
     result["issues"] = grounded
     DiagnosticResult.model_validate(result)  # still valid: only whole issues were removed
-    meta.file = key
+    meta["file"] = key
     assistant = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
-    return Example(system=candidate["system"], user=user, assistant=assistant, metadata=meta)
+    return candidate["system"], user, result, assistant, meta
 
 
 def _grounded(issue: dict[str, Any], code: str) -> bool:

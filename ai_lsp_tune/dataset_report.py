@@ -34,6 +34,7 @@ class DatasetReport(BaseModel):
     with_final_result: int = 0
     scrubbed: int = 0
     invalid_result: int = 0
+    invalid_text: int = 0  # unpaired surrogates (escaped in the JSON): no UTF-8 can hold them
     usable: int = 0  # runs with a final result that is a DiagnosticResult, prompt intact
     # cleaning
     feedback_spans: int = 0
@@ -90,6 +91,8 @@ def render_report(report: DatasetReport) -> Group:
     row("runs with a final result", report.with_final_result, style="bold")
     row("  scrubbed by logfire", report.scrubbed, "prompt or answer replaced: unusable")
     row("  result not a DiagnosticResult", report.invalid_result)
+    if report.invalid_text:
+        row("  text not valid Unicode", report.invalid_text, "unpaired surrogates", style="yellow")
     if report.feedback_spans:
         row("  issues dismissed by the user", report.issues_dismissed, "removed from targets")
         row("  examples left without issues", report.dropped_all_dismissed, "dropped")

@@ -7,6 +7,7 @@ that quotes only the secret), so snippets still match the code after redaction.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -120,26 +121,23 @@ class Redactor:
 
     def learn(self, text: str) -> None:
         """Remember the secrets in ``text`` (one call over joined texts is cheapest)."""
-        lowered = text.lower()
-        if len(lowered) != len(text):  # a few characters change length when lowered
+        found = _anchor_hits(text)
+        if found is None:  # a few characters change length when lowered
             self._learn_scanning(text)
             return
-        hits: dict[str, list[int]] = {}  # anchor -> where it occurs, in order
-        for scan in _ANCHOR_SCANS:
-            found = scan.search(lowered)
-            while found is not None:
-                hits.setdefault(found.group(), []).append(found.start())
-                found = scan.search(lowered, found.start() + 1)
+        hits, at_word = found
         for kind, _, pattern, group in _PATTERNS:
+            if kind == "PRIVATE_KEY":
+                if "private" not in hits:  # "PRIVATE KEY", lowered, starts with that prefix
+                    continue
+            elif kind == "URL_PASSWORD":
+                if _URL_ANCHOR not in hits:
+                    continue
+            elif not any(anchor in hits for anchor, _ in _ANCHORS[kind]):
+                continue
             for match in _anchored_matches(kind, pattern, text, hits):
                 self._learn(match.group(group), kind)
         # the regex only runs where a word was found
-        at_word: dict[str, list[int]] = {}
-        for prefix in _WORD_PREFIXES:
-            for at in hits.get(prefix, ()):
-                for word in _SECRET_WORDS:
-                    if word.startswith(prefix) and lowered.startswith(word, at):
-                        at_word.setdefault(word, []).append(at)
         for word in _SECRET_WORDS:  # in this order, as placeholders are numbered
             for at in at_word.get(word, ()):
                 assigned = _ASSIGNED_SECRET.match(text, at)
@@ -170,6 +168,79 @@ class Redactor:
     @property
     def count(self) -> int:
         return len(self.secrets)
+
+
+# Outside ASCII, only these lower to ASCII letters (the Kelvin sign to "k"; "İ" to "i" and a
+# combining dot, so the lowered text is longer). Other text has the same anchors lowered as
+# UTF-8 bytes, where ``bytes.lower`` touches only ASCII letters.
+_LOWERS_TO_ASCII = ("\u212a", "\u0130")
+_ANCHOR_SCANS_BYTES = [re.compile(scan.pattern.encode("ascii")) for scan in _ANCHOR_SCANS]
+_WORDS_BY_PREFIX = {p: tuple(w for w in _SECRET_WORDS if w.startswith(p)) for p in _WORD_PREFIXES}
+
+Hits = dict[str, list[int]]  # anchor or secret word -> its offsets in the text, in order
+
+
+def _anchor_hits(text: str) -> tuple[Hits, Hits] | None:
+    """Where the anchors and the secret words occur in lowered ``text`` (character offsets).
+
+    Scanned as lowered UTF-8 bytes: text with a character beyond Latin-1 is stored two or
+    four bytes per character, and ``str.lower`` and ``re`` on it are several times slower.
+    None when lowering changes the text's length: then the regexes must scan it all.
+    """
+    if text.isascii():
+        return _byte_hits(text.encode("ascii").lower(), None)
+    if not any(c in text for c in _LOWERS_TO_ASCII):
+        with contextlib.suppress(UnicodeEncodeError):  # an unpaired surrogate: as str
+            data = text.encode("utf-8").lower()
+            return _byte_hits(data, data)
+    lowered = text.lower()
+    if len(lowered) != len(text):
+        return None
+    hits: Hits = {}
+    for scan in _ANCHOR_SCANS:
+        found = scan.search(lowered)
+        while found is not None:
+            hits.setdefault(found.group(), []).append(found.start())
+            found = scan.search(lowered, found.start() + 1)
+    at_word: Hits = {}
+    for prefix in _WORD_PREFIXES:
+        for at in hits.get(prefix, ()):
+            for word in _WORDS_BY_PREFIX[prefix]:
+                if lowered.startswith(word, at):
+                    at_word.setdefault(word, []).append(at)
+    return hits, at_word
+
+
+def _byte_hits(lowered: bytes, utf8: bytes | None) -> tuple[Hits, Hits]:
+    """``_anchor_hits`` of lowered bytes; ``utf8``: the bytes when not ASCII (offsets differ)."""
+    hits: Hits = {}
+    for scan in _ANCHOR_SCANS_BYTES:
+        found = scan.search(lowered)
+        while found is not None:
+            hits.setdefault(found.group().decode("ascii"), []).append(found.start())
+            found = scan.search(lowered, found.start() + 1)
+    at_word: Hits = {}
+    for prefix in _WORD_PREFIXES:
+        for at in hits.get(prefix, ()):
+            for word in _WORDS_BY_PREFIX[prefix]:
+                if lowered.startswith(word.encode("ascii"), at):
+                    at_word.setdefault(word, []).append(at)
+    if utf8 is not None and (hits or at_word):
+        chars = _char_offsets(utf8, {at for found in hits.values() for at in found})
+        hits = {anchor: [chars[at] for at in found] for anchor, found in hits.items()}
+        at_word = {word: [chars[at] for at in found] for word, found in at_word.items()}
+    return hits, at_word
+
+
+def _char_offsets(utf8: bytes, offsets: set[int]) -> dict[int, int]:
+    """Character offset of each byte offset (each at an ASCII byte: a character boundary)."""
+    chars: dict[int, int] = {}
+    byte, char = 0, 0
+    for at in sorted(offsets):
+        char += len(utf8[byte:at].decode("utf-8"))
+        byte = at
+        chars[at] = char
+    return chars
 
 
 def _anchored_matches(

@@ -14,7 +14,13 @@ from opentelemetry.trace import StatusCode
 from typer.testing import CliRunner
 
 from ai_lsp_tune.cli import app
-from ai_lsp_tune.dataset import NoUsableTraces, assign_splits, load_examples, prepare_dataset
+from ai_lsp_tune.dataset import (
+    Example,
+    NoUsableTraces,
+    assign_splits,
+    load_examples,
+    prepare_dataset,
+)
 from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
 from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.exporter import OtlpJsonFileSpanExporter
@@ -136,6 +142,30 @@ def test_duplicates_compare_parsed_content_not_bytes(tmp_path: Path, recorder: R
     recorder.analysis(output=answer(issue("sum(xs)")))
     report, rows = prepare(tmp_path)
     assert (report.duplicates, report.examples, len(rows)) == (1, 2, 2)
+
+
+def test_unpaired_surrogate_is_counted_and_the_rest_kept(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    # "\\ud800" is valid JSON but no UTF-8 file can hold what it decodes to.
+    recorder.analysis(code="x = 1  # \ud800\n", output=answer(issue("x = 1")))
+    recorder.analysis(output=answer(issue("len(xs)")))
+    report, rows = prepare(tmp_path)
+    assert (report.invalid_text, report.usable, report.examples) == (1, 1, 1)
+    assert json.loads(rows[0]["assistant"])["issues"] == [issue("len(xs)")]
+
+
+def test_dataset_lines_are_json_as_pydantic_writes_it(tmp_path: Path, recorder: Recorder) -> None:
+    # Quotes, backslashes, control characters, accents, emoji, a line separator, DEL.
+    code = 'msg = "tab\there \\ é ● 😀 \u2028 \x7f \x1f"\nx = 1\n'
+    recorder.analysis(code=code, output=answer(issue("x = 1", 'Say "why" ●')))
+    prepare(tmp_path)
+    line = (tmp_path / "out" / "dataset.json").read_text(encoding="utf-8").split("\n")[0]
+    example = Example.model_validate_json(line)
+    assert code in example.user
+    assert example.model_dump_json() == line
+    chat = (tmp_path / "out" / "dataset" / "train.jsonl").read_text(encoding="utf-8")
+    assert chat == json.dumps({"messages": example.messages()}, ensure_ascii=False) + "\n"
 
 
 def test_secrets_redacted_the_same_in_prompt_and_answer(tmp_path: Path, recorder: Recorder) -> None:

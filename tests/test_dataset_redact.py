@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ai_lsp_tune.redact import Redactor
 
@@ -51,3 +53,36 @@ def test_same_secret_same_placeholder_across_texts() -> None:
     snippet = redactor.redact("hunter2-hunter2")  # an answer quoting only the value
     assert snippet in prompt and snippet.startswith("REDACTED_PASSWORD_")
     assert redactor.count == 1
+
+
+# Secrets as code holds them, each with the value that must not survive redaction.
+PLANTED = [
+    ('token = "ghp_' + "a" * 36 + '"', "ghp_" + "a" * 36),
+    ('aws_secret_access_key = "' + "w" * 40 + '"', "w" * 40),
+    ("AKIA" + "B" * 16, "AKIA" + "B" * 16),
+    ('DB = "postgres://app:pa55word@db:5432/x"', "pa55word"),
+    ('config = {"Password": "correct-horse"}', "correct-horse"),
+    ("apiKey: 'AIza" + "B" * 35 + "'", "AIza" + "B" * 35),
+    (PEM, PEM),
+]
+# Text around them: ASCII code, accents, box drawing and emoji (stored 2 or 4 bytes per
+# character), the Kelvin sign (lowers to "k") and the dotted I (lowers to two characters).
+FILLER = st.text(
+    alphabet=st.sampled_from([*"abc XYZ_=:'\"\n(){}", "é", "●", "😀", "\u212a", "İ"]),
+    max_size=30,
+)
+
+
+@given(st.lists(st.tuples(FILLER, st.sampled_from(PLANTED)), min_size=1, max_size=6), FILLER)
+def test_secrets_are_found_in_any_text_around_them(
+    parts: list[tuple[str, tuple[str, str]]], tail: str
+) -> None:
+    code = "".join(f"{filler}\n{secret}\n" for filler, (secret, _) in parts) + tail
+    redactor = Redactor()
+    redacted = redactor.redact(code)
+    for _, (_, value) in parts:
+        assert value not in redacted
+    # The fast search (anchors found in lowered bytes) agrees with the regexes scanning it all.
+    scanning = Redactor()
+    scanning._learn_scanning(code)
+    assert set(redactor.secrets) == set(scanning.secrets)
