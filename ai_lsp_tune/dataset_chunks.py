@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from pydantic import BaseModel
+from pydantic_core import to_json
 
 from ai_lsp_tune.dataset_report import DatasetReport
 from ai_lsp_tune.files import PRIVATE_FILE_MODE
 from ai_lsp_tune.redact import Redactor
-from ai_lsp_tune.schema import DiagnosticResult, InvalidModelOutput, parse_diagnostic_result
+from ai_lsp_tune.schema import DiagnosticResult, parse_json_text
 from ai_lsp_tune.tokens import TokenCounter, estimate_counter
 from ai_lsp_tune.traces import genai, otlp
 from ai_lsp_tune.traces.agent_runs import AgentRun, agent_run_from_span, parse_user_prompt
@@ -190,7 +191,7 @@ def clean_chunk(
     report = DatasetReport(redaction=redaction)
     count = (counter or estimate_counter()).count
     out = Cleaned({}, cleaned.with_suffix(".examples"), cleaned.with_suffix(".chats"))
-    encoded = _JsonStrings()
+    system_json = _LastJson()  # the system prompt repeats across examples
     with (
         candidates.open("rb") as pickled,
         private_binary_writer(out.examples) as examples,
@@ -201,40 +202,46 @@ def clean_chunk(
             if example is None:
                 continue
             system, user, result, assistant, metadata = example
-            digest = _content_digest(system, user, result)
             messages = [
                 {"role": "system", "content": system},
                 {"role": "user", "content": user},
                 {"role": "assistant", "content": assistant},
             ]
-            # Each text is JSON-encoded once for both lines; the dataset.json line is what
-            # Example.model_dump_json writes, the chat line what json.dumps writes (tested).
-            s, u, a = encoded(system), json.dumps(user, ensure_ascii=False), encoded(assistant)
-            meta = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
-            line = f'{{"system":{s},"user":{u},"assistant":{a},"metadata":{meta}}}\n'.encode()
-            chat = (
-                f'{{"messages": [{{"role": "system", "content": {s}}}, '
-                f'{{"role": "user", "content": {u}}}, '
-                f'{{"role": "assistant", "content": {a}}}]}}\n'
-            ).encode()
+            # Each text is JSON-encoded once, for both lines and the digest: the dataset.json
+            # line is what Example.model_dump_json writes (pydantic's encoder), the chat line
+            # what json.dumps(ensure_ascii=False) writes (the same escapes; both tested).
+            s, u, a = system_json(system), to_json(user), to_json(assistant)
+            line = b"".join(
+                [
+                    *(b'{"system":', s, b',"user":', u, b',"assistant":', a),
+                    *(b',"metadata":', to_json(metadata), b"}\n"),
+                ]
+            )
+            chat = b"".join(
+                [
+                    *(b'{"messages": [{"role": "system", "content": ', s),
+                    *(b'}, {"role": "user", "content": ', u),
+                    *(b'}, {"role": "assistant", "content": ', a, b"}]}\n"),
+                ]
+            )
             examples.write(line)
             chats.write(chat)
+            digest = _content_digest(s, u, result)
             out.rows.append((digest.hex(), count(messages), key, len(line), len(chat)))
     out.counts = {name: getattr(report, name) for name in CLEAN_COUNTS}
     return out
 
 
-class _JsonStrings:
-    """``json.dumps(text, ensure_ascii=False)``, remembering the last text (the system prompt
-    repeats across examples, and short answers are cheap either way)."""
+class _LastJson:
+    """``to_json(text)``, remembering the last text."""
 
     def __init__(self) -> None:
         self.text: str | None = None
-        self.encoded = ""
+        self.encoded = b""
 
-    def __call__(self, text: str) -> str:
+    def __call__(self, text: str) -> bytes:
         if text != self.text:
-            self.text, self.encoded = text, json.dumps(text, ensure_ascii=False)
+            self.text, self.encoded = text, to_json(text)
         return self.encoded
 
 
@@ -250,15 +257,15 @@ def _usable_result(run: AgentRun, report: DatasetReport) -> dict[str, Any] | Non
     if run.output_scrubbed or run.prompt_scrubbed:
         report.scrubbed += 1
         return None
-    try:
-        parse_diagnostic_result(run.output)
-    except InvalidModelOutput:
+    try:  # parsed once: the target is this value, as compact JSON without a ```json fence
+        value = parse_json_text(run.output)
+        DiagnosticResult.model_validate(value)
+    except (ValueError, RecursionError):  # not JSON, or not a DiagnosticResult
         report.invalid_result += 1
         return None
     if not all(_is_unicode(text) for text in (run.system, run.user, run.output)):
         report.invalid_text += 1
         return None
-    value = json.loads(run.output)
     return value if isinstance(value, dict) else None
 
 
@@ -304,14 +311,16 @@ def _remember_feedback(found: Collected, attrs: dict[str, Any], report: DatasetR
         found.dismissed.append((key, (feedback.issue_snippet, feedback.message)))
 
 
-def _content_digest(system: str, user: str, result: dict[str, Any]) -> bytes:
-    """Equal for examples with equal parsed content (0.x writes spaced JSON, 2.x compact)."""
-    answer = json.dumps(result, sort_keys=True)
+def _content_digest(system: bytes, user: bytes, result: dict[str, Any]) -> bytes:
+    """Equal for examples with equal parsed content (0.x writes spaced JSON, 2.x compact).
+
+    ``system`` and ``user``: the texts as JSON strings (one text, one encoding).
+    """
+    answer = json.dumps(result, sort_keys=True).encode()
     digest = hashlib.blake2b(digest_size=16)
     for part in (system, user, answer):
-        data = part.encode("utf-8", "surrogatepass")
-        digest.update(len(data).to_bytes(8, "big"))
-        digest.update(data)
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
     return digest.digest()
 
 

@@ -155,6 +155,15 @@ def test_unpaired_surrogate_is_counted_and_the_rest_kept(
     assert json.loads(rows[0]["assistant"])["issues"] == [issue("len(xs)")]
 
 
+def test_fenced_answer_becomes_a_plain_json_target(tmp_path: Path, recorder: Recorder) -> None:
+    # A local model may wrap its JSON in a ```json fence; the server accepts that, and so does
+    # the dataset, teaching the bare JSON.
+    recorder.analysis(output="```json\n" + answer(issue("len(xs)"), spaced=True) + "\n```")
+    report, rows = prepare(tmp_path)
+    assert (report.invalid_result, report.examples) == (0, 1)
+    assert rows[0]["assistant"] == answer(issue("len(xs)"))
+
+
 def test_dataset_lines_are_json_as_pydantic_writes_it(tmp_path: Path, recorder: Recorder) -> None:
     # Quotes, backslashes, control characters, accents, emoji, a line separator, DEL.
     code = 'msg = "tab\there \\ é ● 😀 \u2028 \x7f \x1f"\nx = 1\n'

@@ -184,9 +184,12 @@ def _run(span: Span, fmt: RunFormat, **fields: Any) -> AgentRun:
     )
 
 
-def _best_output(final: Any, tool_output: str | None) -> tuple[str | None, bool]:
+def _best_output(final: Any, tool_arguments: Any) -> tuple[str | None, bool]:
     """The answer text; logfire may have scrubbed ``final_result`` but not the tool call."""
-    candidates = [c for c in (_as_text(final), tool_output) if c is not None]
+    first = _as_text(final)
+    if first is not None and SCRUBBED_MARKER not in first:
+        return first, False  # the usual case: the tool call's arguments are not needed
+    candidates = [c for c in (first, _as_text(tool_arguments)) if c is not None]
     for text in candidates:
         if SCRUBBED_MARKER not in text:
             return text, False
@@ -219,7 +222,7 @@ def _content_text(content: Any) -> str:
     return ""
 
 
-def _from_events(events: list[Any]) -> tuple[str, str, str | None]:
+def _from_events(events: list[Any]) -> tuple[str, str, Any]:
     """System prompt, user prompt and output-tool arguments from 0.x ``all_messages_events``."""
     systems, users, tool_output = [], [], None
     for event in events:
@@ -234,11 +237,11 @@ def _from_events(events: list[Any]) -> tuple[str, str, str | None]:
             for call in event.get("tool_calls") or []:
                 function = call.get("function") if isinstance(call, dict) else None
                 if isinstance(function, dict) and _is_output_tool(function.get("name")):
-                    tool_output = _as_text(function.get("arguments"))
+                    tool_output = function.get("arguments")
     return "\n\n".join(s for s in systems if s), _pick_prompt(users), tool_output
 
 
-def _from_parts(messages: list[Any]) -> tuple[str, str, str | None]:
+def _from_parts(messages: list[Any]) -> tuple[str, str, Any]:
     """System prompt, user prompt and output-tool arguments from ``pydantic_ai.all_messages``."""
     systems, users, tool_output = [], [], None
     for message in messages:
@@ -258,7 +261,7 @@ def _from_parts(messages: list[Any]) -> tuple[str, str, str | None]:
                     and part.get("type") == "tool_call"
                     and _is_output_tool(part.get("name"))
                 ):
-                    tool_output = _as_text(part.get("arguments"))
+                    tool_output = part.get("arguments")
     return "\n\n".join(s for s in systems if s), _pick_prompt(users), tool_output
 
 

@@ -177,7 +177,7 @@ def feedback_attributes(record: FeedbackRecord) -> dict[str, Any]:
 
 
 def is_feedback_span(name: str, attrs: Mapping[str, Any]) -> bool:
-    return name == FEEDBACK_SPAN_NAME and FEEDBACK_KIND in attrs
+    return name == FEEDBACK_SPAN_NAME and FEEDBACK_KIND in attrs and FORMAT_VERSION in attrs
 
 
 def feedback_from_attributes(attrs: Mapping[str, Any]) -> FeedbackRecord:

@@ -24,6 +24,7 @@ from ai_lsp_tune.traces.otlp import RawSpan
 
 _RESULT_MARK = b'final_result"'  # the key of pydantic-ai's answer (compact or spaced)
 _OURS_MARK = b'"ai_lsp.'
+_OURS_FORMAT = b'"ai_lsp.span_format"'  # on every span of ours: a longer key, found faster
 _OURS_SPAN_KEYS = (b'span_format"', b'feedback.kind"')  # on our analysis and feedback spans
 _OURS_URI_KEY = b'document.uri"'
 _RUN_NAME = re.compile(rb'"name": ?"(?:agent run"|invoke_agent)')
@@ -106,7 +107,8 @@ def _marks(body: bytes) -> tuple[list[int], list[int]]:
     while at != -1:
         marks.append(at)
         at = body.find(_RESULT_MARK, at + len(_RESULT_MARK))
-    at = body.find(_OURS_MARK)
+    # Every span of ours carries ai_lsp.span_format (genai): a line without it holds none.
+    at = body.find(_OURS_MARK) if _OURS_FORMAT in body else -1
     while at != -1:
         if body.startswith(_OURS_SPAN_KEYS, at + len(_OURS_MARK)):
             marks.append(at)
@@ -212,8 +214,8 @@ def _uri_of(body: bytes, match: re.Match[bytes]) -> tuple[str, str] | None:
     return span_id.group(1).decode(), value.decode("utf-8")
 
 
-_COMPACT_KEY = b'"key":"uri"'
-_COMPACT_VALUE = b',"value":{"stringValue":"'
+_COMPACT_URI = re.compile(rb'"key":"uri","value":\{"stringValue":"([^"\\\x00-\x1f]*)"')
+_COMPACT_SPAN_ID = re.compile(rb'"spanId":"([0-9a-f]*)"')
 
 
 def _compact_uri(body: bytes, at: int, found: list[tuple[str, str]]) -> bool:
@@ -222,22 +224,14 @@ def _compact_uri(body: bytes, at: int, found: list[tuple[str, str]]) -> bool:
     Only the plain case (no escapes, a compact span id) is read here; False leaves anything
     else to the regexes, so both ways give the same answer.
     """
-    if not body.startswith(_COMPACT_KEY, at - 6):
-        return False
-    start = at + len(_URI_KEY) + len(_COMPACT_VALUE)
-    if not body.startswith(_COMPACT_VALUE, start - len(_COMPACT_VALUE)):
-        return False
-    end = body.find(b'"', start)
-    value = body[start:end]
-    if end == -1 or _ESCAPED.search(value):
+    value = _COMPACT_URI.match(body, at - 6)
+    if value is None:
         return False
     id_at = body.rfind(b'"spanId"', 0, at - 6)
     if id_at == -1:
         return True  # no span to give the URI to
-    id_start = id_at + len(b'"spanId":"')
-    id_end = body.find(b'"', id_start)
-    span_id = body[id_start:id_end]
-    if body[id_at + 8 : id_start] != b':"' or id_end == -1 or span_id.strip(b"0123456789abcdef"):
+    span_id = _COMPACT_SPAN_ID.match(body, id_at)
+    if span_id is None:
         return False
-    found.append((span_id.decode(), value.decode("utf-8")))
+    found.append((span_id.group(1).decode(), value.group(1).decode("utf-8")))
     return True
