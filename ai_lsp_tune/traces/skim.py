@@ -32,6 +32,13 @@ _SPAN_START = b'"startTimeUnixNano"'  # spans have it; events and links do not
 _SPAN_OPEN = b'{"traceId"'  # OTLP writes a span's traceId first; `{"` never occurs in a string
 _OLD_PYDANTIC_AI = (b'"name":"pydantic-ai","version":"0.', b'"name": "pydantic-ai", "version": "0.')
 _URI_KEY = b'"uri"'
+# A line that starts compact, as the Collector and our exporter write it, is compact throughout:
+# its keys are searched with their whole compact openings, which `bytes.find` skips through
+# faster than the bare key (the longer the needle, the longer its skips).
+_COMPACT_LINE = b'{"resourceSpans":['
+_COMPACT_RESULT_KEY = b'"key":"final_result"'
+_COMPACT_OURS_FORMAT = b'"key":"ai_lsp.span_format"'
+_COMPACT_URI_OPENING = b'"key":"uri","value":{"stringValue":"'  # a string-valued `uri`
 _URI = re.compile(
     rb'"key": ?"(?:uri|ai_lsp\.document\.uri)", ?"value": ?\{ ?"stringValue": ?"((?:[^"\\]|\\.)*)"'
 )
@@ -68,7 +75,8 @@ def _skim(line: bytes, *, decode: bool) -> Skimmed | None:
     body = line  # never copied: lines are large
     if not (body.startswith(b'{"resourceSpans"') and body.endswith((b"}\n", b"}\r\n"))):
         return None  # a last line without newline may be cut off: parse it to tell
-    marks, our_uri_keys = _marks(body)
+    compact = body.startswith(_COMPACT_LINE)
+    marks, our_uri_keys = _marks(body, compact)
     if marks and not decode:
         return None
     ascii_only = body.isascii()
@@ -87,7 +95,9 @@ def _skim(line: bytes, *, decode: bool) -> Skimmed | None:
     runs -= sum(1 for raw, _, _ in decoded if _is_run_name(raw.get("name")))
     if runs < 0:
         return None
-    old = runs > 0 and (b"all_messages_events" in body or any(m in body for m in _OLD_PYDANTIC_AI))
+    # pydantic-ai's scope comes before its spans: found sooner than a run's attribute.
+    scopes = _OLD_PYDANTIC_AI[:1] if compact else _OLD_PYDANTIC_AI
+    old = runs > 0 and (any(m in body for m in scopes) or b"all_messages_events" in body)
     skimmed = Skimmed(
         spans=body.count(_SPAN_START),
         runs=runs,
@@ -96,19 +106,21 @@ def _skim(line: bytes, *, decode: bool) -> Skimmed | None:
     )
     if skimmed.spans < len(decoded):
         return None
-    skimmed.uris = _uris(body, our_uri_keys)
+    skimmed.uris = _uris(body, our_uri_keys, compact)
     return skimmed
 
 
-def _marks(body: bytes) -> tuple[list[int], list[int]]:
+def _marks(body: bytes, compact: bool) -> tuple[list[int], list[int]]:
     """Offsets of the attributes that make a span worth decoding, and of our URI keys."""
     marks, uri_keys = [], []
-    at = body.find(_RESULT_MARK)
+    result_mark = _COMPACT_RESULT_KEY if compact else _RESULT_MARK
+    at = body.find(result_mark)
     while at != -1:
         marks.append(at)
-        at = body.find(_RESULT_MARK, at + len(_RESULT_MARK))
+        at = body.find(result_mark, at + len(result_mark))
     # Every span of ours carries ai_lsp.span_format (genai): a line without it holds none.
-    at = body.find(_OURS_MARK) if _OURS_FORMAT in body else -1
+    ours = (_COMPACT_OURS_FORMAT if compact else _OURS_FORMAT) in body
+    at = body.find(_OURS_MARK) if ours else -1
     while at != -1:
         if body.startswith(_OURS_SPAN_KEYS, at + len(_OURS_MARK)):
             marks.append(at)
@@ -177,13 +189,19 @@ def _is_run_name(name: Any) -> bool:
     return isinstance(name, str) and (name == "agent run" or name.startswith("invoke_agent"))
 
 
-def _uris(body: bytes, our_uri_keys: list[int]) -> list[tuple[str, str]]:
+def _uris(body: bytes, our_uri_keys: list[int], compact: bool) -> list[tuple[str, str]]:
     """(span id, document URI) of every span with a ``uri`` or ``ai_lsp.document.uri``."""
     keys = []
-    at = body.find(_URI_KEY)
-    while at != -1:
-        keys.append(at)
-        at = body.find(_URI_KEY, at + len(_URI_KEY))
+    if compact:
+        at = body.find(_COMPACT_URI_OPENING)
+        while at != -1:
+            keys.append(at + 6)  # the `"uri"` key, after `"key":`
+            at = body.find(_COMPACT_URI_OPENING, at + len(_COMPACT_URI_OPENING))
+    else:
+        at = body.find(_URI_KEY)
+        while at != -1:
+            keys.append(at)
+            at = body.find(_URI_KEY, at + len(_URI_KEY))
     found: list[tuple[str, str]] = []
     for at in sorted(keys + our_uri_keys) if our_uri_keys else keys:
         if _compact_uri(body, at, found):  # the usual compact form, without regexes
