@@ -282,12 +282,16 @@ def test_skimming_any_line_never_raises(line: bytes) -> None:
 
 
 @pytest.mark.skipif(not REAL_TRACE_FILE.exists(), reason="real trace file not present")
-def test_decoding_only_the_run_spans_agrees_with_parsing_the_line() -> None:
+@pytest.mark.parametrize("spaced", [False, True], ids=["compact", "spaced"])
+def test_decoding_only_the_run_spans_agrees_with_parsing_the_line(spaced: bool) -> None:
     from ai_lsp_tune.traces.agent_runs import agent_run_from_span
     from ai_lsp_tune.traces.skim import skim_and_decode
 
+    lines = REAL_TRACE_FILE.read_bytes().splitlines(keepends=True)
+    if spaced:  # as json.dumps writes it (compact lines are searched differently)
+        lines = [json.dumps(json.loads(line)).encode() + b"\n" for line in lines]
     decoded_runs = 0
-    for number, line in enumerate(REAL_TRACE_FILE.read_bytes().splitlines(keepends=True), 1):
+    for number, line in enumerate(lines, 1):
         skimmed = skim_and_decode(line)
         assert skimmed is not None  # every line of the real file is skimmed
         source = f"{REAL_TRACE_FILE}:{number}"

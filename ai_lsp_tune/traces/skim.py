@@ -10,6 +10,9 @@ The spans that can hold an example or feedback (a ``final_result`` attribute, ou
 A line is only skimmed when it is a complete, UTF-8, OTLP request in the Collector's compact or
 spaced form, with the fields in the order OTLP writes them (span ``traceId`` first, scope before
 spans); anything unexpected returns None and the line is parsed as a whole, as before.
+A line that starts compact is taken to be compact throughout (no serializer mixes the two):
+its keys are searched with their whole compact openings, which ``bytes.find`` skips through
+faster than the bare keys.
 """
 
 from __future__ import annotations
