@@ -36,7 +36,7 @@ from ai_lsp_tune.dataset_chunks import (
     private_binary_writer,
 )
 from ai_lsp_tune.dataset_report import SPLITS, DatasetReport
-from ai_lsp_tune.files import PRIVATE_FILE_MODE, atomic_writer, publish_dir
+from ai_lsp_tune.files import ByteRanges, atomic_writer, private_fd, publish_dir
 from ai_lsp_tune.tokens import TokenCounter, estimate_counter
 from ai_lsp_tune.traces import otlp
 
@@ -303,12 +303,12 @@ def _write_outputs(
     )
     # The lines are copied as the workers wrote them (UTF-8, LF ends), by the kernel where
     # it can: this process only decides which byte ranges go where.
-    with _private_fd(cleaned_path) as out, _private_fd(aside) as fits_out:
+    with private_fd(cleaned_path) as out, private_fd(aside) as fits_out:
         for done in _in_order(pool, clean_chunk, tasks, window):
             for name, value in done.counts.items():
                 if value:
                     setattr(report, name, getattr(report, name) + value)
-            kept, fits = _Ranges(), _Ranges()
+            kept, fits = ByteRanges(), ByteRanges()
             example_at, chat_at = 0, 0
             for digest, tokens, key, example_bytes, chat_bytes in done.rows:
                 if digest in seen:
@@ -344,56 +344,6 @@ def _write_outputs(
         with aside.open("rb") as lines:
             for key, line in zip(fitting, lines, strict=True):
                 split_out[split_of[key]].write(line)
-
-
-class _Ranges:
-    """Byte ranges of one file, joined where they touch, to be copied to another."""
-
-    def __init__(self) -> None:
-        self.ranges: list[list[int]] = []  # [start, length]
-
-    def add(self, start: int, length: int) -> None:
-        if self.ranges and sum(self.ranges[-1]) == start:
-            self.ranges[-1][1] += length
-        else:
-            self.ranges.append([start, length])
-
-    def copy(self, source: Path, out: int) -> None:
-        """Append the ranges of ``source`` to the file open for writing as ``out``."""
-        if not self.ranges:
-            return
-        with source.open("rb") as handle:
-            for start, length in self.ranges:
-                _copy_range(handle.fileno(), out, start, length)
-
-
-def _copy_range(source: int, out: int, offset: int, length: int) -> None:
-    kernel = hasattr(os, "copy_file_range")
-    while length > 0:
-        copied = 0
-        if kernel:
-            try:
-                copied = os.copy_file_range(source, out, length, offset)
-            except OSError:  # not supported between these files: copy through memory
-                kernel = False
-                continue
-        else:
-            data = os.pread(source, min(length, 1 << 20), offset)
-            copied = os.write(out, data) if data else 0
-        if copied <= 0:
-            raise OSError(f"could not copy {length} bytes from offset {offset}: file cut short")
-        offset += copied
-        length -= copied
-
-
-@contextlib.contextmanager
-def _private_fd(path: Path) -> Iterator[int]:
-    """A file created 0600 (it holds source code) and truncated, open for writing."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
 
 
 def assign_splits(files: set[str]) -> dict[str, str]:

@@ -52,3 +52,55 @@ def publish_dir(staging: Path, target: Path) -> None:
     os.replace(staging, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+class ByteRanges:
+    """Byte ranges of one file, joined where they touch, to be copied to another."""
+
+    def __init__(self) -> None:
+        self.ranges: list[list[int]] = []  # [start, length]
+
+    def add(self, start: int, length: int) -> None:
+        if self.ranges and sum(self.ranges[-1]) == start:
+            self.ranges[-1][1] += length
+        else:
+            self.ranges.append([start, length])
+
+    def copy(self, source: Path, out: int) -> None:
+        """Append the ranges of ``source`` to the file open for writing as ``out``."""
+        if not self.ranges:
+            return
+        with source.open("rb") as handle:
+            for start, length in self.ranges:
+                copy_range(handle.fileno(), out, start, length)
+
+
+def copy_range(source: int, out: int, offset: int, length: int) -> None:
+    """Append ``length`` bytes of ``source`` from ``offset`` to ``out`` (both open file
+    descriptors): by the kernel where it can (``os.copy_file_range``), else through memory."""
+    kernel = hasattr(os, "copy_file_range")
+    while length > 0:
+        copied = 0
+        if kernel:
+            try:
+                copied = os.copy_file_range(source, out, length, offset)
+            except OSError:  # not supported between these files: copy through memory
+                kernel = False
+                continue
+        else:
+            data = os.pread(source, min(length, 1 << 20), offset)
+            copied = os.write(out, data) if data else 0
+        if copied <= 0:
+            raise OSError(f"could not copy {length} bytes from offset {offset}: file cut short")
+        offset += copied
+        length -= copied
+
+
+@contextlib.contextmanager
+def private_fd(path: Path) -> Iterator[int]:
+    """A file created 0600 (it holds source code) and truncated, open for writing."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    try:
+        yield fd
+    finally:
+        os.close(fd)

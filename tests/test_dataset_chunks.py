@@ -58,3 +58,18 @@ def test_chunked_workers_give_what_one_pass_gives(
     bad_at = [number for number, line in enumerate(body, 1) if line in bad]
     listed = [int(problem.split(":")[1]) for problem in expected["problems"]]
     assert listed == [*bad_at, len(body)]  # numbered in the whole file, the cut line last
+
+
+def test_outputs_the_same_where_the_kernel_cannot_copy_ranges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not REAL_TRACE_FILE.exists():
+        pytest.skip("the real trace file is not here")
+    # Twice the file: every second example a duplicate, so the kept lines are ranges apart.
+    traces = tmp_path / "traces.jsonl"
+    traces.write_bytes(REAL_TRACE_FILE.read_bytes() * 2)
+    expected, expected_files = _prepare(traces, tmp_path / "kernel")
+    monkeypatch.delattr(os, "copy_file_range", raising=False)  # as on macOS
+    got, got_files = _prepare(traces, tmp_path / "memory")
+    assert expected["duplicates"] == expected["examples"] > 0
+    assert (got, got_files) == (expected, expected_files)
