@@ -108,3 +108,30 @@ def test_registry_follows_a_newly_configured_model(tmp_path: Path) -> None:
     # The user picked another model since: their choice wins, the swap is forgotten.
     assert ModelRegistry(tmp_path).model_to_serve("other") == "other"
     assert ModelRegistry(tmp_path).served is None
+
+
+async def test_a_killed_host_is_started_again_but_not_in_a_crash_loop(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ai_lsp_tune.serving import served_model
+    from ai_lsp_tune.serving.client import HostGone
+
+    monkeypatch.setattr(served_model, "MAX_RESTARTS", 1)
+    served = await ServedModel.start(str(tiny_model))
+    try:
+        killed = served._host.process
+        in_flight = asyncio.create_task(served.generate(chat("x = 1\n"), max_tokens=3000))
+        await asyncio.sleep(0.3)
+        assert not in_flight.done()
+        killed.kill()  # as the OOM killer would, mid-generation
+        answer = await asyncio.wait_for(in_flight, 60)  # retried on a new host
+        assert answer.output_tokens >= 1
+        assert served._host.process.pid != killed.pid
+        assert (await served.generate(chat("y = 2\n"), max_tokens=3)).output_tokens >= 1
+
+        served._host.process.kill()  # a second death within the window: reported
+        await served._host.process.wait()
+        with pytest.raises(HostGone, match="2 times in 60 s"):
+            await served.generate(chat("z\n"), max_tokens=3)
+    finally:
+        await served.close()

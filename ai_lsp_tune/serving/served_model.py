@@ -3,6 +3,10 @@
 A swap starts a second model host with the new model and waits until it is loaded and warm;
 only then are new requests routed to it. Requests already sent to the old host finish there,
 and the old host is stopped once it has drained. Memory holds both models for that moment.
+
+A host that dies (killed, out of memory) is started again with the same model and the request
+retried there, unless it died ``MAX_RESTARTS`` times within ``RESTART_WINDOW_S``: a model that
+crashes its host every time is reported, not restarted forever.
 """
 
 from __future__ import annotations
@@ -10,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 
-from ai_lsp_tune.serving.client import HostClient, ModelLoadError
+from ai_lsp_tune.serving.client import HostClient, HostGone, ModelLoadError
 from ai_lsp_tune.serving.protocol import ChatMessage, Generation
 from ai_lsp_tune.serving.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
+MAX_RESTARTS = 3
+RESTART_WINDOW_S = 60.0
 
 
 class NoPreviousModel(RuntimeError):
@@ -40,6 +47,7 @@ class ServedModel:
         self._load_timeout_s = load_timeout_s
         self._swap_lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+        self._restarts: list[float] = []  # monotonic times of recent restarts
 
     @classmethod
     async def start(
@@ -69,8 +77,35 @@ class ServedModel:
         return self._swap_lock.locked()
 
     async def generate(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generation:
-        """Generate on the current model; a swap meanwhile lets this one finish where it began."""
+        """Generate on the current model; a swap meanwhile lets this one finish where it began.
+
+        If the host has died, it is started again and the request retried once there.
+        """
+        host = self._host
+        try:
+            return await host.generate(messages, max_tokens)
+        except HostGone:
+            await self._restart(host)
         return await self._host.generate(messages, max_tokens)
+
+    async def _restart(self, gone: HostClient) -> None:
+        """Start the host that died again (once, however many requests saw it go)."""
+        async with self._swap_lock:
+            if self._host is not gone:  # restarted (or swapped) while this request waited
+                return
+            now = time.monotonic()
+            self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_S]
+            code = gone.process.returncode
+            if len(self._restarts) >= MAX_RESTARTS:
+                raise HostGone(
+                    f"the model host for {gone.model} exited (code {code}) "
+                    f"{len(self._restarts) + 1} times in {RESTART_WINDOW_S:.0f} s; not restarting "
+                    "it again (is the model too large for this machine's memory?)"
+                )
+            self._restarts.append(now)
+            log.warning("model host for %s exited (code %s); starting it again", gone.model, code)
+            await gone.close()
+            self._host = await HostClient.start(gone.model, load_timeout_s=self._load_timeout_s)
 
     async def swap(self, path: str) -> None:
         """Serve ``path`` from now on; raise ModelLoadError (old model kept) if it cannot load."""
