@@ -11,6 +11,7 @@ import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 # (kind, literals one of which must occur, pattern, group holding the secret). The literal check
 # (str.__contains__, very fast) skips a pattern's regex scan on the usual secret-free code.
@@ -188,47 +189,41 @@ def _anchor_hits(text: str) -> tuple[Hits, Hits] | None:
     None when lowering changes the text's length: then the regexes must scan it all.
     """
     if text.isascii():
-        return _byte_hits(text.encode("ascii").lower(), None)
+        return _hits(text.encode("ascii").lower(), _ANCHOR_SCANS_BYTES)
     if not any(c in text for c in _LOWERS_TO_ASCII):
         with contextlib.suppress(UnicodeEncodeError):  # an unpaired surrogate: as str
             data = text.encode("utf-8").lower()
-            return _byte_hits(data, data)
+            hits, at_word = _hits(data, _ANCHOR_SCANS_BYTES)
+            if not (hits or at_word):
+                return hits, at_word
+            chars = _char_offsets(data, {at for found in hits.values() for at in found})
+            return (
+                {anchor: [chars[at] for at in found] for anchor, found in hits.items()},
+                {word: [chars[at] for at in found] for word, found in at_word.items()},
+            )
     lowered = text.lower()
     if len(lowered) != len(text):
         return None
+    return _hits(lowered, _ANCHOR_SCANS)
+
+
+def _hits(lowered: str | bytes, scans: list[re.Pattern[Any]]) -> tuple[Hits, Hits]:
+    """Offsets in ``lowered`` (text or its bytes) of every anchor and every secret word."""
+    as_bytes = isinstance(lowered, bytes)
     hits: Hits = {}
-    for scan in _ANCHOR_SCANS:
+    for scan in scans:
         found = scan.search(lowered)
         while found is not None:
-            hits.setdefault(found.group(), []).append(found.start())
+            anchor = found.group().decode("ascii") if as_bytes else found.group()
+            hits.setdefault(anchor, []).append(found.start())
             found = scan.search(lowered, found.start() + 1)
     at_word: Hits = {}
     for prefix in _WORD_PREFIXES:
         for at in hits.get(prefix, ()):
             for word in _WORDS_BY_PREFIX[prefix]:
-                if lowered.startswith(word, at):
+                needle: Any = word.encode("ascii") if as_bytes else word  # as ``lowered`` is
+                if lowered.startswith(needle, at):
                     at_word.setdefault(word, []).append(at)
-    return hits, at_word
-
-
-def _byte_hits(lowered: bytes, utf8: bytes | None) -> tuple[Hits, Hits]:
-    """``_anchor_hits`` of lowered bytes; ``utf8``: the bytes when not ASCII (offsets differ)."""
-    hits: Hits = {}
-    for scan in _ANCHOR_SCANS_BYTES:
-        found = scan.search(lowered)
-        while found is not None:
-            hits.setdefault(found.group().decode("ascii"), []).append(found.start())
-            found = scan.search(lowered, found.start() + 1)
-    at_word: Hits = {}
-    for prefix in _WORD_PREFIXES:
-        for at in hits.get(prefix, ()):
-            for word in _WORDS_BY_PREFIX[prefix]:
-                if lowered.startswith(word.encode("ascii"), at):
-                    at_word.setdefault(word, []).append(at)
-    if utf8 is not None and (hits or at_word):
-        chars = _char_offsets(utf8, {at for found in hits.values() for at in found})
-        hits = {anchor: [chars[at] for at in found] for anchor, found in hits.items()}
-        at_word = {word: [chars[at] for at in found] for word, found in at_word.items()}
     return hits, at_word
 
 
