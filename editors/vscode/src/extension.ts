@@ -57,7 +57,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         return;
       }
       if (event.affectsConfiguration(`${SECTION}.server.command`) ||
-          event.affectsConfiguration(`${SECTION}.languages`)) {
+          event.affectsConfiguration(`${SECTION}.languages`) ||
+          client?.state !== State.Running) {  // a server that failed to start: try the new settings
         await restart(output, progressUi, notifier);
       } else if (client?.state === State.Running) {
         const settings = readServerSettings(vscode.workspace.getConfiguration(SECTION));
@@ -74,8 +75,24 @@ export async function deactivate(): Promise<void> {
   client = undefined;
 }
 
-/** (Re)start the server with the current settings; a start-up failure is an error toast. */
-async function restart(
+let restarting: Promise<void> = Promise.resolve();
+
+/** (Re)start the server with the current settings, one restart at a time. */
+function restart(
+  output: vscode.LogOutputChannel,
+  progressUi: WorkDoneProgressUi,
+  notifier: Notifier,
+): Promise<void> {
+  restarting = restarting.then(() => startServer(output, progressUi, notifier));
+  return restarting;
+}
+
+/** Settings can reach a remote window's extension host after activation (code-server,
+ * microsoft/vscode#88044): a failed start looks once more, a little later. */
+const RECHECK_SETTINGS_MS = 2000;
+
+/** Start the server with the current settings; a start-up failure is an error toast. */
+async function startServer(
   output: vscode.LogOutputChannel,
   progressUi: WorkDoneProgressUi,
   notifier: Notifier,
@@ -111,6 +128,19 @@ async function restart(
   try {
     await next.start();
   } catch (err) {
+    const tried = JSON.stringify(serverCommand);
+    setTimeout(() => {
+      let now: string | undefined;
+      try {
+        now = JSON.stringify(readServerCommand(vscode.workspace.getConfiguration(SECTION)));
+      } catch {
+        return;  // an unusable setting was reported already
+      }
+      if (client === next && now !== tried) {
+        output.info('AI LSP: the server command setting arrived after start-up; starting again');
+        void restart(output, progressUi, notifier);
+      }
+    }, RECHECK_SETTINGS_MS);
     notifier.error(
       `AI LSP: could not start \`${[serverCommand.command, ...serverCommand.args].join(' ')}\`: ` +
         `${(err as Error).message ?? String(err)}. Install it with \`uv tool install ai-lsp-tune\` ` +
