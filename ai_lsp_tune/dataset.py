@@ -33,10 +33,15 @@ from ai_lsp_tune.dataset_chunks import (
     clean_chunk,
     collect_chunk,
     exit_with_parent,
-    private_binary_writer,
 )
 from ai_lsp_tune.dataset_report import SPLITS, DatasetReport
-from ai_lsp_tune.files import ByteRanges, atomic_writer, private_fd, publish_dir
+from ai_lsp_tune.files import (
+    ByteRanges,
+    atomic_writer,
+    private_binary_writer,
+    private_fd,
+    publish_dir,
+)
 from ai_lsp_tune.tokens import TokenCounter, estimate_counter
 from ai_lsp_tune.traces import otlp
 

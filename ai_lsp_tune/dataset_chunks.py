@@ -10,7 +10,6 @@ counts, line numbers, duplicates and splits are exactly what one sequential pass
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -22,13 +21,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from pydantic import BaseModel
 from pydantic_core import to_json
 
 from ai_lsp_tune.dataset_report import DatasetReport
-from ai_lsp_tune.files import PRIVATE_FILE_MODE
+from ai_lsp_tune.files import private_binary_writer
 from ai_lsp_tune.redact import Redactor
 from ai_lsp_tune.schema import DiagnosticResult, parse_json_text
 from ai_lsp_tune.tokens import TokenCounter, estimate_counter
@@ -415,19 +414,3 @@ def exit_with_parent(parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-@contextlib.contextmanager
-def private_writer(path: Path) -> Iterator[IO[str]]:
-    """A text file created 0600 (it holds source code), LF line ends."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-        yield handle
-
-
-@contextlib.contextmanager
-def private_binary_writer(path: Path) -> Iterator[IO[bytes]]:
-    """A binary file created 0600 (it holds source code)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
-    with os.fdopen(fd, "wb") as handle:
-        yield handle

@@ -96,11 +96,23 @@ def copy_range(source: int, out: int, offset: int, length: int) -> None:
         length -= copied
 
 
+def _create_private(path: Path) -> int:
+    """``path`` created 0600 (it holds source code) or truncated, open for writing."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+
+
 @contextlib.contextmanager
 def private_fd(path: Path) -> Iterator[int]:
-    """A file created 0600 (it holds source code) and truncated, open for writing."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    """A private file open for writing, as a file descriptor (for ``copy_range``)."""
+    fd = _create_private(path)
     try:
         yield fd
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def private_binary_writer(path: Path) -> Iterator[IO[bytes]]:
+    """A private file open for writing bytes."""
+    with os.fdopen(_create_private(path), "wb") as handle:
+        yield handle
