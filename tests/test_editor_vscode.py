@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 
 from ai_lsp_tune.config import FinetuneSettings, Settings
 from ai_lsp_tune.server import commands
+from tests.editor_tools import missing
 
 pytestmark = pytest.mark.editor
 
@@ -62,9 +63,9 @@ def test_both_clients_know_exactly_the_server_command_ids(client_source: Path) -
 def test_extension_unit_tests_pass() -> None:
     node = shutil.which("node")
     if node is None:
-        pytest.fail("node not found: the VS Code extension's tests need Node.js >= 20 (.ci/run)")
+        missing("node not found: the VS Code extension's tests need Node.js >= 20")
     if not (EXTENSION / "out" / "src" / "extension.js").exists():
-        pytest.fail("the extension is not built: cd editors/vscode && npm ci && npm run compile")
+        missing("the VS Code extension is not built (editors/vscode: npm ci && npm run compile)")
     tests = sorted(str(p) for p in (EXTENSION / "out" / "test").glob("*.test.js"))
     assert tests, "no compiled extension tests in editors/vscode/out/test"
     proc = subprocess.run(
@@ -81,7 +82,7 @@ def test_extension_unit_tests_pass() -> None:
 def test_the_vsix_was_packaged() -> None:
     vsix = EXTENSION / "ai-lsp-tune.vsix"
     if not vsix.exists():
-        pytest.fail("no .vsix: cd editors/vscode && npx vsce package --out ai-lsp-tune.vsix")
+        missing("no .vsix (cd editors/vscode && npx vsce package --out ai-lsp-tune.vsix)")
     import zipfile
 
     with zipfile.ZipFile(vsix) as archive:

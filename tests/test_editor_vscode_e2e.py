@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.editor_tools import missing
 from tests.finetune_story import FLAW, TEACHER_ANSWER
 from tests.scripted_openai import Answer, ChatRequest, scripted_endpoint
 from tests.test_editor_nvim import (
@@ -46,7 +47,7 @@ OBSERVER = Path(__file__).parent / "editor" / "vscode_observer"
 def required(env_var: str) -> str:
     value = os.environ.get(env_var)
     if not value or not Path(value).exists():
-        pytest.fail(f"{env_var} is not set to an executable: .ci/run installs it")
+        missing(f"{env_var} is not set to an executable")
     return value
 
 
@@ -124,7 +125,7 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
     code_server = required("AI_LSP_CODE_SERVER")
     chromium = required("AI_LSP_CHROMIUM")
     if not VSIX.exists():
-        pytest.fail("no .vsix: cd editors/vscode && npx vsce package --out ai-lsp-tune.vsix")
+        missing("no .vsix (editors/vscode: npx vsce package --out ai-lsp-tune.vsix)")
     workspace = tmp_path / "project"
     (workspace / ".git").mkdir(parents=True)
     source_path = workspace / "loader.py"
