@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 PRIVATE_FILE_MODE = 0o600  # traces and datasets hold source code
+PRIVATE_DIR_MODE = 0o700
 
 
 @contextlib.contextmanager
@@ -116,3 +117,15 @@ def private_binary_writer(path: Path) -> Iterator[IO[bytes]]:
     """A private file open for writing bytes."""
     with os.fdopen(_create_private(path), "wb") as handle:
         yield handle
+
+
+def make_private(folder: Path) -> None:
+    """``folder`` and everything in it readable by the owner only (0700 folders, 0600 files),
+    for trees that libraries wrote with the default umask; links are left alone."""
+    for root, dirs, files in os.walk(folder):
+        os.chmod(root, PRIVATE_DIR_MODE)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, PRIVATE_FILE_MODE)
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
 import threading
 import time
@@ -10,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ai_lsp_tune.dataset import Example
+from ai_lsp_tune.files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 from ai_lsp_tune.training import publish
 from ai_lsp_tune.training.channel import Cancelled, EventChannel, WorkerError
 from ai_lsp_tune.training.checkpoint import (
@@ -26,10 +29,16 @@ from ai_lsp_tune.training.events import (
     LoadingEvent,
     WarningEvent,
 )
-from ai_lsp_tune.training.loop import train_lora
+from ai_lsp_tune.training.loop import check_fits, train_lora
 from ai_lsp_tune.training.modelio import load_model
 from ai_lsp_tune.training.request import TrainRequest
-from ai_lsp_tune.training.splits import BadDataset, dataset_sha256, load_splits
+from ai_lsp_tune.training.splits import (
+    BadDataset,
+    InvalidAnswers,
+    dataset_sha256,
+    drop_invalid_answers,
+    load_splits,
+)
 
 # Share of the whole run each phase is given in ``fraction``.
 PHASES = {"loading": (0.0, 0.05), "before": (0.05, 0.15), "training": (0.15, 0.85),
@@ -46,7 +55,7 @@ def at(phase: str, done: float = 0.0) -> float:
 def _exclusive(output_dir: Path) -> Any:
     lock_path = output_dir.with_name(f".{output_dir.name}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
+    with open(os.open(lock_path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE), "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -62,11 +71,48 @@ def run_job(request: TrainRequest, channel: EventChannel, stop: threading.Event)
         return _run(request, channel, stop)
 
 
-def _tokenized(request: TrainRequest, tokenizer: Any, channel: EventChannel) -> dict[str, Any]:
+def _load_dataset(
+    request: TrainRequest, channel: EventChannel
+) -> tuple[dict[str, list[Example]], InvalidAnswers]:
+    """The examples whose answers are DiagnosticResults; checked before the model is loaded."""
     try:
         splits = load_splits(request.dataset)
     except BadDataset as exc:
         raise WorkerError("bad_dataset", str(exc)) from exc
+    total = sum(len(examples) for examples in splits.values())
+    if total == 0:
+        raise WorkerError(
+            "bad_dataset",
+            f"Dataset {request.dataset} has no examples; record some analyses first, then run "
+            "`ai-lsp finetune prepare-dataset`.",
+        )
+    splits, invalid = drop_invalid_answers(splits)
+    if invalid.total == total:
+        raise WorkerError(
+            "bad_dataset",
+            f"None of the {total} examples in {request.dataset} has an answer that is a "
+            f"DiagnosticResult (first: {invalid.first_reason}); the assistant fields must be "
+            "the analysis JSON that `ai-lsp finetune prepare-dataset` writes.",
+        )
+    if invalid.total:
+        channel.emit(
+            WarningEvent(
+                message=f"Skipped {invalid.total} of {total} examples whose answer is not a "
+                f"DiagnosticResult (first: {invalid.first_reason}).",
+                count=invalid.total,
+                fraction=at("loading", 0.1),
+            )
+        )
+    return splits, invalid
+
+
+def _tokenized(
+    request: TrainRequest,
+    tokenizer: Any,
+    splits: dict[str, list[Example]],
+    invalid: InvalidAnswers,
+    channel: EventChannel,
+) -> dict[str, Any]:
     limit = request.max_seq_length
     tokenized = {
         name: TokenizedSplit.build(tokenizer, splits.get(name, []), max_seq_length=limit)
@@ -74,12 +120,6 @@ def _tokenized(request: TrainRequest, tokenizer: Any, channel: EventChannel) -> 
     }
     too_long = sum(s.too_long for s in tokenized.values())
     total = sum(len(splits.get(name, [])) for name in tokenized)
-    if total == 0:
-        raise WorkerError(
-            "bad_dataset",
-            f"Dataset {request.dataset} has no examples; record some analyses first, then run "
-            "`ai-lsp finetune prepare-dataset`.",
-        )
     if too_long:
         channel.emit(
             WarningEvent(
@@ -93,7 +133,9 @@ def _tokenized(request: TrainRequest, tokenizer: Any, channel: EventChannel) -> 
         raise WorkerError(
             "bad_dataset",
             f"No training examples left in {request.dataset} ({too_long} longer than "
-            f"--max-seq-length {request.max_seq_length}); raise --max-seq-length or add examples.",
+            f"--max-seq-length {request.max_seq_length}, {invalid.by_split.get('train', 0)} "
+            "with an answer that is not a DiagnosticResult); raise --max-seq-length or add "
+            "examples.",
         )
     n_train = len(tokenized["train"])
     if request.batch_size > n_train:
@@ -102,7 +144,7 @@ def _tokenized(request: TrainRequest, tokenizer: Any, channel: EventChannel) -> 
             f"--batch-size {request.batch_size} is larger than the {n_train} training examples; "
             f"pass --batch-size {n_train} or less, or add examples.",
         )
-    return {"splits": splits, "tokens": tokenized}
+    return {"splits": splits, "tokens": tokenized, "invalid_answers": invalid.by_split}
 
 
 def _eval_split(data: dict[str, Any], channel: EventChannel) -> str:
@@ -156,14 +198,17 @@ def _run(request: TrainRequest, channel: EventChannel, stop: threading.Event) ->
     started = time.time()
     partial = request.partial_dir
     channel.emit(LoadingEvent(message=f"Loading {request.model_name}", fraction=at("loading")))
+    splits, invalid = _load_dataset(request, channel)
     model, tokenizer, config, model_path = load_model(request.model_name)
-    data = _tokenized(request, tokenizer, channel)
+    check_fits(model, request)  # hyper-parameters: before any evaluation or training
+    data = _tokenized(request, tokenizer, splits, invalid, channel)
     dataset_hash = dataset_sha256(request.dataset)
     print_ = fingerprint(request, dataset_hash)
     resumed = _resume_state(request, partial, print_, channel)
     if resumed is None and partial.exists():
         shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
+    partial.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    partial.chmod(PRIVATE_DIR_MODE)  # its files are derived from source code
     eval_split = _eval_split(data, channel)
     total = iterations_for(len(data["tokens"]["train"]), request.num_epochs, request.batch_size)
 

@@ -139,9 +139,8 @@ class _Reporter:
         self._emit(iteration, val_loss=val_loss)
 
 
-def _prepare(model: Any, request: TrainRequest) -> None:
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
+def check_fits(model: Any, request: TrainRequest) -> None:
+    """Refuse hyper-parameters the model cannot take, before anything expensive runs."""
     layers = len(model.layers)
     if request.num_layers > layers:
         raise WorkerError(
@@ -149,6 +148,20 @@ def _prepare(model: Any, request: TrainRequest) -> None:
             f"--num-layers {request.num_layers} is more than the {layers} layers of "
             f"{request.model_name}; pass --num-layers {layers} or -1 for all.",
         )
+    hidden = getattr(getattr(model, "args", None), "hidden_size", None)
+    if isinstance(hidden, int) and request.lora_rank > hidden:
+        raise WorkerError(
+            "bad_hyperparameter",
+            f"--lora-rank {request.lora_rank} is more than the hidden size {hidden} of "
+            f"{request.model_name}, the most a LoRA update of its layers can use; pass "
+            f"--lora-rank {hidden} or less.",
+        )
+
+
+def _prepare(model: Any, request: TrainRequest) -> None:
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    check_fits(model, request)
     model.freeze()
     params = {"rank": request.lora_rank, "scale": request.lora_scale, "dropout": 0.0}
     linear_to_lora_layers(model, request.num_layers, params)

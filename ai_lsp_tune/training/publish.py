@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import platform
 import shutil
 import time
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ai_lsp_tune.files import atomic_write_text, publish_dir
+from ai_lsp_tune.files import atomic_write_text, make_private, publish_dir
 from ai_lsp_tune.training.evaluate import EvalMetrics
 from ai_lsp_tune.training.request import TrainRequest
 
@@ -86,6 +87,7 @@ def write_run_json(
         "dataset_sha256": dataset_hash,
         "examples": {name: len(split) for name, split in tokens.items()},
         "skipped_too_long": {name: split.too_long for name, split in tokens.items()},
+        "skipped_invalid_answer": {name: data["invalid_answers"].get(name, 0) for name in tokens},
         "hyperparameters": request.model_dump(mode="json", include=HYPERPARAMETERS),
         "iterations": trained.iterations,
         "best_iteration": trained.best_iteration,
@@ -103,18 +105,28 @@ def write_run_json(
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": round(time.time() - started, 3),
         "versions": {
-            "mlx": version("mlx"),
-            "mlx-lm": version("mlx-lm"),
-            "ai-lsp-tune": version("ai-lsp-tune"),
+            "mlx": _version("mlx", "mlx.core"),
+            "mlx-lm": _version("mlx-lm", "mlx_lm"),
+            "ai-lsp-tune": _version("ai-lsp-tune", "ai_lsp_tune"),
             "python": platform.python_version(),
         },
         "platform": f"{platform.system()}-{platform.machine()}",
     }
-    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n", mode=0o644)
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
     return path
 
 
+def _version(distribution: str, module: str) -> str:
+    """An installed package's version; its module's ``__version__`` when run from a source tree
+    (no installed metadata), so the manifest never fails a finished run."""
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return str(getattr(importlib.import_module(module), "__version__", "unknown"))
+
+
 def publish(partial: Path, output_dir: Path) -> None:
-    """Replace ``output_dir`` with the finished run in one rename."""
+    """Replace ``output_dir`` with the finished run in one rename, private like its sources."""
     shutil.rmtree(partial / "checkpoint", ignore_errors=True)
+    make_private(partial)  # mlx-lm writes model/ and adapters/ with the default umask
     publish_dir(partial, output_dir)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ai_lsp_tune.dataset import SPLIT_FILES, Example, load_examples
+from ai_lsp_tune.schema import InvalidModelOutput, parse_diagnostic_result
 
 
 class BadDataset(ValueError):
@@ -28,6 +30,42 @@ def load_splits(path: Path) -> dict[str, list[Example]]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise BadDataset(f"Cannot read dataset {path}: {reason}.") from exc
+
+
+@dataclass
+class InvalidAnswers:
+    """Examples skipped because their answer is not a DiagnosticResult (the server's schema)."""
+
+    by_split: dict[str, int] = field(default_factory=dict)
+    first_reason: str = ""  # why the first one failed, e.g. "not valid JSON: ..."
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_split.values())
+
+
+def drop_invalid_answers(
+    splits: dict[str, list[Example]],
+) -> tuple[dict[str, list[Example]], InvalidAnswers]:
+    """The examples whose answer validates as a DiagnosticResult, and a count of the rest.
+
+    A model trained on other answers (plain text, another JSON shape) would learn to write
+    what the language server then refuses.
+    """
+    kept: dict[str, list[Example]] = {}
+    invalid = InvalidAnswers()
+    for name, examples in splits.items():
+        kept[name] = []
+        for example in examples:
+            try:
+                parse_diagnostic_result(example.assistant)
+            except (InvalidModelOutput, RecursionError) as exc:
+                reason = exc.reason if isinstance(exc, InvalidModelOutput) else "nested too deeply"
+                invalid.by_split[name] = invalid.by_split.get(name, 0) + 1
+                invalid.first_reason = invalid.first_reason or reason
+                continue
+            kept[name].append(example)
+    return kept, invalid
 
 
 def dataset_sha256(path: Path) -> str:
