@@ -45,6 +45,12 @@ class Settings(_Camel):
     )
     debounce_ms: int = Field(1000, ge=0, description="Wait after the last edit before analysing.")
     max_tokens: int = Field(1024, ge=16, description="Longest answer the model may write.")
+    max_input_tokens: int | None = Field(
+        None,
+        ge=256,
+        description="Longest prompt, in tokens; a longer document is analysed in windows. "
+        "Default: the local model's context length (none for a remote model).",
+    )
     languages: list[str] = Field(
         default_factory=list, description="Language ids to analyse; empty means all."
     )
@@ -64,6 +70,7 @@ ENV_VARS: dict[str, str] = {
     "DEBOUNCE_MS": "debounceMs",
     "AI_LSP_DEBOUNCE_MS": "debounceMs",
     "AI_LSP_MAX_TOKENS": "maxTokens",
+    "AI_LSP_MAX_INPUT_TOKENS": "maxInputTokens",
     "AI_LSP_LANGUAGES": "languages",
     "AI_LSP_TELEMETRY": "telemetry",
     "AI_LSP_TRACE_FILE": "traceFile",

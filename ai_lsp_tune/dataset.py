@@ -295,9 +295,8 @@ def _write_outputs(
         if count:
             chunk_keys, first = keys[first : first + count], first + count
             cleaned = candidates.with_name(candidates.stem.replace("candidates", "cleaned"))
-            tasks.append(
-                (candidates, chunk_keys, state.dismissed, report.redaction, cleaned, counter)
-            )
+            options = (report.redaction, cleaned, counter, report.max_seq_length)
+            tasks.append((candidates, chunk_keys, state.dismissed, *options))
     window = 2 * workers
     fitting: list[str] = []  # per example put aside: its source file
     seen: set[str] = set()
@@ -315,7 +314,7 @@ def _write_outputs(
                     setattr(report, name, getattr(report, name) + value)
             kept, fits = ByteRanges(), ByteRanges()
             example_at, chat_at = 0, 0
-            for digest, tokens, key, example_bytes, chat_bytes in done.rows:
+            for digest, tokens, key, example_bytes, chat_bytes, chats in done.rows:
                 if digest in seen:
                     report.duplicates += 1
                 else:
@@ -325,9 +324,11 @@ def _write_outputs(
                     report.longest_tokens = max(report.longest_tokens, tokens)
                     if tokens > report.max_seq_length:
                         report.over_max_seq_length += 1
-                    else:
-                        fitting.append(key)
-                        fits.add(chat_at, chat_bytes)
+                        report.cropped += 1 if chats else 0
+                        report.crop_windows += chats
+                        report.too_long_to_crop += 0 if chats else 1
+                    fitting.extend([key] * chats)
+                    fits.add(chat_at, chat_bytes)
                 example_at += example_bytes
                 chat_at += chat_bytes
             kept.copy(done.examples, out)

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import to_json
 
+from ai_lsp_tune.dataset_crop import answer_json, crop_example
 from ai_lsp_tune.dataset_report import DatasetReport
 from ai_lsp_tune.files import private_binary_writer
 from ai_lsp_tune.redact import Redactor
@@ -170,8 +171,9 @@ class Cleaned:
     counts: dict[str, int]
     examples: Path  # dataset.json lines, in candidate order
     chats: Path  # mlx-lm chat lines, the same examples
-    # per example: content digest (hex), tokens, source file, bytes of its two lines
-    rows: list[tuple[str, int, str, int, int]] = field(default_factory=list)
+    # per example: content digest (hex), tokens, source file, bytes of its dataset.json line
+    # and of its chat lines, how many chat lines (1; 0: too long to crop; more: windows)
+    rows: list[tuple[str, int, str, int, int, int]] = field(default_factory=list)
 
 
 def clean_chunk(
@@ -181,11 +183,13 @@ def clean_chunk(
     redaction: bool,
     cleaned: Path,
     counter: TokenCounter | None = None,
+    max_seq_length: int | None = None,
 ) -> Cleaned:
     """Clean a chunk's candidates (``keys``: their source files) into two files beside
     ``cleaned``: the dataset.json lines and the chat lines of the splits.
 
-    ``counter`` None: the estimate (picklable by name).
+    ``counter`` None: the estimate (picklable by name). An example longer than
+    ``max_seq_length`` keeps its dataset.json line; its chat lines are its windows.
     """
     report = DatasetReport(redaction=redaction)
     count = (counter or estimate_counter()).count
@@ -224,11 +228,26 @@ def clean_chunk(
                 ]
             )
             examples.write(line)
+            tokens, lines = count(messages), 1
+            if max_seq_length is not None and tokens > max_seq_length:
+                crops = crop_example(system, user, result, count, max_seq_length) or []
+                chat = b"".join(_chat_line(system_json(system), c.user, c.assistant) for c in crops)
+                lines = len(crops)
             chats.write(chat)
             digest = _content_digest(s, u, result)
-            out.rows.append((digest.hex(), count(messages), key, len(line), len(chat)))
+            out.rows.append((digest.hex(), tokens, key, len(line), len(chat), lines))
     out.counts = {name: getattr(report, name) for name in CLEAN_COUNTS}
     return out
+
+
+def _chat_line(system_json: bytes, user: str, assistant: str) -> bytes:
+    return b"".join(
+        [
+            *(b'{"messages": [{"role": "system", "content": ', system_json),
+            *(b'}, {"role": "user", "content": ', to_json(user)),
+            *(b'}, {"role": "assistant", "content": ', to_json(assistant), b"}]}\n"),
+        ]
+    )
 
 
 class _LastJson:
@@ -365,7 +384,7 @@ def _clean(
     result["issues"] = grounded
     DiagnosticResult.model_validate(result)  # still valid: only whole issues were removed
     meta["file"] = key
-    assistant = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+    assistant = answer_json(result)
     return candidate["system"], user, result, assistant, meta
 
 

@@ -51,6 +51,9 @@ class DatasetReport(BaseModel):
     max_seq_length: int = 2048
     token_counter: str = "estimate"
     over_max_seq_length: int = 0
+    cropped: int = 0  # over-long examples cropped to windows of their code
+    crop_windows: int = 0  # the examples those became
+    too_long_to_crop: int = 0  # an issue snippet alone longer than the budget: left out
     longest_tokens: int = 0
     # outputs
     splits: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
@@ -106,8 +109,12 @@ def render_report(report: DatasetReport) -> Group:
     row(
         f"  longer than {report.max_seq_length} tokens",
         report.over_max_seq_length,
-        f"{counter}; longest {report.longest_tokens}; left out of the splits",
+        f"{counter}; longest {report.longest_tokens}",
     )
+    if report.over_max_seq_length:
+        row("    cropped to windows", report.cropped, f"{report.crop_windows} window examples")
+        style = "yellow" if report.too_long_to_crop else ""
+        row("    left out", report.too_long_to_crop, "an issue snippet over the limit", style=style)
     for split in SPLITS:
         files = report.split_files.get(split, 0)
         row(f"  {split}", report.splits.get(split, 0), f"{files} source file(s)")

@@ -21,7 +21,7 @@ from ai_lsp_tune.dataset import (
     load_examples,
     prepare_dataset,
 )
-from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
+from ai_lsp_tune.prompts import SYSTEM_PROMPT, parse_user_prompt, user_prompt
 from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.exporter import OtlpJsonFileSpanExporter
 from ai_lsp_tune.traces.otlp import ReadReport, read_spans
@@ -235,16 +235,55 @@ def test_split_of_a_file_does_not_move_when_other_files_arrive() -> None:
     assert set(assign_splits({"a.py", "b.py"}).values()) == {"train", "valid"}
 
 
-def test_long_examples_reported_and_kept_out_of_the_splits(
+def split_rows(tmp_path: Path) -> list[dict]:
+    folder = tmp_path / "out" / "dataset"
+    return [
+        {m["role"]: m["content"] for m in json.loads(line)["messages"]}
+        for name in ("train.jsonl", "valid.jsonl", "test.jsonl")
+        for line in (folder / name).open()
+    ]
+
+
+def test_long_examples_are_cropped_to_windows_around_their_issues(
     tmp_path: Path, recorder: Recorder
 ) -> None:
     recorder.analysis(output=answer(issue("len(xs)")))
-    long_code = CODE + "# padding\n" * 2000
-    recorder.analysis(code=long_code, output=answer(issue("sum(xs)")), uri="file:///p/long.py")
+    far_apart = (
+        "def first(a):\n    return a / 0\n\n"
+        + "".join(f"def pad{n}(v):\n    return v + {n}\n\n" for n in range(600))
+        + "def last(b):\n    return b ** 99\n"
+    )
+    two_windows = answer(issue("a / 0", "Divides by zero."), issue("b ** 99", "Huge."))
+    recorder.analysis(code=far_apart, output=two_windows, uri="file:///p/long.py")
     report, rows = prepare(tmp_path, max_seq_length=1024)
+    # dataset.json keeps both examples whole; the long one became two windows in the splits
     assert (report.examples, report.over_max_seq_length, len(rows)) == (2, 1, 2)
-    assert sum(report.splits.values()) == 1
+    assert (report.cropped, report.crop_windows, report.too_long_to_crop) == (1, 2, 0)
+    assert sum(report.splits.values()) == 3
     assert report.longest_tokens > 1024
+    windows = [r for r in split_rows(tmp_path) if "long.py" in r["user"]]
+    heads = sorted(r["user"].rsplit("File: ", 1)[1] for r in windows)
+    assert heads[0].startswith("long.py (lines 1-") and heads[1].endswith(" of 1805)")
+    for row in windows:
+        code = parse_user_prompt(row["user"]).code
+        held = json.loads(row["assistant"])["issues"]
+        assert len(held) == 1 and held[0]["issue_snippet"] in code
+        assert code.startswith("def ")  # cut before a top-level definition
+
+
+def test_an_issue_larger_than_the_limit_is_left_out_and_counted(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    recorder.analysis(output=answer(issue("len(xs)")))
+    huge = "x = [" + ", ".join(str(n) for n in range(2000)) + "]\n"
+    recorder.analysis(code=huge, output=answer(issue(huge.strip())), uri="file:///p/huge.py")
+    clean_long = "".join(f"v{n} = {n}\n" for n in range(2000))
+    recorder.analysis(code=clean_long, output=answer(), uri="file:///p/clean.py")
+    report, _ = prepare(tmp_path, max_seq_length=1024)
+    assert (report.over_max_seq_length, report.cropped, report.too_long_to_crop) == (2, 1, 1)
+    (clean,) = [r for r in split_rows(tmp_path) if "clean.py" in r["user"]]
+    assert "File: clean.py (lines 1-" in clean["user"]  # a clean file: its first window
+    assert json.loads(clean["assistant"]) == {"issues": []}
 
 
 def test_exact_token_counts_with_the_models_tokenizer(

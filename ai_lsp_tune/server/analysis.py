@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
-from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
+from ai_lsp_tune.prompts import SYSTEM_PROMPT
 from ai_lsp_tune.schema import DiagnosticResult
+from ai_lsp_tune.server import windowed
 from ai_lsp_tune.server.placement import LineIndex
 from ai_lsp_tune.server.state import DocumentState, PublishedIssue
 from ai_lsp_tune.serving.backend import Backend, analyze
@@ -71,12 +72,21 @@ async def _run(
         backend = await ls.state.wait_backend()
         if backend is None or not is_current(ls, document, text):
             return
-        result, trace_id, span_id = await _analyse(ls, backend, document, text)
+        prompts = windowed.prompts_for(
+            ls.state.settings, backend, document.language, document.name, text
+        )
+        answers = await asyncio.gather(
+            *(_analyse(ls, backend, document, text, prompt.user) for prompt in prompts)
+        )
         if not is_current(ls, document, text):
             log.debug("dropping a stale analysis of %s", document.uri)
             return
         document.analysed_text = text
-        publish(ls, document, text, version, result, trace_id, span_id)
+        if len(prompts) == 1 and prompts[0].window is None:
+            publish(ls, document, text, version, *answers[0])
+        else:
+            windows = [(p.window.start_offset, p.window.end_offset) for p in prompts if p.window]
+            publish_windows(ls, document, text, version, list(zip(answers, windows, strict=True)))
     except asyncio.CancelledError:
         log.debug("analysis of %s cancelled by a newer edit", document.uri)
         raise
@@ -90,10 +100,9 @@ async def _run(
 
 
 async def _analyse(
-    ls: AiLspServer, backend: Backend, document: DocumentState, text: str
+    ls: AiLspServer, backend: Backend, document: DocumentState, text: str, user: str
 ) -> tuple[DiagnosticResult | None, str, str]:
     state, telemetry = ls.state, ls.state.telemetry
-    user = user_prompt(document.language, text, document.name)
     messages = [
         ChatMessage(role="system", content=SYSTEM_PROMPT),
         ChatMessage(role="user", content=user),
@@ -155,11 +164,53 @@ def publish(
     """Place every issue's snippet and publish the diagnostics (none when there is no result)."""
     index = LineIndex(text, ls.workspace.position_encoding)
     document.issues = {}
+    _place(document, index, result, trace_id, span_id)
+    republish(ls, document, version)
+
+
+Answer = tuple[DiagnosticResult | None, str, str]  # result, trace id, span id
+
+
+def publish_windows(
+    ls: AiLspServer,
+    document: DocumentState,
+    text: str,
+    version: int | None,
+    answers: list[tuple[Answer, tuple[int, int]]],
+) -> None:
+    """Publish the answers for windows (string offsets) of a long document: each issue placed
+    inside its window, an issue found again in an overlap shown once."""
+    index = LineIndex(text, ls.workspace.position_encoding)
+    document.issues = {}
+    placed: set[tuple[str, int, int]] = set()
+    for (result, trace_id, span_id), within in answers:
+        _place(document, index, result, trace_id, span_id, within, placed)
+    republish(ls, document, version)
+
+
+def _place(
+    document: DocumentState,
+    index: LineIndex,
+    result: DiagnosticResult | None,
+    trace_id: str,
+    span_id: str,
+    within: tuple[int, int] | None = None,
+    placed: set[tuple[str, int, int]] | None = None,
+) -> None:
+    text = index.text
     for number, issue in enumerate(result.issues if result else []):
-        occurrences = list(index.occurrences(issue.issue_snippet))
+        occurrences = [
+            o
+            for o in index.occurrences(issue.issue_snippet)
+            if within is None or (within[0] <= o.start and o.end <= within[1])
+        ]
         if not occurrences:
             log.info("issue snippet %r is not in %s; not shown", issue.issue_snippet, document.uri)
         for occurrence_number, occurrence in enumerate(occurrences):
+            if placed is not None:
+                if (issue.issue_snippet, occurrence.start, occurrence.end) in placed:
+                    continue
+                placed.add((issue.issue_snippet, occurrence.start, occurrence.end))
             issue_id = f"{span_id}:{number}:{occurrence_number}"
             fixes = []
             for fix in issue.suggested_fixes or []:
@@ -184,7 +235,6 @@ def publish(
                 trace_id=trace_id,
                 span_id=span_id,
             )
-    republish(ls, document, version)
 
 
 def republish(ls: AiLspServer, document: DocumentState, version: int | None = None) -> None:

@@ -19,22 +19,28 @@ for runs that finished with a result, so cancelled runs cost almost nothing.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from ai_lsp_tune.prompts import USER_PROMPT_PATTERN, PromptParts, parse_user_prompt
 from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.otlp import Span
 
 SCRUBBED_MARKER = "[Scrubbed due to "
 PYDANTIC_AI_SCOPE = "pydantic-ai"
 OUTPUT_TOOL_PREFIX = "final_result"
-_USER_TEMPLATE = re.compile(
-    r"\AAnalyze this (?P<language>.*?) code for issues:\n\n```(?P=language)\n(?P<code>.*)\n```\n\n"
-    r"File: (?P<name>[^\n]*)\Z",
-    re.DOTALL,
-)
+__all__ = [  # PromptParts and parse_user_prompt live with the prompts, in ai_lsp_tune.prompts
+    "OUTPUT_TOOL_PREFIX",
+    "PYDANTIC_AI_SCOPE",
+    "SCRUBBED_MARKER",
+    "AgentRun",
+    "PromptParts",
+    "RunFormat",
+    "agent_run_from_span",
+    "is_agent_run",
+    "parse_user_prompt",
+]
 _PYDANTIC_AI_MARKERS = ("all_messages_events", "pydantic_ai.all_messages", "final_result")
 
 
@@ -65,23 +71,6 @@ class AgentRun:
     language: str
     document_name: str
     source: str
-
-
-@dataclass(frozen=True)
-class PromptParts:
-    """What the user prompt says about the analysed document."""
-
-    language: str
-    code: str
-    name: str
-
-
-def parse_user_prompt(user: str) -> PromptParts | None:
-    """Split an analysis prompt (``prompts.user_prompt``) back into language, code and file name."""
-    match = _USER_TEMPLATE.match(user)
-    if match is None:
-        return None
-    return PromptParts(match["language"], match["code"], match["name"])
 
 
 def is_agent_run(span: Span) -> bool:
@@ -274,7 +263,7 @@ def _texts(parts: list[Any]) -> str:
 def _pick_prompt(users: list[str]) -> str:
     # The analysis prompt if one is there (retry feedback is user text too), else the first.
     for text in reversed(users):
-        if _USER_TEMPLATE.match(text):
+        if USER_PROMPT_PATTERN.match(text):
             return text
     return users[0] if users else ""
 
