@@ -57,6 +57,7 @@ __all__ = [  # Example and ExampleMetadata live in dataset_chunks, the workers' 
     "assign_splits",
     "load_examples",
     "prepare_dataset",
+    "split_examples",
 ]
 
 
@@ -333,11 +334,11 @@ def _write_outputs(
                 chat_at += chat_bytes
             kept.copy(done.examples, out)
             fits.copy(done.chats, fits_out)
-    split_of = assign_splits(set(fitting))
+    split_per_line, report.split_note = split_examples(fitting)
     files_in: dict[str, set[str]] = {s: set() for s in SPLITS}
-    for key in fitting:
-        report.splits[split_of[key]] += 1
-        files_in[split_of[key]].add(key)
+    for key, split in zip(fitting, split_per_line, strict=True):
+        report.splits[split] += 1
+        files_in[split].add(key)
     report.split_files = {s: len(files_in[s]) for s in SPLITS}
     if staging is None:
         return
@@ -348,8 +349,8 @@ def _write_outputs(
             for split, name in SPLIT_FILES.items()
         }
         with aside.open("rb") as lines:
-            for key, line in zip(fitting, lines, strict=True):
-                split_out[split_of[key]].write(line)
+            for split, line in zip(split_per_line, lines, strict=True):
+                split_out[split].write(line)
 
 
 def assign_splits(files: set[str]) -> dict[str, str]:
@@ -377,6 +378,35 @@ def assign_splits(files: set[str]) -> dict[str, str]:
     return split_of
 
 
+MIN_HELD_OUT = 3  # fewer examples all train: one for validation and one for test at least
+
+
+def split_examples(keys: list[str]) -> tuple[list[str], str]:
+    """The split of each example (``keys``: their source files), and a note when the split is
+    not by file: when keeping files apart would leave validation or test empty, examples are
+    held out instead (a few, by a hash); with fewer than MIN_HELD_OUT, all train."""
+    split_of = assign_splits(set(keys))
+    by_file = [split_of[key] for key in keys]
+    if not keys or {"valid", "test"} <= set(by_file):
+        return by_file, ""
+    count, files = len(keys), len(set(keys))
+    if count < MIN_HELD_OUT:
+        return ["train"] * count, (
+            f"Only {count} example(s): all in train, so no validation (the last adapter is "
+            "kept) and no test examples; record more analyses for a measured fine-tune."
+        )
+    held = max(1, count // 10)
+    order = sorted(range(count), key=lambda i: hashlib.sha256(f"{keys[i]}\0{i}".encode()).digest())
+    splits = ["train"] * count
+    for rank, index in enumerate(order[: 2 * held]):
+        splits[index] = "valid" if rank < held else "test"
+    return splits, (
+        f"{files} source file(s) cannot fill train, validation and test apart, so {held} "
+        f"example(s) each were held out for validation and test instead (a file's code may be "
+        "in two splits)."
+    )
+
+
 def load_examples(path: Path) -> dict[str, list[Example]]:
     """Examples by split from a split folder, or from a dataset.json split the same way."""
     if path.is_dir():
@@ -385,10 +415,10 @@ def load_examples(path: Path) -> dict[str, list[Example]]:
             for split, name in SPLIT_FILES.items()
         }
     examples = [Example.model_validate(row) for row in _json_lines(path)]
-    split_of = assign_splits({e.source_file() for e in examples})
+    splits, _ = split_examples([e.source_file() for e in examples])
     out: dict[str, list[Example]] = {s: [] for s in SPLITS}
-    for example in examples:
-        out[split_of[example.source_file()]].append(example)
+    for example, split in zip(examples, splits, strict=True):
+        out[split].append(example)
     return out
 
 

@@ -58,6 +58,7 @@ class DatasetReport(BaseModel):
     # outputs
     splits: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     split_files: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    split_note: str = ""  # why the split is not by source file, when it is not
     output_file: str | None = None
     output_dir: str | None = None
 
@@ -125,7 +126,9 @@ def render_report(report: DatasetReport) -> Group:
         tail = f"\n  ... and {more} more" if more > 0 else ""
         parts.append(Text(f"Skipped input:\n{lines}{tail}", style="yellow"))
     in_splits = sum(report.splits.values())
-    if report.examples and not report.splits.get("valid"):
+    if report.split_note:
+        parts.append(Text(report.split_note, style="yellow"))
+    elif report.examples and not report.splits.get("valid"):
         files = sum(report.split_files.values())
         parts.append(
             Text(

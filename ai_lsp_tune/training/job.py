@@ -20,7 +20,7 @@ from ai_lsp_tune.training.checkpoint import (
     fingerprint,
     load_checkpoint,
 )
-from ai_lsp_tune.training.data import TokenizedSplit, iterations_for, split_loss
+from ai_lsp_tune.training.data import TokenizedSplit, crop_to_fit, iterations_for, split_loss
 from ai_lsp_tune.training.evaluate import EvalMetrics, greedy_answers, score_answers
 from ai_lsp_tune.training.events import (
     DoneEvent,
@@ -114,17 +114,31 @@ def _tokenized(
     channel: EventChannel,
 ) -> dict[str, Any]:
     limit = request.max_seq_length
+    total = sum(len(examples) for examples in splits.values())
+    cropped: dict[str, int] = {}
+    for name in ("train", "valid", "test"):
+        splits[name], cropped[name], _ = crop_to_fit(
+            tokenizer, splits.get(name, []), max_seq_length=limit
+        )
     tokenized = {
-        name: TokenizedSplit.build(tokenizer, splits.get(name, []), max_seq_length=limit)
+        name: TokenizedSplit.build(tokenizer, splits[name], max_seq_length=limit)
         for name in ("train", "valid", "test")
     }
     too_long = sum(s.too_long for s in tokenized.values())
-    total = sum(len(splits.get(name, [])) for name in tokenized)
+    if sum(cropped.values()):
+        channel.emit(
+            WarningEvent(
+                message=f"Cropped {sum(cropped.values())} of {total} examples longer than "
+                f"--max-seq-length {limit} tokens to windows of their code around their issues.",
+                count=sum(cropped.values()),
+                fraction=at("loading", 0.8),
+            )
+        )
     if too_long:
         channel.emit(
             WarningEvent(
-                message=f"Skipped {too_long} of {total} examples longer than --max-seq-length "
-                f"{request.max_seq_length} tokens.",
+                message=f"Left out {too_long} of {total} examples longer than --max-seq-length "
+                f"{limit} tokens that no window can hold (an issue snippet alone is too long).",
                 count=too_long,
                 fraction=at("loading", 0.8),
             )
@@ -137,14 +151,26 @@ def _tokenized(
             "with an answer that is not a DiagnosticResult); raise --max-seq-length or add "
             "examples.",
         )
-    n_train = len(tokenized["train"])
-    if request.batch_size > n_train:
-        raise WorkerError(
-            "bad_hyperparameter",
-            f"--batch-size {request.batch_size} is larger than the {n_train} training examples; "
-            f"pass --batch-size {n_train} or less, or add examples.",
+    return {
+        "splits": splits,
+        "tokens": tokenized,
+        "invalid_answers": invalid.by_split,
+        "cropped": cropped,
+    }
+
+
+def _fit_batch_size(request: TrainRequest, n_train: int, channel: EventChannel) -> TrainRequest:
+    """A batch no larger than the training split (a first fine-tune has few examples)."""
+    if request.batch_size <= n_train:
+        return request
+    channel.emit(
+        WarningEvent(
+            message=f"Lowered --batch-size from {request.batch_size} to {n_train}: there are "
+            f"only {n_train} training examples.",
+            fraction=at("loading", 0.9),
         )
-    return {"splits": splits, "tokens": tokenized, "invalid_answers": invalid.by_split}
+    )
+    return request.model_copy(update={"batch_size": n_train})
 
 
 def _eval_split(data: dict[str, Any], channel: EventChannel) -> str:
@@ -202,6 +228,7 @@ def _run(request: TrainRequest, channel: EventChannel, stop: threading.Event) ->
     model, tokenizer, config, model_path = load_model(request.model_name)
     check_fits(model, request)  # hyper-parameters: before any evaluation or training
     data = _tokenized(request, tokenizer, splits, invalid, channel)
+    request = _fit_batch_size(request, len(data["tokens"]["train"]), channel)
     dataset_hash = dataset_sha256(request.dataset)
     print_ = fingerprint(request, dataset_hash)
     resumed = _resume_state(request, partial, print_, channel)

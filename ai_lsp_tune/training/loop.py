@@ -128,6 +128,11 @@ class _Reporter:
         if iteration > self.start:
             self.checkpoint(iteration)
 
+    def keep_last(self, iteration: int) -> None:
+        """Without validation the adapter kept is the last one."""
+        self.state.best_iteration = iteration
+        self.best_weights = self._trainable()
+
     def record_val(self, iteration: int, val_loss: float) -> None:
         if self.state.val_history and self.state.val_history[-1][0] == iteration:
             return
@@ -199,7 +204,8 @@ def train_lora(
         state = CheckpointState(fingerprint=print_, iteration=0, total=total, before=before)
         best_weights = dict(tree_flatten(model.trainable_parameters()))
     start = state.iteration
-    valid = tokens["valid"] if len(tokens["valid"]) else tokens["train"]
+    # No validation split (a first fine-tune on few examples): no best-adapter selection.
+    valid = tokens["valid"] if len(tokens["valid"]) else None
     batches = LengthGroupedBatches(seed=request.seed, skip=start)
     eval_every = request.eval_every or max(1, total // VALIDATIONS_PER_RUN)
     ctx = {
@@ -233,10 +239,13 @@ def train_lora(
             raise Cancelled(f"Cancelled at iteration {state.iteration} of {total}.") from None
         finally:
             Path(args.adapter_file).unlink(missing_ok=True)  # mlx-lm's last weights; ours differ
-        final = split_loss(
-            model, valid, batch_size=request.batch_size, num_batches=request.val_batches
-        )
-        reporter.record_val(total, final)
+        if valid is not None:
+            final = split_loss(
+                model, valid, batch_size=request.batch_size, num_batches=request.val_batches
+            )
+            reporter.record_val(total, final)
+        else:
+            reporter.keep_last(total)
         reporter.checkpoint(total)
     return TrainResult(
         iterations=total,

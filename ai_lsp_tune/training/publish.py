@@ -88,6 +88,7 @@ def write_run_json(
         "examples": {name: len(split) for name, split in tokens.items()},
         "skipped_too_long": {name: split.too_long for name, split in tokens.items()},
         "skipped_invalid_answer": {name: data["invalid_answers"].get(name, 0) for name in tokens},
+        "cropped_too_long": data.get("cropped", {}),
         "hyperparameters": request.model_dump(mode="json", include=HYPERPARAMETERS),
         "iterations": trained.iterations,
         "best_iteration": trained.best_iteration,
