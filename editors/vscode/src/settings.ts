@@ -19,6 +19,7 @@ export interface ServerSettings {
   remoteModel: string;
   debounceMs: number;
   maxTokens: number;
+  maxInputTokens: number | null;
   languages: string[];
   telemetry: boolean;
   traceFile: string | null;
@@ -46,6 +47,7 @@ export function readServerSettings(config: ConfigurationReader): ServerSettings 
     remoteModel: config.get('remoteModel', 'google:gemini-2.5-flash'),
     debounceMs: config.get('debounceMs', 1000),
     maxTokens: config.get('maxTokens', 1024),
+    maxInputTokens: config.get<number | null>('maxInputTokens', null),
     languages: config.get<string[]>('languages', []),
     telemetry: config.get('telemetry', true),
     traceFile: emptyToNull(config.get<string | null>('traceFile', null)),
