@@ -68,8 +68,8 @@ def prepare_dataset(
         int,
         typer.Option(
             min=1,
-            help="Examples longer than this many tokens are reported and left out of the "
-            "splits (mlx-lm would truncate them).",
+            help="Examples longer than this many tokens are cropped to windows of their code "
+            "around their issues (mlx-lm would truncate them).",
         ),
     ] = 2048,
     redact: RedactOption = True,
@@ -163,7 +163,7 @@ EpochsOption = Annotated[int, typer.Option(min=1, help="Passes over the training
 BatchSizeOption = Annotated[int, typer.Option(min=1, help="Examples per step (try 1 on OOM).")]
 LearningRateOption = Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")]
 MaxSeqLengthOption = Annotated[
-    int, typer.Option(min=16, help="Examples longer than this many tokens are skipped.")
+    int, typer.Option(min=16, help="Longer examples are cropped to windows of their code.")
 ]
 LoraRankOption = Annotated[int, typer.Option(min=1, help="Rank of the LoRA adapters.")]
 NumLayersOption = Annotated[

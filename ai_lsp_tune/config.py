@@ -29,7 +29,9 @@ class FinetuneSettings(_Camel):
     num_epochs: int = Field(3, ge=1, description="Passes over the training split.")
     batch_size: int = Field(2, ge=1, description="Examples per step.")
     learning_rate: float = Field(1e-5, gt=0, description="Adam learning rate for LoRA.")
-    max_seq_length: int = Field(2048, ge=16, description="Longer examples are skipped.")
+    max_seq_length: int = Field(
+        2048, ge=16, description="Longer examples are cropped to windows of their code."
+    )
     lora_rank: int = Field(8, ge=1, description="Rank of the LoRA adapters.")
     num_layers: int = Field(16, ge=-1, description="Layers to adapt (-1: all).")
     force: bool = Field(False, description="Swap even when the new model scores worse.")

@@ -335,7 +335,8 @@ class FinetuneJob:
         finally:
             self._preparation = None
         self.record.examples = dict(done.splits)
-        step = ProgressStep("preparing", note=f"{done.examples} examples")
+        cropped = f", {done.cropped} long ones cropped to windows" if done.cropped else ""
+        step = ProgressStep("preparing", note=f"{done.examples} examples{cropped}")
         self._report(step, self._meter.preparing(1.0))
 
     def _prepared(self, fraction: float) -> None:

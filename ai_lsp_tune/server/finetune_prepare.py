@@ -50,6 +50,7 @@ class PrepareDone(_Message):
     type: Literal["done"] = "done"
     examples: int
     splits: dict[str, int]
+    cropped: int = 0  # over-long examples cropped to windows of their code
 
 
 class PrepareFailed(_Message):
@@ -156,7 +157,7 @@ def _child(argv: list[str]) -> int:
     except Exception as exc:  # each of prepare_dataset's errors is one clear sentence
         send(PrepareFailed(message=str(exc) or type(exc).__name__))
         return 1
-    send(PrepareDone(examples=report.examples, splits=dict(report.splits)))
+    send(PrepareDone(examples=report.examples, splits=dict(report.splits), cropped=report.cropped))
     return 0
 
 
