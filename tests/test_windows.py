@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ai_lsp_tune.dataset_crop import answer_json, chat, crop_example
-from ai_lsp_tune.prompts import SYSTEM_PROMPT, parse_user_prompt, user_prompt
+from ai_lsp_tune.prompts import SYSTEM_PROMPT, parse_user_prompt, user_prompt, window_user_prompt
 from ai_lsp_tune.tokens import estimate_counter
 from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.agent_runs import agent_run_from_span
@@ -141,3 +141,14 @@ def test_serving_windows_cover_every_line_and_fit(lines_: list[str], budget: int
     for window in windows:
         assert window.end - window.first == 1 or cost(window.first, window.end) <= budget
         assert code[window.start_offset : window.end_offset] == window.code
+
+
+def test_a_recorded_window_is_cropped_in_the_whole_files_line_numbers() -> None:
+    code = "".join(f"def f{n}(x):\n    return x + {n}\n\n" for n in range(100, 400))
+    user = window_user_prompt("python", code, "big.py", 301, 1200, 3000)
+    result = {"issues": [{"issue_snippet": "x + 399", "severity": "info", "message": "m"}]}
+    (crop,) = crop_example(SYSTEM_PROMPT, user, result, COUNT, 1000) or []
+    parts = parse_user_prompt(crop.user)
+    assert parts is not None and parts.name == "big.py" and parts.total_lines == 3000
+    assert parts.last_line == 1200 and 301 < parts.first_line < 1200
+    assert parts.code.startswith("def f") and "x + 399" in parts.code
