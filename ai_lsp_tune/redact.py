@@ -17,7 +17,7 @@ from typing import Any
 from ai_lsp_tune.redact_rules import (
     KINDS,
     SECRET_WORDS,
-    WORD_PREFIXES,
+    WORD_ANCHORS,
     Kind,
     assigned_secret,
     word_ends,
@@ -28,7 +28,7 @@ _URL_ANCHOR = "://"
 
 
 def _anchors() -> list[str]:
-    anchors = {a for kind in KINDS for a, _ in kind.anchors} | set(WORD_PREFIXES)
+    anchors = {a for kind in KINDS for a, _ in kind.anchors} | {a for a, _ in WORD_ANCHORS}
     # At any offset at most one anchor matches, so searching on from each hit's next offset
     # finds them all.
     assert not any(a != b and b.startswith(a) for a in anchors for b in anchors)
@@ -43,7 +43,23 @@ def _anchor_scans(flags: int = 0) -> list[re.Pattern[str]]:
     by_first: dict[str, list[str]] = {}
     for anchor in _anchors():
         by_first.setdefault(anchor[0], []).append(anchor)
-    return [re.compile("|".join(map(re.escape, group)), flags) for group in by_first.values()]
+    return [re.compile(_trie(group), flags) for group in by_first.values()]
+
+
+def _trie(words: list[str]) -> str:
+    """A regex matching any of ``words`` (none a prefix of another), common prefixes shared.
+
+    ``a(?:ws|pi_k|...)`` rejects a frequent first letter after one test of the second, where
+    ``aws|api_k|...`` tries every alternative there.
+    """
+    by_first: dict[str, list[str]] = {}
+    for word in words:
+        by_first.setdefault(word[0], []).append(word[1:])
+    branches = [
+        re.escape(first) + (_trie(rests) if len(rests) > 1 else re.escape(rests[0]))
+        for first, rests in by_first.items()
+    ]
+    return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 
 
 _ANCHOR_SCANS = _anchor_scans()
@@ -77,9 +93,7 @@ class Redactor:
 
     def _learn_at(self, text: str, hits: Hits, at_word: Hits) -> None:
         """Try each kind's regex where its anchors occur, and each secret word's assignment."""
-        for kind in KINDS:
-            if not any(anchor in hits for anchor, _ in kind.anchors):
-                continue
+        for kind in [KINDS[i] for i in sorted({i for a in hits for i in _KINDS_BY_ANCHOR[a]})]:
             for match in _anchored_matches(kind, text, hits):
                 secret = match.group(kind.group)
                 if kind.plausible is None or kind.plausible(secret):
@@ -123,7 +137,17 @@ class Redactor:
 # UTF-8 bytes, where ``bytes.lower`` touches only ASCII letters.
 _LOWERS_TO_ASCII = ("\u212a", "\u0130")
 _ANCHOR_SCANS_BYTES = [re.compile(scan.pattern.encode("ascii")) for scan in _ANCHOR_SCANS]
-_WORDS_BY_PREFIX = {p: tuple(w for w in SECRET_WORDS if w.startswith(p)) for p in WORD_PREFIXES}
+_ANCHOR_NAMES = {anchor.encode("ascii"): anchor for anchor in _anchors()}
+_KINDS_BY_ANCHOR: dict[str, list[int]] = {anchor: [] for anchor in _anchors()}
+for _i, _kind in enumerate(KINDS):
+    for _anchor, _ in _kind.anchors:
+        _KINDS_BY_ANCHOR[_anchor].append(_i)
+# (anchor, its offset in the words, the words holding it there, as text and as bytes)
+_WORDS_BY_ANCHOR = [
+    (anchor, at, words, [w.encode("ascii") for w in words])
+    for anchor, at in WORD_ANCHORS
+    for words in [[w for w in SECRET_WORDS if w[at : at + len(anchor)] == anchor]]
+]
 
 Hits = dict[str, list[int]]  # anchor or secret word -> its offsets in the text, in order
 
@@ -143,7 +167,8 @@ def _anchor_hits(text: str) -> tuple[Hits, Hits] | None:
             hits, at_word = _hits(data, _ANCHOR_SCANS_BYTES)
             if not (hits or at_word):
                 return hits, at_word
-            chars = _char_offsets(data, {at for found in hits.values() for at in found})
+            offsets = {at for found in (*hits.values(), *at_word.values()) for at in found}
+            chars = _char_offsets(data, offsets)
             return (
                 {anchor: [chars[at] for at in found] for anchor, found in hits.items()},
                 {word: [chars[at] for at in found] for word, found in at_word.items()},
@@ -165,20 +190,26 @@ def _hits(lowered: str | bytes, scans: list[re.Pattern[Any]]) -> tuple[Hits, Hit
     for scan in scans:
         found = scan.search(lowered)
         while found is not None:
-            anchor = found.group().decode("ascii") if as_bytes else found.group().lower()
-            hits.setdefault(anchor, []).append(found.start())
+            anchor = _ANCHOR_NAMES[found.group()] if as_bytes else found.group().lower()
+            if anchor in hits:
+                hits[anchor].append(found.start())
+            else:
+                hits[anchor] = [found.start()]
             found = scan.search(lowered, found.start() + 1)
     at_word: Hits = {}
-    for prefix in WORD_PREFIXES:
-        for at in hits.get(prefix, ()):
-            for word in _WORDS_BY_PREFIX[prefix]:
+    for anchor, offset, words, words_bytes in _WORDS_BY_ANCHOR:
+        for at in hits.get(anchor, ()):
+            start = at - offset
+            if start < 0:
+                continue
+            for word, word_bytes in zip(words, words_bytes, strict=True):
                 if isinstance(lowered, bytes):
-                    starts = lowered.startswith(word.encode("ascii"), at)
+                    starts = lowered.startswith(word_bytes, start)
                 else:
-                    seen = lowered[at : at + len(word)]
+                    seen = lowered[start : start + len(word)]
                     starts = seen.isascii() and seen.lower() == word
                 if starts:
-                    at_word.setdefault(word, []).append(at)
+                    at_word.setdefault(word, []).append(start)
     return hits, at_word
 
 

@@ -64,6 +64,13 @@ PLANTED = [
     ('config = {"Password": "correct-horse"}', "correct-horse"),
     ("apiKey: 'AIza" + "B" * 35 + "'", "AIza" + "B" * 35),
     (PEM, PEM),
+    # found by anchors inside them: "edential" of credentials, "ey-", ":a", "-us", "://"
+    ("DB_PASSWORD=hunter2xyz", "hunter2xyz"),
+    ("credentials: 'c0rrect-h0rse'", "c0rrect-h0rse"),
+    ("key-" + "0123456789abcdef" * 2, "key-" + "0123456789abcdef" * 2),
+    ("110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"),
+    ("fedcba9876543210" * 2 + "-us6", "fedcba9876543210" * 2 + "-us6"),
+    ("https://hooks.slack.com/services/T0123/B0123/" + "x1" * 12, "x1" * 12),
 ]
 # Text around them: ASCII code, accents, box drawing and emoji (stored 2 or 4 bytes per
 # character), the Kelvin sign (lowers to "k") and the dotted I (lowers to two characters).
