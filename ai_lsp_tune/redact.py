@@ -25,6 +25,8 @@ from ai_lsp_tune.redact_rules import (
 
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
 _URL_ANCHOR = "://"
+_SHORT = 12  # a secret shorter than this may also be a part of a longer word
+_WORD_CHAR = re.compile(r"[A-Za-z0-9_]")
 
 
 def _anchors() -> list[str]:
@@ -108,10 +110,20 @@ class Redactor:
                         self._learn(secret, "PASSWORD")
 
     def apply(self, text: str) -> str:
-        """``text`` with the secrets learnt so far replaced, longest first."""
+        """``text`` with the secrets learnt so far replaced, longest first.
+
+        A short secret is replaced only where it stands alone: ``user:pass@`` redacts "pass",
+        not the "pass" of every "password" in the example.
+        """
         for secret in sorted(self.secrets, key=len, reverse=True):
-            if secret in text:
-                text = text.replace(secret, self.secrets[secret])
+            if secret not in text:
+                continue
+            placeholder = self.secrets[secret]
+            if len(secret) < _SHORT and (_WORD_CHAR.match(secret) or _WORD_CHAR.match(secret[-1])):
+                alone = rf"(?<![A-Za-z0-9_]){re.escape(secret)}(?![A-Za-z0-9_])"
+                text = re.sub(alone, placeholder, text)  # "REDACTED_KIND_n": no escapes
+            else:
+                text = text.replace(secret, placeholder)
         return text
 
     def _learn(self, secret: str, kind: str) -> None:
@@ -121,8 +133,7 @@ class Redactor:
 
     def _learn_lines(self, block: str) -> None:
         """Each body line of a secret block, under the block's placeholder."""
-        for line in block.splitlines():
-            line = line.strip()
+        for line in re.split(r"\s+|\\[nr]", block):  # newlines, or escaped in a string
             if len(line) >= 16 and not line.startswith("-----"):
                 self.secrets.setdefault(line, self.secrets[block])
 

@@ -51,8 +51,8 @@ KINDS: tuple[Kind, ...] = (
         (("-----begin", 0),),
         re.compile(
             r"-----BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----"
-            r".*?-----END[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----",
-            re.DOTALL,
+            r"(?:[A-Za-z0-9+/=\s:,.-]|\\[nr])*?"  # base64, headers, newlines escaped in a string
+            r"-----END[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----",
         ),
     ),
     Kind(
@@ -160,6 +160,7 @@ KINDS: tuple[Kind, ...] = (
         (("://", 0),),  # the scheme before it is walked back by ``redact``
         re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^:/\s@'\"]*:([^@/\s'\"]{3,})@"),
         1,
+        lambda value: url_password(value),
     ),
 )
 
@@ -219,7 +220,9 @@ _NOT_SECRET_SUFFIXES = frozenset(
     generator fn func function view page template route link text flag flags check verify
     verifier lookup query param params arg args option options opts cache location
         model models user users username login email domain host hostname
-        port server realm issuer audience algorithm algorithms alg""",
+        port server realm issuer audience algorithm algorithms alg counter counters usage budget
+        info markup style color colors response stats metrics encoding encoder decoder parser config
+        configs context""",
     )
 )
 # Values that name or describe a secret rather than being one (lowered, letters only).
@@ -227,18 +230,28 @@ _NOT_SECRET_VALUES = frozenset(
     re.findall(
         r"\w+",
         """password passwd secret token changeme example placeholder redacted dummy undefined
-    required optional disabled enabled string boolean default inherit none null""",
+    required optional disabled enabled string boolean default inherit none null fake test your
+    sample mock demo origin""",
     )
 )
 _WORDS_IN_NAME = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 _ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
-_PLACEHOLDER = re.compile(r"[$<{%*&!]|#\{")  # ${X}, <your-key>, %(x)s, !vault, *alias
+# ${X}, <your-key>, %(x)s, !vault, *alias, [MASK], #cccccc
+_PLACEHOLDER = re.compile(r"[$<{%*&!\[\]#.]|.*(?:\$\{|\{\{|\*\*\*|\.\.\.|…|xxxx|XXXX)")
+_URL_PLACEHOLDER = re.compile(r"[$<{]|%\(|.*(?:\$\{|\{\{)")
 _PATH = re.compile(r"\.{0,2}/|~/")
 _FILE_NAME = re.compile(  # key.pem, service-account.json: a name of letters, an extension
     r"[A-Za-z_-]+(?:[./][A-Za-z_-]+)*\.(?:json|pem|key|txt|ya?ml|env|p12|pfx|crt|cer|der|gpg"
     r"|asc|ini|cfg|conf|toml)"
 )
 _LETTERS = re.compile(r"[A-Za-z_.$-]+")
+_LOWER_WORDS = re.compile(r"[a-z0-9_.-]+")
+_SEPARATED = re.compile(r"[_.-]")
+_SNAKE = re.compile(r"_*[a-z]+(?:_+[a-z]+)*_*")  # next_tok, __start__: an identifier
+_CAMEL = re.compile(r"[a-z]+(?:[A-Z][a-z]+)+|(?:[A-Z][a-z]*)+")  # serverAuth, IAmSensitive
+_DOTTED = re.compile(r"[A-Za-z_$][\w$]*(?:(?:\??\.|::|->)[A-Za-z_$][\w$]*)+")  # form.password
+_CALL = re.compile(r"[\w.$:]+\(.*")  # `get_token()` quoted in a comment
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 
 
 def word_ends(text: str, at: int, word: str) -> bool:
@@ -268,11 +281,14 @@ def assigned_secret(text: str, at: int) -> str | None:
             return None  # an identifier, a word, a dotted name: code, not a secret
         if op == ":" and not found["after"]:
             return None  # `a:b`: not YAML's `key: value`
+        spaced = op == "=" and (found["before"] or found["after"])  # not X=v, Password=v;
+        if spaced and (_IDENTIFIER.fullmatch(bare) or _DOTTED.fullmatch(bare)):
+            return None  # `password = pw2`, `= cfg.db2`: code (an INI file's such value is missed)
     return value if _plausible(value) else None
 
 
 def _plausible(value: str) -> bool:
-    if len(value) < 6 or _PLACEHOLDER.match(value) or "${" in value or "{{" in value:
+    if len(value) < 6 or _PLACEHOLDER.match(value) or _CALL.fullmatch(value):
         return False
     if _PATH.match(value) and (value.islower() or not any(c.isdigit() for c in value)):
         return False  # /etc/ssl/private/key.pem; but base64 may start with "/"
@@ -282,9 +298,30 @@ def _plausible(value: str) -> bool:
         not any(c.isdigit() for c in value) or re.search(r"KEY|TOKEN|SECRET|PASS|AUTH", value)
     ):
         return False  # the name of a variable holding it: `password = env("DB_PASSWORD")`
+    has_digit = any(c.isdigit() for c in value)
     if value.isdigit():
         return len(value) >= 8  # a port, a count, a length
+    if _LOWER_WORDS.fullmatch(value) and any(
+        word in _SEPARATED.split(value) if has_digit else word in value
+        for words in ((SECRET_WORDS,) if has_digit else (SECRET_WORDS, _NOT_SECRET_VALUES))
+        for word in words
+    ):
+        return False  # fake_token, test-api-key, dummy_key_2: names, examples
+    if _SNAKE.fullmatch(value) or (_DOTTED.fullmatch(value) and not has_digit):
+        return False  # next_tok, context.eval_ctx: an identifier, an attribute
     if value.isalpha():
         lowered = value.lower()
-        return len(value) >= 8 and not any(word in lowered for word in _NOT_SECRET_VALUES)
+        if value.islower() or len(value) < 8 or _CAMEL.fullmatch(value):
+            return False  # estimate, bearer, serverAuth: a word, an enum's value
+        return not any(word in lowered for word in _NOT_SECRET_VALUES)
     return True
+
+
+def url_password(value: str) -> bool:
+    """A URL's password, not a placeholder (``user:password@``, ``:TOKEN@``, ``:${PW}@``)."""
+    lowered = value.lower()
+    if lowered in SECRET_WORDS or lowered in _NOT_SECRET_VALUES or _ENV_NAME.fullmatch(value):
+        return False
+    if value.isalpha() and value.islower() and any(w in value for w in SECRET_WORDS):
+        return False  # mypassword
+    return not (_URL_PLACEHOLDER.match(value) or (value.isalpha() and value.isupper()))
