@@ -160,7 +160,7 @@ KINDS: tuple[Kind, ...] = (
         (("://", 0),),  # the scheme before it is walked back by ``redact``
         re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^:/\s@'\"]*:([^@/\s'\"]{3,})@"),
         1,
-        lambda value: url_password(value),
+        lambda value: url_password(value),  # defined below, with the placeholders
     ),
 )
 
@@ -225,7 +225,7 @@ _NOT_SECRET_SUFFIXES = frozenset(
         configs context""",
     )
 )
-# Values that name or describe a secret rather than being one (lowered, letters only).
+# Values that name or describe a secret rather than being one (lowered).
 _NOT_SECRET_VALUES = frozenset(
     re.findall(
         r"\w+",
