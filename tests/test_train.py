@@ -126,13 +126,13 @@ async def test_cancel_keeps_a_checkpoint_and_resume_continues(
 
     runner = TrainingRunner(request, on_event)
     outcome = await runner.run()
-    stopped_in = time.monotonic() - cancelled_at[0]
 
     assert outcome.status == "cancelled", outcome.event
     assert outcome.event.phase == "cancelled"
-    assert stopped_in < 2.5
     assert outcome.event.checkpoint_iteration is not None
-    assert outcome.event.checkpoint_iteration >= 12
+    # Stopped at a step boundary after the cancel, well before the 40 steps of the run; counted
+    # in steps, not seconds, so a loaded machine cannot make it flaky.
+    assert 12 <= outcome.event.checkpoint_iteration < 40
     assert not (tmp_path / "out").exists()  # nothing half-published
 
     seen: list[int] = []
