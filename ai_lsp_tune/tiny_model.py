@@ -16,7 +16,7 @@ from pathlib import Path
 from ai_lsp_tune import paths
 from ai_lsp_tune.prompts import SYSTEM_PROMPT
 
-TINY_MODEL_VERSION = 2
+TINY_MODEL_VERSION = 3
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
@@ -37,6 +37,7 @@ MODEL_CONFIG = {
     "tie_word_embeddings": True,
 }
 VOCAB_SIZE = 1024
+MAX_TOKEN_CHARS = 64
 
 # Text the tokenizer learns its merges from: code, JSON of the DiagnosticResult schema and
 # the prompts, so that answers and prompts tokenise to reasonably short sequences.
@@ -108,7 +109,8 @@ def _train_tokenizer(out_dir: Path) -> int:
 
     tokenizer = Tokenizer(models.BPE())
     # No regex pre-split: merges may cross spaces, so the fixed system prompt becomes a few
-    # tokens and examples stay short enough to train on two CPU cores in a minute.
+    # tokens and examples stay short enough to train on two CPU cores in a minute. Tokens are
+    # capped at 64 characters, as in real vocabularies: llguidance's token trie rejects deeper.
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
@@ -116,6 +118,7 @@ def _train_tokenizer(out_dir: Path) -> int:
         vocab_size=VOCAB_SIZE,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        max_token_length=MAX_TOKEN_CHARS,
         show_progress=False,
     )
     tokenizer.train_from_iterator(_TOKENIZER_CORPUS * 4, trainer=trainer)

@@ -1,0 +1,159 @@
+"""Grammar-constrained decoding: every token the model picks keeps its answer a DiagnosticResult.
+
+llguidance compiles the answer's JSON schema (``schema.answer_json_schema``, derived from the
+model the server validates with) against the model's tokenizer; a logits processor for mlx-lm's
+``generate_step`` masks, at each step, every token that could not continue a valid answer. One
+compiled grammar per tokenizer is cached for the process, so it is built once, at model load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ai_lsp_tune.schema import answer_json_schema
+
+log = logging.getLogger(__name__)
+
+LogitsProcessor = Callable[[Any, Any], Any]  # (tokens: mx.array, logits: mx.array) -> logits
+
+
+class GrammarUnavailable(RuntimeError):
+    """The grammar library cannot constrain this model; ``reason`` says why in one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class AnswerGrammar:
+    """The DiagnosticResult grammar compiled for one tokenizer; hands out a matcher per answer."""
+
+    matcher: Any  # llguidance.LLMatcher in its start state (deep-copied per answer)
+    vocab_size: int  # the width of the model's logits
+    eos: list[int]
+    compile_s: float
+
+    def logits_processor(self) -> LogitsProcessor:
+        """A fresh processor for one answer (it is stateful: it follows the tokens chosen)."""
+        return _Constrainer(self.matcher.deep_copy(), self.vocab_size, self.eos)
+
+
+class _Constrainer:
+    """Masks the logits to the tokens the grammar allows next, following each sampled token."""
+
+    def __init__(self, matcher: Any, vocab_size: int, eos: list[int]) -> None:
+        import mlx.core as mx
+        import numpy as np
+
+        self.matcher = matcher
+        self.eos_only = mx.zeros((vocab_size,), dtype=mx.bool_)
+        self.eos_only[mx.array(eos)] = True
+        self.vocab_size = vocab_size
+        self.words = np.zeros(((vocab_size + 31) // 32,), dtype=np.int32)
+        self.shifts = mx.arange(32, dtype=mx.uint32)
+        self.prompt_length: int | None = None
+        self.consumed = 0
+        self.failed = False
+
+    def __call__(self, tokens: Any, logits: Any) -> Any:
+        import mlx.core as mx
+
+        if self.prompt_length is None:
+            self.prompt_length = int(tokens.size)
+        else:
+            new = tokens[self.prompt_length + self.consumed :].tolist()
+            self.consumed += len(new)
+            if not self.failed and not self.matcher.is_stopped():
+                if not self.matcher.consume_tokens(new):
+                    self._fail()
+        if self.failed:
+            return logits
+        if self.matcher.is_stopped():  # the answer is complete: only an end token may follow
+            return mx.where(self.eos_only[: logits.shape[-1]], logits, -mx.inf)
+        self.matcher.unsafe_compute_mask_ptr(self.words.ctypes.data, self.words.nbytes)
+        if self.matcher.is_error():
+            self._fail()
+            return logits
+        words = mx.array(self.words).view(mx.uint32)
+        allowed = ((words[:, None] >> self.shifts) & 1).reshape(-1)[: logits.shape[-1]]
+        return mx.where(allowed.astype(mx.bool_), logits, -mx.inf)
+
+    def _fail(self) -> None:
+        self.failed = True
+        log.warning("the answer grammar stopped matching (%s)", self.matcher.get_error())
+
+
+_cache: dict[str, AnswerGrammar] = {}
+_cache_lock = threading.Lock()
+
+
+def answer_grammar(tokenizer: Any, vocab_size: int) -> AnswerGrammar:
+    """The DiagnosticResult grammar for this tokenizer, compiled once per process.
+
+    ``tokenizer`` is mlx-lm's TokenizerWrapper; ``vocab_size`` the model's logits width.
+    Raises GrammarUnavailable when llguidance cannot read the tokenizer or compile the schema.
+    """
+    hf = getattr(tokenizer, "_tokenizer", tokenizer)
+    backend = getattr(hf, "backend_tokenizer", None)
+    if backend is None:
+        raise GrammarUnavailable(
+            f"its tokenizer ({type(hf).__name__}) is not a fast Hugging Face tokenizer"
+        )
+    eos = sorted(getattr(tokenizer, "eos_token_ids", None) or [hf.eos_token_id])
+    serialized = backend.to_str()
+    key = hashlib.sha256(f"{serialized}\0{eos}\0{vocab_size}".encode()).hexdigest()
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = _compile(hf, eos, vocab_size)
+        return _cache[key]
+
+
+def _compile(hf: Any, eos: list[int], vocab_size: int) -> AnswerGrammar:
+    import time
+
+    try:
+        import llguidance
+        import llguidance.hf
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise GrammarUnavailable(f"llguidance is not installed ({exc})") from exc
+
+    started = time.perf_counter()
+    n_vocab = max(vocab_size, len(hf))
+    try:
+        lltokenizer = llguidance.hf.from_tokenizer(hf, n_vocab=n_vocab, eos_token=eos)
+    except BaseException as exc:  # a Rust panic arrives as PanicException (a BaseException)
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise GrammarUnavailable(f"llguidance cannot read its tokenizer ({_first_line(exc)})") from exc
+    grammar = grammar_for(answer_json_schema())
+    matcher = llguidance.LLMatcher(lltokenizer, grammar, log_level=0)
+    if matcher.is_error():
+        raise GrammarUnavailable(
+            f"llguidance cannot compile the answer schema ({_first_line(matcher.get_error())})"
+        )
+    # Computing the first mask builds the lexer's start state: pay for it now, not in an analysis.
+    matcher.compute_bitmask()
+    return AnswerGrammar(matcher, n_vocab, eos, time.perf_counter() - started)
+
+
+def grammar_for(schema: dict[str, Any]) -> str:
+    """An llguidance grammar for compact JSON (the form answers are trained in) of ``schema``."""
+    import llguidance
+
+    return str(
+        llguidance.LLMatcher.grammar_from_json_schema(
+            json.dumps(schema), defaults={"whitespace_flexible": False}
+        )
+    )
+
+
+def _first_line(value: object) -> str:
+    text = str(value).strip()
+    return (text.splitlines()[0] if text else type(value).__name__)[:200]
