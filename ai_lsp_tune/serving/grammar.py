@@ -70,9 +70,9 @@ class _Constrainer:
         else:
             new = tokens[self.prompt_length + self.consumed :].tolist()
             self.consumed += len(new)
-            if not self.failed and not self.matcher.is_stopped():
-                if not self.matcher.consume_tokens(new):
-                    self._fail()
+            stopped = self.failed or self.matcher.is_stopped()
+            if not stopped and not self.matcher.consume_tokens(new):
+                self._fail()
         if self.failed:
             return logits
         if self.matcher.is_stopped():  # the answer is complete: only an end token may follow
@@ -94,7 +94,9 @@ _cache: dict[str, AnswerGrammar] = {}
 _cache_lock = threading.Lock()
 
 
-def answer_grammar(tokenizer: Any, vocab_size: int) -> AnswerGrammar:
+def answer_grammar(
+    tokenizer: Any, vocab_size: int, schema: dict[str, Any] | None = None
+) -> AnswerGrammar:
     """The DiagnosticResult grammar for this tokenizer, compiled once per process.
 
     ``tokenizer`` is mlx-lm's TokenizerWrapper; ``vocab_size`` the model's logits width.
@@ -107,15 +109,16 @@ def answer_grammar(tokenizer: Any, vocab_size: int) -> AnswerGrammar:
             f"its tokenizer ({type(hf).__name__}) is not a fast Hugging Face tokenizer"
         )
     eos = sorted(getattr(tokenizer, "eos_token_ids", None) or [hf.eos_token_id])
-    serialized = backend.to_str()
-    key = hashlib.sha256(f"{serialized}\0{eos}\0{vocab_size}".encode()).hexdigest()
+    schema = answer_json_schema() if schema is None else schema
+    identity = f"{backend.to_str()}\0{eos}\0{vocab_size}\0{json.dumps(schema)}"
+    key = hashlib.sha256(identity.encode()).hexdigest()
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = _compile(hf, eos, vocab_size)
+            _cache[key] = _compile(hf, eos, vocab_size, schema)
         return _cache[key]
 
 
-def _compile(hf: Any, eos: list[int], vocab_size: int) -> AnswerGrammar:
+def _compile(hf: Any, eos: list[int], vocab_size: int, schema: dict[str, Any]) -> AnswerGrammar:
     import time
 
     try:
@@ -131,13 +134,15 @@ def _compile(hf: Any, eos: list[int], vocab_size: int) -> AnswerGrammar:
     except BaseException as exc:  # a Rust panic arrives as PanicException (a BaseException)
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        raise GrammarUnavailable(f"llguidance cannot read its tokenizer ({_first_line(exc)})") from exc
-    grammar = grammar_for(answer_json_schema())
-    matcher = llguidance.LLMatcher(lltokenizer, grammar, log_level=0)
-    if matcher.is_error():
-        raise GrammarUnavailable(
-            f"llguidance cannot compile the answer schema ({_first_line(matcher.get_error())})"
-        )
+        reason = f"llguidance cannot read its tokenizer ({_first_line(exc)})"
+        raise GrammarUnavailable(reason) from exc
+    try:
+        matcher = llguidance.LLMatcher(lltokenizer, grammar_for(schema), log_level=0)
+        if matcher.is_error():
+            raise ValueError(matcher.get_error())
+    except ValueError as exc:
+        reason = f"llguidance cannot compile the answer schema ({_first_line(exc)})"
+        raise GrammarUnavailable(reason) from exc
     # Computing the first mask builds the lexer's start state: pay for it now, not in an analysis.
     matcher.compute_bitmask()
     return AnswerGrammar(matcher, n_vocab, eos, time.perf_counter() - started)
