@@ -11,7 +11,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from ai_lsp_tune import paths
 from ai_lsp_tune.prompts import SYSTEM_PROMPT
@@ -68,15 +70,19 @@ def tiny_model_path(cache_dir: Path | None = None) -> Path:
     return base / f"tiny-model-v{TINY_MODEL_VERSION}"
 
 
-def ensure_tiny_model(cache_dir: Path | None = None, *, seed: int = 0) -> Path:
+def ensure_tiny_model(
+    cache_dir: Path | None = None, *, seed: int = 0, word_split: bool = False
+) -> Path:
     """Build the tiny model once and return its directory; later calls reuse the cache."""
     target = tiny_model_path(cache_dir)
+    if word_split:
+        target = target.with_name(target.name + "-word-split")
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-model-", dir=target.parent))
     try:
-        build_tiny_model(staging, seed=seed)
+        build_tiny_model(staging, seed=seed, word_split=word_split)
         try:
             os.rename(staging, target)
         except OSError:
@@ -88,14 +94,34 @@ def ensure_tiny_model(cache_dir: Path | None = None, *, seed: int = 0) -> Path:
     return target
 
 
-def build_tiny_model(out_dir: Path, *, seed: int = 0) -> None:
-    """Write a random-init llama model, its tokenizer and chat template into ``out_dir``."""
+def build_tiny_model(
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    word_split: bool = False,
+    vocab_size: int = VOCAB_SIZE,
+    model_vocab_size: int | None = None,
+    corpus: Iterable[str] | None = None,
+    config: dict[str, Any] | None = None,
+) -> None:
+    """Write a random-init llama model, its tokenizer and chat template into ``out_dir``.
+
+    ``word_split`` trains the tokenizer as real ones are (GPT-2's regex splits words before BPE
+    merges) rather than merging across spaces; ``model_vocab_size`` pads the logits beyond the
+    tokenizer's vocabulary, as Qwen's 151,936 do; ``config`` overrides the model's shape.
+    """
     import mlx.core as mx
     from mlx_lm.models import llama
     from mlx_lm.utils import save_config, save_model
 
-    tokenizer_vocab = _train_tokenizer(out_dir)
-    config = {**MODEL_CONFIG, "vocab_size": tokenizer_vocab}
+    tokenizer_vocab = _train_tokenizer(
+        out_dir, word_split=word_split, vocab_size=vocab_size, corpus=corpus
+    )
+    config = {
+        **MODEL_CONFIG,
+        **(config or {}),
+        "vocab_size": max(tokenizer_vocab, model_vocab_size or 0),
+    }
     config["eos_token_id"] = _token_id(out_dir, "<|im_end|>")
     mx.random.seed(seed)
     model = llama.Model(llama.ModelArgs.from_dict(config))
@@ -104,24 +130,32 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0) -> None:
     save_config(config, out_dir / "config.json")
 
 
-def _train_tokenizer(out_dir: Path) -> int:
+def _train_tokenizer(
+    out_dir: Path,
+    *,
+    word_split: bool = False,
+    vocab_size: int = VOCAB_SIZE,
+    corpus: Iterable[str] | None = None,
+) -> int:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tokenizer = Tokenizer(models.BPE())
     # No regex pre-split: merges may cross spaces, so the fixed system prompt becomes a few
     # tokens and examples stay short enough to train on two CPU cores in a minute. Tokens are
     # capped at 64 characters, as in real vocabularies: llguidance's token trie rejects deeper.
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=word_split)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         max_token_length=MAX_TOKEN_CHARS,
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_TOKENIZER_CORPUS * 4, trainer=trainer)
+    tokenizer.train_from_iterator(
+        _TOKENIZER_CORPUS * 4 if corpus is None else corpus, trainer=trainer
+    )
     tokenizer.save(str(out_dir / "tokenizer.json"))
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",

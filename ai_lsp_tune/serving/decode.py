@@ -37,7 +37,7 @@ def decode_answer(
     pieces: list[str] = []
     output_tokens = 0
     finish = "stop"
-    processors = [grammar.logits_processor()] if grammar is not None else None
+    processors = [grammar.logits_processor(max_tokens)] if grammar is not None else None
     for response in stream_generate(
         model,
         tokenizer,

@@ -31,6 +31,16 @@ class GrammarUnavailable(RuntimeError):
         self.reason = reason
 
 
+# Tokens that end what is open, most wanted first, when the answer must be closed in time.
+CLOSERS = ['"', "}", "]", "null", ","]
+# The deepest fresh state of an answer: closing from here is the most one token can add (a
+# token such as `,{` opening an issue or a fix commits to writing all its required fields).
+DEEPEST_OPENING = (
+    '{"issues":[{"issue_snippet":"","severity":"error","message":"","suggested_fixes":[{'
+)
+BUDGET_MARGIN = 2
+
+
 @dataclass
 class AnswerGrammar:
     """The DiagnosticResult grammar compiled for one tokenizer; hands out a matcher per answer."""
@@ -38,28 +48,37 @@ class AnswerGrammar:
     matcher: Any  # llguidance.LLMatcher in its start state (deep-copied per answer)
     vocab_size: int  # the width of the model's logits
     eos: list[int]
+    closers: list[int]  # token ids of CLOSERS (those the tokenizer has as one token)
+    reserve: int  # tokens kept for closing an answer beyond what closing it needs now
     compile_s: float
 
-    def logits_processor(self) -> LogitsProcessor:
+    def logits_processor(self, max_tokens: int) -> LogitsProcessor:
         """A fresh processor for one answer (it is stateful: it follows the tokens chosen)."""
-        return _Constrainer(self.matcher.deep_copy(), self.vocab_size, self.eos)
+        return _Constrainer(self, self.matcher.deep_copy(), max_tokens)
 
 
 class _Constrainer:
-    """Masks the logits to the tokens the grammar allows next, following each sampled token."""
+    """Masks the logits to the tokens the grammar allows next, following each sampled token.
 
-    def __init__(self, matcher: Any, vocab_size: int, eos: list[int]) -> None:
+    Near the end of the token budget it closes the answer: once what is open needs about all
+    the tokens left, it picks closing tokens (a quote, a brace, ...) wherever the grammar allows
+    one, so the answer is cut short but still valid rather than cut mid-JSON.
+    """
+
+    def __init__(self, grammar: AnswerGrammar, matcher: Any, max_tokens: int) -> None:
         import mlx.core as mx
         import numpy as np
 
+        self.grammar = grammar
         self.matcher = matcher
-        self.eos_only = mx.zeros((vocab_size,), dtype=mx.bool_)
-        self.eos_only[mx.array(eos)] = True
-        self.vocab_size = vocab_size
-        self.words = np.zeros(((vocab_size + 31) // 32,), dtype=np.int32)
+        self.max_tokens = max_tokens
+        self.eos_only = mx.zeros((grammar.vocab_size,), dtype=mx.bool_)
+        self.eos_only[mx.array(grammar.eos)] = True
+        self.words = np.zeros(((grammar.vocab_size + 31) // 32,), dtype=np.int32)
         self.shifts = mx.arange(32, dtype=mx.uint32)
         self.prompt_length: int | None = None
         self.consumed = 0
+        self.closing = False
         self.failed = False
 
     def __call__(self, tokens: Any, logits: Any) -> Any:
@@ -75,19 +94,60 @@ class _Constrainer:
                 self._fail()
         if self.failed:
             return logits
+        width = logits.shape[-1]
         if self.matcher.is_stopped():  # the answer is complete: only an end token may follow
-            return mx.where(self.eos_only[: logits.shape[-1]], logits, -mx.inf)
+            return mx.where(self.eos_only[:width], logits, -mx.inf)
         self.matcher.unsafe_compute_mask_ptr(self.words.ctypes.data, self.words.nbytes)
         if self.matcher.is_error():
             self._fail()
             return logits
+        if self._must_close():
+            token = _closer(self.words, self.grammar.closers)
+            if token is not None:
+                return mx.where(mx.arange(width) == token, logits, -mx.inf)
         words = mx.array(self.words).view(mx.uint32)
-        allowed = ((words[:, None] >> self.shifts) & 1).reshape(-1)[: logits.shape[-1]]
+        allowed = ((words[:, None] >> self.shifts) & 1).reshape(-1)[:width]
         return mx.where(allowed.astype(mx.bool_), logits, -mx.inf)
+
+    def _must_close(self) -> bool:
+        left = self.max_tokens - self.consumed - self.grammar.reserve - BUDGET_MARGIN
+        if not self.closing and left <= 2 * self.grammar.reserve:
+            self.closing = left <= closing_length(self.matcher, self.grammar)
+        return self.closing
 
     def _fail(self) -> None:
         self.failed = True
         log.warning("the answer grammar stopped matching (%s)", self.matcher.get_error())
+
+
+def closing_length(matcher: Any, grammar: AnswerGrammar, limit: int = 256) -> int:
+    """About how many tokens closing the answer from ``matcher``'s state takes (an upper bound:
+    where no closing token is allowed it counts single bytes)."""
+    import numpy as np
+
+    probe = matcher.deep_copy()
+    words = np.zeros(((grammar.vocab_size + 31) // 32,), dtype=np.int32)
+    for steps in range(limit):
+        if probe.is_accepting() or probe.is_stopped():
+            return steps
+        probe.unsafe_compute_mask_ptr(words.ctypes.data, words.nbytes)
+        token = _closer(words, grammar.closers)
+        if token is None:
+            allowed = np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little"))
+            if not len(allowed):
+                return steps
+            token = int(allowed[0])
+        if not probe.consume_token(token):
+            return steps
+    return limit
+
+
+def _closer(words: Any, closers: list[int]) -> int | None:
+    """The first closing token the mask (32-bit words) allows."""
+    for token in closers:
+        if (int(words[token >> 5]) >> (token & 31)) & 1:
+            return token
+    return None
 
 
 _cache: dict[str, AnswerGrammar] = {}
@@ -145,7 +205,15 @@ def _compile(hf: Any, eos: list[int], vocab_size: int, schema: dict[str, Any]) -
         raise GrammarUnavailable(reason) from exc
     # Computing the first mask builds the lexer's start state: pay for it now, not in an analysis.
     matcher.compute_bitmask()
-    return AnswerGrammar(matcher, n_vocab, eos, time.perf_counter() - started)
+    closers = [ids[0] for text in CLOSERS if len(ids := lltokenizer.tokenize_str(text)) == 1]
+    grammar = AnswerGrammar(matcher, n_vocab, eos, closers, 0, 0.0)
+    deepest = matcher.deep_copy()
+    if deepest.consume_tokens(lltokenizer.tokenize_str(DEEPEST_OPENING)):
+        grammar.reserve = closing_length(deepest, grammar)
+    else:
+        grammar.reserve = len(DEEPEST_OPENING)
+    grammar.compile_s = time.perf_counter() - started
+    return grammar
 
 
 def grammar_for(schema: dict[str, Any]) -> str:
