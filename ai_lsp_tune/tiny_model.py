@@ -103,6 +103,7 @@ def build_tiny_model(
     model_vocab_size: int | None = None,
     corpus: Iterable[str] | None = None,
     config: dict[str, Any] | None = None,
+    max_token_chars: int | None = MAX_TOKEN_CHARS,
 ) -> None:
     """Write a random-init llama model, its tokenizer and chat template into ``out_dir``.
 
@@ -115,7 +116,11 @@ def build_tiny_model(
     from mlx_lm.utils import save_config, save_model
 
     tokenizer_vocab = _train_tokenizer(
-        out_dir, word_split=word_split, vocab_size=vocab_size, corpus=corpus
+        out_dir,
+        word_split=word_split,
+        vocab_size=vocab_size,
+        corpus=corpus,
+        max_token_chars=max_token_chars,
     )
     config = {
         **MODEL_CONFIG,
@@ -136,6 +141,7 @@ def _train_tokenizer(
     word_split: bool = False,
     vocab_size: int = VOCAB_SIZE,
     corpus: Iterable[str] | None = None,
+    max_token_chars: int | None = MAX_TOKEN_CHARS,
 ) -> int:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -150,7 +156,7 @@ def _train_tokenizer(
         vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        max_token_length=MAX_TOKEN_CHARS,
+        max_token_length=max_token_chars,
         show_progress=False,
     )
     tokenizer.train_from_iterator(

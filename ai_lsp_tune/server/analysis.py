@@ -140,9 +140,13 @@ async def _analyse(
             ),
         )
         trace_id, span_id = span_ids(span)
-    if outcome.grammar_problem and model not in state.grammar_problems_shown:
-        state.grammar_problems_shown.add(model)
-        _warn(ls, grammar_fallback_message(model, outcome.grammar_problem))
+    for problem, message in (
+        (outcome.grammar_problem, grammar_fallback_message),
+        (outcome.template_problem, template_fallback_message),
+    ):
+        if problem and (model, problem) not in state.model_problems_shown:
+            state.model_problems_shown.add((model, problem))
+            _warn(ls, message(model, problem))
     if outcome.result is None:
         _warn_unusable(ls, document, version, outcome)
     return outcome.result, trace_id, span_id
@@ -154,6 +158,14 @@ def grammar_fallback_message(model: str, problem: str) -> str:
         f"ai-lsp: constrained decoding is off for {model}: {problem}. Answers are decoded "
         "unconstrained and may be unusable; choose another aiLsp.model, or set "
         "aiLsp.constrainedDecoding to false to stop asking for it."
+    )
+
+
+def template_fallback_message(model: str, problem: str) -> str:
+    """The one warning a user sees when the model cannot be prompted as a chat."""
+    return (
+        f"ai-lsp: {model}: {problem}; its answers may be poor. Choose an instruction-tuned "
+        "aiLsp.model (one whose tokenizer_config.json has a chat_template)."
     )
 
 

@@ -77,7 +77,8 @@ class ServerState:
         self.backend_error: str | None = None
         self.job: Any = None  # the fine-tune job (server/finetune.py) while one exists
         self._backend_task: asyncio.Task[None] | None = None
-        self.grammar_problems_shown: set[str] = set()  # models whose fallback the user was told
+        # (model, problem) pairs the user was told of: a fallback is shown once, not per analysis
+        self.model_problems_shown: set[tuple[str, str]] = set()
 
     # --- settings -------------------------------------------------------------------------
     def initialize(self, workspace_root: str | None, init_options: Any) -> list[str]:

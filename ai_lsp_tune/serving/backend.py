@@ -33,6 +33,7 @@ class Completion:
     output_tokens: int | None = None
     cut: bool = False  # stopped at max_tokens rather than ending the answer
     grammar_problem: str | None = None  # why a local answer was not decoded under the grammar
+    template_problem: str | None = None  # why a local prompt was not rendered by a template
 
 
 class Backend(Protocol):
@@ -73,6 +74,7 @@ class LocalBackend:
             output_tokens=generation.output_tokens,
             cut=generation.finish_reason == "length",
             grammar_problem=generation.grammar_problem,
+            template_problem=generation.template_problem,
         )
 
     async def close(self) -> None:
@@ -175,6 +177,10 @@ class AnalysisOutcome:
         return next((a.completion.grammar_problem for a in self.attempts), None)
 
     @property
+    def template_problem(self) -> str | None:
+        return next((a.completion.template_problem for a in self.attempts), None)
+
+    @property
     def final_text(self) -> str | None:
         return self.attempts[-1].completion.text if self.attempts else None
 
@@ -203,7 +209,7 @@ async def analyze(
         try:
             outcome.result = parse_diagnostic_result(completion.text)
         except InvalidModelOutput as exc:
-            if completion.cut:
+            if completion.cut and completion.text.lstrip().startswith(("{", "```")):
                 # The same budget would cut the retry too: say so instead of asking again.
                 reason = f"the answer was cut at maxTokens={max_tokens} ({exc.reason})"
                 outcome.attempts.append(Attempt(completion, reason, cut_at=max_tokens))

@@ -39,6 +39,7 @@ from ai_lsp_tune.serving.protocol import (
 from ai_lsp_tune.wire import encode_line
 
 log = logging.getLogger("ai_lsp_tune.host")
+NO_CHAT_TEMPLATE = "it has no chat template, so prompts are sent to it as plain text"
 
 
 class Channel:
@@ -72,6 +73,7 @@ class Engine:
         self.cache: list[Any] | None = None
         self.grammar: AnswerGrammar | None = None
         self.grammar_problem: str | None = None
+        self.template_problem: str | None = None
 
     def prepare_grammar(self) -> None:
         """Compile the answer grammar now (at load), so no analysis waits for it."""
@@ -85,8 +87,12 @@ class Engine:
 
     def render(self, messages: list[ChatMessage]) -> list[int]:
         """Token ids of a chat, folding the system turn into the user turn for templates
-        (such as Gemma's) that refuse a system role."""
+        (such as Gemma's) that refuse a system role; plain text for a model without one."""
         dicts = [m.model_dump() for m in messages]
+        if not getattr(self.tokenizer, "chat_template", None):
+            self.template_problem = NO_CHAT_TEMPLATE
+            text = "\n\n".join(m.content for m in messages) + "\n\n"
+            return list(self.tokenizer.encode(text))
         try:
             return list(self.tokenizer.apply_chat_template(dicts, add_generation_prompt=True))
         except Exception:
@@ -157,6 +163,7 @@ class Engine:
             seconds=time.perf_counter() - started,
             constrained=grammar is not None,
             grammar_problem=self.grammar_problem if request.constrained else None,
+            template_problem=self.template_problem,
         )
 
 

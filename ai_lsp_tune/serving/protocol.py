@@ -81,6 +81,7 @@ class Generation(_Message):
     seconds: float = 0.0
     constrained: bool = False  # decoded under the DiagnosticResult grammar
     grammar_problem: str | None = None  # why constrained decoding was asked for but not done
+    template_problem: str | None = None  # why the prompt was not rendered by a chat template
 
 
 class Cancelled(_Message):
