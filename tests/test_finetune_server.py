@@ -127,12 +127,17 @@ async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
         assert status["state"] == "succeeded" and run["swapped"] is True
         assert status["servedModel"] == run["candidateModel"] != str(tiny_model)
         assert status["previousModel"] == str(tiny_model)
-        assert run["metricsBefore"]["schema_valid_rate"] == 0.0
-        assert run["metricsAfter"]["schema_valid_rate"] == 1.0  # it learned the teacher's answer
+        before, after = run["metricsBefore"], run["metricsAfter"]
+        # Decoded as served, under the answer grammar: valid before (an empty answer) and after.
+        assert before["schema_valid_rate"] == after["schema_valid_rate"] == 1.0
+        assert (before["snippet_f1"], after["snippet_f1"]) == (0.0, 1.0)  # it learned the answer
+        # On its own, without the grammar, the untrained model wrote no JSON at all.
+        assert before["unconstrained_valid_json_rate"] == 0.0
+        assert after["unconstrained_valid_json_rate"] is not None
 
         await student.session.wait_for(lambda: student.requests, what="the what-changed message")
         (told,) = student.requests
-        assert "schema-valid 0% → 100%" in told.message
+        assert "snippet F1 0.00 → 1.00" in told.message
         assert [a.title for a in told.actions or []] == ["Roll back"]
 
         # Diagnostics now come from the new model: it flags what the teacher flagged.
