@@ -8,10 +8,15 @@ Two random-init local models, decoded greedily exactly as the model host serves
   GPT-2's word split, trained here on the Python standard library's sources, padded to 151,936),
   4 layers, hidden size 128: small enough for a CPU, so the vocabulary dominates the step.
 
-Tokens/s counts generated tokens over generation time (mlx-lm's ``generation_tps``: prompt
-processing excluded), median over the prompts. "Mask" is the time inside the logits processor
-per token. "First analysis" is a fresh grammar cache: compile + the first answer, which the host
-pays at model load instead (it compiles while warming up). Writes its section of RESULTS.md.
+A random model under the grammar soon writes ``{"issues":[]}``, and without it never stops:
+their token counts differ. So for tokens/s both runs are steered to the same long answer (a
+valid DiagnosticResult of ~300 tokens, one token at a time by a second logits processor, the
+same in both runs): the grammar still computes its mask at every step, and both generate the
+same tokens. Tokens/s counts generated tokens over generation time (mlx-lm's ``generation_tps``:
+prompt processing excluded), median over the prompts. "Mask" is the time inside the grammar's
+logits processor per token. "Natural" answers (unsteered) give the validity counts. "First
+analysis" is a fresh grammar cache: compile + the first answer, which the host pays at model
+load instead (it compiles while warming up). Writes its section of RESULTS.md.
 
     uv run python bench/decode.py [--prompts 5] [--max-tokens 256]
 """
@@ -19,6 +24,7 @@ pays at model load instead (it compiles while warming up). Writes its section of
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -71,6 +77,41 @@ def code(n: int) -> str:
     return f"def handler_{n}(items):\n    total = items[{n}] * {n}\n    return eval(str(total))\n"
 
 
+LONG_ANSWER = {
+    "issues": [
+        {
+            "issue_snippet": f"total = items[{n}] * {n}",
+            "severity": "warning",
+            "message": f"Index {n} may be out of range when items is shorter; check len(items).",
+            "suggested_fixes": [
+                {
+                    "title": "Guard the index",
+                    "target_snippet": f"items[{n}]",
+                    "replacement_snippet": f"(items[{n}] if len(items) > {n} else 0)",
+                }
+            ],
+        }
+        for n in range(4)
+    ]
+}
+
+
+class Steer:
+    """Forces a fixed token sequence, then the end token (the same in both runs)."""
+
+    def __init__(self, target: list[int], eos: int) -> None:
+        self.target, self.eos, self.start = [*target, eos], eos, None
+
+    def __call__(self, tokens: Any, logits: Any) -> Any:
+        import mlx.core as mx
+
+        step = 0 if self.start is None else int(tokens.size) - self.start
+        if self.start is None:
+            self.start = int(tokens.size)
+        wanted = self.target[min(step, len(self.target) - 1)]
+        return mx.where(mx.arange(logits.shape[-1]) == wanted, logits, -1e9)
+
+
 class TimedProcessor:
     """Wraps a logits processor to time it (forcing its result, so the time is its own)."""
 
@@ -88,11 +129,21 @@ class TimedProcessor:
         return out
 
 
-def answer(model: Any, tokenizer: Any, prompt: list[int], max_tokens: int, grammar: Any) -> dict:
+def answer(
+    model: Any,
+    tokenizer: Any,
+    prompt: list[int],
+    max_tokens: int,
+    grammar: Any,
+    steer: list[int] | None = None,
+) -> dict:
     from mlx_lm import stream_generate
     from mlx_lm.sample_utils import make_sampler
 
     processor = TimedProcessor(grammar.logits_processor(max_tokens)) if grammar else None
+    processors: list[Any] = [processor] if processor else []
+    if steer is not None:
+        processors.append(Steer(steer, min(tokenizer.eos_token_ids)))
     started = time.perf_counter()
     pieces, last = [], None
     for last in stream_generate(
@@ -101,7 +152,7 @@ def answer(model: Any, tokenizer: Any, prompt: list[int], max_tokens: int, gramm
         prompt,
         max_tokens=max_tokens,
         sampler=make_sampler(temp=0.0),
-        logits_processors=[processor] if processor else None,
+        logits_processors=processors or None,
     ):
         pieces.append(last.text)
     assert last is not None
@@ -145,16 +196,22 @@ def measure(name: str, model_path: Path, prompts: int, max_tokens: int) -> dict[
 
     free = [answer(model, tokenizer, p, max_tokens, None) for p in chats]
     constrained = [answer(model, tokenizer, p, max_tokens, grammar) for p in chats]
-    ctokens = sum(r["tokens"] for r in constrained)
+    target = tokenizer.encode(json.dumps(LONG_ANSWER, separators=(",", ":")))
+    budget = len(target) + 2 * grammar.reserve + 16  # never near enough to close early
+    steered_free = [answer(model, tokenizer, p, budget, None, target) for p in chats]
+    steered = [answer(model, tokenizer, p, budget, grammar, target) for p in chats]
+    assert all(r["valid"] for r in steered + steered_free), "the steered answer must be valid"
+    stokens = sum(r["tokens"] for r in steered)
     return {
         "name": name,
         "vocab": vocab,
         "tokenizer": len(tokenizer._tokenizer),
-        "free_tps": statistics.median(r["tps"] for r in free),
-        "constrained_tps": statistics.median(r["tps"] for r in constrained),
+        "steered_tokens": len(target) + 1,
+        "free_tps": statistics.median(r["tps"] for r in steered_free),
+        "constrained_tps": statistics.median(r["tps"] for r in steered),
         "free_tokens": statistics.median(r["tokens"] for r in free),
         "constrained_tokens": statistics.median(r["tokens"] for r in constrained),
-        "mask_ms": 1000 * sum(r["mask_s"] for r in constrained) / max(ctokens, 1),
+        "mask_ms": 1000 * sum(r["mask_s"] for r in steered) / max(stokens, 1),
         "valid": sum(r["valid"] for r in constrained),
         "free_valid": sum(r["valid"] for r in free),
         "n": len(chats),
@@ -174,17 +231,18 @@ def render(rows: list[dict[str, Any]], argv: str) -> str:
         f"{time.strftime('%Y-%m-%d')}; `mlx[cpu]`, llguidance; greedy, one process, "
         "same run. No GPU machine was lent to this session: CPU numbers only.",
         "",
-        "| model | logits width (tokenizer) | unconstrained tok/s | constrained tok/s "
-        "| per-token overhead | mask ms/token | tokens/answer (free, constrained) "
-        "| valid answers (free, constrained) | grammar compile s | first analysis s "
-        "(unconstrained) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | logits width (tokenizer) | steered answer tokens | unconstrained tok/s "
+        "| constrained tok/s | per-token overhead | mask ms/token "
+        "| natural tokens/answer (free, constrained) | natural valid answers (free, constrained) "
+        "| grammar compile s | first analysis s (unconstrained) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         overhead = r["free_tps"] / r["constrained_tps"] - 1
         r["overhead"] = overhead
         lines.append(
-            f"| {r['name']} | {r['vocab']:,} ({r['tokenizer']:,}) | {r['free_tps']:.0f} "
+            f"| {r['name']} | {r['vocab']:,} ({r['tokenizer']:,}) | {r['steered_tokens']} "
+            f"| {r['free_tps']:.0f} "
             f"| {r['constrained_tps']:.0f} | {overhead:+.0%} | {r['mask_ms']:.3f} "
             f"| {r['free_tokens']:.0f}, {r['constrained_tokens']:.0f} "
             f"| {r['free_valid']}/{r['n']}, {r['valid']}/{r['n']} | {r['compile_s']:.2f} "

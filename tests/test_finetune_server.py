@@ -140,7 +140,8 @@ async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
         assert [a.title for a in told.actions or []] == ["Roll back"]
 
         # Diagnostics now come from the new model: it flags what the teacher flagged.
-        probe = student.session.open("probe.py", source_file(98))
+        # A new module of the project (named like its others: the tiny model reads the name).
+        probe = student.session.open("mod_98.py", source_file(98))
         (diagnostic,) = await student.session.wait_for_diagnostics(probe, timeout_s=60)
         start, end = diagnostic.range.start, diagnostic.range.end
         assert source_file(98).splitlines()[start.line][start.character : end.character] == FLAW
