@@ -38,6 +38,24 @@ class DiagnosticResult(BaseModel):
         return self.model_dump_json()
 
 
+def answer_json_schema() -> dict[str, Any]:
+    """The JSON schema decoding is constrained to: DiagnosticResult's, with no extra keys."""
+    schema = DiagnosticResult.model_json_schema()
+    _close_objects(schema)
+    return schema
+
+
+def _close_objects(node: Any) -> None:
+    if isinstance(node, dict):
+        if node.get("type") == "object":
+            node["additionalProperties"] = False
+        for value in node.values():
+            _close_objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            _close_objects(value)
+
+
 class InvalidModelOutput(ValueError):
     """The model's text is not a valid DiagnosticResult; ``reason`` says why in one line."""
 

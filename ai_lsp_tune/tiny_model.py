@@ -11,12 +11,14 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from ai_lsp_tune import paths
 from ai_lsp_tune.prompts import SYSTEM_PROMPT
 
-TINY_MODEL_VERSION = 2
+TINY_MODEL_VERSION = 3
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
@@ -37,6 +39,7 @@ MODEL_CONFIG = {
     "tie_word_embeddings": True,
 }
 VOCAB_SIZE = 1024
+MAX_TOKEN_CHARS = 64
 
 # Text the tokenizer learns its merges from: code, JSON of the DiagnosticResult schema and
 # the prompts, so that answers and prompts tokenise to reasonably short sequences.
@@ -67,15 +70,19 @@ def tiny_model_path(cache_dir: Path | None = None) -> Path:
     return base / f"tiny-model-v{TINY_MODEL_VERSION}"
 
 
-def ensure_tiny_model(cache_dir: Path | None = None, *, seed: int = 0) -> Path:
+def ensure_tiny_model(
+    cache_dir: Path | None = None, *, seed: int = 0, word_split: bool = False
+) -> Path:
     """Build the tiny model once and return its directory; later calls reuse the cache."""
     target = tiny_model_path(cache_dir)
+    if word_split:
+        target = target.with_name(target.name + "-word-split")
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-model-", dir=target.parent))
     try:
-        build_tiny_model(staging, seed=seed)
+        build_tiny_model(staging, seed=seed, word_split=word_split)
         try:
             os.rename(staging, target)
         except OSError:
@@ -87,14 +94,39 @@ def ensure_tiny_model(cache_dir: Path | None = None, *, seed: int = 0) -> Path:
     return target
 
 
-def build_tiny_model(out_dir: Path, *, seed: int = 0) -> None:
-    """Write a random-init llama model, its tokenizer and chat template into ``out_dir``."""
+def build_tiny_model(
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    word_split: bool = False,
+    vocab_size: int = VOCAB_SIZE,
+    model_vocab_size: int | None = None,
+    corpus: Iterable[str] | None = None,
+    config: dict[str, Any] | None = None,
+    max_token_chars: int | None = MAX_TOKEN_CHARS,
+) -> None:
+    """Write a random-init llama model, its tokenizer and chat template into ``out_dir``.
+
+    ``word_split`` trains the tokenizer as real ones are (GPT-2's regex splits words before BPE
+    merges) rather than merging across spaces; ``model_vocab_size`` pads the logits beyond the
+    tokenizer's vocabulary, as Qwen's 151,936 do; ``config`` overrides the model's shape.
+    """
     import mlx.core as mx
     from mlx_lm.models import llama
     from mlx_lm.utils import save_config, save_model
 
-    tokenizer_vocab = _train_tokenizer(out_dir)
-    config = {**MODEL_CONFIG, "vocab_size": tokenizer_vocab}
+    tokenizer_vocab = _train_tokenizer(
+        out_dir,
+        word_split=word_split,
+        vocab_size=vocab_size,
+        corpus=corpus,
+        max_token_chars=max_token_chars,
+    )
+    config = {
+        **MODEL_CONFIG,
+        **(config or {}),
+        "vocab_size": max(tokenizer_vocab, model_vocab_size or 0),
+    }
     config["eos_token_id"] = _token_id(out_dir, "<|im_end|>")
     mx.random.seed(seed)
     model = llama.Model(llama.ModelArgs.from_dict(config))
@@ -103,22 +135,33 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0) -> None:
     save_config(config, out_dir / "config.json")
 
 
-def _train_tokenizer(out_dir: Path) -> int:
+def _train_tokenizer(
+    out_dir: Path,
+    *,
+    word_split: bool = False,
+    vocab_size: int = VOCAB_SIZE,
+    corpus: Iterable[str] | None = None,
+    max_token_chars: int | None = MAX_TOKEN_CHARS,
+) -> int:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tokenizer = Tokenizer(models.BPE())
     # No regex pre-split: merges may cross spaces, so the fixed system prompt becomes a few
-    # tokens and examples stay short enough to train on two CPU cores in a minute.
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    # tokens and examples stay short enough to train on two CPU cores in a minute. Tokens are
+    # capped at 64 characters, as in real vocabularies: llguidance's token trie rejects deeper.
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=word_split)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        max_token_length=max_token_chars,
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_TOKENIZER_CORPUS * 4, trainer=trainer)
+    tokenizer.train_from_iterator(
+        _TOKENIZER_CORPUS * 4 if corpus is None else corpus, trainer=trainer
+    )
     tokenizer.save(str(out_dir / "tokenizer.json"))
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",

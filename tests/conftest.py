@@ -23,6 +23,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_tiny_model(tmp_path_factory.mktemp("tiny-model-cache"))
 
 
+@pytest.fixture(scope="session")
+def tiny_model_word_split(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a tokenizer built as real ones are (words split before merging)."""
+    from ai_lsp_tune.tiny_model import ensure_tiny_model
+
+    return ensure_tiny_model(tmp_path_factory.mktemp("tiny-model-cache"), word_split=True)
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own data and cache dirs (never the user's)."""

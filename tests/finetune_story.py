@@ -31,8 +31,9 @@ TINY_FINETUNE = {
     "numLayers": -1,
     "maxSeqLength": 1024,
 }
-# Enough training for the tiny model to learn the teacher's answer (flags FLAW) in ~25 s.
-LEARN = {"numEpochs": 8, "batchSize": 2, "learningRate": 5e-4, "loraRank": 16}
+# Enough training for the tiny model to learn the teacher's answer (flags FLAW) for a file it
+# has not seen, in ~30 s: with 8 epochs at 5e-4 it sometimes wrote the answer's keys mixed up.
+LEARN = {"numEpochs": 12, "batchSize": 1, "learningRate": 1e-3, "loraRank": 16}
 
 
 def source_file(n: int) -> str:

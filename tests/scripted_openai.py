@@ -35,6 +35,7 @@ class ChatRequest:
 class Answer:
     text: str
     delay_s: float = 0.0
+    finish_reason: str = "stop"  # "length": the provider stopped at max_tokens
 
 
 Script = Callable[[ChatRequest], Answer]
@@ -78,7 +79,7 @@ def scripted_endpoint(script: Script) -> Iterator[ScriptedEndpoint]:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": answer.text},
-                        "finish_reason": "stop",
+                        "finish_reason": answer.finish_reason,
                     }
                 ],
                 "usage": {

@@ -225,6 +225,8 @@ async def test_invalid_output_retries_once_with_the_error_then_publishes_nothing
         what="a warning in the log",
     )
     assert warning[0].type == types.MessageType.Warning
+    shown = [m.message for m in session.client.messages if "bad.py" in m.message]
+    assert len(shown) == 1 and "not a valid DiagnosticResult after 2 attempts" in shown[0]
 
     # A retry that succeeds is used.
     good = {"issues": [{"issue_snippet": "ok", "severity": "hint", "message": "fine now"}]}
@@ -233,6 +235,25 @@ async def test_invalid_output_retries_once_with_the_error_then_publishes_nothing
     diagnostics = await session.wait_for_diagnostics(uri2)
     assert [d.message for d in diagnostics] == ["fine now"]
     assert "issues.0.issue_snippet" in endpoint.requests[-1].user_texts[-1]
+
+
+async def test_an_answer_cut_at_max_tokens_is_shown_once_per_version_and_not_retried(
+    session: Session, endpoint: ScriptedEndpoint
+) -> None:
+    cut = '{"issues": [{"issue_snippet": "long = 1", "severity": "warning", "message": "Thi'
+    endpoint.script = lambda request: Answer(cut, finish_reason="length")
+    uri = session.open("long.py", "long = 1\n")
+    assert list(await session.wait_for_diagnostics(uri)) == []
+    session.replace_all(uri, "long = 2\n")
+    assert list(await session.wait_for_diagnostics(uri, count=2)) == []
+
+    assert len(endpoint.requests) == 2  # one per version: the same budget would cut a retry
+    expected = (
+        "ai-lsp: no diagnostics for long.py: the answer was cut at maxTokens=1024; "
+        "raise aiLsp.maxTokens."
+    )
+    shown = [m for m in session.client.messages if "long.py" in m.message]
+    assert [(m.type, m.message) for m in shown] == [(types.MessageType.Warning, expected)] * 2
 
 
 async def test_settings_change_is_applied_and_invalid_values_are_shown(

@@ -21,7 +21,7 @@ async def test_tiny_local_model_answers_through_the_host_and_is_recorded(
     )
     try:
         uri = s.open("a.py", "def f(items):\n    return items[0]\n")
-        # A random-init model rarely writes a valid DiagnosticResult: retried, then nothing.
+        # A random-init model, decoded under the answer grammar: a valid (empty) result.
         diagnostics = await s.wait_for_diagnostics(uri, timeout_s=90)
         assert all(d.source == "ai-lsp" for d in diagnostics)
         assert not [m for m in s.client.messages if m.type.value == 1]  # no error shown
@@ -34,8 +34,6 @@ async def test_tiny_local_model_answers_through_the_host_and_is_recorded(
     assert record.model == str(tiny_model)
     assert record.provider == "mlx"
     assert record.document_name == "a.py"
-    assert record.input_tokens and record.input_tokens > 100  # the system prompt is in there
-    assert 1 <= (record.output_tokens or 0) <= 2 * 24
-    if not record.valid:
-        assert record.attempts == 2 and record.error
-        assert any("not a valid DiagnosticResult" in m.message for m in s.client.log_messages)
+    assert record.input_tokens and record.input_tokens > 42  # the system prompt is in there
+    assert 1 <= (record.output_tokens or 0) <= 24
+    assert record.valid and record.attempts == 1 and record.error is None

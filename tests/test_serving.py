@@ -28,14 +28,14 @@ async def test_host_decodes_greedily_from_the_cached_system_prompt(tiny_model: P
     host = await HostClient.start(str(tiny_model))
     try:
         assert host.ready is not None and host.ready.prompt_cache_tokens > 0
-        first = await host.generate(chat("x = 1\n"), max_tokens=20)
-        other = await host.generate(chat("y = [2]\n"), max_tokens=20)
-        again = await host.generate(chat("x = 1\n"), max_tokens=20)
+        first = await host.generate(chat("x = 1\n"), max_tokens=20, constrained=False)
+        other = await host.generate(chat("y = [2]\n"), max_tokens=20, constrained=False)
+        again = await host.generate(chat("x = 1\n"), max_tokens=20, constrained=False)
     finally:
         await host.close()
     assert first.cached_tokens == host.ready.prompt_cache_tokens
     assert again.text == first.text  # the cache is reset to the system prompt after each answer
-    # Same tokens as mlx-lm's own greedy generation over the whole prompt, without a cache.
+    # (Unconstrained here:) the same tokens as mlx-lm's own greedy generation, without a cache.
     model, tokenizer = load(str(tiny_model))
     prompt = tokenizer.apply_chat_template(
         [m.model_dump() for m in chat("y = [2]\n")], add_generation_prompt=True
@@ -47,7 +47,9 @@ async def test_host_decodes_greedily_from_the_cached_system_prompt(tiny_model: P
 async def test_cancelled_generation_stops_and_the_host_keeps_answering(tiny_model: Path) -> None:
     host = await HostClient.start(str(tiny_model))
     try:
-        long = asyncio.create_task(host.generate(chat("x = 1\n"), max_tokens=100_000))
+        long = asyncio.create_task(
+            host.generate(chat("x = 1\n"), max_tokens=100_000, constrained=False)
+        )
         await asyncio.sleep(0.5)
         long.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -75,7 +77,9 @@ async def test_hot_swap_keeps_answering_and_is_persisted(tiny_model: Path, tmp_p
         with pytest.raises(NoPreviousModel):
             await served.rollback()
         old_host = served._host
-        in_flight = asyncio.create_task(served.generate(chat("x = 1\n"), max_tokens=200))
+        in_flight = asyncio.create_task(
+            served.generate(chat("x = 1\n"), max_tokens=200, constrained=False)
+        )
         await asyncio.sleep(0.2)
         await served.swap(str(second))
         assert served.current_path == str(second) and served.previous_path == str(tiny_model)
@@ -120,7 +124,9 @@ async def test_a_killed_host_is_started_again_but_not_in_a_crash_loop(
     served = await ServedModel.start(str(tiny_model))
     try:
         killed = served._host.process
-        in_flight = asyncio.create_task(served.generate(chat("x = 1\n"), max_tokens=3000))
+        in_flight = asyncio.create_task(
+            served.generate(chat("x = 1\n"), max_tokens=3000, constrained=False)
+        )
         await asyncio.sleep(0.3)
         assert not in_flight.done()
         killed.kill()  # as the OOM killer would, mid-generation

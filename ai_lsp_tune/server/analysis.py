@@ -17,7 +17,7 @@ from ai_lsp_tune.schema import DiagnosticResult
 from ai_lsp_tune.server import windowed
 from ai_lsp_tune.server.placement import LineIndex
 from ai_lsp_tune.server.state import DocumentState, PublishedIssue
-from ai_lsp_tune.serving.backend import Backend, analyze
+from ai_lsp_tune.serving.backend import AnalysisOutcome, Backend, analyze
 from ai_lsp_tune.serving.protocol import ChatMessage
 from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.telemetry import span_ids
@@ -76,7 +76,7 @@ async def _run(
             ls.state.settings, backend, document.language, document.name, text
         )
         answers = await asyncio.gather(
-            *(_analyse(ls, backend, document, text, prompt.user) for prompt in prompts)
+            *(_analyse(ls, backend, document, text, prompt.user, version) for prompt in prompts)
         )
         if not is_current(ls, document, text):
             log.debug("dropping a stale analysis of %s", document.uri)
@@ -100,7 +100,12 @@ async def _run(
 
 
 async def _analyse(
-    ls: AiLspServer, backend: Backend, document: DocumentState, text: str, user: str
+    ls: AiLspServer,
+    backend: Backend,
+    document: DocumentState,
+    text: str,
+    user: str,
+    version: int | None,
 ) -> tuple[DiagnosticResult | None, str, str]:
     state, telemetry = ls.state, ls.state.telemetry
     messages = [
@@ -135,16 +140,59 @@ async def _analyse(
             ),
         )
         trace_id, span_id = span_ids(span)
+    for problem, message in (
+        (outcome.grammar_problem, grammar_fallback_message),
+        (outcome.template_problem, template_fallback_message),
+    ):
+        if problem and (model, problem) not in state.model_problems_shown:
+            state.model_problems_shown.add((model, problem))
+            _warn(ls, message(model, problem))
     if outcome.result is None:
+        _warn_unusable(ls, document, version, outcome)
+    return outcome.result, trace_id, span_id
+
+
+def grammar_fallback_message(model: str, problem: str) -> str:
+    """The one warning a user sees when answers cannot be constrained to the schema."""
+    return (
+        f"ai-lsp: constrained decoding is off for {model}: {problem}. Answers are decoded "
+        "unconstrained and may be unusable; choose another aiLsp.model, or set "
+        "aiLsp.constrainedDecoding to false to stop asking for it."
+    )
+
+
+def template_fallback_message(model: str, problem: str) -> str:
+    """The one warning a user sees when the model cannot be prompted as a chat."""
+    return (
+        f"ai-lsp: {model}: {problem}; its answers may be poor. Choose an instruction-tuned "
+        "aiLsp.model (one whose tokenizer_config.json has a chat_template)."
+    )
+
+
+def _warn_unusable(
+    ls: AiLspServer, document: DocumentState, version: int | None, outcome: AnalysisOutcome
+) -> None:
+    """Tell the user (once per document version) that an analysis produced nothing usable."""
+    if outcome.cut_at is not None:
+        message = (
+            f"ai-lsp: no diagnostics for {document.name}: the answer was cut at "
+            f"maxTokens={outcome.cut_at}; raise aiLsp.maxTokens."
+        )
+    else:
         message = (
             f"ai-lsp: the model's answer for {document.name} was not a valid DiagnosticResult "
             f"after {len(outcome.attempts)} attempts ({outcome.error}); no diagnostics."
         )
-        log.warning("%s", message)
-        ls.window_log_message(
-            types.LogMessageParams(type=types.MessageType.Warning, message=message)
-        )
-    return outcome.result, trace_id, span_id
+    log.warning("%s", message)
+    ls.window_log_message(types.LogMessageParams(type=types.MessageType.Warning, message=message))
+    shown = version if version is not None else -1
+    if document.unusable_shown != shown:
+        document.unusable_shown = shown
+        _warn(ls, message)
+
+
+def _warn(ls: AiLspServer, message: str) -> None:
+    ls.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=message))
 
 
 def _total(values: object) -> int | None:

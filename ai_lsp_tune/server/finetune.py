@@ -361,6 +361,7 @@ class FinetuneJob:
         request = build_request(
             options.settings,
             eval_max_tokens=options.eval_max_tokens,
+            constrained_decoding=options.constrained_decoding,
             dataset=dataset_dir,
             base_model=self.record.base_model,
             baseline_model=self.record.baseline_model,

@@ -153,6 +153,7 @@ def _finetune_options(ls: AiLspServer, args: tuple[Any, ...]) -> FinetuneOptions
         extra_traces=extra,
         resume=bool(arguments.get("resume", True)),
         eval_max_tokens=ls.state.settings.max_tokens,
+        constrained_decoding=ls.state.settings.constrained_decoding,
     )
 
 

@@ -75,6 +75,7 @@ class FinetuneOptions:
     extra_traces: list[Path] = field(default_factory=list)
     resume: bool = True
     eval_max_tokens: int = 512  # the served model's answer budget (``maxTokens``)
+    constrained_decoding: bool = True  # as the server decodes (``constrainedDecoding``)
 
 
 class NoLocalModel(RuntimeError):

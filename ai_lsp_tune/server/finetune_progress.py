@@ -230,6 +230,7 @@ class ProgressChannel:
 
 _METRIC_LABELS = [  # (EvalMetrics field, label, shown as a percentage)
     ("valid_json_rate", "valid JSON", True),
+    ("unconstrained_valid_json_rate", "unconstrained JSON", True),
     ("schema_valid_rate", "schema-valid", True),
     ("grounded_rate", "grounded", True),
     ("snippet_f1", "snippet F1", False),

@@ -42,6 +42,7 @@ def build_request(
     output_dir: Path,
     resume: bool,
     eval_max_tokens: int,
+    constrained_decoding: bool = True,
 ) -> TrainRequest:
     """The worker's request: hyper-parameters from ``aiLsp.finetune``, the gate's baseline."""
     return TrainRequest.model_validate(
@@ -58,6 +59,7 @@ def build_request(
             "resume": resume,
             "baseline_model": baseline_model,
             "eval_max_tokens": eval_max_tokens,
+            "constrained_decoding": constrained_decoding,
         }
     )
 

@@ -52,6 +52,7 @@ class DocumentState:
     pending_text: str | None = None  # the text the running analysis looks at
     analysed_text: str | None = None  # the text the published diagnostics belong to
     issues: dict[str, PublishedIssue] = field(default_factory=dict)
+    unusable_shown: int | None = None  # the version whose unusable answer the user was told of
 
     @property
     def name(self) -> str:
@@ -76,6 +77,8 @@ class ServerState:
         self.backend_error: str | None = None
         self.job: Any = None  # the fine-tune job (server/finetune.py) while one exists
         self._backend_task: asyncio.Task[None] | None = None
+        # (model, problem) pairs the user was told of: a fallback is shown once, not per analysis
+        self.model_problems_shown: set[tuple[str, str]] = set()
 
     # --- settings -------------------------------------------------------------------------
     def initialize(self, workspace_root: str | None, init_options: Any) -> list[str]:
@@ -167,7 +170,7 @@ class ServerState:
             else:
                 self._backend_failed(notify, local_model_error(exc))
                 return
-        self.backend = LocalBackend(served)
+        self.backend = LocalBackend(served, constrained=lambda: self.settings.constrained_decoding)
         log.info("serving %s", served.current_path)
 
     def _backend_failed(self, notify: Notify, message: str) -> None:

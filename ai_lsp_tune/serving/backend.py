@@ -7,7 +7,7 @@ document into a DiagnosticResult on top of it (parse, one retry carrying the val
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +31,9 @@ class Completion:
     model: str
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cut: bool = False  # stopped at max_tokens rather than ending the answer
+    grammar_problem: str | None = None  # why a local answer was not decoded under the grammar
+    template_problem: str | None = None  # why a local prompt was not rendered by a template
 
 
 class Backend(Protocol):
@@ -51,8 +54,9 @@ class LocalBackend:
 
     provider = "mlx"
 
-    def __init__(self, served: ServedModel) -> None:
+    def __init__(self, served: ServedModel, *, constrained: Callable[[], bool] = lambda: True):
         self.served = served
+        self.constrained = constrained  # read per request: the setting may change meanwhile
 
     @property
     def model_name(self) -> str:
@@ -60,12 +64,17 @@ class LocalBackend:
 
     async def complete(self, messages: Sequence[ChatMessage], max_tokens: int) -> Completion:
         model = self.served.current_path  # routing is decided now; a swap may follow
-        generation = await self.served.generate(messages, max_tokens)
+        generation = await self.served.generate(
+            messages, max_tokens, constrained=self.constrained()
+        )
         return Completion(
             text=generation.text,
             model=model,
             input_tokens=generation.input_tokens,
             output_tokens=generation.output_tokens,
+            cut=generation.finish_reason == "length",
+            grammar_problem=generation.grammar_problem,
+            template_problem=generation.template_problem,
         )
 
     async def close(self) -> None:
@@ -106,6 +115,7 @@ class RemoteBackend:
             model=response.model_name or self._name,
             input_tokens=response.usage.input_tokens,
             output_tokens=response.usage.output_tokens,
+            cut=getattr(response, "finish_reason", None) == "length",
         )
 
     async def close(self) -> None:
@@ -144,6 +154,7 @@ class Attempt:
 
     completion: Completion
     error: str | None
+    cut_at: int | None = None  # the max_tokens an unusable answer was cut at
 
 
 @dataclass
@@ -156,6 +167,18 @@ class AnalysisOutcome:
     @property
     def error(self) -> str | None:
         return self.attempts[-1].error if self.attempts else "no answer"
+
+    @property
+    def cut_at(self) -> int | None:
+        return self.attempts[-1].cut_at if self.attempts else None
+
+    @property
+    def grammar_problem(self) -> str | None:
+        return next((a.completion.grammar_problem for a in self.attempts), None)
+
+    @property
+    def template_problem(self) -> str | None:
+        return next((a.completion.template_problem for a in self.attempts), None)
 
     @property
     def final_text(self) -> str | None:
@@ -186,6 +209,12 @@ async def analyze(
         try:
             outcome.result = parse_diagnostic_result(completion.text)
         except InvalidModelOutput as exc:
+            if completion.cut and completion.text.lstrip().startswith(("{", "```")):
+                # The same budget would cut the retry too: say so instead of asking again.
+                reason = f"the answer was cut at maxTokens={max_tokens} ({exc.reason})"
+                outcome.attempts.append(Attempt(completion, reason, cut_at=max_tokens))
+                log.info("attempt %d: %s", attempt + 1, reason)
+                return outcome
             outcome.attempts.append(Attempt(completion, exc.reason))
             log.info("attempt %d: invalid model output: %s", attempt + 1, exc.reason)
             chat += [

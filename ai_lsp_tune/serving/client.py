@@ -101,7 +101,9 @@ class HostClient:
     def in_flight(self) -> int:
         return len(self._pending)
 
-    async def generate(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generation:
+    async def generate(
+        self, messages: Sequence[ChatMessage], max_tokens: int, *, constrained: bool = True
+    ) -> Generation:
         """Generate an answer; cancelling the caller cancels the generation in the host."""
         if self.process.returncode is not None or self._reader.done():
             raise HostGone(f"the model host for {self.model} is not running")
@@ -112,7 +114,12 @@ class HostClient:
         self._idle.clear()
         try:
             self._send(
-                GenerateRequest(id=request_id, messages=list(messages), max_tokens=max_tokens)
+                GenerateRequest(
+                    id=request_id,
+                    messages=list(messages),
+                    max_tokens=max_tokens,
+                    constrained=constrained,
+                )
             )
             result = await asyncio.shield(future)
         except asyncio.CancelledError:

@@ -22,6 +22,8 @@ from typing import IO, Any
 from pydantic import BaseModel, ValidationError
 
 from ai_lsp_tune.prompts import SYSTEM_PROMPT
+from ai_lsp_tune.serving.decode import decode_answer, model_vocab_size
+from ai_lsp_tune.serving.grammar import AnswerGrammar, GrammarUnavailable, answer_grammar
 from ai_lsp_tune.serving.protocol import (
     Cancelled,
     CancelRequest,
@@ -37,6 +39,7 @@ from ai_lsp_tune.serving.protocol import (
 from ai_lsp_tune.wire import encode_line
 
 log = logging.getLogger("ai_lsp_tune.host")
+NO_CHAT_TEMPLATE = "it has no chat template, so prompts are sent to it as plain text"
 
 
 class Channel:
@@ -68,11 +71,28 @@ class Engine:
         self.tokenizer = tokenizer
         self.prefix_tokens: list[int] = []
         self.cache: list[Any] | None = None
+        self.grammar: AnswerGrammar | None = None
+        self.grammar_problem: str | None = None
+        self.template_problem: str | None = None
+
+    def prepare_grammar(self) -> None:
+        """Compile the answer grammar now (at load), so no analysis waits for it."""
+        try:
+            self.grammar = answer_grammar(self.tokenizer, model_vocab_size(self.model))
+        except GrammarUnavailable as exc:
+            self.grammar_problem = exc.reason
+            log.warning("constrained decoding unavailable: %s", exc.reason)
+        else:
+            log.info("answer grammar compiled in %.2f s", self.grammar.compile_s)
 
     def render(self, messages: list[ChatMessage]) -> list[int]:
         """Token ids of a chat, folding the system turn into the user turn for templates
-        (such as Gemma's) that refuse a system role."""
+        (such as Gemma's) that refuse a system role; plain text for a model without one."""
         dicts = [m.model_dump() for m in messages]
+        if not getattr(self.tokenizer, "chat_template", None):
+            self.template_problem = NO_CHAT_TEMPLATE
+            text = "\n\n".join(m.content for m in messages) + "\n\n"
+            return list(self.tokenizer.encode(text))
         try:
             return list(self.tokenizer.apply_chat_template(dicts, add_generation_prompt=True))
         except Exception:
@@ -109,9 +129,7 @@ class Engine:
 
     def generate(self, request: GenerateRequest, cancelled: set[int]) -> Generation | Cancelled:
         """Greedy generation, stopping early when the request is cancelled."""
-        from mlx_lm import stream_generate
         from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
-        from mlx_lm.sample_utils import make_sampler
 
         started = time.perf_counter()
         tokens = self.render(request.messages)
@@ -119,34 +137,33 @@ class Engine:
         use_cache = self.cache is not None and tokens[:prefix] == self.prefix_tokens
         cache = self.cache if use_cache else make_prompt_cache(self.model)
         prompt = tokens[prefix:] if use_cache else tokens
-        pieces: list[str] = []
-        output_tokens = 0
-        finish = "stop"
+        grammar = self.grammar if request.constrained else None
         try:
-            for response in stream_generate(
+            answer = decode_answer(
                 self.model,
                 self.tokenizer,
                 prompt,
-                max_tokens=request.max_tokens,
-                sampler=make_sampler(temp=0.0),
+                request.max_tokens,
+                grammar=grammar,
                 prompt_cache=cache,
-            ):
-                pieces.append(response.text)
-                output_tokens = response.generation_tokens
-                finish = response.finish_reason or finish
-                if request.id in cancelled:
-                    return Cancelled(id=request.id)
+                should_stop=lambda: request.id in cancelled,
+            )
         finally:
             if use_cache and cache is not None:
                 trim_prompt_cache(cache, cache[0].offset - prefix)
+        if request.id in cancelled:
+            return Cancelled(id=request.id)
         return Generation(
             id=request.id,
-            text="".join(pieces),
+            text=answer.text,
             input_tokens=len(tokens),
-            output_tokens=output_tokens,
+            output_tokens=answer.output_tokens,
             cached_tokens=prefix if use_cache else 0,
-            finish_reason=finish,
+            finish_reason=answer.finish_reason,
             seconds=time.perf_counter() - started,
+            constrained=grammar is not None,
+            grammar_problem=self.grammar_problem if request.constrained else None,
+            template_problem=self.template_problem,
         )
 
 
@@ -199,6 +216,7 @@ def serve(model_name: str, channel: Channel) -> int:
     try:
         engine = load_engine(model_name)
         cached = engine.warm()
+        engine.prepare_grammar()
     except Exception as exc:
         log.error("could not load %s: %s", model_name, exc)
         channel.send(describe_load_error(model_name, exc))

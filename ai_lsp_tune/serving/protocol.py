@@ -34,6 +34,7 @@ class GenerateRequest(_Message):
     id: int
     messages: list[ChatMessage]
     max_tokens: int = Field(ge=1)
+    constrained: bool = True  # decode under the DiagnosticResult grammar when it compiled
 
 
 class CancelRequest(_Message):
@@ -76,8 +77,11 @@ class Generation(_Message):
     input_tokens: int
     output_tokens: int
     cached_tokens: int = 0
-    finish_reason: str = "stop"
+    finish_reason: str = "stop"  # "length": cut at max_tokens
     seconds: float = 0.0
+    constrained: bool = False  # decoded under the DiagnosticResult grammar
+    grammar_problem: str | None = None  # why constrained decoding was asked for but not done
+    template_problem: str | None = None  # why the prompt was not rendered by a chat template
 
 
 class Cancelled(_Message):

@@ -76,17 +76,19 @@ class ServedModel:
     def swapping(self) -> bool:
         return self._swap_lock.locked()
 
-    async def generate(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generation:
+    async def generate(
+        self, messages: Sequence[ChatMessage], max_tokens: int, *, constrained: bool = True
+    ) -> Generation:
         """Generate on the current model; a swap meanwhile lets this one finish where it began.
 
         If the host has died, it is started again and the request retried once there.
         """
         host = self._host
         try:
-            return await host.generate(messages, max_tokens)
+            return await host.generate(messages, max_tokens, constrained=constrained)
         except HostGone:
             await self._restart(host)
-        return await self._host.generate(messages, max_tokens)
+        return await self._host.generate(messages, max_tokens, constrained=constrained)
 
     async def _restart(self, gone: HostClient) -> None:
         """Start the host that died again (once, however many requests saw it go)."""

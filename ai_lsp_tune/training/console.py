@@ -88,6 +88,7 @@ def metrics_table(before: EvalMetrics | None, after: EvalMetrics | None) -> Tabl
     table.add_column("after", justify="right")
     rows = [
         ("valid JSON", "valid_json_rate", True),
+        ("valid JSON, unconstrained", "unconstrained_valid_json_rate", True),
         ("valid DiagnosticResult", "schema_valid_rate", True),
         ("snippets found in the code", "grounded_rate", True),
         ("issue-snippet F1", "snippet_f1", False),

@@ -27,6 +27,8 @@ from ai_lsp_tune.schema import (
 if TYPE_CHECKING:
     import mlx.nn as nn
 
+    from ai_lsp_tune.serving.grammar import AnswerGrammar
+
 # A candidate may trail the current model by this much on a rate and still be "not worse":
 # test sets are small, one example is often several percent.
 NOT_WORSE_TOLERANCE = 0.05
@@ -49,6 +51,9 @@ class EvalMetrics(BaseModel):
     grounded_rate: float
     snippet_f1: float
     val_loss: float | None = None
+    # With constrained decoding the rates above are of answers decoded under the grammar (as
+    # served); this one is of free greedy answers: how much JSON the model writes on its own.
+    unconstrained_valid_json_rate: float | None = None
 
 
 def not_worse(candidate: EvalMetrics, current: EvalMetrics) -> bool:
@@ -116,6 +121,54 @@ def score_answers(
     )
 
 
+def valid_json_rate(answers: Sequence[str]) -> float:
+    """The share of answers that parse as JSON."""
+    valid = 0
+    for answer in answers:
+        try:
+            parse_json_text(answer)
+        except json.JSONDecodeError:
+            continue
+        valid += 1
+    return valid / len(answers) if answers else 0.0
+
+
+def served_answers(
+    model: nn.Module,
+    tokenizer: Any,
+    examples: Sequence[ChatExample],
+    *,
+    grammar: AnswerGrammar | None,
+    max_tokens: int = 512,
+    on_progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[str]:
+    """The answers the model host would serve: the same decoding (``serving.decode``)."""
+    from ai_lsp_tune.serving.decode import decode_answer
+    from ai_lsp_tune.training.data import prompt_tokens
+
+    answers: list[str] = []
+    for example in examples:
+        if should_stop is not None and should_stop():
+            break
+        prompt = prompt_tokens(tokenizer, example.system, example.user)
+        answers.append(decode_answer(model, tokenizer, prompt, max_tokens, grammar=grammar).text)
+        if on_progress is not None:
+            on_progress(len(answers), len(examples))
+    return answers
+
+
+def serving_grammar(model: nn.Module, tokenizer: Any) -> tuple[AnswerGrammar | None, str | None]:
+    """The answer grammar the model host would use for this model, or why there is none."""
+    from ai_lsp_tune.serving.decode import model_vocab_size
+    from ai_lsp_tune.serving.grammar import GrammarUnavailable, answer_grammar
+
+    try:
+        return answer_grammar(tokenizer, model_vocab_size(model)), None
+    except GrammarUnavailable as exc:
+        return None, exc.reason
+
+
 def greedy_answers(
     model: nn.Module,
     tokenizer: Any,
@@ -126,7 +179,7 @@ def greedy_answers(
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[str]:
-    """Greedy answers of the model to each example's prompt, a few prompts at a time."""
+    """Free (unconstrained) greedy answers to each example's prompt, a few prompts at a time."""
     from mlx_lm.generate import batch_generate
 
     from ai_lsp_tune.training.data import prompt_tokens
@@ -144,15 +197,26 @@ def greedy_answers(
 
 
 def evaluate_model_path(
-    model_path: str | Path, examples: Sequence[ChatExample], *, max_tokens: int = 512
+    model_path: str | Path,
+    examples: Sequence[ChatExample],
+    *,
+    max_tokens: int = 512,
+    constrained: bool = True,
 ) -> EvalMetrics:
-    """Load a model (a folder or hub name) and score its greedy answers on ``examples``."""
+    """Load a model (a folder or hub name) and score the answers it would serve on ``examples``."""
     from mlx_lm import load
 
     from ai_lsp_tune.training.data import TokenizedSplit, split_loss
 
     model, tokenizer = load(str(model_path))  # type: ignore[misc]
-    answers = greedy_answers(model, tokenizer, examples, max_tokens=max_tokens)
+    grammar = serving_grammar(model, tokenizer)[0] if constrained else None
+    free = greedy_answers(model, tokenizer, examples, max_tokens=max_tokens)
+    answers = (
+        served_answers(model, tokenizer, examples, grammar=grammar, max_tokens=max_tokens)
+        if grammar is not None
+        else free
+    )
     split = TokenizedSplit.build(tokenizer, examples, max_seq_length=1 << 30)
     loss = split_loss(model, split, batch_size=1) if len(split) else None
-    return score_answers(examples, answers, val_loss=loss)
+    metrics = score_answers(examples, answers, val_loss=loss)
+    return metrics.model_copy(update={"unconstrained_valid_json_rate": valid_json_rate(free)})

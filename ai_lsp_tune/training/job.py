@@ -21,7 +21,14 @@ from ai_lsp_tune.training.checkpoint import (
     load_checkpoint,
 )
 from ai_lsp_tune.training.data import TokenizedSplit, crop_to_fit, iterations_for, split_loss
-from ai_lsp_tune.training.evaluate import EvalMetrics, greedy_answers, score_answers
+from ai_lsp_tune.training.evaluate import (
+    EvalMetrics,
+    greedy_answers,
+    score_answers,
+    served_answers,
+    serving_grammar,
+    valid_json_rate,
+)
 from ai_lsp_tune.training.events import (
     DoneEvent,
     EvaluatingEvent,
@@ -205,19 +212,43 @@ def evaluate_phase(
             )
         )
 
-    progress(0, len(examples))
+    grammar, problem = (None, None)
+    if request.constrained_decoding:
+        grammar, problem = serving_grammar(model, tokenizer)
+    if problem:
+        channel.emit(
+            WarningEvent(
+                message=f"Evaluating without constrained decoding ({problem}); the server "
+                "will serve this model unconstrained too."
+            )
+        )
+    total = len(examples) * (2 if grammar is not None else 1)
+    progress(0, total)
     loss = split_loss(model, data["tokens"][split], batch_size=request.batch_size)
-    answers = greedy_answers(
+    free = greedy_answers(
         model,
         tokenizer,
         examples,
         max_tokens=request.eval_max_tokens,
-        on_progress=progress,
+        on_progress=lambda done, _: progress(done, total),
         should_stop=stop.is_set,
     )
+    answers = free
+    if grammar is not None and not stop.is_set():
+        # The gate scores what users get: the answers decoded as the model host serves them.
+        answers = served_answers(
+            model,
+            tokenizer,
+            examples,
+            grammar=grammar,
+            max_tokens=request.eval_max_tokens,
+            on_progress=lambda done, _: progress(len(examples) + done, total),
+            should_stop=stop.is_set,
+        )
     if stop.is_set():
         raise Cancelled(f"Cancelled while evaluating ({stage}).")
-    return score_answers(examples, answers, val_loss=loss)
+    metrics = score_answers(examples, answers, val_loss=loss)
+    return metrics.model_copy(update={"unconstrained_valid_json_rate": valid_json_rate(free)})
 
 
 def _run(request: TrainRequest, channel: EventChannel, stop: threading.Event) -> DoneEvent:

@@ -39,6 +39,10 @@ class TrainRequest(BaseModel):
     eval_max_tokens: int = Field(
         default=512, ge=8, description="Longest greedy answer in evaluation."
     )
+    constrained_decoding: bool = Field(
+        default=True,
+        description="Evaluate answers decoded under the DiagnosticResult grammar, as served.",
+    )
     eval_max_examples: int = Field(
         default=50, ge=0, description="Test prompts answered greedily before and after (0: skip)."
     )

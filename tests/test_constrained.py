@@ -1,0 +1,155 @@
+"""Constrained decoding: a random, untrained local model still answers valid DiagnosticResults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from lsprotocol import types
+
+from ai_lsp_tune.traces import genai, otlp
+from ai_lsp_tune.traces.telemetry import default_trace_file
+from tests.lsp_session import Session, start_session, stop_session
+
+ANALYSES = 50
+
+
+def document(number: int) -> str:
+    """Small, varied documents: the model sees a different prompt each time."""
+    lines = [f"def handler_{number}(items, key={number}):"]
+    lines += [f"    value_{i} = items[{i}] * {number + i}" for i in range(number % 7 + 1)]
+    lines.append(f"    return eval(str(value_0)) if key else {number}")
+    return "\n".join(lines) + "\n"
+
+
+async def analyse_documents(
+    workspace: Path, model: Path, home: Path, count: int, **settings: object
+) -> tuple[Session, list[genai.AnalysisRecord]]:
+    s = await start_session(
+        workspace,
+        env={"AI_LSP_HOME": str(home), "AI_LSP_MODEL": str(model)},
+        init_options={"aiLsp": {"debounceMs": 0, **settings}},
+    )
+    try:
+        uris = [s.open(f"m{n}.py", document(n)) for n in range(count)]
+        for uri in uris:
+            await s.wait_for_diagnostics(uri, timeout_s=300)
+    finally:
+        await stop_session(s)
+    spans = list(otlp.read_spans([default_trace_file(workspace)], otlp.ReadReport()))
+    records = [
+        genai.analysis_from_attributes(sp.attributes)
+        for sp in spans
+        if genai.is_analysis_span(sp.name, sp.attributes)
+    ]
+    return s, records
+
+
+def warnings_shown(s: Session) -> list[str]:
+    return [m.message for m in s.client.messages if m.type == types.MessageType.Warning]
+
+
+@pytest.mark.parametrize("tokenizer", ["merged across spaces", "words split first"])
+async def test_an_untrained_model_answers_valid_diagnostic_results_first_time(
+    tokenizer: str,
+    tmp_path: Path,
+    tiny_model: Path,
+    tiny_model_word_split: Path,
+    isolated_home: Path,
+) -> None:
+    model = tiny_model if tokenizer == "merged across spaces" else tiny_model_word_split
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    s, records = await analyse_documents(workspace, model, isolated_home, ANALYSES, maxTokens=96)
+
+    assert len(records) == ANALYSES
+    assert [r.error for r in records if not r.valid] == []
+    assert all(r.attempts == 1 for r in records)  # no retry was needed
+    assert warnings_shown(s) == []
+
+
+@pytest.fixture(scope="module")
+def model_llguidance_rejects(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model whose tokenizer has tokens hundreds of bytes long (llguidance's trie panics)."""
+    from ai_lsp_tune.tiny_model import build_tiny_model
+
+    out = tmp_path_factory.mktemp("long-token-model")
+    build_tiny_model(out, max_token_chars=None)
+    return out
+
+
+async def test_a_tokenizer_the_grammar_library_rejects_falls_back_with_one_warning(
+    tmp_path: Path, model_llguidance_rejects: Path, isolated_home: Path
+) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    s, records = await analyse_documents(
+        workspace, model_llguidance_rejects, isolated_home, 2, maxTokens=16
+    )
+    assert len(records) == 2  # the analyses ran, unconstrained
+    (fallback,) = [m for m in warnings_shown(s) if "constrained decoding is off" in m]
+    assert "llguidance cannot read its tokenizer" in fallback
+    assert "aiLsp.constrainedDecoding" in fallback
+    assert not [m for m in s.client.messages if m.type == types.MessageType.Error]
+
+
+@pytest.fixture(scope="module")
+def model_without_chat_template(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    import json
+    import shutil
+
+    out = tmp_path_factory.mktemp("no-template") / "model"
+    shutil.copytree(tiny_model, out)
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    del config["chat_template"]
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    return out
+
+
+async def test_a_model_without_a_chat_template_is_prompted_in_plain_text_with_one_warning(
+    tmp_path: Path, model_without_chat_template: Path, isolated_home: Path
+) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    s, records = await analyse_documents(
+        workspace, model_without_chat_template, isolated_home, 2, maxTokens=64
+    )
+    assert [r.valid for r in records] == [True, True]  # still decoded under the grammar
+    (warning,) = warnings_shown(s)
+    assert "has no chat template" in warning and "aiLsp.model" in warning
+
+
+def test_a_schema_the_library_cannot_compile_is_a_clear_reason(tiny_model: Path) -> None:
+    from mlx_lm import load
+
+    from ai_lsp_tune.serving.grammar import GrammarUnavailable, answer_grammar
+
+    model, tokenizer = load(str(tiny_model))[:2]
+    bad = {"type": "object", "properties": {"x": {"type": "string", "pattern": "(?<=a)b"}}}
+    with pytest.raises(GrammarUnavailable, match="cannot compile the answer schema"):
+        answer_grammar(tokenizer, model.args.vocab_size, bad)
+    # The DiagnosticResult grammar is compiled once per tokenizer.
+    first = answer_grammar(tokenizer, model.args.vocab_size)
+    assert answer_grammar(tokenizer, model.args.vocab_size) is first
+
+
+@pytest.mark.parametrize("max_tokens", [1, 8, 24, 40, 57, 80, 133])
+def test_an_answer_near_the_token_budget_is_closed_not_cut(
+    tiny_model_word_split: Path, max_tokens: int
+) -> None:
+    """This random model opens issues and strings it never closes; the budget closes them."""
+    from mlx_lm import load
+
+    from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
+    from ai_lsp_tune.schema import parse_diagnostic_result
+    from ai_lsp_tune.serving.decode import decode_answer
+    from ai_lsp_tune.serving.grammar import answer_grammar
+    from ai_lsp_tune.training.data import prompt_tokens
+
+    model, tokenizer = load(str(tiny_model_word_split))[:2]
+    grammar = answer_grammar(tokenizer, model.args.vocab_size)
+    prompt = prompt_tokens(tokenizer, SYSTEM_PROMPT, user_prompt("python", document(3), "a.py"))
+    answer = decode_answer(model, tokenizer, prompt, max_tokens, grammar=grammar)
+    assert answer.output_tokens <= max_tokens
+    if max_tokens >= grammar.reserve + 13:  # room to close whatever one token opens
+        parse_diagnostic_result(answer.text)
