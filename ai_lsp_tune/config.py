@@ -53,6 +53,9 @@ class Settings(_Camel):
         description="Longest prompt, in tokens; a longer document is analysed in windows. "
         "Default: the local model's context length (none for a remote model).",
     )
+    max_document_bytes: int = Field(
+        1_000_000, ge=1, description="Larger documents are not analysed (UTF-8 bytes)."
+    )
     languages: list[str] = Field(
         default_factory=list, description="Language ids to analyse; empty means all."
     )
@@ -73,6 +76,7 @@ ENV_VARS: dict[str, str] = {
     "AI_LSP_DEBOUNCE_MS": "debounceMs",
     "AI_LSP_MAX_TOKENS": "maxTokens",
     "AI_LSP_MAX_INPUT_TOKENS": "maxInputTokens",
+    "AI_LSP_MAX_DOCUMENT_BYTES": "maxDocumentBytes",
     "AI_LSP_LANGUAGES": "languages",
     "AI_LSP_TELEMETRY": "telemetry",
     "AI_LSP_TRACE_FILE": "traceFile",

@@ -52,6 +52,7 @@ class DocumentState:
     pending_text: str | None = None  # the text the running analysis looks at
     analysed_text: str | None = None  # the text the published diagnostics belong to
     issues: dict[str, PublishedIssue] = field(default_factory=dict)
+    too_large_shown: bool = False  # the "over aiLsp.maxDocumentBytes" message, once per document
 
     @property
     def name(self) -> str:

@@ -20,6 +20,7 @@ export interface ServerSettings {
   debounceMs: number;
   maxTokens: number;
   maxInputTokens: number | null;
+  maxDocumentBytes: number;
   languages: string[];
   telemetry: boolean;
   traceFile: string | null;
@@ -48,6 +49,7 @@ export function readServerSettings(config: ConfigurationReader): ServerSettings 
     debounceMs: config.get('debounceMs', 1000),
     maxTokens: config.get('maxTokens', 1024),
     maxInputTokens: config.get<number | null>('maxInputTokens', null),
+    maxDocumentBytes: config.get('maxDocumentBytes', 1000000),
     languages: config.get<string[]>('languages', []),
     telemetry: config.get('telemetry', true),
     traceFile: emptyToNull(config.get<string | null>('traceFile', null)),
