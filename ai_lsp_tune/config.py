@@ -54,7 +54,10 @@ class Settings(_Camel):
         "Default: the local model's context length (none for a remote model).",
     )
     max_document_bytes: int = Field(
-        1_000_000, ge=1, description="Larger documents are not analysed (UTF-8 bytes)."
+        1_000_000,
+        ge=1,
+        le=16_000_000,  # one message (the document, JSON-escaped) may not exceed 64 MiB (stdio.py)
+        description="Larger documents are not analysed (UTF-8 bytes).",
     )
     languages: list[str] = Field(
         default_factory=list, description="Language ids to analyse; empty means all."

@@ -7,6 +7,7 @@ exit by itself once its stdin closes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -316,3 +317,31 @@ def test_the_document_size_limit_is_a_setting(
     server.wait_for(lambda: [m for m in server.shown(WARNING) if "mid.py" in m], what="a warning")
     assert not [r for r in endpoint.requests if "MIDDOC" in "".join(r.user_texts)]
     assert_exits_cleanly(server)
+
+
+# --- the frame reader, fed one byte at a time ---------------------------------------------------
+def test_the_frame_reader_finds_every_good_frame_between_broken_ones_byte_by_byte() -> None:
+    from ai_lsp_tune.server.stdio import FrameReader
+
+    good = [json.dumps({"jsonrpc": "2.0", "id": n, "method": "m"}).encode() for n in range(3)]
+    bad = b'{"jsonrpc": "2.0", "id": 99, "method": "bad"}'
+    stream = b"garbage\r\n" + frame(good[0])
+    for broken in ("no Content-Length", "Content-Length: -5", "20 bytes short", "a terabyte"):
+        stream += BROKEN_FRAMES[broken](bad)
+    stream += frame(good[1]) + b"CONTENT-LENGTH: x\r\n\r\n" + frame(good[2]) + b"Content-Len"
+    chunks = iter([stream[i : i + 1] for i in range(len(stream))])
+
+    async def read_chunk() -> bytes:
+        return next(chunks, b"")
+
+    async def bodies() -> list[bytes]:
+        reader, found = FrameReader(read_chunk, max_message_bytes=1000), []
+        while (body := await reader.next_body()) is not None:
+            try:
+                json.loads(body)
+                found.append(body)
+            except ValueError:
+                reader.reject(body)
+        return found
+
+    assert asyncio.run(bodies()) == good
