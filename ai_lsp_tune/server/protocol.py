@@ -54,14 +54,15 @@ class AiLspProtocol(LanguageServerProtocol):
             return False
         msg_id = _request_id(data)
         if not utf8:
-            log.warning("a message (id %r) that is not valid UTF-8; answered", msg_id)
-            self.refuse(msg_id, JsonRpcParseError("the message is not valid UTF-8"))
+            log.warning("a message (id %r) that is not valid UTF-8", msg_id)
+            if not _expects_no_answer(data):
+                self.refuse(msg_id, JsonRpcParseError("the message is not valid UTF-8"))
             return True
         try:
             message = self._structure(data)
         except JsonRpcException as exc:
-            if isinstance(data, dict) and "method" in data and "id" not in data:
-                log.warning("ignored a malformed notification: %s", exc.message)
+            if _expects_no_answer(data):  # a notification, or a response to one of ours
+                log.warning("ignored a malformed message: %s", exc.message)
             else:
                 log.info("answered a malformed request (id %r): %s", msg_id, exc.message)
                 self.refuse(msg_id, exc)
@@ -121,6 +122,15 @@ def _request_id(data: Any) -> MsgId | None:
     return msg_id if isinstance(msg_id, str) or _is_int(msg_id) else None
 
 
+def _expects_no_answer(data: Any) -> bool:
+    """Notifications and responses are never answered, not even when malformed (no loops)."""
+    if not isinstance(data, dict):
+        return False
+    if "method" in data:
+        return "id" not in data
+    return "result" in data or "error" in data
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -131,9 +141,9 @@ def _invalid_request(data: Any) -> str | None:
         return "a message must be a JSON object (LSP has no batches)"
     if data.get("jsonrpc") != "2.0":
         return '"jsonrpc" must be "2.0"'
-    if "id" in data and not (isinstance(data["id"], str) or _is_int(data["id"])):
-        return f'"id" must be a string or an integer, got {type(data["id"]).__name__}'
     if "method" in data:
+        if "id" in data and not (isinstance(data["id"], str) or _is_int(data["id"])):
+            return f'"id" must be a string or an integer, got {type(data["id"]).__name__}'
         if not isinstance(data["method"], str):
             return f'"method" must be a string, got {type(data["method"]).__name__}'
         if data.get("params") is not None and not isinstance(data["params"], dict | list):
