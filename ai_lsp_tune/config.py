@@ -56,6 +56,12 @@ class Settings(_Camel):
     constrained_decoding: bool = Field(
         True, description="Local models: decode only answers that are a valid DiagnosticResult."
     )
+    max_document_bytes: int = Field(
+        1_000_000,
+        ge=1,
+        le=16_000_000,  # one message (the document, JSON-escaped) may not exceed 64 MiB (stdio.py)
+        description="Larger documents are not analysed (UTF-8 bytes).",
+    )
     languages: list[str] = Field(
         default_factory=list, description="Language ids to analyse; empty means all."
     )
@@ -77,6 +83,7 @@ ENV_VARS: dict[str, str] = {
     "AI_LSP_MAX_TOKENS": "maxTokens",
     "AI_LSP_MAX_INPUT_TOKENS": "maxInputTokens",
     "AI_LSP_CONSTRAINED_DECODING": "constrainedDecoding",
+    "AI_LSP_MAX_DOCUMENT_BYTES": "maxDocumentBytes",
     "AI_LSP_LANGUAGES": "languages",
     "AI_LSP_TELEMETRY": "telemetry",
     "AI_LSP_TRACE_FILE": "traceFile",

@@ -33,3 +33,17 @@ def workspace_dir(workspace_root: str | Path | None) -> Path:
     root = Path(workspace_root).resolve()
     digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
     return data_dir() / "workspaces" / f"{root.name or 'root'}-{digest}"
+
+
+def is_project_root(workspace_root: str | Path) -> bool:
+    """Whether a workspace root is a project: not the file system root, the home folder or above.
+
+    Command arguments may name paths in a project; a client that opens ``/`` or ``~`` as its
+    workspace would otherwise let them reach every file the user can read.
+    """
+    root = Path(workspace_root).resolve()
+    try:
+        home = Path.home().resolve()
+    except RuntimeError:  # no home folder known: only the file system root is excluded
+        return root != Path(root.anchor)
+    return root != Path(root.anchor) and not home.is_relative_to(root)

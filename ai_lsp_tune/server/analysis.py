@@ -43,6 +43,8 @@ def schedule(ls: AiLspServer, document: DocumentState, *, debounce: bool = True)
     if languages and document.language not in languages:
         return
     text = document.text
+    if _too_large(ls, document, text):
+        return
     running = document.task is not None and not document.task.done()
     if text in (document.pending_text if running else None, document.analysed_text):
         return  # e.g. didSave right after the didChange that already triggered this text
@@ -53,6 +55,29 @@ def schedule(ls: AiLspServer, document: DocumentState, *, debounce: bool = True)
     document.task = asyncio.create_task(
         _run(ls, document, text, document.version, delay), name=f"analyse {document.uri}"
     )
+
+
+def _too_large(ls: AiLspServer, document: DocumentState, text: str) -> bool:
+    """Over ``maxDocumentBytes``: not sent to the model; the user is told once per document."""
+    limit = ls.state.settings.max_document_bytes
+    if len(text) <= limit // 4:
+        return False  # a character is at most 4 UTF-8 bytes: most texts need no encoding
+    if len(text) <= limit and len(text.encode("utf-8", "replace")) <= limit:
+        return False
+    if document.task is not None:
+        document.task.cancel()
+    document.pending_text = None
+    if document.issues or document.analysed_text is not None:
+        document.issues, document.analysed_text = {}, None
+        republish(ls, document, document.version)  # an older, smaller text's diagnostics mislead
+    if not document.too_large_shown:
+        document.too_large_shown = True
+        ls.notify_user(
+            "warning",
+            f"ai-lsp: {document.name} is larger than {limit:,} bytes and is not analysed; "
+            'raise "aiLsp.maxDocumentBytes" to analyse it.',
+        )
+    return True
 
 
 def is_current(ls: AiLspServer, document: DocumentState, text: str) -> bool:

@@ -19,6 +19,7 @@ from pygls.exceptions import JsonRpcException
 
 from ai_lsp_tune import paths
 from ai_lsp_tune.server import commands
+from ai_lsp_tune.server.commands import InvalidArguments
 from ai_lsp_tune.server.finetune import (
     FinetuneJob,
     FinetuneOptions,
@@ -77,7 +78,7 @@ def register(ls: AiLspServer) -> None:
     @ls.command(commands.MODEL_USE)
     async def model_use(ls: AiLspServer, *args: Any) -> dict[str, Any]:
         if len(args) != 1 or not isinstance(args[0], str):
-            raise CommandRefused(f"{commands.MODEL_USE} takes [modelPath], got {list(args)!r}")
+            raise InvalidArguments(f"{commands.MODEL_USE} takes [modelPath], got {_shown(args)}")
         model = _allowed(ls, args[0])
         if not (model / "config.json").is_file():
             raise CommandRefused(f"{model} is not an MLX model folder (it has no config.json)")
@@ -107,18 +108,33 @@ def _refusals() -> Iterator[None]:
 
 
 def _roots(ls: AiLspServer) -> list[Path]:
+    """The data dir, and the workspace when it is a project (not ``/`` nor the home folder)."""
     roots = [paths.data_dir()]
-    if ls.state.workspace_root:
-        roots.insert(0, Path(ls.state.workspace_root))
+    root = ls.state.workspace_root
+    if root and paths.is_project_root(root):
+        roots.insert(0, Path(root))
     return roots
 
 
 def _allowed(ls: AiLspServer, raw: str) -> Path:
-    base = Path(ls.state.workspace_root) if ls.state.workspace_root else None
+    root = ls.state.workspace_root
+    base = Path(root) if root else None
     try:
         return resolve_allowed_path(raw, roots=_roots(ls), base=base)
     except PathNotAllowed as exc:
-        raise CommandRefused(str(exc)) from exc
+        message = str(exc)
+        if root and not paths.is_project_root(root):
+            message += (
+                f" (the workspace {root} is the file system root or your home folder, "
+                "not a project: open a project folder to use paths in it)"
+            )
+        raise InvalidArguments(message) from exc
+
+
+def _shown(args: tuple[Any, ...]) -> str:
+    """Arguments as a message shows them: never a 5,000-character path in full."""
+    text = repr(list(args))
+    return text if len(text) <= 200 else text[:200] + "...]"
 
 
 def _finetune_options(ls: AiLspServer, args: tuple[Any, ...]) -> FinetuneOptions:
@@ -129,16 +145,16 @@ def _finetune_options(ls: AiLspServer, args: tuple[Any, ...]) -> FinetuneOptions
     elif len(args) == 1 and isinstance(args[0], dict):
         arguments = args[0]
     else:
-        raise CommandRefused(
+        raise InvalidArguments(
             f'{commands.FINETUNE} takes no argument or one object {{"traces": [paths], '
-            f'"resume": bool, "force": bool}}, got {list(args)!r}'
+            f'"resume": bool, "force": bool}}, got {_shown(args)}'
         )
     unknown = set(arguments) - FINETUNE_ARGUMENT_KEYS
     if unknown:
-        raise CommandRefused(f"{commands.FINETUNE}: unknown argument(s) {sorted(unknown)}")
+        raise InvalidArguments(f"{commands.FINETUNE}: unknown argument(s) {sorted(unknown)[:10]}")
     traces = arguments.get("traces", [])
     if not isinstance(traces, list) or not all(isinstance(t, str) for t in traces):
-        raise CommandRefused(f"{commands.FINETUNE}: traces must be a list of paths")
+        raise InvalidArguments(f"{commands.FINETUNE}: traces must be a list of paths")
     extra = [_allowed(ls, t) for t in traces]
     missing = [str(p) for p in extra if not p.exists()]
     if missing:

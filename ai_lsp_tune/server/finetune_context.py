@@ -6,6 +6,7 @@ Kept apart from the job itself so handlers and tests can use them without the jo
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,8 @@ from urllib.parse import unquote, urlparse
 from lsprotocol import types as lsp
 
 from ai_lsp_tune.config import FinetuneSettings
+
+MAX_PATH_BYTES, MAX_NAME_BYTES = 4096, 255  # Linux's PATH_MAX and NAME_MAX
 
 
 class PathNotAllowed(ValueError):
@@ -52,18 +55,28 @@ def resolve_allowed_path(raw: str, *, roots: list[Path], base: Path | None) -> P
         raise PathNotAllowed("empty path argument")
     if text.startswith("file://"):
         text = unquote(urlparse(text).path)
+    shown = repr(raw) if len(raw) <= 120 else repr(raw[:120]) + "..."
+    if "\0" in text:
+        raise PathNotAllowed(f"{shown} contains a NUL character; no file name can")
+    if len(os.fsencode(text)) > MAX_PATH_BYTES or any(
+        len(os.fsencode(part)) > MAX_NAME_BYTES for part in Path(text).parts
+    ):
+        raise PathNotAllowed(f"{shown} is too long to be a path")
     path = Path(text).expanduser()
     if not path.is_absolute():
         if base is None:
-            raise PathNotAllowed(f"{raw!r} is relative and no workspace folder is open")
+            raise PathNotAllowed(f"{shown} is relative and no workspace folder is open")
         path = base / path
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise PathNotAllowed(f"{shown} cannot be resolved: {exc}") from exc
     for root in roots:
         if resolved.is_relative_to(root.resolve()):
             return resolved
     allowed = " or ".join(str(root) for root in roots)
     raise PathNotAllowed(
-        f"{raw!r} is outside the workspace and the server's data dir; use a path under {allowed}"
+        f"{shown} is outside the workspace and the server's data dir; use a path under {allowed}"
     )
 
 

@@ -6,19 +6,25 @@ live in ``server/finetune_commands.py`` and are registered through its ``registe
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
+import sys
+import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 from lsprotocol import types
+from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
 from ai_lsp_tune import __version__
 from ai_lsp_tune.config import SETTINGS_SECTION
 from ai_lsp_tune.server import actions, analysis, commands
+from ai_lsp_tune.server.protocol import AiLspProtocol
 from ai_lsp_tune.server.state import DocumentState, ServerState
+from ai_lsp_tune.server.stdio import FrameReader, stdin_chunks
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +38,45 @@ _LEVELS = {
 class AiLspServer(LanguageServer):
     """The ai-lsp language server; everything it knows lives in ``self.state``."""
 
+    protocol: AiLspProtocol
+
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         super().__init__(
-            "ai-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental
+            "ai-lsp",
+            __version__,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            protocol_cls=AiLspProtocol,
         )
         self.state = ServerState(environ)
+
+    def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+        """Serve over stdio with our framing (``server/stdio.py``) until exit or end of input."""
+        self._stop_event = threading.Event()
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        try:
+            asyncio.run(self._serve_stdio(stdin or sys.stdin.buffer))
+        except BrokenPipeError:
+            log.warning("the client closed its end of the connection; exiting")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
+
+    async def _serve_stdio(self, stdin: BinaryIO) -> None:
+        frames = FrameReader(stdin_chunks(stdin, asyncio.get_running_loop()))
+        try:
+            while self._stop_event is None or not self._stop_event.is_set():
+                body = await frames.next_body()
+                if body is None:
+                    log.info("the client closed stdin; exiting")
+                    break
+                try:
+                    if not self.protocol.receive(body):
+                        frames.reject(body)
+                except Exception:  # a bug in one message's handling must not end the server
+                    log.exception("could not handle a message")
+        finally:  # however the loop ends, the model host and the training worker go with it
+            await self.state.shutdown()
 
     def notify_user(self, level: str, message: str) -> None:
         """Show a message to the user (and log it): errors, invalid settings, model changes."""
@@ -148,8 +188,8 @@ def _register_features(ls: AiLspServer) -> None:
     @ls.command(commands.DISMISS)
     def dismiss(ls: AiLspServer, *args: Any) -> bool:
         if len(args) != 2 or not all(isinstance(a, str) for a in args):
-            raise ValueError(
-                f"{commands.DISMISS} takes [documentUri, diagnosticId], got {list(args)!r}"
+            raise commands.InvalidArguments(
+                f"{commands.DISMISS} takes [documentUri, diagnosticId], got {list(args)!r:.200}"
             )
         return actions.dismiss(ls, args[0], args[1])
 

@@ -53,6 +53,7 @@ class DocumentState:
     analysed_text: str | None = None  # the text the published diagnostics belong to
     issues: dict[str, PublishedIssue] = field(default_factory=dict)
     unusable_shown: int | None = None  # the version whose unusable answer the user was told of
+    too_large_shown: bool = False  # the "over aiLsp.maxDocumentBytes" message, once per document
 
     @property
     def name(self) -> str:

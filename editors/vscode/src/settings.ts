@@ -21,6 +21,7 @@ export interface ServerSettings {
   maxTokens: number;
   maxInputTokens: number | null;
   constrainedDecoding: boolean;
+  maxDocumentBytes: number;
   languages: string[];
   telemetry: boolean;
   traceFile: string | null;
@@ -50,6 +51,7 @@ export function readServerSettings(config: ConfigurationReader): ServerSettings 
     maxTokens: config.get('maxTokens', 1024),
     maxInputTokens: config.get<number | null>('maxInputTokens', null),
     constrainedDecoding: config.get('constrainedDecoding', true),
+    maxDocumentBytes: config.get('maxDocumentBytes', 1000000),
     languages: config.get<string[]>('languages', []),
     telemetry: config.get('telemetry', true),
     traceFile: emptyToNull(config.get<string | null>('traceFile', null)),

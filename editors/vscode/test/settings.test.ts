@@ -40,9 +40,8 @@ test('settings go to the server camelCase, nested finetune, blanks as null', () 
   assert.equal(settings.traceFile, null);
   assert.equal(settings.finetune.numEpochs, 1);
   assert.deepEqual(Object.keys(settings).sort(), [
-    'backend', 'constrainedDecoding', 'debounceMs', 'finetune', 'languages', 'maxInputTokens',
-    'maxTokens', 'model',
-    'remoteModel', 'telemetry', 'traceFile',
+    'backend', 'constrainedDecoding', 'debounceMs', 'finetune', 'languages', 'maxDocumentBytes',
+    'maxInputTokens', 'maxTokens', 'model', 'remoteModel', 'telemetry', 'traceFile',
   ]);
 });
 

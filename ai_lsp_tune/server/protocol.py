@@ -1,0 +1,163 @@
+"""pygls's protocol, strict at the edge: every malformed request gets the JSON-RPC error it earns.
+
+pygls drops a request it cannot structure (a number as ``method``, a string as ``params``, a body
+that is not UTF-8) without an answer, accepts a second ``initialize`` (which would move the
+workspace root), and logs a handler's deliberate refusal as an error with a traceback. Here each
+gets an error response for its id, and refusals are logged at INFO.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import Future
+from typing import Any
+
+from cattrs.errors import ClassValidationError
+from lsprotocol import types
+from lsprotocol.types import ResponseErrorMessage
+from pygls.exceptions import (
+    JsonRpcException,
+    JsonRpcInvalidParams,
+    JsonRpcInvalidRequest,
+    JsonRpcParseError,
+)
+from pygls.protocol import LanguageServerProtocol, lsp_method
+from pygls.protocol.json_rpc import (
+    JsonRPCNotification,
+    JsonRPCRequestMessage,
+    JsonRPCResponseMessage,
+    MsgId,
+)
+
+log = logging.getLogger(__name__)
+
+
+class AiLspProtocol(LanguageServerProtocol):
+    """Reads one message body at a time (``receive``), answering what cannot be handled."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._initialize_received = False
+
+    def receive(self, body: bytes) -> bool:
+        """Handle one frame's body; False when it is not JSON at all (its length probably lied)."""
+        try:
+            text, utf8 = body.decode("utf-8"), True
+        except UnicodeDecodeError:
+            text, utf8 = body.decode("utf-8", errors="surrogateescape"), False
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            log.warning("a message that is not JSON (%s); answered with a parse error", exc)
+            self.refuse(None, JsonRpcParseError(f"the message is not JSON: {exc}"))
+            return False
+        msg_id = _request_id(data)
+        if not utf8:
+            log.warning("a message (id %r) that is not valid UTF-8", msg_id)
+            if not _expects_no_answer(data):
+                self.refuse(msg_id, JsonRpcParseError("the message is not valid UTF-8"))
+            return True
+        try:
+            message = self._structure(data)
+        except JsonRpcException as exc:
+            if _expects_no_answer(data):  # a notification, or a response to one of ours
+                log.warning("ignored a malformed message: %s", exc.message)
+            else:
+                log.info("answered a malformed request (id %r): %s", msg_id, exc.message)
+                self.refuse(msg_id, exc)
+            return True
+        self.handle_message(message)
+        return True
+
+    def refuse(self, msg_id: MsgId | None, error: JsonRpcException) -> None:
+        """Send ``error`` as the answer to ``msg_id`` (None: JSON-RPC's "id unknown")."""
+        self._send_data(ResponseErrorMessage(id=msg_id, error=error.to_response_error()))
+
+    def _structure(self, data: Any) -> Any:
+        """The typed message for ``data``; what JSON-RPC calls an invalid request is refused."""
+        problem = _invalid_request(data)
+        if problem:
+            raise JsonRpcInvalidRequest(problem)
+        try:
+            if "method" in data:
+                default = JsonRPCRequestMessage if "id" in data else JsonRPCNotification
+                return self._converter.structure(
+                    data, self.get_message_type(data["method"]) or default
+                )
+            if "error" in data:
+                return self._converter.structure(data, ResponseErrorMessage)
+            response_type = self._result_types.pop(data["id"], None) or JsonRPCResponseMessage
+            return self._converter.structure(data, response_type)
+        except (ClassValidationError, TypeError, ValueError) as exc:
+            raise JsonRpcInvalidParams(f"{data.get('method', 'response')}: {_reason(exc)}") from exc
+
+    def _send_handler_result(self, future: Future[Any], *, msg_id: MsgId) -> None:
+        """A handler's deliberate refusal (a JSON-RPC error) is answered and logged at INFO."""
+        error = None if future.cancelled() else future.exception()
+        if not isinstance(error, JsonRpcException):
+            super()._send_handler_result(future, msg_id=msg_id)
+            return
+        self._request_futures.pop(msg_id, None)
+        log.info("refused request %r: %s", msg_id, error.message)
+        self.refuse(msg_id, error)
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams) -> Any:
+        """Only the first ``initialize`` counts (LSP); a later one is refused, changing nothing."""
+        if self._initialize_received:
+            raise JsonRpcInvalidRequest(
+                "ai-lsp: the server is already initialized; initialize may be sent only once. "
+                "Restart the server to open another workspace."
+            )
+        self._initialize_received = True
+        return (yield from super().lsp_initialize(params))
+
+
+def _request_id(data: Any) -> MsgId | None:
+    """The id to answer, when the message has a usable one."""
+    if not isinstance(data, dict):
+        return None
+    msg_id = data.get("id")
+    return msg_id if isinstance(msg_id, str) or _is_int(msg_id) else None
+
+
+def _expects_no_answer(data: Any) -> bool:
+    """Notifications and responses are never answered, not even when malformed (no loops)."""
+    if not isinstance(data, dict):
+        return False
+    if "method" in data:
+        return "id" not in data
+    return "result" in data or "error" in data
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _invalid_request(data: Any) -> str | None:
+    """Why ``data`` is not a JSON-RPC 2.0 request, notification or response (None if it is)."""
+    if not isinstance(data, dict):
+        return "a message must be a JSON object (LSP has no batches)"
+    if data.get("jsonrpc") != "2.0":
+        return '"jsonrpc" must be "2.0"'
+    if "method" in data:
+        if "id" in data and not (isinstance(data["id"], str) or _is_int(data["id"])):
+            return f'"id" must be a string or an integer, got {type(data["id"]).__name__}'
+        if not isinstance(data["method"], str):
+            return f'"method" must be a string, got {type(data["method"]).__name__}'
+        if data.get("params") is not None and not isinstance(data["params"], dict | list):
+            return f'"params" must be an object or an array, got {type(data["params"]).__name__}'
+    elif "id" not in data or not ("result" in data or "error" in data):
+        return "a message needs a method (request) or an id with a result or error (response)"
+    return None
+
+
+def _reason(exc: Exception) -> str:
+    """The first concrete complaint inside a (nested) cattrs validation error."""
+    while isinstance(exc, ClassValidationError) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return str(exc) or type(exc).__name__
+
+
+__all__ = ["AiLspProtocol"]

@@ -1,0 +1,347 @@
+"""Hostile input to the real ``ai-lsp serve`` over stdio, written as raw bytes.
+
+Broken frames, malformed requests, a second ``initialize``, a workspace of ``/`` or the home
+folder, and huge documents: each must get a clear answer, and the server must keep serving and
+exit by itself once its stdin closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ai_lsp_tune.server.commands import DISMISS, FINETUNE, FINETUNE_STATUS, MODEL_USE
+from tests.hostile.raw_lsp import RawServer, frame
+from tests.scripted_openai import Answer, ScriptedEndpoint, scripted_endpoint
+
+EMPTY = Answer('{"issues": []}')
+SETTINGS = {"aiLsp": {"backend": "remote", "remoteModel": "openai-chat:teacher", "debounceMs": 50}}
+WARNING = 2
+PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS = -32700, -32600, -32602
+
+
+@pytest.fixture
+def endpoint() -> Iterator[ScriptedEndpoint]:
+    with scripted_endpoint(lambda request: EMPTY) as ep:
+        yield ep
+
+
+@pytest.fixture
+def start(
+    tmp_path: Path, endpoint: ScriptedEndpoint, isolated_home: Path
+) -> Iterator[Callable[..., RawServer]]:
+    """Start servers (remote backend on the scripted endpoint); all are killed at the end."""
+    started: list[RawServer] = []
+
+    def start_server(env: dict[str, str] | None = None) -> RawServer:
+        server = RawServer(
+            {
+                "OPENAI_BASE_URL": endpoint.base_url,
+                "OPENAI_API_KEY": "test-key",
+                "AI_LSP_HOME": str(isolated_home),
+                **(env or {}),
+            },
+            tmp_path / f"server-{len(started)}.log",
+        )
+        started.append(server)
+        return server
+
+    yield start_server
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def server(start: Callable[..., RawServer], workspace: Path) -> RawServer:
+    server = start()
+    assert "result" in server.initialize(workspace, SETTINGS)
+    server.wait_until_ready()
+    return server
+
+
+def error_code(answer: dict[str, Any]) -> int | None:
+    return answer.get("error", {}).get("code")
+
+
+def error_message(answer: dict[str, Any]) -> str:
+    assert "error" in answer, f"expected a refusal, got {answer}"
+    return str(answer["error"]["message"])
+
+
+def assert_exits_cleanly(server: RawServer) -> None:
+    server.close_stdin_and_wait(timeout_s=5)
+    log = server.log_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
+# --- framing -------------------------------------------------------------------------------------
+BROKEN_FRAMES: dict[str, Callable[[bytes], bytes]] = {
+    "no Content-Length": lambda body: b"Content-Type: application/json\r\n\r\n" + body,
+    "Content-Length: abc": lambda body: b"Content-Length: abc\r\n\r\n" + body,
+    "Content-Length: -5": lambda body: b"Content-Length: -5\r\n\r\n" + body,
+    "20 bytes short": lambda body: frame(body, length=len(body) - 20),
+    "40 bytes long": lambda body: frame(body, length=len(body) + 40),
+    "LF-only headers": lambda body: f"Content-Length: {len(body)}\n\n".encode() + body,
+    "a terabyte": lambda body: b"Content-Length: 1000000000000\r\n\r\n" + body,
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_FRAMES)
+def test_after_a_broken_frame_later_requests_are_answered(server: RawServer, broken: str) -> None:
+    bad = server.request_message("workspace/executeCommand", {"command": FINETUNE_STATUS})
+    good = server.request_message("workspace/executeCommand", {"command": FINETUNE_STATUS})
+    server.send_bytes(BROKEN_FRAMES[broken](json.dumps(bad).encode()) + frame(good))
+    assert server.response(good["id"], timeout_s=10)["result"]["state"] == "idle"
+    assert server.command(FINETUNE_STATUS)["result"]["state"] == "idle"
+    assert "result" in server.request("shutdown")
+    server.notify("exit", None)
+    assert_exits_cleanly(server)
+
+
+def test_the_server_exits_when_stdin_closes_in_the_middle_of_a_frame(server: RawServer) -> None:
+    server.send_bytes(b'Content-Length: 500\r\n\r\n{"jsonrpc": "2.0", "id": 99, "meth')
+    assert_exits_cleanly(server)
+
+
+def test_a_vanished_client_takes_the_server_and_its_model_host_with_it(
+    start: Callable[..., RawServer], workspace: Path, tiny_model: Path
+) -> None:
+    server = start({"AI_LSP_MODEL": str(tiny_model)})
+    server.initialize(workspace, {"aiLsp": {"debounceMs": 0}})
+    server.wait_until_ready()
+    hosts = children(server.process.pid)
+    assert hosts, "no model host was started"
+    assert_exits_cleanly(server)  # no shutdown, no exit: stdin just closes
+    assert not [pid for pid in hosts if alive(pid)], "the model host outlived the server"
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "stat").read_text().split(") ")[1].split()[
+                1
+            ] == str(pid):
+                found.append(int(entry.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+# --- malformed requests --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ({"jsonrpc": "2.0", "id": 7, "method": 5}, INVALID_REQUEST),
+        (
+            {"jsonrpc": "2.0", "id": 7, "method": "textDocument/codeAction", "params": "x"},
+            INVALID_REQUEST,
+        ),
+        ({"jsonrpc": "1.0", "id": 7, "method": "shutdown"}, INVALID_REQUEST),
+        (
+            {
+                "jsonrpc": "2.0",
+                "id": 7,
+                "method": "textDocument/codeAction",
+                "params": {"textDocument": 5},
+            },
+            INVALID_PARAMS,
+        ),
+    ],
+    ids=["method is a number", "params is a string", "jsonrpc 1.0", "params of the wrong shape"],
+)
+def test_a_malformed_request_is_answered_with_its_error(
+    server: RawServer, message: dict[str, Any], code: int
+) -> None:
+    server.send(message)
+    assert error_code(server.response(7)) == code
+    assert server.command(FINETUNE_STATUS)["result"]["state"] == "idle"
+    assert_exits_cleanly(server)
+
+
+def test_a_body_that_is_not_utf8_is_a_parse_error_for_its_id(server: RawServer) -> None:
+    body = b'{"jsonrpc": "2.0", "id": 7, "method": "workspace/executeCommand", "params": '
+    body += b'{"command": "ai-lsp.dismiss", "arguments": ["\xff\xfe", "x"]}}'
+    server.send_bytes(frame(body))
+    assert error_code(server.response(7)) == PARSE_ERROR
+    assert server.command(FINETUNE_STATUS)["result"]["state"] == "idle"
+    assert_exits_cleanly(server)
+
+
+def test_a_request_whose_id_is_an_object_is_invalid(server: RawServer) -> None:
+    message = {"jsonrpc": "2.0", "id": {"n": 7}, "method": "workspace/executeCommand"}
+    server.send({**message, "params": {"command": FINETUNE_STATUS}})
+    assert error_code(server.response(None)) == INVALID_REQUEST
+    assert server.command(FINETUNE_STATUS)["result"]["state"] == "idle"
+    assert_exits_cleanly(server)
+
+
+@pytest.mark.parametrize(
+    ("command", "arguments"),
+    [
+        (DISMISS, [1, 2]),
+        (DISMISS, ["file:///x.py"]),
+        (DISMISS, ["file:///x.py", {"id": "d1"}]),
+        (MODEL_USE, ["models/a\x00b"]),
+        (MODEL_USE, ["m" * 5000]),
+        (MODEL_USE, [{"path": "models/a"}]),
+        (FINETUNE, [{"traces": ["traces/a\x00b.jsonl"]}]),
+        (FINETUNE, [{"traces": ["t" * 5000]}]),
+        (FINETUNE, [{"traces": "traces.jsonl"}]),
+    ],
+    ids=lambda value: repr(value)[:40],
+)
+def test_bad_command_arguments_are_invalid_params_logged_without_a_traceback(
+    server: RawServer, command: str, arguments: list[Any]
+) -> None:
+    answer = server.command(command, *arguments)
+    assert error_code(answer) == INVALID_PARAMS, answer
+    assert server.command(FINETUNE_STATUS)["result"]["state"] == "idle"
+    log = server.log_text()
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+    assert_exits_cleanly(server)
+
+
+# --- the workspace root --------------------------------------------------------------------------
+def outside_folders(base: Path) -> tuple[Path, Path]:
+    """A model folder and a trace file that a command must not reach."""
+    model = base / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    traces = base / "secret-traces.jsonl"
+    traces.write_text("{}\n")
+    return model, traces
+
+
+def assert_confined(server: RawServer, model: Path, traces: Path) -> None:
+    assert "outside the workspace" in error_message(server.command(MODEL_USE, str(model)))
+    refused = server.command(FINETUNE, {"traces": [str(traces)]})
+    assert "outside the workspace" in error_message(refused)
+
+
+def test_a_second_initialize_is_refused_and_the_workspace_stays(
+    server: RawServer, tmp_path: Path
+) -> None:
+    model, traces = outside_folders(tmp_path / "outside")
+    again = server.request(
+        "initialize", {"processId": None, "rootUri": "file:///", "capabilities": {}}
+    )
+    assert error_code(again) == INVALID_REQUEST
+    assert "already initialized" in error_message(again)
+    assert_confined(server, model, traces)
+    assert_exits_cleanly(server)
+
+
+@pytest.mark.parametrize("root", ["filesystem root", "home folder"])
+def test_a_root_of_slash_or_home_confines_commands_to_the_data_dir(
+    start: Callable[..., RawServer], tmp_path: Path, isolated_home: Path, root: str
+) -> None:
+    home = tmp_path / "home"
+    model, traces = outside_folders(home / "code")
+    server = start({"HOME": str(home)})
+    server.initialize("file:///" if root == "filesystem root" else home.as_uri(), SETTINGS)
+    server.wait_until_ready()
+    assert_confined(server, model, traces)
+    data_model, _ = outside_folders(isolated_home / "data" / "models" / "mine")
+    message = error_message(server.command(MODEL_USE, str(data_model)))
+    assert "no local model is being served" in message  # the path itself was accepted
+    assert_exits_cleanly(server)
+
+
+# --- huge documents -----------------------------------------------------------------------------
+def open_document(server: RawServer, uri: str, text: str) -> None:
+    item = {"uri": uri, "languageId": "python", "version": 1, "text": text}
+    server.notify("textDocument/didOpen", {"textDocument": item})
+
+
+def published(server: RawServer, uri: str) -> list[dict[str, Any]]:
+    return [
+        n
+        for n in server.notifications
+        if n["method"] == "textDocument/publishDiagnostics" and n["params"]["uri"] == uri
+    ]
+
+
+def test_a_document_over_the_size_limit_is_not_analysed_and_the_user_is_told_once(
+    server: RawServer, workspace: Path, endpoint: ScriptedEndpoint
+) -> None:
+    big_uri, small_uri = (workspace / "big.py").as_uri(), (workspace / "small.py").as_uri()
+    big_text = "# BIGDOC\n" + "x = 1\n" * 200_000  # 1.2 MB, over the 1 MB default
+    open_document(server, big_uri, big_text)
+    open_document(server, small_uri, "# SMALLDOC\nx = 1\n")
+    server.wait_for(lambda: published(server, small_uri), what="the small file's diagnostics")
+    server.notify(
+        "textDocument/didChange",
+        {
+            "textDocument": {"uri": big_uri, "version": 2},
+            "contentChanges": [{"text": big_text + "y = 2\n"}],
+        },
+    )
+    server.drain(1.0)
+    assert not [r for r in endpoint.requests if "BIGDOC" in "".join(r.user_texts)]
+    warnings = [m for m in server.shown(WARNING) if "aiLsp.maxDocumentBytes" in m]
+    assert len(warnings) == 1 and "big.py" in warnings[0], server.shown()
+    assert_exits_cleanly(server)
+
+
+def test_the_document_size_limit_is_a_setting(
+    start: Callable[..., RawServer], workspace: Path, endpoint: ScriptedEndpoint
+) -> None:
+    server = start()
+    server.initialize(workspace, {"aiLsp": {**SETTINGS["aiLsp"], "maxDocumentBytes": 2000}})
+    server.wait_until_ready()
+    uri, small_uri = (workspace / "mid.py").as_uri(), (workspace / "small.py").as_uri()
+    open_document(server, uri, "# MIDDOC\n" + "x = 1\n" * 500)  # 3 kB
+    open_document(server, small_uri, "# SMALLDOC\nx = 1\n")
+    server.wait_for(lambda: published(server, small_uri), what="the small file's diagnostics")
+    server.wait_for(lambda: [m for m in server.shown(WARNING) if "mid.py" in m], what="a warning")
+    assert not [r for r in endpoint.requests if "MIDDOC" in "".join(r.user_texts)]
+    assert_exits_cleanly(server)
+
+
+# --- the frame reader, fed one byte at a time ---------------------------------------------------
+def test_the_frame_reader_finds_every_good_frame_between_broken_ones_byte_by_byte() -> None:
+    from ai_lsp_tune.server.stdio import FrameReader
+
+    good = [json.dumps({"jsonrpc": "2.0", "id": n, "method": "m"}).encode() for n in range(3)]
+    bad = b'{"jsonrpc": "2.0", "id": 99, "method": "bad"}'
+    stream = b"garbage\r\n" + frame(good[0])
+    for broken in ("no Content-Length", "Content-Length: -5", "20 bytes short", "a terabyte"):
+        stream += BROKEN_FRAMES[broken](bad)
+    stream += frame(good[1]) + b"CONTENT-LENGTH: x\r\n\r\n" + frame(good[2]) + b"Content-Len"
+    chunks = iter([stream[i : i + 1] for i in range(len(stream))])
+
+    async def read_chunk() -> bytes:
+        return next(chunks, b"")
+
+    async def bodies() -> list[bytes]:
+        reader, found = FrameReader(read_chunk, max_message_bytes=1000), []
+        while (body := await reader.next_body()) is not None:
+            try:
+                json.loads(body)
+                found.append(body)
+            except ValueError:
+                reader.reject(body)
+        return found
+
+    assert asyncio.run(bodies()) == good
