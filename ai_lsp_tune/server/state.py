@@ -141,7 +141,8 @@ class ServerState:
         settings = self.settings
         if settings.backend == "remote":
             try:
-                self.backend = RemoteBackend(settings.remote_model)
+                # Importing pydantic-ai takes seconds: never on the event loop.
+                self.backend = await asyncio.to_thread(RemoteBackend, settings.remote_model)
             except Exception as exc:
                 self._backend_failed(
                     notify,

@@ -88,7 +88,11 @@ class RemoteBackend:
     """Any model pydantic-ai knows (``openai-chat:...``, ``google:...``, ``ollama:...``)."""
 
     def __init__(self, model: str) -> None:
+        """Slow (pydantic-ai and its provider SDKs are imported here): build it off the loop."""
+        from pydantic_ai.direct import model_request
         from pydantic_ai.models import infer_model
+
+        self._request = model_request
 
         # The original ai-lsp's setting said google-gla:; pydantic-ai 2 calls that provider google:.
         if model.startswith(LEGACY_GOOGLE_PREFIX):
@@ -102,9 +106,7 @@ class RemoteBackend:
         return self._name
 
     async def complete(self, messages: Sequence[ChatMessage], max_tokens: int) -> Completion:
-        from pydantic_ai.direct import model_request
-
-        response = await model_request(
+        response = await self._request(
             self._model,
             _to_pydantic_ai(messages),
             model_settings={"max_tokens": max_tokens, "temperature": 0.0},
