@@ -21,7 +21,10 @@ class _Camel(BaseModel):
 
 class FinetuneSettings(_Camel):
     base_model: str | None = Field(
-        None, description="Model to fine-tune; default: the model being served."
+        None, description="Model every fine-tune starts from; default: the model setting."
+    )
+    continue_from_served: bool = Field(
+        False, description="Train on top of the model being served instead of the base model."
     )
     extra_traces: list[str] = Field(
         default_factory=list, description="More trace files or folders to learn from."
@@ -35,6 +38,12 @@ class FinetuneSettings(_Camel):
     lora_rank: int = Field(8, ge=1, description="Rank of the LoRA adapters.")
     num_layers: int = Field(16, ge=-1, description="Layers to adapt (-1: all).")
     force: bool = Field(False, description="Swap even when the new model scores worse.")
+    min_test_examples: int = Field(
+        5, ge=0, description="Fewer test examples than this: ask before swapping."
+    )
+    keep_models: int = Field(
+        5, ge=1, description="Fine-tuned models kept on disk (the served one is always kept)."
+    )
 
 
 class Settings(_Camel):

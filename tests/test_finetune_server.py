@@ -160,7 +160,8 @@ async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
         assert status["lastRun"]["runId"] == started["runId"]
         rolled = await student.command(commands.MODEL_ROLLBACK)
         assert rolled["servedModel"] == str(tiny_model)
-        assert rolled["previousModel"] == run["candidateModel"]
+        assert rolled["previousModel"] is None  # the base: nothing older to roll back to
+        assert rolled["message"].startswith("Rolled back: now serving")
     finally:
         await stop_session(student.session)
 
@@ -310,16 +311,78 @@ async def test_arguments_outside_the_workspace_are_refused(
         message = await refused(student, commands.FINETUNE, {"traces": ["/etc/passwd"]})
         assert "outside the workspace" in message
         message = await refused(student, commands.MODEL_USE, str(tmp_path))
-        assert "outside the workspace" in message
+        assert "not one of this workspace's models" in message and commands.MODEL_LIST in message
         message = await refused(student, commands.MODEL_USE, "not-a-model")
-        assert "not an MLX model folder" in message
+        assert "not one of this workspace's models" in message
+        message = await refused(student, commands.MODEL_USE)
+        assert "takes [modelPath]" in message
+        message = await refused(student, commands.MODEL_LIST, "extra")
+        assert "takes no arguments" in message
+        listed = await student.command(commands.MODEL_LIST)
+        assert listed["models"] == [
+            {
+                "path": str(tiny_model),
+                "runId": None,
+                "baseModel": None,
+                "createdAt": None,
+                "examples": None,
+                "metrics": None,
+                "serving": True,
+                "label": listed["models"][0]["label"],
+            }
+        ]
+        assert listed["message"].startswith("1 model; serving base model")
+        used = await student.command(commands.MODEL_USE, str(tiny_model))
+        assert used["servedModel"] == str(tiny_model) and used["message"].startswith("Now serving")
         message = await refused(student, commands.FINETUNE, {"epochs": 3})
         assert "unknown argument" in message
-        message = await refused(student, commands.MODEL_ROLLBACK)
-        assert "no previous model" in message
         message = await refused(student, commands.FINETUNE)
         assert "no traces to learn from yet" in message
         status = await student.status()
         assert status["state"] == "idle" and status["servedModel"] == str(tiny_model)
+        assert status["message"].startswith("No fine-tune yet; serving")
+    finally:
+        await stop_session(student.session)
+
+
+async def test_two_fine_tunes_both_start_from_the_base_and_rollback_walks_back_to_it(
+    taught_workspace: Path, isolated_home: Path, tiny_model: Path
+) -> None:
+    student = await start_student(taught_workspace, isolated_home, tiny_model, **QUICK, force=True)
+    try:
+        candidates = []
+        for attempt in range(2):
+            started = await student.command(commands.FINETUNE, {"resume": False})
+            assert str(tiny_model) in started["message"] or "from" in started["message"]
+            reports = await student.wait_ended(started["progressToken"], timeout_s=300)
+            assert "now serving the fine-tuned model" in reports[-1].message, reports[-1]
+            status = await student.status()
+            run = status["lastRun"]
+            assert run["baseModel"] == str(tiny_model), attempt  # never the previous fine-tune
+            assert status["servedModel"] == run["candidateModel"]
+            assert run["summary"] == reports[-1].message
+            candidates.append(run["candidateModel"])
+
+        listed = await student.command(commands.MODEL_LIST)
+        rows = listed["models"]
+        assert [r["path"] for r in rows] == [str(tiny_model), *candidates]
+        assert [r["serving"] for r in rows] == [False, False, True]
+        for row in rows[1:]:
+            assert row["baseModel"] == str(tiny_model) and row["runId"] and row["createdAt"]
+            assert row["metrics"]["n"] >= 1 and row["examples"]["train"] >= 1
+
+        rolled = await student.command(commands.MODEL_ROLLBACK)
+        assert rolled["servedModel"] == candidates[0] and "Rolled back" in rolled["message"]
+        rolled = await student.command(commands.MODEL_ROLLBACK)
+        assert rolled["servedModel"] == str(tiny_model)  # the base, after two rollbacks
+        assert "no previous model" in await refused(student, commands.MODEL_ROLLBACK)
+
+        not_listed = str(taught_workspace)
+        assert "not one of this workspace's models" in await refused(
+            student, commands.MODEL_USE, not_listed
+        )
+        assert (await student.status())["servedModel"] == str(tiny_model)  # nothing changed
+        used = await student.command(commands.MODEL_USE, candidates[1])
+        assert used["servedModel"] == candidates[1]
     finally:
         await stop_session(student.session)

@@ -31,6 +31,7 @@ from ai_lsp_tune.server.finetune_context import (
     new_run_id,
     resolve_allowed_path,
 )
+from ai_lsp_tune.server.finetune_models import retain, short_path
 from ai_lsp_tune.server.finetune_prepare import (
     DatasetPreparation,
     PreparationFailed,
@@ -56,6 +57,7 @@ from ai_lsp_tune.server.finetune_state import (
     save_record,
 )
 from ai_lsp_tune.server.finetune_training import TrainOutcome, build_request, train_candidate
+from ai_lsp_tune.serving.registry import ModelEntry, now_iso
 
 logger = logging.getLogger(__name__)
 __all__ = [
@@ -101,6 +103,7 @@ class FinetuneJob:
         self._runner: Any = None
         self._preparation: DatasetPreparation | None = None
         self._cancel_requested = False
+        self._resumed = False
         self._follow_ups: set[asyncio.Task[None]] = set()
 
     # --- the commands' side ----------------------------------------------------------------
@@ -121,12 +124,15 @@ class FinetuneJob:
                 f"{self._message or self.state}); cancel it first or wait for it to finish"
             )
         resumed = self._resumable(options)
+        self._resumed = resumed is not None
         run_id = resumed.run_id if resumed else new_run_id()
         run_dir = Path(resumed.run_dir) if resumed else self.ctx.runs_dir / run_id
         serving = self.ctx.served_model().current_path
-        base_model = options.settings.base_model or serving
+        base_model = options.base_model(serving)
         if not base_model:
-            raise ValueError("no model to fine-tune: set finetune.baseModel or model")
+            raise ValueError(
+                'no model to fine-tune: set "aiLsp.finetune.baseModel" or "aiLsp.model"'
+            )
         self.record = RunRecord(
             run_id=run_id,
             state=self.state,
@@ -148,7 +154,7 @@ class FinetuneJob:
         last = self.record
         if not (options.resume and last and last.state == JobState.CANCELLED and last.resumable):
             return None
-        if options.settings.base_model and options.settings.base_model != last.base_model:
+        if options.base_model(self.ctx.served_model().current_path) != last.base_model:
             return None
         return last if Path(last.run_dir).is_dir() else None
 
@@ -182,15 +188,36 @@ class FinetuneJob:
         progress = None
         if self.active and self._message is not None:
             progress = ProgressSnapshot(percentage=self._meter.percentage, message=self._message)
+        serving = served.current_path if served else None
         return FinetuneStatus(
             state=self.state,
             phase=self.phase if self.active else None,
             run_id=self.record.run_id if self.record else None,
             progress=progress,
             last_run=self.record,
-            served_model=served.current_path if served else None,
+            served_model=serving,
             previous_model=served.previous_path if served else None,
+            message=self._status_line(serving),
         )
+
+    def started_message(self) -> str:
+        """The reply to ``ai-lsp.finetune``: which run, from which model."""
+        assert self.record is not None
+        how = "Resuming" if self._resumed else "Started"
+        return (
+            f"{how} fine-tune {self.record.run_id} from {short_path(self.record.base_model)}"
+            "; progress follows"
+        )
+
+    def _status_line(self, serving: str | None) -> str:
+        now = f"serving {short_path(serving)}" if serving else "no local model serving"
+        record = self.record
+        if record is None:
+            return f"No fine-tune yet; {now}"
+        if self.active:
+            return f"Fine-tune {record.run_id}: {self._message or self.state.value}; {now}"
+        what = record.summary or record.reason or self.state.value
+        return f"Last fine-tune {record.run_id} {self.state.value}: {what}; {now}"
 
     # --- the run ---------------------------------------------------------------------------
     def _transition(self, new: JobState, *, phase: str | None = None, reason: str = "") -> None:
@@ -243,6 +270,7 @@ class FinetuneJob:
             self._runner = None
             if self.record is not None:
                 self.record.finished_at = time.time()
+                self.record.summary = summary
                 self._save()
             self._progress.end(summary, kind=_END_KIND.get(self.state, lsp.MessageType.Info))
 
@@ -283,11 +311,13 @@ class FinetuneJob:
 
         record.candidate_model = str(outcome.model_path)
         record.metrics_before, record.metrics_after = outcome.metrics_before, outcome.metrics_after
+        self._remember_candidate(record)
         passed = outcome.not_worse
         record.gate = "passed" if passed else ("forced" if options.settings.force else "failed")
         change = describe_change(record.metrics_before, record.metrics_after)
         if not passed and not options.settings.force:
             self._transition(JobState.REJECTED, reason="the new model scored worse; not swapped")
+            await self._retain(options)
             self._follow_up(
                 self.offer_after_rejection(
                     record.candidate_model, record.metrics_before, record.metrics_after
@@ -311,8 +341,46 @@ class FinetuneJob:
         record.swapped = True
         self._meter.finish()
         self._transition(JobState.SUCCEEDED, phase="done")
+        await self._retain(options)
         self._follow_up(self.offer_after_swap(record.metrics_before, record.metrics_after))
         return f"100% · now serving the fine-tuned model ({change})"
+
+    def _remember_candidate(self, record: RunRecord) -> None:
+        """Add the new model to the workspace's model history (served or not)."""
+        registry = self.ctx.registry()
+        if registry is None or record.candidate_model is None:
+            return
+        registry.record_model(
+            ModelEntry(
+                path=record.candidate_model,
+                run_id=record.run_id,
+                base_model=record.base_model,
+                created_at=now_iso(),
+                examples=record.examples,
+                metrics=record.metrics_after,
+            )
+        )
+
+    async def _retain(self, options: FinetuneOptions) -> None:
+        """Keep the newest ``finetune.keepModels`` fine-tuned models; a failure only logs."""
+        served = self.ctx.served()
+        assert self.record is not None
+        protect = {
+            served.current_path if served else None,
+            served.previous_path if served else None,
+            self.record.base_model,
+            options.configured_model,
+            options.settings.base_model,
+        }
+        try:
+            await retain(
+                self.ctx.registry(),
+                options.settings.keep_models,
+                protect=protect,
+                runs_dir=self.ctx.runs_dir,
+            )
+        except OSError as exc:
+            logger.warning("cannot delete old fine-tuned models: %s", exc)
 
     async def _prepare(self, options: FinetuneOptions, dataset_dir: Path) -> None:
         """Traces -> dataset, in a child process (the server keeps answering meanwhile)."""
@@ -418,17 +486,19 @@ class FinetuneJob:
             return False
         return getattr(choice, "title", None) == action
 
-    async def _from_message(self, action: Coroutine[Any, Any, None]) -> None:
-        """Run an action the user picked in a message; its failure is shown, not raised."""
+    async def _from_message(self, action: Coroutine[Any, Any, str]) -> None:
+        """Run an action the user picked in a message; its outcome is shown, not raised."""
         try:
-            await action
+            done = await action
         except Exception as exc:
             logger.warning("action failed: %s", exc)
             self._ls.window_show_message(
                 lsp.ShowMessageParams(type=lsp.MessageType.Error, message=f"ai-lsp: {exc}")
             )
+            return
+        self._ls.window_show_message(lsp.ShowMessageParams(type=lsp.MessageType.Info, message=done))
 
-    async def use_model(self, path: str) -> None:
+    async def use_model(self, path: str) -> str:
         """Serve ``path`` (one swap at a time); the old model keeps serving if it fails to load."""
         if self.state == JobState.SWAPPING:
             raise JobBusy("a fine-tuned model is being swapped in right now; try again shortly")
@@ -437,9 +507,10 @@ class FinetuneJob:
         self._ls.window_log_message(
             lsp.LogMessageParams(type=lsp.MessageType.Info, message=f"now serving {path}")
         )
+        return f"Now serving {short_path(path)}"
 
-    async def rollback(self) -> None:
-        """Serve the previous model again."""
+    async def rollback(self) -> str:
+        """Serve the model served before this one; return the line that says so."""
         if self.state == JobState.SWAPPING:
             raise JobBusy("a fine-tuned model is being swapped in right now; try again shortly")
         if not self.ctx.served_model().previous_path:
@@ -447,8 +518,9 @@ class FinetuneJob:
         async with self.ctx.swap_lock:
             await self.ctx.served_model().rollback()
         current = self.ctx.served_model().current_path
-        self._ls.window_show_message(
-            lsp.ShowMessageParams(
+        self._ls.window_log_message(
+            lsp.LogMessageParams(
                 type=lsp.MessageType.Info, message=f"Rolled back: now serving {current}"
             )
         )
+        return f"Rolled back: now serving {short_path(current)}"

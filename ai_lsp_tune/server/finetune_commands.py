@@ -29,11 +29,12 @@ from ai_lsp_tune.server.finetune import (
     PathNotAllowed,
     resolve_allowed_path,
 )
+from ai_lsp_tune.server.finetune_models import find_listed, model_list
 from ai_lsp_tune.server.lsp import AiLspServer  # pygls reads handler annotations at run time
 
 logger = logging.getLogger(__name__)
 
-FINETUNE_ARGUMENT_KEYS = {"traces", "resume", "force"}
+FINETUNE_ARGUMENT_KEYS = {"traces", "resume", "force", "continueFromServed"}
 
 
 class CommandRefused(JsonRpcException):
@@ -57,7 +58,12 @@ def register(ls: AiLspServer) -> None:
             )
         with _refusals():
             run_id = job.start(options)
-        return {"runId": run_id, "state": job.state.value, "progressToken": job.progress_token}
+        return {
+            "runId": run_id,
+            "state": job.state.value,
+            "progressToken": job.progress_token,
+            "message": job.started_message(),
+        }
 
     @ls.command(commands.FINETUNE_CANCEL)
     def finetune_cancel(ls: AiLspServer, *args: Any) -> dict[str, Any]:
@@ -68,31 +74,66 @@ def register(ls: AiLspServer) -> None:
             ls.window_log_message(
                 lsp.LogMessageParams(type=lsp.MessageType.Info, message="no fine-tune to cancel")
             )
-        return {"cancelled": cancelled, "state": state}
+            message = "No fine-tune is running, so there is nothing to cancel"
+        else:
+            message = "Cancelling the fine-tune; the next run resumes from its checkpoint"
+        return {"cancelled": cancelled, "state": state, "message": message}
 
     @ls.command(commands.FINETUNE_STATUS)
     async def finetune_status(ls: AiLspServer, *args: Any) -> dict[str, Any]:
         job = await _job(ls, wait_backend=False)
         return job.status().wire()
 
+    @ls.command(commands.MODEL_LIST)
+    async def model_list(ls: AiLspServer, *args: Any) -> dict[str, Any]:
+        if args:
+            raise InvalidArguments(f"{commands.MODEL_LIST} takes no arguments, got {_shown(args)}")
+        rows = _model_rows(ls)
+        serving = next((r for r in rows if r["serving"]), None)
+        now = f"; serving {serving['label']}" if serving else ""
+        return {"models": rows, "message": f"{_plural(len(rows), 'model')}{now}"}
+
     @ls.command(commands.MODEL_USE)
     async def model_use(ls: AiLspServer, *args: Any) -> dict[str, Any]:
         if len(args) != 1 or not isinstance(args[0], str):
-            raise InvalidArguments(f"{commands.MODEL_USE} takes [modelPath], got {_shown(args)}")
-        model = _allowed(ls, args[0])
-        if not (model / "config.json").is_file():
-            raise CommandRefused(f"{model} is not an MLX model folder (it has no config.json)")
+            raise InvalidArguments(
+                f"{commands.MODEL_USE} takes [modelPath] (a path from {commands.MODEL_LIST}), "
+                f"got {_shown(args)}"
+            )
+        listed = find_listed(_model_rows(ls), args[0])
+        if listed is None:
+            raise InvalidArguments(
+                f"{_shown(args)[1:-1]} is not one of this workspace's models; pick a path that "
+                f"{commands.MODEL_LIST} returns (the base model or a fine-tune)"
+            )
+        local = Path(listed)
+        if local.is_absolute() and not (local / "config.json").is_file():
+            raise CommandRefused(f"{listed} is not an MLX model folder (it has no config.json)")
         job = await _job(ls)
         with _refusals():
-            await job.use_model(str(model))
-        return job.status().wire()
+            message = await job.use_model(listed)
+        return {**job.status().wire(), "message": message}
 
     @ls.command(commands.MODEL_ROLLBACK)
     async def model_rollback(ls: AiLspServer, *args: Any) -> dict[str, Any]:
         job = await _job(ls)
         with _refusals():
-            await job.rollback()
-        return job.status().wire()
+            message = await job.rollback()
+        return {**job.status().wire(), "message": message}
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _model_rows(ls: AiLspServer) -> list[dict[str, Any]]:
+    settings = ls.state.settings
+    served = ls.state.served_model
+    return model_list(
+        ls.state.registry,
+        base=settings.finetune.base_model or settings.model,
+        serving=served.current_path if served else None,
+    )
 
 
 @contextlib.contextmanager
@@ -147,7 +188,7 @@ def _finetune_options(ls: AiLspServer, args: tuple[Any, ...]) -> FinetuneOptions
     else:
         raise InvalidArguments(
             f'{commands.FINETUNE} takes no argument or one object {{"traces": [paths], '
-            f'"resume": bool, "force": bool}}, got {_shown(args)}'
+            f'"resume": bool, "force": bool, "continueFromServed": bool}}, got {_shown(args)}'
         )
     unknown = set(arguments) - FINETUNE_ARGUMENT_KEYS
     if unknown:
@@ -170,6 +211,8 @@ def _finetune_options(ls: AiLspServer, args: tuple[Any, ...]) -> FinetuneOptions
         resume=bool(arguments.get("resume", True)),
         eval_max_tokens=ls.state.settings.max_tokens,
         constrained_decoding=ls.state.settings.constrained_decoding,
+        configured_model=ls.state.settings.model,
+        continue_from_served=bool(arguments.get("continueFromServed", False)),
     )
 
 
@@ -201,4 +244,5 @@ def _context(ls: AiLspServer) -> JobContext:
         served=lambda: ls.state.served_model,
         own_traces=own_traces,
         show_message_request=show_message_request,
+        registry=lambda: ls.state.registry,
     )

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlparse
 from lsprotocol import types as lsp
 
 from ai_lsp_tune.config import FinetuneSettings
+from ai_lsp_tune.serving.registry import ModelRegistry
 
 MAX_PATH_BYTES, MAX_NAME_BYTES = 4096, 255  # Linux's PATH_MAX and NAME_MAX
 
@@ -89,6 +90,16 @@ class FinetuneOptions:
     resume: bool = True
     eval_max_tokens: int = 512  # the served model's answer budget (``maxTokens``)
     constrained_decoding: bool = True  # as the server decodes (``constrainedDecoding``)
+    configured_model: str | None = None  # the ``model`` setting: the default base model
+    continue_from_served: bool = False  # train on top of the served model instead of the base
+
+    def base_model(self, serving: str | None) -> str | None:
+        """What this run trains from: ``baseModel``, else the served or the configured model."""
+        if self.settings.base_model:
+            return self.settings.base_model
+        if self.continue_from_served or self.settings.continue_from_served:
+            return serving
+        return self.configured_model or serving
 
 
 class NoLocalModel(RuntimeError):
@@ -104,6 +115,7 @@ class JobContext:
     own_traces: Callable[[], Awaitable[list[Path]]]  # flushes pending spans first
     show_message_request: Callable[[lsp.ShowMessageRequestParams], Awaitable[Any]]
     swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    registry: Callable[[], ModelRegistry | None] = lambda: None  # the workspace's model history
 
     @property
     def record_path(self) -> Path:

@@ -89,6 +89,7 @@ class RunRecord(_Camel):
     gate: str | None = Field(default=None, description="passed | failed | forced")
     swapped: bool = False
     resumable: bool = Field(default=False, description="A cancelled run left a checkpoint.")
+    summary: str | None = Field(default=None, description="The line that ended its progress.")
 
 
 class ProgressSnapshot(_Camel):
@@ -106,6 +107,7 @@ class FinetuneStatus(_Camel):
     last_run: RunRecord | None = None
     served_model: str | None = None
     previous_model: str | None = None
+    message: str = ""
 
 
 def load_record(path: Path) -> RunRecord | None:

@@ -1,13 +1,20 @@
-"""Which model a workspace serves, persisted so a restarted server serves it again."""
+"""Which model a workspace serves, and every model it has made, persisted across restarts.
+
+``trail`` is the order models were served in (the last one serves now): a swap appends, a
+rollback steps back one entry, so rolling back twice after two fine-tunes reaches the base.
+``models`` describes each fine-tuned model (run, base model, dataset size, metrics).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from ai_lsp_tune.files import atomic_write_text
 
@@ -16,16 +23,33 @@ log = logging.getLogger(__name__)
 REGISTRY_FILE = "models.json"
 
 
+class ModelEntry(BaseModel):
+    """One fine-tuned model this workspace made."""
+
+    path: str
+    run_id: str | None = None
+    base_model: str | None = None
+    created_at: str | None = None
+    examples: dict[str, int] | None = Field(default=None, description="Examples per split.")
+    metrics: dict[str, Any] | None = None
+
+
 class RegistryState(BaseModel):
-    version: int = 1
+    version: int = 2
     served: str | None = None
     previous: str | None = None
     configured: str | None = None  # the ``model`` setting when ``served`` was recorded
+    trail: list[str] = Field(default_factory=list)  # served in this order; the last serves now
+    models: list[ModelEntry] = Field(default_factory=list)
     updated_at: str | None = None
 
 
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 class ModelRegistry:
-    """The served and previous model paths of one workspace (``<workspace_dir>/models.json``)."""
+    """The served models and model history of one workspace (``<workspace_dir>/models.json``)."""
 
     def __init__(self, workspace_dir: Path) -> None:
         self.path = workspace_dir / REGISTRY_FILE
@@ -33,40 +57,93 @@ class ModelRegistry:
 
     @property
     def served(self) -> str | None:
-        return self._state.served
+        return self._state.trail[-1] if self._state.trail else None
 
     @property
     def previous(self) -> str | None:
-        return self._state.previous
+        trail = self._state.trail
+        return trail[-2] if len(trail) >= 2 else None
+
+    @property
+    def trail(self) -> list[str]:
+        return list(self._state.trail)
+
+    @property
+    def models(self) -> list[ModelEntry]:
+        return list(self._state.models)
+
+    def entry(self, path: str) -> ModelEntry | None:
+        return next((m for m in self._state.models if m.path == path), None)
 
     def model_to_serve(self, configured: str) -> str:
         """The swapped-in model, unless the user has configured another model since."""
         if self.served and self._state.configured in (None, configured):
             return self.served
         if self._state.configured != configured:
-            self._save(RegistryState(configured=configured))
+            self._save(self._state.model_copy(update={"configured": configured, "trail": []}))
         return configured
 
     def record_swap(self, served: str, previous: str | None) -> None:
         """Remember that ``served`` replaced ``previous``."""
-        self._save(
-            RegistryState(served=served, previous=previous, configured=self._state.configured)
-        )
+        trail = list(self._state.trail) or ([previous] if previous else [])
+        if previous and trail[-1] != previous:
+            trail.append(previous)
+        if trail[-1:] != [served]:
+            trail.append(served)
+        self._save(self._state.model_copy(update={"trail": trail}))
+
+    def record_rollback(self) -> None:
+        """The model served before the current one serves again."""
+        self._save(self._state.model_copy(update={"trail": self._state.trail[:-1]}))
 
     def set_configured(self, configured: str) -> None:
         """The user chose ``configured`` in their settings; it is what is served now."""
-        self._save(self._state.model_copy(update={"configured": configured}))
+        self._save(self._state.model_copy(update={"configured": configured, "trail": []}))
+
+    def record_model(self, entry: ModelEntry) -> None:
+        """Add (or update) a fine-tuned model in the history."""
+        models = [m for m in self._state.models if m.path != entry.path] + [entry]
+        self._save(self._state.model_copy(update={"models": models}))
+
+    def prune(self, keep: int, *, protect: set[str], runs_dir: Path) -> list[str]:
+        """Delete all but the ``keep`` newest fine-tuned models (never ``protect``); return them.
+
+        Only a model inside ``runs_dir`` is deleted (its whole run folder); others are kept.
+        """
+        runs = runs_dir.resolve()
+        old = self._state.models[: max(len(self._state.models) - keep, 0)]
+        doomed: list[str] = []
+        for entry in old:
+            model = Path(entry.path).resolve()
+            if entry.path in protect or not model.is_relative_to(runs) or model == runs:
+                continue
+            run_folder = runs / model.relative_to(runs).parts[0]
+            shutil.rmtree(run_folder, ignore_errors=True)
+            log.info("deleted the old fine-tuned model %s (keeping %d)", entry.path, keep)
+            doomed.append(entry.path)
+        if doomed:
+            models = [m for m in self._state.models if m.path not in doomed]
+            trail = [p for p in self._state.trail if p not in doomed]
+            self._save(self._state.model_copy(update={"models": models, "trail": trail}))
+        return doomed
 
     def _save(self, state: RegistryState) -> None:
-        state.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
+        state.updated_at = now_iso()
+        state.served, state.previous = (
+            (state.trail[-1] if state.trail else None),
+            (state.trail[-2] if len(state.trail) >= 2 else None),
+        )
         atomic_write_text(self.path, json.dumps(state.model_dump(), indent=2) + "\n")
         self._state = state
 
     def _load(self) -> RegistryState:
         try:
-            return RegistryState.model_validate_json(self.path.read_text(encoding="utf-8"))
+            state = RegistryState.model_validate_json(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return RegistryState()
         except (OSError, ValidationError) as exc:
             log.warning("ignoring unreadable model registry %s: %s", self.path, exc)
             return RegistryState()
+        if not state.trail and state.served:  # version 1: only served and previous
+            state.trail = [p for p in (state.previous, state.served) if p]
+        return state

@@ -70,6 +70,9 @@ class ServedModel:
 
     @property
     def previous_path(self) -> str | None:
+        """The model a rollback serves (the registry's trail when there is one)."""
+        if self._registry is not None:
+            return self._registry.previous
         return self._previous_path
 
     @property
@@ -109,13 +112,15 @@ class ServedModel:
             await gone.close()
             self._host = await HostClient.start(gone.model, load_timeout_s=self._load_timeout_s)
 
-    async def swap(self, path: str) -> None:
+    async def swap(self, path: str, *, rollback: bool = False) -> None:
         """Serve ``path`` from now on; raise ModelLoadError (old model kept) if it cannot load."""
         async with self._swap_lock:
             new_host = await HostClient.start(path, load_timeout_s=self._load_timeout_s)
             old_host, self._host = self._host, new_host
             self._previous_path = old_host.model
-            if self._registry is not None:
+            if self._registry is not None and rollback:
+                self._registry.record_rollback()
+            elif self._registry is not None:
                 self._registry.record_swap(served=path, previous=old_host.model)
             log.info("now serving %s (was %s)", path, old_host.model)
             task = asyncio.create_task(self._retire(old_host), name=f"retire-{old_host.model}")
@@ -123,10 +128,11 @@ class ServedModel:
             task.add_done_callback(self._retiring.discard)
 
     async def rollback(self) -> None:
-        """Serve the previous model again (the current one becomes the previous)."""
-        if self._previous_path is None:
+        """Serve the model served before this one (one step back per call, down to the base)."""
+        previous = self.previous_path
+        if previous is None:
             raise NoPreviousModel("there is no previous model to roll back to")
-        await self.swap(self._previous_path)
+        await self.swap(previous, rollback=self._registry is not None)
 
     async def close(self) -> None:
         """Stop every host this object started (after letting in-flight requests finish)."""

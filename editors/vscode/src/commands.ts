@@ -5,6 +5,7 @@ export const ServerCommand = {
   finetune: 'ai-lsp.finetune',
   cancel: 'ai-lsp.finetune.cancel',
   status: 'ai-lsp.finetune.status',
+  list: 'ai-lsp.model.list',
   use: 'ai-lsp.model.use',
   rollback: 'ai-lsp.model.rollback',
   dismiss: 'ai-lsp.dismiss',
@@ -63,25 +64,55 @@ export async function forward(
   }
 }
 
-/** One line a person can read from a command's JSON answer. */
+/** The short line the server put in a command's answer (`message`); fields are not dumped. */
 export function describeResult(result: unknown): string | undefined {
-  if (result === null || result === undefined) {
-    return undefined;
+  if (typeof result === 'string') {
+    return result;
   }
-  if (typeof result !== 'object') {
-    return String(result);
+  if (result && typeof result === 'object') {
+    const message = (result as Record<string, unknown>).message;
+    if (typeof message === 'string') {
+      return message;
+    }
   }
-  const record = result as Record<string, unknown>;
-  if (typeof record.message === 'string') {
-    return record.message;
-  }
-  const keys = ['state', 'phase', 'runId', 'servedModel', 'previousModel'];
-  const progress = record.progress as { message?: unknown } | null | undefined;
-  const lead = progress && typeof progress.message === 'string' ? [progress.message] : [];
-  const parts = lead.concat(keys
-    .filter((k) => record[k] !== undefined && record[k] !== null)
-    .map((k) => `${k}: ${typeof record[k] === 'object' ? JSON.stringify(record[k]) : String(record[k])}`));
-  return parts.length > 0 ? parts.join(' · ') : JSON.stringify(result);
+  return undefined;
+}
+
+/** A row of `ai-lsp.model.list`. */
+export interface ModelRow {
+  path: string;
+  label?: string;
+  runId?: string | null;
+  createdAt?: string | null;
+  serving?: boolean;
+  metrics?: Record<string, unknown> | null;
+}
+
+/** Quick-pick items for the model list: what the model is, and its metrics in the detail line. */
+export function modelItems(result: unknown): { label: string; description?: string; detail?: string; path: string }[] {
+  const models = (result as { models?: ModelRow[] } | undefined)?.models ?? [];
+  return models.map((model) => {
+    const metrics = model.metrics ?? {};
+    const detail: string[] = [];
+    if (typeof metrics.schema_valid_rate === 'number') {
+      detail.push(`schema-valid ${Math.round(metrics.schema_valid_rate * 100)}%`);
+    }
+    if (typeof metrics.snippet_f1 === 'number') {
+      detail.push(`snippet F1 ${metrics.snippet_f1.toFixed(2)}`);
+    }
+    if (typeof metrics.n === 'number') {
+      detail.push(`${metrics.n} test example${metrics.n === 1 ? '' : 's'}`);
+    }
+    if (model.createdAt) {
+      detail.push(model.createdAt);
+    }
+    return {
+      label: `${model.serving ? '$(check) ' : ''}${model.label ?? model.path}`,
+      description: model.serving ? 'serving' : undefined,
+      detail: detail.length > 0 ? detail.join(' · ') : undefined,
+      path: model.path,
+    };
+  });
 }
 
 /** The message of an LSP ResponseError or any thrown value. */

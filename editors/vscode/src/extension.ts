@@ -8,7 +8,7 @@ import {
   State,
 } from 'vscode-languageclient/node';
 
-import { forward, PALETTE, type CommandTarget, type Notifier } from './commands';
+import { forward, modelItems, PALETTE, ServerCommand, type CommandTarget, type Notifier } from './commands';
 import { WorkDoneProgressUi } from './progressUi';
 import { documentLanguages, readServerCommand, readServerSettings } from './settings';
 
@@ -52,6 +52,21 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   }
   context.subscriptions.push(
     vscode.commands.registerCommand('aiLsp.restart', () => restart(output, progressUi, notifier)),
+    vscode.commands.registerCommand('aiLsp.models', async () => {
+      const quiet: Notifier = { info: () => undefined, error: notifier.error };
+      const listed = await forward(target, quiet, ServerCommand.list);
+      if (listed === undefined) {
+        return;
+      }
+      const choice = await vscode.window.showQuickPick(modelItems(listed), {
+        title: 'AI LSP: models of this workspace',
+        placeHolder: 'The model to serve (the base model, or a fine-tune)',
+        matchOnDetail: true,
+      });
+      if (choice) {
+        await forward(target, notifier, ServerCommand.use, [choice.path]);
+      }
+    }),
     vscode.workspace.onDidChangeConfiguration(async (event) => {
       if (!event.affectsConfiguration(SECTION)) {
         return;

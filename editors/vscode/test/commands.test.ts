@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 
-import { describeResult, forward, PALETTE, ServerCommand, type CommandTarget } from '../src/commands';
+import { describeResult, forward, modelItems, PALETTE, ServerCommand, type CommandTarget } from '../src/commands';
 
 const packageJson = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8'));
 
@@ -74,19 +74,43 @@ test('a server that is not running, or does not offer the command, is an error, 
   assert.match(old.seen.error[0], /does not offer "ai-lsp.model.rollback"/);
 });
 
-test('the status answer reads as one line', () => {
+test('a command answer shows only its message, never a dump of fields', () => {
   const status = {
     state: 'training',
     phase: 'training',
     runId: '20250101-1',
     progress: { percentage: 42, message: '42% · training 2/3 · loss 0.84' },
-    servedModel: '/m/base',
-    previousModel: null,
+    servedModel: '/home/me/.local/share/ai-lsp-tune/workspaces/p-1/finetune/runs/20250101-1/output/model',
+    message: 'Fine-tune 20250101-1: 42% · training 2/3 · loss 0.84; serving ~/…/runs/20250101-1/output/model',
   };
-  assert.equal(
-    describeResult(status),
-    '42% · training 2/3 · loss 0.84 · state: training · phase: training · runId: 20250101-1 · servedModel: /m/base',
-  );
+  assert.equal(describeResult(status), status.message);
+  assert.equal(describeResult({ state: 'idle' }), undefined);
   assert.equal(describeResult(null), undefined);
   assert.equal(describeResult('ok'), 'ok');
+});
+
+test('the model list becomes quick-pick items with the metrics in the detail line', () => {
+  const items = modelItems({
+    models: [
+      { path: '/m/base', label: 'base model /m/base', serving: false, metrics: null },
+      {
+        path: '/runs/r2/output/model',
+        label: 'fine-tune r2 (from /m/base)',
+        runId: 'r2',
+        createdAt: '2025-01-01T10:00:00+00:00',
+        serving: true,
+        metrics: { schema_valid_rate: 1, snippet_f1: 0.5, n: 1 },
+      },
+    ],
+  });
+  assert.deepEqual(items, [
+    { label: 'base model /m/base', description: undefined, detail: undefined, path: '/m/base' },
+    {
+      label: '$(check) fine-tune r2 (from /m/base)',
+      description: 'serving',
+      detail: 'schema-valid 100% · snippet F1 0.50 · 1 test example · 2025-01-01T10:00:00+00:00',
+      path: '/runs/r2/output/model',
+    },
+  ]);
+  assert.deepEqual(modelItems(undefined), []);
 });

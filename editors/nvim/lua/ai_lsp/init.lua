@@ -12,6 +12,7 @@ M.commands = {
   finetune = 'ai-lsp.finetune',
   cancel = 'ai-lsp.finetune.cancel',
   status = 'ai-lsp.finetune.status',
+  list = 'ai-lsp.model.list',
   use = 'ai-lsp.model.use',
   rollback = 'ai-lsp.model.rollback',
   dismiss = 'ai-lsp.dismiss',
@@ -97,31 +98,17 @@ function M.exec(command, arguments, on_result)
   return true
 end
 
---- Turn a command's answer into one line a person can read.
+--- The short line the server put in a command's answer (`message`); nil when there is none.
 --- @param result any
 --- @return string|nil
 function M.describe(result)
-  if result == nil or result == vim.NIL then
-    return nil
-  end
-  if type(result) ~= 'table' then
-    return tostring(result)
-  end
-  if type(result.message) == 'string' then
+  if type(result) == 'table' and type(result.message) == 'string' then
     return result.message
   end
-  local parts = {}
-  if type(result.progress) == 'table' and type(result.progress.message) == 'string' then
-    table.insert(parts, result.progress.message)
+  if type(result) == 'string' then
+    return result
   end
-  for _, key in ipairs({ 'state', 'phase', 'runId', 'servedModel', 'previousModel' }) do
-    local value = result[key]
-    if value ~= nil and value ~= vim.NIL then
-      table.insert(parts, ('%s: %s'):format(key, type(value) == 'table' and vim.json.encode(value)
-        or tostring(value)))
-    end
-  end
-  return #parts > 0 and table.concat(parts, ' · ') or vim.json.encode(result)
+  return nil
 end
 
 --- :AiLspFinetune [trace files...]: fine-tune on the server's own traces (plus any given).
@@ -149,10 +136,48 @@ function M.rollback()
   end)
 end
 
---- @param model_path string A fused model folder to serve.
+--- @param model_path string A model from `:AiLspModels` (a folder or the base model's name).
 function M.use_model(model_path)
-  return M.exec(M.commands.use, { vim.fn.fnamemodify(model_path, ':p') }, function(result)
+  local path = vim.fn.isdirectory(model_path) == 1 and vim.fn.fnamemodify(model_path, ':p')
+    or model_path
+  path = path:gsub('/$', '')
+  return M.exec(M.commands.use, { path }, function(result)
     notify(M.describe(result) or ('now serving ' .. model_path))
+  end)
+end
+
+--- One line per model for a picker: what it is, whether it serves, its metrics.
+--- @param model table A row of `ai-lsp.model.list`.
+--- @return string
+function M.format_model(model)
+  local parts = { (model.serving == true and '● ' or '  ') .. (model.label or model.path) }
+  local metrics = type(model.metrics) == 'table' and model.metrics or nil
+  if metrics then
+    if type(metrics.schema_valid_rate) == 'number' then
+      table.insert(parts, ('schema-valid %d%%'):format(math.floor(metrics.schema_valid_rate * 100 + 0.5)))
+    end
+    if type(metrics.n) == 'number' then
+      table.insert(parts, ('%d test examples'):format(metrics.n))
+    end
+  end
+  if type(model.createdAt) == 'string' then
+    table.insert(parts, model.createdAt)
+  end
+  return table.concat(parts, ' · ')
+end
+
+--- :AiLspModels: pick a model of this workspace (base and fine-tunes) to serve.
+function M.models()
+  return M.exec(M.commands.list, nil, function(result)
+    local models = type(result) == 'table' and result.models or {}
+    vim.ui.select(models, { prompt = 'AI LSP models', format_item = M.format_model },
+      function(choice)
+        if choice and choice.serving ~= true then
+          M.exec(M.commands.use, { choice.path }, function(used)
+            notify(M.describe(used) or ('now serving ' .. choice.path))
+          end)
+        end
+      end)
   end)
 end
 
@@ -197,6 +222,10 @@ function M._on_progress(ev)
   item.percentage = value.percentage or item.percentage
   item.done = value.kind == 'end'
   M.progress[token] = item
+  if item.done and value.message then
+    -- The end state (done, cancelled, failed) stays in :messages after the statusline clears.
+    notify(value.message)
+  end
   if item.done then
     -- Keep the last words on screen briefly, then clear the component.
     vim.defer_fn(function()
@@ -209,14 +238,25 @@ function M._on_progress(ev)
   vim.cmd.redrawstatus()
 end
 
---- window/showMessageRequest: announce it (User AiLspMessage), then ask as Neovim does.
---- The server acts on the chosen action itself (e.g. "Roll back" after a model swap).
+--- Actions the user can take later with a command instead of answering a modal prompt.
+M.later = { ['Roll back'] = ':AiLspRollback' }
+
+--- window/showMessageRequest: announce it (User AiLspMessage); a "Roll back" offer is a
+--- non-modal notice (it stays in :messages) with the command that does it, anything else is
+--- asked as Neovim does. The server acts on the chosen action itself.
 local function show_message_request(err, params, ctx)
   vim.api.nvim_exec_autocmds('User', {
     pattern = 'AiLspMessage',
     modeline = false,
     data = { message = params.message, type = params.type, actions = params.actions },
   })
+  local actions = params.actions or {}
+  if #actions == 1 and M.later[actions[1].title] then
+    local level = params.type == 1 and vim.log.levels.ERROR or params.type == 2
+      and vim.log.levels.WARN or vim.log.levels.INFO
+    notify(('%s (%s to undo)'):format(params.message, M.later[actions[1].title]), level)
+    return vim.NIL
+  end
   return vim.lsp.handlers['window/showMessageRequest'](err, params, ctx)
 end
 

@@ -1,0 +1,107 @@
+"""Model lineage: what a workspace served, in order, and which fine-tuned models stay on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ai_lsp_tune.config import FinetuneSettings
+from ai_lsp_tune.server.finetune_context import FinetuneOptions
+from ai_lsp_tune.server.finetune_models import find_listed, model_list, short_path
+from ai_lsp_tune.serving.registry import ModelEntry, ModelRegistry
+
+
+def finetuned(runs: Path, run_id: str) -> str:
+    model = runs / run_id / "output" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    return str(model)
+
+
+def test_rollback_steps_back_one_model_per_call_down_to_the_base(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    assert registry.model_to_serve("base") == "base"
+    registry.record_swap("ft1", "base")
+    registry.record_swap("ft2", "ft1")
+    restarted = ModelRegistry(tmp_path)  # persisted
+    assert (restarted.served, restarted.previous) == ("ft2", "ft1")
+    restarted.record_rollback()
+    assert (restarted.served, restarted.previous) == ("ft1", "base")
+    restarted.record_rollback()
+    assert (restarted.served, restarted.previous) == ("base", None)  # no toggling back to ft2
+
+
+def test_a_version_1_registry_still_rolls_back(tmp_path: Path) -> None:
+    (tmp_path / "models.json").write_text('{"version": 1, "served": "ft", "previous": "base"}')
+    registry = ModelRegistry(tmp_path)
+    assert (registry.served, registry.previous) == ("ft", "base")
+
+
+@pytest.mark.parametrize(
+    ("settings", "continue_from_served", "expected"),
+    [
+        ({}, False, "configured"),
+        ({"continueFromServed": True}, False, "served"),
+        ({}, True, "served"),
+        ({"baseModel": "chosen"}, True, "chosen"),
+    ],
+)
+def test_a_fine_tune_starts_from_the_base_unless_asked_to_continue(
+    settings: dict[str, object], continue_from_served: bool, expected: str
+) -> None:
+    options = FinetuneOptions(
+        settings=FinetuneSettings.model_validate(settings),
+        configured_model="configured",
+        continue_from_served=continue_from_served,
+    )
+    assert options.base_model("served") == expected
+
+
+def test_retention_keeps_the_newest_and_never_the_served_previous_or_base(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    registry = ModelRegistry(tmp_path)
+    models = [finetuned(runs, f"r{i}") for i in range(5)]
+    for i, path in enumerate(models):
+        registry.record_model(ModelEntry(path=path, run_id=f"r{i}", base_model="base"))
+    registry.record_swap(models[0], "base")  # r0 served, then r1: r0 is the previous one
+    registry.record_swap(models[1], models[0])
+    outside = tmp_path / "elsewhere" / "model"
+    outside.mkdir(parents=True)
+    registry.record_model(ModelEntry(path=str(outside), run_id="x"))
+
+    deleted = registry.prune(2, protect={models[1], models[0], "base"}, runs_dir=runs)
+    assert deleted == [models[2], models[3]]
+    assert not (runs / "r2").exists() and not (runs / "r3").exists()
+    assert all(Path(p).is_dir() for p in (models[0], models[1], models[4], outside))
+    assert [m.path for m in ModelRegistry(tmp_path).models] == [
+        models[0],
+        models[1],
+        models[4],
+        str(outside),
+    ]
+
+
+def test_the_model_list_puts_the_base_first_and_marks_what_serves(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    ft = finetuned(tmp_path / "runs", "r1")
+    registry.record_model(
+        ModelEntry(path=ft, run_id="r1", base_model="base", metrics={"n": 3}, examples={"test": 3})
+    )
+    registry.record_swap(ft, "base")
+    rows = model_list(registry, base="base", serving=ft)
+    assert [(r["path"], r["runId"], r["serving"]) for r in rows] == [
+        ("base", None, False),
+        (ft, "r1", True),
+    ]
+    assert rows[1]["metrics"] == {"n": 3} and rows[1]["baseModel"] == "base"
+    assert find_listed(rows, ft + "/") == ft  # the same folder, spelled differently
+    assert find_listed(rows, str(tmp_path)) is None
+
+
+def test_long_paths_are_shortened_for_messages() -> None:
+    home = Path.home()
+    long = home / ".local/share/ai-lsp-tune/workspaces/p-1/finetune/runs/r1/output/model"
+    assert short_path(str(long)) == "~/…/runs/r1/output/model"
+    assert short_path("mlx-community/gemma-2-2b-it-4bit") == "mlx-community/gemma-2-2b-it-4bit"
+    assert short_path("/opt/models/deep/tiny") == "/…/deep/tiny"
