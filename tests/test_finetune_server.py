@@ -187,13 +187,17 @@ async def test_cancel_keeps_the_served_model_and_the_next_run_resumes(
         )
         reports = await student.wait_ended(token, timeout_s=15)
         check_progress(reports)
-        assert "cancelled" in reports[-1].message and "checkpoint kept" in reports[-1].message
+        ended = reports[-1].message
+        assert "cancelled" in ended and "the next run resumes from its checkpoint" in ended
+        shown = [m.message for m in student.client.messages]  # not only the bar's end
+        assert any("the next run resumes from its checkpoint" in m for m in shown), shown
         status = await student.status()
         assert status["state"] == "cancelled" and status["lastRun"]["resumable"] is True
         assert status["servedModel"] == str(tiny_model)
 
         again = await student.command(commands.FINETUNE)
         assert again["runId"] == first["runId"]  # the same run, resumed from its checkpoint
+        assert again["message"].startswith("Resuming fine-tune")
         token2 = again["progressToken"]
         assert token2 != token
         reports = await student.wait_ended(token2, timeout_s=240)
@@ -203,6 +207,43 @@ async def test_cancel_keeps_the_served_model_and_the_next_run_resumes(
         assert steps and steps[0] >= 2, steps  # training went on from the checkpoint
         status = await student.status()
         assert status["state"] in ("succeeded", "rejected"), status
+    finally:
+        await stop_session(student.session)
+
+
+async def test_a_run_after_changing_settings_starts_fresh_and_says_so(
+    taught_workspace: Path, isolated_home: Path, tiny_model: Path
+) -> None:
+    student = await start_student(
+        taught_workspace, isolated_home, tiny_model, **{**QUICK, "numEpochs": 50}
+    )
+    try:
+        first = await student.command(commands.FINETUNE)
+        token = first["progressToken"]
+        await student.session.wait_for(
+            lambda: any(
+                "training 2/" in getattr(r, "message", "") for r in student.progress(token)
+            ),
+            timeout_s=120,
+            what="two training steps",
+        )
+        cancelled = await student.command(commands.FINETUNE_CANCEL)
+        assert cancelled["cancelled"] is True and "checkpoint" in cancelled["message"]
+        await student.wait_ended(token, timeout_s=15)
+        assert (await student.status())["lastRun"]["resumable"] is True
+
+        student.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"aiLsp": {"finetune": {"numEpochs": 49}}})
+        )
+        again = await student.command(commands.FINETUNE)
+        assert again["runId"] != first["runId"]  # not the cancelled run: its settings differ
+        assert "starting fresh" in again["message"] and "numEpochs 50 → 49" in again["message"]
+        reports = await student.session.wait_for(
+            lambda: student.progress(again["progressToken"]), timeout_s=30, what="progress"
+        )
+        assert "starting fresh" in reports[0].message and "numEpochs 50 → 49" in reports[0].message
+        await student.command(commands.FINETUNE_CANCEL)
+        await student.wait_ended(again["progressToken"], timeout_s=60)
     finally:
         await stop_session(student.session)
 
@@ -348,7 +389,10 @@ async def test_arguments_outside_the_workspace_are_refused(
 async def test_two_fine_tunes_both_start_from_the_base_and_rollback_walks_back_to_it(
     taught_workspace: Path, isolated_home: Path, tiny_model: Path
 ) -> None:
-    student = await start_student(taught_workspace, isolated_home, tiny_model, **QUICK, force=True)
+    # numLayers 16 (the default) on a 2-layer model: all layers are adapted, and it says so.
+    student = await start_student(
+        taught_workspace, isolated_home, tiny_model, **QUICK, force=True, numLayers=16
+    )
     try:
         candidates = []
         for attempt in range(2):
@@ -361,7 +405,9 @@ async def test_two_fine_tunes_both_start_from_the_base_and_rollback_walks_back_t
             assert run["baseModel"] == str(tiny_model), attempt  # never the previous fine-tune
             assert status["servedModel"] == run["candidateModel"]
             assert run["summary"] == reports[-1].message
+            assert any("adapting all 2 layers" in note for note in run["notes"]), run["notes"]
             candidates.append(run["candidateModel"])
+        assert any("adapting all 2 layers" in m.message for m in student.client.log_messages)
 
         listed = await student.command(commands.MODEL_LIST)
         rows = listed["models"]

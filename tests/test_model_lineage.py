@@ -9,6 +9,7 @@ import pytest
 from ai_lsp_tune.config import FinetuneSettings
 from ai_lsp_tune.server.finetune_context import FinetuneOptions
 from ai_lsp_tune.server.finetune_models import find_listed, model_list, short_path
+from ai_lsp_tune.server.finetune_training import editor_terms
 from ai_lsp_tune.serving.registry import ModelEntry, ModelRegistry
 
 
@@ -105,3 +106,21 @@ def test_long_paths_are_shortened_for_messages() -> None:
     assert short_path(str(long)) == "~/…/runs/r1/output/model"
     assert short_path("mlx-community/gemma-2-2b-it-4bit") == "mlx-community/gemma-2-2b-it-4bit"
     assert short_path("/opt/models/deep/tiny") == "/…/deep/tiny"
+
+
+@pytest.mark.parametrize(
+    ("worker_says", "editor_shows"),
+    [
+        (
+            "--lora-rank 512 is more than the hidden size 96; pass --lora-rank 96 or less.",
+            "aiLsp.finetune.loraRank 512 is more than the hidden size 96; "
+            "pass aiLsp.finetune.loraRank 96 or less.",
+        ),
+        ("no examples fit --max-seq-length 16", "no examples fit aiLsp.finetune.maxSeqLength 16"),
+        ("pass --model-name /path", "pass aiLsp.model (or aiLsp.finetune.baseModel) /path"),
+    ],
+)
+def test_worker_errors_shown_in_the_editor_name_editor_settings(
+    worker_says: str, editor_shows: str
+) -> None:
+    assert editor_terms(worker_says) == editor_shows

@@ -168,7 +168,6 @@ def _corrupt_copy(tiny_model: Path, target: Path) -> Path:
         ("corrupt_weights", "bad_model", "incomplete or corrupt"),
         ("no_config", "bad_model", "no config.json"),
         ("hub_offline", "model_not_found", "--model-name /path/to/model"),
-        ("too_many_layers", "bad_hyperparameter", "--num-layers 64"),
         ("empty_dataset", "bad_dataset", "has no examples"),
         ("all_too_long", "bad_dataset", "--max-seq-length"),
     ],
@@ -185,8 +184,6 @@ def test_bad_input_gets_one_clear_error(
         options["model_name"] = str(tmp_path / "empty-model")
     elif case == "hub_offline":
         options["model_name"] = "mlx-community/not-cached-anywhere-4bit"
-    elif case == "too_many_layers":
-        options["num_layers"] = 64
     elif case == "empty_dataset":
         dataset = tmp_path / "dataset.json"
         dataset.write_text("")
@@ -218,3 +215,21 @@ async def test_a_killed_worker_is_reported_not_awaited_forever(
     assert isinstance(outcome.event, ErrorEvent)
     assert outcome.event.kind == "oom"  # SIGKILL: most likely the OOM killer
     assert "SIGKILL" in outcome.event.message
+
+
+def test_more_layers_than_the_model_has_adapts_all_of_them_and_says_so(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    dataset = write_splits(tmp_path / "data", 8, 2, 2)
+    request = fast_request(
+        tiny_model, tmp_path, dataset, num_epochs=1, eval_max_tokens=16, num_layers=16
+    )
+    events: list[WorkerEvent] = []
+    outcome = run_training(request, events.append)
+    assert outcome.status == "done", outcome.event  # the tiny model has 2 layers
+    said = [e.message for e in events if e.phase == "warning" and "num_layers" in e.message]
+    assert said == ["num_layers 16 is more than the 2 layers of " + str(tiny_model)
+                    + ": adapting all 2 layers"]  # fmt: skip
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["hyperparameters"]["num_layers"] == 2
+    assert run["notes"] == said

@@ -52,8 +52,10 @@ from ai_lsp_tune.server.finetune_state import (
     JobState,
     ProgressSnapshot,
     RunRecord,
+    changed_inputs,
     check_transition,
     load_record,
+    run_inputs,
     save_record,
 )
 from ai_lsp_tune.server.finetune_training import TrainOutcome, build_request, train_candidate
@@ -104,6 +106,7 @@ class FinetuneJob:
         self._preparation: DatasetPreparation | None = None
         self._cancel_requested = False
         self._resumed = False
+        self._fresh_because: str | None = None
         self._follow_ups: set[asyncio.Task[None]] = set()
 
     # --- the commands' side ----------------------------------------------------------------
@@ -123,7 +126,7 @@ class FinetuneJob:
                 f"a fine-tune is already in progress (run {self.record.run_id}, "
                 f"{self._message or self.state}); cancel it first or wait for it to finish"
             )
-        resumed = self._resumable(options)
+        resumed, self._fresh_because = self._resumable(options)
         self._resumed = resumed is not None
         run_id = resumed.run_id if resumed else new_run_id()
         run_dir = Path(resumed.run_dir) if resumed else self.ctx.runs_dir / run_id
@@ -141,6 +144,7 @@ class FinetuneJob:
             base_model=base_model,
             baseline_model=serving,
             examples=resumed.examples if resumed else None,
+            inputs=run_inputs(options, base_model),
         )
         self._meter = ProgressMeter()
         self._cancel_requested = False
@@ -150,13 +154,18 @@ class FinetuneJob:
         self._task = asyncio.create_task(self._run(options, resume=resumed is not None))
         return run_id
 
-    def _resumable(self, options: FinetuneOptions) -> RunRecord | None:
+    def _resumable(self, options: FinetuneOptions) -> tuple[RunRecord | None, str | None]:
+        """The cancelled run to resume, or None and why the run starts fresh instead."""
         last = self.record
         if not (options.resume and last and last.state == JobState.CANCELLED and last.resumable):
-            return None
-        if options.base_model(self.ctx.served_model().current_path) != last.base_model:
-            return None
-        return last if Path(last.run_dir).is_dir() else None
+            return None, None
+        base = options.base_model(self.ctx.served_model().current_path) or ""
+        changed = changed_inputs(last.inputs, run_inputs(options, base))
+        if changed:
+            return None, f"the settings changed since the cancelled run ({changed})"
+        if not Path(last.run_dir).is_dir():
+            return None, "the cancelled run's folder is gone"
+        return last, None
 
     def cancel(self) -> bool:
         """Ask the run to stop (the worker keeps a checkpoint); False when nothing can stop."""
@@ -204,9 +213,10 @@ class FinetuneJob:
         """The reply to ``ai-lsp.finetune``: which run, from which model."""
         assert self.record is not None
         how = "Resuming" if self._resumed else "Started"
+        fresh = f" (starting fresh: {self._fresh_because})" if self._fresh_because else ""
         return (
             f"{how} fine-tune {self.record.run_id} from {short_path(self.record.base_model)}"
-            "; progress follows"
+            f"{fresh}; progress follows"
         )
 
     def _status_line(self, serving: str | None) -> str:
@@ -256,7 +266,8 @@ class FinetuneJob:
         assert self._progress is not None and self.record is not None
         summary = "stopped"
         try:
-            await self._progress.begin("0% · preparing the dataset")
+            fresh = f" (starting fresh: {self._fresh_because})" if self._fresh_because else ""
+            await self._progress.begin(f"0% · preparing the dataset{fresh}")
             summary = await self._flow(options, resume=resume)
         except asyncio.CancelledError:
             summary = "stopped: the server is shutting down"
@@ -272,7 +283,12 @@ class FinetuneJob:
                 self.record.finished_at = time.time()
                 self.record.summary = summary
                 self._save()
-            self._progress.end(summary, kind=_END_KIND.get(self.state, lsp.MessageType.Info))
+            # A cancel has no follow-up message: its end state is shown, not only the bar's end.
+            self._progress.end(
+                summary,
+                kind=_END_KIND.get(self.state, lsp.MessageType.Info),
+                show=self.state == JobState.CANCELLED,
+            )
 
     async def _flow(self, options: FinetuneOptions, *, resume: bool) -> str:
         """The run itself; returns the line that ends the progress."""
@@ -291,7 +307,7 @@ class FinetuneJob:
             self._report(ProgressStep("preparing", note="resuming"), self._meter.preparing(1.0))
         if self._cancel_requested:
             self._finish(JobState.CANCELLED, "cancelled before training started")
-            return "cancelled"
+            return "Fine-tune cancelled before training started; the next run starts over"
 
         self._transition(JobState.TRAINING, phase="loading")
         outcome = await self._train(options, dataset_dir, run_dir / "output", resume)
@@ -302,9 +318,9 @@ class FinetuneJob:
                     JobState.CANCELLED, "cancelled; the next run resumes from its checkpoint"
                 )
                 at = self._meter.percentage
-                return f"cancelled at {at}% (checkpoint kept: the next run resumes)"
+                return f"Fine-tune cancelled at {at}%; the next run resumes from its checkpoint"
             self._finish(JobState.CANCELLED, "cancelled before the first checkpoint")
-            return "cancelled (no checkpoint yet: the next run starts over)"
+            return "Fine-tune cancelled before its first checkpoint; the next run starts over"
         if outcome.error is not None:
             self._finish(JobState.FAILED, outcome.error)
             return f"failed: {outcome.error}; still serving {record.baseline_model}"
@@ -436,7 +452,18 @@ class FinetuneJob:
             output_dir=output_dir,
             resume=resume,
         )
-        return await train_candidate(request, on_step=on_step, on_runner=on_runner)
+
+        def on_warning(message: str) -> None:
+            logger.warning("fine-tune %s: %s", self._run_id, message)
+            self._ls.window_log_message(
+                lsp.LogMessageParams(type=lsp.MessageType.Warning, message=f"fine-tune: {message}")
+            )
+            if self.record is not None:
+                self.record.notes.append(message)
+
+        return await train_candidate(
+            request, on_step=on_step, on_runner=on_runner, on_warning=on_warning
+        )
 
     def _follow_up(self, coro: Coroutine[Any, Any, None]) -> None:
         """A message whose answer may come much later; the run does not wait for it."""

@@ -207,15 +207,17 @@ class ProgressChannel:
             self._last_logged_decile = percentage // 10
             self._log(f"{self._title}: {message}")
 
-    def end(self, message: str, *, kind: lsp.MessageType = lsp.MessageType.Info) -> None:
-        """Close the progress with its outcome (idempotent); errors are also shown."""
+    def end(
+        self, message: str, *, kind: lsp.MessageType = lsp.MessageType.Info, show: bool = False
+    ) -> None:
+        """Close the progress with its outcome (idempotent); errors (and ``show``) also shown."""
         if self._ended:
             return
         self._ended = True
         if self.uses_work_done_progress:
             self._ls.work_done_progress.end(self.token, lsp.WorkDoneProgressEnd(message=message))
             self._ls.work_done_progress.tokens.pop(self.token, None)
-            if kind != lsp.MessageType.Error:
+            if kind != lsp.MessageType.Error and not show:
                 return  # the bar's end says it; a success is followed up with the metrics
         self._show(f"{self._title}: {message}", kind)
 

@@ -90,6 +90,10 @@ class RunRecord(_Camel):
     swapped: bool = False
     resumable: bool = Field(default=False, description="A cancelled run left a checkpoint.")
     summary: str | None = Field(default=None, description="The line that ended its progress.")
+    notes: list[str] = Field(default_factory=list, description="The worker's warnings.")
+    inputs: dict[str, Any] | None = Field(
+        default=None, description="Model, trace sources and hyper-parameters it was started with."
+    )
 
 
 class ProgressSnapshot(_Camel):
@@ -108,6 +112,32 @@ class FinetuneStatus(_Camel):
     served_model: str | None = None
     previous_model: str | None = None
     message: str = ""
+
+
+# The settings that shape what a run trains; a checkpoint is resumed only when they match.
+TRAINING_SETTINGS = (
+    "num_epochs", "batch_size", "learning_rate", "max_seq_length", "lora_rank", "num_layers",
+)  # fmt: skip
+
+
+def run_inputs(options: Any, base_model: str) -> dict[str, Any]:
+    """What a run is made of (``FinetuneOptions``): base model, trace sources, hyper-parameters."""
+    settings = options.settings
+    inputs: dict[str, Any] = {to_camel(k): getattr(settings, k) for k in TRAINING_SETTINGS}
+    inputs["baseModel"] = base_model
+    inputs["extraTraces"] = sorted(str(p) for p in options.extra_traces)
+    return inputs
+
+
+def changed_inputs(before: dict[str, Any] | None, now: dict[str, Any]) -> str:
+    """``numLayers 16 → 2, baseModel a → b``; empty when nothing changed (or nothing known)."""
+    if before is None:
+        return ""
+    return ", ".join(
+        f"{key} {before.get(key)} → {value}" if key != "extraTraces" else "extraTraces"
+        for key, value in now.items()
+        if before.get(key) != value
+    )
 
 
 def load_record(path: Path) -> RunRecord | None:

@@ -8,10 +8,13 @@ steps and its final event into a ``TrainOutcome`` the job's gate reads.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic.alias_generators import to_camel
 
 from ai_lsp_tune.config import FinetuneSettings
 from ai_lsp_tune.server.finetune_progress import ProgressStep, metrics_dict
@@ -64,6 +67,19 @@ def build_request(
     )
 
 
+# The worker speaks CLI flags (``--num-layers``); in the editor they are settings.
+_FLAG_TO_SETTING = {
+    f"--{name.replace('_', '-')}": f"aiLsp.finetune.{to_camel(name)}"
+    for name in FinetuneSettings.model_fields
+} | {"--model-name": "aiLsp.model (or aiLsp.finetune.baseModel)"}
+_FLAG = re.compile("|".join(re.escape(flag) for flag in sorted(_FLAG_TO_SETTING, key=len)[::-1]))
+
+
+def editor_terms(text: str) -> str:
+    """A worker message with each CLI flag named as the editor setting that sets it."""
+    return _FLAG.sub(lambda m: _FLAG_TO_SETTING[m.group(0)], text)
+
+
 def progress_step(event: Any) -> ProgressStep | None:
     """A worker event as a progress step; None for final events and warnings."""
     if isinstance(event, events.TrainingEvent):
@@ -104,7 +120,7 @@ def outcome_of(final: events.FinalEvent) -> TrainOutcome:
         )
     if isinstance(final, events.CancelledEvent):
         return TrainOutcome(cancelled=True, checkpoint_kept=final.checkpoint_iteration is not None)
-    return TrainOutcome(error=f"{final.message} ({final.kind})")
+    return TrainOutcome(error=f"{editor_terms(final.message)} ({final.kind})")
 
 
 def _gate(after: EvalMetrics | None, before: EvalMetrics | None) -> bool:
@@ -119,11 +135,14 @@ async def train_candidate(
     *,
     on_step: Callable[[ProgressStep], None],
     on_runner: Callable[[Any], None],
+    on_warning: Callable[[str], None] | None = None,
 ) -> TrainOutcome:
     """Run the worker to its end; ``on_runner`` gets the runner so the job can cancel it."""
     from ai_lsp_tune.training.runner import TrainingRunner
 
     def on_event(event: Any) -> None:
+        if isinstance(event, events.WarningEvent) and on_warning is not None:
+            on_warning(editor_terms(event.message))
         step = progress_step(event)
         if step is not None:
             on_step(step)

@@ -36,7 +36,7 @@ from ai_lsp_tune.training.events import (
     LoadingEvent,
     WarningEvent,
 )
-from ai_lsp_tune.training.loop import check_fits, train_lora
+from ai_lsp_tune.training.loop import check_fits, fit_layers, train_lora
 from ai_lsp_tune.training.modelio import load_model
 from ai_lsp_tune.training.request import TrainRequest
 from ai_lsp_tune.training.splits import (
@@ -257,6 +257,9 @@ def _run(request: TrainRequest, channel: EventChannel, stop: threading.Event) ->
     channel.emit(LoadingEvent(message=f"Loading {request.model_name}", fraction=at("loading")))
     splits, invalid = _load_dataset(request, channel)
     model, tokenizer, config, model_path = load_model(request.model_name)
+    request, layers_note = fit_layers(model, request)
+    if layers_note:
+        channel.emit(WarningEvent(message=layers_note))
     check_fits(model, request)  # hyper-parameters: before any evaluation or training
     data = _tokenized(request, tokenizer, splits, invalid, channel)
     request = _fit_batch_size(request, len(data["tokens"]["train"]), channel)
@@ -302,6 +305,7 @@ def _run(request: TrainRequest, channel: EventChannel, stop: threading.Event) ->
         after=after,
         eval_split=eval_split,
         started=started,
+        notes=[layers_note] if layers_note else [],
     )
     shutil.rmtree(partial / "checkpoint", ignore_errors=True)
     publish.publish(partial, request.output_dir)

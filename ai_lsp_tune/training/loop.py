@@ -144,15 +144,23 @@ class _Reporter:
         self._emit(iteration, val_loss=val_loss)
 
 
+def fit_layers(model: Any, request: TrainRequest) -> tuple[TrainRequest, str | None]:
+    """More layers asked for than the model has means all of them (as ``mlx_lm lora`` does).
+
+    Returns the request to train with and, when it changed, the line that says so.
+    """
+    layers = len(model.layers)
+    if request.num_layers <= layers:
+        return request, None
+    note = (
+        f"num_layers {request.num_layers} is more than the {layers} layers of "
+        f"{request.model_name}: adapting all {layers} layers"
+    )
+    return request.model_copy(update={"num_layers": layers}), note
+
+
 def check_fits(model: Any, request: TrainRequest) -> None:
     """Refuse hyper-parameters the model cannot take, before anything expensive runs."""
-    layers = len(model.layers)
-    if request.num_layers > layers:
-        raise WorkerError(
-            "bad_hyperparameter",
-            f"--num-layers {request.num_layers} is more than the {layers} layers of "
-            f"{request.model_name}; pass --num-layers {layers} or -1 for all.",
-        )
     hidden = getattr(getattr(model, "args", None), "hidden_size", None)
     if isinstance(hidden, int) and request.lora_rank > hidden:
         raise WorkerError(
@@ -169,7 +177,7 @@ def _prepare(model: Any, request: TrainRequest) -> None:
     check_fits(model, request)
     model.freeze()
     params = {"rank": request.lora_rank, "scale": request.lora_scale, "dropout": 0.0}
-    linear_to_lora_layers(model, request.num_layers, params)
+    linear_to_lora_layers(model, min(request.num_layers, len(model.layers)), params)
 
 
 def train_lora(

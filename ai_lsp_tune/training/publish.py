@@ -75,6 +75,7 @@ def write_run_json(
     after: EvalMetrics,
     eval_split: str,
     started: float,
+    notes: list[str] | None = None,
 ) -> Path:
     """The manifest: what was trained on what, how, and how well (before and after)."""
     tokens = data["tokens"]
@@ -90,6 +91,7 @@ def write_run_json(
         "skipped_invalid_answer": {name: data["invalid_answers"].get(name, 0) for name in tokens},
         "cropped_too_long": data.get("cropped", {}),
         "hyperparameters": request.model_dump(mode="json", include=HYPERPARAMETERS),
+        "notes": notes or [],  # settings adjusted to the model (e.g. num_layers beyond its layers)
         "iterations": trained.iterations,
         "best_iteration": trained.best_iteration,
         "best_val_loss": trained.best_val_loss,

@@ -85,8 +85,7 @@ def test_plain_text_answers_fail_clearly_and_keep_the_previous_model(
 @pytest.mark.parametrize(
     ("options", "needle"),
     [
-        ({"num_layers": 64}, "--num-layers 64"),  # the tiny model has 2 layers
-        ({"lora_rank": 512}, "--lora-rank 512"),  # and a hidden size of 96
+        ({"lora_rank": 512}, "--lora-rank 512"),  # the tiny model has a hidden size of 96
     ],
 )
 def test_bad_hyperparameters_fail_before_any_evaluation(

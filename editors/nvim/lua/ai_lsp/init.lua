@@ -222,10 +222,6 @@ function M._on_progress(ev)
   item.percentage = value.percentage or item.percentage
   item.done = value.kind == 'end'
   M.progress[token] = item
-  if item.done and value.message then
-    -- The end state (done, cancelled, failed) stays in :messages after the statusline clears.
-    notify(value.message)
-  end
   if item.done then
     -- Keep the last words on screen briefly, then clear the component.
     vim.defer_fn(function()
