@@ -33,7 +33,15 @@ TINY_FINETUNE = {
 }
 # Enough training for the tiny model to learn the teacher's answer (flags FLAW) for a file it
 # has not seen, in ~30 s: with 8 epochs at 5e-4 it sometimes wrote the answer's keys mixed up.
-LEARN = {"numEpochs": 12, "batchSize": 1, "learningRate": 1e-3, "loraRank": 16}
+# Its 16 teacher files leave 2 test examples: too few for the default gate (minTestExamples 5),
+# so the story lowers it to see the swap; tests of the gate itself raise it again.
+LEARN = {
+    "numEpochs": 12,
+    "batchSize": 1,
+    "learningRate": 1e-3,
+    "loraRank": 16,
+    "minTestExamples": 1,
+}
 
 
 def source_file(n: int) -> str:

@@ -137,6 +137,7 @@ async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
         await student.session.wait_for(lambda: student.requests, what="the what-changed message")
         (told,) = student.requests
         assert "snippet F1 0.00 → 1.00" in told.message
+        assert f"({run['testExamples']} test example" in told.message
         assert [a.title for a in told.actions or []] == ["Roll back"]
 
         # Diagnostics now come from the new model: it flags what the teacher flagged.
@@ -162,6 +163,39 @@ async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
         assert rolled["servedModel"] == str(tiny_model)
         assert rolled["previousModel"] is None  # the base: nothing older to roll back to
         assert rolled["message"].startswith("Rolled back: now serving")
+    finally:
+        await stop_session(student.session)
+
+
+async def test_too_few_test_examples_are_no_reason_to_swap_but_the_user_may(
+    taught_workspace: Path, isolated_home: Path, tiny_model: Path
+) -> None:
+    student = await start_student(
+        taught_workspace, isolated_home, tiny_model, **{**LEARN, "minTestExamples": 1000}
+    )
+    student.answer = "Use it anyway"
+    try:
+        started = await student.command(commands.FINETUNE)
+        reports = await student.wait_ended(started["progressToken"], timeout_s=300)
+        status = await student.status()
+        run = status["lastRun"]
+        assert status["state"] == "rejected" and run["gate"] == "too few test examples", run
+        count = run["testExamples"]
+        assert count == run["metricsAfter"]["n"] and 1 <= count < 1000
+        assert f"only {count} test example" in reports[-1].message
+        assert "minTestExamples is 1000" in reports[-1].message
+        assert run["summary"] == reports[-1].message
+
+        (offer,) = await student.session.wait_for(
+            lambda: student.requests, timeout_s=30, what="the offer to use it anyway"
+        )
+        assert [a.title for a in offer.actions or []] == ["Use it anyway"]
+        assert "more traces" in offer.message and "test example" in offer.message
+        await student.wait_status(
+            lambda s: s["servedModel"] == run["candidateModel"],
+            timeout_s=60,
+            what="the model the user chose to serve",
+        )
     finally:
         await stop_session(student.session)
 

@@ -62,6 +62,12 @@ from ai_lsp_tune.server.finetune_training import TrainOutcome, build_request, tr
 from ai_lsp_tune.serving.registry import ModelEntry, now_iso
 
 logger = logging.getLogger(__name__)
+
+
+def _tests(count: int) -> str:
+    return f"{count} test example" if count == 1 else f"{count} test examples"
+
+
 __all__ = [
     "FinetuneJob",
     "FinetuneOptions",
@@ -329,17 +335,23 @@ class FinetuneJob:
         record.metrics_before, record.metrics_after = outcome.metrics_before, outcome.metrics_after
         self._remember_candidate(record)
         passed = outcome.not_worse
+        record.test_examples = int((record.metrics_after or {}).get("n") or 0)
+        too_few = record.test_examples < options.settings.min_test_examples
         record.gate = "passed" if passed else ("forced" if options.settings.force else "failed")
+        if passed and too_few and not options.settings.force:
+            record.gate = "too few test examples"
         change = describe_change(record.metrics_before, record.metrics_after)
-        if not passed and not options.settings.force:
-            self._transition(JobState.REJECTED, reason="the new model scored worse; not swapped")
-            await self._retain(options)
-            self._follow_up(
-                self.offer_after_rejection(
-                    record.candidate_model, record.metrics_before, record.metrics_after
-                )
+        if record.gate in ("failed", "too few test examples"):
+            why = (
+                "the new model scored worse"
+                if record.gate == "failed"
+                else f"only {_tests(record.test_examples)} to judge it on "
+                f"(aiLsp.finetune.minTestExamples is {options.settings.min_test_examples})"
             )
-            return f"kept the current model: the new one scored worse ({change})"
+            self._transition(JobState.REJECTED, reason=f"{why}; not swapped")
+            await self._retain(options)
+            self._follow_up(self.offer_after_rejection(record.candidate_model, why, change))
+            return f"Kept the current model: {why} ({change})"
 
         self._transition(JobState.SWAPPING, phase="swapping")
         self._report(
@@ -487,19 +499,28 @@ class FinetuneJob:
     ) -> None:
         """Tell the user what changed, with a "Roll back" action (answered whenever they like)."""
         text = f"Fine-tuned model now serving. {describe_change(before, after)}"
+        self.record_summary_log(text)
         if await self._offer(lsp.MessageType.Info, text, ROLL_BACK):
             await self._from_message(self.rollback())
 
-    async def offer_after_rejection(
-        self, candidate: str, before: dict[str, Any] | None, after: dict[str, Any] | None
-    ) -> None:
+    async def offer_after_rejection(self, candidate: str, why: str, change: str) -> None:
         """The gate kept the old model; the user may still choose the new one."""
+        more = (
+            " More test data comes from more traces: keep using the editor with telemetry on, "
+            "or add aiLsp.finetune.extraTraces."
+            if "test example" in why
+            else ""
+        )
         text = (
-            "The fine-tuned model scored worse than the one serving, so it was not swapped in "
-            f"(set finetune.force to override). {describe_change(before, after)}"
+            f"The fine-tuned model was not swapped in: {why} "
+            f"(set aiLsp.finetune.force to swap anyway). {change}.{more}"
         )
         if await self._offer(lsp.MessageType.Warning, text, USE_ANYWAY):
             await self._from_message(self.use_model(candidate))
+
+    def record_summary_log(self, text: str) -> None:
+        """The swap's summary also goes to the log (VS Code's output channel, Neovim's log)."""
+        self._ls.window_log_message(lsp.LogMessageParams(type=lsp.MessageType.Info, message=text))
 
     async def _offer(self, kind: lsp.MessageType, text: str, action: str) -> bool:
         """Show ``text`` with one action; True when the user picked it (whenever they do)."""

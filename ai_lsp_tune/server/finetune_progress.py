@@ -268,5 +268,5 @@ def describe_change(before: dict[str, Any] | None, after: dict[str, Any] | None)
 
         parts.append(f"{label} {show(old)} → {show(new)}")
     count = after.get("n")
-    suffix = f" ({count} test examples)" if count else ""
+    suffix = f" ({count} test example{'' if count == 1 else 's'})" if count else ""
     return " · ".join(parts) + suffix

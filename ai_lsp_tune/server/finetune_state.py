@@ -86,7 +86,12 @@ class RunRecord(_Camel):
     examples: dict[str, int] | None = Field(default=None, description="Examples per split.")
     metrics_before: dict[str, Any] | None = None
     metrics_after: dict[str, Any] | None = None
-    gate: str | None = Field(default=None, description="passed | failed | forced")
+    gate: str | None = Field(
+        default=None, description="passed | failed | forced | too few test examples"
+    )
+    test_examples: int | None = Field(
+        default=None, description="How many test examples the gate's decision rests on."
+    )
     swapped: bool = False
     resumable: bool = Field(default=False, description="A cancelled run left a checkpoint.")
     summary: str | None = Field(default=None, description="The line that ended its progress.")
