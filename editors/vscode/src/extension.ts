@@ -158,8 +158,9 @@ async function startServer(
     }, RECHECK_SETTINGS_MS);
     notifier.error(
       `AI LSP: could not start \`${[serverCommand.command, ...serverCommand.args].join(' ')}\`: ` +
-        `${(err as Error).message ?? String(err)}. Install it with \`uv tool install ai-lsp-tune\` ` +
-        'or set aiLsp.server.command (e.g. ["uvx", "--from", "ai-lsp-tune", "ai-lsp", "serve"]).',
+        `${(err as Error).message ?? String(err)}. Install it (\`uv tool install .\` in a clone of ` +
+        'ai-lsp-tune), or set aiLsp.server.command to the full command line in your User settings ' +
+        '(Remote settings in a remote window); the server restarts when the setting changes.',
     );
   }
 }

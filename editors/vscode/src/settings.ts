@@ -1,36 +1,33 @@
 // Typed server settings, read from the `aiLsp.*` configuration; camelCase as on the wire.
 // Names and defaults mirror ai_lsp_tune/config.py (Settings, FinetuneSettings).
 
-export interface FinetuneSettings {
-  baseModel: string | null;
-  extraTraces: string[];
-  numEpochs: number;
-  batchSize: number;
-  learningRate: number;
-  maxSeqLength: number;
-  loraRank: number;
-  numLayers: number;
-  force: boolean;
-}
+/** Server settings (ai_lsp_tune/config.py Settings) the extension forwards when the user sets them. */
+export const SERVER_SETTINGS = [
+  'backend', 'model', 'remoteModel', 'debounceMs', 'maxTokens', 'maxInputTokens',
+  'constrainedDecoding', 'maxDocumentBytes', 'languages', 'telemetry', 'traceFile',
+] as const;
 
-export interface ServerSettings {
-  backend: 'local' | 'remote';
-  model: string;
-  remoteModel: string;
-  debounceMs: number;
-  maxTokens: number;
-  maxInputTokens: number | null;
-  constrainedDecoding: boolean;
-  maxDocumentBytes: number;
-  languages: string[];
-  telemetry: boolean;
-  traceFile: string | null;
-  finetune: FinetuneSettings;
+/** `aiLsp.finetune.*` (ai_lsp_tune/config.py FinetuneSettings). */
+export const FINETUNE_SETTINGS = [
+  'baseModel', 'continueFromServed', 'extraTraces', 'numEpochs', 'batchSize', 'learningRate',
+  'maxSeqLength', 'loraRank', 'numLayers', 'force', 'minTestExamples', 'keepModels',
+] as const;
+
+/** What goes to the server: only what the user set; the server holds every default, so an
+ * environment variable (AI_LSP_MODEL, ...) works the same as under Neovim. */
+export type ServerSettings = Record<string, unknown> & { finetune?: Record<string, unknown> };
+
+/** Where VS Code found a setting (`WorkspaceConfiguration.inspect`), as far as we read it. */
+export interface Inspected {
+  globalValue?: unknown;
+  workspaceValue?: unknown;
+  workspaceFolderValue?: unknown;
 }
 
 /** The subset of `vscode.WorkspaceConfiguration` we read (kept small so tests can fake it). */
 export interface ConfigurationReader {
   get<T>(section: string, defaultValue: T): T;
+  inspect?(section: string): Inspected | undefined;
 }
 
 export const DEFAULT_SERVER_COMMAND = ['ai-lsp', 'serve'];
@@ -41,32 +38,30 @@ export const DEFAULT_LANGUAGES = [
   'lua', 'c', 'cpp', 'java', 'ruby', 'php', 'shellscript', 'swift', 'kotlin', 'csharp',
 ];
 
-/** Settings sent to the server as `initializationOptions` and on every change. */
+/** Settings sent to the server as `initializationOptions` and on every change: user-set only. */
 export function readServerSettings(config: ConfigurationReader): ServerSettings {
-  return {
-    backend: config.get<'local' | 'remote'>('backend', 'local'),
-    model: config.get('model', 'mlx-community/gemma-2-2b-it-4bit'),
-    remoteModel: config.get('remoteModel', 'google:gemini-2.5-flash'),
-    debounceMs: config.get('debounceMs', 1000),
-    maxTokens: config.get('maxTokens', 1024),
-    maxInputTokens: config.get<number | null>('maxInputTokens', null),
-    constrainedDecoding: config.get('constrainedDecoding', true),
-    maxDocumentBytes: config.get('maxDocumentBytes', 1000000),
-    languages: config.get<string[]>('languages', []),
-    telemetry: config.get('telemetry', true),
-    traceFile: emptyToNull(config.get<string | null>('traceFile', null)),
-    finetune: {
-      baseModel: emptyToNull(config.get<string | null>('finetune.baseModel', null)),
-      extraTraces: config.get<string[]>('finetune.extraTraces', []),
-      numEpochs: config.get('finetune.numEpochs', 3),
-      batchSize: config.get('finetune.batchSize', 2),
-      learningRate: config.get('finetune.learningRate', 1e-5),
-      maxSeqLength: config.get('finetune.maxSeqLength', 2048),
-      loraRank: config.get('finetune.loraRank', 8),
-      numLayers: config.get('finetune.numLayers', 16),
-      force: config.get('finetune.force', false),
-    },
-  };
+  const settings: ServerSettings = {};
+  for (const key of SERVER_SETTINGS) {
+    if (userSet(config, key)) {
+      settings[key] = blankToNull(config.get<unknown>(key, undefined));
+    }
+  }
+  const finetune: Record<string, unknown> = {};
+  for (const key of FINETUNE_SETTINGS) {
+    if (userSet(config, `finetune.${key}`)) {
+      finetune[key] = blankToNull(config.get<unknown>(`finetune.${key}`, undefined));
+    }
+  }
+  if (Object.keys(finetune).length > 0) {
+    settings.finetune = finetune;
+  }
+  return settings;
+}
+
+function userSet(config: ConfigurationReader, section: string): boolean {
+  const seen = config.inspect?.(section);
+  return seen !== undefined &&
+    [seen.globalValue, seen.workspaceValue, seen.workspaceFolderValue].some((v) => v !== undefined);
 }
 
 /** The server command line; a clear error when the setting is unusable. */
@@ -83,9 +78,10 @@ export function readServerCommand(config: ConfigurationReader): { command: strin
 
 /** Language ids the client attaches to. */
 export function documentLanguages(settings: ServerSettings): string[] {
-  return settings.languages.length > 0 ? settings.languages : DEFAULT_LANGUAGES;
+  const languages = settings.languages;
+  return Array.isArray(languages) && languages.length > 0 ? (languages as string[]) : DEFAULT_LANGUAGES;
 }
 
-function emptyToNull(value: string | null | undefined): string | null {
-  return value === undefined || value === null || value.trim() === '' ? null : value;
+function blankToNull(value: unknown): unknown {
+  return typeof value === 'string' && value.trim() === '' ? null : value;
 }

@@ -6,6 +6,8 @@ import { test } from 'node:test';
 import {
   DEFAULT_LANGUAGES,
   documentLanguages,
+  FINETUNE_SETTINGS,
+  SERVER_SETTINGS,
   readServerCommand,
   readServerSettings,
   type ConfigurationReader,
@@ -14,7 +16,7 @@ import {
 const packageJson = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8'));
 const properties: Record<string, { default: unknown }> = packageJson.contributes.configuration.properties;
 
-/** A configuration reader backed by package.json's defaults, overridden by `values`. */
+/** A configuration reader backed by package.json's defaults; `values` are what the user set. */
 function reader(values: Record<string, unknown> = {}): ConfigurationReader {
   return {
     get<T>(section: string, fallback: T): T {
@@ -22,27 +24,30 @@ function reader(values: Record<string, unknown> = {}): ConfigurationReader {
       const declared = properties[`aiLsp.${section}`];
       return declared ? (declared.default as T) : fallback;
     },
+    inspect(section: string) {
+      return section in values ? { globalValue: values[section] } : {};
+    },
   };
 }
 
-test('every server setting is declared in package.json with the same default the client assumes', () => {
-  const declared = readServerSettings(reader());
-  const assumed = readServerSettings({ get: <T>(_: string, fallback: T) => fallback });
-  assert.deepEqual(declared, assumed);
+test('every aiLsp setting of package.json is one the client forwards (or its own)', () => {
+  const own = ['server.command', 'trace.server'];
+  const forwarded = [...SERVER_SETTINGS, ...FINETUNE_SETTINGS.map((k) => `finetune.${k}`)];
+  const declared = Object.keys(properties).map((k) => k.replace(/^aiLsp\./, ''));
+  assert.deepEqual(declared.filter((k) => !own.includes(k)).sort(), [...forwarded].sort());
 });
 
-test('settings go to the server camelCase, nested finetune, blanks as null', () => {
+test('only settings the user set go to the server: its defaults and env vars apply otherwise', () => {
+  assert.deepEqual(readServerSettings(reader()), {});
   const settings = readServerSettings(
     reader({ model: '/models/mine', debounceMs: 250, traceFile: '  ', 'finetune.numEpochs': 1 }),
   );
-  assert.equal(settings.model, '/models/mine');
-  assert.equal(settings.debounceMs, 250);
-  assert.equal(settings.traceFile, null);
-  assert.equal(settings.finetune.numEpochs, 1);
-  assert.deepEqual(Object.keys(settings).sort(), [
-    'backend', 'constrainedDecoding', 'debounceMs', 'finetune', 'languages', 'maxDocumentBytes',
-    'maxInputTokens', 'maxTokens', 'model', 'remoteModel', 'telemetry', 'traceFile',
-  ]);
+  assert.deepEqual(settings, {
+    model: '/models/mine',
+    debounceMs: 250,
+    traceFile: null,
+    finetune: { numEpochs: 1 },
+  });
 });
 
 test('the server command defaults to ai-lsp serve and accepts uvx', () => {
