@@ -92,6 +92,11 @@ def test_progress_message_carries_the_percentage_first() -> None:
     )
 
 
+def test_no_eta_once_training_reached_its_last_step() -> None:
+    step = ProgressStep("training", iteration=112, total=112, train_loss=0.1, eta_s=23)
+    assert format_progress(85, step) == "85% · training 112/112 · loss 0.10"
+
+
 def test_metrics_change_is_described_before_to_after() -> None:
     before = {"valid_json_rate": 0.0, "snippet_f1": 0.1, "val_loss": 6.0, "n": 8}
     after = {"valid_json_rate": 0.95, "snippet_f1": 0.72, "val_loss": 1.25, "n": 8}

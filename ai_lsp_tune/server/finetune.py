@@ -414,7 +414,8 @@ class FinetuneJob:
         """Traces -> dataset, in a child process (the server keeps answering meanwhile)."""
         assert self.record is not None
         traces = [*await self.ctx.own_traces(), *options.extra_traces]
-        step = ProgressStep("preparing", note=f"reading {len(traces)} trace files")
+        files = "trace file" if len(traces) == 1 else "trace files"
+        step = ProgressStep("preparing", note=f"reading {len(traces)} {files}")
         self._report(step, self._meter.preparing(0.05))
         base = Path(self.record.base_model)
         request = PrepareRequest(

@@ -120,7 +120,8 @@ def format_progress(percentage: int, step: ProgressStep) -> str:
         parts.append(f"val {step.val_loss:.2f}")
     if step.tokens_per_sec:
         parts.append(format_rate(step.tokens_per_sec))
-    if step.eta_s is not None and step.phase == "training":
+    last_step = step.iteration is not None and step.total and step.iteration >= step.total
+    if step.eta_s is not None and step.phase == "training" and not last_step:
         parts.append(format_eta(step.eta_s))
     return " · ".join(parts)
 
