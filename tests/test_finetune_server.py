@@ -416,6 +416,8 @@ async def test_arguments_outside_the_workspace_are_refused(
         status = await student.status()
         assert status["state"] == "idle" and status["servedModel"] == str(tiny_model)
         assert status["message"].startswith("No fine-tune yet; serving")
+        assert (status["backend"], status["configuredModel"]) == ("local", str(tiny_model))
+        assert status["traceFile"].endswith(TRACE_FILE_NAME)
     finally:
         await stop_session(student.session)
 

@@ -82,7 +82,16 @@ def register(ls: AiLspServer) -> None:
     @ls.command(commands.FINETUNE_STATUS)
     async def finetune_status(ls: AiLspServer, *args: Any) -> dict[str, Any]:
         job = await _job(ls, wait_backend=False)
-        return job.status().wire()
+        trace_file = ls.state.trace_file
+        settings = ls.state.settings
+        return {
+            **job.status().wire(),
+            # what is in effect, for :checkhealth and status views
+            "backend": settings.backend,
+            "configuredModel": settings.model,
+            "traceFile": str(trace_file),
+            "traceFileBytes": trace_file.stat().st_size if trace_file.is_file() else None,
+        }
 
     @ls.command(commands.MODEL_LIST)
     async def model_list(ls: AiLspServer, *args: Any) -> dict[str, Any]:

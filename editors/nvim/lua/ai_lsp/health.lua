@@ -20,8 +20,8 @@ function M.check()
     health.ok(('`%s` found: %s'):format(table.concat(cmd, ' '), vim.fn.exepath(cmd[1])))
   else
     health.error(('`%s` is not executable'):format(cmd[1]), {
-      'Install the server: `uv tool install ai-lsp-tune` (puts `ai-lsp` on PATH),',
-      "or run it without installing: require('ai_lsp').setup({ cmd = { 'uvx', '--from', 'ai-lsp-tune', 'ai-lsp', 'serve' } })",
+      'Install the server from a clone of ai-lsp-tune: `uv tool install .` (puts `ai-lsp` on PATH),',
+      "or point to it: require('ai_lsp').setup({ cmd = { '/path/to/ai-lsp', 'serve' } })",
     })
   end
 
@@ -30,7 +30,7 @@ function M.check()
   if #clients == 0 then
     health.warn('no ai_lsp client is running', {
       "Open a file of a configured filetype, after require('ai_lsp').setup() or vim.lsp.enable('ai_lsp').",
-      'See :LspLog for start-up errors.',
+      'See :checkhealth vim.lsp and the log it names (vim.lsp.log.get_filename()) for start-up errors.',
     })
     return
   end
@@ -52,6 +52,33 @@ function M.check()
     end
     local settings = client.config.init_options or {}
     health.info('settings: ' .. vim.json.encode(settings))
+    local answer = client:request_sync('workspace/executeCommand',
+      { command = ai_lsp.commands.status, arguments = {} }, 3000, 0)
+    local status = answer and answer.result
+    if type(status) ~= 'table' then
+      health.warn('the server did not answer ai-lsp.finetune.status', {
+        'It may still be starting; run :checkhealth ai_lsp again.',
+      })
+    else
+      health.info('backend in effect: ' .. tostring(status.backend))
+      local served = status.servedModel
+      if type(served) == 'string' then
+        if served ~= status.configuredModel then
+          health.info(('serving %s (a fine-tune; the model setting is %s)'):format(served,
+            tostring(status.configuredModel)))
+        else
+          health.ok('serving ' .. served)
+        end
+      else
+        health.info('no local model serving')
+      end
+      local bytes = status.traceFileBytes
+      health.info(('trace file: %s (%s)'):format(tostring(status.traceFile),
+        type(bytes) == 'number' and (bytes .. ' bytes') or 'not written yet'))
+      if type(status.message) == 'string' then
+        health.info(status.message)
+      end
+    end
   end
 end
 
