@@ -418,6 +418,9 @@ async def test_arguments_outside_the_workspace_are_refused(
         assert status["message"].startswith("No fine-tune yet; serving")
         assert (status["backend"], status["configuredModel"]) == ("local", str(tiny_model))
         assert status["traceFile"].endswith(TRACE_FILE_NAME)
+        # Server logs reach the editor's log at their own level (not stderr, read as errors).
+        logged = {(m.type, m.message) for m in student.client.log_messages}
+        assert (types.MessageType.Info, f"ai_lsp_tune.server.state: serving {tiny_model}") in logged
     finally:
         await stop_session(student.session)
 

@@ -467,10 +467,7 @@ class FinetuneJob:
         )
 
         def on_warning(message: str) -> None:
-            logger.warning("fine-tune %s: %s", self._run_id, message)
-            self._ls.window_log_message(
-                lsp.LogMessageParams(type=lsp.MessageType.Warning, message=f"fine-tune: {message}")
-            )
+            logger.warning("fine-tune %s: %s", self._run_id, message)  # the editor's log too
             if self.record is not None:
                 self.record.notes.append(message)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -20,3 +23,59 @@ def setup_logging(log_file: Path | None = None, level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("ai_lsp_tune").setLevel(level.upper())
+
+
+class ClientLogHandler(logging.Handler):
+    """Log records as ``window/logMessage`` at their own level (editors show them as such).
+
+    Records from other threads are handed to the event loop; a record logged while one is
+    being sent (pygls logging its own send) is dropped instead of recursing.
+    """
+
+    def __init__(self, send: Callable[[int, str], None], loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._send = send
+        self._loop = loop
+        self._sending = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self._sending, "active", False):
+            return
+        kind = _MESSAGE_TYPES.get(record.levelno, 4 if record.levelno < logging.INFO else 1)
+        text = self.format(record)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._deliver(kind, text)
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._deliver, kind, text)
+
+    def _deliver(self, kind: int, text: str) -> None:
+        self._sending.active = True
+        try:
+            self._send(kind, text)
+        except Exception:  # the connection is gone: nowhere left to log to
+            pass
+        finally:
+            self._sending.active = False
+
+
+_MESSAGE_TYPES = {logging.ERROR: 1, logging.CRITICAL: 1, logging.WARNING: 2, logging.INFO: 3}
+
+
+def log_to_client(send: Callable[[int, str], None], loop: asyncio.AbstractEventLoop) -> None:
+    """Once the client is connected our logs go to it; stderr is kept for start-up only.
+
+    A ``--log-file`` keeps receiving everything too.
+    """
+    root = logging.getLogger()
+    handler = ClientLogHandler(send, loop)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    kept = [
+        h
+        for h in root.handlers
+        if not (isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.stderr)
+    ]
+    root.handlers[:] = [*kept, handler]

@@ -88,6 +88,16 @@ class AiLspServer(LanguageServer):
         getattr(log, level if level in ("error", "warning") else "info")("%s", message)
 
 
+def connect_logs(ls: AiLspServer) -> None:
+    """From now on, log records reach the editor as window/logMessage at their level."""
+    from ai_lsp_tune.server.logs import log_to_client
+
+    def send(kind: int, text: str) -> None:
+        ls.window_log_message(types.LogMessageParams(type=types.MessageType(kind), message=text))
+
+    log_to_client(send, asyncio.get_running_loop())
+
+
 def create_server(environ: Mapping[str, str] | None = None) -> AiLspServer:
     """The server with all its features and commands registered."""
     ls = AiLspServer(environ)
@@ -124,6 +134,7 @@ def _register_features(ls: AiLspServer) -> None:
 
     @ls.feature(types.INITIALIZED)
     def initialized(ls: AiLspServer, params: types.InitializedParams) -> None:
+        connect_logs(ls)
         ls.state.start_backend(ls.notify_user)
 
     @ls.feature(types.SHUTDOWN)
