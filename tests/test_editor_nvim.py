@@ -182,10 +182,15 @@ def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> 
     assert percentages == sorted(percentages) and percentages[-1] >= 90
     assert any(s.startswith("AI ") and "%" in s for s in observed["statusline"])
 
-    # The swap message, with a "Roll back" action, shown through vim.ui.select.
+    # The swap message, with a "Roll back" action: a notice (it stays in :messages) that names
+    # :AiLspRollback, not a modal prompt that loses its metrics once dismissed.
     swap = observed["messages"][0]
     assert "Roll back" in swap["actions"]
-    assert any("Roll back" in s["items"] for s in observed["selects"])
+    assert not any("Roll back" in s["items"] for s in observed["selects"])
+    assert any(
+        "Fine-tuned model now serving" in n["msg"] and ":AiLspRollback" in n["msg"]
+        for n in observed["notifications"]
+    )
     status = observed["results"]["status_after_swap"]
     assert status["state"] == "succeeded" and status["lastRun"]["swapped"] is True
     new_model = status["servedModel"]

@@ -251,4 +251,4 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
     # The swap notification showed a "Roll back" button; clicking it served the base model again.
     rolled_back = observed["results"]["status_after_rollback"]
     assert rolled_back["servedModel"] == str(tiny_model)
-    assert rolled_back["previousModel"] == new_model
+    assert rolled_back["previousModel"] is None  # the base: rollback walks back, never forward
