@@ -386,6 +386,8 @@ async def test_arguments_outside_the_workspace_are_refused(
         message = await refused(student, commands.FINETUNE, {"traces": ["/etc/passwd"]})
         assert "outside the workspace" in message
         message = await refused(student, commands.MODEL_USE, str(tmp_path))
+        assert "outside the workspace" in message
+        message = await refused(student, commands.MODEL_USE, str(workspace / "not-a-model"))
         assert "not one of this workspace's models" in message and commands.MODEL_LIST in message
         message = await refused(student, commands.MODEL_USE, "not-a-model")
         assert "not one of this workspace's models" in message

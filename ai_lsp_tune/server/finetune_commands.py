@@ -111,6 +111,7 @@ def register(ls: AiLspServer) -> None:
             )
         listed = find_listed(_model_rows(ls), args[0])
         if listed is None:
+            _allowed(ls, args[0])  # a path outside the workspace and data dir is refused as such
             raise InvalidArguments(
                 f"{_shown(args)[1:-1]} is not one of this workspace's models; pick a path that "
                 f"{commands.MODEL_LIST} returns (the base model or a fine-tune)"

@@ -67,12 +67,15 @@ def find_listed(rows: list[dict[str, Any]], raw: str) -> str | None:
     for row in rows:
         if row["path"] == raw:
             return str(row["path"])
-    candidate = Path(raw).expanduser()
-    if candidate.is_absolute():
-        for row in rows:
-            listed = Path(row["path"])
-            if listed.is_absolute() and listed.resolve() == candidate.resolve():
-                return str(row["path"])
+    try:
+        candidate = Path(raw).expanduser()
+        if candidate.is_absolute():
+            for row in rows:
+                listed = Path(row["path"])
+                if listed.is_absolute() and listed.resolve() == candidate.resolve():
+                    return str(row["path"])
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop: not a listed path
+        return None
     return None
 
 
