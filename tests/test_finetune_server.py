@@ -223,8 +223,15 @@ async def test_cancel_keeps_the_served_model_and_the_next_run_resumes(
         check_progress(reports)
         ended = reports[-1].message
         assert "cancelled" in ended and "the next run resumes from its checkpoint" in ended
-        shown = [m.message for m in student.client.messages]  # not only the bar's end
-        assert any("the next run resumes from its checkpoint" in m for m in shown), shown
+        await student.session.wait_for(  # shown too, not only the bar's end
+            lambda: [
+                m
+                for m in student.client.messages
+                if "the next run resumes from its checkpoint" in m.message
+            ],
+            timeout_s=10,
+            what="the cancel's end state shown as a message",
+        )
         status = await student.status()
         assert status["state"] == "cancelled" and status["lastRun"]["resumable"] is True
         assert status["servedModel"] == str(tiny_model)
