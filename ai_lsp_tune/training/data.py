@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ai_lsp_tune.training.distributed import shard
+
 if TYPE_CHECKING:
     import mlx.core as mx
     import mlx.nn as nn
@@ -192,11 +194,14 @@ class LengthGroupedBatches:
         seed: int | None = None,
         comm_group: Any = None,
     ) -> Iterator[tuple[mx.array, mx.array, mx.array]]:
+        # Every rank builds the same groups in the same order and takes its shard of each.
+        rank, size = (comm_group.rank(), comm_group.size()) if comm_group else (0, 1)
         order = sorted(range(len(dataset)), key=lambda i: len(dataset[i][0]))
         groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         if not loop:
             for group in groups:
-                yield collate([dataset[i] for i in group])
+                if group[rank::size]:  # losses are summed over ranks: no repeats here
+                    yield collate([dataset[i] for i in group[rank::size]])
             return
         skip = self.skip
         epoch = 0
@@ -207,8 +212,8 @@ class LengthGroupedBatches:
                     skip -= 1
                     continue
                 items = [dataset[i] for i in groups[g]]
-                self.trained_tokens += sum(len(tokens) for tokens, _ in items)
-                yield collate(items)
+                self.trained_tokens += sum(len(tokens) for tokens, _ in items)  # all ranks'
+                yield collate(shard(items, rank, size))
             epoch += 1
 
 
