@@ -25,6 +25,7 @@ Backend = Literal["ring", "mpi", "nccl"]
 BACKENDS: tuple[Backend, ...] = ("ring", "mpi", "nccl")
 # Set by ``launch_command`` for every rank: what run.json records (hostnames, not only IPs).
 HOSTS_ENV, BACKEND_ENV = "AI_LSP_DIST_HOSTS", "AI_LSP_DIST_BACKEND"
+EXIT_CANCELLED = 3  # the worker's exit code when it stopped on request
 PEER_LOST = "connection to a peer was lost"
 _RANK_FAILED = re.compile(r"Node with rank (\d+) (was killed|exited with code -?\d+)")
 T = TypeVar("T")
@@ -207,8 +208,8 @@ class Launch:
 def rank_failure(log_lines: list[str], launch: Launch) -> str | None:
     """One line naming the host of the first rank ``mlx.launch`` saw fail, from its log."""
     found = next((m for line in log_lines if (m := _RANK_FAILED.search(line))), None)
-    if found is None:
-        return None
+    if found is None or found.group(2).endswith(f" {EXIT_CANCELLED}"):
+        return None  # a rank that was asked to stop: the others stopped with it
     rank, names = int(found.group(1)), launch.host_names()
     host = names[rank] if rank < len(names) else f"rank {rank}"
     return (

@@ -65,6 +65,7 @@ class TrainingRunner:
         self._process: asyncio.subprocess.Process | None = None
         self._cancel_requested = False
         self._log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self._launch_notes: list[str] = []
 
     def cancel(self) -> None:
         """Ask the worker to stop (it saves a checkpoint); kill it if it does not within 5 s."""
@@ -150,8 +151,11 @@ class TrainingRunner:
     async def _finish(self, final: FinalEvent | None) -> RunOutcome:
         assert self._process is not None
         returncode = await self._process.wait()
-        if self.launch is not None and not self._cancel_requested:
-            final = self._launch_failure(final, self.launch)
+        if self.launch is not None:  # held back until every rank has ended: one final event
+            if not self._cancel_requested:
+                final = self._launch_failure(final, self.launch)
+            if final is not None:
+                self._deliver(final)
         if final is None:
             final = self._synthesised_final(returncode)
             self._deliver(final)
@@ -172,9 +176,11 @@ class TrainingRunner:
                 except ValueError as exc:
                     log.warning("ignoring a bad event line from the training worker: %s", exc)
                     continue
-                self._deliver(event)
                 if isinstance(event, FinalEvent):
                     final = event
+                    if self.launch is not None:
+                        continue
+                self._deliver(event)
         finally:
             await logs
         return final
@@ -184,6 +190,8 @@ class TrainingRunner:
             self._log_line(line.decode(errors="replace").rstrip())
 
     def _log_line(self, text: str) -> None:
+        if "Node with rank" in text:  # mlx.launch's note on how each rank ended
+            self._launch_notes.append(text)
         self._log_tail.append(text)
         log.debug("worker: %s", text)
         if self.on_log is not None:
@@ -202,12 +210,10 @@ class TrainingRunner:
             return final
         if final is not None and final.phase == "done":
             return final
-        message = rank_failure(list(self._log_tail), launch)
+        message = rank_failure(self._launch_notes, launch)
         if message is None:
             return final
-        error = ErrorEvent(kind="distributed", message=message)
-        self._deliver(error)
-        return error
+        return ErrorEvent(kind="distributed", message=message)
 
     def _synthesised_final(self, returncode: int) -> FinalEvent:
         if self._cancel_requested:
