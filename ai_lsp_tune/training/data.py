@@ -222,8 +222,13 @@ def iterations_for(n_train: int, num_epochs: int, batch_size: int) -> int:
     return math.ceil(n_train * num_epochs / batch_size)
 
 
-def make_loss(model: nn.Module) -> Callable[..., tuple[mx.array, mx.array]]:
-    """Cross-entropy on the answer tokens, computing logits only at the answer's positions."""
+def make_loss(model: nn.Module, group: Any = None) -> Callable[..., tuple[mx.array, mx.array]]:
+    """Cross-entropy on the answer tokens, computing logits only at the answer's positions.
+
+    With a distributed ``group``, a training step divides by the answer tokens of all ranks'
+    shards (times the world size, which mlx-lm's gradient average divides out): the update is
+    the one a single rank would make on the whole batch, not a mean of the shards' means.
+    """
     import mlx.core as mx
     import mlx.nn as nn
 
@@ -241,6 +246,9 @@ def make_loss(model: nn.Module) -> Callable[..., tuple[mx.array, mx.array]]:
         answer_targets = mx.take_along_axis(targets, positions, axis=1)
         ce = nn.losses.cross_entropy(logits, answer_targets) * mask
         ntoks = mask.sum()
+        if group is not None and group.size() > 1 and model.training:
+            everyone = mx.stop_gradient(mx.distributed.all_sum(ntoks, group=group))
+            return ce.astype(mx.float32).sum() / everyone * group.size(), ntoks
         return ce.astype(mx.float32).sum() / ntoks, ntoks
 
     return answer_loss

@@ -219,6 +219,18 @@ def rank_failure(log_lines: list[str], launch: Launch) -> str | None:
     )
 
 
+def launch_refusal(log_lines: list[str], launch: Launch) -> str | None:
+    """mlx.launch's own refusal (a bad host list or hostfile), as one line naming the hosts."""
+    for at, line in enumerate(log_lines):
+        if "mlx.launch: error:" in line:
+            reason = " ".join(part.strip() for part in log_lines[at:]).split("error:", 1)[1]
+            return (
+                f"mlx.launch refused the hosts {', '.join(launch.host_names())}: "
+                f"{reason.strip()}; fix --hosts or --hostfile."
+            )
+    return None
+
+
 def launch_command(
     python: str,
     worker_args: list[str],

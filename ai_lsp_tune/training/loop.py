@@ -236,7 +236,7 @@ def train_lora(
         max_seq_length=request.max_seq_length,
         adapter_file=str(request.partial_dir / "mlx-lm-adapters.safetensors"),
     )
-    loss = make_loss(model)
+    loss = make_loss(model, ctx["world"].group)
     if total > start:
         try:
             train(model, optimizer, tokens["train"], valid, args, loss, batches, reporter)  # type: ignore[arg-type]

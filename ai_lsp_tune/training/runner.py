@@ -17,7 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ai_lsp_tune.training.distributed import Launch, launch_command, rank_failure
+from ai_lsp_tune.training.distributed import (
+    Launch,
+    launch_command,
+    launch_refusal,
+    rank_failure,
+)
 from ai_lsp_tune.training.events import (
     CancelledEvent,
     ErrorEvent,
@@ -211,6 +216,8 @@ class TrainingRunner:
         if final is not None and final.phase == "done":
             return final
         message = rank_failure(self._launch_notes, launch)
+        if message is None and final is None:
+            message = launch_refusal(list(self._log_tail), launch)
         if message is None:
             return final
         return ErrorEvent(kind="distributed", message=message)

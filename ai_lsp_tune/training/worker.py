@@ -17,17 +17,21 @@ import threading
 import traceback
 
 from ai_lsp_tune.training.channel import Cancelled, EventChannel, WorkerError
+from ai_lsp_tune.training.distributed import launched_rank
 from ai_lsp_tune.training.events import CancelledEvent, ErrorEvent
 
 EXIT_DONE, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 3
 STOP_GRACE_S = 1.5  # the job's own stop, then the watchdog's
+# Ranks stop together at the next step all of them reach; a busy rank may be seconds behind.
+DISTRIBUTED_STOP_GRACE_S = 10.0
 
 
 def _watch_signals(channel: EventChannel, stop: threading.Event, done: threading.Event) -> None:
     """Runs in its own thread (signals are blocked elsewhere), so a long MLX call can't delay it."""
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     stop.set()
-    if done.wait(STOP_GRACE_S):
+    grace = STOP_GRACE_S if launched_rank() is None else DISTRIBUTED_STOP_GRACE_S
+    if done.wait(grace):
         return
     iteration, folder = channel.last_checkpoint or (None, None)
     channel.emit(
