@@ -35,6 +35,18 @@ class FinetuneSettings(_Camel):
     lora_rank: int = Field(8, ge=1, description="Rank of the LoRA adapters.")
     num_layers: int = Field(16, ge=-1, description="Layers to adapt (-1: all).")
     force: bool = Field(False, description="Swap even when the new model scores worse.")
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Train data-parallel on these hosts (IP addresses; repeat one for several "
+        "ranks) through mlx.launch; each needs the same Python environment, model and data "
+        "paths, and ssh without a password.",
+    )
+    hostfile: str | None = Field(
+        None, description="An mlx.launch hostfile (JSON) instead of hosts."
+    )
+    backend: Literal["ring", "mpi", "nccl"] | None = Field(
+        None, description="mlx.launch backend with hosts/hostfile; default: nccl with CUDA, ring."
+    )
 
 
 class Settings(_Camel):

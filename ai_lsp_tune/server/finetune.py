@@ -55,7 +55,12 @@ from ai_lsp_tune.server.finetune_state import (
     load_record,
     save_record,
 )
-from ai_lsp_tune.server.finetune_training import TrainOutcome, build_request, train_candidate
+from ai_lsp_tune.server.finetune_training import (
+    TrainOutcome,
+    build_request,
+    launch_of,
+    train_candidate,
+)
 
 logger = logging.getLogger(__name__)
 __all__ = [
@@ -368,7 +373,8 @@ class FinetuneJob:
             output_dir=output_dir,
             resume=resume,
         )
-        return await train_candidate(request, on_step=on_step, on_runner=on_runner)
+        launch = launch_of(options.settings)  # finetune.hosts: the worker through mlx.launch
+        return await train_candidate(request, on_step=on_step, on_runner=on_runner, launch=launch)
 
     def _follow_up(self, coro: Coroutine[Any, Any, None]) -> None:
         """A message whose answer may come much later; the run does not wait for it."""

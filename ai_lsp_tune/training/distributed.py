@@ -200,9 +200,15 @@ class Launch:
     hosts: list[str] = field(default_factory=list)
     hostfile: Path | None = None
     backend: str | None = None
+    where: str = "--hosts or --hostfile"  # what the user changes: CLI options or settings
 
     def host_names(self) -> list[str]:
-        return hostfile_hosts(self.hostfile) if self.hostfile else self.hosts or ["127.0.0.1"]
+        if self.hostfile is None:
+            return self.hosts or ["127.0.0.1"]
+        try:
+            return hostfile_hosts(self.hostfile)
+        except (OSError, ValueError, AttributeError):
+            return [str(self.hostfile)]
 
 
 def rank_failure(log_lines: list[str], launch: Launch) -> str | None:
@@ -226,7 +232,7 @@ def launch_refusal(log_lines: list[str], launch: Launch) -> str | None:
             reason = " ".join(part.strip() for part in log_lines[at:]).split("error:", 1)[1]
             return (
                 f"mlx.launch refused the hosts {', '.join(launch.host_names())}: "
-                f"{reason.strip()}; fix --hosts or --hostfile."
+                f"{reason.strip()}; fix {launch.where}."
             )
     return None
 
@@ -248,7 +254,7 @@ def launch_command(
     command = [python, "-c", starter]
     if hostfile is not None:
         command += ["--hostfile", str(hostfile)]
-        names = hostfile_hosts(hostfile)
+        names = Launch(hostfile=hostfile).host_names()
     else:
         names = hosts or ["127.0.0.1"]
         command += ["--hosts", ",".join(names)]

@@ -11,6 +11,9 @@ export interface FinetuneSettings {
   loraRank: number;
   numLayers: number;
   force: boolean;
+  hosts: string[];
+  hostfile: string | null;
+  backend: 'ring' | 'mpi' | 'nccl' | null;
 }
 
 export interface ServerSettings {
@@ -65,6 +68,9 @@ export function readServerSettings(config: ConfigurationReader): ServerSettings 
       loraRank: config.get('finetune.loraRank', 8),
       numLayers: config.get('finetune.numLayers', 16),
       force: config.get('finetune.force', false),
+      hosts: config.get<string[]>('finetune.hosts', []),
+      hostfile: emptyToNull(config.get<string | null>('finetune.hostfile', null)),
+      backend: config.get<'ring' | 'mpi' | 'nccl' | null>('finetune.backend', null),
     },
   };
 }
