@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,20 @@ def test_a_hostfile_names_the_hosts_that_run_json_records(tmp_path: Path) -> Non
     assert "AI_LSP_DIST_HOSTS=mac-1,mac-2" in command
 
 
+@pytest.mark.parametrize(
+    ("hosts", "expected"),
+    [
+        (["127.0.0.1", "127.0.0.1"], ["--hosts", "127.0.0.1", "-n", "2"]),  # one GPU per rank
+        (["10.0.0.1", "10.0.0.2"], ["--hosts", "10.0.0.1,10.0.0.2"]),
+    ],
+)
+def test_hosts_become_mlx_launch_options(hosts: list[str], expected: list[str]) -> None:
+    command = launch_command("py", ["w"], hosts=hosts, backend="nccl")
+    at = command.index("--hosts")
+    assert command[at : at + len(expected)] == expected
+    assert command[command.index("--backend") + 1] == "nccl"
+
+
 def test_launch_failures_name_the_host() -> None:
     launch = Launch(hosts=["10.0.0.1", "10.0.0.2"])
     notes = ["[WARN] Node with rank 1 exited with code 255", "[WARN] Node with rank 0 was killed"]
@@ -79,3 +96,32 @@ def test_launch_failures_name_the_host() -> None:
         "mlx.launch refused the hosts mac-1: The ring backend requires IPs to be provided "
         "instead of hostnames; fix --hosts or --hostfile."
     )
+
+
+RANK_SCRIPT = """
+import json
+from ai_lsp_tune.training import distributed
+world = distributed.join()
+versions = {"mlx": "0.32.4", "mlx-lm": "0.32.2" if world.rank == 0 else "0.31.0"}
+print(json.dumps({"rank": world.rank, "message": distributed.check_versions(versions, world)}))
+"""
+
+
+def test_ranks_with_other_package_versions_are_refused_naming_the_host() -> None:
+    from tests.test_train_distributed import BIN, ONE_THREAD, free_ports
+
+    launcher = [str(BIN / "mlx.launch"), "--backend", "ring", "-n", "2", "-p", str(free_ports())]
+    launched = subprocess.run(
+        [*launcher, "--", sys.executable, "-c", RANK_SCRIPT],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ONE_THREAD},
+        timeout=120,
+    )
+    answers = [json.loads(line) for line in launched.stdout.splitlines() if line.startswith("{")]
+    assert sorted(a["rank"] for a in answers) == [0, 1], launched.stderr
+    expected = (
+        "Rank 1 on 127.0.0.1 runs other package versions than rank 0 (mlx 0.32.4, mlx-lm "
+        "0.32.2); install the same environment on every host (`uv sync --locked`)."
+    )
+    assert [a["message"] for a in answers] == [expected, expected]

@@ -257,7 +257,10 @@ def launch_command(
         names = Launch(hostfile=hostfile).host_names()
     else:
         names = hosts or ["127.0.0.1"]
-        command += ["--hosts", ",".join(names)]
+        if len(set(names)) == 1:  # N ranks on one host: with nccl, one GPU each
+            command += ["--hosts", names[0], "-n", str(len(names))]
+        else:
+            command += ["--hosts", ",".join(names)]
     if backend:
         command += ["--backend", backend, "--env", f"{BACKEND_ENV}={backend}"]
     command += ["--env", f"{HOSTS_ENV}={','.join(names)}"]
