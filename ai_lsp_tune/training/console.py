@@ -116,9 +116,13 @@ def report_outcome(outcome: RunOutcome, console: Console) -> int:
     """Print how the run ended; return the exit code."""
     errors = Console(stderr=True)
     event = outcome.event
-    if event.phase == "done" and launched_rank():
+    rank = launched_rank()
+    if event.phase == "done" and rank:
         errors.print(event.message, highlight=False)
         return 0
+    if event.phase == "cancelled" and rank:
+        errors.print(f"[yellow]Cancelled[/yellow] rank {rank}; rank 0 keeps the checkpoint.")
+        return EXIT_CANCELLED
     if event.phase == "done":
         console.print(metrics_table(event.before, event.after))
         console.print(f"Fused model: [bold]{event.model_path}[/bold]", highlight=False)
