@@ -8,10 +8,12 @@ checkpoints and publishes; the other ranks never write to the output. The parent
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
 import re
+import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -74,14 +76,14 @@ def _backend_from_env() -> str:
     return "none"
 
 
-def _hosts_from_env(size: int) -> list[str]:
+def _hosts_from_env() -> list[str]:
     if os.environ.get(HOSTS_ENV):
         return os.environ[HOSTS_ENV].split(",")
     try:  # the ring backend's hostfile: one list of "ip:port" per rank
         ring = json.loads(Path(os.environ["MLX_HOSTFILE"]).read_text())
         return [str(node[0]).rsplit(":", 1)[0] for node in ring]
     except (KeyError, OSError, ValueError, IndexError, TypeError):
-        return ["127.0.0.1"] * size if size > 1 else []
+        return []  # MPI or NCCL started by hand: the launcher does not say
 
 
 def join() -> World:
@@ -97,7 +99,7 @@ def join() -> World:
         rank=group.rank(),
         size=group.size(),
         backend=_backend_from_env(),
-        hosts=_hosts_from_env(group.size()),
+        hosts=_hosts_from_env(),
         group=group,
     )
 
@@ -153,6 +155,7 @@ def shared_checkpoint(folder: Path, world: World) -> Path:
     if world.leader:
         return folder
     copy = Path(tempfile.mkdtemp(prefix="ai-lsp-rank-")) / "checkpoint"
+    atexit.register(shutil.rmtree, copy.parent, True)
     if data:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             tar.extractall(copy.parent, filter="data")
