@@ -14,6 +14,7 @@ from ai_lsp_tune.config import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from ai_lsp_tune.dataset_report import DatasetReport
+    from ai_lsp_tune.training.distributed import Launch
     from ai_lsp_tune.training.request import TrainRequest
 
 app = typer.Typer(
@@ -175,6 +176,34 @@ ResumeOption = Annotated[
 SeedOption = Annotated[int, typer.Option(min=0, help="Seed for LoRA init and batch order.")]
 
 
+HostsOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Train data-parallel on these hosts (comma-separated, e.g. 10.0.0.1,10.0.0.2; "
+        "repeat a host for several ranks on it) through mlx.launch. Every host needs the same "
+        "Python environment (same ai-lsp-tune, mlx and mlx-lm), the model and the dataset at "
+        "the same path, and ssh access without a password; rank 0 (the first host) writes "
+        "--output-dir.",
+        show_default=False,
+    ),
+]
+HostfileOption = Annotated[
+    Path | None,
+    typer.Option(
+        help='Like --hosts, from an mlx.launch hostfile (JSON: {"hosts": [{"ssh": ..., '
+        '"ips": [...]}]}).',
+        show_default=False,
+    ),
+]
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        help="mlx.launch backend with --hosts/--hostfile: ring (TCP; Macs over Thunderbolt or "
+        "Ethernet), mpi, or nccl (CUDA GPUs). Default: nccl with CUDA, ring otherwise.",
+        show_default=False,
+    ),
+]
+
 DATASET_DIR = Path("dataset")
 
 
@@ -198,15 +227,44 @@ def _train_request(dataset: Path, options: dict[str, Any]) -> TrainRequest:
         raise typer.Exit(2) from None
 
 
-def _run_train(request: TrainRequest) -> None:
+def _run_train(request: TrainRequest, options: dict[str, Any] | None = None) -> None:
     from rich.console import Console
 
     from ai_lsp_tune.training.console import report_outcome, train_with_progress
 
-    outcome = train_with_progress(request)
+    outcome = train_with_progress(request, _launch(options or {}))
     code = report_outcome(outcome, Console())
     if code:
         raise typer.Exit(code)
+
+
+def _launch(options: dict[str, Any]) -> Launch | None:
+    """--hosts/--hostfile/--backend as an mlx.launch spec, or exit 2 naming the bad option."""
+    from ai_lsp_tune.training.distributed import BACKENDS, Launch, hostfile_hosts
+
+    hosts, hostfile, backend = options.get("hosts"), options.get("hostfile"), options.get("backend")
+    if backend is not None and backend not in BACKENDS:
+        _usage(f"invalid --backend {backend!r}: use one of {', '.join(BACKENDS)}.")
+    if hosts and hostfile:
+        _usage("pass --hosts or --hostfile, not both.")
+    if hostfile is not None:
+        try:
+            if not hostfile_hosts(hostfile):
+                raise ValueError("it lists no hosts")
+        except (OSError, ValueError, AttributeError) as exc:
+            _usage(f"invalid --hostfile {hostfile}: {exc} (see mlx.launch's hostfile format).")
+        return Launch(hostfile=hostfile.resolve(), backend=backend)
+    if hosts:
+        names = [h.strip() for h in hosts.split(",") if h.strip()]
+        return Launch(hosts=names, backend=backend)
+    if backend is not None:
+        _usage("--backend needs --hosts or --hostfile.")
+    return None
+
+
+def _usage(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
 
 
 @finetune_app.command("train")
@@ -229,6 +287,9 @@ def train(
     num_layers: NumLayersOption = 16,
     resume: ResumeOption = False,
     seed: SeedOption = 0,
+    hosts: HostsOption = None,
+    hostfile: HostfileOption = None,
+    backend: BackendOption = None,
 ) -> None:
     """Fine-tune a model with LoRA (MLX) on a prepared dataset.
 
@@ -239,8 +300,10 @@ def train(
     Measures the test split before and after (valid JSON, DiagnosticResult, grounding, F1).
 
     Ctrl-C stops within seconds and keeps a checkpoint: continue with --resume.
+
+    Several machines: --hosts or --hostfile (or run it under mlx.launch yourself).
     """
-    _run_train(_train_request(dataset, locals()))
+    _run_train(_train_request(dataset, locals()), locals())
 
 
 @finetune_app.command("pipeline")
@@ -264,9 +327,14 @@ def pipeline(
     ),
     dataset_dir: Annotated[Path, typer.Option(help="Where to write the splits.")] = DATASET_DIR,
     redact: RedactOption = True,
+    hosts: HostsOption = None,
+    hostfile: HostfileOption = None,
+    backend: BackendOption = None,
 ) -> None:
     """prepare-dataset + train in one go (same options as both)."""
     request = _train_request(dataset_dir, locals())  # checked before any work is done
+    launch_options = dict(locals())
+    _launch(launch_options)
     # Exact token counts when the model's tokenizer is at hand; an estimate otherwise.
     tokenizer = model_name if Path(model_name).expanduser().is_dir() else None
     run_prepare_dataset(
@@ -277,7 +345,7 @@ def pipeline(
         redact=redact,
         tokenizer=tokenizer,
     )
-    _run_train(request)
+    _run_train(request, launch_options)
 
 
 @app.command("demo")

@@ -44,6 +44,18 @@ class FinetuneSettings(_Camel):
     keep_models: int = Field(
         5, ge=1, description="Fine-tuned models kept on disk (the served one is always kept)."
     )
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Train data-parallel on these hosts (IP addresses; repeat one for several "
+        "ranks) through mlx.launch; each needs the same Python environment, model and data "
+        "paths, and ssh without a password.",
+    )
+    hostfile: str | None = Field(
+        None, description="An mlx.launch hostfile (JSON) instead of hosts."
+    )
+    backend: Literal["ring", "mpi", "nccl"] | None = Field(
+        None, description="mlx.launch backend with hosts/hostfile; default: nccl with CUDA, ring."
+    )
 
 
 class Settings(_Camel):

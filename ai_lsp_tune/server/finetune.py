@@ -58,7 +58,12 @@ from ai_lsp_tune.server.finetune_state import (
     run_inputs,
     save_record,
 )
-from ai_lsp_tune.server.finetune_training import TrainOutcome, build_request, train_candidate
+from ai_lsp_tune.server.finetune_training import (
+    TrainOutcome,
+    build_request,
+    launch_of,
+    train_candidate,
+)
 from ai_lsp_tune.serving.registry import ModelEntry, now_iso
 
 logger = logging.getLogger(__name__)
@@ -471,8 +476,9 @@ class FinetuneJob:
             if self.record is not None:
                 self.record.notes.append(message)
 
+        launch = launch_of(options.settings)  # finetune.hosts: the worker through mlx.launch
         return await train_candidate(
-            request, on_step=on_step, on_runner=on_runner, on_warning=on_warning
+            request, on_step=on_step, on_runner=on_runner, on_warning=on_warning, launch=launch
         )
 
     def _follow_up(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 from ai_lsp_tune.config import FinetuneSettings
 from ai_lsp_tune.server.finetune_progress import ProgressStep, metrics_dict
 from ai_lsp_tune.training import events
+from ai_lsp_tune.training.distributed import Launch, hostfile_hosts
 from ai_lsp_tune.training.evaluate import EvalMetrics, not_worse
 from ai_lsp_tune.training.request import TrainRequest
 
@@ -130,15 +131,34 @@ def _gate(after: EvalMetrics | None, before: EvalMetrics | None) -> bool:
     return not_worse(after, before)
 
 
+def launch_of(settings: FinetuneSettings) -> Launch | None:
+    """``finetune.hosts``/``hostfile``/``backend`` as an mlx.launch spec (None: this machine)."""
+    if not settings.hosts and not settings.hostfile:
+        return None
+    hostfile = Path(settings.hostfile).expanduser().resolve() if settings.hostfile else None
+    where = "aiLsp.finetune.hosts or aiLsp.finetune.hostfile"
+    return Launch(hosts=settings.hosts, hostfile=hostfile, backend=settings.backend, where=where)
+
+
 async def train_candidate(
     request: TrainRequest,
     *,
     on_step: Callable[[ProgressStep], None],
     on_runner: Callable[[Any], None],
     on_warning: Callable[[str], None] | None = None,
+    launch: Launch | None = None,
 ) -> TrainOutcome:
     """Run the worker to its end; ``on_runner`` gets the runner so the job can cancel it."""
     from ai_lsp_tune.training.runner import TrainingRunner
+
+    if launch is not None and launch.hostfile is not None:
+        try:
+            hostfile_hosts(launch.hostfile)
+        except (OSError, ValueError, AttributeError) as exc:
+            return TrainOutcome(
+                error=f"aiLsp.finetune.hostfile {launch.hostfile} is not an mlx.launch hostfile "
+                f"({exc}); fix it or clear the setting."
+            )
 
     def on_event(event: Any) -> None:
         if isinstance(event, events.WarningEvent) and on_warning is not None:
@@ -149,7 +169,7 @@ async def train_candidate(
 
     # Analyses and requests come first: the worker runs below the model host (nice 10).
     env = {**os.environ, "AI_LSP_WORKER_NICE": os.environ.get("AI_LSP_WORKER_NICE", "15")}
-    runner = TrainingRunner(request, on_event=on_event, env=env)
+    runner = TrainingRunner(request, on_event=on_event, env=env, launch=launch)
     on_runner(runner)
     result = await runner.run()  # never raises for worker errors; a dead worker is an error
     return outcome_of(result.event)

@@ -38,11 +38,19 @@ class EventChannel:
         self._closed = False
         self.started = time.monotonic()
         self.last_checkpoint: tuple[int, Path] | None = None  # (iteration, folder)
+        self.shares_stdout = fd == 1  # under our mlx.launch every rank's stdout is merged
+        self._progress = True
+
+    def follow(self, leader: bool) -> None:
+        """Ranks other than 0 report only how they ended, and nothing on a shared stdout."""
+        if not leader:
+            self._progress = False
+            self._closed = self.shares_stdout
 
     def emit(self, event: WorkerEvent, *, final: bool = False) -> None:
         event = event.model_copy(update={"elapsed_s": round(time.monotonic() - self.started, 3)})
         with self._lock:
-            if self._closed:
+            if self._closed or not (final or self._progress):
                 return
             try:
                 os.write(self._fd, encode_line(event))

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ai_lsp_tune.training.distributed import Launch, launched_rank
 from ai_lsp_tune.training.evaluate import EvalMetrics
 from ai_lsp_tune.training.events import WorkerEvent
 from ai_lsp_tune.training.request import TrainRequest
@@ -64,9 +65,12 @@ class _View:
         )
 
 
-def train_with_progress(request: TrainRequest) -> RunOutcome:
+def train_with_progress(request: TrainRequest, launch: Launch | None = None) -> RunOutcome:
     """Run the request in a worker with a progress bar (on stderr); Ctrl-C cancels it."""
     errors = Console(stderr=True)
+    rank = launched_rank()
+    if rank:  # a rank other than 0 under mlx.launch: rank 0 shows the progress
+        return run_training(request)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -76,7 +80,7 @@ def train_with_progress(request: TrainRequest) -> RunOutcome:
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=errors) as progress:
-        outcome = run_training(request, _View(progress, errors))
+        outcome = run_training(request, _View(progress, errors), launch=launch)
     return outcome
 
 
@@ -112,6 +116,13 @@ def report_outcome(outcome: RunOutcome, console: Console) -> int:
     """Print how the run ended; return the exit code."""
     errors = Console(stderr=True)
     event = outcome.event
+    rank = launched_rank()
+    if event.phase == "done" and rank:
+        errors.print(event.message, highlight=False)
+        return 0
+    if event.phase == "cancelled" and rank:
+        errors.print(f"[yellow]Cancelled[/yellow] rank {rank}; rank 0 keeps the checkpoint.")
+        return EXIT_CANCELLED
     if event.phase == "done":
         console.print(metrics_table(event.before, event.after))
         console.print(f"Fused model: [bold]{event.model_path}[/bold]", highlight=False)

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ai_lsp_tune.training.distributed import shard
+
 if TYPE_CHECKING:
     import mlx.core as mx
     import mlx.nn as nn
@@ -192,11 +194,14 @@ class LengthGroupedBatches:
         seed: int | None = None,
         comm_group: Any = None,
     ) -> Iterator[tuple[mx.array, mx.array, mx.array]]:
+        # Every rank builds the same groups in the same order and takes its shard of each.
+        rank, size = (comm_group.rank(), comm_group.size()) if comm_group else (0, 1)
         order = sorted(range(len(dataset)), key=lambda i: len(dataset[i][0]))
         groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         if not loop:
             for group in groups:
-                yield collate([dataset[i] for i in group])
+                if group[rank::size]:  # losses are summed over ranks: no repeats here
+                    yield collate([dataset[i] for i in group[rank::size]])
             return
         skip = self.skip
         epoch = 0
@@ -207,8 +212,8 @@ class LengthGroupedBatches:
                     skip -= 1
                     continue
                 items = [dataset[i] for i in groups[g]]
-                self.trained_tokens += sum(len(tokens) for tokens, _ in items)
-                yield collate(items)
+                self.trained_tokens += sum(len(tokens) for tokens, _ in items)  # all ranks'
+                yield collate(shard(items, rank, size))
             epoch += 1
 
 
@@ -217,8 +222,13 @@ def iterations_for(n_train: int, num_epochs: int, batch_size: int) -> int:
     return math.ceil(n_train * num_epochs / batch_size)
 
 
-def make_loss(model: nn.Module) -> Callable[..., tuple[mx.array, mx.array]]:
-    """Cross-entropy on the answer tokens, computing logits only at the answer's positions."""
+def make_loss(model: nn.Module, group: Any = None) -> Callable[..., tuple[mx.array, mx.array]]:
+    """Cross-entropy on the answer tokens, computing logits only at the answer's positions.
+
+    With a distributed ``group``, a training step divides by the answer tokens of all ranks'
+    shards (times the world size, which mlx-lm's gradient average divides out): the update is
+    the one a single rank would make on the whole batch, not a mean of the shards' means.
+    """
     import mlx.core as mx
     import mlx.nn as nn
 
@@ -236,6 +246,9 @@ def make_loss(model: nn.Module) -> Callable[..., tuple[mx.array, mx.array]]:
         answer_targets = mx.take_along_axis(targets, positions, axis=1)
         ce = nn.losses.cross_entropy(logits, answer_targets) * mask
         ntoks = mask.sum()
+        if group is not None and group.size() > 1 and model.training:
+            everyone = mx.stop_gradient(mx.distributed.all_sum(ntoks, group=group))
+            return ce.astype(mx.float32).sum() / everyone * group.size(), ntoks
         return ce.astype(mx.float32).sum() / ntoks, ntoks
 
     return answer_loss

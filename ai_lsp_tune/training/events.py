@@ -24,6 +24,7 @@ ErrorKind = Literal[
     "bad_request",  # e.g. --resume with no matching checkpoint
     "busy",  # another run writes the same output dir
     "oom",  # out of memory
+    "distributed",  # a rank died, a host is unreachable, or the ranks' versions differ
     "crashed",  # anything else, including a killed worker
 ]
 

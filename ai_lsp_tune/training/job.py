@@ -13,7 +13,7 @@ from typing import Any
 
 from ai_lsp_tune.dataset import Example
 from ai_lsp_tune.files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
-from ai_lsp_tune.training import publish
+from ai_lsp_tune.training import distributed, publish
 from ai_lsp_tune.training.channel import Cancelled, EventChannel, WorkerError
 from ai_lsp_tune.training.checkpoint import (
     CheckpointState,
@@ -21,6 +21,7 @@ from ai_lsp_tune.training.checkpoint import (
     load_checkpoint,
 )
 from ai_lsp_tune.training.data import TokenizedSplit, crop_to_fit, iterations_for, split_loss
+from ai_lsp_tune.training.distributed import World
 from ai_lsp_tune.training.evaluate import (
     EvalMetrics,
     greedy_answers,
@@ -74,8 +75,21 @@ def _exclusive(output_dir: Path) -> Any:
 
 def run_job(request: TrainRequest, channel: EventChannel, stop: threading.Event) -> DoneEvent:
     """Run the request to a published model; raise WorkerError or Cancelled otherwise."""
-    with _exclusive(request.output_dir):
-        return _run(request, channel, stop)
+    world = distributed.join()
+    channel.follow(world.leader)
+    try:
+        mismatch = distributed.check_versions(publish.versions(), world)
+        if mismatch:
+            raise WorkerError("distributed", mismatch)
+        if not world.leader:  # only rank 0 writes (and locks) the output
+            return _run(request, channel, stop, world)
+        with _exclusive(request.output_dir):
+            return _run(request, channel, stop, world)
+    except RuntimeError as exc:
+        message = distributed.peer_lost_message(exc, world)
+        if message is None:
+            raise
+        raise WorkerError("distributed", message) from exc
 
 
 def _load_dataset(
@@ -198,9 +212,12 @@ def evaluate_phase(
     split: str,
     channel: EventChannel,
     stop: threading.Event,
+    world: World | None = None,
 ) -> EvalMetrics:
     """Loss and greedy-answer metrics on the evaluation split, with progress events."""
     examples = data["splits"][split][: request.eval_max_examples]
+    if world is not None and not world.leader:
+        examples = []  # the loss is computed by all ranks together, the answers by rank 0
 
     def progress(done: int, total: int) -> None:
         channel.emit(
@@ -213,7 +230,7 @@ def evaluate_phase(
         )
 
     grammar, problem = (None, None)
-    if request.constrained_decoding:
+    if request.constrained_decoding and (world is None or world.leader):
         grammar, problem = serving_grammar(model, tokenizer)
     if problem:
         channel.emit(
@@ -251,7 +268,9 @@ def evaluate_phase(
     return metrics.model_copy(update={"unconstrained_valid_json_rate": valid_json_rate(free)})
 
 
-def _run(request: TrainRequest, channel: EventChannel, stop: threading.Event) -> DoneEvent:
+def _run(
+    request: TrainRequest, channel: EventChannel, stop: threading.Event, world: World
+) -> DoneEvent:
     started = time.time()
     partial = request.partial_dir
     channel.emit(LoadingEvent(message=f"Loading {request.model_name}", fraction=at("loading")))
@@ -265,11 +284,13 @@ def _run(request: TrainRequest, channel: EventChannel, stop: threading.Event) ->
     request = _fit_batch_size(request, len(data["tokens"]["train"]), channel)
     dataset_hash = dataset_sha256(request.dataset)
     print_ = fingerprint(request, dataset_hash)
-    resumed = _resume_state(request, partial, print_, channel)
-    if resumed is None and partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-    partial.chmod(PRIVATE_DIR_MODE)  # its files are derived from source code
+    checkpoint = distributed.shared_checkpoint(partial / "checkpoint", world)
+    resumed = _resume_state(request, checkpoint, print_, channel)
+    if world.leader:
+        if resumed is None and partial.exists():
+            shutil.rmtree(partial)
+        partial.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        partial.chmod(PRIVATE_DIR_MODE)  # its files are derived from source code
     eval_split = _eval_split(data, channel)
     total = iterations_for(len(data["tokens"]["train"]), request.num_epochs, request.batch_size)
 
@@ -281,19 +302,23 @@ def _run(request: TrainRequest, channel: EventChannel, stop: threading.Event) ->
         else:
             baseline_tokenizer = tokenizer
         before = evaluate_phase(
-            "before", baseline, baseline_tokenizer, request, data, eval_split, channel, stop
+            "before", baseline, baseline_tokenizer, request, data, eval_split, channel, stop, world
         )
         del baseline
     trained = train_lora(
-        request, model, data["tokens"], total, print_, before, resumed, channel, stop
+        request, model, data["tokens"], total, print_, before, resumed, channel, stop, world
     )
+    if not world.leader:
+        return _follow_to_the_end(request, model, tokenizer, data, eval_split, trained, world)
     channel.emit(FusingEvent(message="Fusing the best adapter", fraction=at("fusing")))
     publish.write_adapters(partial / "adapters", model, request, trained.best_weights)
     publish.fuse(model)
     publish.save_model(partial / "model", model_path, model, tokenizer, config)
     if stop.is_set():
         raise Cancelled("Cancelled while fusing.")
-    after = evaluate_phase("after", model, tokenizer, request, data, eval_split, channel, stop)
+    after = evaluate_phase(
+        "after", model, tokenizer, request, data, eval_split, channel, stop, world
+    )
     run_json = publish.write_run_json(
         partial / "run.json",
         request=request,
@@ -306,6 +331,7 @@ def _run(request: TrainRequest, channel: EventChannel, stop: threading.Event) ->
         eval_split=eval_split,
         started=started,
         notes=[layers_note] if layers_note else [],
+        distributed=world.record(),
     )
     shutil.rmtree(partial / "checkpoint", ignore_errors=True)
     publish.publish(partial, request.output_dir)
@@ -323,9 +349,8 @@ def _run(request: TrainRequest, channel: EventChannel, stop: threading.Event) ->
 
 
 def _resume_state(
-    request: TrainRequest, partial: Path, print_: str, channel: EventChannel
+    request: TrainRequest, folder: Path, print_: str, channel: EventChannel
 ) -> tuple[CheckpointState, dict[str, Any]] | None:
-    folder = partial / "checkpoint"
     found = load_checkpoint(folder) if folder.exists() else None
     if not request.resume:
         if found:
@@ -349,3 +374,27 @@ def _resume_state(
         )
     channel.last_checkpoint = (found[0].iteration, folder)
     return found
+
+
+def _follow_to_the_end(
+    request: TrainRequest,
+    model: Any,
+    tokenizer: Any,
+    data: dict[str, Any],
+    split: str,
+    trained: Any,
+    world: World,
+) -> DoneEvent:
+    """A rank other than 0: fuse in memory and take part in the 'after' loss; write nothing."""
+    model.load_weights(list(trained.best_weights.items()), strict=False)
+    publish.fuse(model)
+    split_loss(model, data["tokens"][split], batch_size=request.batch_size)
+    return DoneEvent(
+        fraction=1.0,
+        message=f"Rank {world.rank} of {world.size} done; rank 0 publishes the model.",
+        output_dir=request.output_dir,
+        model_path=request.output_dir / "model",
+        run_json=request.output_dir / "run.json",
+        best_iteration=trained.best_iteration,
+        iterations=trained.iterations,
+    )

@@ -16,6 +16,7 @@ from typing import Any
 from ai_lsp_tune.training.channel import Cancelled, EventChannel, WorkerError
 from ai_lsp_tune.training.checkpoint import CheckpointState, save_checkpoint
 from ai_lsp_tune.training.data import LengthGroupedBatches, TokenizedSplit, make_loss, split_loss
+from ai_lsp_tune.training.distributed import World, any_stopped
 from ai_lsp_tune.training.evaluate import EvalMetrics
 from ai_lsp_tune.training.events import TrainingEvent
 from ai_lsp_tune.training.request import TrainRequest
@@ -62,6 +63,8 @@ class _Reporter:
     def checkpoint(self, iteration: int) -> None:
         from mlx.utils import tree_flatten
 
+        if not self.ctx["world"].leader:  # the other ranks never write to the output
+            return
         folder: Path = self.ctx["request"].partial_dir / "checkpoint"
         self.state.iteration = iteration
         arrays = {
@@ -117,7 +120,7 @@ class _Reporter:
         )
         if time.monotonic() - self.last_checkpoint > self.ctx["request"].checkpoint_every_s:
             self.checkpoint(iteration)
-        if self.ctx["stop"].is_set():
+        if any_stopped(self.ctx["stop"].is_set(), self.ctx["world"]):
             self.checkpoint(iteration)
             raise _Stop
 
@@ -190,6 +193,7 @@ def train_lora(
     resumed: tuple[CheckpointState, dict[str, Any]] | None,
     channel: EventChannel,
     stop: threading.Event,
+    world: World | None = None,
 ) -> TrainResult:
     """Train LoRA adapters for ``total`` iterations (or the rest of them, when resuming)."""
     import mlx.core as mx
@@ -222,6 +226,7 @@ def train_lora(
         "request": request,
         "channel": channel,
         "stop": stop,
+        "world": world or World(),
         "batches": batches,
         "best_weights": best_weights,
         "after_eval_s": before_eval_seconds(channel),
@@ -239,7 +244,7 @@ def train_lora(
         max_seq_length=request.max_seq_length,
         adapter_file=str(request.partial_dir / "mlx-lm-adapters.safetensors"),
     )
-    loss = make_loss(model)
+    loss = make_loss(model, ctx["world"].group)
     if total > start:
         try:
             train(model, optimizer, tokens["train"], valid, args, loss, batches, reporter)  # type: ignore[arg-type]

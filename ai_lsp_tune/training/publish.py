@@ -76,6 +76,7 @@ def write_run_json(
     eval_split: str,
     started: float,
     notes: list[str] | None = None,
+    distributed: dict[str, Any] | None = None,
 ) -> Path:
     """The manifest: what was trained on what, how, and how well (before and after)."""
     tokens = data["tokens"]
@@ -107,16 +108,22 @@ def write_run_json(
         "metrics": {"before": before.model_dump(), "after": after.model_dump()},
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": round(time.time() - started, 3),
-        "versions": {
-            "mlx": _version("mlx", "mlx.core"),
-            "mlx-lm": _version("mlx-lm", "mlx_lm"),
-            "ai-lsp-tune": _version("ai-lsp-tune", "ai_lsp_tune"),
-            "python": platform.python_version(),
-        },
+        "versions": versions(),
+        "distributed": distributed or {"world_size": 1, "backend": "none", "hosts": []},
         "platform": f"{platform.system()}-{platform.machine()}",
     }
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+def versions() -> dict[str, str]:
+    """What every rank of a distributed run must share, and what run.json records."""
+    return {
+        "mlx": _version("mlx", "mlx.core"),
+        "mlx-lm": _version("mlx-lm", "mlx_lm"),
+        "ai-lsp-tune": _version("ai-lsp-tune", "ai_lsp_tune"),
+        "python": platform.python_version(),
+    }
 
 
 def _version(distribution: str, module: str) -> str:

@@ -17,6 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ai_lsp_tune.training.distributed import (
+    Launch,
+    launch_command,
+    launch_refusal,
+    rank_failure,
+)
 from ai_lsp_tune.training.events import (
     CancelledEvent,
     ErrorEvent,
@@ -53,8 +59,10 @@ class TrainingRunner:
         on_log: Callable[[str], None] | None = None,
         python: str = sys.executable,
         env: dict[str, str] | None = None,
+        launch: Launch | None = None,
     ) -> None:
         self.request = request.resolved()
+        self.launch = launch
         self.on_event = on_event
         self.on_log = on_log
         self.python = python
@@ -62,6 +70,7 @@ class TrainingRunner:
         self._process: asyncio.subprocess.Process | None = None
         self._cancel_requested = False
         self._log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self._launch_notes: list[str] = []
 
     def cancel(self) -> None:
         """Ask the worker to stop (it saves a checkpoint); kill it if it does not within 5 s."""
@@ -70,16 +79,24 @@ class TrainingRunner:
         if process is None or process.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
+            if self.launch is None:
+                process.send_signal(signal.SIGTERM)
+            else:  # every local rank (mlx.launch itself ignores it and waits for them)
+                os.killpg(process.pid, signal.SIGTERM)
         asyncio.get_running_loop().call_later(CANCEL_GRACE_S, self._kill)
 
     def _kill(self) -> None:
         if self._process is not None and self._process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
+                if self.launch is None:
+                    self._process.kill()
+                else:
+                    os.killpg(self._process.pid, signal.SIGKILL)
 
     async def run(self) -> RunOutcome:
         """Run the worker to the end and return how it ended (never raises for worker errors)."""
+        if self.launch is not None:
+            return await self._run_launched(self.launch)
         read_fd, write_fd = os.pipe()
         try:
             self._process = await asyncio.create_subprocess_exec(
@@ -101,45 +118,89 @@ class TrainingRunner:
             os.close(write_fd)
         if self._cancel_requested:
             self.cancel()
-        final = await self._pump(read_fd)
+        loop = asyncio.get_running_loop()
+        events = asyncio.StreamReader(limit=1 << 24)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(events), os.fdopen(read_fd, "rb", 0)
+        )
+        try:
+            final = await self._pump(events)
+        finally:
+            transport.close()
+        return await self._finish(final)
+
+    async def _run_launched(self, launch: Launch) -> RunOutcome:
+        """The worker on every host through ``mlx.launch``; rank 0's events on its stdout."""
+        worker = ["-m", "ai_lsp_tune.training.worker", "--events-fd", "1"]
+        command = launch_command(
+            self.python,
+            [*worker, "--request", self.request.model_dump_json()],
+            hosts=launch.hosts,
+            hostfile=launch.hostfile,
+            backend=launch.backend,
+        )
+        self._process = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # its own process group: cancel reaches every local rank
+            env=self.env,
+            limit=1 << 24,
+        )
+        if self._cancel_requested:
+            self.cancel()
+        assert self._process.stdout is not None
+        return await self._finish(await self._pump(self._process.stdout))
+
+    async def _finish(self, final: FinalEvent | None) -> RunOutcome:
+        assert self._process is not None
         returncode = await self._process.wait()
+        if self.launch is not None:  # held back until every rank has ended: one final event
+            if not self._cancel_requested:
+                final = self._launch_failure(final, self.launch)
+            if final is not None:
+                self._deliver(final)
         if final is None:
             final = self._synthesised_final(returncode)
             self._deliver(final)
         status: Literal["done", "error", "cancelled"] = final.phase  # type: ignore[assignment]
         return RunOutcome(status, final, returncode, list(self._log_tail))
 
-    async def _pump(self, read_fd: int) -> FinalEvent | None:
-        loop = asyncio.get_running_loop()
-        events = asyncio.StreamReader(limit=1 << 24)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(events), os.fdopen(read_fd, "rb", 0)
-        )
+    async def _pump(self, events: asyncio.StreamReader) -> FinalEvent | None:
         assert self._process is not None and self._process.stderr is not None
         logs = asyncio.create_task(self._read_log(self._process.stderr))
         final: FinalEvent | None = None
         try:
             while line := await events.readline():
+                if not line.lstrip().startswith(b"{"):  # mlx.launch's own notes
+                    self._log_line(line.decode(errors="replace").rstrip())
+                    continue
                 try:
                     event = parse_event(line)
                 except ValueError as exc:
                     log.warning("ignoring a bad event line from the training worker: %s", exc)
                     continue
-                self._deliver(event)
                 if isinstance(event, FinalEvent):
                     final = event
+                    if self.launch is not None:
+                        continue
+                self._deliver(event)
         finally:
-            transport.close()
             await logs
         return final
 
     async def _read_log(self, stream: asyncio.StreamReader) -> None:
         while line := await stream.readline():
-            text = line.decode(errors="replace").rstrip()
-            self._log_tail.append(text)
-            log.debug("worker: %s", text)
-            if self.on_log is not None:
-                self.on_log(text)
+            self._log_line(line.decode(errors="replace").rstrip())
+
+    def _log_line(self, text: str) -> None:
+        if "Node with rank" in text:  # mlx.launch's note on how each rank ended
+            self._launch_notes.append(text)
+        self._log_tail.append(text)
+        log.debug("worker: %s", text)
+        if self.on_log is not None:
+            self.on_log(text)
 
     def _deliver(self, event: WorkerEvent) -> None:
         if self.on_event is not None:
@@ -147,6 +208,19 @@ class TrainingRunner:
                 self.on_event(event)
             except Exception:  # a broken listener must not stop the run
                 log.exception("training event listener failed")
+
+    def _launch_failure(self, final: FinalEvent | None, launch: Launch) -> FinalEvent | None:
+        """A rank that died (or a host that went away) is the error, not rank 0's stop."""
+        if isinstance(final, ErrorEvent) and final.kind != "distributed":
+            return final
+        if final is not None and final.phase == "done":
+            return final
+        message = rank_failure(self._launch_notes, launch)
+        if message is None and final is None:
+            message = launch_refusal(list(self._log_tail), launch)
+        if message is None:
+            return final
+        return ErrorEvent(kind="distributed", message=message)
 
     def _synthesised_final(self, returncode: int) -> FinalEvent:
         if self._cancel_requested:
@@ -171,11 +245,12 @@ def run_training(
     on_event: Callable[[WorkerEvent], None] | None = None,
     *,
     on_log: Callable[[str], None] | None = None,
+    launch: Launch | None = None,
 ) -> RunOutcome:
     """The CLI's way in: run to the end; Ctrl-C (SIGINT) or SIGTERM cancels with a checkpoint."""
 
     async def main() -> RunOutcome:
-        runner = TrainingRunner(request, on_event, on_log=on_log)
+        runner = TrainingRunner(request, on_event, on_log=on_log, launch=launch)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, runner.cancel)

@@ -17,17 +17,21 @@ import threading
 import traceback
 
 from ai_lsp_tune.training.channel import Cancelled, EventChannel, WorkerError
+from ai_lsp_tune.training.distributed import launched_rank
 from ai_lsp_tune.training.events import CancelledEvent, ErrorEvent
 
 EXIT_DONE, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 3
 STOP_GRACE_S = 1.5  # the job's own stop, then the watchdog's
+# Ranks stop together at the next step all of them reach; a busy rank may be seconds behind.
+DISTRIBUTED_STOP_GRACE_S = 10.0
 
 
 def _watch_signals(channel: EventChannel, stop: threading.Event, done: threading.Event) -> None:
     """Runs in its own thread (signals are blocked elsewhere), so a long MLX call can't delay it."""
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     stop.set()
-    if done.wait(STOP_GRACE_S):
+    grace = STOP_GRACE_S if launched_rank() is None else DISTRIBUTED_STOP_GRACE_S
+    if done.wait(grace):
         return
     iteration, folder = channel.last_checkpoint or (None, None)
     channel.emit(
@@ -50,17 +54,21 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     # Block the stop signals before MLX starts threads; only the watcher thread takes them.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # our mlx.launch ignores it; we don't
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events-fd", type=int, required=True)
     parser.add_argument("--request", required=True, help="TrainRequest as JSON")
     args = parser.parse_args(argv)
+    # Under ``mlx.launch`` the events may go to stdout (--events-fd 1): keep it, then redirect.
+    events_fd = os.dup(1) if args.events_fd == 1 else args.events_fd
     os.dup2(2, 1)  # mlx-lm's prints go to our log, never to the parent's stdout
     # The language server runs us below its own priority (before MLX starts its threads).
     os.nice(int(os.environ.get("AI_LSP_WORKER_NICE", "0")))
 
     stop, done = threading.Event(), threading.Event()
-    channel = EventChannel(args.events_fd, stop)
+    channel = EventChannel(events_fd, stop)
+    channel.shares_stdout = args.events_fd == 1
     threading.Thread(target=_watch_signals, args=(channel, stop, done), daemon=True).start()
     try:
         from ai_lsp_tune.training.job import run_job

@@ -10,7 +10,8 @@ export const SERVER_SETTINGS = [
 /** `aiLsp.finetune.*` (ai_lsp_tune/config.py FinetuneSettings). */
 export const FINETUNE_SETTINGS = [
   'baseModel', 'continueFromServed', 'extraTraces', 'numEpochs', 'batchSize', 'learningRate',
-  'maxSeqLength', 'loraRank', 'numLayers', 'force', 'minTestExamples', 'keepModels',
+  'maxSeqLength', 'loraRank', 'numLayers', 'force', 'minTestExamples', 'keepModels', 'hosts',
+  'hostfile', 'backend',
 ] as const;
 
 /** What goes to the server: only what the user set; the server holds every default, so an
