@@ -16,7 +16,9 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -51,6 +53,7 @@ _OUR_FILES = {*SPLIT_FILES.values(), STATS_FILE}
 __all__ = [  # Example and ExampleMetadata live in dataset_chunks, the workers' module
     "SPLIT_FILES",
     "STATS_FILE",
+    "DatasetNotWritten",
     "Example",
     "ExampleMetadata",
     "NoUsableTraces",
@@ -59,6 +62,18 @@ __all__ = [  # Example and ExampleMetadata live in dataset_chunks, the workers' 
     "prepare_dataset",
     "split_examples",
 ]
+
+
+class DatasetNotWritten(Exception):
+    """Writing an output or a temp file beside it failed (disk full, no permission)."""
+
+    def __init__(self, folder: Path, error: OSError) -> None:
+        super().__init__(
+            f"could not write the dataset in {folder}: {error.strerror or error}; "
+            "earlier outputs are unchanged"
+        )
+        self.folder = folder
+        self.error = error
 
 
 class NoUsableTraces(ValueError):
@@ -89,26 +104,34 @@ def prepare_dataset(
         raise ValueError(f"--max-seq-length must be positive, got {max_seq_length}")
     if output_dir is not None:
         _check_output_dir(output_dir)
+    if output_file is not None:
+        _check_output_file(output_file)
     files = otlp.expand_trace_paths(traces)
     counter = estimate_counter() if tokenizer is None else TokenCounter.load(tokenizer)
     report = DatasetReport(max_seq_length=max_seq_length, redaction=redact)
     report.token_counter = counter.name
     # Temp files live beside the outputs, so the final renames stay on one file system.
     work_parent = (output_dir or output_file or Path("dataset")).resolve().parent
-    work_parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".ai-lsp-dataset.", dir=work_parent))  # 0700
+    try:
+        work_parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(work_parent, _WORK_PREFIX)
+        work = Path(tempfile.mkdtemp(prefix=_temp_prefix(_WORK_PREFIX), dir=work_parent))  # 0700
+    except OSError as exc:
+        raise DatasetNotWritten(work_parent, exc) from exc
     dataset_tmp: Path | None = None
     chunks = _plan_chunks(files)
     # A tokenizer stays in this process: loading it in every worker costs more than it saves.
     workers = _worker_count(chunks) if tokenizer is None else 1
-    pool = _pool(workers) if workers > 1 else None
+    pool = _WorkerPool(workers) if workers > 1 else None
     try:
         state = _collect(chunks, work, report, on_progress, pool, workers)
         if report.usable == 0:
             raise NoUsableTraces(_nothing_usable(report), report)
         if output_file is not None:
             output_file.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f".{output_file.name}.", dir=output_file.parent)
+            dataset_prefix = f".{output_file.name}."
+            _remove_stale(output_file.parent, dataset_prefix)
+            fd, name = tempfile.mkstemp(prefix=_temp_prefix(dataset_prefix), dir=output_file.parent)
             os.close(fd)
             dataset_tmp = Path(name)
         staging = work / "splits" if output_dir is not None else None
@@ -123,6 +146,9 @@ def prepare_dataset(
             report.output_dir = str(output_dir)
             _write_json(staging / STATS_FILE, report.model_dump(mode="json"))
             publish_dir(staging, output_dir)
+    except OSError as exc:  # a full disk, a read-only folder: not a bug to show a traceback for
+        where = Path(exc.filename).parent if isinstance(exc.filename, str) else work_parent
+        raise DatasetNotWritten(work_parent if where.is_relative_to(work) else where, exc) from exc
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -164,26 +190,37 @@ def _worker_count(chunks: list[Chunk]) -> int:
     return min(cpus or 1, len(chunks))
 
 
-def _pool(workers: int) -> Executor:
-    """Worker processes: forked when that is safe (Linux, no other thread), else forkserver.
+class _WorkerPool(ProcessPoolExecutor):
+    """Worker processes that end when this process ends, however it ends.
 
-    Forking re-imports nothing, so a caller's script needs no ``__main__`` guard; with threads
-    running (a progress bar) a fork could copy a held lock, and macOS frameworks forbid it.
+    Started by ``fork`` when that is safe (Linux, no other thread): forking re-imports nothing,
+    so a caller's script needs no ``__main__`` guard. With a thread running (the CLI's progress
+    bar, a server) a fork could copy a held lock, and macOS frameworks forbid it: then a fork
+    server, which imports the workers' module once. Either way the workers watch a pipe whose
+    only write end this process holds (``exit_with_parent``), not who their parent is.
     """
-    methods = multiprocessing.get_all_start_methods()
-    if sys.platform == "linux" and threading.active_count() == 1:
-        method = "fork"
-    else:
-        method = "forkserver" if "forkserver" in methods else "spawn"
-    context = multiprocessing.get_context(method)
-    if method == "forkserver":
-        context.set_forkserver_preload(["ai_lsp_tune.dataset_chunks"])
-    return ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context,
-        initializer=exit_with_parent,
-        initargs=(os.getpid(),),
-    )
+
+    def __init__(self, workers: int) -> None:
+        methods = multiprocessing.get_all_start_methods()
+        if sys.platform == "linux" and threading.active_count() == 1:
+            method = "fork"
+        else:
+            method = "forkserver" if "forkserver" in methods else "spawn"
+        context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            context.set_forkserver_preload(["ai_lsp_tune.dataset_chunks"])
+        self._parent_alive, self._lifeline = context.Pipe(duplex=False)
+        super().__init__(
+            max_workers=workers,
+            mp_context=context,
+            initializer=exit_with_parent,
+            initargs=(self._parent_alive, self._lifeline),
+        )
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait, cancel_futures=cancel_futures)
+        self._lifeline.close()  # any worker still there ends now
+        self._parent_alive.close()
 
 
 _T = TypeVar("_T")
@@ -457,6 +494,81 @@ def _check_output_dir(output_dir: Path) -> None:
                 f"--output-dir {output_dir} holds other files ({', '.join(foreign[:3])}); "
                 "it is replaced as a whole, so pass a new or dataset-only folder"
             )
+
+
+def _check_output_file(output_file: Path) -> None:
+    if output_file.is_dir():
+        raise ValueError(f"--output-file {output_file} is a folder; pass a file name")
+    if output_file.exists() and not output_file.is_file():
+        raise ValueError(
+            f"--output-file {output_file} is not a regular file (a device or a pipe); "
+            "pass a file name"
+        )
+
+
+_WORK_PREFIX = ".ai-lsp-dataset."  # a run's private temp folder, beside the outputs
+
+
+def _temp_prefix(prefix: str) -> str:
+    """``prefix`` and this process's id: a later run can tell a killed run's leftovers."""
+    return f"{prefix}{os.getpid()}-"
+
+
+def _remove_stale(folder: Path, prefix: str) -> None:
+    """Remove our temp files and folders in ``folder`` whose process is gone.
+
+    A run killed outright (SIGKILL, a power cut) cannot clean up after itself; its leftovers
+    hold source code. Only names we make (``prefix<pid>-<mkstemp's 8 characters>``) are
+    touched, never those of a run still going, here or in another process.
+    """
+    ours = re.compile(re.escape(prefix) + r"(\d+)-[a-z0-9_]{8}")
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            match = ours.fullmatch(entry.name)
+            if match is None or _running(int(match[1])):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except (OverflowError, ValueError):  # no process can have that id
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def sigterm_cleans_up() -> Iterator[None]:
+    """Within this block SIGTERM raises SystemExit(143), so temp files are removed on the way out.
+
+    SIGTERM's default action ends the process at once, leaving them behind. For the entry points
+    (the CLI, the server's preparation process); only the main thread can set a handler, so
+    elsewhere the block changes nothing. A second SIGTERM ends the process at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _size(path: Path) -> int:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from ai_lsp_tune.wire import WireMessage, encode_line
 
 PROTOCOL_VERSION = 1
+CANCEL_GRACE_S = 3.0  # to remove its temp files and end: less than the server's STOP_TIMEOUT_S
 logger = logging.getLogger(__name__)
 
 
@@ -115,11 +116,23 @@ class DatasetPreparation:
         raise PreparationFailed(f"dataset preparation exited with code {code} ({last[:200]})")
 
     def cancel(self) -> None:
-        """Stop the child now; it writes nothing the next run depends on."""
+        """Stop the child; it writes nothing the next run depends on.
+
+        SIGTERM first, so it removes its temp files; SIGKILL if it is still there after
+        CANCEL_GRACE_S (the next run then removes what it left).
+        """
         self._cancelled = True
-        if self._process is not None and self._process.returncode is None:
+        process = self._process
+        if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
+                process.terminate()
+            asyncio.get_running_loop().call_later(CANCEL_GRACE_S, self._kill, process)
+
+    @staticmethod
+    def _kill(process: asyncio.subprocess.Process) -> None:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
 
 
 def _child(argv: list[str]) -> int:
@@ -134,7 +147,7 @@ def _child(argv: list[str]) -> int:
         channel.write(encode_line(message))
         channel.flush()
 
-    from ai_lsp_tune.dataset import prepare_dataset
+    from ai_lsp_tune.dataset import prepare_dataset, sigterm_cleans_up
 
     request = PrepareRequest.model_validate_json(args.request)
     sent = [-1]
@@ -146,14 +159,15 @@ def _child(argv: list[str]) -> int:
             send(PrepareProgress(done=done, total=total))
 
     try:
-        report = prepare_dataset(
-            request.traces,
-            output_file=None,
-            output_dir=request.output_dir,
-            max_seq_length=request.max_seq_length,
-            tokenizer=request.tokenizer,
-            on_progress=on_progress,
-        )
+        with sigterm_cleans_up():  # cancel() sends SIGTERM: temp files go with the process
+            report = prepare_dataset(
+                request.traces,
+                output_file=None,
+                output_dir=request.output_dir,
+                max_seq_length=request.max_seq_length,
+                tokenizer=request.tokenizer,
+                on_progress=on_progress,
+            )
     except Exception as exc:  # each of prepare_dataset's errors is one clear sentence
         send(PrepareFailed(message=str(exc) or type(exc).__name__))
         return 1
