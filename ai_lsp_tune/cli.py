@@ -118,6 +118,7 @@ def run_prepare_dataset(
 
     from ai_lsp_tune import dataset
     from ai_lsp_tune.dataset_report import render_report
+    from ai_lsp_tune.files import sigterm_cleans_up
     from ai_lsp_tune.tokens import TokenizerUnavailable
     from ai_lsp_tune.traces.otlp import TraceInputError
 
@@ -127,7 +128,7 @@ def run_prepare_dataset(
         # Drawn from the progress callback, not by rich's refresh thread: with no other thread
         # running, the worker processes for large inputs can be forked (see dataset._WorkerPool).
         with (
-            dataset.sigterm_cleans_up(),
+            sigterm_cleans_up(),
             Progress(*columns, console=errors, transient=True, auto_refresh=False) as progress,
         ):
             task = progress.add_task("Reading traces", total=None)

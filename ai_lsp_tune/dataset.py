@@ -16,9 +16,7 @@ import hashlib
 import json
 import multiprocessing
 import os
-import re
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -43,6 +41,8 @@ from ai_lsp_tune.files import (
     private_binary_writer,
     private_fd,
     publish_dir,
+    remove_stale_temps,
+    temp_prefix,
 )
 from ai_lsp_tune.tokens import TokenCounter, estimate_counter
 from ai_lsp_tune.traces import otlp
@@ -98,7 +98,8 @@ def prepare_dataset(
 
     Raises otlp.TraceInputError for a missing input, NoUsableTraces when no example came out
     (earlier outputs are then left untouched), ValueError for an output folder we must not
-    replace, and tokens.TokenizerUnavailable when ``tokenizer`` cannot be loaded.
+    replace, DatasetNotWritten when writing fails (a full disk; earlier outputs untouched), and
+    tokens.TokenizerUnavailable when ``tokenizer`` cannot be loaded.
     """
     if max_seq_length <= 0:
         raise ValueError(f"--max-seq-length must be positive, got {max_seq_length}")
@@ -114,8 +115,8 @@ def prepare_dataset(
     work_parent = (output_dir or output_file or Path("dataset")).resolve().parent
     try:
         work_parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale(work_parent, _WORK_PREFIX)
-        work = Path(tempfile.mkdtemp(prefix=_temp_prefix(_WORK_PREFIX), dir=work_parent))  # 0700
+        remove_stale_temps(work_parent, _WORK_PREFIX)
+        work = Path(tempfile.mkdtemp(prefix=temp_prefix(_WORK_PREFIX), dir=work_parent))  # 0700
     except OSError as exc:
         raise DatasetNotWritten(work_parent, exc) from exc
     dataset_tmp: Path | None = None
@@ -130,8 +131,8 @@ def prepare_dataset(
         if output_file is not None:
             output_file.parent.mkdir(parents=True, exist_ok=True)
             dataset_prefix = f".{output_file.name}."
-            _remove_stale(output_file.parent, dataset_prefix)
-            fd, name = tempfile.mkstemp(prefix=_temp_prefix(dataset_prefix), dir=output_file.parent)
+            remove_stale_temps(output_file.parent, dataset_prefix)
+            fd, name = tempfile.mkstemp(prefix=temp_prefix(dataset_prefix), dir=output_file.parent)
             os.close(fd)
             dataset_tmp = Path(name)
         staging = work / "splits" if output_dir is not None else None
@@ -194,10 +195,11 @@ class _WorkerPool(ProcessPoolExecutor):
     """Worker processes that end when this process ends, however it ends.
 
     Started by ``fork`` when that is safe (Linux, no other thread): forking re-imports nothing,
-    so a caller's script needs no ``__main__`` guard. With a thread running (the CLI's progress
-    bar, a server) a fork could copy a held lock, and macOS frameworks forbid it: then a fork
-    server, which imports the workers' module once. Either way the workers watch a pipe whose
-    only write end this process holds (``exit_with_parent``), not who their parent is.
+    so a caller's script needs no ``__main__`` guard (the CLI draws its progress bar without a
+    thread for this). With a thread running, a fork could copy a held lock, and macOS frameworks
+    forbid it: then a fork server, which imports the workers' module once. Either way the
+    workers watch a pipe whose only write end this process holds (``exit_with_parent``), not
+    who their parent is.
     """
 
     def __init__(self, workers: int) -> None:
@@ -507,68 +509,6 @@ def _check_output_file(output_file: Path) -> None:
 
 
 _WORK_PREFIX = ".ai-lsp-dataset."  # a run's private temp folder, beside the outputs
-
-
-def _temp_prefix(prefix: str) -> str:
-    """``prefix`` and this process's id: a later run can tell a killed run's leftovers."""
-    return f"{prefix}{os.getpid()}-"
-
-
-def _remove_stale(folder: Path, prefix: str) -> None:
-    """Remove our temp files and folders in ``folder`` whose process is gone.
-
-    A run killed outright (SIGKILL, a power cut) cannot clean up after itself; its leftovers
-    hold source code. Only names we make (``prefix<pid>-<mkstemp's 8 characters>``) are
-    touched, never those of a run still going, here or in another process.
-    """
-    ours = re.compile(re.escape(prefix) + r"(\d+)-[a-z0-9_]{8}")
-    with contextlib.suppress(OSError):
-        for entry in folder.iterdir():
-            match = ours.fullmatch(entry.name)
-            if match is None or _running(int(match[1])):
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    entry.unlink()
-
-
-def _running(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    except (OverflowError, ValueError):  # no process can have that id
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def sigterm_cleans_up() -> Iterator[None]:
-    """Within this block SIGTERM raises SystemExit(143), so temp files are removed on the way out.
-
-    SIGTERM's default action ends the process at once, leaving them behind. For the entry points
-    (the CLI, the server's preparation process); only the main thread can set a handler, so
-    elsewhere the block changes nothing. A second SIGTERM ends the process at once.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _size(path: Path) -> int:

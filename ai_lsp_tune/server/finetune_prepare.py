@@ -77,6 +77,7 @@ class DatasetPreparation:
         self._on_progress = on_progress
         self._process: asyncio.subprocess.Process | None = None
         self._cancelled = False
+        self._terminated = False
 
     async def run(self) -> PrepareDone:
         """Prepare the dataset; raise PreparationFailed with the child's reason."""
@@ -123,7 +124,8 @@ class DatasetPreparation:
         """
         self._cancelled = True
         process = self._process
-        if process is not None and process.returncode is None:
+        if process is not None and process.returncode is None and not self._terminated:
+            self._terminated = True  # once: a second SIGTERM would cut its cleanup short
             with contextlib.suppress(ProcessLookupError):
                 process.terminate()
             asyncio.get_running_loop().call_later(CANCEL_GRACE_S, self._kill, process)
@@ -147,7 +149,8 @@ def _child(argv: list[str]) -> int:
         channel.write(encode_line(message))
         channel.flush()
 
-    from ai_lsp_tune.dataset import prepare_dataset, sigterm_cleans_up
+    from ai_lsp_tune.dataset import prepare_dataset
+    from ai_lsp_tune.files import sigterm_cleans_up
 
     request = PrepareRequest.model_validate_json(args.request)
     sent = [-1]
