@@ -140,7 +140,11 @@ def collect_chunk(
     with private_binary_writer(candidates) as out:
         for span in spans():
             attrs = span.attributes
-            run = agent_run_from_span(span)
+            try:
+                run = agent_run_from_span(span)
+            except _MALFORMED as exc:  # an attribute of the wrong type or shape
+                _malformed(found.read, chunk.path, span, exc)
+                continue
             if run is None:
                 if genai.is_feedback_span(span.name, attrs):
                     _remember_feedback(found, attrs, report)
@@ -164,6 +168,16 @@ def collect_chunk(
     report.no_final_result += unfinished
     found.counts = {name: getattr(report, name) for name in RUN_COUNTS}
     return found
+
+
+_MALFORMED = (TypeError, ValueError, AttributeError, KeyError, OverflowError, RecursionError)
+
+
+def _malformed(read: otlp.ReadReport, path: Path, span: otlp.Span, error: Exception) -> None:
+    """Count a decoded span as malformed after all: it cannot be read as what it claims to be."""
+    read.spans -= 1
+    line = int(span.source.rsplit(":", 1)[1])
+    read.bad_span(path, line, f"{span.name[:60]}: {type(error).__name__}")
 
 
 @dataclass

@@ -252,6 +252,9 @@ def run(sizes: list[int], keep: bool) -> str:
             "",
             *notes,
             "",
+            "Ours is measured through `ai_lsp_tune.cli.run_prepare_dataset`, the function "
+            "`ai-lsp finetune prepare-dataset` calls, with its progress bar (drawn from the "
+            "progress callback, not by a thread) and its report table. "
             "How: a plain file of 48 MiB or more is cut at line starts into 16 MiB chunks; "
             "`os.sched_getaffinity` worker processes (forked when no other thread runs) read "
             "them (1 MiB read buffer), at most two per worker in flight, each pickling its usable "
@@ -268,7 +271,8 @@ def run(sizes: list[int], keep: bool) -> str:
             "and `re` on text stored two bytes per character) and tries its regexes only there; "
             "each text is JSON-encoded once, with pydantic's encoder, for both output lines. "
             "CPU s is user+system of the "
-            "program and its workers; peak RSS is sampled every 50 ms over the whole process "
+            "program and its workers (sampled from /proc as well, for workers a fork server "
+            "started); peak RSS is sampled every 50 ms over the whole process "
             "tree (forked workers' shared pages counted in each: an upper bound). "
             f"Load average before the run: {load:.1f} "
             + (

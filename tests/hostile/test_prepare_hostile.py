@@ -184,6 +184,39 @@ def test_a_span_with_an_impossible_time_is_counted_and_the_rest_kept(
     assert "malformed spans skipped" in output
 
 
+@pytest.mark.parametrize(
+    ("attribute", "bad_value", "error"),
+    [
+        ("ai_lsp.attempts", b'{"doubleValue":1e999}', "OverflowError"),
+        ("gen_ai.input.messages", b'{"stringValue":"' + b"[" * 100_000 + b'"}', "RecursionError"),
+    ],
+)
+def test_a_span_with_an_impossible_attribute_is_counted_and_the_rest_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, attribute: str, bad_value: bytes, error: str
+) -> None:
+    traces = tmp_path / "traces.jsonl"
+    record(traces, files=3)
+    lines = traces.read_bytes().splitlines(keepends=True)
+    key = b'"key":"%s","value":' % attribute.encode()
+    lines[1] = re.sub(
+        re.escape(key) + rb'\{"(?:intValue|stringValue)":"(?:[^"\\]|\\.)*"\}',
+        lambda _: key + bad_value,
+        lines[1],
+    )
+    assert bad_value in lines[1]
+    traces.write_bytes(b"".join(lines))
+    monkeypatch.chdir(tmp_path)
+
+    code, output = _cli("traces.jsonl")
+
+    assert code == 0, output
+    stats = json.loads(Path("dataset/stats.json").read_text())
+    assert (stats["examples"], stats["malformed_spans"]) == (2, 1)
+    assert stats["problems"] == [
+        f"traces.jsonl:2: malformed span (invoke_agent ai-lsp-analyzer: {error})"
+    ]
+
+
 # --- 6. outputs that cannot be written -----------------------------------------------------
 
 
