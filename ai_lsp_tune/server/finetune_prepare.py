@@ -78,9 +78,11 @@ class DatasetPreparation:
         self._process: asyncio.subprocess.Process | None = None
         self._cancelled = False
         self._terminated = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self) -> PrepareDone:
         """Prepare the dataset; raise PreparationFailed with the child's reason."""
+        self._loop = asyncio.get_running_loop()
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -128,7 +130,8 @@ class DatasetPreparation:
             self._terminated = True  # once: a second SIGTERM would cut its cleanup short
             with contextlib.suppress(ProcessLookupError):
                 process.terminate()
-            asyncio.get_running_loop().call_later(CANCEL_GRACE_S, self._kill, process)
+            if self._loop is not None:  # set before the process is
+                self._loop.call_later(CANCEL_GRACE_S, self._kill, process)
 
     @staticmethod
     def _kill(process: asyncio.subprocess.Process) -> None:
