@@ -5,6 +5,8 @@ Each command parses its options here and delegates to the module that owns the w
 
 from __future__ import annotations
 
+import errno
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -117,14 +119,28 @@ def run_prepare_dataset(
 
     from ai_lsp_tune import dataset
     from ai_lsp_tune.dataset_report import render_report
+    from ai_lsp_tune.files import sigterm_cleans_up
     from ai_lsp_tune.tokens import TokenizerUnavailable
     from ai_lsp_tune.traces.otlp import TraceInputError
 
     console, errors = Console(), Console(stderr=True)
     columns = ("{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn())
     try:
-        with Progress(*columns, console=errors, transient=True) as progress:
+        # Drawn from the progress callback, not by rich's refresh thread: with no other thread
+        # running, the worker processes for large inputs can be forked (see dataset._WorkerPool).
+        with (
+            sigterm_cleans_up(),
+            Progress(*columns, console=errors, transient=True, auto_refresh=False) as progress,
+        ):
             task = progress.add_task("Reading traces", total=None)
+            drawn = [0.0]
+
+            def on_progress(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+                if time.monotonic() - drawn[0] >= 0.1 or done >= total:
+                    drawn[0] = time.monotonic()
+                    progress.refresh()
+
             report = dataset.prepare_dataset(
                 traces,
                 output_file=output_file,
@@ -132,15 +148,24 @@ def run_prepare_dataset(
                 max_seq_length=max_seq_length,
                 redact=redact,
                 tokenizer=tokenizer,
-                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+                on_progress=on_progress,
             )
     except dataset.NoUsableTraces as exc:
         console.print(render_report(exc.report))
-        errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except (TraceInputError, TokenizerUnavailable, ValueError) as exc:
-        errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except dataset.DatasetNotWritten as exc:
+        hint = "free some space there" if exc.error.errno == errno.ENOSPC else "check the folder"
+        errors.print(
+            f"[bold red]error:[/bold red] {exc}; {hint} or pass --output-file and --output-dir "
+            "elsewhere",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
     console.print(render_report(report))
     return report
 

@@ -41,6 +41,8 @@ from ai_lsp_tune.files import (
     private_binary_writer,
     private_fd,
     publish_dir,
+    remove_stale_temps,
+    temp_prefix,
 )
 from ai_lsp_tune.tokens import TokenCounter, estimate_counter
 from ai_lsp_tune.traces import otlp
@@ -51,6 +53,7 @@ _OUR_FILES = {*SPLIT_FILES.values(), STATS_FILE}
 __all__ = [  # Example and ExampleMetadata live in dataset_chunks, the workers' module
     "SPLIT_FILES",
     "STATS_FILE",
+    "DatasetNotWritten",
     "Example",
     "ExampleMetadata",
     "NoUsableTraces",
@@ -59,6 +62,18 @@ __all__ = [  # Example and ExampleMetadata live in dataset_chunks, the workers' 
     "prepare_dataset",
     "split_examples",
 ]
+
+
+class DatasetNotWritten(Exception):
+    """Writing an output or a temp file beside it failed (disk full, no permission)."""
+
+    def __init__(self, folder: Path, error: OSError) -> None:
+        super().__init__(
+            f"could not write the dataset in {folder}: {error.strerror or error}; "
+            "earlier outputs are unchanged"
+        )
+        self.folder = folder
+        self.error = error
 
 
 class NoUsableTraces(ValueError):
@@ -83,32 +98,41 @@ def prepare_dataset(
 
     Raises otlp.TraceInputError for a missing input, NoUsableTraces when no example came out
     (earlier outputs are then left untouched), ValueError for an output folder we must not
-    replace, and tokens.TokenizerUnavailable when ``tokenizer`` cannot be loaded.
+    replace, DatasetNotWritten when writing fails (a full disk; earlier outputs untouched), and
+    tokens.TokenizerUnavailable when ``tokenizer`` cannot be loaded.
     """
     if max_seq_length <= 0:
         raise ValueError(f"--max-seq-length must be positive, got {max_seq_length}")
     if output_dir is not None:
         _check_output_dir(output_dir)
+    if output_file is not None:
+        _check_output_file(output_file)
     files = otlp.expand_trace_paths(traces)
     counter = estimate_counter() if tokenizer is None else TokenCounter.load(tokenizer)
     report = DatasetReport(max_seq_length=max_seq_length, redaction=redact)
     report.token_counter = counter.name
     # Temp files live beside the outputs, so the final renames stay on one file system.
     work_parent = (output_dir or output_file or Path("dataset")).resolve().parent
-    work_parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".ai-lsp-dataset.", dir=work_parent))  # 0700
+    try:
+        work_parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(work_parent, _WORK_PREFIX)
+        work = Path(tempfile.mkdtemp(prefix=temp_prefix(_WORK_PREFIX), dir=work_parent))  # 0700
+    except OSError as exc:
+        raise DatasetNotWritten(work_parent, exc) from exc
     dataset_tmp: Path | None = None
     chunks = _plan_chunks(files)
     # A tokenizer stays in this process: loading it in every worker costs more than it saves.
     workers = _worker_count(chunks) if tokenizer is None else 1
-    pool = _pool(workers) if workers > 1 else None
+    pool = _WorkerPool(workers) if workers > 1 else None
     try:
         state = _collect(chunks, work, report, on_progress, pool, workers)
         if report.usable == 0:
             raise NoUsableTraces(_nothing_usable(report), report)
         if output_file is not None:
             output_file.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f".{output_file.name}.", dir=output_file.parent)
+            dataset_prefix = f".{output_file.name}."
+            remove_stale_temps(output_file.parent, dataset_prefix)
+            fd, name = tempfile.mkstemp(prefix=temp_prefix(dataset_prefix), dir=output_file.parent)
             os.close(fd)
             dataset_tmp = Path(name)
         staging = work / "splits" if output_dir is not None else None
@@ -123,6 +147,9 @@ def prepare_dataset(
             report.output_dir = str(output_dir)
             _write_json(staging / STATS_FILE, report.model_dump(mode="json"))
             publish_dir(staging, output_dir)
+    except OSError as exc:  # a full disk, a read-only folder: not a bug to show a traceback for
+        where = Path(exc.filename).parent if isinstance(exc.filename, str) else work_parent
+        raise DatasetNotWritten(work_parent if where.is_relative_to(work) else where, exc) from exc
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -164,26 +191,38 @@ def _worker_count(chunks: list[Chunk]) -> int:
     return min(cpus or 1, len(chunks))
 
 
-def _pool(workers: int) -> Executor:
-    """Worker processes: forked when that is safe (Linux, no other thread), else forkserver.
+class _WorkerPool(ProcessPoolExecutor):
+    """Worker processes that end when this process ends, however it ends.
 
-    Forking re-imports nothing, so a caller's script needs no ``__main__`` guard; with threads
-    running (a progress bar) a fork could copy a held lock, and macOS frameworks forbid it.
+    Started by ``fork`` when that is safe (Linux, no other thread): forking re-imports nothing,
+    so a caller's script needs no ``__main__`` guard (the CLI draws its progress bar without a
+    thread for this). With a thread running, a fork could copy a held lock, and macOS frameworks
+    forbid it: then a fork server, which imports the workers' module once. Either way the
+    workers watch a pipe whose only write end this process holds (``exit_with_parent``), not
+    who their parent is.
     """
-    methods = multiprocessing.get_all_start_methods()
-    if sys.platform == "linux" and threading.active_count() == 1:
-        method = "fork"
-    else:
-        method = "forkserver" if "forkserver" in methods else "spawn"
-    context = multiprocessing.get_context(method)
-    if method == "forkserver":
-        context.set_forkserver_preload(["ai_lsp_tune.dataset_chunks"])
-    return ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context,
-        initializer=exit_with_parent,
-        initargs=(os.getpid(),),
-    )
+
+    def __init__(self, workers: int) -> None:
+        methods = multiprocessing.get_all_start_methods()
+        if sys.platform == "linux" and threading.active_count() == 1:
+            method = "fork"
+        else:
+            method = "forkserver" if "forkserver" in methods else "spawn"
+        context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            context.set_forkserver_preload(["ai_lsp_tune.dataset_chunks"])
+        self._parent_alive, self._lifeline = context.Pipe(duplex=False)
+        super().__init__(
+            max_workers=workers,
+            mp_context=context,
+            initializer=exit_with_parent,
+            initargs=(self._parent_alive, self._lifeline),
+        )
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait, cancel_futures=cancel_futures)
+        self._lifeline.close()  # any worker still there ends now
+        self._parent_alive.close()
 
 
 _T = TypeVar("_T")
@@ -457,6 +496,19 @@ def _check_output_dir(output_dir: Path) -> None:
                 f"--output-dir {output_dir} holds other files ({', '.join(foreign[:3])}); "
                 "it is replaced as a whole, so pass a new or dataset-only folder"
             )
+
+
+def _check_output_file(output_file: Path) -> None:
+    if output_file.is_dir():
+        raise ValueError(f"--output-file {output_file} is a folder; pass a file name")
+    if output_file.exists() and not output_file.is_file():
+        raise ValueError(
+            f"--output-file {output_file} is not a regular file (a device or a pipe); "
+            "pass a file name"
+        )
+
+
+_WORK_PREFIX = ".ai-lsp-dataset."  # a run's private temp folder, beside the outputs
 
 
 def _size(path: Path) -> int:

@@ -10,16 +10,18 @@ counts, line numbers, duplicates and splits are exactly what one sequential pass
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import pickle
+import signal
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +140,11 @@ def collect_chunk(
     with private_binary_writer(candidates) as out:
         for span in spans():
             attrs = span.attributes
-            run = agent_run_from_span(span)
+            try:
+                run = agent_run_from_span(span)
+            except _MALFORMED as exc:  # an attribute of the wrong type or shape
+                _malformed(found.read, chunk.path, span, exc)
+                continue
             if run is None:
                 if genai.is_feedback_span(span.name, attrs):
                     _remember_feedback(found, attrs, report)
@@ -162,6 +168,16 @@ def collect_chunk(
     report.no_final_result += unfinished
     found.counts = {name: getattr(report, name) for name in RUN_COUNTS}
     return found
+
+
+_MALFORMED = (TypeError, ValueError, AttributeError, KeyError, OverflowError, RecursionError)
+
+
+def _malformed(read: otlp.ReadReport, path: Path, span: otlp.Span, error: Exception) -> None:
+    """Count a decoded span as malformed after all: it cannot be read as what it claims to be."""
+    read.spans -= 1
+    line = int(span.source.rsplit(":", 1)[1])
+    read.bad_span(path, line, f"{span.name[:60]}: {type(error).__name__}")
 
 
 @dataclass
@@ -277,13 +293,15 @@ def _usable_result(run: AgentRun, report: DatasetReport) -> dict[str, Any] | Non
         return None
     try:  # parsed once: the target is this value, as compact JSON without a ```json fence
         value = parse_json_text(run.output)
-        DiagnosticResult.model_validate(value)
+        result = DiagnosticResult.model_validate(value)
     except (ValueError, RecursionError):  # not JSON, or not a DiagnosticResult
         report.invalid_result += 1
         return None
     if not all(_is_unicode(text) for text in (run.system, run.user, run.output)):
         report.invalid_text += 1
         return None
+    if run.output_recovered:  # the model's raw tool arguments: any key order, fields left out
+        return result.model_dump(mode="json")  # as the recorded answers are written
     return value if isinstance(value, dict) else None
 
 
@@ -421,15 +439,20 @@ def _redact_value(value: Any, redactor: Redactor) -> Any:
     return value
 
 
-def exit_with_parent(parent: int) -> None:
-    """A worker's initializer: end the worker when its parent is gone (killed on cancel).
+def exit_with_parent(parent_alive: Connection, lifeline: Connection) -> None:
+    """A worker's initializer: end the worker when the process that owns the pool is gone.
 
-    A killed parent never tells its pool, and a worker waiting for work would wait forever.
+    A killed owner never tells its pool, and a worker waiting for work would wait forever. The
+    owner holds the write end of a pipe (``lifeline``) and never writes: when it ends, however
+    (SIGKILL included), the read end here sees end-of-file. That holds whatever the start method
+    made the worker's parent (with forkserver it is the fork server, not the owner).
     """
+    lifeline.close()  # a forked worker inherited the owner's write end: only the owner keeps it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the owner's cleanup handler, if forked
 
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
+        with contextlib.suppress(EOFError, OSError):
+            parent_alive.recv_bytes()  # nothing is ever sent: returns at the owner's end
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -95,6 +98,68 @@ def copy_range(source: int, out: int, offset: int, length: int) -> None:
             raise OSError(f"could not copy {length} bytes from offset {offset}: file cut short")
         offset += copied
         length -= copied
+
+
+def temp_prefix(prefix: str) -> str:
+    """``prefix`` and this process's id: a later run can tell a killed run's leftovers."""
+    return f"{prefix}{os.getpid()}-"
+
+
+def remove_stale_temps(folder: Path, prefix: str) -> None:
+    """Remove our temp files and folders in ``folder`` whose process is gone.
+
+    A run killed outright (SIGKILL, a power cut) cannot clean up after itself; its leftovers
+    hold source code. Only names we make (``prefix<pid>-<mkstemp's 8 characters>``) are
+    touched, never those of a run still going, here or in another process.
+    """
+    ours = re.compile(re.escape(prefix) + r"(\d+)-[a-z0-9_]{8}")
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            match = ours.fullmatch(entry.name)
+            if match is None or _running(int(match[1])):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except (OverflowError, ValueError):  # no process can have that id
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def sigterm_cleans_up() -> Iterator[None]:
+    """Within this block SIGTERM raises SystemExit(143), so temp files are removed on the way out.
+
+    SIGTERM's default action ends the process at once, leaving them behind. For the entry points
+    (the CLI, the server's preparation process); only the main thread can set a handler, so
+    elsewhere the block changes nothing. A second SIGTERM ends the process at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _create_private(path: Path) -> int:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from ai_lsp_tune.wire import WireMessage, encode_line
 
 PROTOCOL_VERSION = 1
+CANCEL_GRACE_S = 3.0  # to remove its temp files and end: less than the server's STOP_TIMEOUT_S
 logger = logging.getLogger(__name__)
 
 
@@ -76,9 +77,12 @@ class DatasetPreparation:
         self._on_progress = on_progress
         self._process: asyncio.subprocess.Process | None = None
         self._cancelled = False
+        self._terminated = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self) -> PrepareDone:
         """Prepare the dataset; raise PreparationFailed with the child's reason."""
+        self._loop = asyncio.get_running_loop()
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -115,11 +119,25 @@ class DatasetPreparation:
         raise PreparationFailed(f"dataset preparation exited with code {code} ({last[:200]})")
 
     def cancel(self) -> None:
-        """Stop the child now; it writes nothing the next run depends on."""
+        """Stop the child; it writes nothing the next run depends on.
+
+        SIGTERM first, so it removes its temp files; SIGKILL if it is still there after
+        CANCEL_GRACE_S (the next run then removes what it left).
+        """
         self._cancelled = True
-        if self._process is not None and self._process.returncode is None:
+        process = self._process
+        if process is not None and process.returncode is None and not self._terminated:
+            self._terminated = True  # once: a second SIGTERM would cut its cleanup short
             with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
+                process.terminate()
+            if self._loop is not None:  # set before the process is
+                self._loop.call_later(CANCEL_GRACE_S, self._kill, process)
+
+    @staticmethod
+    def _kill(process: asyncio.subprocess.Process) -> None:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
 
 
 def _child(argv: list[str]) -> int:
@@ -135,6 +153,7 @@ def _child(argv: list[str]) -> int:
         channel.flush()
 
     from ai_lsp_tune.dataset import prepare_dataset
+    from ai_lsp_tune.files import sigterm_cleans_up
 
     request = PrepareRequest.model_validate_json(args.request)
     sent = [-1]
@@ -146,14 +165,15 @@ def _child(argv: list[str]) -> int:
             send(PrepareProgress(done=done, total=total))
 
     try:
-        report = prepare_dataset(
-            request.traces,
-            output_file=None,
-            output_dir=request.output_dir,
-            max_seq_length=request.max_seq_length,
-            tokenizer=request.tokenizer,
-            on_progress=on_progress,
-        )
+        with sigterm_cleans_up():  # cancel() sends SIGTERM: temp files go with the process
+            report = prepare_dataset(
+                request.traces,
+                output_file=None,
+                output_dir=request.output_dir,
+                max_seq_length=request.max_seq_length,
+                tokenizer=request.tokenizer,
+                on_progress=on_progress,
+            )
     except Exception as exc:  # each of prepare_dataset's errors is one clear sentence
         send(PrepareFailed(message=str(exc) or type(exc).__name__))
         return 1

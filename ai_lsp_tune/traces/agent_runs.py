@@ -64,6 +64,7 @@ class AgentRun:
     error: str
     output: str | None  # the answer's JSON text; never a scrubbed placeholder when usable
     output_scrubbed: bool  # logfire scrubbed the answer and no true copy survives
+    output_recovered: bool  # scrubbed, but the output tool's arguments (raw model JSON) were not
     system: str
     user: str
     prompt_scrubbed: bool
@@ -135,7 +136,7 @@ def _pydantic_ai(span: Span) -> AgentRun:
         system, user, tool_output = _from_parts(messages)
         instructions = _texts(_json_list(attrs.get(genai.SYSTEM_INSTRUCTIONS)))
         system = "\n\n".join(s for s in (system, instructions) if s)
-    output, output_scrubbed = _best_output(final, tool_output)
+    output, output_scrubbed, output_recovered = _best_output(final, tool_output)
     parts = parse_user_prompt(user)
     return _run(
         span,
@@ -143,6 +144,7 @@ def _pydantic_ai(span: Span) -> AgentRun:
         model=model,
         output=output,
         output_scrubbed=output_scrubbed,
+        output_recovered=output_recovered,
         system=system,
         user=user,
         language=parts.language if parts else "",
@@ -163,6 +165,7 @@ def _run(span: Span, fmt: RunFormat, **fields: Any) -> AgentRun:
         error=fields.pop("error", "") or span.status_message,
         output=fields.pop("output", None),
         output_scrubbed=fields.pop("output_scrubbed", False),
+        output_recovered=fields.pop("output_recovered", False),
         system=system,
         user=user,
         prompt_scrubbed=SCRUBBED_MARKER in system or SCRUBBED_MARKER in user,
@@ -173,16 +176,17 @@ def _run(span: Span, fmt: RunFormat, **fields: Any) -> AgentRun:
     )
 
 
-def _best_output(final: Any, tool_arguments: Any) -> tuple[str | None, bool]:
-    """The answer text; logfire may have scrubbed ``final_result`` but not the tool call."""
+def _best_output(final: Any, tool_arguments: Any) -> tuple[str | None, bool, bool]:
+    """(answer text, scrubbed, recovered): logfire may have scrubbed ``final_result`` but not
+    the output tool call's arguments."""
     first = _as_text(final)
     if first is not None and SCRUBBED_MARKER not in first:
-        return first, False  # the usual case: the tool call's arguments are not needed
-    candidates = [c for c in (first, _as_text(tool_arguments)) if c is not None]
-    for text in candidates:
-        if SCRUBBED_MARKER not in text:
-            return text, False
-    return (candidates[0] if candidates else None), bool(candidates)
+        return first, False, False  # the usual case: the tool call's arguments are not needed
+    arguments = _as_text(tool_arguments)
+    if arguments is not None and SCRUBBED_MARKER not in arguments:
+        return arguments, False, True
+    candidates = [c for c in (first, arguments) if c is not None]
+    return (candidates[0] if candidates else None), bool(candidates), False
 
 
 def _as_text(value: Any) -> str | None:

@@ -98,6 +98,14 @@ class ReadReport:
 
     def skip(self, path: Path, line: int, reason: str, detail: str = "") -> None:
         self.skipped[reason] += 1
+        self._list(path, line, reason, detail)
+
+    def bad_span(self, path: Path, line: int, detail: str) -> None:
+        """A span that cannot be used (its line's other spans can)."""
+        self.bad_spans += 1
+        self._list(path, line, BAD_SPAN, detail)
+
+    def _list(self, path: Path, line: int, reason: str, detail: str) -> None:
         if len(self.problems) < MAX_LISTED_PROBLEMS:
             self.problems.append(Problem(str(path), line, reason, detail))
 
@@ -105,7 +113,8 @@ class ReadReport:
 def expand_trace_paths(paths: Iterable[Path]) -> list[Path]:
     """Files to read: given files as they are, folders searched for trace files (backups first).
 
-    Raises TraceInputError for a path that does not exist or a folder with no trace file.
+    Raises TraceInputError for a path that does not exist, is not a regular file or folder, or
+    is a folder with no trace file.
     """
     files: list[Path] = []
     for path in paths:
@@ -126,8 +135,13 @@ def expand_trace_paths(paths: Iterable[Path]) -> list[Path]:
                     "pass the Collector's output folder or the trace files themselves"
                 )
             files.extend(found)
-        elif path.exists():
+        elif path.is_file():
             files.append(path)
+        elif path.exists():  # reading a pipe or /dev/zero would wait or go on for ever
+            raise TraceInputError(
+                f"{path} is not a regular file (a pipe, a device or a socket); "
+                "pass trace files (.jsonl, .jsonl.gz) or folders of them"
+            )
         else:
             raise TraceInputError(f"trace file not found: {path}")
     return files
@@ -253,7 +267,7 @@ def read_range(
                     report.spans += count - len(decoded)
                     report.skimmed += 1
                     if decoded:
-                        yield from _decoded_spans(decoded, f"{path}:{lineno}", report)
+                        yield from _decoded_spans(decoded, path, lineno, report)
                     continue
                 request = _parse_line(path, lineno, line, report)
                 if request is not None:
@@ -330,7 +344,7 @@ def _parse_line(path: Path, lineno: int, line: bytes, report: ReadReport) -> dic
 def _spans_of(
     request: dict[str, Any], path: Path, lineno: int, report: ReadReport
 ) -> Iterator[Span]:
-    return _decoded_spans(_raw_spans(request), f"{path}:{lineno}", report)
+    return _decoded_spans(_raw_spans(request), path, lineno, report)
 
 
 def _raw_spans(request: dict[str, Any]) -> Iterator[RawSpan]:
@@ -343,12 +357,21 @@ def _raw_spans(request: dict[str, Any]) -> Iterator[RawSpan]:
                 yield raw, scope_name, scope_version
 
 
-def _decoded_spans(decoded: Iterable[RawSpan], source: str, report: ReadReport) -> Iterator[Span]:
+def _decoded_spans(
+    decoded: Iterable[RawSpan], path: Path, lineno: int, report: ReadReport
+) -> Iterator[Span]:
+    source = f"{path}:{lineno}"
     for raw, scope_name, scope_version in decoded:
         try:
             span = _decode_span(raw, scope_name, scope_version, source)
-        except (TypeError, ValueError, AttributeError, KeyError, RecursionError):
-            report.bad_spans += 1
+        except BadField as exc:
+            report.bad_span(path, lineno, str(exc))
+            continue
+        except KeyError as exc:
+            report.bad_span(path, lineno, f"no {exc.args[0]}")
+            continue
+        except (TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
+            report.bad_span(path, lineno, type(exc).__name__)
             continue
         report.spans += 1
         yield span
@@ -365,8 +388,8 @@ def _decode_span(raw: dict[str, Any], scope_name: str, scope_version: str, sourc
         trace_id=str(raw.get("traceId", "")),
         span_id=str(raw.get("spanId", "")),
         parent_span_id=str(raw.get("parentSpanId", "")),
-        start_time_unix_nano=int(raw.get("startTimeUnixNano", 0)),
-        end_time_unix_nano=int(raw.get("endTimeUnixNano", 0)),
+        start_time_unix_nano=_unix_nano(raw, "startTimeUnixNano"),
+        end_time_unix_nano=_unix_nano(raw, "endTimeUnixNano"),
         attributes=decode_attributes(raw.get("attributes")),
         status_code=_status_code(status.get("code", 0)),
         status_message=str(status.get("message", "")),
@@ -374,6 +397,25 @@ def _decode_span(raw: dict[str, Any], scope_name: str, scope_version: str, sourc
         scope_version=scope_version,
         source=source,
     )
+
+
+class BadField(ValueError):
+    """A span field no OTLP writer could have written; the message names it."""
+
+
+_MAX_UNIX_NANO = 2**64 - 1  # OTLP times are fixed64: nanoseconds up to the year 2554
+
+
+def _unix_nano(raw: dict[str, Any], key: str) -> int:
+    """A span time: OTLP/JSON writes it as a decimal string (a number is tolerated)."""
+    value = raw.get(key, 0)
+    try:
+        nanos = int(value)
+    except (TypeError, ValueError, OverflowError):  # "abc", NaN, 1e999 (infinity)
+        nanos = -1
+    if not 0 <= nanos <= _MAX_UNIX_NANO or isinstance(value, bool):
+        raise BadField(f"{key} {str(value)[:40]} is not a time in nanoseconds")
+    return nanos
 
 
 _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
