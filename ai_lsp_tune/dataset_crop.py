@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ai_lsp_tune.prompts import parse_user_prompt
-from ai_lsp_tune.windows import Lines, crop, window_prompt
+from ai_lsp_tune.windows import Lines, Window, crop, window_prompt
 
 CountChat = Callable[[list[dict[str, str]]], int]
 
@@ -62,21 +62,45 @@ def crop_example(
             return None  # ungrounded issues were removed before; a prompt we cannot read
         spans.append(span)
 
-    def held(code: str) -> dict[str, Any]:
-        return {**result, "issues": [i for i in issues if i["issue_snippet"] in code]}
+    # Where each snippet occurs in the whole code (found once): a window shows a snippet when
+    # one occurrence lies inside it, the same as ``snippet in window.code``, without searching.
+    occurrences = [_occurrences(parts.code, str(issue["issue_snippet"])) for issue in issues]
+    answers: dict[tuple[int, ...], tuple[dict[str, Any], str]] = {}
+
+    def held(window: Window) -> tuple[dict[str, Any], str]:
+        """The answer for a window (the issues whose snippets it shows), and its JSON."""
+        low, high = window.start_offset, window.end_offset
+        key = tuple(
+            k
+            for k, spans in enumerate(occurrences)
+            if any(low <= start and end <= high for start, end in spans)
+        )
+        if key not in answers:  # the crop search asks again and again for the same few sets
+            answer = {**result, "issues": [issues[k] for k in key]}
+            answers[key] = (answer, answer_json(answer))
+        return answers[key]
 
     def tokens(first: int, end: int) -> int:
         window = lines.window(first, end)
         prompt = window_prompt(parts, lines, window)
-        return count(chat(system, prompt, answer_json(held(window.code))))
+        return count(chat(system, prompt, held(window)[1]))
 
     windows = crop(lines, spans, tokens, max_tokens)
     if windows is None:
         return None
     crops = []
     for window in windows:
-        answer = held(window.code)
+        answer, assistant = held(window)
         prompt = window_prompt(parts, lines, window)
-        assistant = answer_json(answer)
         crops.append(Crop(prompt, answer, assistant, count(chat(system, prompt, assistant))))
     return crops
+
+
+def _occurrences(code: str, snippet: str) -> list[tuple[int, int]]:
+    """Every (start, end) offset of ``snippet`` in ``code``, overlapping ones included."""
+    found = []
+    at = code.find(snippet)
+    while at >= 0 and snippet:
+        found.append((at, at + len(snippet)))
+        at = code.find(snippet, at + 1)
+    return found

@@ -53,7 +53,8 @@ class Lines:
         if self.starts[-1] == len(code) and len(self.starts) > 1:
             self.starts.pop()  # a final line break does not start another line
         self.count = len(self.starts)
-        texts = [self.text(i, i + 1) for i in range(self.count)]
+        bounds = [*self.starts, len(code)]
+        texts = [code[bounds[i] : bounds[i + 1]] for i in range(self.count)]
         self.cut_quality = [_cut_quality(texts, i) for i in range(self.count)]
 
     def offset(self, line: int) -> int:
