@@ -71,7 +71,7 @@ export function readServerCommand(config: ConfigurationReader): { command: strin
   if (!Array.isArray(argv) || argv.length === 0 || argv.some((a) => typeof a !== 'string' || !a)) {
     throw new Error(
       'aiLsp.server.command must be a non-empty list of strings, e.g. ["ai-lsp", "serve"] ' +
-        'or ["uvx", "--from", "ai-lsp-tune", "ai-lsp", "serve"].',
+        'or ["uvx", "--from", "/path/to/ai-lsp-tune", "ai-lsp", "serve"].',
     );
   }
   return { command: argv[0], args: argv.slice(1) };
