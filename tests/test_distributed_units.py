@@ -125,3 +125,21 @@ def test_ranks_with_other_package_versions_are_refused_naming_the_host() -> None
         "0.32.2); install the same environment on every host (`uv sync --locked`)."
     )
     assert [a["message"] for a in answers] == [expected, expected]
+
+
+async def test_a_host_that_cannot_be_reached_is_named_before_anything_starts(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from ai_lsp_tune.training.runner import TrainingRunner
+    from tests.test_train import fast_request, write_splits
+
+    # 127.0.0.2 is this machine's loopback too, but no ssh answers there: refused at once.
+    launch = Launch(hosts=["127.0.0.1", "127.0.0.2"])
+    request = fast_request(tiny_model, tmp_path, write_splits(tmp_path / "data", 4, 1, 1))
+    seen: list[object] = []
+    outcome = await TrainingRunner(request, seen.append, launch=launch).run()
+    assert outcome.status == "error" and outcome.returncode is None  # nothing was started
+    assert outcome.event.message.startswith("Host 127.0.0.2 cannot be reached over ssh")
+    assert "fix --hosts or --hostfile" in outcome.event.message
+    assert seen == [outcome.event]
+    assert not (tmp_path / "out").exists()

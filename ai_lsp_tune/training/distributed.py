@@ -240,6 +240,31 @@ def launch_refusal(log_lines: list[str], launch: Launch) -> str | None:
     return None
 
 
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+SSH_PORT, REACH_TIMEOUT_S = 22, 5.0
+
+
+def unreachable_host(launch: Launch, timeout_s: float = REACH_TIMEOUT_S) -> str | None:
+    """One line naming the first remote host whose ssh port does not answer, before anything
+    starts (mlx.launch's ssh would wait for the system's TCP timeout, minutes)."""
+    import socket
+
+    local = LOCAL_HOSTS | {socket.gethostname()}
+    for host in dict.fromkeys(launch.host_names()):
+        name = host.rsplit("@", 1)[-1]  # a hostfile's "ssh" may be user@host
+        if name in local:
+            continue
+        try:
+            socket.create_connection((name, SSH_PORT), timeout=timeout_s).close()
+        except OSError as exc:
+            reason = "no answer" if isinstance(exc, TimeoutError) else str(exc) or "refused"
+            return (
+                f"Host {host} cannot be reached over ssh (port {SSH_PORT}: {reason}); nothing "
+                f"was started. Check the host is up and reachable, or fix {launch.where}."
+            )
+    return None
+
+
 def launch_command(
     python: str,
     worker_args: list[str],

@@ -22,6 +22,7 @@ from ai_lsp_tune.training.distributed import (
     launch_command,
     launch_refusal,
     rank_failure,
+    unreachable_host,
 )
 from ai_lsp_tune.training.events import (
     CancelledEvent,
@@ -131,6 +132,11 @@ class TrainingRunner:
 
     async def _run_launched(self, launch: Launch) -> RunOutcome:
         """The worker on every host through ``mlx.launch``; rank 0's events on its stdout."""
+        unreachable = await asyncio.to_thread(unreachable_host, launch)
+        if unreachable is not None:
+            event = ErrorEvent(kind="distributed", message=unreachable)
+            self._deliver(event)
+            return RunOutcome(status="error", event=event, returncode=None)
         worker = ["-m", "ai_lsp_tune.training.worker", "--events-fd", "1"]
         command = launch_command(
             self.python,
