@@ -208,7 +208,8 @@ def clean_chunk(
     ``max_seq_length`` keeps its dataset.json line; its chat lines are its windows.
     """
     report = DatasetReport(redaction=redaction)
-    count = (counter or estimate_counter()).count
+    counter = counter or estimate_counter()
+    count = counter.count
     out = Cleaned({}, cleaned.with_suffix(".examples"), cleaned.with_suffix(".chats"))
     system_json = _LastJson()  # the system prompt repeats across examples
     with (
@@ -246,7 +247,10 @@ def clean_chunk(
             examples.write(line)
             tokens, lines = count(messages), 1
             if max_seq_length is not None and tokens > max_seq_length:
-                crops = crop_example(system, user, result, count, max_seq_length) or []
+                crops = crop_example(
+                    system, user, result, count, max_seq_length, count_chars=counter.count_chars
+                )
+                crops = crops or []
                 chat = b"".join(_chat_line(system_json(system), c.user, c.assistant) for c in crops)
                 lines = len(crops)
             chats.write(chat)

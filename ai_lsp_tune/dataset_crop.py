@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ai_lsp_tune.prompts import parse_user_prompt
@@ -43,12 +43,19 @@ class Crop:
 
 
 def crop_example(
-    system: str, user: str, result: dict[str, Any], count: CountChat, max_tokens: int
+    system: str,
+    user: str,
+    result: dict[str, Any],
+    count: CountChat,
+    max_tokens: int,
+    *,
+    count_chars: Callable[[int], int] | None = None,
 ) -> list[Crop] | None:
     """The windows of an over-long example, each fitting ``max_tokens`` with its answer.
 
     None when it cannot be cropped: one issue's snippet is larger than the budget, or the
-    prompt is not an analysis prompt.
+    prompt is not an analysis prompt. ``count_chars``: the same count from a system, user and
+    assistant message's total characters, where it depends on nothing else (the estimate).
     """
     parts = parse_user_prompt(user)
     if parts is None:
@@ -82,6 +89,10 @@ def crop_example(
 
     def tokens(first: int, end: int) -> int:
         window = lines.window(first, end)
+        if count_chars is not None:  # the prompt is its header around the code, verbatim
+            header = window_prompt(parts, lines, replace(window, code=""))
+            shown = window.end_offset - window.start_offset
+            return count_chars(len(system) + len(header) + shown + len(held(window)[1]))
         prompt = window_prompt(parts, lines, window)
         return count(chat(system, prompt, held(window)[1]))
 

@@ -20,6 +20,9 @@ class TokenCounter:
 
     name: str
     count_chat: Callable[[list[dict[str, str]]], int]
+    # For a count that depends only on a chat's total characters (the estimate), that count:
+    # lets a search over many candidate chats (cropping) skip building them.
+    count_chars: Callable[[int], int] | None = None
 
     def count(self, messages: list[dict[str, str]]) -> int:
         return self.count_chat(messages)
@@ -52,8 +55,10 @@ class TokenCounter:
 def estimate_counter() -> TokenCounter:
     """About one token per three characters: no tokenizer needed, slightly pessimistic."""
 
-    def count_chat(messages: list[dict[str, str]]) -> int:
-        chars = sum(len(m["content"]) for m in messages)
-        return math.ceil(chars / CHARS_PER_TOKEN) + _PER_MESSAGE_OVERHEAD * len(messages)
+    def count_chars(chars: int, messages: int = 3) -> int:
+        return math.ceil(chars / CHARS_PER_TOKEN) + _PER_MESSAGE_OVERHEAD * messages
 
-    return TokenCounter(name="estimate", count_chat=count_chat)
+    def count_chat(messages: list[dict[str, str]]) -> int:
+        return count_chars(sum(len(m["content"]) for m in messages), len(messages))
+
+    return TokenCounter(name="estimate", count_chat=count_chat, count_chars=count_chars)
