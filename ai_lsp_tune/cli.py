@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ai_lsp_tune.config import DEFAULT_MODEL
+from ai_lsp_tune.hyperparams import option_bounds
 
 if TYPE_CHECKING:
     from ai_lsp_tune.dataset_report import DatasetReport
@@ -185,15 +186,36 @@ OutputDirOption = Annotated[
         "replaced as a whole when the run succeeds."
     ),
 ]
-EpochsOption = Annotated[int, typer.Option(min=1, help="Passes over the training split.")]
-BatchSizeOption = Annotated[int, typer.Option(min=1, help="Examples per step (try 1 on OOM).")]
-LearningRateOption = Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")]
-MaxSeqLengthOption = Annotated[
-    int, typer.Option(min=16, help="Longer examples are cropped to windows of their code.")
+EpochsOption = Annotated[
+    int, typer.Option(**option_bounds("num_epochs"), help="Passes over the training split.")
 ]
-LoraRankOption = Annotated[int, typer.Option(min=1, help="Rank of the LoRA adapters.")]
+BatchSizeOption = Annotated[
+    int, typer.Option(**option_bounds("batch_size"), help="Examples per step (try 1 on OOM).")
+]
+LearningRateOption = Annotated[
+    float,
+    typer.Option(**option_bounds("learning_rate"), help="Adam learning rate (more than 0)."),
+]
+MaxSeqLengthOption = Annotated[
+    int,
+    typer.Option(
+        **option_bounds("max_seq_length"),
+        help="Longer examples are cropped to windows of their code.",
+    ),
+]
+LoraRankOption = Annotated[
+    int,
+    typer.Option(
+        **option_bounds("lora_rank"),
+        help="Rank of the LoRA adapters (at most the model's hidden size).",
+    ),
+]
 NumLayersOption = Annotated[
-    int, typer.Option(min=-1, help="Adapt the last N transformer layers; -1 for all.")
+    int,
+    typer.Option(
+        **option_bounds("num_layers"),
+        help="Adapt the last N transformer layers; -1 for all (more than the model has: all).",
+    ),
 ]
 ResumeOption = Annotated[
     bool, typer.Option(help="Continue an interrupted run (Ctrl-C) from its checkpoint.")
@@ -240,16 +262,24 @@ def _train_request(dataset: Path, options: dict[str, Any]) -> TrainRequest:
     """
     from pydantic import ValidationError
 
+    from ai_lsp_tune.hyperparams import misfit
     from ai_lsp_tune.training.request import TrainRequest
 
     fields = {name: value for name, value in options.items() if name in TrainRequest.model_fields}
     try:
-        return TrainRequest.model_validate({**fields, "dataset": dataset})
+        request = TrainRequest.model_validate({**fields, "dataset": dataset})
     except ValidationError as exc:
         first = exc.errors()[0]
-        option = "--" + str(first["loc"][0]).replace("_", "-")
-        typer.echo(f"error: invalid {option}: {first['msg']}", err=True)
+        typer.echo(f"error: invalid {_flag(str(first['loc'][0]))}: {first['msg']}", err=True)
         raise typer.Exit(2) from None
+    problem = misfit(request.model_name, request.model_dump(), _flag)  # config.json, no load
+    if problem:
+        _usage(problem)
+    return request
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
 
 def _run_train(request: TrainRequest, options: dict[str, Any] | None = None) -> None:

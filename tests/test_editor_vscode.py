@@ -18,6 +18,7 @@ import pytest
 from pydantic.alias_generators import to_camel
 
 from ai_lsp_tune.config import FinetuneSettings, Settings
+from ai_lsp_tune.hyperparams import BOUNDS
 from ai_lsp_tune.server import commands
 from tests.editor_tools import missing
 
@@ -90,3 +91,14 @@ def test_the_vsix_was_packaged() -> None:
     assert "extension/package.json" in names
     assert "extension/out/src/extension.js" in names
     assert any(n.startswith("extension/node_modules/vscode-languageclient/") for n in names)
+
+
+@pytest.mark.parametrize("field", sorted(BOUNDS))
+def test_hyper_parameter_bounds_are_the_same_in_vscode_settings_and_the_server(
+    field: str,
+) -> None:
+    bound = BOUNDS[field]
+    declared = PROPERTIES[f"aiLsp.finetune.{to_camel(field)}"]
+    assert declared.get("minimum") == bound.ge
+    assert declared.get("exclusiveMinimum") == bound.gt
+    assert declared.get("maximum") == bound.le

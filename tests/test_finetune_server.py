@@ -383,6 +383,22 @@ async def test_clients_without_progress_get_messages_and_shutdown_stops_the_work
         assert not Path(f"/proc/{pid}").exists(), "the training worker outlived the server"
 
 
+async def test_a_lora_rank_the_model_cannot_take_is_refused_before_the_dataset_is_prepared(
+    taught_workspace: Path, isolated_home: Path, tiny_model: Path
+) -> None:
+    student = await start_student(taught_workspace, isolated_home, tiny_model, loraRank=512)
+    try:
+        message = await refused(student, commands.FINETUNE)
+        assert "aiLsp.finetune.loraRank 512 is more than the hidden size 96 of" in message
+        assert "set aiLsp.finetune.loraRank to 96 or less" in message and "--" not in message
+        status = await student.status()
+        assert status["state"] == "idle" and status["lastRun"] is None
+        runs = paths.workspace_dir(taught_workspace) / "finetune" / "runs"
+        assert not runs.exists() or not any(runs.iterdir())  # no dataset prepared
+    finally:
+        await stop_session(student.session)
+
+
 async def test_arguments_outside_the_workspace_are_refused(
     tmp_path: Path, isolated_home: Path, tiny_model: Path
 ) -> None:

@@ -18,6 +18,8 @@ from ai_lsp_tune.cli import app
         ("--learning-rate", "nan", "--learning-rate"),
         ("--num-layers", "0", "invalid --num-layers"),
         ("--batch-size", "0", "--batch-size"),
+        ("--lora-rank", "5000", "--lora-rank"),
+        ("--max-seq-length", "8", "--max-seq-length"),
     ],
 )
 def test_bad_hyperparameters_are_refused_before_training(
@@ -29,6 +31,31 @@ def test_bad_hyperparameters_are_refused_before_training(
     )
     assert result.exit_code == 2
     assert message in result.output
+
+
+@pytest.mark.parametrize("command", ["train", "pipeline"])
+def test_a_lora_rank_the_model_cannot_take_is_refused_before_any_work(
+    tmp_path: Path, tiny_model: Path, command: str
+) -> None:
+    """Checked against the model's config.json: no dataset written, no model loaded."""
+    (tmp_path / "traces.jsonl").write_text("")
+    source = "traces.jsonl" if command == "pipeline" else "dataset.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "finetune", command, str(tmp_path / source),
+            "--model-name", str(tiny_model), "--lora-rank", "512",
+            "--dataset-file" if command == "pipeline" else "--output-dir",
+            str(tmp_path / "out.json"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert (
+        "--lora-rank 512 is more than the hidden size 96 of "
+        f"{tiny_model}, the most a LoRA update of its layers can use; set --lora-rank to 96 or less"
+    ) in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out.json").exists()
 
 
 @pytest.mark.training

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from lsprotocol import types as lsp
+from pydantic.alias_generators import to_camel
 
+from ai_lsp_tune.hyperparams import misfit
 from ai_lsp_tune.server.finetune_context import (
     FinetuneOptions,
     JobBusy,
@@ -67,6 +69,10 @@ from ai_lsp_tune.server.finetune_training import (
 from ai_lsp_tune.serving.registry import ModelEntry, now_iso
 
 logger = logging.getLogger(__name__)
+
+
+def _setting_name(field: str) -> str:
+    return f"aiLsp.finetune.{to_camel(field)}"
 
 
 def _tests(count: int) -> str:
@@ -147,6 +153,10 @@ class FinetuneJob:
             raise ValueError(
                 'no model to fine-tune: set "aiLsp.finetune.baseModel" or "aiLsp.model"'
             )
+        # Against the model's config.json (no load), before the dataset is even prepared.
+        problem = misfit(base_model, options.settings.model_dump(), _setting_name)
+        if problem:
+            raise ValueError(problem)
         self.record = RunRecord(
             run_id=run_id,
             state=self.state,

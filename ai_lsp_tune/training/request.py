@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ai_lsp_tune.config import DEFAULT_MODEL
+from ai_lsp_tune.hyperparams import bounded, check_num_layers
 
 
 class TrainRequest(BaseModel):
@@ -22,13 +24,25 @@ class TrainRequest(BaseModel):
     output_dir: Path = Field(
         Path("finetuned-model"), description="Gets model/, adapters/ and run.json."
     )
-    num_epochs: int = Field(default=3, ge=1, description="Passes over the training split.")
-    batch_size: int = Field(default=2, ge=1, description="Examples per step.")
-    learning_rate: float = Field(default=1e-5, gt=0, le=1.0, description="Adam learning rate.")
-    max_seq_length: int = Field(default=2048, ge=16, description="Longer examples are skipped.")
-    lora_rank: int = Field(default=8, ge=1, le=1024, description="Rank of the LoRA adapters.")
+    num_epochs: Annotated[int, bounded("num_epochs")] = Field(
+        default=3, description="Passes over the training split."
+    )
+    batch_size: Annotated[int, bounded("batch_size")] = Field(
+        default=2, description="Examples per step."
+    )
+    learning_rate: Annotated[float, bounded("learning_rate")] = Field(
+        default=1e-5, description="Adam learning rate."
+    )
+    max_seq_length: Annotated[int, bounded("max_seq_length")] = Field(
+        default=2048, description="Longer examples are skipped."
+    )
+    lora_rank: Annotated[int, bounded("lora_rank")] = Field(
+        default=8, description="Rank of the LoRA adapters."
+    )
     lora_scale: float = Field(default=20.0, gt=0, description="LoRA scale (mlx-lm's default).")
-    num_layers: int = Field(default=16, ge=-1, description="Last layers to adapt; -1 for all.")
+    num_layers: Annotated[int, bounded("num_layers")] = Field(
+        default=16, description="Last layers to adapt; -1 for all."
+    )
     resume: bool = Field(
         default=False, description="Continue from the checkpoint of an interrupted run."
     )
@@ -63,12 +77,7 @@ class TrainRequest(BaseModel):
             raise ValueError("must be a finite number")
         return value
 
-    @field_validator("num_layers")
-    @classmethod
-    def _layers(cls, value: int) -> int:
-        if value == 0:
-            raise ValueError("must be at least 1, or -1 for all layers")
-        return value
+    _layers = field_validator("num_layers")(check_num_layers)
 
     @field_validator("val_batches")
     @classmethod
