@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ai_lsp_tune.demo import sample_analyses
-from ai_lsp_tune.training.evaluate import EvalMetrics, code_of, not_worse, score_answers
+from ai_lsp_tune.training.evaluate import (
+    EvalMetrics,
+    code_of,
+    greedy_answers,
+    not_worse,
+    score_answers,
+)
 from ai_lsp_tune.training.events import (
     DoneEvent,
     ProtocolMismatch,
@@ -81,3 +89,22 @@ def test_another_protocol_version_is_refused() -> None:
         parse_event(line)
     with pytest.raises(ValueError):
         parse_event(b'{"phase": "nonsense"}')
+
+
+@pytest.mark.training
+def test_greedy_answers_report_each_finished_answer_and_match_mlx_lm(tiny_model: Path) -> None:
+    """Evaluation progress moves per example ("evaluating 3/6"), not 0/6 then 6/6."""
+    from mlx_lm import load
+    from mlx_lm.generate import batch_generate
+
+    from ai_lsp_tune.training.data import prompt_tokens
+
+    model, tokenizer = load(str(tiny_model))
+    examples = sample_analyses(6, seed=1)
+    heard: list[tuple[int, int]] = []
+    answers = greedy_answers(
+        model, tokenizer, examples, max_tokens=24, on_progress=lambda d, t: heard.append((d, t))
+    )
+    assert heard == [(done, 6) for done in range(1, 7)]
+    prompts = [prompt_tokens(tokenizer, e.system, e.user) for e in examples]
+    assert answers == batch_generate(model, tokenizer, prompts, max_tokens=24).texts

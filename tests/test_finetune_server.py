@@ -120,6 +120,10 @@ async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
         assert any("training" in r.message and "loss" in r.message for r in reports[1:-1])
         assert percentages[-1] >= 90
         assert "now serving the fine-tuned model" in reports[-1].message
+        # Cancel is offered while it can stop the run, not during the swap.
+        swapping = [r for r in reports[1:-1] if "swapping" in r.message]
+        assert swapping and all(r.cancellable is False for r in swapping)
+        assert all(r.cancellable for r in reports[1:-1] if "swapping" not in r.message)
 
         status = await student.status()
         run = status["lastRun"]

@@ -179,9 +179,10 @@ def greedy_answers(
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[str]:
-    """Free (unconstrained) greedy answers to each example's prompt, a few prompts at a time."""
-    from mlx_lm.generate import batch_generate
+    """Free (unconstrained) greedy answers to each example's prompt, a few prompts at a time.
 
+    ``on_progress`` hears of every answer as it finishes, not once per batch of prompts.
+    """
     from ai_lsp_tune.training.data import prompt_tokens
 
     answers: list[str] = []
@@ -190,10 +191,40 @@ def greedy_answers(
             break
         batch = examples[start : start + chunk]
         prompts = [prompt_tokens(tokenizer, e.system, e.user) for e in batch]
-        answers += batch_generate(model, tokenizer, prompts, max_tokens=max_tokens).texts
-        if on_progress is not None:
-            on_progress(len(answers), len(examples))
+
+        def finished(count: int, base: int = len(answers)) -> None:
+            if on_progress is not None:
+                on_progress(base + count, len(examples))
+
+        answers += _batch_answers(model, tokenizer, prompts, max_tokens, finished)
     return answers
+
+
+def _batch_answers(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    max_tokens: int,
+    finished: Callable[[int], None],
+) -> list[str]:
+    """mlx-lm's ``batch_generate``, telling ``finished`` how many answers are complete so far."""
+    from mlx_lm.generate import BatchGenerator
+
+    generator = BatchGenerator(model, stop_tokens=[[t] for t in tokenizer.eos_token_ids])
+    try:
+        uids = generator.insert(prompts, [max_tokens] * len(prompts))
+        tokens: dict[int, list[int]] = {uid: [] for uid in uids}
+        done = 0
+        while responses := generator.next_generated():
+            for response in responses:
+                if response.finish_reason != "stop":
+                    tokens[response.uid].append(response.token)
+                if response.finish_reason is not None:
+                    done += 1
+                    finished(done)
+    finally:
+        generator.close()
+    return [tokenizer.decode(tokens[uid]) for uid in uids]
 
 
 def evaluate_model_path(

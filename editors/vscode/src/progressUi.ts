@@ -1,4 +1,5 @@
-// Server work-done progress as VS Code shows long work: a cancellable notification with a
+// Server work-done progress as VS Code shows long work: a notification (with Cancel while the
+// server says the work is cancellable) with a
 // percentage bar, and a status-bar item with the percentage and phase.
 import * as vscode from 'vscode';
 import type { BaseLanguageClient, StaticFeature } from 'vscode-languageclient';
@@ -12,6 +13,13 @@ import {
 import { ProgressTracker, type ProgressValue, type ProgressView } from './progress';
 
 const IDLE_AFTER_END_MS = 8000;
+
+interface Notification {
+  cancellable: boolean;
+  reported: number;
+  reportTo?: vscode.Progress<{ message?: string; increment?: number }>;
+  finish: () => void;
+}
 
 export class WorkDoneProgressUi implements vscode.Disposable {
   private readonly tracker = new ProgressTracker();
@@ -39,24 +47,43 @@ export class WorkDoneProgressUi implements vscode.Disposable {
   }
 
   private create(client: BaseLanguageClient, token: ProgressToken): void {
-    let resolveDone: () => void = () => undefined;
-    const done = new Promise<void>((resolve) => (resolveDone = resolve));
-    let reportTo: vscode.Progress<{ message?: string; increment?: number }> | undefined;
-    let reported = 0;
     let title = 'AI LSP';
-    let cancellable = true;
+    let notification: Notification | undefined;
     const pending: ProgressValue[] = [];
 
+    // VS Code cannot take the Cancel button off a shown notification: when the server says the
+    // work is no longer cancellable (the swap), the rest goes on in a notification without one.
+    const open = (cancellable: boolean): void => {
+      notification?.finish();
+      const shown: Notification = { cancellable, reported: 0, finish: () => undefined };
+      const done = new Promise<void>((resolve) => (shown.finish = resolve));
+      notification = shown;
+      void vscode.window.withProgress(
+        { location: vscode.ProgressLocation.Notification, title: `AI LSP: ${title}`, cancellable },
+        (progress, cancel) => {
+          shown.reportTo = progress;
+          cancel.onCancellationRequested(() => {
+            if (shown.cancellable && notification === shown) {
+              void client.sendNotification(WorkDoneProgressCancelNotification.type, { token });
+            }
+          });
+          pending.splice(0).forEach(apply);
+          return done;
+        },
+      );
+    };
+
     const apply = (value: ProgressValue): void => {
-      if (reportTo === undefined) {
+      const shown = notification;
+      if (shown?.reportTo === undefined) {
         pending.push(value);
         return;
       }
-      if (value.percentage !== undefined && value.percentage > reported) {
-        reportTo.report({ message: value.message, increment: value.percentage - reported });
-        reported = value.percentage;
+      if (value.percentage !== undefined && value.percentage > shown.reported) {
+        shown.reportTo.report({ message: value.message, increment: value.percentage - shown.reported });
+        shown.reported = value.percentage;
       } else if (value.message) {
-        reportTo.report({ message: value.message });
+        shown.reportTo.report({ message: value.message });
       }
     };
 
@@ -65,24 +92,16 @@ export class WorkDoneProgressUi implements vscode.Disposable {
       this.show(this.tracker.update(typed));
       if (typed.kind === 'begin') {
         title = typed.title ?? title;
-        cancellable = typed.cancellable ?? cancellable;
-        void vscode.window.withProgress(
-          { location: vscode.ProgressLocation.Notification, title: `AI LSP: ${title}`, cancellable },
-          (progress, cancel) => {
-            reportTo = progress;
-            cancel.onCancellationRequested(() => {
-              void client.sendNotification(WorkDoneProgressCancelNotification.type, { token });
-            });
-            pending.splice(0).forEach(apply);
-            return done;
-          },
-        );
+        open(typed.cancellable ?? false);
         apply(typed);
       } else if (typed.kind === 'report') {
+        if (notification !== undefined && typed.cancellable !== undefined && typed.cancellable !== notification.cancellable) {
+          open(typed.cancellable);
+        }
         apply(typed);
       } else {
         subscription.dispose();
-        resolveDone();
+        notification?.finish();
         this.scheduleIdle();
       }
     });

@@ -83,3 +83,30 @@ test('server progress becomes a cancellable notification with a percentage and a
   assert.equal(fake.progress.has('ft-1'), false);
   ui.dispose();
 });
+
+test('the swap is not cancellable: its notification has no Cancel, and a late cancel is not sent', async () => {
+  reset();
+  const ui = new WorkDoneProgressUi(
+    (require('vscode') as typeof import('vscode')).window.createStatusBarItem(),
+  );
+  const fake = fakeClient();
+  ui.feature(fake.client as never).initialize({} as never, undefined);
+  fake.requests.get('window/workDoneProgress/create')!({ token: 'ft-2' });
+  const send = fake.progress.get('ft-2')!;
+  send({ kind: 'begin', title: 'Fine-tune on my traces', message: '0% · preparing the dataset', percentage: 0, cancellable: true });
+  send({ kind: 'report', message: '90% · evaluating 6/6 · new model', percentage: 90, cancellable: true });
+  send({ kind: 'report', message: '95% · swapping · loading the new model', percentage: 95, cancellable: false });
+
+  assert.equal(recorded.withProgress.length, 2);
+  const [training, swapping] = recorded.withProgress;
+  await training.done; // the cancellable notification closed when the swap began
+  assert.equal(swapping.options.cancellable, false);
+  assert.equal(swapping.options.title, 'AI LSP: Fine-tune on my traces');
+  assert.deepEqual(swapping.reports, [{ message: '95% · swapping · loading the new model', increment: 95 }]);
+
+  training.cancel(); // a stale Cancel click on the closed notification
+  assert.deepEqual(fake.notifications, []);
+  send({ kind: 'end', message: '100% · now serving the fine-tuned model' });
+  await swapping.done;
+  ui.dispose();
+});
