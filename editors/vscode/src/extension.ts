@@ -10,7 +10,8 @@ import {
 
 import { forward, modelItems, PALETTE, ServerCommand, type CommandTarget, type Notifier } from './commands';
 import { WorkDoneProgressUi } from './progressUi';
-import { documentLanguages, readServerCommand, readServerSettings } from './settings';
+import { quietWhileStarting } from './serverClient';
+import { documentLanguages, readServerCommand, readServerSettings, restartNeeded } from './settings';
 
 const SECTION = 'aiLsp';
 let client: LanguageClient | undefined;
@@ -71,9 +72,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       if (!event.affectsConfiguration(SECTION)) {
         return;
       }
-      if (event.affectsConfiguration(`${SECTION}.server.command`) ||
-          event.affectsConfiguration(`${SECTION}.languages`) ||
-          client?.state !== State.Running) {  // a server that failed to start: try the new settings
+      if (restartNeeded((section) => event.affectsConfiguration(section), client?.state === State.Running)) {
         await restart(output, progressUi, notifier);
       } else if (client?.state === State.Running) {
         const settings = readServerSettings(vscode.workspace.getConfiguration(SECTION));
@@ -137,7 +136,7 @@ async function startServer(
     initializationOptions: settings,
     outputChannel: output,
   };
-  const next = new LanguageClient('aiLsp', 'AI LSP', serverOptions, clientOptions);
+  const next = quietWhileStarting(new LanguageClient('aiLsp', 'AI LSP', serverOptions, clientOptions));
   next.registerFeature(progressUi.feature(next));
   client = next;
   try {

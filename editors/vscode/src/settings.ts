@@ -86,3 +86,12 @@ export function documentLanguages(settings: ServerSettings): string[] {
 function blankToNull(value: unknown): unknown {
   return typeof value === 'string' && value.trim() === '' ? null : value;
 }
+
+/** Settings a running server cannot take over `workspace/didChangeConfiguration`: the process
+ * command, and the languages the client attaches to. Everything else (aiLsp.backend, the model,
+ * fine-tune settings) the server applies in place. A server that is not running restarts. */
+export const RESTART_SECTIONS = ['aiLsp.server.command', 'aiLsp.languages'];
+
+export function restartNeeded(affects: (section: string) => boolean, running: boolean): boolean {
+  return !running || RESTART_SECTIONS.some((section) => affects(section));
+}

@@ -35,11 +35,21 @@ test('the palette shows the four commands of the issue, each forwarding to a ser
     Object.keys(PALETTE).map((id) => [titles[id], PALETTE[id]]),
     [
       ['AI LSP: Fine-tune on my traces', 'ai-lsp.finetune'],
-      ['AI LSP: Cancel fine-tune', 'ai-lsp.finetune.cancel'],
+      ['AI LSP: Stop the running fine-tune', 'ai-lsp.finetune.cancel'],
       ['AI LSP: Roll back model', 'ai-lsp.model.rollback'],
       ['AI LSP: Show fine-tune status', 'ai-lsp.finetune.status'],
     ],
   );
+});
+
+test('typing "Fine-tune" in the palette lists "Fine-tune on my traces" first', () => {
+  // The palette orders matches by recent use, then by label: no other match may sort before it.
+  const matching = packageJson.contributes.commands
+    .map((c: { command: string; title: string; category: string }) => ({ id: c.command, label: `${c.category}: ${c.title}` }))
+    .filter((c: { label: string }) => /fine-tune/i.test(c.label))
+    .sort((a: { label: string }, b: { label: string }) => a.label.localeCompare(b.label));
+  assert.equal(matching[0].id, 'aiLsp.finetune');
+  assert.ok(matching.length >= 3); // "Stop the running fine-tune", "Show fine-tune status" match too
 });
 
 test('a command goes to workspace/executeCommand and its answer is shown', async () => {

@@ -10,6 +10,7 @@ import {
   SERVER_SETTINGS,
   readServerCommand,
   readServerSettings,
+  restartNeeded,
   type ConfigurationReader,
 } from '../src/settings';
 
@@ -68,4 +69,13 @@ test('an unusable server command is a clear error', () => {
 test('the client attaches to the configured languages, else to the usual programming languages', () => {
   assert.deepEqual(documentLanguages(readServerSettings(reader({ languages: ['python'] }))), ['python']);
   assert.deepEqual(documentLanguages(readServerSettings(reader())), DEFAULT_LANGUAGES);
+});
+
+test('a backend or model change goes to the running server; only the command and languages restart it', () => {
+  const changed = (...sections: string[]) => (section: string) => ['aiLsp', ...sections].includes(section);
+  assert.equal(restartNeeded(changed('aiLsp.backend'), true), false);
+  assert.equal(restartNeeded(changed('aiLsp.model', 'aiLsp.finetune', 'aiLsp.finetune.loraRank'), true), false);
+  assert.equal(restartNeeded(changed('aiLsp.server.command', 'aiLsp.server'), true), true);
+  assert.equal(restartNeeded(changed('aiLsp.languages'), true), true);
+  assert.equal(restartNeeded(changed('aiLsp.backend'), false), true); // a server that failed to start
 });
