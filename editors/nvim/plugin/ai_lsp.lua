@@ -38,6 +38,14 @@ command('AiLspUseModel', function(args)
   ai_lsp().use_model(args.args)
 end, { nargs = 1, complete = 'dir', desc = 'AI LSP: Serve a fused model folder' })
 
+vim.api.nvim_create_autocmd('FileType', {
+  group = vim.api.nvim_create_augroup('ai_lsp_server_command', { clear = true }),
+  desc = 'ai-lsp: say once when the server command is missing',
+  callback = function(ev)
+    ai_lsp().check_server_command(ev.buf)
+  end,
+})
+
 vim.api.nvim_create_autocmd('LspProgress', {
   group = vim.api.nvim_create_augroup('ai_lsp_progress', { clear = true }),
   desc = 'ai-lsp statusline progress',

@@ -256,6 +256,42 @@ local function show_message_request(err, params, ctx)
   return vim.lsp.handlers['window/showMessageRequest'](err, params, ctx)
 end
 
+--- What to do when the server command is missing (said with the problem, once per session).
+M.install_hint = 'install it (`uv tool install .` in a clone of ai-lsp-tune, see its README) or '
+  .. "give its full path: require('ai_lsp').setup({ cmd = { '/path/to/ai-lsp', 'serve' } }); "
+  .. 'then :checkhealth ai_lsp'
+
+--- Set once the missing server has been reported (one message per session, not per file).
+M.start_problem_shown = false
+
+--- On FileType: `vim.lsp.enable` silently skips a server whose command is not executable, so
+--- the first supported file that opens says so here, with the fix.
+--- @param bufnr integer
+function M.check_server_command(bufnr)
+  if M.start_problem_shown or vim.bo[bufnr].buftype ~= '' then
+    return
+  end
+  local enabled = vim.lsp.is_enabled and vim.lsp.is_enabled(M.name)
+  if vim.lsp.is_enabled == nil then -- Neovim 0.11: only after setup() enabled it
+    enabled = M.options.enable and M.did_setup
+  end
+  if not enabled then
+    return
+  end
+  local config = vim.lsp.config[M.name]
+  local cmd = config and config.cmd
+  if type(cmd) ~= 'table' or not cmd[1] or vim.fn.executable(cmd[1]) == 1 then
+    return
+  end
+  local filetypes = config.filetypes
+  if filetypes and not vim.tbl_contains(filetypes, vim.bo[bufnr].filetype) then
+    return
+  end
+  M.start_problem_shown = true
+  notify(('the language server did not start: `%s` is not an executable command; %s'):format(
+    cmd[1], M.install_hint), vim.log.levels.ERROR)
+end
+
 --- The `vim.lsp.config` table for the given options (also what `lsp/ai_lsp.lua` returns).
 --- @param o ai_lsp.Opts
 --- @return vim.lsp.Config
@@ -276,6 +312,7 @@ end
 function M.setup(opts)
   M.options = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
   vim.lsp.config(M.name, M.lsp_config(M.options))
+  M.did_setup = true
   if M.options.enable then
     vim.lsp.enable(M.name)
   end
