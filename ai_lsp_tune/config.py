@@ -172,7 +172,7 @@ def validate_settings(raw: Mapping[str, Any]) -> tuple[Settings, list[str]]:
         except ValidationError as exc:
             error = exc.errors()[0]
             loc = [str(p) for p in error["loc"]]
-            shown = ".".join(loc) or "settings"
+            shown = "aiLsp." + ".".join(loc) if loc else "settings"  # the editor's name
             got = error.get("input")
             problems.append(f"{shown}: {error['msg']} (got {got!r}); using the default")
             if not loc or not _drop(data, loc):

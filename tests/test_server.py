@@ -295,14 +295,22 @@ async def test_invalid_initialization_options_are_shown_then_defaults_apply(
     s = await start_session(
         tmp_path,
         env=remote_env(endpoint, isolated_home),
-        init_options={"backend": "remote", "remoteModel": "openai-chat:teacher", "maxTokens": -1},
+        init_options={
+            "backend": "remote",
+            "remoteModel": "openai-chat:teacher",
+            "maxTokens": -1,
+            "finetune": {"loraRank": 100000},
+        },
     )
     try:
         shown = await s.wait_for(
             lambda: [m for m in s.client.messages if "maxTokens" in m.message],
             what="the invalid maxTokens to be shown",
         )
+        assert "aiLsp.maxTokens" in shown[0].message
         assert "using the default" in shown[0].message
+        (rank,) = [m.message for m in s.client.messages if "loraRank" in m.message]
+        assert "aiLsp.finetune.loraRank: Input should be less than or equal to 4096" in rank
         uri = s.open("a.py", "x = 1\n")
         assert list(await s.wait_for_diagnostics(uri, timeout_s=10)) == []
     finally:

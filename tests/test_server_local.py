@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lsprotocol import types
+
+from ai_lsp_tune.server import commands
 from ai_lsp_tune.traces import genai, otlp
 from ai_lsp_tune.traces.telemetry import default_trace_file
 from tests.lsp_session import start_session, stop_session
+from tests.scripted_openai import Answer, scripted_endpoint
 
 
 async def test_tiny_local_model_answers_through_the_host_and_is_recorded(
@@ -37,3 +41,46 @@ async def test_tiny_local_model_answers_through_the_host_and_is_recorded(
     assert record.input_tokens and record.input_tokens > 42  # the system prompt is in there
     assert 1 <= (record.output_tokens or 0) <= 24
     assert record.valid and record.attempts == 1 and record.error is None
+
+
+async def test_switching_the_backend_updates_the_running_server_in_place(
+    tmp_path: Path, tiny_model: Path, isolated_home: Path
+) -> None:
+    """aiLsp.backend local -> remote over didChangeConfiguration: no new server process."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    empty = '{"issues": []}'
+    with scripted_endpoint(lambda request: Answer(empty)) as endpoint:
+        s = await start_session(
+            workspace,
+            env={
+                "AI_LSP_HOME": str(isolated_home),
+                "AI_LSP_MODEL": str(tiny_model),
+                "OPENAI_BASE_URL": endpoint.base_url,
+                "OPENAI_API_KEY": "test-key",
+            },
+            init_options={"aiLsp": {"debounceMs": 0, "maxTokens": 24}},
+        )
+        try:
+            await s.wait_for_diagnostics(s.open("a.py", "x = 1\n"), timeout_s=90)
+            before = await s.client.workspace_execute_command_async(
+                types.ExecuteCommandParams(command=commands.FINETUNE_STATUS)
+            )
+            assert before["backend"] == "local" and not endpoint.requests
+            server_pid = s.client._server.pid  # type: ignore[union-attr]
+            s.client.workspace_did_change_configuration(
+                types.DidChangeConfigurationParams(
+                    settings={"aiLsp": {"backend": "remote", "remoteModel": "openai-chat:t"}}
+                )
+            )
+            # Opened at once: its analysis waits for the new backend (it was dropped before).
+            await s.wait_for_diagnostics(s.open("b.py", "y = 2\n"), timeout_s=30)
+            assert [r.model for r in endpoint.requests] == ["t"]
+            after = await s.client.workspace_execute_command_async(
+                types.ExecuteCommandParams(command=commands.FINETUNE_STATUS)
+            )
+            assert after["backend"] == "remote"
+            assert s.client._server.pid == server_pid  # type: ignore[union-attr]
+            assert s.client._server.returncode is None  # type: ignore[union-attr]
+        finally:
+            await stop_session(s)

@@ -114,8 +114,9 @@ class ServerState:
         if old.backend != new.backend or (
             new.backend == "remote" and old.remote_model != new.remote_model
         ):
-            await self.stop_backend()
-            self.start_backend(notify)
+            # One task from stop to start: an analysis that arrives meanwhile waits for the new one.
+            switch = self._switch_backend(self._backend_task, notify)
+            self._backend_task = asyncio.create_task(switch, name="backend-switch")
         elif new.backend == "local" and old.model != new.model:
             await self._switch_local_model(new.model, notify)
         return problems
@@ -135,6 +136,17 @@ class ServerState:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(self._backend_task)
         return self.backend
+
+    async def _switch_backend(self, previous: asyncio.Task[None] | None, notify: Notify) -> None:
+        """Stop the backend in use (or its start), then start the one the settings name."""
+        if previous is not None:
+            previous.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await previous
+        if self.backend is not None:
+            backend, self.backend = self.backend, None
+            await backend.close()
+        await self._start_backend(notify)
 
     async def _start_backend(self, notify: Notify) -> None:
         self.backend_error = None
