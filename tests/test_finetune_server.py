@@ -128,6 +128,8 @@ async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
         status = await student.status()
         run = status["lastRun"]
         assert status["state"] == "succeeded" and run["swapped"] is True
+        # The swap's summary outlives its toast: the status (VS Code's status-bar click) has it.
+        assert "snippet F1 0.00 → 1.00" in status["message"] and "snippet F1" in run["summary"]
         assert status["servedModel"] == run["candidateModel"] != str(tiny_model)
         assert status["previousModel"] == str(tiny_model)
         before, after = run["metricsBefore"], run["metricsAfter"]

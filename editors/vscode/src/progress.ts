@@ -15,7 +15,7 @@ export interface ProgressView {
   active: boolean;
 }
 
-const IDLE: ProgressView = { text: '$(hubot) AI LSP', tooltip: 'AI LSP: show fine-tune status', active: false };
+const IDLE: ProgressView = { text: '$(hubot) AI LSP', tooltip: 'AI LSP: show fine-tune status (the last run, with its before → after summary)', active: false };
 
 /** Folds begin/report/end notifications into the status-bar text. */
 export class ProgressTracker {
