@@ -68,9 +68,92 @@ async def test_unloadable_model_is_a_clear_error(tmp_path: Path) -> None:
     assert info.value.kind == "invalid_model" and str(tmp_path) in info.value.message
 
 
-async def test_hot_swap_keeps_answering_and_is_persisted(tiny_model: Path, tmp_path: Path) -> None:
-    second = tmp_path / "fine-tuned"
-    shutil.copytree(tiny_model, second)
+def same_shape_model(source: Path, folder: Path, *, seed: int, bits: int | None = None) -> Path:
+    """``source``'s architecture and tokenizer with other random weights (a fine-tune, to the
+    model host), quantized like mlx-community's models when ``bits`` is given."""
+    import mlx.core as mx
+    from mlx.utils import tree_map
+    from mlx_lm.models import llama
+    from mlx_lm.utils import load_config, quantize_model, save_config, save_model
+
+    shutil.copytree(source, folder)
+    config = load_config(source)
+    mx.random.seed(seed)
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    # Larger than the default init, so that the greedy answers differ from model to model.
+    model.update(tree_map(lambda a: mx.random.normal(a.shape) * 0.5, model.parameters()))
+    if bits is not None:
+        model, config = quantize_model(model, config, group_size=32, bits=bits)
+    mx.eval(model.parameters())
+    for old in folder.glob("model*.safetensors"):
+        old.unlink()
+    save_model(folder, model)
+    save_config(config, folder / "config.json")
+    return folder
+
+
+async def answers(model: Path, codes: list[str]) -> list[str]:
+    """What a host of its own answers for ``model`` (unconstrained, greedy)."""
+    host = await HostClient.start(str(model))
+    try:
+        return [
+            (await host.generate(chat(code), max_tokens=12, constrained=False)).text
+            for code in codes
+        ]
+    finally:
+        await host.close()
+
+
+@pytest.mark.parametrize("bits", [None, 4], ids=["bf16", "4-bit"])
+async def test_a_swap_to_the_same_architecture_happens_in_the_running_host(
+    tiny_model: Path, tmp_path: Path, bits: int | None
+) -> None:
+    base = (
+        tiny_model
+        if bits is None
+        else same_shape_model(tiny_model, tmp_path / "q", seed=0, bits=bits)
+    )
+    tuned = same_shape_model(tiny_model, tmp_path / "fine-tuned", seed=1, bits=bits)
+    codes = ["x = 1\n", "def f(a):\n    return a\n"]
+    expected_base, expected_tuned = await answers(base, codes), await answers(tuned, codes)
+    assert expected_base != expected_tuned  # other weights: other answers
+
+    registry = ModelRegistry(tmp_path / "ws")
+    served = await ServedModel.start(str(base), registry=registry)
+    try:
+        host = served._host
+        in_flight = asyncio.create_task(
+            served.generate(chat(codes[0]), max_tokens=12, constrained=False)
+        )
+        await asyncio.sleep(0.05)
+        await served.swap(str(tuned))
+        assert served._host is host and host.process.returncode is None  # no second host
+        assert served.current_path == str(tuned) and served.previous_path == str(base)
+        before = await in_flight  # sent before the swap: answered by the old weights
+        assert (before.model, before.text) == (str(base), expected_base[0])
+        after = [await served.generate(chat(c), max_tokens=12, constrained=False) for c in codes]
+        assert [a.text for a in after] == expected_tuned  # as if loaded by a host of its own
+        assert {a.model for a in after} == {str(tuned)}
+        constrained = await served.generate(chat(codes[1]), max_tokens=40)
+        assert constrained.constrained and constrained.grammar_problem is None  # grammar kept
+
+        await served.rollback()  # the same operation, back to the base's weights
+        assert served._host is host and served.current_path == str(base)
+        again = await served.generate(chat(codes[1]), max_tokens=12, constrained=False)
+        assert again.text == expected_base[1]
+        assert ModelRegistry(tmp_path / "ws").served == str(base)
+    finally:
+        await served.close()
+
+
+async def test_a_model_of_another_architecture_gets_a_host_of_its_own(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from ai_lsp_tune.tiny_model import build_tiny_model
+
+    other = tmp_path / "three-layers"
+    other.mkdir()
+    build_tiny_model(other, config={"num_hidden_layers": 3})
     registry = ModelRegistry(tmp_path / "ws")
     served = await ServedModel.start(str(tiny_model), registry=registry)
     try:
@@ -81,21 +164,26 @@ async def test_hot_swap_keeps_answering_and_is_persisted(tiny_model: Path, tmp_p
             served.generate(chat("x = 1\n"), max_tokens=200, constrained=False)
         )
         await asyncio.sleep(0.2)
-        await served.swap(str(second))
-        assert served.current_path == str(second) and served.previous_path == str(tiny_model)
+        await served.swap(str(other))
+        assert served._host is not old_host
+        assert served.current_path == str(other) and served.previous_path == str(tiny_model)
         answer = await served.generate(chat("y = 2\n"), max_tokens=5)  # on the new host
-        assert answer.output_tokens >= 1
+        assert answer.output_tokens >= 1 and answer.model == str(other)
         assert (await in_flight).output_tokens >= 1  # finished on the old host, no failure
         await asyncio.wait_for(old_host.process.wait(), 10)  # then the old host stopped
 
         restarted = ModelRegistry(tmp_path / "ws")
-        assert (restarted.served, restarted.previous) == (str(second), str(tiny_model))
-        assert restarted.model_to_serve(str(tiny_model)) == str(second)
+        assert (restarted.served, restarted.previous) == (str(other), str(tiny_model))
+        assert restarted.model_to_serve(str(tiny_model)) == str(other)
 
-        with pytest.raises(ModelLoadError):
-            await served.swap(str(tmp_path / "missing"))
-        assert served.current_path == str(second)  # the old model kept serving
-        assert (await served.generate(chat("z\n"), max_tokens=3)).output_tokens >= 1
+        for broken in (tmp_path / "missing", tmp_path / "no-weights"):
+            if broken.name == "no-weights":
+                shutil.copytree(other, broken)
+                (broken / "model.safetensors").write_bytes(b"not safetensors")
+            with pytest.raises(ModelLoadError):
+                await served.swap(str(broken))
+            assert served.current_path == str(other)  # the old model kept serving
+            assert (await served.generate(chat("z\n"), max_tokens=3)).output_tokens >= 1
 
         await served.rollback()
         assert served.current_path == str(tiny_model)

@@ -69,7 +69,7 @@ class LocalBackend:
         )
         return Completion(
             text=generation.text,
-            model=model,
+            model=generation.model or model,  # the one that answered, if a swap came between
             input_tokens=generation.input_tokens,
             output_tokens=generation.output_tokens,
             cut=generation.finish_reason == "length",

@@ -24,6 +24,9 @@ from ai_lsp_tune.serving.protocol import (
     LoadFailed,
     Ready,
     ShutdownRequest,
+    Switched,
+    SwitchRefused,
+    SwitchRequest,
     host_event_adapter,
 )
 from ai_lsp_tune.wire import encode_line
@@ -56,6 +59,7 @@ class HostClient:
         self.ready: Ready | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Generation | Cancelled]] = {}
+        self._switches: dict[int, asyncio.Future[Switched | SwitchRefused]] = {}
         self._ready_future: asyncio.Future[Ready] = asyncio.get_running_loop().create_future()
         self._ready_future.add_done_callback(_consume)
         self._reader = asyncio.create_task(self._read_events(), name=f"host-reader-{process.pid}")
@@ -132,6 +136,34 @@ class HostClient:
             raise asyncio.CancelledError
         return result
 
+    async def switch(self, model: str, *, timeout_s: float = 600.0) -> Switched:
+        """Have this host serve ``model`` in place from the next request on.
+
+        Raises ModelLoadError (kind "architecture": start another host for it; any other kind:
+        it cannot be loaded) with the old model still served, or HostGone.
+        """
+        if self.process.returncode is not None or self._reader.done():
+            raise HostGone(f"the model host for {self.model} is not running")
+        request_id = next(self._ids)
+        future: asyncio.Future[Switched | SwitchRefused] = (
+            asyncio.get_running_loop().create_future()
+        )
+        future.add_done_callback(_consume)
+        self._switches[request_id] = future
+        self._send(SwitchRequest(id=request_id, model=model))
+        outcome = await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        if isinstance(outcome, SwitchRefused):
+            raise ModelLoadError(outcome.model, outcome.kind, outcome.message)
+        log.info(
+            "model host %d now serves %s in place (%.2f s, was %s)",
+            self.process.pid,
+            model,
+            outcome.load_s,
+            self.model,
+        )
+        self.model = model
+        return outcome
+
     async def drain(self) -> None:
         """Wait until every request sent to this host has been answered."""
         await self._idle.wait()
@@ -156,7 +188,9 @@ class HostClient:
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
 
-    def _send(self, message: GenerateRequest | CancelRequest | ShutdownRequest) -> None:
+    def _send(
+        self, message: GenerateRequest | CancelRequest | ShutdownRequest | SwitchRequest
+    ) -> None:
         assert self.process.stdin is not None
         self.process.stdin.write(encode_line(message))
 
@@ -185,6 +219,10 @@ class HostClient:
                 self._ready_future.set_exception(
                     ModelLoadError(event.model, event.kind, event.message)
                 )
+        elif isinstance(event, Switched | SwitchRefused):
+            switch = self._switches.pop(event.id, None)
+            if switch is not None and not switch.done():
+                switch.set_result(event)
         elif isinstance(event, GenerateFailed):
             self._resolve(event.id, RuntimeError(f"the model host failed: {event.message}"))
         else:
@@ -212,6 +250,12 @@ class HostClient:
             self._resolve(
                 request_id, HostGone(f"the model host for {self.model} exited (code {code})")
             )
+        for switch in self._switches.values():
+            if not switch.done():
+                switch.set_exception(
+                    HostGone(f"the model host for {self.model} exited (code {code})")
+                )
+        self._switches.clear()
         self._idle.set()
 
 

@@ -4,6 +4,11 @@
 leave on the process's original stdout, which is kept for that alone (fd 1 is pointed at stderr,
 so a stray print from a library cannot corrupt the channel). Decoding is greedy; the fixed system
 prompt is prefilled once into a KV cache that every request starts from.
+
+A ``switch`` request loads another model of the same architecture (a fine-tune of the loaded
+model, or its base) into the loaded one, in place: requests queued before it finish on the old
+weights, the ones after it run on the new. A model of another architecture is refused with
+kind "architecture", and the server starts a second host for it instead.
 """
 
 from __future__ import annotations
@@ -34,12 +39,20 @@ from ai_lsp_tune.serving.protocol import (
     LoadFailed,
     Ready,
     ShutdownRequest,
+    Switched,
+    SwitchRefused,
+    SwitchRequest,
     host_request_adapter,
 )
 from ai_lsp_tune.wire import encode_line
 
 log = logging.getLogger("ai_lsp_tune.host")
 NO_CHAT_TEMPLATE = "it has no chat template, so prompts are sent to it as plain text"
+# Keys of config.json that do not change the network (save_config drops or copies them).
+CONFIG_NOISE = {"_name_or_path", "transformers_version", "vision_config", "quantization_config"}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "tokenizer.model", "chat_template.jinja", "chat_template.json",
+                   "generation_config.json", "vocab.json", "merges.txt")  # fmt: skip
 
 
 class Channel:
@@ -66,9 +79,13 @@ def claim_stdout() -> Channel:
 class Engine:
     """A loaded model, its tokenizer and the KV cache of the system prompt."""
 
-    def __init__(self, model: Any, tokenizer: Any) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, name: str = "", path: Path | None = None
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.name = name  # as the server asked for it: the path reported everywhere
+        self.path = path  # the local folder it was loaded from
         self.prefix_tokens: list[int] = []
         self.cache: list[Any] | None = None
         self.grammar: AnswerGrammar | None = None
@@ -164,7 +181,103 @@ class Engine:
             constrained=grammar is not None,
             grammar_problem=self.grammar_problem if request.constrained else None,
             template_problem=self.template_problem,
+            model=self.name,
         )
+
+    def switch(self, request: SwitchRequest) -> Switched | SwitchRefused:
+        """Load ``request.model``'s weights into the loaded model (same architecture only)."""
+        import mlx.core as mx
+
+        started = time.perf_counter()
+        loaded = self.path
+        try:
+            path = local_model_path(request.model)
+            if loaded is None:
+                difference: str | None = "the loaded model has no local folder"
+            else:
+                difference = architecture_difference(loaded, path)
+        except Exception as exc:
+            failed = describe_load_error(request.model, exc)
+            return SwitchRefused(
+                id=request.id, model=request.model, kind=failed.kind, message=failed.message
+            )
+        if difference is not None or loaded is None:
+            return SwitchRefused(
+                id=request.id,
+                model=request.model,
+                kind="architecture",
+                message=f"'{request.model}' is not a model of {self.name}'s architecture "
+                f"({difference})",
+            )
+        try:
+            weights: dict[str, Any] = {}
+            for file in sorted(path.glob("model*.safetensors")):
+                arrays = mx.load(str(file))
+                assert isinstance(arrays, dict)
+                weights.update(arrays)
+            if hasattr(self.model, "sanitize"):
+                weights = self.model.sanitize(weights)
+            mx.eval(weights)  # read now: a damaged file fails here, before anything changed
+            tokenizer = self.tokenizer
+            reload_tokenizer = _tokenizer_files(loaded) != _tokenizer_files(path)
+            if reload_tokenizer:
+                from mlx_lm.utils import load_config, load_tokenizer
+
+                eos = load_config(path).get("eos_token_id")
+                tokenizer = load_tokenizer(path, eos_token_ids=eos)
+            # strict: every parameter, with its shape, is checked before any is replaced
+            self.model.load_weights(list(weights.items()), strict=True)
+            self.tokenizer = tokenizer
+        except Exception as exc:
+            log.exception("could not switch to %s", request.model)
+            failed = describe_load_error(request.model, exc)
+            return SwitchRefused(
+                id=request.id, model=request.model, kind="invalid_model", message=failed.message
+            )
+        self.name, self.path = request.model, path
+        self.template_problem = None
+        self.cache, self.prefix_tokens = None, []
+        cached = self.warm()  # the system prompt's keys and values depend on the weights
+        if reload_tokenizer:
+            self.grammar, self.grammar_problem = None, None
+            self.prepare_grammar()  # cached per tokenizer: free when only the files differ
+        return Switched(
+            id=request.id,
+            model=request.model,
+            load_s=time.perf_counter() - started,
+            prompt_cache_tokens=cached,
+            tokenizer_reloaded=reload_tokenizer,
+        )
+
+
+def local_model_path(model_name: str) -> Path:
+    """The folder a model folder or hub name loads from (the hub's cache for a name)."""
+    from mlx_lm.utils import _download
+
+    local = Path(model_name).expanduser()
+    return local if local.is_dir() else Path(_download(model_name))
+
+
+def _comparable_config(path: Path) -> dict[str, Any]:
+    from mlx_lm.utils import load_config
+
+    config = {k: v for k, v in load_config(path).items() if k not in CONFIG_NOISE}
+    return config
+
+
+def architecture_difference(loaded: Path, other: Path) -> str | None:
+    """Why ``other``'s weights cannot be loaded into the model built from ``loaded``, or None."""
+    mine, theirs = _comparable_config(loaded), _comparable_config(other)
+    if mine.get("model_type") != theirs.get("model_type"):
+        return f"model_type {theirs.get('model_type')!r}, not {mine.get('model_type')!r}"
+    differing = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    return f"config.json differs in {', '.join(differing[:3])}" if differing else None
+
+
+def _tokenizer_files(folder: Path) -> dict[str, bytes]:
+    return {
+        name: (folder / name).read_bytes() for name in TOKENIZER_FILES if (folder / name).is_file()
+    }
 
 
 def load_engine(model_name: str) -> Engine:
@@ -172,7 +285,11 @@ def load_engine(model_name: str) -> Engine:
     from mlx_lm import load
 
     loaded = load(model_name)
-    return Engine(loaded[0], loaded[1])
+    try:
+        path: Path | None = local_model_path(model_name)
+    except Exception:  # loaded, so it is local; a path we cannot name only rules out switching
+        path = None
+    return Engine(loaded[0], loaded[1], name=model_name, path=path)
 
 
 def describe_load_error(model_name: str, exc: BaseException) -> LoadFailed:
@@ -193,7 +310,9 @@ def describe_load_error(model_name: str, exc: BaseException) -> LoadFailed:
     )
 
 
-def _read_requests(work: queue.Queue[GenerateRequest | None], cancelled: set[int]) -> None:
+def _read_requests(
+    work: queue.Queue[GenerateRequest | SwitchRequest | None], cancelled: set[int]
+) -> None:
     """Reader thread: queue generations, note cancellations at once; EOF means shut down."""
     for line in sys.stdin.buffer:
         try:
@@ -224,10 +343,16 @@ def serve(model_name: str, channel: Channel) -> int:
     channel.send(
         Ready(model=model_name, load_s=time.perf_counter() - started, prompt_cache_tokens=cached)
     )
-    work: queue.Queue[GenerateRequest | None] = queue.Queue()
+    work: queue.Queue[GenerateRequest | SwitchRequest | None] = queue.Queue()
     cancelled: set[int] = set()
     threading.Thread(target=_read_requests, args=(work, cancelled), daemon=True).start()
     while (request := work.get()) is not None:
+        if isinstance(request, SwitchRequest):
+            # In the queue's order: what was sent before finishes on the old weights.
+            switched = engine.switch(request)
+            log.info("switch to %s: %s", request.model, switched.type)
+            channel.send(switched)
+            continue
         if request.id in cancelled:
             cancelled.discard(request.id)
             channel.send(Cancelled(id=request.id))

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ai_lsp_tune.wire import WireMessage
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: ``switch`` (load another model of the same architecture in place)
 
 
 class _Message(WireMessage):
@@ -48,8 +48,18 @@ class ShutdownRequest(_Message):
     type: Literal["shutdown"] = "shutdown"
 
 
+class SwitchRequest(_Message):
+    """Serve ``model`` from the next request on, in this host, if it has the loaded model's
+    architecture (a fine-tune of it, or its base); requests sent before finish on the old one."""
+
+    type: Literal["switch"] = "switch"
+    id: int
+    model: str
+
+
 HostRequest = Annotated[
-    GenerateRequest | CancelRequest | ShutdownRequest, Field(discriminator="type")
+    GenerateRequest | CancelRequest | ShutdownRequest | SwitchRequest,
+    Field(discriminator="type"),
 ]
 
 
@@ -82,6 +92,29 @@ class Generation(_Message):
     constrained: bool = False  # decoded under the DiagnosticResult grammar
     grammar_problem: str | None = None  # why constrained decoding was asked for but not done
     template_problem: str | None = None  # why the prompt was not rendered by a chat template
+    model: str = ""  # the model that answered (a switch may have come between send and answer)
+
+
+class Switched(_Message):
+    """The host now serves ``model``: its weights were loaded in place and the cache re-warmed."""
+
+    type: Literal["switched"] = "switched"
+    id: int
+    model: str
+    load_s: float
+    prompt_cache_tokens: int
+    tokenizer_reloaded: bool = False
+
+
+class SwitchRefused(_Message):
+    """The host still serves its old model; ``kind`` "architecture" means another host must
+    load ``model`` (it is not a model of the loaded one's architecture)."""
+
+    type: Literal["switch_refused"] = "switch_refused"
+    id: int
+    model: str
+    kind: Literal["architecture", "model_not_found", "invalid_model", "error"]
+    message: str
 
 
 class Cancelled(_Message):
@@ -96,7 +129,8 @@ class GenerateFailed(_Message):
 
 
 HostEvent = Annotated[
-    Ready | LoadFailed | Generation | Cancelled | GenerateFailed, Field(discriminator="type")
+    Ready | LoadFailed | Generation | Cancelled | GenerateFailed | Switched | SwitchRefused,
+    Field(discriminator="type"),
 ]
 
 host_request_adapter: TypeAdapter[HostRequest] = TypeAdapter(HostRequest)

@@ -1,8 +1,12 @@
 """The served local model, hot-swappable with no failed request.
 
-A swap starts a second model host with the new model and waits until it is loaded and warm;
-only then are new requests routed to it. Requests already sent to the old host finish there,
-and the old host is stopped once it has drained. Memory holds both models for that moment.
+A swap to a model of the served model's architecture (every fine-tune of it, its base, a
+rollback) happens in place: the running host loads the new weights into the model it holds,
+between two requests; the ones sent before finish on the old weights, the next on the new.
+
+A model of another architecture gets a second model host, started beside the first; once it is
+loaded and warm, new requests are routed to it. Requests already sent to the old host finish
+there, and the old host is stopped once it has drained. Memory holds both models for that moment.
 
 A host that dies (killed, out of memory) is started again with the same model and the request
 retried there, unless it died ``MAX_RESTARTS`` times within ``RESTART_WINDOW_S``: a model that
@@ -115,17 +119,33 @@ class ServedModel:
     async def swap(self, path: str, *, rollback: bool = False) -> None:
         """Serve ``path`` from now on; raise ModelLoadError (old model kept) if it cannot load."""
         async with self._swap_lock:
-            new_host = await HostClient.start(path, load_timeout_s=self._load_timeout_s)
-            old_host, self._host = self._host, new_host
-            self._previous_path = old_host.model
+            old_path = self._host.model
+            if not await self._switch_in_place(path):
+                new_host = await HostClient.start(path, load_timeout_s=self._load_timeout_s)
+                old_host, self._host = self._host, new_host
+                task = asyncio.create_task(self._retire(old_host), name=f"retire-{old_path}")
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+            self._previous_path = old_path
             if self._registry is not None and rollback:
                 self._registry.record_rollback()
             elif self._registry is not None:
-                self._registry.record_swap(served=path, previous=old_host.model)
-            log.info("now serving %s (was %s)", path, old_host.model)
-            task = asyncio.create_task(self._retire(old_host), name=f"retire-{old_host.model}")
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+                self._registry.record_swap(served=path, previous=old_path)
+            log.info("now serving %s (was %s)", path, old_path)
+
+    async def _switch_in_place(self, path: str) -> bool:
+        """Load ``path`` into the running host; False when it needs a host of its own."""
+        try:
+            await self._host.switch(path, timeout_s=self._load_timeout_s)
+        except ModelLoadError as exc:
+            if exc.kind != "architecture":
+                raise
+            log.info("starting a second model host: %s", exc.message)
+            return False
+        except HostGone:
+            log.warning("the model host exited during the swap; starting one for %s", path)
+            return False
+        return True
 
     async def rollback(self) -> None:
         """Serve the model served before this one (one step back per call, down to the base)."""

@@ -1,0 +1,95 @@
+"""After a fine-tune, the running model host serves the new model: no second host is started.
+
+The real server over stdio, the tiny local model: a fine-tune's model has the served model's
+architecture, so the swap loads its weights into the host that already runs; a model of another
+architecture (the user's ``model`` setting) still gets a host of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from lsprotocol import types
+
+from ai_lsp_tune.server import commands
+from ai_lsp_tune.tiny_model import build_tiny_model
+from tests.finetune_story import Student, record_teacher_traces, source_file, start_student
+from tests.lsp_session import stop_session
+from tests.test_finetune_server import QUICK, analysis_models
+
+pytestmark = pytest.mark.training
+
+
+def host_pids(server_pid: int) -> list[int]:
+    """Model host processes started by the server (children running the host module)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == server_pid and b"ai_lsp_tune.serving.host" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+async def serving(student: Student) -> tuple[str, list[int]]:
+    status = await student.wait_status(
+        lambda s: s["servedModel"] is not None, timeout_s=60, what="the model host to start"
+    )
+    return status["servedModel"], host_pids(student.client._server.pid)  # type: ignore[union-attr]
+
+
+async def test_a_fine_tune_is_served_by_the_running_host_and_another_architecture_by_a_new_one(
+    tmp_path: Path, isolated_home: Path, tiny_model: Path
+) -> None:
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    await record_teacher_traces(workspace, isolated_home, files=16)
+    other = tmp_path / "three-layers"
+    other.mkdir()
+    build_tiny_model(other, config={"num_hidden_layers": 3})
+    student = await start_student(workspace, isolated_home, tiny_model, **QUICK, force=True)
+    try:
+        served, hosts = await serving(student)
+        assert served == str(tiny_model) and len(hosts) == 1
+
+        started = await student.command(commands.FINETUNE)
+        reports = await student.wait_ended(started["progressToken"], timeout_s=300)
+        assert "now serving the fine-tuned model" in reports[-1].message, reports[-1]
+        candidate = (await student.status())["lastRun"]["candidateModel"]
+        served, after = await serving(student)
+        assert served == candidate and after == hosts  # the same host process, no second one
+
+        probe = student.session.open("mod_98.py", source_file(98))
+        await student.session.wait_for_diagnostics(probe, timeout_s=60)
+
+        rolled = await student.command(commands.MODEL_ROLLBACK)
+        assert rolled["servedModel"] == str(tiny_model)
+        assert (await serving(student))[1] == hosts  # a rollback is the same operation
+
+        student.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"aiLsp": {"model": str(other)}})
+        )
+        await student.session.wait_for(
+            lambda: any(f"now serving {other}" in m.message for m in student.client.messages),
+            timeout_s=60,
+            what="the other model to be served",
+        )
+        assert (await student.status())["servedModel"] == str(other)
+        server_pid = student.client._server.pid  # type: ignore[union-attr]
+        moved = await student.session.wait_for(
+            lambda: (pids := host_pids(server_pid)) and hosts[0] not in pids and pids,
+            timeout_s=30,
+            what="the old model host to stop",
+        )
+        assert len(moved) == 1  # a host of its own; the old one stopped once drained
+    finally:
+        await stop_session(student.session)
+    assert analysis_models(workspace)[-1] == candidate  # the analysis after the swap
