@@ -8,12 +8,13 @@ a (scripted) remote teacher in the same workspace. A client keeps two loops goin
 
 It measures them idle, then runs ``ai-lsp.finetune`` and keeps measuring until after the swap.
 Phases are cut by the progress the server reports: "preparing" (dataset preparation, a child
-process) up to the first training-worker event, "training" (the worker loads, evaluates the
-served model, trains, fuses, evaluates the new model) up to the swap report, "swap" (the model
-host loads and warms the new model beside the old one) up to the end of the progress, then
-"after". Targets: no failed request; p99 in each phase < 2x idle p99. "Time to the new model"
-runs from fusion done (the swap report, sent when the worker's done event arrives) to the first
-diagnostics only the fine-tuned model writes (the tiny base model never writes a valid answer).
+process) up to the first training-worker event, "training" (the worker loads, evaluates the served
+model, trains, fuses, evaluates the new model) up to the swap report, "swap" (the running model
+host loads the fused weights in place: a fine-tune has the served model's architecture) up to the
+end of the progress, then "after". Targets: no failed request; p99 in each phase < 2x idle p99.
+"Time to the new model" runs from fusion done (the swap report, sent when the worker's done event
+arrives) to the first diagnostics only the fine-tuned model writes (the tiny base model never
+writes a valid answer).
 Writes its section of bench/RESULTS.md.
 
     uv run python bench/swap.py [--idle-s 20] [--after-s 10] [--epochs 12]
@@ -47,6 +48,7 @@ from tests.finetune_story import (
     start_student,
 )
 from tests.lsp_session import stop_session
+from tests.test_swap_in_place import host_pids
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## swap (requests during fine-tune and hot swap)"
@@ -70,6 +72,8 @@ class Timeline:
     swap_started: float | None = None  # the worker's done event: fusion finished
     progress_ended: float | None = None
     first_new_answer: float | None = None
+    hosts_before: list[int] = field(default_factory=list)  # model host pids before the fine-tune
+    hosts_after: list[int] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -183,6 +187,8 @@ async def run(idle_s: float, after_s: float, epochs: int) -> tuple[Timeline, dic
             asyncio.create_task(cheap_requests(student, cheap_uri, timeline, stop)),
             asyncio.create_task(analyses(student, analysed_uri, timeline, stop)),
         ]
+        server_pid = student.client._server.pid  # type: ignore[union-attr]
+        timeline.hosts_before = host_pids(server_pid)
         await asyncio.sleep(idle_s)
         timeline.finetune_sent = time.perf_counter()
         started = await student.command(commands.FINETUNE)
@@ -202,6 +208,7 @@ async def run(idle_s: float, after_s: float, epochs: int) -> tuple[Timeline, dic
         await student.wait_ended(token, timeout_s=300)
         timeline.progress_ended = time.perf_counter()
         await asyncio.sleep(after_s)
+        timeline.hosts_after = host_pids(server_pid)
         stop.set()
         await asyncio.gather(*loops)
         status = await student.status()
@@ -289,9 +296,14 @@ def render(timeline: Timeline, status: dict[str, Any], args: argparse.Namespace)
         f"- dataset preparation (child process): "
         f"{timeline.worker_started - timeline.finetune_sent:.1f} s; training worker (load, "
         f"evaluate the served model, train, fuse, evaluate the new one): "
-        f"{timeline.swap_started - timeline.worker_started:.1f} s; hot swap (new model host "
-        f"loaded and warm, routing switched): "
+        f"{timeline.swap_started - timeline.worker_started:.1f} s; hot swap (fused weights "
+        f"loaded into the running model host, system-prompt cache re-warmed): "
         f"{timeline.progress_ended - timeline.swap_started:.1f} s."
+    )
+    same = timeline.hosts_before == timeline.hosts_after and len(timeline.hosts_before) == 1
+    lines.append(
+        f"- model host processes before {timeline.hosts_before}, after {timeline.hosts_after}: "
+        f"{'swapped in place (no second host)' if same else 'a second host was started'}."
     )
     if timeline.first_new_answer is not None:
         lines.append(

@@ -50,9 +50,9 @@ log = logging.getLogger("ai_lsp_tune.host")
 NO_CHAT_TEMPLATE = "it has no chat template, so prompts are sent to it as plain text"
 # Keys of config.json that do not change the network (save_config drops or copies them).
 CONFIG_NOISE = {"_name_or_path", "transformers_version", "vision_config", "quantization_config"}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "tokenizer.model", "chat_template.jinja", "chat_template.json",
-                   "generation_config.json", "vocab.json", "merges.txt")  # fmt: skip
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt")
+SPECIAL_TOKENS = ("bos_token", "eos_token", "pad_token", "unk_token", "add_bos_token",
+                  "add_eos_token", "added_tokens_decoder")  # fmt: skip
 
 
 class Channel:
@@ -219,7 +219,7 @@ class Engine:
                 weights = self.model.sanitize(weights)
             mx.eval(weights)  # read now: a damaged file fails here, before anything changed
             tokenizer = self.tokenizer
-            reload_tokenizer = _tokenizer_files(loaded) != _tokenizer_files(path)
+            reload_tokenizer = tokenizer_identity(loaded) != tokenizer_identity(path)
             if reload_tokenizer:
                 from mlx_lm.utils import load_config, load_tokenizer
 
@@ -274,10 +274,25 @@ def architecture_difference(loaded: Path, other: Path) -> str | None:
     return f"config.json differs in {', '.join(differing[:3])}" if differing else None
 
 
-def _tokenizer_files(folder: Path) -> dict[str, bytes]:
-    return {
+def tokenizer_identity(folder: Path) -> dict[str, Any]:
+    """What decides how a folder's tokenizer reads and writes tokens, in a form that survives
+    ``save_pretrained`` (a fused model's tokenizer files are rewritten, not copied)."""
+    import json
+
+    identity: dict[str, Any] = {
         name: (folder / name).read_bytes() for name in TOKENIZER_FILES if (folder / name).is_file()
     }
+    settings: dict[str, Any] = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        if (folder / name).is_file():
+            settings.update(json.loads((folder / name).read_text()))
+    for key in SPECIAL_TOKENS:
+        value = settings.get(key)
+        identity[key] = value.get("content") if isinstance(value, dict) else value
+    template = folder / "chat_template.jinja"
+    chat = template.read_text() if template.is_file() else settings.get("chat_template")
+    identity["chat_template"] = chat.strip() if isinstance(chat, str) else chat
+    return identity
 
 
 def load_engine(model_name: str) -> Engine:
