@@ -217,6 +217,13 @@ NumLayersOption = Annotated[
         help="Adapt the last N transformer layers; -1 for all (more than the model has: all).",
     ),
 ]
+GradCheckpointOption = Annotated[
+    bool,
+    typer.Option(
+        help="Recompute activations in the backward pass: less memory for long examples, "
+        "slower steps."
+    ),
+]
 ResumeOption = Annotated[
     bool, typer.Option(help="Continue an interrupted run (Ctrl-C) from its checkpoint.")
 ]
@@ -340,6 +347,7 @@ def train(
     max_seq_length: MaxSeqLengthOption = 2048,
     lora_rank: LoraRankOption = 8,
     num_layers: NumLayersOption = 16,
+    grad_checkpoint: GradCheckpointOption = False,
     resume: ResumeOption = False,
     seed: SeedOption = 0,
     hosts: HostsOption = None,
@@ -375,6 +383,7 @@ def pipeline(
     max_seq_length: MaxSeqLengthOption = 2048,
     lora_rank: LoraRankOption = 8,
     num_layers: NumLayersOption = 16,
+    grad_checkpoint: GradCheckpointOption = False,
     resume: ResumeOption = False,
     seed: SeedOption = 0,
     dataset_file: Annotated[Path, typer.Option(help="Where to write dataset.json.")] = Path(

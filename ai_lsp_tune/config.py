@@ -48,6 +48,11 @@ class FinetuneSettings(_Camel):
     num_layers: Annotated[int, bounded("num_layers")] = Field(
         16, description="Layers to adapt (-1: all)."
     )
+    grad_checkpoint: bool = Field(
+        False,
+        description="Recompute activations in the backward pass: less memory for long "
+        "examples, slower steps.",
+    )
     force: bool = Field(False, description="Swap even when the new model scores worse.")
     min_test_examples: int = Field(
         5, ge=0, description="Fewer test examples than this: ask before swapping."

@@ -42,6 +42,7 @@ from ai_lsp_tune.server import commands
 from ai_lsp_tune.tiny_model import ensure_tiny_model
 from tests.finetune_story import (
     FLAW,
+    LEARN,
     Student,
     record_teacher_traces,
     source_file,
@@ -169,15 +170,18 @@ async def run(idle_s: float, after_s: float, epochs: int) -> tuple[Timeline, dic
         workspace,
         home,
         tiny,
-        numEpochs=epochs,
-        batchSize=2,
-        learningRate=5e-4,
-        loraRank=16,
+        **{**LEARN, "numEpochs": epochs},
+        force=True,  # measured: the swap, whatever the gate says of 1-2 test examples
     )
     timeline = Timeline()
     try:
         await student.wait_status(
             lambda s: s["servedModel"] is not None, timeout_s=60, what="the model host"
+        )
+        # The student's own analyses are not recorded: the run trains on the teacher's session
+        # alone (its hundreds of empty answers would make the run long and teach nothing).
+        student.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"aiLsp": {"telemetry": False}})
         )
         cheap_uri = student.session.open("cheap.py", "x = 1\n")
         analysed_uri = student.session.open("probe.py", source_file(999))
@@ -266,6 +270,13 @@ def render(timeline: Timeline, status: dict[str, Any], args: argparse.Namespace)
         "preparation (a child process) at 10, the training worker at 15 (`AI_LSP_WORKER_NICE`); "
         "on this shared 2-core machine ratios vary by about +-30% between runs.",
         "",
+        "The swap is in place (protocol v2 `switch`): the running model host loads the fused "
+        "model's safetensors into the model it holds (`load_weights(strict=True)`), between two "
+        "requests, and re-warms the system-prompt cache; before issue 15 a second host loaded the"
+        " whole model (3.1 s here, 3.3 s to the first new answer). The student's own analyses are"
+        " not recorded (telemetry off after start), the run uses the tests' LEARN settings and "
+        "`force` (1-4 test examples), so the run measures the swap, not the gate.",
+        "",
         "| requests | phase | n | failed | p50 ms | p99 ms | max ms | p99 / idle p99 |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -290,6 +301,12 @@ def render(timeline: Timeline, status: dict[str, Any], args: argparse.Namespace)
     for label, phase, ratio in verdicts:
         met = "met" if ratio < 2 else "NOT met"
         lines.append(f"- {label}, p99 during {phase} / idle: **{ratio:.2f}x** (target < 2x) {met}.")
+    swap_n = table["cheap"].get("swap", {}).get("n", 0)
+    if swap_n < 100:
+        lines.append(
+            f"- the swap phase (in place, between two requests) held only {swap_n:.0f} cheap "
+            "requests: its p99 is the slowest of those few, not a percentile."
+        )
     assert timeline.swap_started is not None and timeline.progress_ended is not None
     assert timeline.finetune_sent is not None and timeline.worker_started is not None
     lines.append(
@@ -298,7 +315,7 @@ def render(timeline: Timeline, status: dict[str, Any], args: argparse.Namespace)
         f"evaluate the served model, train, fuse, evaluate the new one): "
         f"{timeline.swap_started - timeline.worker_started:.1f} s; hot swap (fused weights "
         f"loaded into the running model host, system-prompt cache re-warmed): "
-        f"{timeline.progress_ended - timeline.swap_started:.1f} s."
+        f"{timeline.progress_ended - timeline.swap_started:.2f} s."
     )
     same = timeline.hosts_before == timeline.hosts_after and len(timeline.hosts_before) == 1
     lines.append(
@@ -309,7 +326,7 @@ def render(timeline: Timeline, status: dict[str, Any], args: argparse.Namespace)
         lines.append(
             "- time from fusion done to the new model answering (first diagnostics only the "
             f"fine-tuned model writes, edit and analysis included): "
-            f"**{timeline.first_new_answer - timeline.swap_started:.1f} s**."
+            f"**{timeline.first_new_answer - timeline.swap_started:.2f} s**."
         )
     else:
         lines.append("- the fine-tuned model never produced a diagnostic in the after phase.")

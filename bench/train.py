@@ -10,7 +10,9 @@ number of iterations over the same split folder, in fresh processes, one after t
 * ours: seconds inside the training loop, validation excluded (run.json ``train_seconds``);
 * mlx-lm: wall time of its run minus the wall time of the same command with ``--iters 0``
   (loading, tokenising, saving); its two one-batch validations stay in;
-* peak memory: the peak RSS of each process (``wait4``).
+* peak memory: the peak RSS of each process (``wait4``), and MLX's own peak (run.json);
+* ours runs mlx-lm's compiled training step (``mx.compile`` over forward, backward and update,
+  model and optimizer state captured), once as shipped and once with ``--grad-checkpoint``.
 
 Results go to the "train" section of bench/RESULTS.md.
 """
@@ -119,7 +121,9 @@ def run_mlx_lm(model: Path, data: Path, iters: int, work: Path) -> tuple[float, 
     return seconds - overhead, rss
 
 
-def run_ours(model: Path, data: Path, epochs: int, work: Path) -> tuple[float, float, dict]:
+def run_ours(
+    model: Path, data: Path, epochs: int, work: Path, *, grad_checkpoint: bool = False
+) -> tuple[float, float, dict]:
     from ai_lsp_tune.training.request import TrainRequest
 
     request = TrainRequest(
@@ -131,6 +135,7 @@ def run_ours(model: Path, data: Path, epochs: int, work: Path) -> tuple[float, f
         eval_max_examples=0,
         eval_every=1_000_000,
         val_batches=1,
+        grad_checkpoint=grad_checkpoint,
         **SETTINGS,  # type: ignore[arg-type]
     )
     read_fd, write_fd = os.pipe()
@@ -165,7 +170,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     batch = SETTINGS["batch_size"]
-    rows, notes = [], []
+    rows, notes, memory = [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
         model = ensure_tiny_model(work / "cache")
@@ -176,12 +181,23 @@ def main() -> None:
             tokens, shortest, longest = trained_tokens(model, data, args.epochs)
             peer_s, peer_rss = run_mlx_lm(model, data, iters, work / f"{label}-mlx")
             ours_s, ours_rss, run = run_ours(model, data, args.epochs, work / f"{label}-ours")
-            assert run["trained_tokens"] == tokens, (run["trained_tokens"], tokens)
+            gc_s, gc_rss, gc_run = run_ours(
+                model, data, args.epochs, work / f"{label}-ours-gc", grad_checkpoint=True
+            )
+            # Equal work: every token of every example, in both trainers (cropped, never skipped).
+            assert run["trained_tokens"] == gc_run["trained_tokens"] == tokens, (
+                run["trained_tokens"],
+                tokens,
+            )
             ratio = (tokens / ours_s) / (tokens / peer_s)
             rows.append(
                 (label, n, iters, shortest, longest, tokens, peer_s, ours_s, peer_rss, ours_rss)
             )
-            target = 1.3 if skewed else 1.0
+            memory.append(
+                f"| {label} | {run['peak_memory_gb'] * 1024:.0f} | {ours_rss:.0f} | "
+                f"{gc_run['peak_memory_gb'] * 1024:.0f} | {gc_rss:.0f} | {tokens / gc_s:,.0f} |"
+            )
+            target = 3.0  # issue 15, both sets
             notes.append(
                 f"- {label}: ours is **{ratio:.2f}x** mlx-lm's trained tokens/s "
                 f"(target >= {target}x: {'met' if ratio >= target else 'NOT met'}); "
@@ -189,10 +205,10 @@ def main() -> None:
                 f"our MLX peak {run['peak_memory_gb'] * 1024:.0f} MiB."
             )
             print(notes[-1], flush=True)
-    write_results(args, rows, notes)
+    write_results(args, rows, notes, memory)
 
 
-def write_results(args: argparse.Namespace, rows: list, notes: list) -> None:
+def write_results(args: argparse.Namespace, rows: list, notes: list, memory: list) -> None:
     lines = [
         "## train (LoRA tokens/s vs `python -m mlx_lm lora`)",
         "",
@@ -214,6 +230,19 @@ def write_results(args: argparse.Namespace, rows: list, notes: list) -> None:
             f"{tokens / peer_s:,.0f} | {tokens / ours_s:,.0f} | {peer_rss:.0f} | {ours_rss:.0f} |"
         )
     lines += ["", *notes, "",
+              "Peak memory of ours, as shipped and with `--grad-checkpoint` (same run, same "
+              "trained tokens):", "",
+              "Compiled step: ours trains through mlx-lm's `train`, whose step is already "
+              '`mx.compile`d over forward, backward and update with the model, optimizer and '
+              'random state captured (`partial(mx.compile, inputs=state, outputs=state)`); '
+              "tests/test_train_step.py checks it makes the uncompiled step's updates. So issue"
+              " 15's compiled step brings no new speed here; the 3x target is not met on this "
+              'CPU (token packing, not done, is what would remove the remaining padding). '
+              '`--grad-checkpoint` trades speed for activation memory: it shows on long '
+              'examples.',
+              "",
+              "| data | MLX peak MiB | peak RSS MiB | --grad-checkpoint: MLX peak MiB | "
+              "peak RSS MiB | tok/s |", "|---|---|---|---|---|---|", *memory, "",
               "Why: mlx-lm sorts chat examples by `len(dict)` (always 1), so its batches mix "
               "lengths and pad to the longest; ours groups by token length and computes logits "
               "only at answer positions. The skewed set's code is padded so each whole prompt "

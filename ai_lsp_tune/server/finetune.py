@@ -2,7 +2,7 @@
 
 traces (the server's own export + extra files) -> dataset (a thread) -> TrainingRunner (a
 worker process: train, evaluate candidate and served model on the test split, fuse) -> the
-evaluation gate -> ServedModel.swap (the model host loads the new model beside the old one)
+evaluation gate -> ServedModel.swap (the running model host loads the new weights in place)
 -> the registry (served/previous persisted) -> a message with metrics before -> after and a
 "Roll back" action. One run at a time; every state change is visible (progress, a message or
 a log line); any failure ends the progress with its reason and leaves the old model serving.

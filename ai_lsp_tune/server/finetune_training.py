@@ -60,6 +60,7 @@ def build_request(
             "max_seq_length": settings.max_seq_length,
             "lora_rank": settings.lora_rank,
             "num_layers": settings.num_layers,
+            "grad_checkpoint": settings.grad_checkpoint,
             "resume": resume,
             "baseline_model": baseline_model,
             "eval_max_tokens": eval_max_tokens,

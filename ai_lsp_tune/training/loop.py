@@ -7,8 +7,10 @@ when asked (by raising out of ``train``).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +185,27 @@ def _prepare(model: Any, request: TrainRequest) -> None:
     linear_to_lora_layers(model, min(request.num_layers, len(model.layers)), params)
 
 
+@contextlib.contextmanager
+def checkpointed_layers(model: Any, enabled: bool) -> Iterator[None]:
+    """Gradient checkpointing of the transformer layers while training (``--grad-checkpoint``).
+
+    mlx-lm's ``grad_checkpoint`` patches the layer class itself; it is put back afterwards, so
+    the evaluation that follows (and any later model of that class) runs unpatched.
+    """
+    if not enabled:
+        yield
+        return
+    from mlx_lm.tuner.trainer import grad_checkpoint
+
+    layer_class = type(model.layers[0])
+    original = layer_class.__call__
+    grad_checkpoint(model.layers[0])
+    try:
+        yield
+    finally:
+        layer_class.__call__ = original
+
+
 def train_lora(
     request: TrainRequest,
     model: Any,
@@ -247,7 +270,8 @@ def train_lora(
     loss = make_loss(model, ctx["world"].group)
     if total > start:
         try:
-            train(model, optimizer, tokens["train"], valid, args, loss, batches, reporter)  # type: ignore[arg-type]
+            with checkpointed_layers(model, request.grad_checkpoint):
+                train(model, optimizer, tokens["train"], valid, args, loss, batches, reporter)  # type: ignore[arg-type]
         except _Stop:
             raise Cancelled(f"Cancelled at iteration {state.iteration} of {total}.") from None
         finally:

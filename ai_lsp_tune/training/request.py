@@ -43,6 +43,11 @@ class TrainRequest(BaseModel):
     num_layers: Annotated[int, bounded("num_layers")] = Field(
         default=16, description="Last layers to adapt; -1 for all."
     )
+    grad_checkpoint: bool = Field(
+        default=False,
+        description="Recompute each layer's activations in the backward pass: less memory for "
+        "long examples, slower steps.",
+    )
     resume: bool = Field(
         default=False, description="Continue from the checkpoint of an interrupted run."
     )
