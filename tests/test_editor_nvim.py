@@ -38,7 +38,12 @@ EDITS = [source_file(n) for n in range(1, 16)]  # each edit is analysed: 16 trac
 BASE_PROBE = source_file(97)
 AFTER_SWAP = source_file(98)
 TEACHER_MESSAGE = json.loads(TEACHER_ANSWER)["issues"][0]["message"]
-EDITOR_FINETUNE = {**TINY_FINETUNE, **LEARN}
+# The editors' story is the flow (progress, swap, diagnostics from the new model, rollback), so
+# the swap is forced: the gate's verdict on the story's one or two test examples is noise (it
+# once kept the base on "grounded 100% -> 0%" over a single example: why minTestExamples
+# defaults to 5). The gate itself is tested over the protocol (tests/test_finetune_server.py);
+# learning is still shown here: after the swap the new model flags what the teacher flagged.
+EDITOR_FINETUNE = {**TINY_FINETUNE, **LEARN, "force": True}
 
 
 def snippet(text: str, item: dict) -> str:
