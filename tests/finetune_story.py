@@ -169,6 +169,11 @@ async def start_student(
 
 def worker_pids(server_pid: int) -> list[int]:
     """Training worker processes started by the server (children running the worker module)."""
+    return child_pids(server_pid, b"ai_lsp_tune.training.worker")
+
+
+def child_pids(server_pid: int, module: bytes) -> list[int]:
+    """The server's child processes whose command line runs ``module``."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -179,6 +184,6 @@ def worker_pids(server_pid: int) -> list[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == server_pid and b"ai_lsp_tune.training.worker" in cmdline:
+        if ppid == server_pid and module in cmdline:
             found.append(int(entry))
     return found

@@ -7,7 +7,6 @@ architecture (the user's ``model`` setting) still gets a host of its own.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,13 @@ from lsprotocol import types
 
 from ai_lsp_tune.server import commands
 from ai_lsp_tune.tiny_model import build_tiny_model
-from tests.finetune_story import Student, record_teacher_traces, source_file, start_student
+from tests.finetune_story import (
+    Student,
+    child_pids,
+    record_teacher_traces,
+    source_file,
+    start_student,
+)
 from tests.lsp_session import stop_session
 from tests.test_finetune_server import QUICK, analysis_models
 
@@ -24,19 +29,7 @@ pytestmark = pytest.mark.training
 
 def host_pids(server_pid: int) -> list[int]:
     """Model host processes started by the server (children running the host module)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == server_pid and b"ai_lsp_tune.serving.host" in cmdline:
-            found.append(int(entry))
-    return found
+    return child_pids(server_pid, b"ai_lsp_tune.serving.host")
 
 
 async def serving(student: Student) -> tuple[str, list[int]]:
