@@ -9,8 +9,9 @@ window. The answer is never cut: a window's token count includes it. Used by
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ai_lsp_tune.prompts import parse_user_prompt
@@ -69,49 +70,51 @@ def crop_example(
             return None  # ungrounded issues were removed before; a prompt we cannot read
         spans.append(span)
 
-    # Where each snippet occurs in the whole code (found once): a window shows a snippet when
+    # Where each snippet starts in the whole code (found once): a window shows a snippet when
     # one occurrence lies inside it, the same as ``snippet in window.code``, without searching.
-    occurrences = [_occurrences(parts.code, str(issue["issue_snippet"])) for issue in issues]
+    # Occurrences of one snippet share its length, so the first one starting inside the window
+    # is the one that ends soonest.
+    starts = [_starts(parts.code, str(issue["issue_snippet"])) for issue in issues]
+    lengths = [len(str(issue["issue_snippet"])) for issue in issues]
     answers: dict[tuple[int, ...], tuple[dict[str, Any], str]] = {}
 
-    def held(window: Window) -> tuple[dict[str, Any], str]:
-        """The answer for a window (the issues whose snippets it shows), and its JSON."""
-        low, high = window.start_offset, window.end_offset
-        key = tuple(
-            k
-            for k, spans in enumerate(occurrences)
-            if any(low <= start and end <= high for start, end in spans)
-        )
-        if key not in answers:  # the crop search asks again and again for the same few sets
-            answer = {**result, "issues": [issues[k] for k in key]}
-            answers[key] = (answer, answer_json(answer))
-        return answers[key]
+    def held(low: int, high: int) -> tuple[dict[str, Any], str]:
+        """The answer for the code in ``low:high`` (the issues whose snippets it shows), as JSON."""
+        key = []
+        for k, found in enumerate(starts):
+            at = bisect_left(found, low)
+            if at < len(found) and found[at] + lengths[k] <= high:
+                key.append(k)
+        shown = tuple(key)
+        if shown not in answers:  # the crop search asks again and again for the same few sets
+            answer = {**result, "issues": [issues[k] for k in shown]}
+            answers[shown] = (answer, answer_json(answer))
+        return answers[shown]
 
     def tokens(first: int, end: int) -> int:
-        window = lines.window(first, end)
+        low, high = lines.offset(first), lines.offset(end)
         if count_chars is not None:  # the prompt is its header around the code, verbatim
-            header = window_prompt(parts, lines, replace(window, code=""))
-            shown = window.end_offset - window.start_offset
-            return count_chars(len(system) + len(header) + shown + len(held(window)[1]))
-        prompt = window_prompt(parts, lines, window)
-        return count(chat(system, prompt, held(window)[1]))
+            header = window_prompt(parts, lines, Window(first, end, low, high, ""))
+            return count_chars(len(system) + len(header) + (high - low) + len(held(low, high)[1]))
+        prompt = window_prompt(parts, lines, lines.window(first, end))
+        return count(chat(system, prompt, held(low, high)[1]))
 
     windows = crop(lines, spans, tokens, max_tokens)
     if windows is None:
         return None
     crops = []
     for window in windows:
-        answer, assistant = held(window)
+        answer, assistant = held(window.start_offset, window.end_offset)
         prompt = window_prompt(parts, lines, window)
         crops.append(Crop(prompt, answer, assistant, count(chat(system, prompt, assistant))))
     return crops
 
 
-def _occurrences(code: str, snippet: str) -> list[tuple[int, int]]:
-    """Every (start, end) offset of ``snippet`` in ``code``, overlapping ones included."""
+def _starts(code: str, snippet: str) -> list[int]:
+    """Every offset where ``snippet`` starts in ``code``, overlapping ones included (sorted)."""
     found = []
-    at = code.find(snippet)
-    while at >= 0 and snippet:
-        found.append((at, at + len(snippet)))
+    at = code.find(snippet) if snippet else -1
+    while at >= 0:
+        found.append(at)
         at = code.find(snippet, at + 1)
     return found
