@@ -206,6 +206,18 @@ async def test_too_few_test_examples_are_no_reason_to_swap_but_the_user_may(
         await stop_session(student.session)
 
 
+async def training_started(student: Student) -> dict:
+    """Start a fine-tune and wait until it has trained two steps; the command's answer."""
+    first = await student.command(commands.FINETUNE)
+    token = first["progressToken"]
+    await student.session.wait_for(
+        lambda: any("training 2/" in getattr(r, "message", "") for r in student.progress(token)),
+        timeout_s=120,
+        what="two training steps",
+    )
+    return first
+
+
 async def test_cancel_keeps_the_served_model_and_the_next_run_resumes(
     taught_workspace: Path, isolated_home: Path, tiny_model: Path
 ) -> None:
@@ -213,15 +225,8 @@ async def test_cancel_keeps_the_served_model_and_the_next_run_resumes(
         taught_workspace, isolated_home, tiny_model, **{**QUICK, "numEpochs": 4}
     )
     try:
-        first = await student.command(commands.FINETUNE)
+        first = await training_started(student)
         token = first["progressToken"]
-        await student.session.wait_for(
-            lambda: any(
-                "training 2/" in getattr(r, "message", "") for r in student.progress(token)
-            ),
-            timeout_s=120,
-            what="two training steps",
-        )
         student.client.window_work_done_progress_cancel(
             types.WorkDoneProgressCancelParams(token=token)
         )
@@ -265,15 +270,8 @@ async def test_a_run_after_changing_settings_starts_fresh_and_says_so(
         taught_workspace, isolated_home, tiny_model, **{**QUICK, "numEpochs": 50}
     )
     try:
-        first = await student.command(commands.FINETUNE)
+        first = await training_started(student)
         token = first["progressToken"]
-        await student.session.wait_for(
-            lambda: any(
-                "training 2/" in getattr(r, "message", "") for r in student.progress(token)
-            ),
-            timeout_s=120,
-            what="two training steps",
-        )
         cancelled = await student.command(commands.FINETUNE_CANCEL)
         assert cancelled["cancelled"] is True and "checkpoint" in cancelled["message"]
         await student.wait_ended(token, timeout_s=15)
