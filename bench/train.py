@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ai_lsp_tune.demo import sample_analyses
+from ai_lsp_tune.cli.demo import sample_analyses
 from ai_lsp_tune.tiny_model import _TOKENIZER_CORPUS, ensure_tiny_model
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -82,7 +82,7 @@ def trained_tokens(model: Path, folder: Path, epochs: int) -> tuple[int, int, in
     """(tokens per run, shortest, longest example) with the model's chat template."""
     from mlx_lm import load
 
-    from ai_lsp_tune.dataset import load_examples
+    from ai_lsp_tune.dataset.reader import load_examples
     from ai_lsp_tune.training.data import example_tokens
 
     _, tokenizer = load(str(model))

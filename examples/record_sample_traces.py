@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ai_lsp_tune.demo import SAMPLE_TRACES, record_sample_traces
+from ai_lsp_tune.cli.demo import SAMPLE_TRACES, record_sample_traces
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ai_lsp_tune import dataset
+from ai_lsp_tune.dataset import pool, reader
+from ai_lsp_tune.dataset import prepare as dataset
 from tests.conftest import REAL_TRACE_FILE
 
 
@@ -17,7 +18,7 @@ def _prepare(traces: Path, out: Path) -> tuple[dict, dict[str, bytes]]:
         [traces], output_file=out / "dataset.json", output_dir=out / "splits"
     )
     files = {p.name: p.read_bytes() for p in [out / "dataset.json", *(out / "splits").iterdir()]}
-    stats = json.loads(files.pop(dataset.STATS_FILE))
+    stats = json.loads(files.pop(reader.STATS_FILE))
     assert stats == report.model_dump(mode="json")
     for key in ("output_file", "output_dir"):
         stats.pop(key)
@@ -42,13 +43,13 @@ def test_chunked_workers_give_what_one_pass_gives(
     traces = tmp_path / "traces.jsonl"
     traces.write_bytes(b"".join(body))
 
-    monkeypatch.setattr(dataset, "CHUNK_BYTES", 2**40)  # one pass, in this process
+    monkeypatch.setattr(pool, "CHUNK_BYTES", 2**40)  # one pass, in this process
     expected, expected_files = _prepare(traces, tmp_path / "one")
-    monkeypatch.setattr(dataset, "CHUNK_BYTES", 64 * 2**10)
-    monkeypatch.setattr(dataset, "PARALLEL_MIN_BYTES", 0)
-    chunks = dataset._plan_chunks([traces])
+    monkeypatch.setattr(pool, "CHUNK_BYTES", 64 * 2**10)
+    monkeypatch.setattr(pool, "PARALLEL_MIN_BYTES", 0)
+    chunks = pool.plan_chunks([traces])
     assert len(chunks) > 20
-    assert dataset._worker_count(chunks) > 1 or os.cpu_count() == 1
+    assert pool.worker_count(chunks) > 1 or os.cpu_count() == 1
     got, got_files = _prepare(traces, tmp_path / "chunked")
 
     assert got == expected

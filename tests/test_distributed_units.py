@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ai_lsp_tune.cli import app
+from ai_lsp_tune.cli.app import app
 from ai_lsp_tune.training.distributed import (
     Launch,
     hostfile_hosts,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ai_lsp_tune.demo import sample_analyses
+from ai_lsp_tune.cli.demo import sample_analyses
 from ai_lsp_tune.training.evaluate import (
     EvalMetrics,
     code_of,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ai_lsp_tune.server.finetune import PathNotAllowed, resolve_allowed_path
-from ai_lsp_tune.server.finetune_progress import (
+from ai_lsp_tune.server.finetune.job import PathNotAllowed, resolve_allowed_path
+from ai_lsp_tune.server.finetune.progress import (
     ProgressMeter,
     ProgressStep,
     describe_change,
@@ -18,7 +18,7 @@ from ai_lsp_tune.server.finetune_progress import (
     format_progress,
     format_rate,
 )
-from ai_lsp_tune.server.finetune_state import (
+from ai_lsp_tune.server.finetune.states import (
     FinetuneStatus,
     InvalidTransition,
     JobState,

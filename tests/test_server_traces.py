@@ -8,7 +8,8 @@ from pathlib import Path
 
 from lsprotocol import types
 
-from ai_lsp_tune.dataset import load_examples, prepare_dataset
+from ai_lsp_tune.dataset.prepare import prepare_dataset
+from ai_lsp_tune.dataset.reader import load_examples
 from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
 from ai_lsp_tune.schema import DiagnosticResult
 from ai_lsp_tune.server.commands import DISMISS

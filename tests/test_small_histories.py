@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ai_lsp_tune.cli import app
-from ai_lsp_tune.dataset import prepare_dataset
+from ai_lsp_tune.cli.app import app
+from ai_lsp_tune.dataset.prepare import prepare_dataset
 from ai_lsp_tune.prompts import parse_user_prompt
 from tests.conftest import REAL_TRACE_FILE
 from tests.test_dataset import CODE, Recorder, answer, issue

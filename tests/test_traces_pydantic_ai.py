@@ -22,7 +22,8 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.instrumented import InstrumentationSettings
 
-from ai_lsp_tune.dataset import load_examples, prepare_dataset
+from ai_lsp_tune.dataset.prepare import prepare_dataset
+from ai_lsp_tune.dataset.reader import load_examples
 from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
 from ai_lsp_tune.schema import DiagnosticResult
 from ai_lsp_tune.traces import otlp

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ai_lsp_tune.demo import sample_analyses
+from ai_lsp_tune.cli.demo import sample_analyses
 from ai_lsp_tune.schema import parse_diagnostic_result
 from ai_lsp_tune.training.events import ErrorEvent, TrainingEvent, WorkerEvent
 from ai_lsp_tune.training.request import TrainRequest

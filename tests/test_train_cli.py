@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ai_lsp_tune.cli import app
+from ai_lsp_tune.cli.app import app
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import mlx.core as mx
     import mlx.nn as nn
 
-    from ai_lsp_tune.dataset_chunks import Example
+    from ai_lsp_tune.dataset.chunks import Example
     from ai_lsp_tune.training.evaluate import ChatExample
 
 PAD_TO = 32  # sequence lengths are rounded up to this, so compiled step shapes repeat
@@ -86,7 +86,7 @@ def crop_to_fit(
 ) -> tuple[list[Example], int, int]:
     """Examples longer than ``max_seq_length`` replaced by windows of their code that fit,
     answers whole; with how many were cropped and how many could not be (left in, too long)."""
-    from ai_lsp_tune.dataset_crop import crop_example
+    from ai_lsp_tune.dataset.crop import crop_example
     from ai_lsp_tune.schema import parse_json_text
 
     def count(messages: list[dict[str, str]]) -> int:

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ai_lsp_tune import dataset
-from ai_lsp_tune.cli import app
-from ai_lsp_tune.server.finetune_prepare import (
+from ai_lsp_tune.cli.app import app
+from ai_lsp_tune.dataset import pool
+from ai_lsp_tune.dataset import prepare as dataset
+from ai_lsp_tune.dataset.worker import (
     DatasetPreparation,
     PreparationFailed,
     PrepareRequest,
@@ -35,7 +36,7 @@ PREPARE = ["finetune", "prepare-dataset"]
 def big_traces(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """50 MiB of valid traces: over the size at which worker processes read the file."""
     path = big_trace_file(tmp_path_factory.mktemp("big") / "traces.jsonl", mib=50)
-    assert path.stat().st_size > dataset.PARALLEL_MIN_BYTES
+    assert path.stat().st_size > pool.PARALLEL_MIN_BYTES
     return path
 
 
@@ -83,7 +84,7 @@ def test_library_call_with_another_thread_running(big_traces: Path, tmp_path: Pa
 
 
 def test_editor_fine_tune_prepares_a_large_file(big_traces: Path, tmp_path: Path) -> None:
-    """The server's path: `python -m ai_lsp_tune.server.finetune_prepare` in a child process."""
+    """The server's path: `python -m ai_lsp_tune.dataset.worker` in a child process."""
     request = PrepareRequest(
         traces=[big_traces], output_dir=tmp_path / "data" / "dataset", max_seq_length=2048
     )
@@ -96,11 +97,11 @@ def test_editor_fine_tune_prepares_a_large_file(big_traces: Path, tmp_path: Path
 
 _OWNER = """
 import os, sys, threading, time
-from ai_lsp_tune import dataset
+from ai_lsp_tune.dataset import pool
 if sys.argv[1] == "thread":  # as with the CLI's progress bar: a fork server then
     threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
-pool = dataset._WorkerPool(2)
-print(sorted({pool.submit(os.getpid).result() for _ in range(8)}), flush=True)
+workers = pool.WorkerPool(2)
+print(sorted({workers.submit(os.getpid).result() for _ in range(8)}), flush=True)
 time.sleep(3600)
 """
 
@@ -240,7 +241,7 @@ def _disk_full(*args: object, **kwargs: object) -> None:
 
 
 @pytest.mark.parametrize(
-    "write", ["ai_lsp_tune.files.copy_range", "ai_lsp_tune.dataset._write_json"]
+    "write", ["ai_lsp_tune.files.copy_range", "ai_lsp_tune.dataset.prepare._write_json"]
 )
 def test_a_full_disk_is_one_clear_error_and_keeps_the_earlier_outputs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write: str
@@ -285,7 +286,8 @@ def test_special_files_are_refused_not_read_for_ever(tmp_path: Path, special: st
 
 _KILLED_WHILE_WRITING = """
 import os, signal, sys
-from ai_lsp_tune import cli, dataset
+from ai_lsp_tune.cli.app import app
+from ai_lsp_tune.dataset import prepare as dataset
 
 write_outputs = dataset._write_outputs
 signum = getattr(signal, sys.argv[1])
@@ -297,7 +299,7 @@ def signalled(*args, **kwargs):
 
 dataset._write_outputs = signalled
 sys.argv = ["ai-lsp", "finetune", "prepare-dataset", *sys.argv[2:]]
-cli.app()
+app()
 """
 
 

@@ -24,10 +24,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from typer.testing import CliRunner
 
-from ai_lsp_tune.cli import app
-from ai_lsp_tune.dataset import prepare_dataset
+from ai_lsp_tune.cli.app import app
+from ai_lsp_tune.dataset.prepare import prepare_dataset
+from ai_lsp_tune.dataset.redact import Redactor
 from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
-from ai_lsp_tune.redact import Redactor
 from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.exporter import OtlpJsonFileSpanExporter
 

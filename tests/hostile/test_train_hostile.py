@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 import ai_lsp_tune
-from ai_lsp_tune.cli import app
-from ai_lsp_tune.demo import sample_analyses
+from ai_lsp_tune.cli.app import app
+from ai_lsp_tune.cli.demo import sample_analyses
 from ai_lsp_tune.training import publish
 from ai_lsp_tune.training.data import TokenizedSplit
 from ai_lsp_tune.training.evaluate import EvalMetrics

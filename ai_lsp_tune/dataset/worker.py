@@ -2,7 +2,7 @@
 
 Reading and cleaning traces is pure-Python work that can take seconds to minutes on a large
 export; in a thread of the server it would hold the GIL and make every request wait. So the
-server runs ``python -m ai_lsp_tune.server.finetune_prepare`` and reads typed messages from its
+server runs ``python -m ai_lsp_tune.dataset.worker`` and reads typed messages from its
 stdout (one JSON object per line, versioned); the child sends its own prints to stderr.
 """
 
@@ -86,7 +86,7 @@ class DatasetPreparation:
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "ai_lsp_tune.server.finetune_prepare",
+            "ai_lsp_tune.dataset.worker",
             self.request.model_dump_json(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -152,7 +152,7 @@ def _child(argv: list[str]) -> int:
         channel.write(encode_line(message))
         channel.flush()
 
-    from ai_lsp_tune.dataset import prepare_dataset
+    from ai_lsp_tune.dataset.prepare import prepare_dataset
     from ai_lsp_tune.files import sigterm_cleans_up
 
     request = PrepareRequest.model_validate_json(args.request)

@@ -22,8 +22,13 @@ from typing import Any
 from lsprotocol import types as lsp
 from pydantic.alias_generators import to_camel
 
+from ai_lsp_tune.dataset.worker import (
+    DatasetPreparation,
+    PreparationFailed,
+    PrepareRequest,
+)
 from ai_lsp_tune.hyperparams import misfit
-from ai_lsp_tune.server.finetune_context import (
+from ai_lsp_tune.server.finetune.context import (
     FinetuneOptions,
     JobBusy,
     JobContext,
@@ -33,20 +38,15 @@ from ai_lsp_tune.server.finetune_context import (
     new_run_id,
     resolve_allowed_path,
 )
-from ai_lsp_tune.server.finetune_models import retain, short_path
-from ai_lsp_tune.server.finetune_prepare import (
-    DatasetPreparation,
-    PreparationFailed,
-    PrepareRequest,
-)
-from ai_lsp_tune.server.finetune_progress import (
+from ai_lsp_tune.server.finetune.models import retain, short_path
+from ai_lsp_tune.server.finetune.progress import (
     ProgressChannel,
     ProgressMeter,
     ProgressStep,
     describe_change,
     format_progress,
 )
-from ai_lsp_tune.server.finetune_state import (
+from ai_lsp_tune.server.finetune.states import (
     ACTIVE_STATES,
     FINAL_STATES,
     TRANSITIONS,
@@ -60,7 +60,7 @@ from ai_lsp_tune.server.finetune_state import (
     run_inputs,
     save_record,
 )
-from ai_lsp_tune.server.finetune_training import (
+from ai_lsp_tune.server.finetune.training import (
     TrainOutcome,
     build_request,
     launch_of,

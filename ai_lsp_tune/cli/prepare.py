@@ -1,70 +1,83 @@
-"""What `prepare-dataset` did, step by step: the counts users check before training."""
+"""`prepare-dataset` on a terminal: a progress bar while traces are read, then the report table."""
 
 from __future__ import annotations
 
+import errno
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
+import typer
 
-if TYPE_CHECKING:  # rich is imported when a report is shown, not by every dataset user
+from ai_lsp_tune.dataset.report import SPLITS, DatasetReport
+
+if TYPE_CHECKING:
     from rich.console import Group
 
-SPLITS = ("train", "valid", "test")
 
+def run_prepare_dataset(
+    traces: list[Path],
+    *,
+    output_file: Path | None,
+    output_dir: Path | None,
+    max_seq_length: int = 2048,
+    redact: bool = True,
+    tokenizer: str | None = None,
+) -> DatasetReport:
+    """prepare-dataset with a progress bar and the report table; exit code 2 on bad input."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-class DatasetReport(BaseModel):
-    """Counts of every reading and cleaning step; written to ``stats.json``."""
+    from ai_lsp_tune.dataset import prepare as dataset
+    from ai_lsp_tune.dataset.tokens import TokenizerUnavailable
+    from ai_lsp_tune.files import sigterm_cleans_up
+    from ai_lsp_tune.traces.otlp import TraceInputError
 
-    # reading
-    files: int = 0
-    bytes_read: int = 0
-    lines: int = 0
-    requests: int = 0  # lines that are OTLP trace requests
-    lines_skimmed: int = 0  # requests counted by byte search, only their run spans decoded
-    spans: int = 0
-    skipped_lines: dict[str, int] = Field(default_factory=dict)
-    malformed_spans: int = 0
-    problems: list[str] = Field(default_factory=list)  # the first few, with file:line
-    unusable_files: list[str] = Field(default_factory=list)
-    # agent runs
-    agent_runs: int = 0
-    runs_by_format: dict[str, int] = Field(default_factory=dict)
-    no_final_result: int = 0
-    error_status: int = 0
-    with_final_result: int = 0
-    scrubbed: int = 0
-    invalid_result: int = 0
-    invalid_text: int = 0  # unpaired surrogates (escaped in the JSON): no UTF-8 can hold them
-    usable: int = 0  # runs with a final result that is a DiagnosticResult, prompt intact
-    # cleaning
-    feedback_spans: int = 0
-    issues_dismissed: int = 0
-    dropped_all_dismissed: int = 0
-    issues_ungrounded: int = 0
-    dropped_ungrounded: int = 0
-    secrets_redacted: int = 0
-    examples_redacted: int = 0
-    redaction: bool = True
-    duplicates: int = 0
-    examples: int = 0
-    # length
-    max_seq_length: int = 2048
-    token_counter: str = "estimate"
-    over_max_seq_length: int = 0
-    cropped: int = 0  # over-long examples cropped to windows of their code
-    crop_windows: int = 0  # the examples those became
-    too_long_to_crop: int = 0  # an issue snippet alone longer than the budget: left out
-    longest_tokens: int = 0
-    # outputs
-    splits: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
-    split_files: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
-    split_note: str = ""  # why the split is not by source file, when it is not
-    output_file: str | None = None
-    output_dir: str | None = None
+    console, errors = Console(), Console(stderr=True)
+    columns = ("{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    try:
+        # Drawn from the progress callback, not by rich's refresh thread: with no other thread
+        # running, the worker processes for large inputs can be forked (see dataset/pool.py).
+        with (
+            sigterm_cleans_up(),
+            Progress(*columns, console=errors, transient=True, auto_refresh=False) as progress,
+        ):
+            task = progress.add_task("Reading traces", total=None)
+            drawn = [0.0]
 
-    @property
-    def skipped_total(self) -> int:
-        return sum(self.skipped_lines.values())
+            def on_progress(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+                if time.monotonic() - drawn[0] >= 0.1 or done >= total:
+                    drawn[0] = time.monotonic()
+                    progress.refresh()
+
+            report = dataset.prepare_dataset(
+                traces,
+                output_file=output_file,
+                output_dir=output_dir,
+                max_seq_length=max_seq_length,
+                redact=redact,
+                tokenizer=tokenizer,
+                on_progress=on_progress,
+            )
+    except dataset.NoUsableTraces as exc:
+        console.print(render_report(exc.report))
+        errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except (TraceInputError, TokenizerUnavailable, ValueError) as exc:
+        errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except dataset.DatasetNotWritten as exc:
+        hint = "free some space there" if exc.error.errno == errno.ENOSPC else "check the folder"
+        errors.print(
+            f"[bold red]error:[/bold red] {exc}; {hint} or pass --output-file and --output-dir "
+            "elsewhere",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
+    console.print(render_report(report))
+    return report
 
 
 def render_report(report: DatasetReport) -> Group:

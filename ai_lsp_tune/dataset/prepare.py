@@ -12,29 +12,25 @@ renamed, so earlier outputs survive any failure.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
-import threading
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from ai_lsp_tune.dataset_chunks import (
+from ai_lsp_tune.dataset.chunks import (
     Chunk,
-    Example,
-    ExampleMetadata,
     clean_chunk,
     collect_chunk,
-    exit_with_parent,
 )
-from ai_lsp_tune.dataset_report import SPLITS, DatasetReport
+from ai_lsp_tune.dataset.pool import WorkerPool, in_order, plan_chunks, worker_count
+from ai_lsp_tune.dataset.reader import SPLIT_FILES, STATS_FILE, split_examples
+from ai_lsp_tune.dataset.report import SPLITS, DatasetReport, nothing_usable
+from ai_lsp_tune.dataset.tokens import TokenCounter, estimate_counter
 from ai_lsp_tune.files import (
     ByteRanges,
     atomic_writer,
@@ -44,24 +40,9 @@ from ai_lsp_tune.files import (
     remove_stale_temps,
     temp_prefix,
 )
-from ai_lsp_tune.tokens import TokenCounter, estimate_counter
 from ai_lsp_tune.traces import otlp
 
-SPLIT_FILES = {split: f"{split}.jsonl" for split in SPLITS}
-STATS_FILE = "stats.json"
 _OUR_FILES = {*SPLIT_FILES.values(), STATS_FILE}
-__all__ = [  # Example and ExampleMetadata live in dataset_chunks, the workers' module
-    "SPLIT_FILES",
-    "STATS_FILE",
-    "DatasetNotWritten",
-    "Example",
-    "ExampleMetadata",
-    "NoUsableTraces",
-    "assign_splits",
-    "load_examples",
-    "prepare_dataset",
-    "split_examples",
-]
 
 
 class DatasetNotWritten(Exception):
@@ -120,14 +101,14 @@ def prepare_dataset(
     except OSError as exc:
         raise DatasetNotWritten(work_parent, exc) from exc
     dataset_tmp: Path | None = None
-    chunks = _plan_chunks(files)
+    chunks = plan_chunks(files)
     # A tokenizer stays in this process: loading it in every worker costs more than it saves.
-    workers = _worker_count(chunks) if tokenizer is None else 1
-    pool = _WorkerPool(workers) if workers > 1 else None
+    workers = worker_count(chunks) if tokenizer is None else 1
+    pool = WorkerPool(workers) if workers > 1 else None
     try:
         state = _collect(chunks, work, report, on_progress, pool, workers)
         if report.usable == 0:
-            raise NoUsableTraces(_nothing_usable(report), report)
+            raise NoUsableTraces(nothing_usable(report), report)
         if output_file is not None:
             output_file.parent.mkdir(parents=True, exist_ok=True)
             dataset_prefix = f".{output_file.name}."
@@ -139,7 +120,7 @@ def prepare_dataset(
         cleaned = dataset_tmp or work / "dataset.json"
         _write_outputs(state, cleaned, staging, None if pool else counter, report, pool, workers)
         if report.examples == 0:
-            raise NoUsableTraces(_nothing_usable(report), report)
+            raise NoUsableTraces(nothing_usable(report), report)
         if output_file is not None and dataset_tmp is not None:
             os.replace(dataset_tmp, output_file)
             report.output_file = str(output_file)
@@ -157,92 +138,6 @@ def prepare_dataset(
         if dataset_tmp is not None:
             dataset_tmp.unlink(missing_ok=True)
     return report
-
-
-CHUNK_BYTES = 16 * 2**20  # a worker's share of a plain file: big enough, memory still small
-PARALLEL_MIN_BYTES = 48 * 2**20  # below this, starting worker processes costs more than it saves
-
-
-def _plan_chunks(files: list[Path]) -> list[Chunk]:
-    """Whole files, except large plain ones: those are cut at line starts, CHUNK_BYTES apart."""
-    chunks = []
-    for path in files:
-        size = _size(path)
-        if size < 2 * CHUNK_BYTES or otlp.is_gzip(path):
-            chunks.append(Chunk(path, size=size))
-            continue
-        try:
-            bounds = otlp.line_boundaries(path, CHUNK_BYTES)
-        except OSError:  # reading it whole reports the problem
-            chunks.append(Chunk(path, size=size))
-            continue
-        ends = [*bounds[1:], None]
-        for start, end in zip(bounds, ends, strict=True):
-            chunks.append(Chunk(path, start, end, (end or size) - start))
-    return chunks
-
-
-def _worker_count(chunks: list[Chunk]) -> int:
-    if sum(c.size for c in chunks) < PARALLEL_MIN_BYTES or len(chunks) < 2:
-        return 1
-    if multiprocessing.current_process().daemon:  # daemonic processes may not have children
-        return 1
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(cpus or 1, len(chunks))
-
-
-class _WorkerPool(ProcessPoolExecutor):
-    """Worker processes that end when this process ends, however it ends.
-
-    Started by ``fork`` when that is safe (Linux, no other thread): forking re-imports nothing,
-    so a caller's script needs no ``__main__`` guard (the CLI draws its progress bar without a
-    thread for this). With a thread running, a fork could copy a held lock, and macOS frameworks
-    forbid it: then a fork server, which imports the workers' module once. Either way the
-    workers watch a pipe whose only write end this process holds (``exit_with_parent``), not
-    who their parent is.
-    """
-
-    def __init__(self, workers: int) -> None:
-        methods = multiprocessing.get_all_start_methods()
-        if sys.platform == "linux" and threading.active_count() == 1:
-            method = "fork"
-        else:
-            method = "forkserver" if "forkserver" in methods else "spawn"
-        context = multiprocessing.get_context(method)
-        if method == "forkserver":
-            context.set_forkserver_preload(["ai_lsp_tune.dataset_chunks"])
-        self._parent_alive, self._lifeline = context.Pipe(duplex=False)
-        super().__init__(
-            max_workers=workers,
-            mp_context=context,
-            initializer=exit_with_parent,
-            initargs=(self._parent_alive, self._lifeline),
-        )
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        super().shutdown(wait, cancel_futures=cancel_futures)
-        self._lifeline.close()  # any worker still there ends now
-        self._parent_alive.close()
-
-
-_T = TypeVar("_T")
-
-
-def _in_order(
-    pool: Executor | None, work: Callable[..., _T], tasks: Iterable[tuple[Any, ...]], window: int
-) -> Iterator[_T]:
-    """``work(*task)`` for each task, in order; at most ``window`` in flight (memory stays flat)."""
-    if pool is None:
-        for task in tasks:
-            yield work(*task)
-        return
-    pending: deque[Future[_T]] = deque()
-    for task in tasks:
-        pending.append(pool.submit(work, *task))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 class _Collected:
@@ -275,7 +170,7 @@ def _collect(
     window = 2 * workers
     file_lines, file_requests = 0, 0
     for (chunk, candidates, _), found in zip(
-        tasks, _in_order(pool, collect_chunk, tasks, window), strict=True
+        tasks, in_order(pool, collect_chunk, tasks, window), strict=True
     ):
         if chunk.start == 0:
             read.files += 1
@@ -348,7 +243,7 @@ def _write_outputs(
     # The lines are copied as the workers wrote them (UTF-8, LF ends), by the kernel where
     # it can: this process only decides which byte ranges go where.
     with private_fd(cleaned_path) as out, private_fd(aside) as fits_out:
-        for done in _in_order(pool, clean_chunk, tasks, window):
+        for done in in_order(pool, clean_chunk, tasks, window):
             for name, value in done.counts.items():
                 if value:
                     setattr(report, name, getattr(report, name) + value)
@@ -392,94 +287,6 @@ def _write_outputs(
                 split_out[split].write(line)
 
 
-def assign_splits(files: set[str]) -> dict[str, str]:
-    """train/valid/test per source file, from a hash of its path (80/10/10), never random.
-
-    With few files the hash alone may leave train or valid empty; then the file whose hash lies
-    nearest is moved, so the outcome still depends only on the set of files.
-    """
-
-    def bucket(key: str) -> int:
-        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % 100
-
-    split_of = {
-        f: "train" if bucket(f) < 80 else "valid" if bucket(f) < 90 else "test" for f in files
-    }
-    members = {s: sorted((f for f in files if split_of[f] == s), key=bucket) for s in SPLITS}
-    if not members["train"] and files:
-        donor = max(SPLITS[1:], key=lambda s: len(members[s]))
-        split_of[members[donor].pop(0)] = "train"
-        members["train"] = [f for f in files if split_of[f] == "train"]
-    if not members["valid"] and len(files) >= 2:
-        donor = "train" if len(members["train"]) >= 2 else "test"
-        if members[donor]:
-            split_of[members[donor].pop()] = "valid"
-    return split_of
-
-
-MIN_HELD_OUT = 3  # fewer examples all train: one for validation and one for test at least
-
-
-def split_examples(keys: list[str]) -> tuple[list[str], str]:
-    """The split of each example (``keys``: their source files), and a note when the split is
-    not by file: when keeping files apart would leave validation or test empty, examples are
-    held out instead (a few, by a hash); with fewer than MIN_HELD_OUT, all train."""
-    split_of = assign_splits(set(keys))
-    by_file = [split_of[key] for key in keys]
-    if not keys or {"valid", "test"} <= set(by_file):
-        return by_file, ""
-    count, files = len(keys), len(set(keys))
-    if count < MIN_HELD_OUT:
-        return ["train"] * count, (
-            f"Only {count} example(s): all in train, so no validation (the last adapter is "
-            "kept) and no test examples; record more analyses for a measured fine-tune."
-        )
-    held = max(1, count // 10)
-    order = sorted(range(count), key=lambda i: hashlib.sha256(f"{keys[i]}\0{i}".encode()).digest())
-    splits = ["train"] * count
-    for rank, index in enumerate(order[: 2 * held]):
-        splits[index] = "valid" if rank < held else "test"
-    return splits, (
-        f"{files} source file(s) cannot fill train, validation and test apart, so {held} "
-        f"example(s) each were held out for validation and test instead (a file's code may be "
-        "in two splits)."
-    )
-
-
-def load_examples(path: Path) -> dict[str, list[Example]]:
-    """Examples by split from a split folder, or from a dataset.json split the same way."""
-    if path.is_dir():
-        return {
-            split: [_from_messages(m) for m in _json_lines(path / name)]
-            for split, name in SPLIT_FILES.items()
-        }
-    examples = [Example.model_validate(row) for row in _json_lines(path)]
-    splits, _ = split_examples([e.source_file() for e in examples])
-    out: dict[str, list[Example]] = {s: [] for s in SPLITS}
-    for example, split in zip(examples, splits, strict=True):
-        out[split].append(example)
-    return out
-
-
-def _from_messages(row: dict[str, Any]) -> Example:
-    by_role = {m["role"]: m["content"] for m in row["messages"]}
-    return Example(
-        system=by_role.get("system", ""), user=by_role["user"], assistant=by_role["assistant"]
-    )
-
-
-def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
-    if not path.exists():
-        return
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not a JSON line ({exc.msg})") from exc
-
-
 def _write_json(path: Path, value: Any) -> None:
     with atomic_writer(path) as handle:
         json.dump(value, handle, indent=2)
@@ -511,13 +318,6 @@ def _check_output_file(output_file: Path) -> None:
 _WORK_PREFIX = ".ai-lsp-dataset."  # a run's private temp folder, beside the outputs
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
 def _progress(
     on_progress: Callable[[int, int], None] | None, total: int
 ) -> Callable[[int], None] | None:
@@ -544,31 +344,3 @@ def _copy_read_report(read: otlp.ReadReport, report: DatasetReport) -> None:
     report.malformed_spans = read.bad_spans
     report.problems = [str(p) for p in read.problems]
     report.unusable_files = read.unusable_files
-
-
-def _nothing_usable(report: DatasetReport) -> str:
-    """One sentence saying why no example came out, pointing at the likely cause."""
-    if report.requests == 0:
-        where = "; ".join(report.unusable_files[:3]) or f"{report.files} file(s)"
-        return (
-            f"No OTLP trace data found ({where}); expected OTLP JSON lines as the "
-            "OpenTelemetry Collector's file exporter writes them."
-        )
-    if report.agent_runs == 0:
-        return (
-            f"Read {report.spans} spans but found no agent run ('agent run' or "
-            "'invoke_agent' spans of pydantic-ai, or ai-lsp analysis spans); was pydantic-ai "
-            "instrumentation on when they were recorded?"
-        )
-    if report.usable == 0:
-        return (
-            f"Found {report.agent_runs} agent runs but none is usable: "
-            f"{report.no_final_result} without a final result, {report.error_status} failed, "
-            f"{report.scrubbed} scrubbed by logfire, {report.invalid_result} not a "
-            "DiagnosticResult"
-            + (f", {report.invalid_text} not valid Unicode." if report.invalid_text else ".")
-        )
-    return (
-        f"All {report.usable} usable runs were removed by cleaning (issues dismissed "
-        "by the user or not found in the code, or duplicates)."
-    )

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ai_lsp_tune.redact_rules import (
+from ai_lsp_tune.dataset.redact_rules import (
     KINDS,
     SECRET_WORDS,
     WORD_ANCHORS,

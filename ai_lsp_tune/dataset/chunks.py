@@ -28,12 +28,12 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import to_json
 
-from ai_lsp_tune.dataset_crop import answer_json, crop_example
-from ai_lsp_tune.dataset_report import DatasetReport
+from ai_lsp_tune.dataset.crop import answer_json, crop_example
+from ai_lsp_tune.dataset.redact import Redactor
+from ai_lsp_tune.dataset.report import DatasetReport
+from ai_lsp_tune.dataset.tokens import TokenCounter, estimate_counter
 from ai_lsp_tune.files import private_binary_writer
-from ai_lsp_tune.redact import Redactor
 from ai_lsp_tune.schema import DiagnosticResult, parse_json_text
-from ai_lsp_tune.tokens import TokenCounter, estimate_counter
 from ai_lsp_tune.traces import genai, otlp
 from ai_lsp_tune.traces.agent_runs import AgentRun, agent_run_from_span, parse_user_prompt
 from ai_lsp_tune.traces.skim import skim_and_decode

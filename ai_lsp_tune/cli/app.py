@@ -5,18 +5,16 @@ Each command parses its options here and delegates to the module that owns the w
 
 from __future__ import annotations
 
-import errno
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ai_lsp_tune.cli.prepare import run_prepare_dataset
 from ai_lsp_tune.config import DEFAULT_MODEL
 from ai_lsp_tune.hyperparams import option_bounds
 
 if TYPE_CHECKING:
-    from ai_lsp_tune.dataset_report import DatasetReport
     from ai_lsp_tune.training.distributed import Launch
     from ai_lsp_tune.training.request import TrainRequest
 
@@ -103,72 +101,6 @@ def prepare_dataset(
         redact=redact,
         tokenizer=tokenizer,
     )
-
-
-def run_prepare_dataset(
-    traces: list[Path],
-    *,
-    output_file: Path | None,
-    output_dir: Path | None,
-    max_seq_length: int = 2048,
-    redact: bool = True,
-    tokenizer: str | None = None,
-) -> DatasetReport:
-    """prepare-dataset with a progress bar and the report table; exit code 2 on bad input."""
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
-    from ai_lsp_tune import dataset
-    from ai_lsp_tune.dataset_report import render_report
-    from ai_lsp_tune.files import sigterm_cleans_up
-    from ai_lsp_tune.tokens import TokenizerUnavailable
-    from ai_lsp_tune.traces.otlp import TraceInputError
-
-    console, errors = Console(), Console(stderr=True)
-    columns = ("{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn())
-    try:
-        # Drawn from the progress callback, not by rich's refresh thread: with no other thread
-        # running, the worker processes for large inputs can be forked (see dataset._WorkerPool).
-        with (
-            sigterm_cleans_up(),
-            Progress(*columns, console=errors, transient=True, auto_refresh=False) as progress,
-        ):
-            task = progress.add_task("Reading traces", total=None)
-            drawn = [0.0]
-
-            def on_progress(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
-                if time.monotonic() - drawn[0] >= 0.1 or done >= total:
-                    drawn[0] = time.monotonic()
-                    progress.refresh()
-
-            report = dataset.prepare_dataset(
-                traces,
-                output_file=output_file,
-                output_dir=output_dir,
-                max_seq_length=max_seq_length,
-                redact=redact,
-                tokenizer=tokenizer,
-                on_progress=on_progress,
-            )
-    except dataset.NoUsableTraces as exc:
-        console.print(render_report(exc.report))
-        errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except (TraceInputError, TokenizerUnavailable, ValueError) as exc:
-        errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except dataset.DatasetNotWritten as exc:
-        hint = "free some space there" if exc.error.errno == errno.ENOSPC else "check the folder"
-        errors.print(
-            f"[bold red]error:[/bold red] {exc}; {hint} or pass --output-file and --output-dir "
-            "elsewhere",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(1) from None
-    console.print(render_report(report))
-    return report
 
 
 # --- finetune train / pipeline, demo (owner: training) -------------------------------------
@@ -292,7 +224,7 @@ def _flag(field: str) -> str:
 def _run_train(request: TrainRequest, options: dict[str, Any] | None = None) -> None:
     from rich.console import Console
 
-    from ai_lsp_tune.training.console import report_outcome, train_with_progress
+    from ai_lsp_tune.cli.train_view import report_outcome, train_with_progress
 
     outcome = train_with_progress(request, _launch(options or {}))
     code = report_outcome(outcome, Console())
@@ -424,7 +356,7 @@ def demo(
     Builds a tiny random-init model once (seconds, no download), turns the sample traces in
     examples/ into a dataset, fine-tunes, and prints the metrics before and after.
     """
-    from ai_lsp_tune.demo import run_demo
+    from ai_lsp_tune.cli.demo import run_demo
 
     code = run_demo(workdir)
     if code:
@@ -457,7 +389,7 @@ def serve(
     Logs go to stderr or --log-file, never to stdout (the LSP channel).
     """
     from ai_lsp_tune.server.logs import setup_logging
-    from ai_lsp_tune.server.lsp import run_stdio, run_tcp
+    from ai_lsp_tune.server.server import run_stdio, run_tcp
 
     setup_logging(log_file, log_level)
     if tcp:

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic.alias_generators import to_camel
 
 from ai_lsp_tune.config import FinetuneSettings
-from ai_lsp_tune.server.finetune_progress import ProgressStep, metrics_dict
+from ai_lsp_tune.server.finetune.progress import ProgressStep, metrics_dict
 from ai_lsp_tune.training import events
 from ai_lsp_tune.training.distributed import Launch, hostfile_hosts
 from ai_lsp_tune.training.evaluate import EvalMetrics, not_worse

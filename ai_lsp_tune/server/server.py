@@ -113,9 +113,9 @@ def _can_pull_configuration(ls: AiLspServer) -> bool:
 
 def _register_optional_commands(ls: AiLspServer) -> None:
     try:
-        module = importlib.import_module("ai_lsp_tune.server.finetune_commands")
+        module = importlib.import_module("ai_lsp_tune.server.finetune.commands")
     except ModuleNotFoundError as exc:
-        if exc.name != "ai_lsp_tune.server.finetune_commands":
+        if exc.name != "ai_lsp_tune.server.finetune.commands":
             raise
         log.debug("fine-tune commands not available")
         return

@@ -20,7 +20,7 @@ from pygls.exceptions import JsonRpcException
 from ai_lsp_tune import paths
 from ai_lsp_tune.server import commands
 from ai_lsp_tune.server.commands import InvalidArguments
-from ai_lsp_tune.server.finetune import (
+from ai_lsp_tune.server.finetune.job import (
     FinetuneJob,
     FinetuneOptions,
     JobBusy,
@@ -29,8 +29,8 @@ from ai_lsp_tune.server.finetune import (
     PathNotAllowed,
     resolve_allowed_path,
 )
-from ai_lsp_tune.server.finetune_models import find_listed, model_list
-from ai_lsp_tune.server.lsp import AiLspServer  # pygls reads handler annotations at run time
+from ai_lsp_tune.server.finetune.models import find_listed, model_list
+from ai_lsp_tune.server.server import AiLspServer  # pygls reads handler annotations at run time
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The ``ai-lsp`` command line (``app``) and its terminal views: prepare, train view, demo."""

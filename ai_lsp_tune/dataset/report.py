@@ -1,0 +1,90 @@
+"""What `prepare-dataset` did, step by step: the counts users check before training."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+SPLITS = ("train", "valid", "test")
+
+
+class DatasetReport(BaseModel):
+    """Counts of every reading and cleaning step; written to ``stats.json``."""
+
+    # reading
+    files: int = 0
+    bytes_read: int = 0
+    lines: int = 0
+    requests: int = 0  # lines that are OTLP trace requests
+    lines_skimmed: int = 0  # requests counted by byte search, only their run spans decoded
+    spans: int = 0
+    skipped_lines: dict[str, int] = Field(default_factory=dict)
+    malformed_spans: int = 0
+    problems: list[str] = Field(default_factory=list)  # the first few, with file:line
+    unusable_files: list[str] = Field(default_factory=list)
+    # agent runs
+    agent_runs: int = 0
+    runs_by_format: dict[str, int] = Field(default_factory=dict)
+    no_final_result: int = 0
+    error_status: int = 0
+    with_final_result: int = 0
+    scrubbed: int = 0
+    invalid_result: int = 0
+    invalid_text: int = 0  # unpaired surrogates (escaped in the JSON): no UTF-8 can hold them
+    usable: int = 0  # runs with a final result that is a DiagnosticResult, prompt intact
+    # cleaning
+    feedback_spans: int = 0
+    issues_dismissed: int = 0
+    dropped_all_dismissed: int = 0
+    issues_ungrounded: int = 0
+    dropped_ungrounded: int = 0
+    secrets_redacted: int = 0
+    examples_redacted: int = 0
+    redaction: bool = True
+    duplicates: int = 0
+    examples: int = 0
+    # length
+    max_seq_length: int = 2048
+    token_counter: str = "estimate"
+    over_max_seq_length: int = 0
+    cropped: int = 0  # over-long examples cropped to windows of their code
+    crop_windows: int = 0  # the examples those became
+    too_long_to_crop: int = 0  # an issue snippet alone longer than the budget: left out
+    longest_tokens: int = 0
+    # outputs
+    splits: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    split_files: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    split_note: str = ""  # why the split is not by source file, when it is not
+    output_file: str | None = None
+    output_dir: str | None = None
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped_lines.values())
+
+
+def nothing_usable(report: DatasetReport) -> str:
+    """One sentence saying why no example came out, pointing at the likely cause."""
+    if report.requests == 0:
+        where = "; ".join(report.unusable_files[:3]) or f"{report.files} file(s)"
+        return (
+            f"No OTLP trace data found ({where}); expected OTLP JSON lines as the "
+            "OpenTelemetry Collector's file exporter writes them."
+        )
+    if report.agent_runs == 0:
+        return (
+            f"Read {report.spans} spans but found no agent run ('agent run' or "
+            "'invoke_agent' spans of pydantic-ai, or ai-lsp analysis spans); was pydantic-ai "
+            "instrumentation on when they were recorded?"
+        )
+    if report.usable == 0:
+        return (
+            f"Found {report.agent_runs} agent runs but none is usable: "
+            f"{report.no_final_result} without a final result, {report.error_status} failed, "
+            f"{report.scrubbed} scrubbed by logfire, {report.invalid_result} not a "
+            "DiagnosticResult"
+            + (f", {report.invalid_text} not valid Unicode." if report.invalid_text else ".")
+        )
+    return (
+        f"All {report.usable} usable runs were removed by cleaning (issues dismissed "
+        "by the user or not found in the code, or duplicates)."
+    )
