@@ -14,7 +14,7 @@ from ai_lsp_tune.server.state import DocumentState, PublishedIssue
 from ai_lsp_tune.traces import genai
 
 if TYPE_CHECKING:
-    from ai_lsp_tune.server.server import AiLspServer
+    from ai_lsp_tune.server.language_server import AiLspServer
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.telemetry import span_ids
 
 if TYPE_CHECKING:
-    from ai_lsp_tune.server.server import AiLspServer
+    from ai_lsp_tune.server.language_server import AiLspServer
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -26,9 +26,14 @@ if TYPE_CHECKING:
     import mlx.nn as nn
 
     from ai_lsp_tune.dataset.chunks import Example
-    from ai_lsp_tune.training.evaluate import ChatExample
 
 PAD_TO = 32  # sequence lengths are rounded up to this, so compiled step shapes repeat
+
+
+class ChatExample(Protocol):
+    system: str
+    user: str
+    assistant: str
 
 
 def chat_messages(

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,6 +23,7 @@ from ai_lsp_tune.schema import (
     parse_json_text,
     snippets_grounded,
 )
+from ai_lsp_tune.training.data import ChatExample
 
 if TYPE_CHECKING:
     import mlx.nn as nn
@@ -32,12 +33,6 @@ if TYPE_CHECKING:
 # A candidate may trail the current model by this much on a rate and still be "not worse":
 # test sets are small, one example is often several percent.
 NOT_WORSE_TOLERANCE = 0.05
-
-
-class ChatExample(Protocol):
-    system: str
-    user: str
-    assistant: str
 
 
 class EvalMetrics(BaseModel):

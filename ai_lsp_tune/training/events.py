@@ -122,3 +122,14 @@ def parse_event(line: str | bytes) -> WorkerEvent:
             f"training worker speaks event protocol v{event.v}, this side v{EVENT_PROTOCOL_VERSION}"
         )
     return event
+
+
+# Share of the whole run each phase is given in ``fraction``.
+PHASES = {"loading": (0.0, 0.05), "before": (0.05, 0.15), "training": (0.15, 0.85),
+          "fusing": (0.85, 0.9), "after": (0.9, 1.0)}  # fmt: skip
+
+
+def at(phase: str, done: float = 0.0) -> float:
+    """``fraction`` of the run at ``done`` (0..1) through ``phase``."""
+    start, end = PHASES[phase]
+    return round(start + (end - start) * min(max(done, 0.0), 1.0), 4)

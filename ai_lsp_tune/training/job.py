@@ -36,6 +36,7 @@ from ai_lsp_tune.training.events import (
     FusingEvent,
     LoadingEvent,
     WarningEvent,
+    at,
 )
 from ai_lsp_tune.training.loop import check_fits, fit_layers, train_lora
 from ai_lsp_tune.training.modelio import load_model
@@ -47,16 +48,6 @@ from ai_lsp_tune.training.splits import (
     drop_invalid_answers,
     load_splits,
 )
-
-# Share of the whole run each phase is given in ``fraction``.
-PHASES = {"loading": (0.0, 0.05), "before": (0.05, 0.15), "training": (0.15, 0.85),
-          "fusing": (0.85, 0.9), "after": (0.9, 1.0)}  # fmt: skip
-
-
-def at(phase: str, done: float = 0.0) -> float:
-    """``fraction`` of the run at ``done`` (0..1) through ``phase``."""
-    start, end = PHASES[phase]
-    return round(start + (end - start) * min(max(done, 0.0), 1.0), 4)
 
 
 @contextmanager

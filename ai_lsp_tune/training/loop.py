@@ -20,7 +20,7 @@ from ai_lsp_tune.training.checkpoint import CheckpointState, save_checkpoint
 from ai_lsp_tune.training.data import LengthGroupedBatches, TokenizedSplit, make_loss, split_loss
 from ai_lsp_tune.training.distributed import World, any_stopped
 from ai_lsp_tune.training.evaluate import EvalMetrics
-from ai_lsp_tune.training.events import TrainingEvent
+from ai_lsp_tune.training.events import TrainingEvent, at
 from ai_lsp_tune.training.request import TrainRequest
 
 VALIDATIONS_PER_RUN = 8
@@ -80,8 +80,6 @@ class _Reporter:
 
     def _emit(self, iteration: int, **fields: Any) -> None:
         import mlx.core as mx
-
-        from ai_lsp_tune.training.job import at
 
         total = self.state.total
         remaining = total - iteration

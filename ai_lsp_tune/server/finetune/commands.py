@@ -30,7 +30,7 @@ from ai_lsp_tune.server.finetune.job import (
     resolve_allowed_path,
 )
 from ai_lsp_tune.server.finetune.models import find_listed, model_list
-from ai_lsp_tune.server.server import AiLspServer  # pygls reads handler annotations at run time
+from ai_lsp_tune.server.language_server import AiLspServer
 
 logger = logging.getLogger(__name__)
 
@@ -43,93 +43,89 @@ class CommandRefused(JsonRpcException):
     CODE = lsp.LSPErrorCodes.RequestFailed.value
 
 
-def register(ls: AiLspServer) -> None:
-    """Register the fine-tune and model commands on the server (called by ``create_server``)."""
+async def start(ls: AiLspServer, *args: Any) -> dict[str, Any]:
+    job = await _job(ls)
+    options = _finetune_options(ls, args)
+    if not job.active and not options.extra_traces and not await job.ctx.own_traces():
+        raise CommandRefused(
+            f"no traces to learn from yet: the server records its analyses to "
+            f"{ls.state.trace_file}; use the editor with telemetry on for a while, or pass "
+            '{"traces": [paths]} or set "aiLsp.finetune.extraTraces"'
+        )
+    with _refusals():
+        run_id = job.start(options)
+    return {
+        "runId": run_id,
+        "state": job.state.value,
+        "progressToken": job.progress_token,
+        "message": job.started_message(),
+    }
 
-    @ls.command(commands.FINETUNE)
-    async def finetune(ls: AiLspServer, *args: Any) -> dict[str, Any]:
-        job = await _job(ls)
-        options = _finetune_options(ls, args)
-        if not job.active and not options.extra_traces and not await job.ctx.own_traces():
-            raise CommandRefused(
-                f"no traces to learn from yet: the server records its analyses to "
-                f"{ls.state.trace_file}; use the editor with telemetry on for a while, or pass "
-                '{"traces": [paths]} or set "aiLsp.finetune.extraTraces"'
-            )
-        with _refusals():
-            run_id = job.start(options)
-        return {
-            "runId": run_id,
-            "state": job.state.value,
-            "progressToken": job.progress_token,
-            "message": job.started_message(),
-        }
 
-    @ls.command(commands.FINETUNE_CANCEL)
-    def finetune_cancel(ls: AiLspServer, *args: Any) -> dict[str, Any]:
-        job = ls.state.job
-        cancelled = bool(job is not None and job.cancel())
-        state = job.state.value if job is not None else "idle"
-        if not cancelled:
-            ls.window_log_message(
-                lsp.LogMessageParams(type=lsp.MessageType.Info, message="no fine-tune to cancel")
-            )
-            message = "No fine-tune is running, so there is nothing to cancel"
-        else:
-            message = "Cancelling the fine-tune; the next run resumes from its checkpoint"
-        return {"cancelled": cancelled, "state": state, "message": message}
+def cancel(ls: AiLspServer, *args: Any) -> dict[str, Any]:
+    job = ls.state.job
+    cancelled = bool(job is not None and job.cancel())
+    state = job.state.value if job is not None else "idle"
+    if not cancelled:
+        ls.window_log_message(
+            lsp.LogMessageParams(type=lsp.MessageType.Info, message="no fine-tune to cancel")
+        )
+        message = "No fine-tune is running, so there is nothing to cancel"
+    else:
+        message = "Cancelling the fine-tune; the next run resumes from its checkpoint"
+    return {"cancelled": cancelled, "state": state, "message": message}
 
-    @ls.command(commands.FINETUNE_STATUS)
-    async def finetune_status(ls: AiLspServer, *args: Any) -> dict[str, Any]:
-        job = await _job(ls, wait_backend=False)
-        trace_file = ls.state.trace_file
-        settings = ls.state.settings
-        return {
-            **job.status().wire(),
-            # what is in effect, for :checkhealth and status views
-            "backend": settings.backend,
-            "configuredModel": settings.model,
-            "traceFile": str(trace_file),
-            "traceFileBytes": trace_file.stat().st_size if trace_file.is_file() else None,
-        }
 
-    @ls.command(commands.MODEL_LIST)
-    async def model_list(ls: AiLspServer, *args: Any) -> dict[str, Any]:
-        if args:
-            raise InvalidArguments(f"{commands.MODEL_LIST} takes no arguments, got {_shown(args)}")
-        rows = _model_rows(ls)
-        serving = next((r for r in rows if r["serving"]), None)
-        now = f"; serving {serving['label']}" if serving else ""
-        return {"models": rows, "message": f"{_plural(len(rows), 'model')}{now}"}
+async def status(ls: AiLspServer, *args: Any) -> dict[str, Any]:
+    job = await _job(ls, wait_backend=False)
+    trace_file = ls.state.trace_file
+    settings = ls.state.settings
+    return {
+        **job.status().wire(),
+        # what is in effect, for :checkhealth and status views
+        "backend": settings.backend,
+        "configuredModel": settings.model,
+        "traceFile": str(trace_file),
+        "traceFileBytes": trace_file.stat().st_size if trace_file.is_file() else None,
+    }
 
-    @ls.command(commands.MODEL_USE)
-    async def model_use(ls: AiLspServer, *args: Any) -> dict[str, Any]:
-        if len(args) != 1 or not isinstance(args[0], str):
-            raise InvalidArguments(
-                f"{commands.MODEL_USE} takes [modelPath] (a path from {commands.MODEL_LIST}), "
-                f"got {_shown(args)}"
-            )
-        listed = find_listed(_model_rows(ls), args[0])
-        if listed is None:
-            _allowed(ls, args[0])  # a path outside the workspace and data dir is refused as such
-            raise InvalidArguments(
-                f"{_shown(args)[1:-1]} is not one of this workspace's models; pick a path that "
-                f"{commands.MODEL_LIST} returns (the base model or a fine-tune)"
-            )
-        local = Path(listed)
-        if local.is_absolute() and not (local / "config.json").is_file():
-            raise CommandRefused(f"{listed} is not an MLX model folder (it has no config.json)")
-        job = await _job(ls)
-        with _refusals():
-            message = await job.use_model(listed)
-        return {**job.status().wire(), "message": message}
 
-    @ls.command(commands.MODEL_ROLLBACK)
-    async def model_rollback(ls: AiLspServer, *args: Any) -> dict[str, Any]:
-        job = await _job(ls)
-        with _refusals():
-            message = await job.rollback()
-        return {**job.status().wire(), "message": message}
+async def list_models(ls: AiLspServer, *args: Any) -> dict[str, Any]:
+    if args:
+        raise InvalidArguments(f"{commands.MODEL_LIST} takes no arguments, got {_shown(args)}")
+    rows = _model_rows(ls)
+    serving = next((r for r in rows if r["serving"]), None)
+    now = f"; serving {serving['label']}" if serving else ""
+    return {"models": rows, "message": f"{_plural(len(rows), 'model')}{now}"}
+
+
+async def use_model(ls: AiLspServer, *args: Any) -> dict[str, Any]:
+    if len(args) != 1 or not isinstance(args[0], str):
+        raise InvalidArguments(
+            f"{commands.MODEL_USE} takes [modelPath] (a path from {commands.MODEL_LIST}), "
+            f"got {_shown(args)}"
+        )
+    listed = find_listed(_model_rows(ls), args[0])
+    if listed is None:
+        _allowed(ls, args[0])  # a path outside the workspace and data dir is refused as such
+        raise InvalidArguments(
+            f"{_shown(args)[1:-1]} is not one of this workspace's models; pick a path that "
+            f"{commands.MODEL_LIST} returns (the base model or a fine-tune)"
+        )
+    local = Path(listed)
+    if local.is_absolute() and not (local / "config.json").is_file():
+        raise CommandRefused(f"{listed} is not an MLX model folder (it has no config.json)")
+    job = await _job(ls)
+    with _refusals():
+        message = await job.use_model(listed)
+    return {**job.status().wire(), "message": message}
+
+
+async def rollback(ls: AiLspServer, *args: Any) -> dict[str, Any]:
+    job = await _job(ls)
+    with _refusals():
+        message = await job.rollback()
+    return {**job.status().wire(), "message": message}
 
 
 def _plural(count: int, noun: str) -> str:
