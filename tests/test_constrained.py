@@ -122,7 +122,7 @@ async def test_a_model_without_a_chat_template_is_prompted_in_plain_text_with_on
 def test_a_schema_the_library_cannot_compile_is_a_clear_reason(tiny_model: Path) -> None:
     from mlx_lm import load
 
-    from ai_lsp_tune.serving.grammar import GrammarUnavailable, answer_grammar
+    from ai_lsp_tune.decoding.grammar import GrammarUnavailable, answer_grammar
 
     model, tokenizer = load(str(tiny_model))[:2]
     bad = {"type": "object", "properties": {"x": {"type": "string", "pattern": "(?<=a)b"}}}
@@ -140,10 +140,10 @@ def test_an_answer_near_the_token_budget_is_closed_not_cut(
     """This random model opens issues and strings it never closes; the budget closes them."""
     from mlx_lm import load
 
+    from ai_lsp_tune.decoding.decode import decode_answer
+    from ai_lsp_tune.decoding.grammar import answer_grammar
     from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
     from ai_lsp_tune.schema import parse_diagnostic_result
-    from ai_lsp_tune.serving.decode import decode_answer
-    from ai_lsp_tune.serving.grammar import answer_grammar
     from ai_lsp_tune.training.data import prompt_tokens
 
     model, tokenizer = load(str(tiny_model_word_split))[:2]

@@ -26,9 +26,9 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ValidationError
 
+from ai_lsp_tune.decoding.decode import decode_answer, model_vocab_size
+from ai_lsp_tune.decoding.grammar import AnswerGrammar, GrammarUnavailable, answer_grammar
 from ai_lsp_tune.prompts import SYSTEM_PROMPT
-from ai_lsp_tune.serving.decode import decode_answer, model_vocab_size
-from ai_lsp_tune.serving.grammar import AnswerGrammar, GrammarUnavailable, answer_grammar
 from ai_lsp_tune.serving.protocol import (
     Cancelled,
     CancelRequest,

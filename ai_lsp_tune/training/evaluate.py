@@ -28,7 +28,7 @@ from ai_lsp_tune.training.data import ChatExample
 if TYPE_CHECKING:
     import mlx.nn as nn
 
-    from ai_lsp_tune.serving.grammar import AnswerGrammar
+    from ai_lsp_tune.decoding.grammar import AnswerGrammar
 
 # A candidate may trail the current model by this much on a rate and still be "not worse":
 # test sets are small, one example is often several percent.
@@ -139,7 +139,7 @@ def served_answers(
     should_stop: Callable[[], bool] | None = None,
 ) -> list[str]:
     """The answers the model host would serve: the same decoding (``serving.decode``)."""
-    from ai_lsp_tune.serving.decode import decode_answer
+    from ai_lsp_tune.decoding.decode import decode_answer
     from ai_lsp_tune.training.data import prompt_tokens
 
     answers: list[str] = []
@@ -155,8 +155,8 @@ def served_answers(
 
 def serving_grammar(model: nn.Module, tokenizer: Any) -> tuple[AnswerGrammar | None, str | None]:
     """The answer grammar the model host would use for this model, or why there is none."""
-    from ai_lsp_tune.serving.decode import model_vocab_size
-    from ai_lsp_tune.serving.grammar import GrammarUnavailable, answer_grammar
+    from ai_lsp_tune.decoding.decode import model_vocab_size
+    from ai_lsp_tune.decoding.grammar import GrammarUnavailable, answer_grammar
 
     try:
         return answer_grammar(tokenizer, model_vocab_size(model)), None

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ai_lsp_tune.serving.grammar import AnswerGrammar
+from ai_lsp_tune.decoding.grammar import AnswerGrammar
 
 
 @dataclass(frozen=True)

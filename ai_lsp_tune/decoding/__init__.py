@@ -1,0 +1,1 @@
+"""Constrained decoding of the answer schema (llguidance), shared by serving and evaluation."""
