@@ -207,3 +207,27 @@ def test_unreadable_record_is_ignored(tmp_path: Path) -> None:
     path.write_text("{not json")
     assert load_record(path) is None
     assert load_record(tmp_path / "missing.json") is None
+
+
+def test_a_cancelled_worker_with_slow_steps_gets_time_to_save_its_checkpoint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A worker whose steps take 20 s (a big model, or low priority on a busy machine) is not
+    killed 5 s after Cancel, which would lose the checkpoint it is about to save."""
+    from ai_lsp_tune.training import runner as runner_module
+    from ai_lsp_tune.training.events import TrainingEvent
+    from ai_lsp_tune.training.request import TrainRequest
+
+    clock = [1000.0]
+    monkeypatch.setattr(runner_module.time, "monotonic", lambda: clock[0])
+    request = TrainRequest(model_name="m", dataset=tmp_path, output_dir=tmp_path / "out")
+    runner = runner_module.TrainingRunner(request)
+    assert runner.cancel_grace_s() == runner_module.CANCEL_GRACE_S  # nothing known yet
+    for iteration in range(1, 4):
+        runner._deliver(TrainingEvent(iteration=iteration, total=10))
+        clock[0] += 20.0
+    assert runner.cancel_grace_s() == 60.0
+    for iteration in range(4, 6):  # a stall is bounded: Cancel still ends the run
+        runner._deliver(TrainingEvent(iteration=iteration, total=10))
+        clock[0] += 3600.0
+    assert runner.cancel_grace_s() == runner_module.MAX_CANCEL_GRACE_S

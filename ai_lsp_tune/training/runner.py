@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from ai_lsp_tune.training.events import (
     CancelledEvent,
     ErrorEvent,
     FinalEvent,
+    TrainingEvent,
     WorkerEvent,
     parse_event,
 )
@@ -35,7 +37,11 @@ from ai_lsp_tune.training.request import TrainRequest
 
 log = logging.getLogger(__name__)
 
-CANCEL_GRACE_S = 5.0  # after SIGTERM; the worker itself stops within ~2 s
+# After SIGTERM the worker stops at its next step and saves a checkpoint; it is killed (and the
+# checkpoint lost) only if it takes longer than this, or than three of its slowest steps so far:
+# a big model's step, or a worker at low priority on a busy machine, may take many seconds.
+CANCEL_GRACE_S = 5.0
+MAX_CANCEL_GRACE_S = 120.0
 LOG_TAIL_LINES = 40
 
 
@@ -72,9 +78,11 @@ class TrainingRunner:
         self._cancel_requested = False
         self._log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self._launch_notes: list[str] = []
+        self._last_step_at: float | None = None
+        self._slowest_step_s = 0.0
 
     def cancel(self) -> None:
-        """Ask the worker to stop (it saves a checkpoint); kill it if it does not within 5 s."""
+        """Ask the worker to stop (it saves a checkpoint); kill it if it does not in time."""
         self._cancel_requested = True
         process = self._process
         if process is None or process.returncode is not None:
@@ -84,7 +92,11 @@ class TrainingRunner:
                 process.send_signal(signal.SIGTERM)
             else:  # every local rank (mlx.launch itself ignores it and waits for them)
                 os.killpg(process.pid, signal.SIGTERM)
-        asyncio.get_running_loop().call_later(CANCEL_GRACE_S, self._kill)
+        asyncio.get_running_loop().call_later(self.cancel_grace_s(), self._kill)
+
+    def cancel_grace_s(self) -> float:
+        """How long a cancelled worker may take to stop before it is killed."""
+        return min(max(CANCEL_GRACE_S, 3 * self._slowest_step_s), MAX_CANCEL_GRACE_S)
 
     def _kill(self) -> None:
         if self._process is not None and self._process.returncode is None:
@@ -209,6 +221,11 @@ class TrainingRunner:
             self.on_log(text)
 
     def _deliver(self, event: WorkerEvent) -> None:
+        if isinstance(event, TrainingEvent):
+            now = time.monotonic()
+            if self._last_step_at is not None:
+                self._slowest_step_s = max(self._slowest_step_s, now - self._last_step_at)
+            self._last_step_at = now
         if self.on_event is not None:
             try:
                 self.on_event(event)
