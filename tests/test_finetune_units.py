@@ -231,3 +231,15 @@ def test_a_cancelled_worker_with_slow_steps_gets_time_to_save_its_checkpoint(
         runner._deliver(TrainingEvent(iteration=iteration, total=10))
         clock[0] += 3600.0
     assert runner.cancel_grace_s() == runner_module.MAX_CANCEL_GRACE_S
+
+
+def test_the_training_worker_starts_no_thread_before_it_blocks_its_stop_signals() -> None:
+    """A native thread started at import (numpy's BLAS pool, MLX) would take SIGTERM with its
+    default action: Cancel would kill the worker instead of letting it save a checkpoint."""
+    import subprocess
+    import sys
+
+    script = "import os, ai_lsp_tune.training.worker; print(len(os.listdir('/proc/self/task')))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1", "threads running after importing the worker module"

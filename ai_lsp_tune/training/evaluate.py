@@ -23,12 +23,13 @@ from ai_lsp_tune.schema import (
     parse_json_text,
     snippets_grounded,
 )
-from ai_lsp_tune.training.data import ChatExample
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # data imports numpy: its BLAS threads must not start before the worker
+    # blocks its stop signals (training/worker.py), so evaluate does not import it at run time
     import mlx.nn as nn
 
     from ai_lsp_tune.decoding.grammar import AnswerGrammar
+    from ai_lsp_tune.training.data import ChatExample
 
 # A candidate may trail the current model by this much on a rate and still be "not worse":
 # test sets are small, one example is often several percent.
