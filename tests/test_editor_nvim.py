@@ -44,6 +44,11 @@ TEACHER_MESSAGE = json.loads(TEACHER_ANSWER)["issues"][0]["message"]
 # defaults to 5). The gate itself is tested over the protocol (tests/test_finetune_server.py);
 # learning is still shown here: after the swap the new model flags what the teacher flagged.
 EDITOR_FINETUNE = {**TINY_FINETUNE, **LEARN, "force": True}
+# After the first swap, the lineage story: a run long enough to be cancelled mid-training, then
+# a run after changing settings (fresh, from the base again; two epochs keep it short).
+LONG_RUN = {"finetune": {"numEpochs": 200}}
+CHANGED = {"finetune": {"numEpochs": 2, "learningRate": 5e-4}}
+CHANGE_SAID = "learningRate 0.001 → 0.0005"
 
 
 def snippet(text: str, item: dict) -> str:
@@ -145,17 +150,22 @@ def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> 
             "base_probe_text": BASE_PROBE,
             "after_swap_text": AFTER_SWAP,
             "expect_items_after_swap": True,
-            "timeout_ms": 240_000,
+            "timeout_ms": 420_000,
             "start_timeout_ms": 60_000,
             "diagnostic_timeout_ms": 60_000,
             "finetune_timeout_ms": 180_000,
             "after_swap_timeout_ms": 30_000,  # the fine-tuned model answers in ~1 s
             "message_timeout_ms": 30_000,
+            "lineage": {
+                "long_settings": LONG_RUN,
+                "changed_settings": CHANGED,
+                "timeout_ms": 120_000,
+            },
         }
         env = isolated_env(
             tmp_path, OPENAI_BASE_URL=endpoint.base_url, OPENAI_API_KEY="test-key-not-used"
         )
-        observed = run_nvim(tmp_path, plan, env, timeout_s=300)
+        observed = run_nvim(tmp_path, plan, env, timeout_s=480)
 
     steps = [s["name"] for s in observed["steps"]]
     assert observed["exit_code"] == 0, (
@@ -179,11 +189,13 @@ def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> 
     base_at = observed["base_probe_at"]
     assert next(d for d in observed["diagnostics"] if d["t"] > base_at)["items"] == []
 
-    # Progress: one token, begin -> report(s) -> end, percentages never going back.
-    kinds = [p["kind"] for p in observed["progress"]]
+    # Progress: one token per run, begin -> report(s) -> end, percentages never going back.
+    token = observed["progress"][0]["token"]
+    first_run = [p for p in observed["progress"] if p["token"] == token]
+    kinds = [p["kind"] for p in first_run]
     assert kinds[0] == "begin" and kinds[-1] == "end" and "report" in kinds
-    assert len({p["token"] for p in observed["progress"]}) == 1
-    percentages = [p["percentage"] for p in observed["progress"] if "percentage" in p]
+    assert all(p["t"] > first_run[-1]["t"] for p in observed["progress"] if p["token"] != token)
+    percentages = [p["percentage"] for p in first_run if "percentage" in p]
     assert percentages == sorted(percentages) and percentages[-1] >= 90
     assert any(s.startswith("AI ") and "%" in s for s in observed["statusline"])
 
@@ -211,3 +223,50 @@ def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> 
     assert not [t for t in teacher_calls if t > base_at]
     after = [model for end, model, _ in analysis_models(trace_file) if end > swapped_at]
     assert after and all(Path(model) == Path(new_model) for model in after)
+
+    # Lineage. A long run cancelled mid-training shows its end state: the server's message as a
+    # notice, and the statusline's last words (not an item that just vanishes).
+    cancel_at = observed["cancel_at"]
+    assert any(
+        "Fine-tune cancelled at" in n["msg"] and "next run resumes from its checkpoint" in n["msg"]
+        for n in observed["notifications"]
+        if n["t"] > cancel_at
+    ), observed["notifications"][-5:]
+    assert "Fine-tune cancelled at" in observed["statusline_at_end"][observed["cancelled_token"]]
+
+    # The next run, after changing settings, starts fresh and says so (notice and progress).
+    fresh_at = observed["fresh_at"]
+    started = [n["msg"] for n in observed["notifications"] if n["t"] > fresh_at]
+    assert any("starting fresh" in m and CHANGE_SAID in m for m in started), started
+    fresh = [p for p in observed["progress"] if p["token"] == observed["fresh_token"]]
+    assert "starting fresh" in fresh[0]["message"] and CHANGE_SAID in fresh[0]["message"]
+
+    # It trained from the base, not from the fine-tune being served.
+    second = observed["results"]["status_after_second_swap"]
+    assert second["lastRun"]["baseModel"] == str(tiny_model)
+    assert second["lastRun"]["swapped"] is True
+    second_model = second["servedModel"]
+    assert second_model not in (new_model, str(tiny_model))
+
+    # :checkhealth ai_lsp names the model being served, and that it is not the configured one.
+    health = "\n".join(observed["health"])
+    assert '"learningRate":0.0005' in health  # the settings in effect, not those at start-up
+    assert f"serving {second_model} (a fine-tune; the model setting is {tiny_model})" in health
+
+    # :AiLspModels: the base first, then both fine-tunes, each from the base, with metrics.
+    models = observed["selects"][-1]
+    rows, lines = models["rows"], models["items"]
+    assert [r["path"] for r in rows] == [str(tiny_model), new_model, second_model]
+    assert [r["baseModel"] for r in rows[1:]] == [str(tiny_model)] * 2
+    assert [r["serving"] for r in rows] == [False, False, True]
+    assert lines[2].startswith("● ") and not lines[0].startswith("● ")
+    for row, line in zip(rows[1:], lines[1:], strict=True):
+        n = row["metrics"]["n"]
+        assert "schema-valid" in line and f"{n} test example{'' if n == 1 else 's'} ·" in line, line
+
+    # Two rollbacks walk back down to the base; each one says so.
+    rolled = [n["msg"] for n in observed["notifications"] if "Rolled back" in n["msg"]]
+    assert len(rolled) == 2, rolled
+    results = observed["results"]
+    assert results["status_after_rollback_1"]["servedModel"] == new_model
+    assert results["status_after_rollback_2"]["servedModel"] == str(tiny_model)

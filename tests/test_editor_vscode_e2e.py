@@ -28,8 +28,11 @@ from tests.scripted_openai import Answer, ChatRequest, scripted_endpoint
 from tests.test_editor_nvim import (
     AFTER_SWAP,
     BASE_PROBE,
+    CHANGE_SAID,
+    CHANGED,
     EDITOR_FINETUNE,
     EDITS,
+    LONG_RUN,
     SOURCE,
     TEACHER_MESSAGE,
     analysis_models,
@@ -115,6 +118,17 @@ def models_after(trace_file: Path, t: float | None, timeout_s: float) -> list[st
     return []
 
 
+def flat_settings(nested: dict, prefix: str = "") -> dict:
+    """``{"finetune": {"numEpochs": 2}}`` as VS Code keys under aiLsp: ``finetune.numEpochs``."""
+    flat = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def snippet(text: str, item: dict) -> str:
     """The text a diagnostic's (single-line) range covers."""
     assert item["line"] == item["endLine"], item
@@ -161,6 +175,14 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
         "finetune_timeout_ms": 180_000,
         "after_swap_timeout_ms": 30_000,  # the fine-tuned model answers in ~1 s
         "rollback_timeout_ms": 15_000,
+        "message_timeout_ms": 30_000,
+        "chromium_dir": str(tmp_path / "chromium"),
+        "lineage": {
+            "long_settings": flat_settings(LONG_RUN),
+            "changed_settings": flat_settings(CHANGED),
+            "timeout_ms": 120_000,
+            "base_name": tiny_model.name,
+        },
     }
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     teacher_calls: list[float] = []
@@ -196,12 +218,13 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
             browser = start(
                 [chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
                  "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium'}",
-                 "--remote-debugging-port=0",  # keeps the headless browser running
+                 "--remote-debugging-port=0",  # keeps it running; the observer reads the screen
+                 "--remote-allow-origins=*",
                  f"http://127.0.0.1:{port}/?folder={workspace}"],
                 env, tmp_path / "chromium.log",
             )  # fmt: skip
             out = Path(plan["out"])
-            deadline = time.monotonic() + 300
+            deadline = time.monotonic() + 480
             observed: dict = {}
             while time.monotonic() < deadline:
                 if out.exists():
@@ -248,7 +271,41 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
     assert item["message"] == TEACHER_MESSAGE and snippet(AFTER_SWAP, item) == FLAW
     assert not [t for t in teacher_calls if t > base_at]
     assert after_swap_models and all(Path(m) == Path(new_model) for m in after_swap_models)
-    # The swap notification showed a "Roll back" button; clicking it served the base model again.
-    rolled_back = observed["results"]["status_after_rollback"]
+
+    # Lineage. A long run cancelled mid-training shows its end state in a notification.
+    results = observed["results"]
+    assert results["status_after_cancel"]["state"] == "cancelled"
+    assert "Fine-tune cancelled at" in observed["cancel_notice"]
+
+    # The next run, after changing settings, starts fresh and says so (the palette's notification).
+    assert "starting fresh" in results["fresh"]["message"]
+    assert CHANGE_SAID in results["fresh"]["message"] and CHANGE_SAID in observed["fresh_notice"]
+
+    # It trained from the base, not from the fine-tune being served.
+    second = results["status_after_second_swap"]
+    assert second["state"] == "succeeded" and second["lastRun"]["swapped"] is True
+    assert second["lastRun"]["baseModel"] == str(tiny_model)
+    second_model = second["servedModel"]
+    assert second_model not in (new_model, str(tiny_model))
+
+    # The swap notification's "Roll back" button went back to the first fine-tune, and said so.
+    assert results["status_after_rollback_1"]["servedModel"] == new_model
+    assert "Rolled back" in observed["rollback_notices"][0]
+
+    # "Choose a model": the base first, then both fine-tunes, each from the base; the quick pick
+    # shows each fine-tune's metrics in its detail line and marks the one serving.
+    rows = results["models"]["models"]
+    assert [r["path"] for r in rows] == [str(tiny_model), new_model, second_model]
+    assert [r["baseModel"] for r in rows[1:]] == [str(tiny_model)] * 2
+    shown = observed["model_rows"]
+    assert len(shown) == 3, shown
+    for row, line in zip(rows[1:], shown[1:], strict=True):
+        n = row["metrics"]["n"]
+        assert "schema-valid" in line and f"{n} test example{'' if n == 1 else 's'}" in line, line
+    assert "serving" in shown[1] and "serving" not in shown[0] + shown[2]
+
+    # The palette's "Roll back model" reached the base, and said so.
+    rolled_back = results["status_after_rollback_2"]
     assert rolled_back["servedModel"] == str(tiny_model)
     assert rolled_back["previousModel"] is None  # the base: rollback walks back, never forward
+    assert "AI LSP: Rolled back" in observed["rollback_notices"][1]

@@ -18,6 +18,8 @@ local obs = {
   selects = {}, -- what vim.ui.select was asked (the swap message's actions)
   notifications = {}, -- vim.notify calls: {t, msg, level}
   statusline = {}, -- require('ai_lsp').statusline() sampled during the run
+  statusline_at_end = {}, -- token -> the statusline as the progress ended
+  health = {}, -- the :checkhealth ai_lsp report's lines
   results = {}, -- command answers
 }
 
@@ -63,11 +65,15 @@ vim.notify = function(msg, level, opts)
   return real_notify(msg, level, opts)
 end
 -- Answer the swap message like a user who reads it and keeps the new model (dismisses it).
+-- A picker (:AiLspModels) is recorded as the user reads it: its lines, and the rows behind them.
 vim.ui.select = function(items, opts, on_choice)
   local titles = vim.tbl_map(function(item)
+    if opts and opts.format_item then
+      return opts.format_item(item)
+    end
     return type(item) == 'table' and item.title or tostring(item)
   end, items)
-  table.insert(obs.selects, { t = now(), prompt = opts and opts.prompt, items = titles })
+  table.insert(obs.selects, { t = now(), prompt = opts and opts.prompt, items = titles, rows = items })
   on_choice(nil, nil)
 end
 
@@ -78,26 +84,6 @@ vim.api.nvim_create_autocmd('User', {
     table.insert(obs.messages, { t = now(), message = ev.data.message, actions = actions })
   end,
 })
-vim.api.nvim_create_autocmd('LspProgress', {
-  callback = function(ev)
-    local client = vim.lsp.get_client_by_id(ev.data.client_id)
-    if not client or client.name ~= 'ai_lsp' then
-      return
-    end
-    local value = ev.data.params.value or {}
-    table.insert(obs.progress, {
-      t = now(),
-      token = tostring(ev.data.params.token),
-      kind = value.kind, -- not ev.match: the pattern is the kind only since 0.11 for some events
-      title = value.title,
-      message = value.message,
-      percentage = value.percentage,
-    })
-    -- Sampled after the plugin's own LspProgress handler (registered first, in plugin/).
-    table.insert(obs.statusline, require('ai_lsp').statusline())
-  end,
-})
-
 local bufnr
 local function our_diagnostics()
   return vim.tbl_filter(function(d)
@@ -131,7 +117,140 @@ local function wait(ms, cond, reason)
   return true
 end
 
+--- The token of the first progress that began after obs.progress[from].
+local function token_after(from)
+  for i = from + 1, #obs.progress do
+    if obs.progress[i].kind == 'begin' then
+      return obs.progress[i].token
+    end
+  end
+end
+
+local function progress_of(token)
+  return vim.tbl_filter(function(p) return p.token == token end, obs.progress)
+end
+
+local function ended(token)
+  return vim.iter(progress_of(token)):any(function(p) return p.kind == 'end' end)
+end
+
+--- The first notification since `t` whose text holds `text`.
+local function notified(t, text)
+  return vim.iter(obs.notifications):find(function(n)
+    return n.t > t and n.msg:find(text, 1, true) ~= nil
+  end)
+end
+
+--- Ask the server for its status; stored in obs.results[key]. False on a timeout.
+local function status_into(key)
+  obs.results[key] = nil
+  require('ai_lsp').exec(require('ai_lsp').commands.status, nil, function(result)
+    obs.results[key] = result
+  end)
+  return wait(10000, function() return obs.results[key] ~= nil end, 'the status answer ' .. key)
+end
+
+--- After the first swap: a long run cancelled mid-training, a run with changed settings (fresh,
+--- from the base again), :checkhealth, the model list, and two rollbacks down to the base.
+--- Every step through the user commands; returns false when it ended the run.
+local function lineage_story(L)
+  local ai = require('ai_lsp')
+  ai.update_settings(L.long_settings)
+  local from = #obs.progress
+  vim.cmd('AiLspFinetune')
+  local token
+  if not wait(L.timeout_ms, function()
+    token = token_after(from)
+    return token ~= nil and vim.iter(progress_of(token)):any(function(p)
+      -- a training step done (not only the validation at 0): cancelling keeps a checkpoint
+      return (p.message or ''):find('training [1-9]%d*/') ~= nil
+    end)
+  end, 'the long run to train') then return false end
+  local cancel_at = now()
+  obs.cancel_at = cancel_at
+  vim.cmd('AiLspFinetuneCancel')
+  if not wait(L.timeout_ms, function() return ended(token) end, 'the cancelled run to end') then
+    return false
+  end
+  if not wait(plan.message_timeout_ms, function()
+    return notified(cancel_at, 'Fine-tune cancelled') ~= nil
+  end, "the cancel's end state") then return false end
+  obs.cancelled_token = token
+  step('cancelled', { token = token })
+
+  ai.update_settings(L.changed_settings)
+  local fresh_at = now()
+  obs.fresh_at = fresh_at
+  from = #obs.progress
+  local messages = #obs.messages
+  vim.cmd('AiLspFinetune')
+  if not wait(L.timeout_ms, function()
+    token = token_after(from)
+    return token ~= nil and ended(token) and #obs.messages > messages
+  end, 'the run with changed settings to swap') then return false end
+  obs.fresh_token = token
+  step('second_swap', { token = token })
+  if not status_into('status_after_second_swap') then return false end
+
+  -- :checkhealth waits 3 s for the server's status; on a busy machine the user runs it again,
+  -- as its advice says, until the report has the server's answer.
+  if not wait(30000, function()
+    vim.cmd('checkhealth ai_lsp')
+    obs.health = vim.api.nvim_buf_get_lines(0, 0, -1, false)
+    vim.cmd('bwipeout!')
+    vim.api.nvim_set_current_buf(bufnr)
+    return vim.iter(obs.health):any(function(line)
+      return line:find('trace file:', 1, true) ~= nil
+    end)
+  end, 'the :checkhealth ai_lsp report') then return false end
+  step('checkhealth')
+
+  local selects = #obs.selects
+  vim.cmd('AiLspModels')
+  if not wait(10000, function() return #obs.selects > selects end, 'the model list') then
+    return false
+  end
+  step('models')
+
+  for i = 1, 2 do
+    local at = now()
+    vim.cmd('AiLspRollback')
+    if not wait(L.timeout_ms, function() return notified(at, 'Rolled back') ~= nil end,
+      'rollback ' .. i) then return false end
+    if not status_into('status_after_rollback_' .. i) then return false end
+  end
+  step('rolled_back_twice')
+  return true
+end
+
+--- Registered in run(), after plugin/ai_lsp.lua (sourced after this -u script) registered the
+--- plugin's own LspProgress handler: the statusline is sampled after the plugin saw the event.
+local function observe_progress()
+  vim.api.nvim_create_autocmd('LspProgress', {
+    callback = function(ev)
+      local client = vim.lsp.get_client_by_id(ev.data.client_id)
+      if not client or client.name ~= 'ai_lsp' then
+        return
+      end
+      local value = ev.data.params.value or {}
+      table.insert(obs.progress, {
+        t = now(),
+        token = tostring(ev.data.params.token),
+        kind = value.kind, -- not ev.match: the pattern is the kind only since 0.11 for some events
+        title = value.title,
+        message = value.message,
+        percentage = value.percentage,
+      })
+      table.insert(obs.statusline, require('ai_lsp').statusline())
+      if value.kind == 'end' then
+        obs.statusline_at_end[tostring(ev.data.params.token)] = require('ai_lsp').statusline()
+      end
+    end,
+  })
+end
+
 local function run()
+  observe_progress()
   require('ai_lsp').setup({ cmd = plan.cmd, settings = plan.settings, filetypes = { 'python' } })
   vim.cmd.edit(vim.fn.fnameescape(plan.file))
   bufnr = vim.api.nvim_get_current_buf()
@@ -210,6 +329,8 @@ local function run()
     return last ~= nil and last.t > swapped_at and (not plan.expect_items_after_swap or #last.items > 0)
   end, 'diagnostics after the swap') then return end
   step('diagnostics_after_swap', obs.diagnostics[#obs.diagnostics])
+
+  if plan.lineage and not lineage_story(plan.lineage) then return end
 
   -- Stop the server and wait for its exit, so its trace export is complete for pytest to read
   -- (shutdown flushes the spans; :qall would not wait for that).

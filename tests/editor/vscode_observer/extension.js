@@ -7,7 +7,7 @@ exports.activate = async function activate() {
   const configPath = process.env.AI_LSP_E2E_CONFIG;
   if (!configPath) return;
   const plan = JSON.parse(fs.readFileSync(configPath, 'utf8'));
-  const obs = { steps: [], diagnostics: [], results: {} };
+  const obs = { steps: [], diagnostics: [], results: {}, notices: [] };
   const now = () => Date.now() / 1000;
   const save = () => fs.writeFileSync(plan.out, JSON.stringify(obs));
   const step = (name, data) => { obs.steps.push({ t: now(), name, data }); save(); };
@@ -21,6 +21,113 @@ exports.activate = async function activate() {
     }
     throw new Error(`timed out waiting for ${what}`);
   }
+  // What the user sees on screen, read from the workbench page over the DevTools protocol
+  // (the headless Chromium's remote-debugging port): notifications, the quick pick's rows.
+  let evaluate;
+  async function screen(expression) {
+    if (!evaluate) {
+      const file = `${plan.chromium_dir}/DevToolsActivePort`;
+      const port = await waitFor(10000, () => fs.existsSync(file) && fs.readFileSync(file, 'utf8').split('\n')[0],
+        'the DevTools port');
+      const pages = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json();
+      const page = pages.find((p) => p.type === 'page');
+      const ws = new WebSocket(page.webSocketDebuggerUrl);
+      await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+      const pending = new Map();
+      let id = 0;
+      ws.onmessage = (ev) => {
+        const reply = JSON.parse(ev.data);
+        pending.get(reply.id)?.(reply);
+        pending.delete(reply.id);
+      };
+      evaluate = (expr) => new Promise((resolve) => {
+        pending.set(++id, (reply) => resolve(reply.result?.result?.value));
+        ws.send(JSON.stringify({ id, method: 'Runtime.evaluate', params: { expression: expr, returnByValue: true } }));
+      });
+    }
+    return evaluate(expression);
+  }
+  const NOTICES = `[...document.querySelectorAll('.notifications-center .notification-list-item-message')].map((e) => e.innerText)`;
+  /** Wait for a notification whose text holds every one of `parts`; its text. Read in the
+   * notification centre (the bell's list): a toast may never show (VS Code shows at most three
+   * within 800 ms) or hide itself, the centre lists every notification, the newest first. */
+  async function notice(parts, what) {
+    await vscode.commands.executeCommand('notifications.showList');
+    try {
+      const shown = await waitFor(plan.message_timeout_ms, async () => {
+        const texts = (await screen(NOTICES)) || [];
+        return texts.find((t) => parts.every((part) => t.includes(part)));
+      }, what);
+      obs.notices.push({ t: now(), text: shown });
+      save();
+      return shown;
+    } finally {
+      await vscode.commands.executeCommand('notifications.hideList');
+    }
+  }
+
+  // After the first swap: a long run cancelled mid-training, a run with changed settings (fresh,
+  // from the base again), the model list, and two rollbacks (the swap notification's button, then
+  // the palette) down to the base. Every step through the extension's palette commands.
+  async function lineageStory(L, status, first) {
+    const config = () => vscode.workspace.getConfiguration('aiLsp');
+    const settle = async (settings) => {
+      for (const [key, value] of Object.entries(settings)) {
+        await config().update(key, value, vscode.ConfigurationTarget.Global);
+      }
+    };
+    await settle(L.long_settings);
+    obs.results.long_run = await vscode.commands.executeCommand('aiLsp.finetune');
+    await waitFor(L.timeout_ms, async () => {
+      const s = await status();
+      return s && s.runId === obs.results.long_run.runId && /training [1-9]\d*\//.test(s.progress?.message || '');
+    }, 'the long run to train');  // a step done (not only the validation at 0): a checkpoint
+    obs.cancel_at = now();
+    obs.results.cancel = await vscode.commands.executeCommand('aiLsp.finetuneCancel');
+    obs.results.status_after_cancel = await waitFor(L.timeout_ms, async () => {
+      const s = await status();
+      return s && s.state === 'cancelled' ? s : undefined;
+    }, 'the cancelled run to end');
+    obs.cancel_notice = await notice(['Fine-tune cancelled at', 'resumes from its checkpoint'],
+      "the cancel's end state");
+    step('cancelled');
+
+    await settle(L.changed_settings);
+    obs.fresh_at = now();
+    obs.results.fresh = await vscode.commands.executeCommand('aiLsp.finetune');
+    obs.fresh_notice = await notice(['starting fresh'], 'the fresh start said');
+    obs.results.status_after_second_swap = await waitFor(L.timeout_ms, async () => {
+      const s = await status();
+      return s && s.runId === obs.results.fresh.runId && ['succeeded', 'failed', 'rejected', 'cancelled'].includes(s.state)
+        ? s : undefined;
+    }, 'the run with changed settings to finish');
+    step('second_swap');
+
+    // The swap notification's primary action, as a user clicking it: "Roll back".
+    await vscode.commands.executeCommand('notification.acceptPrimaryAction');
+    obs.results.status_after_rollback_1 = await waitFor(plan.rollback_timeout_ms, async () => {
+      const s = await status();
+      return s && s.servedModel === first.servedModel ? s : undefined;
+    }, 'the roll back chosen in the swap notification');
+    obs.rollback_notices = [await notice(['Rolled back', first.runId], 'the first rollback said')];
+
+    // "AI LSP: Choose a model": the quick pick as the user sees it, then dismissed.
+    obs.results.models = await vscode.commands.executeCommand('ai-lsp.model.list');
+    const picked = vscode.commands.executeCommand('aiLsp.models');
+    obs.model_rows = await waitFor(10000, () => screen(
+      `[...document.querySelectorAll('.quick-input-widget .quick-input-list .monaco-list-row')].map((r) => r.innerText)`,
+    ).then((rows) => (rows && rows.length >= obs.results.models.models.length ? rows : undefined)),
+    'the model quick pick');
+    await vscode.commands.executeCommand('workbench.action.closeQuickOpen');
+    await picked;
+    step('models');
+
+    await vscode.commands.executeCommand('aiLsp.rollback');
+    obs.results.status_after_rollback_2 = await status();
+    obs.rollback_notices.push(await notice(['AI LSP: Rolled back', L.base_name], 'the second rollback said'));
+    step('rolled_back_twice');
+  }
+
   try {
     const uri = vscode.Uri.file(plan.file);
     const ours = () => vscode.languages.getDiagnostics(uri).filter((d) => d.source === 'ai-lsp');
@@ -78,13 +185,17 @@ exports.activate = async function activate() {
     step('diagnostics_after_swap', await rewrite(
       plan.after_swap_text, 'diagnostics after the swap', true, plan.after_swap_timeout_ms));
 
-    // The swap notification's primary action, as a user clicking it: "Roll back".
-    await vscode.commands.executeCommand('notification.acceptPrimaryAction');
-    obs.results.status_after_rollback = await waitFor(plan.rollback_timeout_ms, async () => {
-      const s = await status();
-      return s && s.servedModel !== final.servedModel ? s : undefined;
-    }, 'the roll back chosen in the swap notification');
-    step('rolled_back', obs.results.status_after_rollback);
+    if (plan.lineage) {
+      await lineageStory(plan.lineage, status, final);
+    } else {
+      // The swap notification's primary action, as a user clicking it: "Roll back".
+      await vscode.commands.executeCommand('notification.acceptPrimaryAction');
+      obs.results.status_after_rollback = await waitFor(plan.rollback_timeout_ms, async () => {
+        const s = await status();
+        return s && s.servedModel !== final.servedModel ? s : undefined;
+      }, 'the roll back chosen in the swap notification');
+      step('rolled_back', obs.results.status_after_rollback);
+    }
     obs.done = true;
   } catch (err) {
     obs.error = String(err && err.stack || err);

@@ -50,7 +50,8 @@ function M.check()
         'Update the server (`uv tool upgrade ai-lsp-tune`); the commands of this plugin need it.',
       })
     end
-    local settings = client.config.init_options or {}
+    -- The settings in effect: those sent since start-up (update_settings), else the initial ones.
+    local settings = (client.settings or {}).aiLsp or client.config.init_options or {}
     health.info('settings: ' .. vim.json.encode(settings))
     local answer = client:request_sync('workspace/executeCommand',
       { command = ai_lsp.commands.status, arguments = {} }, 3000, 0)

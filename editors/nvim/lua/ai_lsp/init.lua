@@ -157,7 +157,7 @@ function M.format_model(model)
       table.insert(parts, ('schema-valid %d%%'):format(math.floor(metrics.schema_valid_rate * 100 + 0.5)))
     end
     if type(metrics.n) == 'number' then
-      table.insert(parts, ('%d test examples'):format(metrics.n))
+      table.insert(parts, ('%d test example%s'):format(metrics.n, metrics.n == 1 and '' or 's'))
     end
   end
   if type(model.createdAt) == 'string' then
@@ -187,12 +187,16 @@ function M.status()
   end)
 end
 
---- Statusline component: "AI 42% training 2/3 · loss 0.84" while a job runs, else "".
+--- Statusline component: "AI 42% training 2/3 · loss 0.84" while a job runs, its end state
+--- ("AI · Fine-tune cancelled at 40%; …") for a few seconds after, else "".
 --- Works beside fidget.nvim, which reads the same `$/progress` notifications.
 --- @return string
 function M.statusline()
+  local ended
   for _, item in pairs(M.progress) do
-    if not item.done then
+    if item.done then
+      ended = ended or item
+    else
       local pct = item.percentage and (item.percentage .. '%% ') or ''
       -- The server's message starts with the percentage too ("42% · training 2/3"): drop it.
       local text = (item.message or item.title or ''):gsub('^%d+%%%s*', '')
@@ -201,6 +205,9 @@ function M.statusline()
       end
       return ('AI %s%s'):format(pct, (text:gsub('%%', '%%%%')))
     end
+  end
+  if ended then
+    return ('AI · %s'):format(((ended.message or ended.title or 'done'):gsub('%%', '%%%%')))
   end
   return ''
 end
