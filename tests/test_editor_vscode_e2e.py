@@ -277,7 +277,8 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
     assert results["status_after_cancel"]["state"] == "cancelled"
     assert "Fine-tune cancelled at" in observed["cancel_notice"]
 
-    # The next run, after changing settings, starts fresh and says so (the palette's notification).
+    # The next run, after changing settings, starts fresh and says so: in the command's answer
+    # and in a notification (its toast, or its progress).
     assert "starting fresh" in results["fresh"]["message"]
     assert CHANGE_SAID in results["fresh"]["message"] and CHANGE_SAID in observed["fresh_notice"]
 
