@@ -144,7 +144,7 @@ class RawServer:
             "workspace/executeCommand", {"command": "ai-lsp.model.rollback"}, timeout_s=timeout_s
         )
 
-    def close_stdin_and_wait(self, timeout_s: float = 5) -> int:
+    def close_stdin_and_wait(self, timeout_s: float = 30) -> int:
         """Close stdin as a vanished client does; the server must exit by itself."""
         assert self.process.stdin is not None
         with contextlib.suppress(BrokenPipeError):
