@@ -354,11 +354,11 @@ def test_cli_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_trace_file_through_the_cli(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trace_file: TraceFacts
 ) -> None:
-    from ai_lsp_tune import dataset
+    from ai_lsp_tune.dataset import pool
 
     # Cut into chunks read by worker processes, as a large file is.
-    monkeypatch.setattr(dataset, "CHUNK_BYTES", trace_file.chunk_bytes)
-    monkeypatch.setattr(dataset, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(pool, "CHUNK_BYTES", trace_file.chunk_bytes)
+    monkeypatch.setattr(pool, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(
         app, ["finetune", "prepare-dataset", str(trace_file.path), "--no-redact"]
