@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.recorded_traces import TraceFacts
 
 # Nothing in the test suite may reach a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -13,6 +17,27 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REAL_TRACE_FILE = SHARED / "traces" / "ai-lsp-otel.jsonl"
+
+
+@pytest.fixture(scope="session")
+def recorded_trace_file(tmp_path_factory: pytest.TempPathFactory) -> TraceFacts:
+    """A trace file shaped like the real one, recorded once per session by real pydantic-ai."""
+    from tests.recorded_traces import record_trace_file
+
+    return record_trace_file(tmp_path_factory.mktemp("recorded-traces") / "ai-lsp-otel.jsonl")
+
+
+@pytest.fixture(params=["recorded", "real"])
+def trace_file(request: pytest.FixtureRequest) -> TraceFacts:
+    """The recorded trace file, and the real one (``../shared``) when it is there."""
+    if request.param == "recorded":
+        facts: TraceFacts = request.getfixturevalue("recorded_trace_file")
+        return facts
+    if not REAL_TRACE_FILE.exists():
+        pytest.skip("the real trace file is not here (../shared/traces/ai-lsp-otel.jsonl)")
+    from tests.recorded_traces import real_file_facts
+
+    return real_file_facts(REAL_TRACE_FILE)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from ai_lsp_tune.prompts import SYSTEM_PROMPT, parse_user_prompt, user_prompt
 from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.exporter import OtlpJsonFileSpanExporter
 from ai_lsp_tune.traces.otlp import ReadReport, read_spans
+from tests.recorded_traces import TraceFacts
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 PASSWORD = "s3cr3t-hunter2"
@@ -350,26 +351,30 @@ def test_cli_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert "trace file not found: nope.jsonl" in result.output
 
 
-def test_real_trace_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import REAL_TRACE_FILE
+def test_trace_file_through_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trace_file: TraceFacts
+) -> None:
+    from ai_lsp_tune.dataset import pool
 
-    if not REAL_TRACE_FILE.exists():
-        pytest.skip("real trace file not present")
+    # Cut into chunks read by worker processes, as a large file is.
+    monkeypatch.setattr(pool, "CHUNK_BYTES", trace_file.chunk_bytes)
+    monkeypatch.setattr(pool, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(
-        app, ["finetune", "prepare-dataset", str(REAL_TRACE_FILE), "--no-redact"]
+        app, ["finetune", "prepare-dataset", str(trace_file.path), "--no-redact"]
     )
     assert result.exit_code == 0, result.output
     stats = json.loads((tmp_path / "dataset" / "stats.json").read_text())
-    assert stats["agent_runs"] == 31
-    assert stats["no_final_result"] == 25  # cancelled while the user typed
-    assert stats["with_final_result"] == 6
-    assert stats["scrubbed"] == 1  # logfire replaced a whole prompt: nothing to learn from
-    assert stats["issues_ungrounded"] == 2  # the original LSP logged "Could not find snippet" twice
-    assert stats["examples"] == 5
-    assert "31" in result.output and "agent runs" in result.output
+    assert stats["agent_runs"] == trace_file.agent_runs
+    assert stats["no_final_result"] == trace_file.agent_runs - trace_file.finished  # cancelled
+    assert stats["with_final_result"] == trace_file.finished
+    assert stats["scrubbed"] == trace_file.scrubbed  # logfire replaced a whole prompt
+    # the original LSP logged "Could not find snippet" twice
+    assert stats["issues_ungrounded"] == trace_file.ungrounded
+    assert stats["examples"] == trace_file.examples
+    assert f"{trace_file.agent_runs}" in result.output and "agent runs" in result.output
     # Each target is the span's final_result, less the issues the LSP could not place.
-    spans = {s.span_id: s for s in read_spans([REAL_TRACE_FILE], ReadReport())}
+    spans = {s.span_id: s for s in read_spans([trace_file.path], ReadReport())}
     exact = 0
     for line in (tmp_path / "dataset.json").open():
         row = json.loads(line)
@@ -377,7 +382,7 @@ def test_real_trace_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         target = json.loads(row["assistant"])
         assert all(i in final["issues"] for i in target["issues"])
         exact += target == final
-    assert exact == 4
+    assert exact == trace_file.exact
 
 
 def test_original_tools_dataset_json_splits_by_file_name(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from ai_lsp_tune.dataset import pool, reader
 from ai_lsp_tune.dataset import prepare as dataset
-from tests.conftest import REAL_TRACE_FILE
+from tests.recorded_traces import TraceFacts
 
 
 def _prepare(traces: Path, out: Path) -> tuple[dict, dict[str, bytes]]:
@@ -26,11 +26,9 @@ def _prepare(traces: Path, out: Path) -> tuple[dict, dict[str, bytes]]:
 
 
 def test_chunked_workers_give_what_one_pass_gives(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trace_file: TraceFacts
 ) -> None:
-    if not REAL_TRACE_FILE.exists():
-        pytest.skip("the real trace file is not here")
-    lines = REAL_TRACE_FILE.read_bytes().splitlines(keepends=True)
+    lines = trace_file.path.read_bytes().splitlines(keepends=True)
     # Two copies (the second one all duplicates), with bad lines spread over the chunks and a
     # last line cut off by a killed collector.
     bad = [b"{not json\n", b"\n", b'{"resourceSpans": []}\xff\n', b'{"hello": 1}\n']
@@ -45,7 +43,7 @@ def test_chunked_workers_give_what_one_pass_gives(
 
     monkeypatch.setattr(pool, "CHUNK_BYTES", 2**40)  # one pass, in this process
     expected, expected_files = _prepare(traces, tmp_path / "one")
-    monkeypatch.setattr(pool, "CHUNK_BYTES", 64 * 2**10)
+    monkeypatch.setattr(pool, "CHUNK_BYTES", trace_file.chunk_bytes)
     monkeypatch.setattr(pool, "PARALLEL_MIN_BYTES", 0)
     chunks = pool.plan_chunks([traces])
     assert len(chunks) > 20
@@ -62,13 +60,11 @@ def test_chunked_workers_give_what_one_pass_gives(
 
 
 def test_outputs_the_same_where_the_kernel_cannot_copy_ranges(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trace_file: TraceFacts
 ) -> None:
-    if not REAL_TRACE_FILE.exists():
-        pytest.skip("the real trace file is not here")
     # Twice the file: every second example a duplicate, so the kept lines are ranges apart.
     traces = tmp_path / "traces.jsonl"
-    traces.write_bytes(REAL_TRACE_FILE.read_bytes() * 2)
+    traces.write_bytes(trace_file.path.read_bytes() * 2)
     expected, expected_files = _prepare(traces, tmp_path / "kernel")
     monkeypatch.delattr(os, "copy_file_range", raising=False)  # as on macOS
     got, got_files = _prepare(traces, tmp_path / "memory")

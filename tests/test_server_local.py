@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lsprotocol import types
 
+from ai_lsp_tune.schema import DiagnosticResult
 from ai_lsp_tune.server import commands
 from ai_lsp_tune.traces import genai, otlp
 from ai_lsp_tune.traces.telemetry import default_trace_file
@@ -14,20 +15,22 @@ from tests.scripted_openai import Answer, scripted_endpoint
 
 
 async def test_tiny_local_model_answers_through_the_host_and_is_recorded(
-    tmp_path: Path, tiny_model: Path, isolated_home: Path
+    tmp_path: Path, tiny_model_word_split: Path, isolated_home: Path
 ) -> None:
     workspace = tmp_path / "ws"
     workspace.mkdir()
     s = await start_session(
         workspace,
-        env={"AI_LSP_HOME": str(isolated_home), "AI_LSP_MODEL": str(tiny_model)},
-        init_options={"aiLsp": {"debounceMs": 0, "maxTokens": 24}},
+        env={"AI_LSP_HOME": str(isolated_home), "AI_LSP_MODEL": str(tiny_model_word_split)},
+        init_options={"aiLsp": {"debounceMs": 0, "maxTokens": 64}},
     )
+    code = "def f(items, key):\n    return items[key]\n"
     try:
-        uri = s.open("a.py", "def f(items):\n    return items[0]\n")
-        # A random-init model, decoded under the answer grammar: a valid (empty) result.
+        uri = s.open("a.py", code)
+        # A random-init model, decoded under the answer grammar: a valid result. This one (its
+        # tokenizer splits words first, as real ones do) names an issue at ",", which is in
+        # the code, so the editor shows it.
         diagnostics = await s.wait_for_diagnostics(uri, timeout_s=90)
-        assert all(d.source == "ai-lsp" for d in diagnostics)
         assert not [m for m in s.client.messages if m.type.value == 1]  # no error shown
     finally:
         await stop_session(s)
@@ -35,12 +38,25 @@ async def test_tiny_local_model_answers_through_the_host_and_is_recorded(
     spans = list(otlp.read_spans([default_trace_file(workspace)], otlp.ReadReport()))
     (analysis,) = [sp for sp in spans if genai.is_analysis_span(sp.name, sp.attributes)]
     record = genai.analysis_from_attributes(analysis.attributes)
-    assert record.model == str(tiny_model)
+    assert record.model == str(tiny_model_word_split)
     assert record.provider == "mlx"
     assert record.document_name == "a.py"
     assert record.input_tokens and record.input_tokens > 42  # the system prompt is in there
-    assert 1 <= (record.output_tokens or 0) <= 24
+    assert 1 <= (record.output_tokens or 0) <= 64
     assert record.valid and record.attempts == 1 and record.error is None
+    # What the editor shows is the recorded answer, placed where its snippets are in the code.
+    assert record.output is not None
+    issues = DiagnosticResult.model_validate_json(record.output).issues
+    lines = code.splitlines(keepends=True)
+    shown = [
+        (lines[d.range.start.line][d.range.start.character : d.range.end.character], d.message)
+        for d in diagnostics
+    ]
+    expected = [
+        (i.issue_snippet, i.message) for i in issues for _ in range(code.count(i.issue_snippet))
+    ]
+    assert diagnostics and all(d.source == "ai-lsp" for d in diagnostics)
+    assert shown == expected
 
 
 async def test_switching_the_backend_updates_the_running_server_in_place(

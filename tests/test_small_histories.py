@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from ai_lsp_tune.cli.app import app
 from ai_lsp_tune.dataset.prepare import prepare_dataset
 from ai_lsp_tune.prompts import parse_user_prompt
-from tests.conftest import REAL_TRACE_FILE
+from tests.recorded_traces import TraceFacts
 from tests.test_dataset import CODE, Recorder, answer, issue
 
 
@@ -25,16 +25,18 @@ def split_rows(folder: Path) -> dict[str, list[dict[str, str]]]:
     }
 
 
-@pytest.mark.skipif(not REAL_TRACE_FILE.exists(), reason="needs ../shared/traces")
-def test_every_example_of_the_real_trace_file_reaches_the_splits(tmp_path: Path) -> None:
+def test_every_example_of_a_trace_file_reaches_the_splits(
+    tmp_path: Path, trace_file: TraceFacts
+) -> None:
     report = prepare_dataset(
-        [REAL_TRACE_FILE], output_file=tmp_path / "dataset.json", output_dir=tmp_path / "splits"
+        [trace_file.path], output_file=tmp_path / "dataset.json", output_dir=tmp_path / "splits"
     )
-    assert report.examples == 5 and report.over_max_seq_length == 4
-    assert (report.cropped, report.too_long_to_crop) == (4, 0)
+    assert report.examples == trace_file.examples
+    assert report.over_max_seq_length == trace_file.over_max_seq_length
+    assert (report.cropped, report.too_long_to_crop) == (trace_file.over_max_seq_length, 0)
     rows = [row for rows in split_rows(tmp_path / "splits").values() for row in rows]
     assert len(rows) == 1 + report.crop_windows and all(report.splits.values())
-    assert {parse_user_prompt(r["user"]).name for r in rows} == {"main.py", "init.lua", "uv.lua"}  # type: ignore[union-attr]
+    assert {parse_user_prompt(r["user"]).name for r in rows} == trace_file.names  # type: ignore[union-attr]
     for row in rows:
         code = parse_user_prompt(row["user"]).code  # type: ignore[union-attr]
         assert all(i["issue_snippet"] in code for i in json.loads(row["assistant"])["issues"])

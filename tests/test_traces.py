@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from ai_lsp_tune.traces import otlp
 from ai_lsp_tune.traces.exporter import OtlpJsonFileSpanExporter, backups_of
-from tests.conftest import REAL_TRACE_FILE
+from tests.recorded_traces import TraceFacts
 
 
 def _request(*names: str, trace_id: str = "0af7651916cd43dd8448eb211c80319c") -> bytes:
@@ -155,12 +155,17 @@ def test_missing_input_is_a_clear_error(tmp_path: Path) -> None:
         otlp.expand_trace_paths([tmp_path / "empty-dir"])
 
 
-@pytest.mark.skipif(not REAL_TRACE_FILE.exists(), reason="real trace file not present")
-def test_real_trace_file_reads_cleanly() -> None:
-    spans, report = _read(REAL_TRACE_FILE)
-    assert (report.lines, report.requests, report.spans) == (36, 36, 353)
-    assert sum(1 for s in spans if s.name == "agent run") == 31
-    assert report.bytes_read == REAL_TRACE_FILE.stat().st_size
+def test_trace_file_reads_cleanly(trace_file: TraceFacts) -> None:
+    from ai_lsp_tune.traces.agent_runs import is_agent_run
+
+    spans, report = _read(trace_file.path)
+    assert (report.lines, report.requests, report.spans) == (
+        trace_file.lines,
+        trace_file.lines,
+        trace_file.spans,
+    )
+    assert sum(1 for s in spans if is_agent_run(s)) == trace_file.agent_runs
+    assert report.bytes_read == trace_file.path.stat().st_size
 
 
 # --- properties -------------------------------------------------------------------------------
@@ -230,36 +235,34 @@ def test_every_span_of_valid_lines_comes_back_in_order(
     assert report.requests == len(names)
 
 
-@pytest.mark.skipif(not REAL_TRACE_FILE.exists(), reason="real trace file not present")
-def test_real_trace_file_final_results_come_out_exactly() -> None:
-    from ai_lsp_tune.traces.agent_runs import RunFormat, agent_run_from_span
+def test_trace_file_final_results_come_out_exactly(trace_file: TraceFacts) -> None:
+    from ai_lsp_tune.traces.agent_runs import agent_run_from_span
 
-    spans, _ = _read(REAL_TRACE_FILE)
+    spans, _ = _read(trace_file.path)
     runs = [(s, run) for s in spans if (run := agent_run_from_span(s))]
-    assert len(runs) == 31
-    assert {run.format for _, run in runs} == {RunFormat.PYDANTIC_AI_EVENTS}
+    assert len(runs) == trace_file.agent_runs
+    assert {run.format for _, run in runs} == trace_file.formats
     finished = [(s, run) for s, run in runs if run.output is not None]
-    assert len(finished) == 6  # the other 25 were cancelled while the user typed
+    assert len(finished) == trace_file.finished  # the others were cancelled while the user typed
     for span, run in finished:
         assert run.output is not None
         assert json.loads(run.output) == json.loads(span.attributes["final_result"])
         assert run.system.startswith("You are an AI code analyzer")
-    assert sum(run.prompt_scrubbed for _, run in finished) == 1
+    assert sum(run.prompt_scrubbed for _, run in finished) == trace_file.scrubbed
     usable = [run for _, run in finished if not run.prompt_scrubbed]
-    assert {run.document_name for run in usable} == {"main.py", "init.lua", "uv.lua"}
+    assert {run.document_name for run in usable} == trace_file.names
     assert all(run.user.startswith(f"Analyze this {run.language} code") for run in usable)
 
 
-@pytest.mark.skipif(not REAL_TRACE_FILE.exists(), reason="real trace file not present")
-def test_skimming_a_line_agrees_with_parsing_it() -> None:
+def test_skimming_a_line_agrees_with_parsing_it(trace_file: TraceFacts) -> None:
     from ai_lsp_tune.traces.agent_runs import agent_run_from_span
     from ai_lsp_tune.traces.skim import skim_line
 
     skimmed_lines = 0
-    for number, line in enumerate(REAL_TRACE_FILE.read_bytes().splitlines(keepends=True), 1):
+    for number, line in enumerate(trace_file.path.read_bytes().splitlines(keepends=True), 1):
         skimmed = skim_line(line)
         report = otlp.ReadReport()
-        spans = list(otlp._spans_of(json.loads(line), REAL_TRACE_FILE, number, report))
+        spans = list(otlp._spans_of(json.loads(line), trace_file.path, number, report))
         runs = [run for s in spans if (run := agent_run_from_span(s))]
         if skimmed is None:
             assert any(run.output is not None for run in runs) or not runs
@@ -281,21 +284,22 @@ def test_skimming_any_line_never_raises(line: bytes) -> None:
     assert skimmed is None or skimmed.spans >= 0
 
 
-@pytest.mark.skipif(not REAL_TRACE_FILE.exists(), reason="real trace file not present")
 @pytest.mark.parametrize("spaced", [False, True], ids=["compact", "spaced"])
-def test_decoding_only_the_run_spans_agrees_with_parsing_the_line(spaced: bool) -> None:
+def test_decoding_only_the_run_spans_agrees_with_parsing_the_line(
+    trace_file: TraceFacts, spaced: bool
+) -> None:
     from ai_lsp_tune.traces.agent_runs import agent_run_from_span
     from ai_lsp_tune.traces.skim import skim_and_decode
 
-    lines = REAL_TRACE_FILE.read_bytes().splitlines(keepends=True)
+    lines = trace_file.path.read_bytes().splitlines(keepends=True)
     if spaced:  # as json.dumps writes it (compact lines are searched differently)
         lines = [json.dumps(json.loads(line)).encode() + b"\n" for line in lines]
     decoded_runs = 0
     for number, line in enumerate(lines, 1):
         skimmed = skim_and_decode(line)
-        assert skimmed is not None  # every line of the real file is skimmed
-        source = f"{REAL_TRACE_FILE}:{number}"
-        spans = list(otlp._spans_of(json.loads(line), REAL_TRACE_FILE, number, otlp.ReadReport()))
+        assert skimmed is not None  # every line of the file is skimmed
+        source = f"{trace_file.path}:{number}"
+        spans = list(otlp._spans_of(json.loads(line), trace_file.path, number, otlp.ReadReport()))
         decoded = [
             otlp._decode_span(raw, name, version, source) for raw, name, version in skimmed.decoded
         ]
@@ -308,7 +312,7 @@ def test_decoding_only_the_run_spans_agrees_with_parsing_the_line(spaced: bool) 
             (s.span_id, s.attributes["uri"]) for s in spans if "uri" in s.attributes
         ]
         decoded_runs += len(finished)
-    assert decoded_runs == 6
+    assert decoded_runs == trace_file.finished
 
 
 @pytest.mark.parametrize(
