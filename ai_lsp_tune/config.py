@@ -7,12 +7,12 @@ Sources, later ones winning: defaults < environment (``AI_LSP_MODEL``, ``DEBOUNC
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from ai_lsp_tune.hyperparams import bounded, check_finite, check_num_layers
+from ai_lsp_tune.hyperparams import Hyperparameters
 
 DEFAULT_MODEL = "mlx-community/gemma-2-2b-it-4bit"  # the original tool's default
 
@@ -21,7 +21,9 @@ class _Camel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
-class FinetuneSettings(_Camel):
+class FinetuneSettings(_Camel, Hyperparameters):
+    """``aiLsp.finetune.*``: the hyper-parameters (``Hyperparameters``), then the job's own."""
+
     base_model: str | None = Field(
         None, description="Model every fine-tune starts from; default: the model setting."
     )
@@ -30,28 +32,6 @@ class FinetuneSettings(_Camel):
     )
     extra_traces: list[str] = Field(
         default_factory=list, description="More trace files or folders to learn from."
-    )
-    num_epochs: Annotated[int, bounded("num_epochs")] = Field(
-        3, description="Passes over the training split."
-    )
-    batch_size: Annotated[int, bounded("batch_size")] = Field(2, description="Examples per step.")
-    learning_rate: Annotated[float, bounded("learning_rate")] = Field(
-        1e-5, description="Adam learning rate for LoRA."
-    )
-    max_seq_length: Annotated[int, bounded("max_seq_length")] = Field(
-        2048,
-        description="Longer examples are cropped to windows of their code.",
-    )
-    lora_rank: Annotated[int, bounded("lora_rank")] = Field(
-        8, description="Rank of the LoRA adapters (at most the model's hidden size)."
-    )
-    num_layers: Annotated[int, bounded("num_layers")] = Field(
-        16, description="Layers to adapt (-1: all)."
-    )
-    grad_checkpoint: bool = Field(
-        False,
-        description="Recompute activations in the backward pass: less memory for long "
-        "examples, slower steps.",
     )
     force: bool = Field(False, description="Swap even when the new model scores worse.")
     min_test_examples: int = Field(
@@ -72,9 +52,6 @@ class FinetuneSettings(_Camel):
     backend: Literal["ring", "mpi", "nccl"] | None = Field(
         None, description="mlx.launch backend with hosts/hostfile; default: nccl with CUDA, ring."
     )
-
-    _layers = field_validator("num_layers")(check_num_layers)
-    _finite = field_validator("learning_rate")(check_finite)
 
 
 class Settings(_Camel):

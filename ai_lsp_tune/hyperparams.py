@@ -1,10 +1,13 @@
-"""Training hyper-parameters: their bounds (one table) and their check against a model.
+"""Training hyper-parameters, each defined once, in ``Hyperparameters``.
 
-The table feeds the editor settings (``config.FinetuneSettings``), the CLI options and
-``TrainRequest``, so a value one of them accepts the others accept too. ``misfit`` checks the
-values against the model's ``config.json`` (read as JSON, no model load) before any expensive
-step; the caller says how a field is named where the user is (``--lora-rank`` or
-``aiLsp.finetune.loraRank``).
+One field per hyper-parameter: name, type, default, bounds, help, and the CLI commands that take
+it. Everything else is derived from it: the options of ``ai-lsp finetune train|pipeline``
+(``cli/options.py``; the flag is ``flag(name)``: ``--lora-rank``), the editor settings
+(``config.FinetuneSettings`` subclasses it; the setting is ``setting(name)``:
+``aiLsp.finetune.loraRank``), ``training.request.TrainRequest`` (subclasses it) and the
+extension's package.json (a test holds them equal). A value one of them accepts the others
+accept too. ``misfit`` checks the values against the model's ``config.json`` (read as JSON, no
+model load) before any expensive step, naming each field as the user knows it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,93 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from pydantic import BaseModel, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+TRAIN_AND_PIPELINE = ("train", "pipeline")
+
+
+def hyper(
+    default: Any,
+    help: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    commands: tuple[str, ...] = TRAIN_AND_PIPELINE,
+    same_run: bool = True,
+) -> Any:
+    """One hyper-parameter's field: ``commands`` are the ``ai-lsp finetune`` commands that take
+    it as an option; ``same_run``: a cancelled run's checkpoint is resumed only when it matches."""
+    extra: dict[str, Any] = {"commands": list(commands), "sameRun": same_run}
+    return Field(default, description=help, ge=ge, gt=gt, le=le, json_schema_extra=extra)
+
+
+class Hyperparameters(BaseModel):
+    """The training hyper-parameters; defaults are the original ai-lsp tool's.
+
+    To add one: one field here, ``name: type = hyper(default, help, ge=..., le=...)``, and its
+    ``aiLsp.finetune.<camelName>`` entry in editors/vscode/package.json (a test checks it).
+    """
+
+    num_epochs: int = hyper(3, "Passes over the training split.", ge=1, le=1000)
+    batch_size: int = hyper(2, "Examples per step (try 1 when out of memory).", ge=1, le=4096)
+    learning_rate: float = hyper(1e-5, "Adam learning rate (more than 0).", gt=0, le=1.0)
+    max_seq_length: int = hyper(
+        2048,
+        "Longest example in tokens: a longer one is cropped to windows of its code around its "
+        "issues (mlx-lm would truncate it).",
+        ge=16,
+        le=1_048_576,
+        commands=("prepare-dataset", *TRAIN_AND_PIPELINE),
+    )
+    lora_rank: int = hyper(
+        8, "Rank of the LoRA adapters (at most the model's hidden size).", ge=1, le=4096
+    )
+    num_layers: int = hyper(
+        16,
+        "Adapt the last N transformer layers; -1 for all (more than the model has: all).",
+        ge=-1,
+        le=4096,
+    )
+    grad_checkpoint: bool = hyper(
+        False,
+        "Recompute activations in the backward pass: less memory for long examples, slower steps.",
+        same_run=False,
+    )
+    seed: int = hyper(0, "Seed for LoRA init and batch order.", ge=0)
+
+    @field_validator("num_layers")
+    @classmethod
+    def _not_zero_layers(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be at least 1, or -1 for all layers")
+        return value
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The hyper-parameters alone (a subclass adds other fields), by field name."""
+        return {name: getattr(self, name) for name in Hyperparameters.model_fields}
+
+
+NAMES: tuple[str, ...] = tuple(Hyperparameters.model_fields)
+
+
+def flag(name: str) -> str:
+    """The CLI option of a field: ``lora_rank`` -> ``--lora-rank``."""
+    return "--" + name.replace("_", "-")
+
+
+def setting(name: str) -> str:
+    """The editor setting of a hyper-parameter: ``lora_rank`` -> ``aiLsp.finetune.loraRank``."""
+    return f"aiLsp.finetune.{to_camel(name)}"
+
 
 class Bound(NamedTuple):
     ge: float | None = None
@@ -22,49 +112,37 @@ class Bound(NamedTuple):
     le: float | None = None
 
 
-BOUNDS: dict[str, Bound] = {
-    "num_epochs": Bound(ge=1, le=1000),
-    "batch_size": Bound(ge=1, le=4096),
-    "learning_rate": Bound(gt=0, le=1.0),
-    "max_seq_length": Bound(ge=16, le=1_048_576),
-    "lora_rank": Bound(ge=1, le=4096),
-    "num_layers": Bound(ge=-1, le=4096),  # 0 is refused by check_num_layers
-}
+def bounds(name: str) -> Bound:
+    """A hyper-parameter's bounds, as its field declares them."""
+    found: dict[str, float] = {}
+    for item in Hyperparameters.model_fields[name].metadata:  # annotated_types.Ge, Gt, Le
+        for key in Bound._fields:
+            if isinstance(getattr(item, key, None), int | float):
+                found[key] = getattr(item, key)
+    return Bound(**found)
 
 
-def field_bounds(name: str) -> dict[str, Any]:
-    """The bounds of ``name`` as pydantic ``Field`` keywords."""
-    return {key: value for key, value in BOUNDS[name]._asdict().items() if value is not None}
+def commands(name: str) -> tuple[str, ...]:
+    """The ``ai-lsp finetune`` commands that take ``name`` as an option."""
+    return tuple(_extra(name)["commands"])
 
 
-def bounded(name: str) -> Any:
-    """``Annotated[int, bounded("lora_rank")]``: the bounds as a pydantic constraint."""
-    from pydantic import Field
-
-    return Field(**field_bounds(name))
+def same_run(names: tuple[str, ...] = NAMES) -> tuple[str, ...]:
+    """The hyper-parameters a cancelled run's checkpoint must match to be resumed."""
+    return tuple(name for name in names if _extra(name)["sameRun"])
 
 
-def option_bounds(name: str) -> dict[str, Any]:
-    """The bounds of ``name`` as typer ``Option`` keywords (an open bound is left to pydantic)."""
-    bound = BOUNDS[name]
-    out: dict[str, Any] = {}
-    if bound.ge is not None:
-        out["min"] = int(bound.ge) if float(bound.ge).is_integer() else bound.ge
-    if bound.le is not None:
-        out["max"] = int(bound.le) if float(bound.le).is_integer() else bound.le
-    return out
+def _extra(name: str) -> dict[str, Any]:
+    extra = Hyperparameters.model_fields[name].json_schema_extra
+    assert isinstance(extra, dict), f"{name}: declare it with hyper()"
+    return extra
 
 
-def check_num_layers(value: int) -> int:
-    if value == 0:
-        raise ValueError("must be at least 1, or -1 for all layers")
-    return value
-
-
-def check_finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    return value
+def refusal(error: Mapping[str, Any], name: Callable[[str], str]) -> str:
+    """A pydantic error (one of ``exc.errors()``) as one line naming the field as ``name`` does."""
+    loc = error.get("loc") or ("value",)
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"invalid {name(str(loc[0]))} {error.get('input')}: {message}"
 
 
 def model_config(model: str) -> dict[str, Any] | None:

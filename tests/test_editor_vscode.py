@@ -18,7 +18,7 @@ import pytest
 from pydantic.alias_generators import to_camel
 
 from ai_lsp_tune.config import FinetuneSettings, Settings
-from ai_lsp_tune.hyperparams import BOUNDS
+from ai_lsp_tune.hyperparams import NAMES, bounds
 from ai_lsp_tune.server import commands
 from tests.editor_tools import missing
 
@@ -93,11 +93,11 @@ def test_the_vsix_was_packaged() -> None:
     assert any(n.startswith("extension/node_modules/vscode-languageclient/") for n in names)
 
 
-@pytest.mark.parametrize("field", sorted(BOUNDS))
+@pytest.mark.parametrize("field", NAMES)
 def test_hyper_parameter_bounds_are_the_same_in_vscode_settings_and_the_server(
     field: str,
 ) -> None:
-    bound = BOUNDS[field]
+    bound = bounds(field)
     declared = PROPERTIES[f"aiLsp.finetune.{to_camel(field)}"]
     assert declared.get("minimum") == bound.ge
     assert declared.get("exclusiveMinimum") == bound.gt

@@ -6,13 +6,23 @@ Each command parses its options here and delegates to the module that owns the w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from ai_lsp_tune.cli.options import (
+    BackendOption,
+    HostfileOption,
+    HostsOption,
+    ModelNameOption,
+    OutputDirOption,
+    RedactOption,
+    ResumeOption,
+    hyperparameter_options,
+)
 from ai_lsp_tune.cli.prepare import run_prepare_dataset
 from ai_lsp_tune.config import DEFAULT_MODEL
-from ai_lsp_tune.hyperparams import option_bounds
+from ai_lsp_tune.hyperparams import flag
 
 if TYPE_CHECKING:
     from ai_lsp_tune.training.distributed import Launch
@@ -32,17 +42,8 @@ app.add_typer(finetune_app, name="finetune")
 
 
 # --- finetune prepare-dataset (owner: dataset) --------------------------------------------
-RedactOption = Annotated[
-    bool,
-    typer.Option(
-        "--redact/--no-redact",
-        help="Replace private keys, API tokens and password literals with placeholders, "
-        "the same in prompt and answer.",
-    ),
-]
-
-
 @finetune_app.command("prepare-dataset")
+@hyperparameter_options("prepare-dataset", after="output_dir")
 def prepare_dataset(
     traces: Annotated[
         list[Path],
@@ -66,14 +67,6 @@ def prepare_dataset(
             "by source file) and stats.json. Replaced as a whole."
         ),
     ] = Path("dataset"),
-    max_seq_length: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Examples longer than this many tokens are cropped to windows of their code "
-            "around their issues (mlx-lm would truncate them).",
-        ),
-    ] = 2048,
     redact: RedactOption = True,
     tokenizer: Annotated[
         str | None,
@@ -83,6 +76,7 @@ def prepare_dataset(
             show_default=False,
         ),
     ] = None,
+    **hyper: Any,
 ) -> None:
     """Turn OTLP JSON-lines traces into a clean training set.
 
@@ -97,146 +91,48 @@ def prepare_dataset(
         traces,
         output_file=output_file,
         output_dir=output_dir,
-        max_seq_length=max_seq_length,
+        max_seq_length=hyper["max_seq_length"],
         redact=redact,
         tokenizer=tokenizer,
     )
 
 
 # --- finetune train / pipeline, demo (owner: training) -------------------------------------
-ModelNameOption = Annotated[
-    str,
-    typer.Option(
-        help="Base model: a local MLX model folder or a Hugging Face name (downloaded once; "
-        "offline, pass a local folder)."
-    ),
-]
-OutputDirOption = Annotated[
-    Path,
-    typer.Option(
-        help="Gets model/ (fused, loadable by mlx_lm.load), adapters/ and run.json; "
-        "replaced as a whole when the run succeeds."
-    ),
-]
-EpochsOption = Annotated[
-    int, typer.Option(**option_bounds("num_epochs"), help="Passes over the training split.")
-]
-BatchSizeOption = Annotated[
-    int, typer.Option(**option_bounds("batch_size"), help="Examples per step (try 1 on OOM).")
-]
-LearningRateOption = Annotated[
-    float,
-    typer.Option(**option_bounds("learning_rate"), help="Adam learning rate (more than 0)."),
-]
-MaxSeqLengthOption = Annotated[
-    int,
-    typer.Option(
-        **option_bounds("max_seq_length"),
-        help="Longer examples are cropped to windows of their code.",
-    ),
-]
-LoraRankOption = Annotated[
-    int,
-    typer.Option(
-        **option_bounds("lora_rank"),
-        help="Rank of the LoRA adapters (at most the model's hidden size).",
-    ),
-]
-NumLayersOption = Annotated[
-    int,
-    typer.Option(
-        **option_bounds("num_layers"),
-        help="Adapt the last N transformer layers; -1 for all (more than the model has: all).",
-    ),
-]
-GradCheckpointOption = Annotated[
-    bool,
-    typer.Option(
-        help="Recompute activations in the backward pass: less memory for long examples, "
-        "slower steps."
-    ),
-]
-ResumeOption = Annotated[
-    bool, typer.Option(help="Continue an interrupted run (Ctrl-C) from its checkpoint.")
-]
-SeedOption = Annotated[int, typer.Option(min=0, help="Seed for LoRA init and batch order.")]
-
-
-HostsOption = Annotated[
-    str | None,
-    typer.Option(
-        help="Train data-parallel on these hosts (comma-separated, e.g. 10.0.0.1,10.0.0.2; "
-        "repeat a host for several ranks on it) through mlx.launch. Every host needs the same "
-        "Python environment (same ai-lsp-tune, mlx and mlx-lm), the model and the dataset at "
-        "the same path, and ssh access without a password; rank 0 (the first host) writes "
-        "--output-dir.",
-        show_default=False,
-    ),
-]
-HostfileOption = Annotated[
-    Path | None,
-    typer.Option(
-        help='Like --hosts, from an mlx.launch hostfile (JSON: {"hosts": [{"ssh": ..., '
-        '"ips": [...]}]}).',
-        show_default=False,
-    ),
-]
-BackendOption = Annotated[
-    str | None,
-    typer.Option(
-        help="mlx.launch backend with --hosts/--hostfile: ring (TCP; Macs over Thunderbolt or "
-        "Ethernet), mpi, or nccl (CUDA GPUs). Default: nccl with CUDA, ring otherwise.",
-        show_default=False,
-    ),
-]
-
 DATASET_DIR = Path("dataset")
 
 
-def _train_request(dataset: Path, options: dict[str, Any]) -> TrainRequest:
-    """A TrainRequest from a command's ``locals()``, or exit 2 with the offending option named.
-
-    The training options share TrainRequest's field names, so train and pipeline declare them
-    once each (typer needs the signature) and hand them over here in one piece.
-    """
+def _train_request(dataset: Path, hyper: dict[str, Any], **fields: Any) -> TrainRequest:
+    """A TrainRequest from a command's options, or exit 2 with the offending option named."""
     from pydantic import ValidationError
 
-    from ai_lsp_tune.hyperparams import misfit
+    from ai_lsp_tune.hyperparams import misfit, refusal
     from ai_lsp_tune.training.request import TrainRequest
 
-    fields = {name: value for name, value in options.items() if name in TrainRequest.model_fields}
     try:
-        request = TrainRequest.model_validate({**fields, "dataset": dataset})
+        request = TrainRequest.model_validate({**hyper, **fields, "dataset": dataset})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        typer.echo(f"error: invalid {_flag(str(first['loc'][0]))}: {first['msg']}", err=True)
-        raise typer.Exit(2) from None
-    problem = misfit(request.model_name, request.model_dump(), _flag)  # config.json, no load
+        _usage(refusal(exc.errors()[0], flag))
+    problem = misfit(request.model_name, request.model_dump(), flag)  # config.json, no load
     if problem:
         _usage(problem)
     return request
 
 
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-def _run_train(request: TrainRequest, options: dict[str, Any] | None = None) -> None:
+def _run_train(request: TrainRequest, launch: Launch | None) -> None:
     from rich.console import Console
 
     from ai_lsp_tune.cli.train_view import report_outcome, train_with_progress
 
-    outcome = train_with_progress(request, _launch(options or {}))
+    outcome = train_with_progress(request, launch)
     code = report_outcome(outcome, Console())
     if code:
         raise typer.Exit(code)
 
 
-def _launch(options: dict[str, Any]) -> Launch | None:
+def _launch(hosts: str | None, hostfile: Path | None, backend: str | None) -> Launch | None:
     """--hosts/--hostfile/--backend as an mlx.launch spec, or exit 2 naming the bad option."""
     from ai_lsp_tune.training.distributed import BACKENDS, Launch, hostfile_hosts
 
-    hosts, hostfile, backend = options.get("hosts"), options.get("hostfile"), options.get("backend")
     if backend is not None and backend not in BACKENDS:
         _usage(f"invalid --backend {backend!r}: use one of {', '.join(BACKENDS)}.")
     if hosts and hostfile:
@@ -256,12 +152,13 @@ def _launch(options: dict[str, Any]) -> Launch | None:
     return None
 
 
-def _usage(message: str) -> None:
+def _usage(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 
 
 @finetune_app.command("train")
+@hyperparameter_options("train", after="output_dir")
 def train(
     dataset: Annotated[
         Path,
@@ -273,18 +170,11 @@ def train(
     ],
     model_name: ModelNameOption = DEFAULT_MODEL,
     output_dir: OutputDirOption = Path("./finetuned-model"),
-    num_epochs: EpochsOption = 3,
-    batch_size: BatchSizeOption = 2,
-    learning_rate: LearningRateOption = 1e-5,
-    max_seq_length: MaxSeqLengthOption = 2048,
-    lora_rank: LoraRankOption = 8,
-    num_layers: NumLayersOption = 16,
-    grad_checkpoint: GradCheckpointOption = False,
     resume: ResumeOption = False,
-    seed: SeedOption = 0,
     hosts: HostsOption = None,
     hostfile: HostfileOption = None,
     backend: BackendOption = None,
+    **hyper: Any,
 ) -> None:
     """Fine-tune a model with LoRA (MLX) on a prepared dataset.
 
@@ -298,10 +188,13 @@ def train(
 
     Several machines: --hosts or --hostfile (or run it under mlx.launch yourself).
     """
-    _run_train(_train_request(dataset, locals()), locals())
+    options = {"model_name": model_name, "output_dir": output_dir, "resume": resume}
+    request = _train_request(dataset, hyper, **options)
+    _run_train(request, _launch(hosts, hostfile, backend))
 
 
 @finetune_app.command("pipeline")
+@hyperparameter_options("pipeline", after="output_dir")
 def pipeline(
     traces: Annotated[
         list[Path],
@@ -309,15 +202,7 @@ def pipeline(
     ],
     model_name: ModelNameOption = DEFAULT_MODEL,
     output_dir: OutputDirOption = Path("./finetuned-model"),
-    num_epochs: EpochsOption = 3,
-    batch_size: BatchSizeOption = 2,
-    learning_rate: LearningRateOption = 1e-5,
-    max_seq_length: MaxSeqLengthOption = 2048,
-    lora_rank: LoraRankOption = 8,
-    num_layers: NumLayersOption = 16,
-    grad_checkpoint: GradCheckpointOption = False,
     resume: ResumeOption = False,
-    seed: SeedOption = 0,
     dataset_file: Annotated[Path, typer.Option(help="Where to write dataset.json.")] = Path(
         "dataset.json"
     ),
@@ -326,22 +211,23 @@ def pipeline(
     hosts: HostsOption = None,
     hostfile: HostfileOption = None,
     backend: BackendOption = None,
+    **hyper: Any,
 ) -> None:
     """prepare-dataset + train in one go (same options as both)."""
-    request = _train_request(dataset_dir, locals())  # checked before any work is done
-    launch_options = dict(locals())
-    _launch(launch_options)
+    options = {"model_name": model_name, "output_dir": output_dir, "resume": resume}
+    request = _train_request(dataset_dir, hyper, **options)  # checked before any work is done
+    launch = _launch(hosts, hostfile, backend)
     # Exact token counts when the model's tokenizer is at hand; an estimate otherwise.
     tokenizer = model_name if Path(model_name).expanduser().is_dir() else None
     run_prepare_dataset(
         traces,
         output_file=dataset_file,
         output_dir=dataset_dir,
-        max_seq_length=max_seq_length,
+        max_seq_length=request.max_seq_length,
         redact=redact,
         tokenizer=tokenizer,
     )
-    _run_train(request, launch_options)
+    _run_train(request, launch)
 
 
 @app.command("demo")

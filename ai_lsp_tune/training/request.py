@@ -1,18 +1,21 @@
-"""What to train: one pydantic model shared by the CLI, the language server and the worker."""
+"""What to train: one pydantic model shared by the CLI, the language server and the worker.
+
+Its hyper-parameters (bounds, defaults, help) are ``Hyperparameters``'s; this adds what a run
+needs besides: the dataset, the model, where to publish, resuming and evaluation.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from ai_lsp_tune.config import DEFAULT_MODEL
-from ai_lsp_tune.hyperparams import bounded, check_num_layers
+from ai_lsp_tune.hyperparams import Hyperparameters
 
 
-class TrainRequest(BaseModel):
+class TrainRequest(Hyperparameters):
     """A fine-tuning run; defaults are the original ai-lsp tool's."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -24,34 +27,10 @@ class TrainRequest(BaseModel):
     output_dir: Path = Field(
         Path("finetuned-model"), description="Gets model/, adapters/ and run.json."
     )
-    num_epochs: Annotated[int, bounded("num_epochs")] = Field(
-        default=3, description="Passes over the training split."
-    )
-    batch_size: Annotated[int, bounded("batch_size")] = Field(
-        default=2, description="Examples per step."
-    )
-    learning_rate: Annotated[float, bounded("learning_rate")] = Field(
-        default=1e-5, description="Adam learning rate."
-    )
-    max_seq_length: Annotated[int, bounded("max_seq_length")] = Field(
-        default=2048, description="Longer examples are skipped."
-    )
-    lora_rank: Annotated[int, bounded("lora_rank")] = Field(
-        default=8, description="Rank of the LoRA adapters."
-    )
     lora_scale: float = Field(default=20.0, gt=0, description="LoRA scale (mlx-lm's default).")
-    num_layers: Annotated[int, bounded("num_layers")] = Field(
-        default=16, description="Last layers to adapt; -1 for all."
-    )
-    grad_checkpoint: bool = Field(
-        default=False,
-        description="Recompute each layer's activations in the backward pass: less memory for "
-        "long examples, slower steps.",
-    )
     resume: bool = Field(
         default=False, description="Continue from the checkpoint of an interrupted run."
     )
-    seed: int = Field(default=0, ge=0, description="Seed for LoRA init and batch order.")
     baseline_model: str | None = Field(
         default=None, description="Model whose 'before' metrics are measured; default: model_name."
     )
@@ -75,14 +54,12 @@ class TrainRequest(BaseModel):
         default=60.0, gt=0, description="Seconds between checkpoints."
     )
 
-    @field_validator("learning_rate", "lora_scale")
+    @field_validator("lora_scale")
     @classmethod
-    def _finite(cls, value: float) -> float:
+    def _finite_scale(cls, value: float) -> float:
         if not math.isfinite(value):
             raise ValueError("must be a finite number")
         return value
-
-    _layers = field_validator("num_layers")(check_num_layers)
 
     @field_validator("val_batches")
     @classmethod

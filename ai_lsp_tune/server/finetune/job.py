@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from lsprotocol import types as lsp
-from pydantic.alias_generators import to_camel
 
 from ai_lsp_tune.dataset.worker import (
     DatasetPreparation,
     PreparationFailed,
     PrepareRequest,
 )
-from ai_lsp_tune.hyperparams import misfit
+from ai_lsp_tune.hyperparams import misfit, setting
 from ai_lsp_tune.server.finetune.context import (
     FinetuneOptions,
     JobBusy,
@@ -62,17 +61,13 @@ from ai_lsp_tune.server.finetune.states import (
 )
 from ai_lsp_tune.server.finetune.training import (
     TrainOutcome,
-    build_request,
     launch_of,
     train_candidate,
 )
 from ai_lsp_tune.serving.registry import ModelEntry, now_iso
+from ai_lsp_tune.training.request import TrainRequest
 
 logger = logging.getLogger(__name__)
-
-
-def _setting_name(field: str) -> str:
-    return f"aiLsp.finetune.{to_camel(field)}"
 
 
 def _tests(count: int) -> str:
@@ -154,7 +149,7 @@ class FinetuneJob:
                 'no model to fine-tune: set "aiLsp.finetune.baseModel" or "aiLsp.model"'
             )
         # Against the model's config.json (no load), before the dataset is even prepared.
-        problem = misfit(base_model, options.settings.model_dump(), _setting_name)
+        problem = misfit(base_model, options.settings.model_dump(), setting)
         if problem:
             raise ValueError(problem)
         self.record = RunRecord(
@@ -470,15 +465,15 @@ class FinetuneJob:
             if self._cancel_requested:
                 runner.cancel()
 
-        request = build_request(
-            options.settings,
-            eval_max_tokens=options.eval_max_tokens,
-            constrained_decoding=options.constrained_decoding,
+        request = TrainRequest(
+            **options.settings.hyperparameters(),  # aiLsp.finetune.*, bounds checked there
             dataset=dataset_dir,
-            base_model=self.record.base_model,
+            model_name=self.record.base_model,
             baseline_model=self.record.baseline_model,
             output_dir=output_dir,
             resume=resume,
+            eval_max_tokens=options.eval_max_tokens,
+            constrained_decoding=options.constrained_decoding,
         )
 
         def on_warning(message: str) -> None:

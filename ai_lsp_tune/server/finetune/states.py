@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from ai_lsp_tune.files import atomic_write_text
+from ai_lsp_tune.hyperparams import same_run
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +121,7 @@ class FinetuneStatus(_Camel):
 
 
 # The settings that shape what a run trains; a checkpoint is resumed only when they match.
-TRAINING_SETTINGS = (
-    "num_epochs", "batch_size", "learning_rate", "max_seq_length", "lora_rank", "num_layers",
-)  # fmt: skip
+TRAINING_SETTINGS = same_run()
 
 
 def run_inputs(options: Any, base_model: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The job's side of the training worker: a TrainRequest from settings, events to progress.
+"""The job's side of the training worker: its events to progress, its errors in editor terms.
 
 The worker (``training/worker.py``, a separate process) trains, evaluates the candidate and
 the served model on the test split, and fuses; this module turns its events into progress
@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic.alias_generators import to_camel
-
 from ai_lsp_tune.config import FinetuneSettings
+from ai_lsp_tune.hyperparams import flag, setting
 from ai_lsp_tune.server.finetune.progress import ProgressStep, metrics_dict
 from ai_lsp_tune.training import events
 from ai_lsp_tune.training.distributed import Launch, hostfile_hosts
@@ -37,43 +36,10 @@ class TrainOutcome:
     not_worse: bool = False
 
 
-def build_request(
-    settings: FinetuneSettings,
-    *,
-    dataset: Path,
-    base_model: str,
-    baseline_model: str | None,
-    output_dir: Path,
-    resume: bool,
-    eval_max_tokens: int,
-    constrained_decoding: bool = True,
-) -> TrainRequest:
-    """The worker's request: hyper-parameters from ``aiLsp.finetune``, the gate's baseline."""
-    return TrainRequest.model_validate(
-        {
-            "dataset": dataset,
-            "model_name": base_model,
-            "output_dir": output_dir,
-            "num_epochs": settings.num_epochs,
-            "batch_size": settings.batch_size,
-            "learning_rate": settings.learning_rate,
-            "max_seq_length": settings.max_seq_length,
-            "lora_rank": settings.lora_rank,
-            "num_layers": settings.num_layers,
-            "grad_checkpoint": settings.grad_checkpoint,
-            "resume": resume,
-            "baseline_model": baseline_model,
-            "eval_max_tokens": eval_max_tokens,
-            "constrained_decoding": constrained_decoding,
-        }
-    )
-
-
 # The worker speaks CLI flags (``--num-layers``); in the editor they are settings.
-_FLAG_TO_SETTING = {
-    f"--{name.replace('_', '-')}": f"aiLsp.finetune.{to_camel(name)}"
-    for name in FinetuneSettings.model_fields
-} | {"--model-name": "aiLsp.model (or aiLsp.finetune.baseModel)"}
+_FLAG_TO_SETTING = {flag(name): setting(name) for name in FinetuneSettings.model_fields} | {
+    "--model-name": "aiLsp.model (or aiLsp.finetune.baseModel)"
+}
 _FLAG = re.compile("|".join(re.escape(flag) for flag in sorted(_FLAG_TO_SETTING, key=len)[::-1]))
 
 
