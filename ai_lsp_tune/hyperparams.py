@@ -43,8 +43,9 @@ def hyper(
 class Hyperparameters(BaseModel):
     """The training hyper-parameters; defaults are the original ai-lsp tool's.
 
-    To add one: one field here, ``name: type = hyper(default, help, ge=..., le=...)``, and its
-    ``aiLsp.finetune.<camelName>`` entry in editors/vscode/package.json (a test checks it).
+    To add one: one field here, ``name: type = hyper(default, help, ge=..., le=...)``; then
+    VS Code's copy of it, which tests/test_hyperparams.py checks: its ``aiLsp.finetune.<name>``
+    entry in editors/vscode/package.json and the name in ``FINETUNE_SETTINGS`` (src/settings.ts).
     """
 
     num_epochs: int = hyper(3, "Passes over the training split.", ge=1, le=1000)
@@ -102,7 +103,7 @@ def flag(name: str) -> str:
 
 
 def setting(name: str) -> str:
-    """The editor setting of a hyper-parameter: ``lora_rank`` -> ``aiLsp.finetune.loraRank``."""
+    """A ``FinetuneSettings`` field in the editor: ``lora_rank`` -> ``aiLsp.finetune.loraRank``."""
     return f"aiLsp.finetune.{to_camel(name)}"
 
 

@@ -26,7 +26,8 @@ from ai_lsp_tune.server.finetune.context import FinetuneOptions
 from ai_lsp_tune.server.finetune.states import changed_inputs, run_inputs
 from ai_lsp_tune.training.request import TrainRequest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "editors" / "vscode" / "package.json"
+VSCODE = Path(__file__).resolve().parents[1] / "editors" / "vscode"
+PACKAGE = VSCODE / "package.json"
 PROPERTIES: dict[str, dict[str, Any]] = json.loads(PACKAGE.read_text())["contributes"][
     "configuration"
 ]["properties"]
@@ -58,6 +59,24 @@ def _outside(name: str) -> Any:
     return bound.le + 1
 
 
+def _type(name: str) -> Any:
+    """``int`` for ``int`` and for ``int | None``."""
+    annotation = _field(name).annotation
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    return args[0] if args else annotation
+
+
+def _another(name: str) -> Any:
+    """A valid value that is not the default."""
+    default, bound = _field(name).default, bounds(name)
+    if isinstance(default, bool):
+        return not default
+    for value in (bound.ge, bound.le):
+        if value is not None and value != default:
+            return _type(name)(value)
+    return (default or 0) + 1
+
+
 def _help(command: str) -> str:
     result = CliRunner().invoke(app, ["finetune", command, "--help"], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
@@ -75,6 +94,8 @@ def test_vscode_declares_each_hyper_parameter_as_the_model_does(name: str) -> No
     assert declared.get("exclusiveMinimum") == bound.gt
     assert declared.get("maximum") == bound.le
     assert declared["description"] == field.description
+    forwarded = (VSCODE / "src" / "settings.ts").read_text().split("FINETUNE_SETTINGS = [")[1]
+    assert f"'{setting(name).split('.')[-1]}'" in forwarded.split("]")[0], "add it to settings.ts"
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -92,7 +113,7 @@ def test_the_cli_help_shows_each_hyper_parameter_with_its_default_and_bounds(
         if isinstance(field.default, bool):
             expected = flag(name)[2:] if field.default else "no-" + flag(name)[2:]
             assert f"[default: {expected}]" in shown
-        else:
+        elif field.default is not None:  # None: the help text says what applies
             assert f"[default: {field.default}]" in shown
         assert _range(bound.ge, bound.le) in shown
 
@@ -139,7 +160,7 @@ def test_the_editor_setting_accepts_its_bounds(name: str) -> None:
     for value in (bound.ge, bound.le):
         if value is None:
             continue
-        value = _field(name).annotation(value)
+        value = _type(name)(value)
         settings, problems = validate_settings({"finetune": {setting(name).split(".")[-1]: value}})
         assert problems == [] and getattr(settings.finetune, name) == value
 
@@ -175,13 +196,13 @@ def test_the_cli_refuses_a_bad_value_in_one_line_naming_the_flag(
 
 def test_the_server_trains_with_every_hyper_parameter_the_editor_set() -> None:
     """What the job sends the worker: ``TrainRequest(**settings.hyperparameters(), ...)``."""
-    changed = {"numEpochs": 1, "batchSize": 4, "learningRate": 2e-4, "maxSeqLength": 512}
-    changed |= {"loraRank": 4, "numLayers": -1, "gradCheckpoint": True, "seed": 7}
-    assert set(changed) == {setting(name).split(".")[-1] for name in NAMES}, "add it here"
-    settings = FinetuneSettings.model_validate(changed)
+    expected = {name: _another(name) for name in NAMES}
+    settings = FinetuneSettings.model_validate(
+        {setting(name).split(".")[-1]: value for name, value in expected.items()}
+    )
+    assert settings.hyperparameters() == expected  # each setting is read
     request = TrainRequest(**settings.hyperparameters(), dataset=Path("d"))
-    assert request.hyperparameters() == settings.hyperparameters()
-    assert request.hyperparameters() != Hyperparameters().hyperparameters()
+    assert request.hyperparameters() == expected  # and reaches the worker
 
 
 @pytest.mark.parametrize(
