@@ -223,3 +223,11 @@ def test_a_cancelled_run_resumes_only_when_the_hyper_parameters_that_shape_it_ma
         return run_inputs(options, "base")
 
     assert changed_inputs(inputs({}), inputs(changed)) == says
+
+
+def test_a_run_recorded_before_a_hyper_parameter_existed_ran_with_its_default() -> None:
+    options = FinetuneOptions(settings=FinetuneSettings.model_validate({}))
+    older = {k: v for k, v in run_inputs(options, "base").items() if k != "seed"}
+    assert changed_inputs(older, run_inputs(options, "base")) == ""
+    seeded = FinetuneOptions(settings=FinetuneSettings.model_validate({"seed": 3}))
+    assert changed_inputs(older, run_inputs(seeded, "base")) == "seed 0 → 3"

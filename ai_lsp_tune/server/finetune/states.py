@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from ai_lsp_tune.files import atomic_write_text
-from ai_lsp_tune.hyperparams import same_run
+from ai_lsp_tune.hyperparams import Hyperparameters, same_run
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +122,8 @@ class FinetuneStatus(_Camel):
 
 # The settings that shape what a run trains; a checkpoint is resumed only when they match.
 TRAINING_SETTINGS = same_run()
+# A run recorded before a hyper-parameter existed trained with its default.
+_DEFAULTS = {to_camel(k): v for k, v in Hyperparameters().hyperparameters().items()}
 
 
 def run_inputs(options: Any, base_model: str) -> dict[str, Any]:
@@ -137,6 +139,7 @@ def changed_inputs(before: dict[str, Any] | None, now: dict[str, Any]) -> str:
     """``numLayers 16 → 2, baseModel a → b``; empty when nothing changed (or nothing known)."""
     if before is None:
         return ""
+    before = _DEFAULTS | before
     return ", ".join(
         f"{key} {before.get(key)} → {value}" if key != "extraTraces" else "extraTraces"
         for key, value in now.items()
