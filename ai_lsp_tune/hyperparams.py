@@ -74,6 +74,12 @@ class Hyperparameters(BaseModel):
         same_run=False,
     )
     seed: int = hyper(0, "Seed for LoRA init and batch order.", ge=0)
+    include_local_answers: bool = hyper(
+        False,
+        "Also learn from analyses the local model answered itself (left out by default: it "
+        "would learn to repeat itself); those you applied a fix from are always kept.",
+        commands=("prepare-dataset", "pipeline"),
+    )
 
     @field_validator("num_layers")
     @classmethod

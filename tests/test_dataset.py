@@ -52,11 +52,12 @@ class Recorder:
         *,
         uri: str = "file:///project/stats.py",
         failed: bool = False,
+        provider: str = "openai",  # a teacher's answer; "mlx": the local model's own
     ) -> tuple[str, str]:
         name = uri.rsplit("/", 1)[-1]
         record = genai.AnalysisRecord(
             model="qwen-test",
-            provider="mlx",
+            provider=provider,
             system=SYSTEM_PROMPT,
             user=user_prompt("python", code, name),
             output=output,
@@ -75,9 +76,13 @@ class Recorder:
         return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
 
     def dismissed(self, analysis: tuple[str, str], snippet: str) -> None:
-        record = genai.FeedbackRecord(
-            "dismissed", *analysis, snippet, "", "file:///project/stats.py"
-        )
+        self.feedback("dismissed", analysis, snippet)
+
+    def fix_applied(self, analysis: tuple[str, str], snippet: str) -> None:
+        self.feedback("fix_applied", analysis, snippet)
+
+    def feedback(self, kind: genai.FeedbackKind, analysis: tuple[str, str], snippet: str) -> None:
+        record = genai.FeedbackRecord(kind, *analysis, snippet, "", "file:///project/stats.py")
         self.tracer.start_span(
             genai.FEEDBACK_SPAN_NAME, attributes=genai.feedback_attributes(record)
         ).end()
@@ -342,6 +347,53 @@ def test_cli_exit_code_2_and_one_clear_message(
     assert message in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "dataset.json").exists()
+
+
+def test_cli_leaves_out_the_local_models_own_answers_unless_a_fix_from_them_was_applied(
+    tmp_path: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    recorder.analysis(output=answer(issue("len(xs)")))  # the teacher (remote backend)
+    own = {"provider": "mlx"}  # what this server records for its local model host
+    recorder.analysis(code="pass\n", output=answer(), uri="file:///project/empty.py", **own)
+    unconfirmed = CODE + "x = 1\n"
+    recorder.analysis(code=unconfirmed, output=answer(issue("x = 1")), uri="file:///p/x.py", **own)
+    confirmed = recorder.analysis(
+        code=CODE + "y = 2\n", output=answer(issue("y = 2")), uri="file:///project/y.py", **own
+    )
+    recorder.fix_applied(confirmed, "y = 2")  # the user took its quick fix
+
+    def run(*flags: str) -> tuple[str, list[dict]]:
+        result = CliRunner().invoke(app, ["finetune", "prepare-dataset", "traces", *flags])
+        assert result.exit_code == 0, result.output
+        rows = [json.loads(line) for line in (tmp_path / "dataset.json").open()]
+        return " ".join(result.output.split()), rows
+
+    said, rows = run()
+    assert (
+        "2 analyses answered by the local model left out; pass --include-local-answers to "
+        "keep them" in said
+    )
+    assert [json.loads(r["assistant"])["issues"] for r in rows] == [
+        [issue("len(xs)")],  # the teacher's answer
+        [issue("y = 2")],  # the local model's, confirmed by the fix applied
+    ]
+    stats = json.loads((tmp_path / "dataset" / "stats.json").read_text())
+    assert (stats["local_answers_left_out"], stats["local_answers_confirmed"]) == (2, 1)
+
+    said, rows = run("--include-local-answers")
+    assert len(rows) == 4 and "left out;" not in said
+
+    # Only the local model's own answers: nothing to learn, and the error says why and how.
+    own_only = Recorder(tmp_path / "own" / "ai-lsp-otel.jsonl")
+    own_only.analysis(output=answer(), **own)
+    own_only.close()
+    result = CliRunner().invoke(app, ["finetune", "prepare-dataset", "own"])
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert "All 1 usable analyses were answered by the local model" in said
+    assert "pass --include-local-answers to keep them" in said
+    assert "Traceback" not in result.output
 
 
 def test_cli_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -82,7 +82,8 @@ def prepare_dataset(
 
     Reads the analysis agent's runs (pydantic-ai 0.x, 1.x/2.x, ai-lsp-tune spans).
     Keeps runs that finished with a valid result; drops duplicates, issues the
-    user dismissed or that are not in the code; redacts secrets. Writes
+    user dismissed or that are not in the code, and the local model's own answers
+    (unless a fix from them was applied); redacts secrets. Writes
     dataset.json and the mlx-lm splits, and prints what each step removed.
 
     Bad lines are skipped and counted; exit code 2 when nothing is usable.
@@ -94,6 +95,7 @@ def prepare_dataset(
         max_seq_length=hyper["max_seq_length"],
         redact=redact,
         tokenizer=tokenizer,
+        include_local_answers=hyper["include_local_answers"],
     )
 
 
@@ -226,6 +228,7 @@ def pipeline(
         max_seq_length=request.max_seq_length,
         redact=redact,
         tokenizer=tokenizer,
+        include_local_answers=request.include_local_answers,
     )
     _run_train(request, launch)
 

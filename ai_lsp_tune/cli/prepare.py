@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ai_lsp_tune.dataset.report import SPLITS, DatasetReport
+from ai_lsp_tune.dataset.report import SPLITS, DatasetReport, local_answers_note
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -23,6 +23,7 @@ def run_prepare_dataset(
     max_seq_length: int = 2048,
     redact: bool = True,
     tokenizer: str | None = None,
+    include_local_answers: bool = False,
 ) -> DatasetReport:
     """prepare-dataset with a progress bar and the report table; exit code 2 on bad input."""
     from rich.console import Console
@@ -59,6 +60,7 @@ def run_prepare_dataset(
                 redact=redact,
                 tokenizer=tokenizer,
                 on_progress=on_progress,
+                include_local_answers=include_local_answers,
             )
     except dataset.NoUsableTraces as exc:
         console.print(render_report(exc.report))
@@ -110,6 +112,17 @@ def render_report(report: DatasetReport) -> Group:
     row("  result not a DiagnosticResult", report.invalid_result)
     if report.invalid_text:
         row("  text not valid Unicode", report.invalid_text, "unpaired surrogates", style="yellow")
+    if report.local_answers_left_out or report.local_answers_confirmed:
+        row(
+            "  local model's own answers",
+            report.local_answers_left_out,
+            "left out (--include-local-answers keeps them)",
+            style="yellow" if report.local_answers_left_out else "",
+        )
+        if report.local_answers_confirmed:
+            row("  local model's answers kept", report.local_answers_confirmed, "a fix applied")
+    elif report.local_answers:
+        row("  local model's own answers", report.local_answers, "kept (--include-local-answers)")
     if report.feedback_spans:
         row("  issues dismissed by the user", report.issues_dismissed, "removed from targets")
         row("  examples left without issues", report.dropped_all_dismissed, "dropped")
@@ -138,6 +151,8 @@ def render_report(report: DatasetReport) -> Group:
         more = report.skipped_total + report.malformed_spans - len(report.problems)
         tail = f"\n  ... and {more} more" if more > 0 else ""
         parts.append(Text(f"Skipped input:\n{lines}{tail}", style="yellow"))
+    if report.local_answers_left_out:
+        parts.append(Text(local_answers_note(report), style="yellow"))
     in_splits = sum(report.splits.values())
     if report.split_note:
         parts.append(Text(report.split_note, style="yellow"))

@@ -41,13 +41,17 @@ from ai_lsp_tune.traces.skim import skim_and_decode
 _URI_ATTRIBUTES = (genai.DOCUMENT_URI, "uri")  # ours; the original ai-lsp's analyze_document
 RUN_COUNTS = (
     *("agent_runs", "no_final_result", "error_status", "with_final_result", "scrubbed"),
-    *("invalid_result", "invalid_text", "usable", "feedback_spans"),
+    *("invalid_result", "invalid_text", "usable", "feedback_spans", "local_answers"),
 )
 CLEAN_COUNTS = (
+    *("local_answers_left_out", "local_answers_confirmed"),
     *("issues_dismissed", "dropped_all_dismissed", "issues_ungrounded", "dropped_ungrounded"),
     *("secrets_redacted", "examples_redacted"),
 )
 Dismissed = dict[tuple[str, str], list[tuple[str, str]]]  # (trace, span) -> [(snippet, message)]
+# The local model's analyses (trace, span) the user confirmed by applying a fix from them;
+# None: every answer of the local model is kept (--include-local-answers).
+Confirmed = set[tuple[str, str]] | None
 
 
 class ExampleMetadata(BaseModel):
@@ -104,6 +108,7 @@ class Collected:
     formats: Counter[str] = field(default_factory=Counter)
     uris: list[tuple[str, str]] = field(default_factory=list)  # (span id, URI), in input order
     dismissed: list[tuple[tuple[str, str], tuple[str, str]]] = field(default_factory=list)
+    applied: list[tuple[str, str]] = field(default_factory=list)  # (trace, span): a fix applied
     file_keys: list[tuple[str, str, str]] = field(default_factory=list)  # (uri, parent, name)
 
 
@@ -159,6 +164,7 @@ def collect_chunk(
             if result is None:
                 continue
             report.usable += 1
+            report.local_answers += run.answered_locally
             found.candidates += 1
             found.file_keys.append((run.document_uri, run.parent_span_id, run.document_name))
             # Pickled: a private temp file read back by this package only, and far cheaper
@@ -200,12 +206,15 @@ def clean_chunk(
     cleaned: Path,
     counter: TokenCounter | None = None,
     max_seq_length: int | None = None,
+    confirmed: Confirmed = None,
 ) -> Cleaned:
     """Clean a chunk's candidates (``keys``: their source files) into two files beside
     ``cleaned``: the dataset.json lines and the chat lines of the splits.
 
     ``counter`` None: the estimate (picklable by name). An example longer than
-    ``max_seq_length`` keeps its dataset.json line; its chat lines are its windows.
+    ``max_seq_length`` keeps its dataset.json line; its chat lines are its windows. With
+    ``confirmed`` a set, the local model's answers are left out unless their (trace, span)
+    is in it.
     """
     report = DatasetReport(redaction=redaction)
     counter = counter or estimate_counter()
@@ -218,7 +227,10 @@ def clean_chunk(
         private_binary_writer(out.chats) as chats,
     ):
         for key in keys:
-            example = _clean(pickle.load(pickled), key, dismissed, report)
+            candidate = pickle.load(pickled)
+            if not _kept_as_answered(candidate, confirmed, report):
+                continue
+            example = _clean(candidate, key, dismissed, report)
             if example is None:
                 continue
             system, user, result, assistant, metadata = example
@@ -337,7 +349,23 @@ def _candidate(run: AgentRun, result: dict[str, Any]) -> dict[str, Any]:
         ).model_dump(),
         "parent_span_id": run.parent_span_id,
         "document_name": run.document_name,
+        "answered_locally": run.answered_locally,
     }
+
+
+def _kept_as_answered(
+    candidate: dict[str, Any], confirmed: Confirmed, report: DatasetReport
+) -> bool:
+    """A teacher's answer is kept; the local model's own only when the user confirmed it (or
+    asked for all of them): trained on, it would teach the model to repeat itself."""
+    if confirmed is None or not candidate.get("answered_locally"):
+        return True
+    meta = candidate["metadata"]
+    if (meta["trace_id"], meta["span_id"]) in confirmed:
+        report.local_answers_confirmed += 1
+        return True
+    report.local_answers_left_out += 1
+    return False
 
 
 def _remember_feedback(found: Collected, attrs: dict[str, Any], report: DatasetReport) -> None:
@@ -346,9 +374,11 @@ def _remember_feedback(found: Collected, attrs: dict[str, Any], report: DatasetR
     except ValueError:
         return
     report.feedback_spans += 1
+    key = (feedback.analysis_trace_id, feedback.analysis_span_id)
     if feedback.kind == "dismissed":
-        key = (feedback.analysis_trace_id, feedback.analysis_span_id)
         found.dismissed.append((key, (feedback.issue_snippet, feedback.message)))
+    elif feedback.kind == "fix_applied":
+        found.applied.append(key)
 
 
 def _content_digest(system: bytes, user: bytes, result: dict[str, Any]) -> bytes:

@@ -24,6 +24,7 @@ from typing import Any
 
 from ai_lsp_tune.dataset.chunks import (
     Chunk,
+    Confirmed,
     clean_chunk,
     collect_chunk,
 )
@@ -74,8 +75,12 @@ def prepare_dataset(
     redact: bool = True,
     tokenizer: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    include_local_answers: bool = False,
 ) -> DatasetReport:
     """Read ``traces`` (files, folders, .gz) and write the cleaned dataset; return the counts.
+
+    Analyses our server's own local model answered are left out (training on them teaches the
+    model to repeat itself) unless the user applied a fix from them, or ``include_local_answers``.
 
     Raises otlp.TraceInputError for a missing input, NoUsableTraces when no example came out
     (earlier outputs are then left untouched), ValueError for an output folder we must not
@@ -118,7 +123,10 @@ def prepare_dataset(
             dataset_tmp = Path(name)
         staging = work / "splits" if output_dir is not None else None
         cleaned = dataset_tmp or work / "dataset.json"
-        _write_outputs(state, cleaned, staging, None if pool else counter, report, pool, workers)
+        confirmed = None if include_local_answers else state.applied
+        _write_outputs(
+            state, cleaned, staging, None if pool else counter, report, pool, workers, confirmed
+        )
         if report.examples == 0:
             raise NoUsableTraces(nothing_usable(report), report)
         if output_file is not None and dataset_tmp is not None:
@@ -147,6 +155,7 @@ class _Collected:
         self.work = work  # the private temp folder
         self.uri_by_span: dict[str, str] = {}
         self.dismissed: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self.applied: set[tuple[str, str]] = set()  # analyses a fix was applied from
         self.file_keys: list[tuple[str, str, str]] = []  # (own uri, parent span, name)
         self.candidates: list[tuple[Path, int]] = []  # per chunk: its file, how many
 
@@ -189,6 +198,7 @@ def _collect(
         state.uri_by_span.update(found.uris)
         for key, dismissal in found.dismissed:
             state.dismissed.setdefault(key, []).append(dismissal)
+        state.applied.update(found.applied)
         state.file_keys.extend(found.file_keys)
         state.candidates.append((candidates, found.candidates))
     report.runs_by_format = dict(formats)
@@ -219,6 +229,7 @@ def _write_outputs(
     report: DatasetReport,
     pool: Executor | None,
     workers: int,
+    confirmed: Confirmed = None,
 ) -> None:
     """Pass 2 cleans each chunk's candidates; pass 3 drops duplicates (first one kept) into
     ``cleaned_path`` (dataset.json), puts the examples that fit ``max_seq_length`` aside in chat
@@ -230,7 +241,7 @@ def _write_outputs(
         if count:
             chunk_keys, first = keys[first : first + count], first + count
             cleaned = candidates.with_name(candidates.stem.replace("candidates", "cleaned"))
-            options = (report.redaction, cleaned, counter, report.max_seq_length)
+            options = (report.redaction, cleaned, counter, report.max_seq_length, confirmed)
             tasks.append((candidates, chunk_keys, state.dismissed, *options))
     window = 2 * workers
     fitting: list[str] = []  # per example put aside: its source file

@@ -32,6 +32,9 @@ class DatasetReport(BaseModel):
     invalid_text: int = 0  # unpaired surrogates (escaped in the JSON): no UTF-8 can hold them
     usable: int = 0  # runs with a final result that is a DiagnosticResult, prompt intact
     # cleaning
+    local_answers: int = 0  # usable analyses answered by our own local model, not a teacher
+    local_answers_left_out: int = 0  # of those: not confirmed, and not --include-local-answers
+    local_answers_confirmed: int = 0  # kept by default: the user applied a fix from them
     feedback_spans: int = 0
     issues_dismissed: int = 0
     dropped_all_dismissed: int = 0
@@ -62,8 +65,23 @@ class DatasetReport(BaseModel):
         return sum(self.skipped_lines.values())
 
 
-def nothing_usable(report: DatasetReport) -> str:
-    """One sentence saying why no example came out, pointing at the likely cause."""
+KEEP_LOCAL_ANSWERS_CLI = "pass --include-local-answers to keep them"
+KEEP_LOCAL_ANSWERS_EDITOR = 'set "aiLsp.finetune.includeLocalAnswers" to true to keep them'
+
+
+def local_answers_note(report: DatasetReport, keep: str = KEEP_LOCAL_ANSWERS_CLI) -> str:
+    """What was left out for being the local model's own answers, and how to keep them; empty
+    when nothing was. ``keep`` says it where the user is (a CLI flag, an editor setting)."""
+    count = report.local_answers_left_out
+    if not count:
+        return ""
+    analyses = "analysis" if count == 1 else "analyses"
+    return f"{count} {analyses} answered by the local model left out; {keep}"
+
+
+def nothing_usable(report: DatasetReport, keep_local: str = KEEP_LOCAL_ANSWERS_CLI) -> str:
+    """One sentence saying why no example came out, pointing at the likely cause; ``keep_local``
+    says how to keep the local model's answers where the user is (CLI or editor)."""
     if report.requests == 0:
         where = "; ".join(report.unusable_files[:3]) or f"{report.files} file(s)"
         return (
@@ -84,7 +102,15 @@ def nothing_usable(report: DatasetReport) -> str:
             "DiagnosticResult"
             + (f", {report.invalid_text} not valid Unicode." if report.invalid_text else ".")
         )
+    local = report.local_answers_left_out
+    if local == report.usable:
+        return (
+            f"All {report.usable} usable analyses were answered by the local model, and were "
+            f"left out so that it does not learn to repeat itself; {keep_local}, or record "
+            "analyses with a teacher (the remote backend)."
+        )
     return (
-        f"All {report.usable} usable runs were removed by cleaning (issues dismissed "
-        "by the user or not found in the code, or duplicates)."
+        f"All {report.usable} usable runs were removed"
+        + (f": {local} answered by the local model ({keep_local}), the others" if local else "")
+        + " by cleaning (issues dismissed by the user or not found in the code, or duplicates)."
     )

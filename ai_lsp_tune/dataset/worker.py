@@ -35,6 +35,7 @@ class PrepareRequest(BaseModel):
     output_dir: Path
     max_seq_length: int
     tokenizer: str | None = None
+    include_local_answers: bool = False
 
 
 class _Message(WireMessage):
@@ -52,6 +53,7 @@ class PrepareDone(_Message):
     examples: int
     splits: dict[str, int]
     cropped: int = 0  # over-long examples cropped to windows of their code
+    local_note: str = ""  # the local model's own answers left out, and the setting to keep them
 
 
 class PrepareFailed(_Message):
@@ -152,7 +154,12 @@ def _child(argv: list[str]) -> int:
         channel.write(encode_line(message))
         channel.flush()
 
-    from ai_lsp_tune.dataset.prepare import prepare_dataset
+    from ai_lsp_tune.dataset.prepare import NoUsableTraces, prepare_dataset
+    from ai_lsp_tune.dataset.report import (
+        KEEP_LOCAL_ANSWERS_EDITOR,
+        local_answers_note,
+        nothing_usable,
+    )
     from ai_lsp_tune.files import sigterm_cleans_up
 
     request = PrepareRequest.model_validate_json(args.request)
@@ -173,11 +180,22 @@ def _child(argv: list[str]) -> int:
                 max_seq_length=request.max_seq_length,
                 tokenizer=request.tokenizer,
                 on_progress=on_progress,
+                include_local_answers=request.include_local_answers,
             )
+    except NoUsableTraces as exc:  # said with the editor's setting, not the CLI's flag
+        send(PrepareFailed(message=nothing_usable(exc.report, KEEP_LOCAL_ANSWERS_EDITOR)))
+        return 1
     except Exception as exc:  # each of prepare_dataset's errors is one clear sentence
         send(PrepareFailed(message=str(exc) or type(exc).__name__))
         return 1
-    send(PrepareDone(examples=report.examples, splits=dict(report.splits), cropped=report.cropped))
+    send(
+        PrepareDone(
+            examples=report.examples,
+            splits=dict(report.splits),
+            cropped=report.cropped,
+            local_note=local_answers_note(report, KEEP_LOCAL_ANSWERS_EDITOR),
+        )
+    )
     return 0
 
 

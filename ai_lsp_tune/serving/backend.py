@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from ai_lsp_tune.schema import DiagnosticResult, InvalidModelOutput, parse_diagnostic_result
 from ai_lsp_tune.serving.protocol import ChatMessage
 from ai_lsp_tune.serving.served_model import ServedModel
+from ai_lsp_tune.traces.genai import LOCAL_PROVIDER
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Backend(Protocol):
 class LocalBackend:
     """The MLX model served by our own model host (hot-swappable)."""
 
-    provider = "mlx"
+    provider = LOCAL_PROVIDER  # recorded on its analyses: prepare-dataset tells them apart by it
 
     def __init__(self, served: ServedModel, *, constrained: Callable[[], bool] = lambda: True):
         self.served = served

@@ -72,6 +72,7 @@ class AgentRun:
     language: str
     document_name: str
     source: str
+    answered_locally: bool = False  # by this server's own local model (``genai.LOCAL_PROVIDER``)
 
 
 def is_agent_run(span: Span) -> bool:
@@ -115,6 +116,7 @@ def _ours(span: Span) -> AgentRun:
         document_uri=record.document_uri,
         language=record.language,
         document_name=record.document_name,
+        answered_locally=genai.answered_locally(span.attributes),
     )
 
 
@@ -173,6 +175,7 @@ def _run(span: Span, fmt: RunFormat, **fields: Any) -> AgentRun:
         language=fields.pop("language", ""),
         document_name=fields.pop("document_name", ""),
         source=span.source,
+        answered_locally=fields.pop("answered_locally", False),
     )
 
 

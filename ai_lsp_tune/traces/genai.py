@@ -18,6 +18,9 @@ AGENT_NAME = "ai-lsp-analyzer"
 ANALYSIS_SPAN_NAME = f"invoke_agent {AGENT_NAME}"
 FEEDBACK_SPAN_NAME = "ai_lsp.feedback"
 INSTRUMENTATION_SCOPE = "ai_lsp_tune"
+# The provider of every answer from our own model host (the local backend), in every version of
+# this server: remote backends take theirs from a pydantic-ai model string, which has no "mlx".
+LOCAL_PROVIDER = "mlx"
 
 # GenAI semantic conventions
 OPERATION_NAME = "gen_ai.operation.name"
@@ -120,6 +123,11 @@ def analysis_attributes(record: AnalysisRecord) -> dict[str, Any]:
 def is_analysis_span(name: str, attrs: Mapping[str, Any]) -> bool:
     """Our own analysis span (not a pydantic-ai span, not a child span with leaked attributes)."""
     return name == ANALYSIS_SPAN_NAME and FORMAT_VERSION in attrs
+
+
+def answered_locally(attrs: Mapping[str, Any]) -> bool:
+    """An analysis span's answer came from our own local model, not from a teacher."""
+    return attrs.get(PROVIDER_NAME) == LOCAL_PROVIDER
 
 
 def _joined_text(parts: Any) -> str:

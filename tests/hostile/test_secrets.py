@@ -363,7 +363,7 @@ def record(trace_file: Path, plants: list[Plant]) -> None:
         ]
         record = genai.AnalysisRecord(
             model="qwen-test",
-            provider="mlx",
+            provider="openai",  # a teacher: the local model's own answers are left out
             system=SYSTEM_PROMPT,
             user=user_prompt(p.language, p.code, name),
             output=json.dumps({"issues": issues}),

@@ -36,7 +36,7 @@ def record(path: Path, *, files: int = 1, padding: int = 0) -> None:
         name = f"stats_{number}.py"
         analysis = genai.AnalysisRecord(
             model="qwen-test",
-            provider="mlx",
+            provider="openai",  # a teacher: the local model's own answers are left out
             system=SYSTEM_PROMPT,
             user=user_prompt("python", CODE, name),
             output=json.dumps(ANSWER, separators=(",", ":")),

@@ -433,6 +433,7 @@ class FinetuneJob:
             output_dir=dataset_dir,
             max_seq_length=options.settings.max_seq_length,
             tokenizer=str(base) if base.is_dir() else None,
+            include_local_answers=options.settings.include_local_answers,
         )
         self._preparation = DatasetPreparation(
             request, lambda fraction: self._prepared(0.1 + 0.85 * fraction)
@@ -443,7 +444,11 @@ class FinetuneJob:
             self._preparation = None
         self.record.examples = dict(done.splits)
         cropped = f", {done.cropped} long ones cropped to windows" if done.cropped else ""
-        step = ProgressStep("preparing", note=f"{done.examples} examples{cropped}")
+        local = f"; {done.local_note}" if done.local_note else ""
+        if done.local_note:
+            logger.info("fine-tune %s: %s", self._run_id, done.local_note)
+            self.record.notes.append(done.local_note)
+        step = ProgressStep("preparing", note=f"{done.examples} examples{cropped}{local}")
         self._report(step, self._meter.preparing(1.0))
 
     def _prepared(self, fraction: float) -> None:
