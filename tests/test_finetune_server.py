@@ -293,6 +293,77 @@ async def test_a_run_after_changing_settings_starts_fresh_and_says_so(
         await stop_session(student.session)
 
 
+async def test_the_local_models_own_answers_are_left_out_and_the_user_is_told(
+    taught_workspace: Path, isolated_home: Path, tiny_model: Path
+) -> None:
+    student = await start_student(taught_workspace, isolated_home, tiny_model, **QUICK)
+    try:
+        # The tiny model analyses a file itself: under the answer grammar its (empty) answer is
+        # valid and recorded beside the teacher's 16, but not what a fine-tune should learn.
+        uri = student.session.open("mod_40.py", source_file(40))
+        await student.session.wait_for_diagnostics(uri, timeout_s=60)
+        started = await student.command(commands.FINETUNE)
+        token = started["progressToken"]
+        prepared = await student.session.wait_for(
+            lambda: [
+                r.message
+                for r in student.progress(token)
+                if "examples" in (getattr(r, "message", None) or "")
+            ],
+            timeout_s=120,
+            what="the prepared dataset's counts",
+        )
+        assert "16 examples" in prepared[0]  # the teacher's only
+        assert (
+            '1 analysis answered by the local model left out; set "aiLsp.finetune.'
+            'includeLocalAnswers" to true to keep them' in prepared[0]
+        )
+        await student.command(commands.FINETUNE_CANCEL)
+        await student.wait_ended(token, timeout_s=60)
+    finally:
+        await stop_session(student.session)
+
+
+async def test_only_the_local_models_own_answers_fail_naming_the_setting_that_keeps_them(
+    tmp_path: Path, isolated_home: Path, tiny_model: Path
+) -> None:
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    student = await start_student(workspace, isolated_home, tiny_model, **QUICK)
+    try:
+        uri = student.session.open("mod_41.py", source_file(41))
+        await student.session.wait_for_diagnostics(uri, timeout_s=60)
+        first = await student.command(commands.FINETUNE)
+        reports = await student.wait_ended(first["progressToken"], timeout_s=120)
+        ended = reports[-1].message
+        assert ended.startswith("failed: ") and "answered by the local model" in ended, ended
+        assert '"aiLsp.finetune.includeLocalAnswers" to true to keep them' in ended
+        assert "--include-local-answers" not in ended  # the editor's setting, not the CLI flag
+        assert (await student.status())["servedModel"] == str(tiny_model)
+
+        student.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(
+                settings={"aiLsp": {"finetune": {"includeLocalAnswers": True}}}
+            )
+        )
+        again = await student.command(commands.FINETUNE)
+        token = again["progressToken"]
+        prepared = await student.session.wait_for(
+            lambda: [
+                r.message
+                for r in student.progress(token)
+                if "examples" in (getattr(r, "message", None) or "")
+            ],
+            timeout_s=120,
+            what="the prepared dataset's counts",
+        )
+        assert "1 examples" in prepared[0] and "left out" not in prepared[0]
+        await student.command(commands.FINETUNE_CANCEL)
+        await student.wait_ended(token, timeout_s=60)
+    finally:
+        await stop_session(student.session)
+
+
 async def test_killed_worker_and_unloadable_model_leave_the_old_model_serving(
     taught_workspace: Path, isolated_home: Path, tiny_model: Path
 ) -> None:
