@@ -102,7 +102,7 @@ async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
     student = await start_student(workspace, isolated_home, tiny_model, **LEARN)
     try:
         # (No analysis by the tiny model before the fine-tune: under the answer grammar its
-        # empty answer would be recorded, valid, and trained on beside the teacher's.)
+        # empty answer is recorded, valid, but left out of the dataset; tested below.)
         started = await student.command(commands.FINETUNE)
         token = started["progressToken"]
         assert started["state"] == "preparing"  # answered at once; the work goes on
