@@ -73,6 +73,15 @@ class Hyperparameters(BaseModel):
         "Recompute activations in the backward pass: less memory for long examples, slower steps.",
         same_run=False,
     )
+    max_batch_tokens: int | None = hyper(
+        None,
+        "Tokens (padding included) in one forward and backward pass; short examples are packed "
+        "several to a row, and a step over this is split, its gradients accumulated (the step "
+        "still has the batch size's examples). Default: batch size x max sequence length.",
+        ge=16,
+        le=1 << 32,
+        same_run=False,
+    )
     seed: int = hyper(0, "Seed for LoRA init and batch order.", ge=0)
     include_local_answers: bool = hyper(
         False,
@@ -152,6 +161,19 @@ def refusal(error: Mapping[str, Any], name: Callable[[str], str]) -> str:
     return f"invalid {name(str(loc[0]))} {error.get('input')}: {message}"
 
 
+def check_batch_tokens(
+    max_batch_tokens: int | None, max_seq_length: int, name: Callable[[str], str]
+) -> str | None:
+    """Why a token budget cannot hold one example of ``max_seq_length`` tokens; None if it can."""
+    if max_batch_tokens is None or max_batch_tokens >= max_seq_length:
+        return None
+    return (
+        f"{name('max_batch_tokens')} {max_batch_tokens} is less than {name('max_seq_length')} "
+        f"{max_seq_length}: one example must fit in a batch; raise {name('max_batch_tokens')} "
+        f"or lower {name('max_seq_length')}."
+    )
+
+
 def model_config(model: str) -> dict[str, Any] | None:
     """The model's config.json from its folder or the local hub cache; None when not at hand."""
     path = Path(model).expanduser()
@@ -183,6 +205,9 @@ def _text_value(config: Mapping[str, Any], key: str) -> Any:
 
 def misfit(model: str, values: Mapping[str, Any], name: Callable[[str], str]) -> str | None:
     """The first hyper-parameter in ``values`` the model cannot take, as one line; else None."""
+    budget, longest = values.get("max_batch_tokens"), values.get("max_seq_length")
+    if isinstance(longest, int) and (problem := check_batch_tokens(budget, longest, name)):
+        return problem
     config = model_config(model)
     if config is None:
         return None

@@ -20,6 +20,8 @@ from ai_lsp_tune.cli.app import app
         ("--batch-size", "0", "--batch-size"),
         ("--lora-rank", "5000", "--lora-rank"),
         ("--max-seq-length", "8", "--max-seq-length"),
+        ("--max-batch-tokens", "8", "--max-batch-tokens"),
+        ("--max-batch-tokens", "100", "--max-batch-tokens 100 is less than --max-seq-length 2048"),
     ],
 )
 def test_bad_hyperparameters_are_refused_before_training(

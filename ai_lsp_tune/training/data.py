@@ -20,14 +20,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ai_lsp_tune.training.distributed import shard
+from ai_lsp_tune.training.packing import (
+    Item,
+    collate_rows,
+    empty_batch,
+    micro_batches,
+    pack_rows,
+    packed_call,
+    packing_fault,
+)
 
 if TYPE_CHECKING:
     import mlx.core as mx
     import mlx.nn as nn
 
     from ai_lsp_tune.dataset.chunks import Example
-
-PAD_TO = 32  # sequence lengths are rounded up to this, so compiled step shapes repeat
 
 
 class ChatExample(Protocol):
@@ -160,35 +167,55 @@ class TokenizedSplit:
 
 def collate(items: Sequence[tuple[list[int], int]]) -> tuple[mx.array, mx.array, mx.array]:
     """A padded batch: tokens (B, L+1), answer positions (B, W) and their mask (B, W)."""
-    import mlx.core as mx
-
-    longest = max(len(tokens) for tokens, _ in items)
-    width = 1 + PAD_TO * math.ceil((longest - 1) / PAD_TO)
-    answer = max(len(tokens) - offset for tokens, offset in items)
-    answer_width = min(width - 1, PAD_TO * math.ceil(answer / PAD_TO))
-    batch = np.zeros((len(items), width), np.int32)
-    positions = np.zeros((len(items), answer_width), np.int32)
-    mask = np.zeros((len(items), answer_width), np.bool_)
-    steps = np.arange(answer_width)
-    for row, (tokens, offset) in enumerate(items):
-        batch[row, : len(tokens)] = tokens
-        # position p predicts token p + 1: the answer's tokens offset..len-1
-        positions[row] = np.minimum(offset - 1 + steps, width - 2)
-        mask[row] = steps < len(tokens) - offset
-    return mx.array(batch), mx.array(positions), mx.array(mask)
+    return collate_rows([[item] for item in items])[:3]  # type: ignore[return-value]
 
 
 class LengthGroupedBatches:
     """mlx-lm ``iterate_batches`` replacement: batches of similar length, shuffled order.
 
-    ``skip`` batches are passed over at the start (resuming replays the same order), and the
-    real (unpadded) token count of every training batch is kept for tokens/s.
+    A step is ``batch_size`` examples of similar length; with ``pack`` they are packed into as
+    few rows as they fit (``packing.py``), and a step over ``max_batch_tokens`` padded tokens is
+    split into micro-batches whose gradients mlx-lm accumulates: always ``steps_per_update``
+    of them (filled out with empty ones), each loss weighted by the step's answer tokens, so
+    the update is the one of the whole step. ``skip`` steps are passed over at the start
+    (resuming replays the same order), and the real (unpadded) token count of every training
+    step is kept for tokens/s.
     """
 
-    def __init__(self, *, seed: int = 0, skip: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        skip: int = 0,
+        pack: bool = False,
+        max_batch_tokens: int | None = None,
+    ) -> None:
         self.seed = seed
         self.skip = skip
+        self.pack = pack
+        self.max_batch_tokens = max_batch_tokens or (1 << 62)
         self.trained_tokens = 0
+        self.padded_tokens = 0  # input columns x rows of the training batches
+        self.rows = 0
+
+    def _groups(self, dataset: TokenizedSplit, batch_size: int) -> list[list[int]]:
+        order = sorted(range(len(dataset)), key=lambda i: len(dataset[i][0]))
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def _micro(self, items: Sequence[Item]) -> list[list[list[Item]]]:
+        if not items:
+            return []
+        rows = pack_rows([len(tokens) for tokens, _ in items], pack=self.pack)
+        return micro_batches([[items[i] for i in row] for row in rows], self.max_batch_tokens)
+
+    def steps_per_update(self, dataset: TokenizedSplit, batch_size: int, size: int = 1) -> int:
+        """Micro-batches per optimizer step: the most any step needs on any rank."""
+        most = 1
+        for group in self._groups(dataset, batch_size):
+            items = [dataset[i] for i in group]
+            for rank in range(size):
+                most = max(most, len(self._micro(shard(items, rank, size))))
+        return most
 
     def __call__(
         self,
@@ -198,16 +225,20 @@ class LengthGroupedBatches:
         loop: bool = False,
         seed: int | None = None,
         comm_group: Any = None,
-    ) -> Iterator[tuple[mx.array, mx.array, mx.array]]:
+    ) -> Iterator[tuple[Any, ...]]:
         # Every rank builds the same groups in the same order and takes its shard of each.
         rank, size = (comm_group.rank(), comm_group.size()) if comm_group else (0, 1)
-        order = sorted(range(len(dataset)), key=lambda i: len(dataset[i][0]))
-        groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        if not loop:
+        groups = self._groups(dataset, batch_size)
+        if not loop:  # evaluation: one (packed) batch per group, each loss a token mean
             for group in groups:
                 if group[rank::size]:  # losses are summed over ranks: no repeats here
-                    yield collate([dataset[i] for i in group[rank::size]])
+                    items = [dataset[i] for i in group[rank::size]]
+                    rows = pack_rows([len(tokens) for tokens, _ in items], pack=self.pack)
+                    yield collate_rows([[items[i] for i in row] for row in rows])
             return
+        import mlx.core as mx
+
+        per_update = self.steps_per_update(dataset, batch_size, size)
         skip = self.skip
         epoch = 0
         while True:
@@ -218,7 +249,21 @@ class LengthGroupedBatches:
                     continue
                 items = [dataset[i] for i in groups[g]]
                 self.trained_tokens += sum(len(tokens) for tokens, _ in items)  # all ranks'
-                yield collate(shard(items, rank, size))
+                answers = sum(  # all ranks' (an item a small group repeats counts twice)
+                    len(tokens) - offset
+                    for r in range(size)
+                    for tokens, offset in shard(items, r, size)
+                )
+                # mlx-lm divides the summed gradients by per_update and averages over ranks
+                weight = mx.array(per_update * size / answers, mx.float32)
+                micro = self._micro(shard(items, rank, size))
+                for layout in micro:
+                    batch = collate_rows(layout)
+                    self.rows += batch[0].shape[0]
+                    self.padded_tokens += batch[0].shape[0] * (batch[0].shape[1] - 1)
+                    yield (*batch, weight)
+                for _ in range(per_update - len(micro)):
+                    yield (*empty_batch(), weight)
             epoch += 1
 
 
@@ -233,6 +278,9 @@ def make_loss(model: nn.Module, group: Any = None) -> Callable[..., tuple[mx.arr
     With a distributed ``group``, a training step divides by the answer tokens of all ranks'
     shards (times the world size, which mlx-lm's gradient average divides out): the update is
     the one a single rank would make on the whole batch, not a mean of the shards' means.
+    A training batch's ``weight`` does the same without communicating: the iterator knows every
+    rank's and every micro-batch's answer tokens (``LengthGroupedBatches``). Packed rows
+    (``segments``) attend within each example only (``packing.py``).
     """
     import mlx.core as mx
     import mlx.nn as nn
@@ -240,17 +288,26 @@ def make_loss(model: nn.Module, group: Any = None) -> Callable[..., tuple[mx.arr
     head = _verified_head(model)
 
     def answer_loss(
-        model: nn.Module, batch: mx.array, positions: mx.array, mask: mx.array
+        model: nn.Module,
+        batch: mx.array,
+        positions: mx.array,
+        mask: mx.array,
+        segments: mx.array | None = None,
+        weight: mx.array | None = None,
     ) -> tuple[mx.array, mx.array]:
         inputs, targets = batch[:, :-1], batch[:, 1:]
         if head is not None:
-            hidden = model.model(inputs)
+            hidden = packed_call(model.model, inputs, segments)
             logits = head(mx.take_along_axis(hidden, positions[..., None], axis=1))
         else:
-            logits = mx.take_along_axis(model(inputs), positions[..., None], axis=1)
+            logits = mx.take_along_axis(
+                packed_call(model, inputs, segments), positions[..., None], axis=1
+            )
         answer_targets = mx.take_along_axis(targets, positions, axis=1)
         ce = nn.losses.cross_entropy(logits, answer_targets) * mask
         ntoks = mask.sum()
+        if weight is not None:  # a training micro-batch: its share of the whole step's loss
+            return ce.astype(mx.float32).sum() * weight, ntoks
         if group is not None and group.size() > 1 and model.training:
             everyone = mx.stop_gradient(mx.distributed.all_sum(ntoks, group=group))
             return ce.astype(mx.float32).sum() / everyone * group.size(), ntoks
@@ -306,6 +363,15 @@ def split_loss(
             num_batches=num_batches,
             max_seq_length=1 << 30,
             loss=make_loss(model),
-            iterate_batches=LengthGroupedBatches(),
+            iterate_batches=LengthGroupedBatches(pack=packs(model)),
         )
     )
+
+
+def packs(model: nn.Module) -> bool:
+    """Whether examples can be packed into rows for ``model`` (checked once per model)."""
+    fault = getattr(model, "_ai_lsp_packing_fault", None)
+    if fault is None:
+        fault = packing_fault(model) or ""
+        model._ai_lsp_packing_fault = fault
+    return not fault

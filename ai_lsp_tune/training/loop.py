@@ -8,6 +8,8 @@ when asked (by raising out of ``train``).
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +19,13 @@ from typing import Any
 
 from ai_lsp_tune.training.channel import Cancelled, EventChannel, WorkerError
 from ai_lsp_tune.training.checkpoint import CheckpointState, save_checkpoint
-from ai_lsp_tune.training.data import LengthGroupedBatches, TokenizedSplit, make_loss, split_loss
+from ai_lsp_tune.training.data import (
+    LengthGroupedBatches,
+    TokenizedSplit,
+    make_loss,
+    packs,
+    split_loss,
+)
 from ai_lsp_tune.training.distributed import World, any_stopped
 from ai_lsp_tune.training.evaluate import EvalMetrics
 from ai_lsp_tune.training.events import TrainingEvent, at
@@ -37,6 +45,7 @@ class TrainResult:
     peak_memory_gb: float
     val_history: list[tuple[int, float]] = field(default_factory=list)
     train_history: list[tuple[int, float]] = field(default_factory=list)
+    batching: dict[str, Any] = field(default_factory=dict)
 
 
 class _Stop(Exception):
@@ -46,10 +55,13 @@ class _Stop(Exception):
 class _Reporter:
     """mlx-lm TrainingCallback: events, best adapter, checkpoints, stop."""
 
-    def __init__(self, ctx: dict[str, Any], state: CheckpointState, start: int) -> None:
+    def __init__(
+        self, ctx: dict[str, Any], state: CheckpointState, start: int, per_update: int = 1
+    ) -> None:
         self.ctx = ctx
         self.state = state
         self.start = start
+        self.per_update = per_update  # mlx-lm counts micro-batches; we count optimizer steps
         self.best_weights: dict[str, Any] = ctx.pop("best_weights")
         self.last_report = time.perf_counter()
         self.last_tokens = 0
@@ -100,7 +112,7 @@ class _Reporter:
         )
 
     def on_train_loss_report(self, info: dict[str, Any]) -> None:
-        iteration = self.start + int(info["iteration"])
+        iteration = self.start + int(info["iteration"]) // self.per_update
         now = time.perf_counter()
         seconds = max(now - self.last_report - self.val_seconds, 1e-9)
         batches: LengthGroupedBatches = self.ctx["batches"]
@@ -125,7 +137,7 @@ class _Reporter:
             raise _Stop
 
     def on_val_loss_report(self, info: dict[str, Any]) -> None:
-        iteration = self.start + int(info["iteration"])
+        iteration = self.start + int(info["iteration"]) // self.per_update
         self.val_seconds += float(info["val_time"])
         self.record_val(iteration, float(info["val_loss"]))
         if iteration > self.start:
@@ -239,7 +251,8 @@ def train_lora(
     start = state.iteration
     # No validation split (a first fine-tune on few examples): no best-adapter selection.
     valid = tokens["valid"] if len(tokens["valid"]) else None
-    batches = LengthGroupedBatches(seed=request.seed, skip=start)
+    batches, batching = _batches(model, request, tokens["train"], start, world or World())
+    per_update = batching["micro_batches_per_step"]
     eval_every = request.eval_every or max(1, total // VALIDATIONS_PER_RUN)
     ctx = {
         "model": model,
@@ -252,15 +265,16 @@ def train_lora(
         "best_weights": best_weights,
         "after_eval_s": before_eval_seconds(channel),
     }
-    reporter = _Reporter(ctx, state, start)
+    reporter = _Reporter(ctx, state, start, per_update)
     if stop.is_set():
         raise Cancelled("Cancelled before training.")
     args = TrainingArgs(
         batch_size=request.batch_size,
-        iters=total - start,
+        iters=(total - start) * per_update,
         val_batches=request.val_batches,
-        steps_per_report=1,
-        steps_per_eval=eval_every,
+        steps_per_report=per_update,  # one report per optimizer step
+        steps_per_eval=eval_every * per_update,
+        grad_accumulation_steps=per_update,
         steps_per_save=1 << 62,  # we checkpoint ourselves (mlx-lm would save every 100)
         max_seq_length=request.max_seq_length,
         adapter_file=str(request.partial_dir / "mlx-lm-adapters.safetensors"),
@@ -292,7 +306,32 @@ def train_lora(
         peak_memory_gb=round(mx.get_peak_memory() / 1e9, 3),
         val_history=state.val_history,
         train_history=state.train_history,
+        batching={**batching, "rows": batches.rows, "padded_tokens": batches.padded_tokens},
     )
+
+
+PACK_ENV = "AI_LSP_TRAIN_PACK"  # "0": pad every example to its own row (benchmarks compare)
+
+
+def _batches(
+    model: Any, request: TrainRequest, train: TokenizedSplit, start: int, world: World
+) -> tuple[LengthGroupedBatches, dict[str, Any]]:
+    """The step batches: packed when the model keeps packed examples apart (else a log line),
+    split into micro-batches of at most ``max_batch_tokens``."""
+    wanted = os.environ.get(PACK_ENV, "1") != "0"
+    pack = wanted and packs(model)
+    if wanted and not pack:
+        fault = getattr(model, "_ai_lsp_packing_fault", "")
+        print(f"packing off for {request.model_name}: {fault}; batches are padded", file=sys.stderr)
+    batches = LengthGroupedBatches(
+        seed=request.seed, skip=start, pack=pack, max_batch_tokens=request.batch_token_budget
+    )
+    per_update = batches.steps_per_update(train, request.batch_size, world.size)
+    return batches, {
+        "packed": pack,
+        "max_batch_tokens": request.batch_token_budget,
+        "micro_batches_per_step": per_update,
+    }
 
 
 def before_eval_seconds(channel: EventChannel) -> float:

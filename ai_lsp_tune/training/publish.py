@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 RUN_JSON_VERSION = 1
 HYPERPARAMETERS = {"num_epochs", "batch_size", "learning_rate", "max_seq_length", "lora_rank",
-                   "lora_scale", "num_layers", "seed"}  # fmt: skip
+                   "lora_scale", "num_layers", "max_batch_tokens", "seed"}  # fmt: skip
 
 
 def write_adapters(
@@ -104,6 +104,7 @@ def write_run_json(
         if trained.train_seconds
         else None,
         "peak_memory_gb": trained.peak_memory_gb,
+        "batching": trained.batching,  # packed or not, micro-batches per step, rows, padding
         "evaluated_on": eval_split,
         "metrics": {"before": before.model_dump(), "after": after.model_dump()},
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),

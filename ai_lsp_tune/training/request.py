@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from ai_lsp_tune.config import DEFAULT_MODEL
 from ai_lsp_tune.hyperparams import Hyperparameters
+from ai_lsp_tune.training.packing import PAD_TO
 
 
 class TrainRequest(Hyperparameters):
@@ -67,6 +68,13 @@ class TrainRequest(Hyperparameters):
         if value == 0:
             raise ValueError("must be at least 1, or -1 for the whole split")
         return value
+
+    @property
+    def batch_token_budget(self) -> int:
+        """``max_batch_tokens``, or a budget that holds ``batch_size`` of the longest examples."""
+        if self.max_batch_tokens is not None:
+            return self.max_batch_tokens
+        return self.batch_size * PAD_TO * math.ceil(self.max_seq_length / PAD_TO)
 
     def resolved(self) -> TrainRequest:
         """The same request with absolute paths (the worker may run elsewhere)."""

@@ -11,7 +11,7 @@ export const SERVER_SETTINGS = [
 export const FINETUNE_SETTINGS = [
   'baseModel', 'continueFromServed', 'extraTraces', 'numEpochs', 'batchSize', 'learningRate',
   'maxSeqLength', 'loraRank', 'numLayers', 'force', 'minTestExamples', 'keepModels', 'hosts',
-  'hostfile', 'backend', 'gradCheckpoint', 'seed', 'includeLocalAnswers',
+  'hostfile', 'backend', 'gradCheckpoint', 'seed', 'includeLocalAnswers', 'maxBatchTokens',
 ] as const;
 
 /** What goes to the server: only what the user set; the server holds every default, so an
