@@ -255,6 +255,20 @@ def write_results(
               "and `--grad-checkpoint` (packed): same run, same trained tokens. Rows and padded "
               "tokens (rows x columns of every training batch) count what the model computed on; "
               "packed rows are never wider than the padded batch's, so memory cannot grow:", "",
+              "| data | rows packed / padded | padded tokens packed / padded | tok/s packed / "
+              "padded | MLX peak MiB packed / padded | peak RSS MiB packed / padded | "
+              "--grad-checkpoint: MLX peak MiB | peak RSS MiB | tok/s |",
+              "|---|---|---|---|---|---|---|---|---|", *memory, "",
+              "Packing lays a step's examples into rows no wider than its longest (first fit, "
+              "longest first), each example attending only to itself (block-diagonal causal "
+              "mask); the step's update is the padded one (tests/test_train_packing.py). The "
+              "uniform set's length-grouped steps hold 4 examples of about the same length: none "
+              "fits beside another, so packing changes nothing there (its rows and padded tokens "
+              "are the padded run's; a tok/s difference on that row is the machine's noise). Wider "
+              "rows would pack them, but attention grows with the square of the row width "
+              "(with 96 hidden units, attention is already a large share of this model's step) "
+              "and so would peak memory; not measured here.",
+              "",
               "Compiled step: ours trains through mlx-lm's `train`, whose step is already "
               '`mx.compile`d over forward, backward and update with the model, optimizer and '
               'random state captured (`partial(mx.compile, inputs=state, outputs=state)`); '
@@ -264,15 +278,11 @@ def write_results(
               '`--grad-checkpoint` trades speed for activation memory: it shows on long '
               'examples.',
               "",
-              "| data | rows packed / padded | padded tokens packed / padded | tok/s packed / "
-              "padded | MLX peak MiB packed / padded | peak RSS MiB packed / padded | "
-              "--grad-checkpoint: MLX peak MiB | peak RSS MiB | tok/s |",
-              "|---|---|---|---|---|---|---|---|---|", *memory, "",
               "Why: mlx-lm sorts chat examples by `len(dict)` (always 1), so its batches mix "
-              "lengths and pad to the longest; ours groups by token length and computes logits "
-              "only at answer positions. The skewed set's code is padded so each whole prompt "
-              f"(system + user) is log-uniform between 300 and {args.max_chars:,} characters, "
-              "at least the ~1,600 characters of the unpadded sample "
+              "lengths and pad to the longest; ours groups by token length, packs, and computes "
+              "logits only at answer positions. The skewed set's code is padded so each whole "
+              f"prompt (system + user) is log-uniform between 300 and {args.max_chars:,} "
+              "characters, at least the ~1,600 characters of the unpadded sample "
               "(real traces reach 30,000; `--max-chars 30000` "
               "runs that range, which takes long on MLX's Linux CPU wheel).", ""]  # fmt: skip
     text = RESULTS.read_text()

@@ -321,7 +321,7 @@ def _batches(
     wanted = os.environ.get(PACK_ENV, "1") != "0"
     pack = wanted and packs(model)
     if wanted and not pack:
-        fault = getattr(model, "_ai_lsp_packing_fault", "")
+        fault = model._ai_lsp_packing_fault
         print(f"packing off for {request.model_name}: {fault}; batches are padded", file=sys.stderr)
     batches = LengthGroupedBatches(
         seed=request.seed, skip=start, pack=pack, max_batch_tokens=request.batch_token_budget
@@ -329,6 +329,7 @@ def _batches(
     per_update = batches.steps_per_update(train, request.batch_size, world.size)
     return batches, {
         "packed": pack,
+        "unpacked_because": None if pack or not wanted else model._ai_lsp_packing_fault,
         "max_batch_tokens": request.batch_token_budget,
         "micro_batches_per_step": per_update,
     }
