@@ -166,7 +166,7 @@ def test_a_step_over_max_batch_tokens_is_split_and_still_one_step(
 
     from typer.testing import CliRunner
 
-    from ai_lsp_tune.cli import app
+    from ai_lsp_tune.cli.app import app
     from tests.test_train import write_splits
 
     dataset = write_splits(tmp_path / "data", 16, 4, 2)
