@@ -33,7 +33,8 @@ from ai_lsp_tune.dataset.redact import Redactor
 from ai_lsp_tune.dataset.report import DatasetReport
 from ai_lsp_tune.dataset.tokens import TokenCounter, estimate_counter
 from ai_lsp_tune.files import private_binary_writer
-from ai_lsp_tune.schema import DiagnosticResult, parse_json_text
+from ai_lsp_tune.prompts import code_of
+from ai_lsp_tune.schema import DiagnosticResult, parse_json_text, snippet_grounded
 from ai_lsp_tune.traces import genai, otlp
 from ai_lsp_tune.traces.agent_runs import AgentRun, agent_run_from_span, parse_user_prompt
 from ai_lsp_tune.traces.skim import skim_and_decode
@@ -396,9 +397,8 @@ def _clean(
             result = _redact_value(result, redactor)
             report.secrets_redacted += redactor.count
             report.examples_redacted += 1
-    parts = parse_user_prompt(user)
-    code = parts.code if parts else user
-    grounded = [i for i in result["issues"] if _grounded(i, code)]
+    code = code_of(user)
+    grounded = [i for i in result["issues"] if snippet_grounded(i.get("issue_snippet"), code)]
     report.issues_ungrounded += len(result["issues"]) - len(grounded)
     if had_issues and not grounded:
         report.dropped_ungrounded += 1
@@ -408,11 +408,6 @@ def _clean(
     meta["file"] = key
     assistant = answer_json(result)
     return candidate["system"], user, result, assistant, meta
-
-
-def _grounded(issue: dict[str, Any], code: str) -> bool:
-    snippet = issue.get("issue_snippet")
-    return isinstance(snippet, str) and bool(snippet) and snippet in code
 
 
 def _is_dismissed(issue: dict[str, Any], dismissed: list[tuple[str, str]]) -> bool:
