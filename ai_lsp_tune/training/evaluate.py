@@ -52,6 +52,23 @@ class EvalMetrics(BaseModel):
     unconstrained_valid_json_rate: float | None = None
 
 
+# How each metric is named and shown, in the CLI's table and the editor's messages alike:
+# (EvalMetrics field, label, shown as a percentage).
+METRIC_LABELS = (
+    ("valid_json_rate", "valid JSON", True),
+    ("unconstrained_valid_json_rate", "unconstrained JSON", True),
+    ("schema_valid_rate", "schema-valid", True),
+    ("grounded_rate", "grounded", True),
+    ("snippet_f1", "snippet F1", False),
+    ("val_loss", "val loss", False),
+)
+
+
+def format_metric(value: float, as_percent: bool) -> str:
+    """``95%`` for a rate, ``0.72`` for a score or a loss."""
+    return f"{value:.0%}" if as_percent else f"{value:.2f}"
+
+
 def not_worse(candidate: EvalMetrics, current: EvalMetrics) -> bool:
     """Should the candidate replace the current model? Not if it scores clearly lower."""
     for name in ("schema_valid_rate", "grounded_rate", "snippet_f1"):
