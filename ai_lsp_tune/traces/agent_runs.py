@@ -25,7 +25,7 @@ from typing import Any
 
 from ai_lsp_tune.prompts import USER_PROMPT_PATTERN, PromptParts, parse_user_prompt
 from ai_lsp_tune.traces import genai
-from ai_lsp_tune.traces.otlp import Span
+from ai_lsp_tune.traces.spans import Span
 
 SCRUBBED_MARKER = "[Scrubbed due to "
 PYDANTIC_AI_SCOPE = "pydantic-ai"
