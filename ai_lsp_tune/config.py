@@ -17,11 +17,18 @@ from ai_lsp_tune.hyperparams import Hyperparameters
 DEFAULT_MODEL = "mlx-community/gemma-2-2b-it-4bit"  # the original tool's default
 
 
-class _Camel(BaseModel):
+class CamelModel(BaseModel):
+    """snake_case in Python, camelCase on the wire: the settings editors send, the status and
+    run records the server sends back."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
+    def wire(self) -> dict[str, Any]:
+        """JSON-ready dict with camelCase keys, as the editors read it."""
+        return self.model_dump(mode="json", by_alias=True)
 
-class FinetuneSettings(_Camel, Hyperparameters):
+
+class FinetuneSettings(CamelModel, Hyperparameters):
     """``aiLsp.finetune.*``: the hyper-parameters (``Hyperparameters``), then the job's own."""
 
     base_model: str | None = Field(
@@ -54,7 +61,7 @@ class FinetuneSettings(_Camel, Hyperparameters):
     )
 
 
-class Settings(_Camel):
+class Settings(CamelModel):
     backend: Literal["local", "remote"] = Field(
         "local", description="local: an MLX model served here; remote: a pydantic-ai model."
     )

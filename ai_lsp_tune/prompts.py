@@ -1,4 +1,5 @@
-"""The analysis task's prompts, shared by the server (prompting) and the dataset (training).
+"""The analysis task's prompts, shared by the server (prompting) and the dataset (training),
+and the one way a chat is rendered into tokens for the model (training and serving alike).
 
 The system prompt and user prompt are the original ai-lsp tool's, word for word, so traces
 recorded by the original tool and by this server train the same task.
@@ -7,7 +8,9 @@ recorded by the original tool and by this server train the same task.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # ruff: noqa: E501  (the original prompt text, verbatim)
 SYSTEM_PROMPT = (
@@ -100,3 +103,81 @@ def parse_user_prompt(user: str) -> PromptParts | None:
         int(match["last"]),
         int(match["total"]),
     )
+
+
+def code_of(user: str) -> str:
+    """The analysed code of an analysis prompt (the whole text of any other prompt)."""
+    parts = parse_user_prompt(user)
+    return parts.code if parts else user
+
+
+# --- Rendering a chat for the model: the one rendering training and serving share -------------
+def chat_messages(system: str, user: str, assistant: str | None = None) -> list[dict[str, str]]:
+    """One analysis as a chat: system and user turns, and the answer when there is one."""
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    if assistant is not None:
+        messages.append({"role": "assistant", "content": assistant})
+    return messages
+
+
+def template_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """``messages`` with the system prompt folded into the first user turn for templates
+    without a system role (e.g. Gemma's)."""
+    chat = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if len(chat) > 1 and chat[0]["role"] == "system" and not supports_system_role(tokenizer):
+        system, first = chat[0], chat[1]
+        chat = [
+            {"role": first["role"], "content": f"{system['content']}\n\n{first['content']}"},
+            *chat[2:],
+        ]
+    return chat
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    """False for a model without a chat template: it is prompted in plain text."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def supports_system_role(tokenizer: Any) -> bool:
+    """Whether the tokenizer's chat template accepts a system turn (asked once per tokenizer)."""
+    cached = getattr(tokenizer, "_ai_lsp_system_role", None)
+    if cached is None:
+        try:
+            tokenizer.apply_chat_template(
+                [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                add_generation_prompt=True,
+                return_dict=False,
+            )
+            cached = True
+        except Exception:  # jinja raises TemplateError("System role not supported")
+            cached = False
+        tokenizer._ai_lsp_system_role = cached
+    return bool(cached)
+
+
+def render_chat(
+    tokenizer: Any, messages: Sequence[Mapping[str, str]], *, add_generation_prompt: bool = True
+) -> list[int]:
+    """Token ids of a chat, rendered the same way for training and for serving.
+
+    ``add_generation_prompt``: the chat ends where the model's answer starts (serving, the
+    prompt part of a training example); False for a whole example, answer included. A model
+    without a chat template gets the turns as plain text, and its answer ends in end-of-text.
+    """
+    if not has_chat_template(tokenizer):
+        text = "\n\n".join(m["content"] for m in messages)
+        if add_generation_prompt:
+            return list(tokenizer.encode(text + "\n\n"))
+        eos = getattr(tokenizer, "eos_token_id", None)
+        return [*tokenizer.encode(text), *([] if eos is None else [eos])]
+    chat = template_chat(tokenizer, messages)
+    return list(
+        tokenizer.apply_chat_template(
+            chat, add_generation_prompt=add_generation_prompt, return_dict=False
+        )
+    )
+
+
+def prompt_tokens(tokenizer: Any, system: str, user: str) -> list[int]:
+    """The analysis prompt as the model host renders it: template + generation prompt."""
+    return render_chat(tokenizer, chat_messages(system, user))

@@ -89,6 +89,12 @@ def parse_diagnostic_result(text: str) -> DiagnosticResult:
         raise InvalidModelOutput(f"not a DiagnosticResult: {where}: {first['msg']}", text) from exc
 
 
+def snippet_grounded(snippet: object, code: str) -> bool:
+    """True when an issue_snippet is a non-empty text found in the code (so the LSP can place
+    it): the one grounding check of the dataset's filter and the evaluation's score."""
+    return isinstance(snippet, str) and bool(snippet) and snippet in code
+
+
 def snippets_grounded(result: DiagnosticResult, code: str) -> bool:
-    """True when every issue_snippet occurs in the code (so the LSP can place it)."""
-    return all(issue.issue_snippet and issue.issue_snippet in code for issue in result.issues)
+    """True when every issue_snippet occurs in the code."""
+    return all(snippet_grounded(issue.issue_snippet, code) for issue in result.issues)

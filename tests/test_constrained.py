@@ -142,9 +142,8 @@ def test_an_answer_near_the_token_budget_is_closed_not_cut(
 
     from ai_lsp_tune.decoding.decode import decode_answer
     from ai_lsp_tune.decoding.grammar import answer_grammar
-    from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
+    from ai_lsp_tune.prompts import SYSTEM_PROMPT, prompt_tokens, user_prompt
     from ai_lsp_tune.schema import parse_diagnostic_result
-    from ai_lsp_tune.training.data import prompt_tokens
 
     model, tokenizer = load(str(tiny_model_word_split))[:2]
     grammar = answer_grammar(tokenizer, model.args.vocab_size)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from ai_lsp_tune.cli.demo import sample_analyses
+from ai_lsp_tune.prompts import code_of
 from ai_lsp_tune.training.evaluate import (
     EvalMetrics,
-    code_of,
     greedy_answers,
     not_worse,
     score_answers,
@@ -97,7 +97,7 @@ def test_greedy_answers_report_each_finished_answer_and_match_mlx_lm(tiny_model:
     from mlx_lm import load
     from mlx_lm.generate import batch_generate
 
-    from ai_lsp_tune.training.data import prompt_tokens
+    from ai_lsp_tune.prompts import prompt_tokens
 
     model, tokenizer = load(str(tiny_model))
     examples = sample_analyses(6, seed=1)

@@ -14,9 +14,7 @@ from ai_lsp_tune.server.finetune.progress import (
     ProgressMeter,
     ProgressStep,
     describe_change,
-    format_eta,
     format_progress,
-    format_rate,
 )
 from ai_lsp_tune.server.finetune.states import (
     FinetuneStatus,
@@ -27,6 +25,7 @@ from ai_lsp_tune.server.finetune.states import (
     load_record,
     save_record,
 )
+from ai_lsp_tune.training.events import format_eta, format_rate
 
 PHASES = ["loading", "evaluating", "training", "evaluating", "fusing"]
 

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from ai_lsp_tune.traces import otlp
 from ai_lsp_tune.traces.exporter import OtlpJsonFileSpanExporter, backups_of
+from ai_lsp_tune.traces.spans import decode_span
 from tests.recorded_traces import TraceFacts
 
 
@@ -301,7 +302,7 @@ def test_decoding_only_the_run_spans_agrees_with_parsing_the_line(
         source = f"{trace_file.path}:{number}"
         spans = list(otlp._spans_of(json.loads(line), trace_file.path, number, otlp.ReadReport()))
         decoded = [
-            otlp._decode_span(raw, name, version, source) for raw, name, version in skimmed.decoded
+            decode_span(raw, name, version, source) for raw, name, version in skimmed.decoded
         ]
         assert decoded == [s for s in spans if "final_result" in s.attributes]
         runs = [run for s in spans if (run := agent_run_from_span(s))]

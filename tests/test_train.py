@@ -89,7 +89,7 @@ def test_fine_tuning_teaches_the_tiny_model_the_answer_format(
     # The published model is an ordinary mlx-lm model that answers in the learned format.
     from mlx_lm import generate, load
 
-    from ai_lsp_tune.training.data import prompt_tokens
+    from ai_lsp_tune.prompts import prompt_tokens
 
     model, tokenizer = load(str(tmp_path / "out" / "model"))
     sample = sample_analyses(1, seed=99)[0]

@@ -10,9 +10,17 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ai_lsp_tune.dataset.crop import answer_json, chat, crop_example
+from ai_lsp_tune.dataset.crop import answer_json, crop_example
 from ai_lsp_tune.dataset.tokens import estimate_counter
-from ai_lsp_tune.prompts import SYSTEM_PROMPT, parse_user_prompt, user_prompt, window_user_prompt
+from ai_lsp_tune.prompts import (
+    SYSTEM_PROMPT,
+    parse_user_prompt,
+    user_prompt,
+    window_user_prompt,
+)
+from ai_lsp_tune.prompts import (
+    chat_messages as chat,
+)
 from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.agent_runs import agent_run_from_span
 from ai_lsp_tune.traces.otlp import Span

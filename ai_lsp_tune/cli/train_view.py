@@ -7,8 +7,8 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from ai_lsp_tune.training.distributed import Launch, launched_rank
-from ai_lsp_tune.training.evaluate import EvalMetrics
-from ai_lsp_tune.training.events import WorkerEvent
+from ai_lsp_tune.training.evaluate import METRIC_LABELS, EvalMetrics, format_metric
+from ai_lsp_tune.training.events import WorkerEvent, training_readout
 from ai_lsp_tune.training.request import TrainRequest
 from ai_lsp_tune.training.runner import RunOutcome, run_training
 
@@ -22,18 +22,11 @@ _LABELS = {
 }
 
 
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "ETA -"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"ETA {minutes}:{secs:02d}"
-
-
 class _View:
     def __init__(self, progress: Progress, console: Console) -> None:
         self.progress = progress
         self.console = console
-        self.task = progress.add_task("Starting", total=1000, stats="", eta="")
+        self.task = progress.add_task("Starting", total=1000, stats="")
         self.train_loss: float | None = None
         self.val_loss: float | None = None
 
@@ -43,7 +36,7 @@ class _View:
             return
         if event.phase in ("error", "cancelled"):
             return  # reported after the bar closes
-        stats, eta = "", ""
+        stats = ""
         label = _LABELS.get(event.phase, event.phase.capitalize())
         if event.phase == "evaluating":
             label = f"Evaluating ({event.stage})"
@@ -52,16 +45,17 @@ class _View:
             self.train_loss = event.train_loss if event.train_loss is not None else self.train_loss
             self.val_loss = event.val_loss if event.val_loss is not None else self.val_loss
             label = f"Training {event.iteration}/{event.total}"
-            parts = []
-            if self.train_loss is not None:
-                parts.append(f"loss {self.train_loss:.3f}")
-            if self.val_loss is not None:
-                parts.append(f"val {self.val_loss:.3f}")
-            if event.tokens_per_sec:
-                parts.append(f"{event.tokens_per_sec:,.0f} tok/s")
-            stats, eta = " · ".join(parts), _eta(event.eta_s)
+            readout = training_readout(
+                train_loss=self.train_loss,
+                val_loss=self.val_loss,
+                tokens_per_sec=event.tokens_per_sec,
+                eta_s=event.eta_s,
+                iteration=event.iteration,
+                total=event.total,
+            )
+            stats = " · ".join(readout)
         self.progress.update(
-            self.task, completed=event.fraction * 1000, description=label, stats=stats, eta=eta
+            self.task, completed=event.fraction * 1000, description=label, stats=stats
         )
 
 
@@ -76,7 +70,6 @@ def train_with_progress(request: TrainRequest, launch: Launch | None = None) -> 
         BarColumn(),
         TaskProgressColumn(),
         TextColumn("{task.fields[stats]}"),
-        TextColumn("{task.fields[eta]}"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=errors) as progress:
@@ -90,22 +83,12 @@ def metrics_table(before: EvalMetrics | None, after: EvalMetrics | None) -> Tabl
     table.add_column("metric")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
-    rows = [
-        ("valid JSON", "valid_json_rate", True),
-        ("valid JSON, unconstrained", "unconstrained_valid_json_rate", True),
-        ("valid DiagnosticResult", "schema_valid_rate", True),
-        ("snippets found in the code", "grounded_rate", True),
-        ("issue-snippet F1", "snippet_f1", False),
-        ("loss", "val_loss", False),
-    ]
 
     def cell(metrics: EvalMetrics | None, name: str, percent: bool) -> str:
         value = getattr(metrics, name, None) if metrics else None
-        if value is None:
-            return "-"
-        return f"{value:.0%}" if percent else f"{value:.3f}"
+        return "-" if value is None else format_metric(value, percent)
 
-    for label, name, percent in rows:
+    for name, label, percent in METRIC_LABELS:
         table.add_row(label, cell(before, name, percent), cell(after, name, percent))
     n = after.n if after else before.n if before else 0
     table.caption = f"{n} test prompts"

@@ -1,6 +1,6 @@
 """Traces -> training set.
 
-Read in chunks by worker processes (``pool``, ``chunks``), cleaned (``redact``, ``crop``),
-written (``prepare``; in the server, by the ``worker`` process), read back by training
-(``reader``).
+Read in chunks by worker processes (``pool``, ``chunks``), cleaned (``clean``, with ``redact``
+and ``crop``), written (``prepare``; in the server, by the ``worker`` process), read back by
+training (``reader``).
 """

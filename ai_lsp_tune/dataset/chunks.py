@@ -1,41 +1,32 @@
-"""One piece of `prepare-dataset`'s work: a chunk of trace input, read or cleaned.
+"""The first pass of `prepare-dataset` over a chunk of trace input: its usable runs, read.
 
 A large plain trace file is cut at line starts into chunks that worker processes read at the
 same time (``collect_chunk``), each writing the usable runs it finds to its own private temp
 file. Once every chunk was read (a run's document URI or a dismissal may come later in the
-input), the chunks are cleaned the same way (``clean_chunk``): dismissed issues, secrets,
-grounding, the token count. ``dataset`` merges the small per-chunk results in input order, so
-counts, line numbers, duplicates and splits are exactly what one sequential pass gives.
+input), ``clean.clean_chunk`` cleans each chunk's runs the same way. ``prepare`` merges the
+small per-chunk results in input order, so counts, line numbers, duplicates and splits are
+exactly what one sequential pass gives.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
-import os
 import pickle
-import signal
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic_core import to_json
 
-from ai_lsp_tune.dataset.crop import answer_json, crop_example
-from ai_lsp_tune.dataset.redact import Redactor
 from ai_lsp_tune.dataset.report import DatasetReport
-from ai_lsp_tune.dataset.tokens import TokenCounter, estimate_counter
 from ai_lsp_tune.files import private_binary_writer
+from ai_lsp_tune.prompts import parse_user_prompt
 from ai_lsp_tune.schema import DiagnosticResult, parse_json_text
 from ai_lsp_tune.traces import genai, otlp
-from ai_lsp_tune.traces.agent_runs import AgentRun, agent_run_from_span, parse_user_prompt
+from ai_lsp_tune.traces.agent_runs import AgentRun, agent_run_from_span
 from ai_lsp_tune.traces.skim import skim_and_decode
 
 _URI_ATTRIBUTES = (genai.DOCUMENT_URI, "uri")  # ours; the original ai-lsp's analyze_document
@@ -43,15 +34,6 @@ RUN_COUNTS = (
     *("agent_runs", "no_final_result", "error_status", "with_final_result", "scrubbed"),
     *("invalid_result", "invalid_text", "usable", "feedback_spans", "local_answers"),
 )
-CLEAN_COUNTS = (
-    *("local_answers_left_out", "local_answers_confirmed"),
-    *("issues_dismissed", "dropped_all_dismissed", "issues_ungrounded", "dropped_ungrounded"),
-    *("secrets_redacted", "examples_redacted"),
-)
-Dismissed = dict[tuple[str, str], list[tuple[str, str]]]  # (trace, span) -> [(snippet, message)]
-# The local model's analyses (trace, span) the user confirmed by applying a fix from them;
-# None: every answer of the local model is kept (--include-local-answers).
-Confirmed = set[tuple[str, str]] | None
 
 
 class ExampleMetadata(BaseModel):
@@ -186,115 +168,6 @@ def _malformed(read: otlp.ReadReport, path: Path, span: otlp.Span, error: Except
     read.bad_span(path, line, f"{span.name[:60]}: {type(error).__name__}")
 
 
-@dataclass
-class Cleaned:
-    """A chunk's cleaned examples: two files, and per example what the merge needs."""
-
-    counts: dict[str, int]
-    examples: Path  # dataset.json lines, in candidate order
-    chats: Path  # mlx-lm chat lines, the same examples
-    # per example: content digest (hex), tokens, source file, bytes of its dataset.json line
-    # and of its chat lines, how many chat lines (1; 0: too long to crop; more: windows)
-    rows: list[tuple[str, int, str, int, int, int]] = field(default_factory=list)
-
-
-def clean_chunk(
-    candidates: Path,
-    keys: list[str],
-    dismissed: Dismissed,
-    redaction: bool,
-    cleaned: Path,
-    counter: TokenCounter | None = None,
-    max_seq_length: int | None = None,
-    confirmed: Confirmed = None,
-) -> Cleaned:
-    """Clean a chunk's candidates (``keys``: their source files) into two files beside
-    ``cleaned``: the dataset.json lines and the chat lines of the splits.
-
-    ``counter`` None: the estimate (picklable by name). An example longer than
-    ``max_seq_length`` keeps its dataset.json line; its chat lines are its windows. With
-    ``confirmed`` a set, the local model's answers are left out unless their (trace, span)
-    is in it.
-    """
-    report = DatasetReport(redaction=redaction)
-    counter = counter or estimate_counter()
-    count = counter.count
-    out = Cleaned({}, cleaned.with_suffix(".examples"), cleaned.with_suffix(".chats"))
-    system_json = _LastJson()  # the system prompt repeats across examples
-    with (
-        candidates.open("rb") as pickled,
-        private_binary_writer(out.examples) as examples,
-        private_binary_writer(out.chats) as chats,
-    ):
-        for key in keys:
-            candidate = pickle.load(pickled)
-            if not _kept_as_answered(candidate, confirmed, report):
-                continue
-            example = _clean(candidate, key, dismissed, report)
-            if example is None:
-                continue
-            system, user, result, assistant, metadata = example
-            messages = [
-                {"role": "system", "content": system},
-                {"role": "user", "content": user},
-                {"role": "assistant", "content": assistant},
-            ]
-            # Each text is JSON-encoded once, for both lines and the digest: the dataset.json
-            # line is what Example.model_dump_json writes (pydantic's encoder), the chat line
-            # what json.dumps(ensure_ascii=False) writes (the same escapes; both tested).
-            s, u, a = system_json(system), to_json(user), to_json(assistant)
-            line = b"".join(
-                [
-                    *(b'{"system":', s, b',"user":', u, b',"assistant":', a),
-                    *(b',"metadata":', to_json(metadata), b"}\n"),
-                ]
-            )
-            chat = b"".join(
-                [
-                    *(b'{"messages": [{"role": "system", "content": ', s),
-                    *(b'}, {"role": "user", "content": ', u),
-                    *(b'}, {"role": "assistant", "content": ', a, b"}]}\n"),
-                ]
-            )
-            examples.write(line)
-            tokens, lines = count(messages), 1
-            if max_seq_length is not None and tokens > max_seq_length:
-                crops = crop_example(
-                    system, user, result, count, max_seq_length, count_chars=counter.count_chars
-                )
-                crops = crops or []
-                chat = b"".join(_chat_line(system_json(system), c.user, c.assistant) for c in crops)
-                lines = len(crops)
-            chats.write(chat)
-            digest = _content_digest(s, u, result)
-            out.rows.append((digest.hex(), tokens, key, len(line), len(chat), lines))
-    out.counts = {name: getattr(report, name) for name in CLEAN_COUNTS}
-    return out
-
-
-def _chat_line(system_json: bytes, user: str, assistant: str) -> bytes:
-    return b"".join(
-        [
-            *(b'{"messages": [{"role": "system", "content": ', system_json),
-            *(b'}, {"role": "user", "content": ', to_json(user)),
-            *(b'}, {"role": "assistant", "content": ', to_json(assistant), b"}]}\n"),
-        ]
-    )
-
-
-class _LastJson:
-    """``to_json(text)``, remembering the last text."""
-
-    def __init__(self) -> None:
-        self.text: str | None = None
-        self.encoded = b""
-
-    def __call__(self, text: str) -> bytes:
-        if text != self.text:
-            self.text, self.encoded = text, to_json(text)
-        return self.encoded
-
-
 def _usable_result(run: AgentRun, report: DatasetReport) -> dict[str, Any] | None:
     """The answer as parsed JSON, or None (counted) when the run cannot be an example."""
     if run.output is None:  # checked first: skimmed lines cannot tell a failure apart
@@ -353,21 +226,6 @@ def _candidate(run: AgentRun, result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _kept_as_answered(
-    candidate: dict[str, Any], confirmed: Confirmed, report: DatasetReport
-) -> bool:
-    """A teacher's answer is kept; the local model's own only when the user confirmed it (or
-    asked for all of them): trained on, it would teach the model to repeat itself."""
-    if confirmed is None or not candidate.get("answered_locally"):
-        return True
-    meta = candidate["metadata"]
-    if (meta["trace_id"], meta["span_id"]) in confirmed:
-        report.local_answers_confirmed += 1
-        return True
-    report.local_answers_left_out += 1
-    return False
-
-
 def _remember_feedback(found: Collected, attrs: dict[str, Any], report: DatasetReport) -> None:
     try:
         feedback = genai.feedback_from_attributes(attrs)
@@ -379,114 +237,3 @@ def _remember_feedback(found: Collected, attrs: dict[str, Any], report: DatasetR
         found.dismissed.append((key, (feedback.issue_snippet, feedback.message)))
     elif feedback.kind == "fix_applied":
         found.applied.append(key)
-
-
-def _content_digest(system: bytes, user: bytes, result: dict[str, Any]) -> bytes:
-    """Equal for examples with equal parsed content (0.x writes spaced JSON, 2.x compact).
-
-    ``system`` and ``user``: the texts as JSON strings (one text, one encoding).
-    """
-    answer = json.dumps(result, sort_keys=True).encode()
-    digest = hashlib.blake2b(digest_size=16)
-    for part in (system, user, answer):
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return digest.digest()
-
-
-CleanExample = tuple[str, str, dict[str, Any], str, dict[str, str]]
-
-
-def _clean(
-    candidate: dict[str, Any], key: str, dismissed_by_run: Dismissed, report: DatasetReport
-) -> CleanExample | None:
-    """Dismissed issues out, secrets redacted, ungrounded issues out; None when nothing is left.
-
-    The example as (system, user, result, result as JSON, metadata as ExampleMetadata dumps it).
-    """
-    result, user = candidate["result"], candidate["user"]
-    issues: list[Any] = list(result.get("issues", []))
-    had_issues = bool(issues)
-    meta = dict(candidate["metadata"])  # ExampleMetadata.model_dump(): field order kept
-    dismissed = dismissed_by_run.get((meta["trace_id"], meta["span_id"]), [])
-    if dismissed:
-        kept = [i for i in issues if not _is_dismissed(i, dismissed)]
-        report.issues_dismissed += len(issues) - len(kept)
-        if had_issues and not kept:
-            report.dropped_all_dismissed += 1
-            return None
-        issues = kept
-    result = {**result, "issues": issues}
-    if report.redaction:
-        redactor = Redactor()
-        redactor.learn(user)
-        redactor.learn("\n".join(_strings(result)))
-        if redactor.count:
-            user = redactor.apply(user)
-            result = _redact_value(result, redactor)
-            report.secrets_redacted += redactor.count
-            report.examples_redacted += 1
-    parts = parse_user_prompt(user)
-    code = parts.code if parts else user
-    grounded = [i for i in result["issues"] if _grounded(i, code)]
-    report.issues_ungrounded += len(result["issues"]) - len(grounded)
-    if had_issues and not grounded:
-        report.dropped_ungrounded += 1
-        return None
-    result["issues"] = grounded
-    DiagnosticResult.model_validate(result)  # still valid: only whole issues were removed
-    meta["file"] = key
-    assistant = answer_json(result)
-    return candidate["system"], user, result, assistant, meta
-
-
-def _grounded(issue: dict[str, Any], code: str) -> bool:
-    snippet = issue.get("issue_snippet")
-    return isinstance(snippet, str) and bool(snippet) and snippet in code
-
-
-def _is_dismissed(issue: dict[str, Any], dismissed: list[tuple[str, str]]) -> bool:
-    return any(
-        issue.get("issue_snippet") == snippet and (not message or issue.get("message") == message)
-        for snippet, message in dismissed
-    )
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-
-
-def _redact_value(value: Any, redactor: Redactor) -> Any:
-    if isinstance(value, str):
-        return redactor.apply(value)
-    if isinstance(value, list):
-        return [_redact_value(v, redactor) for v in value]
-    if isinstance(value, dict):
-        return {k: _redact_value(v, redactor) for k, v in value.items()}
-    return value
-
-
-def exit_with_parent(parent_alive: Connection, lifeline: Connection) -> None:
-    """A worker's initializer: end the worker when the process that owns the pool is gone.
-
-    A killed owner never tells its pool, and a worker waiting for work would wait forever. The
-    owner holds the write end of a pipe (``lifeline``) and never writes: when it ends, however
-    (SIGKILL included), the read end here sees end-of-file. That holds whatever the start method
-    made the worker's parent (with forkserver it is the fork server, not the owner).
-    """
-    lifeline.close()  # a forked worker inherited the owner's write end: only the owner keeps it
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the owner's cleanup handler, if forked
-
-    def watch() -> None:
-        with contextlib.suppress(EOFError, OSError):
-            parent_alive.recv_bytes()  # nothing is ever sent: returns at the owner's end
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ai_lsp_tune.prompts import parse_user_prompt
+from ai_lsp_tune.prompts import chat_messages, parse_user_prompt
 from ai_lsp_tune.windows import Lines, Window, crop, window_prompt
 
 CountChat = Callable[[list[dict[str, str]]], int]
@@ -23,14 +23,6 @@ CountChat = Callable[[list[dict[str, str]]], int]
 def answer_json(result: dict[str, Any]) -> str:
     """A DiagnosticResult as the training target: compact JSON, Unicode kept."""
     return json.dumps(result, ensure_ascii=False, separators=(",", ":"))
-
-
-def chat(system: str, user: str, assistant: str) -> list[dict[str, str]]:
-    return [
-        {"role": "system", "content": system},
-        {"role": "user", "content": user},
-        {"role": "assistant", "content": assistant},
-    ]
 
 
 @dataclass(frozen=True)
@@ -97,7 +89,7 @@ def crop_example(
             header = window_prompt(parts, lines, Window(first, end, low, high, ""))
             return count_chars(len(system) + len(header) + (high - low) + len(held(low, high)[1]))
         prompt = window_prompt(parts, lines, lines.window(first, end))
-        return count(chat(system, prompt, held(low, high)[1]))
+        return count(chat_messages(system, prompt, held(low, high)[1]))
 
     windows = crop(lines, spans, tokens, max_tokens)
     if windows is None:
@@ -106,7 +98,9 @@ def crop_example(
     for window in windows:
         answer, assistant = held(window.start_offset, window.end_offset)
         prompt = window_prompt(parts, lines, window)
-        crops.append(Crop(prompt, answer, assistant, count(chat(system, prompt, assistant))))
+        crops.append(
+            Crop(prompt, answer, assistant, count(chat_messages(system, prompt, assistant)))
+        )
     return crops
 
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ai_lsp_tune.dataset.chunks import Chunk, exit_with_parent
+from ai_lsp_tune.dataset.chunks import Chunk
 from ai_lsp_tune.traces import otlp
 
 CHUNK_BYTES = 16 * 2**20  # a worker's share of a plain file: big enough, memory still small
@@ -68,7 +71,9 @@ class WorkerPool(ProcessPoolExecutor):
             method = "forkserver" if "forkserver" in methods else "spawn"
         context = multiprocessing.get_context(method)
         if method == "forkserver":
-            context.set_forkserver_preload(["ai_lsp_tune.dataset.chunks"])
+            context.set_forkserver_preload(
+                ["ai_lsp_tune.dataset.chunks", "ai_lsp_tune.dataset.clean"]
+            )
         self._parent_alive, self._lifeline = context.Pipe(duplex=False)
         super().__init__(
             max_workers=workers,
@@ -108,3 +113,22 @@ def file_size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+def exit_with_parent(parent_alive: Connection, lifeline: Connection) -> None:
+    """A worker's initializer: end the worker when the process that owns the pool is gone.
+
+    A killed owner never tells its pool, and a worker waiting for work would wait forever. The
+    owner holds the write end of a pipe (``lifeline``) and never writes: when it ends, however
+    (SIGKILL included), the read end here sees end-of-file. That holds whatever the start method
+    made the worker's parent (with forkserver it is the fork server, not the owner).
+    """
+    lifeline.close()  # a forked worker inherited the owner's write end: only the owner keeps it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the owner's cleanup handler, if forked
+
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            parent_alive.recv_bytes()  # nothing is ever sent: returns at the owner's end
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -22,12 +22,8 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
-from ai_lsp_tune.dataset.chunks import (
-    Chunk,
-    Confirmed,
-    clean_chunk,
-    collect_chunk,
-)
+from ai_lsp_tune.dataset.chunks import Chunk, collect_chunk
+from ai_lsp_tune.dataset.clean import Confirmed, clean_chunk
 from ai_lsp_tune.dataset.pool import WorkerPool, in_order, plan_chunks, worker_count
 from ai_lsp_tune.dataset.reader import SPLIT_FILES, STATS_FILE, split_examples
 from ai_lsp_tune.dataset.report import SPLITS, DatasetReport, nothing_usable

@@ -6,6 +6,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ai_lsp_tune.prompts import render_chat
+
 CHARS_PER_TOKEN = 3.0  # code tokenizes denser than prose; err towards reporting "too long"
 _PER_MESSAGE_OVERHEAD = 4  # role markers of a chat template
 
@@ -40,14 +42,9 @@ class TokenCounter:
                 "pass the path of a local model folder, or connect to the network once so it "
                 "is cached"
             ) from exc
-        hf = getattr(wrapper, "_tokenizer", wrapper)
 
-        def count_chat(messages: list[dict[str, str]]) -> int:
-            if getattr(hf, "chat_template", None):
-                ids = hf.apply_chat_template(messages, tokenize=True, return_dict=False)
-                return len(ids)
-            text = "\n".join(m["content"] for m in messages)
-            return len(hf.encode(text)) + _PER_MESSAGE_OVERHEAD * len(messages)
+        def count_chat(messages: list[dict[str, str]]) -> int:  # as training renders them
+            return len(render_chat(wrapper, messages, add_generation_prompt=False))
 
         return cls(name=tokenizer, count_chat=count_chat)
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from ai_lsp_tune.decoding.decode import decode_answer, model_vocab_size
 from ai_lsp_tune.decoding.grammar import AnswerGrammar, GrammarUnavailable, answer_grammar
-from ai_lsp_tune.prompts import SYSTEM_PROMPT
+from ai_lsp_tune.prompts import SYSTEM_PROMPT, has_chat_template, render_chat
 from ai_lsp_tune.serving.protocol import (
     Cancelled,
     CancelRequest,
@@ -103,26 +103,10 @@ class Engine:
             log.info("answer grammar compiled in %.2f s", self.grammar.compile_s)
 
     def render(self, messages: list[ChatMessage]) -> list[int]:
-        """Token ids of a chat, folding the system turn into the user turn for templates
-        (such as Gemma's) that refuse a system role; plain text for a model without one."""
-        dicts = [m.model_dump() for m in messages]
-        if not getattr(self.tokenizer, "chat_template", None):
+        """Token ids of a chat, as training renders it (``prompts.render_chat``)."""
+        if not has_chat_template(self.tokenizer):
             self.template_problem = NO_CHAT_TEMPLATE
-            text = "\n\n".join(m.content for m in messages) + "\n\n"
-            return list(self.tokenizer.encode(text))
-        try:
-            return list(self.tokenizer.apply_chat_template(dicts, add_generation_prompt=True))
-        except Exception:
-            if dicts and dicts[0]["role"] == "system" and len(dicts) > 1:
-                merged = [
-                    {
-                        "role": dicts[1]["role"],
-                        "content": f"{dicts[0]['content']}\n\n{dicts[1]['content']}",
-                    },
-                    *dicts[2:],
-                ]
-                return list(self.tokenizer.apply_chat_template(merged, add_generation_prompt=True))
-            raise
+        return render_chat(self.tokenizer, [m.model_dump() for m in messages])
 
     def warm(self, system: str = SYSTEM_PROMPT) -> int:
         """Prefill the system prompt once; return how many tokens the cache holds."""

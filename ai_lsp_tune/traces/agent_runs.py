@@ -23,23 +23,21 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from ai_lsp_tune.prompts import USER_PROMPT_PATTERN, PromptParts, parse_user_prompt
+from ai_lsp_tune.prompts import USER_PROMPT_PATTERN, parse_user_prompt
 from ai_lsp_tune.traces import genai
-from ai_lsp_tune.traces.otlp import Span
+from ai_lsp_tune.traces.spans import Span
 
 SCRUBBED_MARKER = "[Scrubbed due to "
 PYDANTIC_AI_SCOPE = "pydantic-ai"
 OUTPUT_TOOL_PREFIX = "final_result"
-__all__ = [  # PromptParts and parse_user_prompt live with the prompts, in ai_lsp_tune.prompts
+__all__ = [  # the prompt format (build and parse) lives in ai_lsp_tune.prompts
     "OUTPUT_TOOL_PREFIX",
     "PYDANTIC_AI_SCOPE",
     "SCRUBBED_MARKER",
     "AgentRun",
-    "PromptParts",
     "RunFormat",
     "agent_run_from_span",
     "is_agent_run",
-    "parse_user_prompt",
 ]
 _PYDANTIC_AI_MARKERS = ("all_messages_events", "pydantic_ai.all_messages", "final_result")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ai_lsp_tune.traces.agent_runs import RunFormat
-from ai_lsp_tune.traces.otlp import RawSpan
+from ai_lsp_tune.traces.spans import RawSpan
 
 _RESULT_MARK = b'final_result"'  # the key of pydantic-ai's answer (compact or spaced)
 _OURS_MARK = b'"ai_lsp.'

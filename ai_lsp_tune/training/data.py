@@ -1,6 +1,7 @@
 """Examples -> tokens -> batches -> loss: the data side of training.
 
-* Each example is rendered with the base model's chat template and the prompt is masked: the
+* Each example is rendered with the base model's chat template (``prompts.render_chat``, as the
+  model host renders its prompts) and the prompt is masked: the
   loss is on the assistant's answer only (the original tool trained on ``json.dumps(messages)``,
   a format the model is never prompted in).
 * Batches are length-grouped (examples sorted by token count, neighbours batched together),
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ai_lsp_tune.prompts import chat_messages, prompt_tokens, render_chat
 from ai_lsp_tune.training.distributed import shard
 from ai_lsp_tune.training.packing import (
     Item,
@@ -43,49 +45,11 @@ class ChatExample(Protocol):
     assistant: str
 
 
-def chat_messages(
-    tokenizer: Any, system: str, user: str, assistant: str | None = None
-) -> list[dict[str, str]]:
-    """The conversation for the model's chat template; the system prompt is folded into the
-    user turn for templates without a system role (e.g. Gemma)."""
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    if not _supports_system_role(tokenizer):
-        messages = [{"role": "user", "content": f"{system}\n\n{user}"}]
-    if assistant is not None:
-        messages.append({"role": "assistant", "content": assistant})
-    return messages
-
-
-def _supports_system_role(tokenizer: Any) -> bool:
-    cached = getattr(tokenizer, "_ai_lsp_system_role", None)
-    if cached is None:
-        try:
-            tokenizer.apply_chat_template(
-                [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
-                add_generation_prompt=True,
-                return_dict=False,
-            )
-            cached = True
-        except Exception:  # jinja raises TemplateError("System role not supported")
-            cached = False
-        tokenizer._ai_lsp_system_role = cached
-    return bool(cached)
-
-
-def prompt_tokens(tokenizer: Any, system: str, user: str) -> list[int]:
-    """The prompt as the model is asked at serving time: template + generation prompt."""
-    return list(
-        tokenizer.apply_chat_template(
-            chat_messages(tokenizer, system, user), add_generation_prompt=True, return_dict=False
-        )
-    )
-
-
 def example_tokens(tokenizer: Any, example: ChatExample) -> tuple[list[int], int]:
     """Tokens of prompt + answer, and where the answer starts (the loss starts there)."""
     prompt = prompt_tokens(tokenizer, example.system, example.user)
-    messages = chat_messages(tokenizer, example.system, example.user, example.assistant)
-    full = list(tokenizer.apply_chat_template(messages, return_dict=False))
+    messages = chat_messages(example.system, example.user, example.assistant)
+    full = render_chat(tokenizer, messages, add_generation_prompt=False)
     offset = len(prompt)
     if full[:offset] != prompt:  # a template that renders the prompt differently mid-chat
         pairs = enumerate(zip(full, prompt, strict=False))
@@ -102,9 +66,7 @@ def crop_to_fit(
     from ai_lsp_tune.schema import parse_json_text
 
     def count(messages: list[dict[str, str]]) -> int:
-        by_role = {m["role"]: m["content"] for m in messages}
-        chat = chat_messages(tokenizer, by_role["system"], by_role["user"], by_role["assistant"])
-        return len(tokenizer.apply_chat_template(chat, return_dict=False))
+        return len(render_chat(tokenizer, messages, add_generation_prompt=False))
 
     out: list[Example] = []
     cropped = failed = 0

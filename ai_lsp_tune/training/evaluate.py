@@ -9,13 +9,13 @@ the language server can import ``EvalMetrics`` and ``not_worse`` cheaply.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ai_lsp_tune.prompts import code_of, prompt_tokens
 from ai_lsp_tune.schema import (
     DiagnosticResult,
     InvalidModelOutput,
@@ -52,6 +52,23 @@ class EvalMetrics(BaseModel):
     unconstrained_valid_json_rate: float | None = None
 
 
+# How each metric is named and shown, in the CLI's table and the editor's messages alike:
+# (EvalMetrics field, label, shown as a percentage).
+METRIC_LABELS = (
+    ("valid_json_rate", "valid JSON", True),
+    ("unconstrained_valid_json_rate", "unconstrained JSON", True),
+    ("schema_valid_rate", "schema-valid", True),
+    ("grounded_rate", "grounded", True),
+    ("snippet_f1", "snippet F1", False),
+    ("val_loss", "val loss", False),
+)
+
+
+def format_metric(value: float, as_percent: bool) -> str:
+    """``95%`` for a rate, ``0.72`` for a score or a loss."""
+    return f"{value:.0%}" if as_percent else f"{value:.2f}"
+
+
 def not_worse(candidate: EvalMetrics, current: EvalMetrics) -> bool:
     """Should the candidate replace the current model? Not if it scores clearly lower."""
     for name in ("schema_valid_rate", "grounded_rate", "snippet_f1"):
@@ -60,15 +77,6 @@ def not_worse(candidate: EvalMetrics, current: EvalMetrics) -> bool:
     if candidate.val_loss is not None and current.val_loss is not None:
         return candidate.val_loss <= current.val_loss * (1 + NOT_WORSE_TOLERANCE)
     return True
-
-
-_CODE_BLOCK = re.compile(r"```[^\n]*\n(.*)\n```", re.DOTALL)
-
-
-def code_of(user_prompt: str) -> str:
-    """The analysed code inside the user prompt's fence (the whole prompt if there is none)."""
-    match = _CODE_BLOCK.search(user_prompt)
-    return match.group(1) if match else user_prompt
 
 
 def _snippets(result: DiagnosticResult) -> set[str]:
@@ -141,7 +149,6 @@ def served_answers(
 ) -> list[str]:
     """The answers the model host would serve: the same decoding (``serving.decode``)."""
     from ai_lsp_tune.decoding.decode import decode_answer
-    from ai_lsp_tune.training.data import prompt_tokens
 
     answers: list[str] = []
     for example in examples:
@@ -179,8 +186,6 @@ def greedy_answers(
 
     ``on_progress`` hears of every answer as it finishes, not once per batch of prompts.
     """
-    from ai_lsp_tune.training.data import prompt_tokens
-
     answers: list[str] = []
     for start in range(0, len(examples), chunk):
         if should_stop is not None and should_stop():

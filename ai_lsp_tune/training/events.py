@@ -6,6 +6,7 @@ reads them with ``parse_event``. ``fraction`` is the share of the whole run done
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -133,3 +134,46 @@ def at(phase: str, done: float = 0.0) -> float:
     """``fraction`` of the run at ``done`` (0..1) through ``phase``."""
     start, end = PHASES[phase]
     return round(start + (end - start) * min(max(done, 0.0), 1.0), 4)
+
+
+# --- How a training step reads: the CLI's console and the editor's progress both say it so ---
+def format_rate(tokens_per_sec: float) -> str:
+    """``1.2k tok/s`` / ``850 tok/s``."""
+    if tokens_per_sec >= 1000:
+        return f"{tokens_per_sec / 1000:.1f}k tok/s"
+    return f"{tokens_per_sec:.0f} tok/s"
+
+
+def format_eta(seconds: float) -> str:
+    """``ETA 40 s`` / ``ETA 3 min`` / ``ETA 1 h 5 min``: coarse, as a person reads it."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"ETA {math.ceil(seconds)} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"ETA {minutes} min"
+    return f"ETA {minutes // 60} h {minutes % 60} min"
+
+
+def training_readout(
+    *,
+    train_loss: float | None = None,
+    val_loss: float | None = None,
+    tokens_per_sec: float | None = None,
+    eta_s: float | None = None,
+    iteration: int | None = None,
+    total: int | None = None,
+) -> list[str]:
+    """``["loss 0.84", "val 0.91", "1.2k tok/s", "ETA 3 min"]``: what is known, no ETA once
+    the last step is reached."""
+    parts = []
+    if train_loss is not None:
+        parts.append(f"loss {train_loss:.2f}")
+    if val_loss is not None:
+        parts.append(f"val {val_loss:.2f}")
+    if tokens_per_sec:
+        parts.append(format_rate(tokens_per_sec))
+    last_step = iteration is not None and bool(total) and iteration >= (total or 0)
+    if eta_s is not None and not last_step:
+        parts.append(format_eta(eta_s))
+    return parts

@@ -21,19 +21,15 @@ from typing import Any
 
 from lsprotocol import types as lsp
 
+from ai_lsp_tune.training.evaluate import METRIC_LABELS, format_metric
+from ai_lsp_tune.training.events import PHASES, at, training_readout
+
 logger = logging.getLogger(__name__)
 
 # Share of the whole run given to each stage; the worker's own ``fraction`` fills its band.
 PREPARE_BAND = (0.0, 5.0)
 WORKER_BAND = (5.0, 90.0)
 SWAP_BAND = (90.0, 99.0)
-# Used only when a worker event carries no overall fraction: each phase's band inside the worker.
-WORKER_PHASE_BANDS: dict[str, tuple[float, float]] = {
-    "loading": (0.0, 0.05),
-    "training": (0.05, 0.75),
-    "evaluating": (0.75, 0.92),
-    "fusing": (0.92, 1.0),
-}
 
 
 @dataclass
@@ -56,6 +52,7 @@ class ProgressMeter:
 
     def __init__(self) -> None:
         self.percentage = 0
+        self._trained = False  # an evaluation after training is of the new model
 
     def _advance(self, band: tuple[float, float], fraction: float) -> int:
         low, high = band
@@ -72,11 +69,15 @@ class ProgressMeter:
         """A training-worker event: its overall fraction, or its phase band and iteration."""
         if step.fraction is not None:
             return self._advance(WORKER_BAND, step.fraction)
-        low, high = WORKER_PHASE_BANDS.get(step.phase, (0.0, 0.0))
-        inner = 0.0
-        if step.iteration is not None and step.total:
-            inner = step.iteration / step.total
-        return self._advance(WORKER_BAND, low + (high - low) * inner)
+        # No overall fraction: place the step in its phase's band of the worker's run.
+        self._trained = self._trained or step.phase == "training"
+        phase = step.phase
+        if phase == "evaluating":
+            phase = "after" if self._trained else "before"
+        if phase not in PHASES:
+            return self.percentage
+        inner = step.iteration / step.total if step.iteration is not None and step.total else 0.0
+        return self._advance(WORKER_BAND, at(phase, inner))
 
     def swapping(self, fraction: float = 0.0) -> int:
         """The gate decision and the hot swap."""
@@ -88,24 +89,6 @@ class ProgressMeter:
         return self.percentage
 
 
-def format_rate(tokens_per_sec: float) -> str:
-    """``1.2k tok/s`` / ``850 tok/s``."""
-    if tokens_per_sec >= 1000:
-        return f"{tokens_per_sec / 1000:.1f}k tok/s"
-    return f"{tokens_per_sec:.0f} tok/s"
-
-
-def format_eta(seconds: float) -> str:
-    """``ETA 40 s`` / ``ETA 3 min`` / ``ETA 1 h 5 min``: coarse, as a person reads it."""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"ETA {math.ceil(seconds)} s"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"ETA {minutes} min"
-    return f"ETA {minutes // 60} h {minutes % 60} min"
-
-
 def format_progress(percentage: int, step: ProgressStep) -> str:
     """``42% · training 20/60 · loss 0.84 · 1.2k tok/s · ETA 3 min``."""
     phase = step.phase
@@ -114,15 +97,14 @@ def format_progress(percentage: int, step: ProgressStep) -> str:
     parts = [f"{percentage}%", phase]
     if step.note:
         parts.append(step.note)
-    if step.train_loss is not None:
-        parts.append(f"loss {step.train_loss:.2f}")
-    if step.val_loss is not None:
-        parts.append(f"val {step.val_loss:.2f}")
-    if step.tokens_per_sec:
-        parts.append(format_rate(step.tokens_per_sec))
-    last_step = step.iteration is not None and step.total and step.iteration >= step.total
-    if step.eta_s is not None and step.phase == "training" and not last_step:
-        parts.append(format_eta(step.eta_s))
+    parts += training_readout(
+        train_loss=step.train_loss,
+        val_loss=step.val_loss,
+        tokens_per_sec=step.tokens_per_sec,
+        eta_s=step.eta_s if step.phase == "training" else None,
+        iteration=step.iteration,
+        total=step.total,
+    )
     return " · ".join(parts)
 
 
@@ -231,16 +213,6 @@ class ProgressChannel:
         )
 
 
-_METRIC_LABELS = [  # (EvalMetrics field, label, shown as a percentage)
-    ("valid_json_rate", "valid JSON", True),
-    ("unconstrained_valid_json_rate", "unconstrained JSON", True),
-    ("schema_valid_rate", "schema-valid", True),
-    ("grounded_rate", "grounded", True),
-    ("snippet_f1", "snippet F1", False),
-    ("val_loss", "val loss", False),
-]
-
-
 def metrics_dict(metrics: Any) -> dict[str, Any] | None:
     """EvalMetrics (a pydantic model), a dict or None -> a plain JSON-ready dict."""
     if metrics is None:
@@ -256,18 +228,13 @@ def describe_change(before: dict[str, Any] | None, after: dict[str, Any] | None)
         return "No evaluation metrics were recorded."
     before = before or {}
     parts = []
-    for key, label, as_percent in _METRIC_LABELS:
+    for key, label, as_percent in METRIC_LABELS:
         new = after.get(key)
         if new is None:
             continue
         old = before.get(key)
-
-        def show(value: Any, as_percent: bool = as_percent) -> str:
-            if value is None:
-                return "?"
-            return f"{value:.0%}" if as_percent else f"{value:.2f}"
-
-        parts.append(f"{label} {show(old)} → {show(new)}")
+        shown_old = "?" if old is None else format_metric(old, as_percent)
+        parts.append(f"{label} {shown_old} → {format_metric(new, as_percent)}")
     count = after.get("n")
     suffix = f" ({count} test example{'' if count == 1 else 's'})" if count else ""
     return " · ".join(parts) + suffix

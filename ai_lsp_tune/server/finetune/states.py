@@ -13,9 +13,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from ai_lsp_tune.config import CamelModel
 from ai_lsp_tune.files import atomic_write_text
 from ai_lsp_tune.hyperparams import Hyperparameters, same_run
 
@@ -61,15 +62,7 @@ def check_transition(old: JobState, new: JobState) -> None:
         raise InvalidTransition(f"fine-tune job cannot go from {old} to {new}")
 
 
-class _Camel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
-    def wire(self) -> dict[str, Any]:
-        """JSON-ready dict with camelCase keys, as the editors read it."""
-        return self.model_dump(mode="json", by_alias=True)
-
-
-class RunRecord(_Camel):
+class RunRecord(CamelModel):
     """What a run did, kept after it ends (``<workspace data dir>/finetune/last_run.json``)."""
 
     run_id: str
@@ -102,12 +95,12 @@ class RunRecord(_Camel):
     )
 
 
-class ProgressSnapshot(_Camel):
+class ProgressSnapshot(CamelModel):
     percentage: int
     message: str
 
 
-class FinetuneStatus(_Camel):
+class FinetuneStatus(CamelModel):
     """The answer of ``ai-lsp.finetune.status``."""
 
     state: JobState
