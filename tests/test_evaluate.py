@@ -14,13 +14,10 @@ from ai_lsp_tune.training.evaluate import (
     not_worse,
     score_answers,
 )
-from ai_lsp_tune.training.events import (
-    DoneEvent,
-    ProtocolMismatch,
-    TrainingEvent,
-    parse_event,
-)
-from ai_lsp_tune.wire import encode_line
+from ai_lsp_tune.training.events import WORKER_EVENTS, DoneEvent, TrainingEvent
+from ai_lsp_tune.wire import ProtocolMismatch, encode_line
+
+parse_event = WORKER_EVENTS.parse
 
 
 def test_answers_are_scored_for_json_schema_grounding_and_snippets() -> None:

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from ai_lsp_tune.wire import WireMessage, encode_line
+from ai_lsp_tune.wire import LineReader, LineWriter, ProtocolMismatch, WireMessage
 
 PROTOCOL_VERSION = 1
 CANCEL_GRACE_S = 3.0  # to remove its temp files and end: less than the server's STOP_TIMEOUT_S
@@ -64,7 +64,13 @@ class PrepareFailed(_Message):
 PrepareMessage = Annotated[
     PrepareProgress | PrepareDone | PrepareFailed, Field(discriminator="type")
 ]
-_MESSAGES: TypeAdapter[PrepareMessage] = TypeAdapter(PrepareMessage)
+# The server reads the child's messages with one, the child its command line with the other.
+PREPARE_MESSAGES: LineReader[PrepareMessage] = LineReader(
+    "dataset preparation", PROTOCOL_VERSION, TypeAdapter(PrepareMessage)
+)
+PREPARE_REQUESTS: LineReader[PrepareRequest] = LineReader(
+    "the dataset preparation request", PROTOCOL_VERSION, PrepareRequest
+)
 
 
 class PreparationFailed(RuntimeError):
@@ -74,8 +80,15 @@ class PreparationFailed(RuntimeError):
 class DatasetPreparation:
     """One preparation run in a child process; ``cancel()`` stops it."""
 
-    def __init__(self, request: PrepareRequest, on_progress: Callable[[float], None]) -> None:
+    def __init__(
+        self,
+        request: PrepareRequest,
+        on_progress: Callable[[float], None],
+        *,
+        python: str = sys.executable,
+    ) -> None:
         self.request = request
+        self.python = python
         self._on_progress = on_progress
         self._process: asyncio.subprocess.Process | None = None
         self._cancelled = False
@@ -86,7 +99,7 @@ class DatasetPreparation:
         """Prepare the dataset; raise PreparationFailed with the child's reason."""
         self._loop = asyncio.get_running_loop()
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
+            self.python,
             "-m",
             "ai_lsp_tune.dataset.worker",
             self.request.model_dump_json(),
@@ -97,16 +110,15 @@ class DatasetPreparation:
         assert self._process.stdout is not None and self._process.stderr is not None
         stderr = asyncio.create_task(self._process.stderr.read())
         final: PrepareDone | PrepareFailed | None = None
-        while line := await self._process.stdout.readline():
-            try:
-                message = _MESSAGES.validate_json(line)
-            except ValueError:
-                logger.warning("ignoring a bad line from dataset preparation: %r", line[:200])
-                continue
-            if isinstance(message, PrepareProgress):
-                self._on_progress(message.done / message.total if message.total else 1.0)
-            else:
-                final = message
+        try:
+            async for message in PREPARE_MESSAGES.aread(self._process.stdout):
+                if isinstance(message, PrepareProgress):
+                    self._on_progress(message.done / message.total if message.total else 1.0)
+                else:
+                    final = message
+        except ProtocolMismatch as exc:  # what it says cannot be trusted: stop it
+            final = PrepareFailed(message=str(exc))
+            self.cancel()
         code = await self._process.wait()
         log = (await stderr).decode(errors="replace").strip()
         if log:
@@ -146,13 +158,10 @@ def _child(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="Prepare a dataset for the language server.")
     parser.add_argument("request", help="PrepareRequest as JSON")
     args = parser.parse_args(argv)
-    channel = os.fdopen(os.dup(1), "wb")
+    channel = LineWriter.to_fd(os.dup(1))
     os.dup2(2, 1)  # anything printed goes to the log, never into the message channel
     os.nice(10)  # below the language server, like the model host
-
-    def send(message: _Message) -> None:
-        channel.write(encode_line(message))
-        channel.flush()
+    send = channel.send
 
     from ai_lsp_tune.dataset.prepare import NoUsableTraces, prepare_dataset
     from ai_lsp_tune.dataset.report import (
@@ -162,7 +171,11 @@ def _child(argv: list[str]) -> int:
     )
     from ai_lsp_tune.files import sigterm_cleans_up
 
-    request = PrepareRequest.model_validate_json(args.request)
+    try:
+        request = PREPARE_REQUESTS.parse(args.request)
+    except ProtocolMismatch as exc:  # a server from another version of the package
+        send(PrepareFailed(message=str(exc)))
+        return 1
     sent = [-1]
 
     def on_progress(done: int, total: int) -> None:

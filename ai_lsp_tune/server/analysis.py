@@ -16,8 +16,9 @@ from ai_lsp_tune.prompts import SYSTEM_PROMPT
 from ai_lsp_tune.schema import DiagnosticResult
 from ai_lsp_tune.server import windowed
 from ai_lsp_tune.server.placement import LineIndex
+from ai_lsp_tune.server.retry import AnalysisOutcome, analyze
 from ai_lsp_tune.server.state import DocumentState, PublishedIssue
-from ai_lsp_tune.serving.backend import AnalysisOutcome, Backend, analyze
+from ai_lsp_tune.serving.backend import Backend
 from ai_lsp_tune.serving.protocol import ChatMessage
 from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.telemetry import span_ids

@@ -11,9 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import ValidationError
-
 from ai_lsp_tune.serving.protocol import (
+    HOST_EVENTS,
     Cancelled,
     CancelRequest,
     ChatMessage,
@@ -27,9 +26,8 @@ from ai_lsp_tune.serving.protocol import (
     Switched,
     SwitchRefused,
     SwitchRequest,
-    host_event_adapter,
 )
-from ai_lsp_tune.wire import encode_line
+from ai_lsp_tune.wire import LineWriter, ProtocolMismatch
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +63,20 @@ class HostClient:
         self._reader = asyncio.create_task(self._read_events(), name=f"host-reader-{process.pid}")
         self._idle = asyncio.Event()
         self._idle.set()
+        assert process.stdin is not None
+        self._requests = LineWriter(process.stdin.write)  # buffered: never blocks the loop
+        self._mismatch: ProtocolMismatch | None = None
 
     @classmethod
-    async def start(cls, model: str, *, load_timeout_s: float = 600.0) -> HostClient:
+    async def start(
+        cls, model: str, *, load_timeout_s: float = 600.0, python: str = sys.executable
+    ) -> HostClient:
         """Spawn a host for ``model`` and wait until it is loaded and warm.
 
         Raises ModelLoadError when the model cannot be loaded.
         """
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
+            python,
             "-m",
             "ai_lsp_tune.serving.host",
             "--model",
@@ -191,21 +194,18 @@ class HostClient:
     def _send(
         self, message: GenerateRequest | CancelRequest | ShutdownRequest | SwitchRequest
     ) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(encode_line(message))
+        self._requests.send(message)
 
     async def _read_events(self) -> None:
         assert self.process.stdout is not None
         try:
-            while line := await self.process.stdout.readline():
-                try:
-                    event = host_event_adapter.validate_json(line)
-                except ValidationError:
-                    log.warning(
-                        "model host %d wrote a malformed event: %.200r", self.process.pid, line
-                    )
-                    continue
+            async for event in HOST_EVENTS.aread(self.process.stdout):
                 self._dispatch(event)
+        except ProtocolMismatch as exc:  # nothing it says can be trusted: stop it
+            log.error("model host %d: %s", self.process.pid, exc)
+            self._mismatch = exc
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
         finally:
             await self.process.wait()
             self._fail_all()
@@ -240,21 +240,21 @@ class HostClient:
 
     def _fail_all(self) -> None:
         code = self.process.returncode
+        mismatch = str(self._mismatch) if self._mismatch is not None else None
         if not self._ready_future.done():
             self._ready_future.set_exception(
                 ModelLoadError(
-                    self.model, "error", f"the model host exited (code {code}) before it was ready"
+                    self.model,
+                    "error",
+                    mismatch or f"the model host exited (code {code}) before it was ready",
                 )
             )
+        gone = mismatch or f"the model host for {self.model} exited (code {code})"
         for request_id in list(self._pending):
-            self._resolve(
-                request_id, HostGone(f"the model host for {self.model} exited (code {code})")
-            )
+            self._resolve(request_id, HostGone(gone))
         for switch in self._switches.values():
             if not switch.done():
-                switch.set_exception(
-                    HostGone(f"the model host for {self.model} exited (code {code})")
-                )
+                switch.set_exception(HostGone(gone))
         self._switches.clear()
         self._idle.set()
 

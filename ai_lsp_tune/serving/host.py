@@ -22,14 +22,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
-
-from pydantic import BaseModel, ValidationError
+from typing import Any
 
 from ai_lsp_tune.decoding.decode import decode_answer, model_vocab_size
 from ai_lsp_tune.decoding.grammar import AnswerGrammar, GrammarUnavailable, answer_grammar
 from ai_lsp_tune.prompts import SYSTEM_PROMPT, has_chat_template, render_chat
 from ai_lsp_tune.serving.protocol import (
+    HOST_REQUESTS,
     Cancelled,
     CancelRequest,
     ChatMessage,
@@ -42,11 +41,11 @@ from ai_lsp_tune.serving.protocol import (
     Switched,
     SwitchRefused,
     SwitchRequest,
-    host_request_adapter,
 )
-from ai_lsp_tune.wire import encode_line
+from ai_lsp_tune.wire import LineWriter, ProtocolMismatch
 
 log = logging.getLogger("ai_lsp_tune.host")
+EXIT_PROTOCOL_MISMATCH = 2  # the server speaks another protocol version: see the log
 NO_CHAT_TEMPLATE = "it has no chat template, so prompts are sent to it as plain text"
 # Keys of config.json that do not change the network (save_config drops or copies them).
 CONFIG_NOISE = {"_name_or_path", "transformers_version", "vision_config", "quantization_config"}
@@ -55,25 +54,12 @@ SPECIAL_TOKENS = ("bos_token", "eos_token", "pad_token", "unk_token", "add_bos_t
                   "add_eos_token", "added_tokens_decoder")  # fmt: skip
 
 
-class Channel:
-    """The event channel: whole lines, one writer at a time."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-
-    def send(self, message: BaseModel) -> None:
-        with self._lock:
-            self._stream.write(encode_line(message))
-            self._stream.flush()
-
-
-def claim_stdout() -> Channel:
+def claim_stdout() -> LineWriter:
     """Keep the real stdout for events and send everything else written to fd 1 to stderr."""
-    events = os.fdopen(os.dup(1), "wb", buffering=0)
+    events = os.dup(1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    return Channel(events)
+    return LineWriter.to_fd(events)
 
 
 class Engine:
@@ -309,26 +295,25 @@ def describe_load_error(model_name: str, exc: BaseException) -> LoadFailed:
     )
 
 
-def _read_requests(
-    work: queue.Queue[GenerateRequest | SwitchRequest | None], cancelled: set[int]
-) -> None:
+Work = GenerateRequest | SwitchRequest | ProtocolMismatch | None
+
+
+def _read_requests(work: queue.Queue[Work], cancelled: set[int]) -> None:
     """Reader thread: queue generations, note cancellations at once; EOF means shut down."""
-    for line in sys.stdin.buffer:
-        try:
-            request = host_request_adapter.validate_json(line)
-        except ValidationError as exc:
-            log.warning("ignoring a malformed request: %s", exc.errors()[0]["msg"])
-            continue
-        if isinstance(request, CancelRequest):
-            cancelled.add(request.id)
-        elif isinstance(request, ShutdownRequest):
-            break
-        else:
-            work.put(request)
+    try:
+        for request in HOST_REQUESTS.read(sys.stdin.buffer):
+            if isinstance(request, CancelRequest):
+                cancelled.add(request.id)
+            elif isinstance(request, ShutdownRequest):
+                break
+            else:
+                work.put(request)
+    except ProtocolMismatch as exc:  # nothing it sends can be trusted: stop after the queue
+        work.put(exc)
     work.put(None)
 
 
-def serve(model_name: str, channel: Channel) -> int:
+def serve(model_name: str, channel: LineWriter) -> int:
     """Load, warm, announce readiness, then answer requests one at a time until shut down."""
     started = time.perf_counter()
     try:
@@ -342,10 +327,13 @@ def serve(model_name: str, channel: Channel) -> int:
     channel.send(
         Ready(model=model_name, load_s=time.perf_counter() - started, prompt_cache_tokens=cached)
     )
-    work: queue.Queue[GenerateRequest | SwitchRequest | None] = queue.Queue()
+    work: queue.Queue[Work] = queue.Queue()
     cancelled: set[int] = set()
     threading.Thread(target=_read_requests, args=(work, cancelled), daemon=True).start()
     while (request := work.get()) is not None:
+        if isinstance(request, ProtocolMismatch):
+            log.error("%s", request)
+            return EXIT_PROTOCOL_MISMATCH
         if isinstance(request, SwitchRequest):
             # In the queue's order: what was sent before finishes on the old weights.
             switched = engine.switch(request)

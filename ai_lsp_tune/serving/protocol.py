@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from ai_lsp_tune.wire import WireMessage
+from ai_lsp_tune.wire import LineReader, WireMessage
 
 PROTOCOL_VERSION = 2  # 2: ``switch`` (load another model of the same architecture in place)
 
@@ -133,5 +133,10 @@ HostEvent = Annotated[
     Field(discriminator="type"),
 ]
 
-host_request_adapter: TypeAdapter[HostRequest] = TypeAdapter(HostRequest)
-host_event_adapter: TypeAdapter[HostEvent] = TypeAdapter(HostEvent)
+# The host reads requests with one, the server reads events with the other.
+HOST_REQUESTS: LineReader[HostRequest] = LineReader(
+    "the language server", PROTOCOL_VERSION, TypeAdapter(HostRequest)
+)
+HOST_EVENTS: LineReader[HostEvent] = LineReader(
+    "the model host", PROTOCOL_VERSION, TypeAdapter(HostEvent)
+)

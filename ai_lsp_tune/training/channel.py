@@ -6,13 +6,12 @@ the same classes.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 
 from ai_lsp_tune.training.events import ErrorKind, WorkerEvent
-from ai_lsp_tune.wire import encode_line
+from ai_lsp_tune.wire import LineWriter
 
 
 class WorkerError(Exception):
@@ -32,7 +31,7 @@ class EventChannel:
     """Writes events on the inherited pipe; a closed pipe (parent gone) stops the run."""
 
     def __init__(self, fd: int, stop: threading.Event) -> None:
-        self._fd = fd
+        self._events = LineWriter.to_fd(fd)
         self._stop = stop
         self._lock = threading.Lock()
         self._closed = False
@@ -53,7 +52,7 @@ class EventChannel:
             if self._closed or not (final or self._progress):
                 return
             try:
-                os.write(self._fd, encode_line(event))
+                self._events.send(event)
             except (BrokenPipeError, OSError):
                 self._stop.set()
             if final:

@@ -1,7 +1,7 @@
 """What the training worker reports: versioned pydantic events, one JSON object per line.
 
 The worker writes them on a dedicated pipe (never stdout: mlx-lm prints there); the parent
-reads them with ``parse_event``. ``fraction`` is the share of the whole run done (0..1).
+reads them with ``WORKER_EVENTS``. ``fraction`` is the share of the whole run done (0..1).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, TypeAdapter
 
 from ai_lsp_tune.training.evaluate import EvalMetrics
-from ai_lsp_tune.wire import WireMessage
+from ai_lsp_tune.wire import LineReader, WireMessage
 
 EVENT_PROTOCOL_VERSION = 1
 
@@ -108,21 +108,9 @@ WorkerEvent = Annotated[
 ]
 FinalEvent = DoneEvent | ErrorEvent | CancelledEvent
 
-_ADAPTER: TypeAdapter[WorkerEvent] = TypeAdapter(WorkerEvent)
-
-
-class ProtocolMismatch(ValueError):
-    """The worker speaks another version of the event protocol."""
-
-
-def parse_event(line: str | bytes) -> WorkerEvent:
-    """One event from one line; raises ValueError on garbage or another protocol version."""
-    event = _ADAPTER.validate_json(line)
-    if event.v != EVENT_PROTOCOL_VERSION:
-        raise ProtocolMismatch(
-            f"training worker speaks event protocol v{event.v}, this side v{EVENT_PROTOCOL_VERSION}"
-        )
-    return event
+WORKER_EVENTS: LineReader[WorkerEvent] = LineReader(
+    "the training worker", EVENT_PROTOCOL_VERSION, TypeAdapter(WorkerEvent)
+)
 
 
 # Share of the whole run each phase is given in ``fraction``.

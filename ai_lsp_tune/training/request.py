@@ -14,6 +14,9 @@ from pydantic import ConfigDict, Field, field_validator
 from ai_lsp_tune.config import DEFAULT_MODEL
 from ai_lsp_tune.hyperparams import Hyperparameters
 from ai_lsp_tune.training.packing import PAD_TO
+from ai_lsp_tune.wire import LineReader
+
+REQUEST_VERSION = 1  # of the JSON the worker gets on its command line
 
 
 class TrainRequest(Hyperparameters):
@@ -54,6 +57,7 @@ class TrainRequest(Hyperparameters):
     checkpoint_every_s: float = Field(
         default=60.0, gt=0, description="Seconds between checkpoints."
     )
+    v: int = Field(default=REQUEST_VERSION, description="Version of this request's format.")
 
     @field_validator("lora_scale")
     @classmethod
@@ -89,3 +93,9 @@ class TrainRequest(Hyperparameters):
     def partial_dir(self) -> Path:
         """Where a run is built (and its checkpoint kept) before it is published."""
         return self.output_dir.with_name(f".{self.output_dir.name}.partial")
+
+
+# The worker reads its ``--request`` with it.
+TRAIN_REQUESTS: LineReader[TrainRequest] = LineReader(
+    "the training request", REQUEST_VERSION, TrainRequest
+)

@@ -26,14 +26,15 @@ from ai_lsp_tune.training.distributed import (
     unreachable_host,
 )
 from ai_lsp_tune.training.events import (
+    WORKER_EVENTS,
     CancelledEvent,
     ErrorEvent,
     FinalEvent,
     TrainingEvent,
     WorkerEvent,
-    parse_event,
 )
 from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.wire import ProtocolMismatch
 
 log = logging.getLogger(__name__)
 
@@ -190,23 +191,25 @@ class TrainingRunner:
         logs = asyncio.create_task(self._read_log(self._process.stderr))
         final: FinalEvent | None = None
         try:
-            while line := await events.readline():
-                if not line.lstrip().startswith(b"{"):  # mlx.launch's own notes
-                    self._log_line(line.decode(errors="replace").rstrip())
-                    continue
-                try:
-                    event = parse_event(line)
-                except ValueError as exc:
-                    log.warning("ignoring a bad event line from the training worker: %s", exc)
-                    continue
+            async for event in WORKER_EVENTS.aread(events, other=self._launcher_note):
                 if isinstance(event, FinalEvent):
                     final = event
                     if self.launch is not None:
                         continue
                 self._deliver(event)
+        except ProtocolMismatch as exc:  # its events cannot be followed: the run ends here
+            log.error("%s", exc)
+            final = ErrorEvent(kind="crashed", message=str(exc))
+            if self.launch is None:
+                self._deliver(final)
+            self.cancel()
         finally:
             await logs
         return final
+
+    def _launcher_note(self, line: bytes) -> None:
+        """A line of mlx.launch's own between rank 0's events."""
+        self._log_line(line.decode(errors="replace").rstrip())
 
     async def _read_log(self, stream: asyncio.StreamReader) -> None:
         while line := await stream.readline():

@@ -1,7 +1,7 @@
 """The training worker process: ``python -m ai_lsp_tune.training.worker --events-fd N``.
 
-It reads one TrainRequest (JSON) from ``--request``, runs it (``job.run_job``) and writes
-events on the inherited file descriptor ``N``, never on stdout, which it points at stderr
+It reads one TrainRequest (versioned JSON) from ``--request``, runs it (``job.run_job``) and
+writes events on the inherited file descriptor ``N``, never on stdout, which it points at stderr
 because mlx-lm prints there. SIGTERM/SIGINT stop it within about 2 seconds with a checkpoint:
 the job stops at the next step and saves one; if a step runs longer, a watchdog reports the
 last periodic checkpoint and exits.
@@ -19,6 +19,7 @@ import traceback
 from ai_lsp_tune.training.channel import Cancelled, EventChannel, WorkerError
 from ai_lsp_tune.training.distributed import launched_rank
 from ai_lsp_tune.training.events import CancelledEvent, ErrorEvent
+from ai_lsp_tune.wire import ProtocolMismatch
 
 EXIT_DONE, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 3
 STOP_GRACE_S = 1.5  # the job's own stop, then the watchdog's
@@ -71,10 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     channel.shares_stdout = args.events_fd == 1
     threading.Thread(target=_watch_signals, args=(channel, stop, done), daemon=True).start()
     try:
-        from ai_lsp_tune.training.job import run_job
-        from ai_lsp_tune.training.request import TrainRequest
+        from ai_lsp_tune.training.request import TRAIN_REQUESTS
 
-        request = TrainRequest.model_validate_json(args.request)
+        try:
+            request = TRAIN_REQUESTS.parse(args.request)
+        except ProtocolMismatch as exc:  # a parent from another version of the package
+            raise WorkerError("bad_request", str(exc)) from None
+        from ai_lsp_tune.training.job import run_job
+
         channel.emit(run_job(request, channel, stop), final=True)
         return EXIT_DONE
     except Cancelled as exc:
