@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ai_lsp_tune.server.finetune.job import PathNotAllowed, resolve_allowed_path
+from ai_lsp_tune.server.finetune.context import PathNotAllowed, resolve_allowed_path
 from ai_lsp_tune.server.finetune.progress import (
     ProgressMeter,
     ProgressStep,

@@ -194,11 +194,11 @@ async def test_a_model_of_another_architecture_gets_a_host_of_its_own(
 
 def test_registry_follows_a_newly_configured_model(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path)
-    assert registry.model_to_serve("base") == "base"
+    assert registry.start_serving("base") == "base"
     registry.record_swap("tuned", "base")
     assert ModelRegistry(tmp_path).model_to_serve("base") == "tuned"
     # The user picked another model since: their choice wins, the swap is forgotten.
-    assert ModelRegistry(tmp_path).model_to_serve("other") == "other"
+    assert ModelRegistry(tmp_path).start_serving("other") == "other"
     assert ModelRegistry(tmp_path).served is None
 
 

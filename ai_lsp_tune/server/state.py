@@ -71,7 +71,7 @@ class ServerState:
         )
         self.workspace_root: str | None = None
         self.workspace_dir = paths.workspace_dir(None)
-        self.registry = ModelRegistry(self.workspace_dir)
+        self.registry = ModelRegistry(self.workspace_dir)  # read here; the served model writes it
         self.telemetry = Telemetry.disabled()
         self.documents: dict[str, DocumentState] = {}
         self.backend: Backend | None = None
@@ -163,27 +163,21 @@ class ServerState:
                     '"openai-chat:gpt-4o" and give its API key in the environment.',
                 )
             return
-        model = self.registry.model_to_serve(settings.model)
+
+        def fallback(model: str, exc: ModelLoadError) -> None:
+            notify(
+                "warning",
+                f"ai-lsp: the fine-tuned model {model} failed to load "
+                f"({exc.message}); serving {settings.model} instead.",
+            )
+
         try:
-            served = await ServedModel.start(
-                model, previous_path=self.registry.previous, registry=self.registry
+            served = await ServedModel.for_workspace(
+                settings.model, self.registry, on_fallback=fallback
             )
         except ModelLoadError as exc:
-            if model != settings.model:
-                notify(
-                    "warning",
-                    f"ai-lsp: the fine-tuned model {model} failed to load "
-                    f"({exc.message}); serving {settings.model} instead.",
-                )
-                self.registry.set_configured(settings.model)
-                try:
-                    served = await ServedModel.start(settings.model, registry=self.registry)
-                except ModelLoadError as again:
-                    self._backend_failed(notify, local_model_error(again))
-                    return
-            else:
-                self._backend_failed(notify, local_model_error(exc))
-                return
+            self._backend_failed(notify, local_model_error(exc))
+            return
         self.backend = LocalBackend(served, constrained=lambda: self.settings.constrained_decoding)
         log.info("serving %s", served.current_path)
 
@@ -200,8 +194,7 @@ class ServerState:
             self.start_backend(notify)
             return
         try:
-            await served.swap(model)
-            self.registry.set_configured(model)
+            await served.configure(model)
             notify("info", f"ai-lsp: now serving {model}.")
         except ModelLoadError as exc:
             notify("error", local_model_error(exc) + f" Still serving {served.current_path}.")

@@ -1,5 +1,7 @@
 """Which model a workspace serves, and every model it has made, persisted across restarts.
 
+Only the served model (``serving/served_model.py``) writes it, under its one lock.
+
 ``trail`` is the order models were served in (the last one serves now): a swap appends, a
 rollback steps back one entry, so rolling back twice after two fine-tunes reaches the base.
 ``models`` describes each fine-tuned model (run, base model, dataset size, metrics).
@@ -75,12 +77,22 @@ class ModelRegistry:
     def entry(self, path: str) -> ModelEntry | None:
         return next((m for m in self._state.models if m.path == path), None)
 
+    @property
+    def configured(self) -> str | None:
+        return self._state.configured
+
     def model_to_serve(self, configured: str) -> str:
         """The swapped-in model, unless the user has configured another model since."""
         if self.served and self._state.configured in (None, configured):
             return self.served
+        return configured
+
+    def start_serving(self, configured: str) -> str:
+        """A server starts: the model it serves; a model configured since forgets the trail."""
+        if self.served and self._state.configured in (None, configured):
+            return self.served
         if self._state.configured != configured:
-            self._save(self._state.model_copy(update={"configured": configured, "trail": []}))
+            self.set_configured(configured)
         return configured
 
     def record_swap(self, served: str, previous: str | None) -> None:

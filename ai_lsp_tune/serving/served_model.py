@@ -1,4 +1,9 @@
-"""The served local model, hot-swappable with no failed request.
+"""The served local model: the one owner of which model serves; swaps with no failed request.
+
+Every change of the served model goes through this object, one at a time under its one lock: a
+fine-tune's ``swap``, ``use`` of a listed model, ``rollback``, the user's ``model`` setting
+(``configure``) and the restart of a host that died. The workspace's registry (the order models
+were served in, the model history, retention) is written only from here, under the same lock.
 
 A swap to a model of the served model's architecture (every fine-tune of it, its base, a
 rollback) happens in place: the running host loads the new weights into the model it holds,
@@ -19,11 +24,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from ai_lsp_tune.serving.client import HostClient, HostGone, ModelLoadError
 from ai_lsp_tune.serving.protocol import ChatMessage, Generation
-from ai_lsp_tune.serving.registry import ModelRegistry
+from ai_lsp_tune.serving.registry import ModelEntry, ModelRegistry
 
 log = logging.getLogger(__name__)
 MAX_RESTARTS = 3
@@ -34,8 +41,22 @@ class NoPreviousModel(RuntimeError):
     """Rollback asked for, but no model was served before this one."""
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """What a host serves: a model folder (a fused fine-tune) or hub name, or a base model with
+    a LoRA adapter folder on top (``finetune.fuse`` false: no fused copy written; not loadable
+    yet, so a swap to one is refused). ``path`` is the name reported and kept in the registry."""
+
+    model: str
+    adapter: str | None = None
+
+    @property
+    def path(self) -> str:
+        return self.adapter or self.model
+
+
 class ServedModel:
-    """Routes generations to the current model host; swaps and rolls back between hosts."""
+    """Routes generations to the current model host; every change of model goes through it."""
 
     def __init__(
         self,
@@ -49,7 +70,7 @@ class ServedModel:
         self._previous_path = previous_path
         self._registry = registry
         self._load_timeout_s = load_timeout_s
-        self._swap_lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one change of model (or registry write) at a time
         self._retiring: set[asyncio.Task[None]] = set()
         self._restarts: list[float] = []  # monotonic times of recent restarts
 
@@ -68,6 +89,30 @@ class ServedModel:
             host, previous_path=previous_path, registry=registry, load_timeout_s=load_timeout_s
         )
 
+    @classmethod
+    async def for_workspace(
+        cls,
+        configured: str,
+        registry: ModelRegistry,
+        *,
+        on_fallback: Callable[[str, ModelLoadError], None],
+        load_timeout_s: float = 600.0,
+    ) -> ServedModel:
+        """Serve what the workspace served last, unless the user configured another model since.
+
+        A swapped-in model that no longer loads gives way to ``configured`` (``on_fallback`` is
+        told why); ModelLoadError when ``configured`` cannot load either.
+        """
+        model = registry.start_serving(configured)
+        try:
+            return await cls.start(model, registry=registry, load_timeout_s=load_timeout_s)
+        except ModelLoadError as exc:
+            if model == configured:
+                raise
+            on_fallback(model, exc)
+        registry.set_configured(configured)
+        return await cls.start(configured, registry=registry, load_timeout_s=load_timeout_s)
+
     @property
     def current_path(self) -> str:
         return self._host.model
@@ -78,10 +123,6 @@ class ServedModel:
         if self._registry is not None:
             return self._registry.previous
         return self._previous_path
-
-    @property
-    def swapping(self) -> bool:
-        return self._swap_lock.locked()
 
     async def generate(
         self, messages: Sequence[ChatMessage], max_tokens: int, *, constrained: bool = True
@@ -99,7 +140,7 @@ class ServedModel:
 
     async def _restart(self, gone: HostClient) -> None:
         """Start the host that died again (once, however many requests saw it go)."""
-        async with self._swap_lock:
+        async with self._lock:
             if self._host is not gone:  # restarted (or swapped) while this request waited
                 return
             now = time.monotonic()
@@ -116,22 +157,75 @@ class ServedModel:
             await gone.close()
             self._host = await HostClient.start(gone.model, load_timeout_s=self._load_timeout_s)
 
-    async def swap(self, path: str, *, rollback: bool = False) -> None:
-        """Serve ``path`` from now on; raise ModelLoadError (old model kept) if it cannot load."""
-        async with self._swap_lock:
-            old_path = self._host.model
-            if not await self._switch_in_place(path):
-                new_host = await HostClient.start(path, load_timeout_s=self._load_timeout_s)
-                old_host, self._host = self._host, new_host
-                task = asyncio.create_task(self._retire(old_host), name=f"retire-{old_path}")
-                self._retiring.add(task)
-                task.add_done_callback(self._retiring.discard)
-            self._previous_path = old_path
-            if self._registry is not None and rollback:
+    # --- changes of model: each under the lock, each with its registry record ---------------
+    async def swap(self, model: str | ModelSource) -> None:
+        """Serve a new model from now on; ModelLoadError (old model kept) if it cannot load."""
+        source = model if isinstance(model, ModelSource) else ModelSource(model)
+        async with self._lock:
+            old_path = await self._switch(source)
+            if self._registry is not None:
+                self._registry.record_swap(served=source.path, previous=old_path)
+
+    async def use(self, path: str) -> None:
+        """Serve ``path``, a model from the workspace's list (its base or a fine-tune)."""
+        await self.swap(path)
+
+    async def rollback(self) -> str:
+        """Serve the model served before this one (one step back per call, down to the base);
+        return it."""
+        async with self._lock:
+            previous = self.previous_path  # read under the lock: no change can come between
+            if previous is None:
+                raise NoPreviousModel("there is no previous model to roll back to")
+            await self._switch(ModelSource(previous))
+            if self._registry is not None:
                 self._registry.record_rollback()
-            elif self._registry is not None:
-                self._registry.record_swap(served=path, previous=old_path)
-            log.info("now serving %s (was %s)", path, old_path)
+            return previous
+
+    async def configure(self, model: str) -> None:
+        """The user set ``model``: serve it; what was served before is forgotten (no rollback)."""
+        async with self._lock:
+            await self._switch(ModelSource(model))
+            if self._registry is not None:
+                self._registry.set_configured(model)
+
+    async def remember(self, entry: ModelEntry) -> None:
+        """Add a fine-tuned model to the workspace's model history (served or not)."""
+        if self._registry is None:
+            return
+        async with self._lock:
+            self._registry.record_model(entry)
+
+    async def retain(self, keep: int, *, protect: set[str | None], runs_dir: Path) -> list[str]:
+        """Delete fine-tuned models beyond the newest ``keep``; never the served or previous one,
+        nor ``protect``. Returns what was deleted (in a thread: rmtree is slow)."""
+        if self._registry is None:
+            return []
+        async with self._lock:
+            kept = {p for p in (*protect, self.current_path, self.previous_path) if p}
+            return await asyncio.to_thread(
+                self._registry.prune, keep, protect=kept, runs_dir=runs_dir
+            )
+
+    async def _switch(self, source: ModelSource) -> str:
+        """Route new requests to ``source`` (in place, else on a host of its own); the old path."""
+        if source.adapter is not None:
+            raise ModelLoadError(
+                source.path,
+                "unsupported",
+                "serving a base model with a LoRA adapter on top is not supported yet; "
+                "serve its fused model instead",
+            )
+        old_path = self._host.model
+        if not await self._switch_in_place(source.path):
+            new_host = await HostClient.start(source.path, load_timeout_s=self._load_timeout_s)
+            old_host, self._host = self._host, new_host
+            task = asyncio.create_task(self._retire(old_host), name=f"retire-{old_path}")
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        self._previous_path = old_path
+        log.info("now serving %s (was %s)", source.path, old_path)
+        return old_path
 
     async def _switch_in_place(self, path: str) -> bool:
         """Load ``path`` into the running host; False when it needs a host of its own."""
@@ -147,13 +241,6 @@ class ServedModel:
             return False
         return True
 
-    async def rollback(self) -> None:
-        """Serve the model served before this one (one step back per call, down to the base)."""
-        previous = self.previous_path
-        if previous is None:
-            raise NoPreviousModel("there is no previous model to roll back to")
-        await self.swap(previous, rollback=self._registry is not None)
-
     async def close(self) -> None:
         """Stop every host this object started (after letting in-flight requests finish)."""
         for task in list(self._retiring):
@@ -168,4 +255,4 @@ class ServedModel:
         log.info("stopped the model host for %s", host.model)
 
 
-__all__ = ["ModelLoadError", "NoPreviousModel", "ServedModel"]
+__all__ = ["ModelLoadError", "ModelSource", "NoPreviousModel", "ServedModel"]

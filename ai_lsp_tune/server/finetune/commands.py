@@ -1,8 +1,9 @@
 """Workspace commands that close the loop: fine-tune, cancel, status, use a model, roll back.
 
 Handlers are small: they validate their arguments, find the job slot in ``ls.state`` and
-delegate to ``server/finetune.py``. Refusals come back as a JSON-RPC error whose message says
-what to do; paths must lie inside the workspace or the server's data dir.
+delegate to the job (``job.py``), which asks the served model for any change of model.
+Refusals come back as a JSON-RPC error whose message says what to do; paths must lie inside
+the workspace or the server's data dir.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from pygls.exceptions import JsonRpcException
 from ai_lsp_tune import paths
 from ai_lsp_tune.server import commands
 from ai_lsp_tune.server.commands import InvalidArguments
-from ai_lsp_tune.server.finetune.job import (
-    FinetuneJob,
+from ai_lsp_tune.server.finetune.context import (
     FinetuneOptions,
     JobBusy,
     JobContext,
@@ -29,8 +29,9 @@ from ai_lsp_tune.server.finetune.job import (
     PathNotAllowed,
     resolve_allowed_path,
 )
-from ai_lsp_tune.server.finetune.models import find_listed, model_list
+from ai_lsp_tune.server.finetune.job import FinetuneJob
 from ai_lsp_tune.server.language_server import AiLspServer
+from ai_lsp_tune.serving.models import find_listed, model_list
 
 logger = logging.getLogger(__name__)
 
@@ -250,5 +251,4 @@ def _context(ls: AiLspServer) -> JobContext:
         served=lambda: ls.state.served_model,
         own_traces=own_traces,
         show_message_request=show_message_request,
-        registry=lambda: ls.state.registry,
     )

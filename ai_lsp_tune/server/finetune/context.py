@@ -5,7 +5,6 @@ Kept apart from the job itself so handlers and tests can use them without the jo
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import time
@@ -18,7 +17,7 @@ from urllib.parse import unquote, urlparse
 from lsprotocol import types as lsp
 
 from ai_lsp_tune.config import FinetuneSettings
-from ai_lsp_tune.serving.registry import ModelRegistry
+from ai_lsp_tune.serving.registry import ModelEntry
 
 MAX_PATH_BYTES, MAX_NAME_BYTES = 4096, 255  # Linux's PATH_MAX and NAME_MAX
 
@@ -32,7 +31,8 @@ class JobBusy(RuntimeError):
 
 
 class ModelSlot(Protocol):
-    """What the job needs of the served model (``serving.served_model.ServedModel``)."""
+    """What the job asks of the served model (``serving.served_model.ServedModel``), the one
+    owner of which model serves and of the workspace's model registry."""
 
     @property
     def current_path(self) -> str | None: ...
@@ -40,9 +40,15 @@ class ModelSlot(Protocol):
     @property
     def previous_path(self) -> str | None: ...
 
-    async def swap(self, path: str) -> None: ...
+    async def swap(self, model: str) -> None: ...
 
-    async def rollback(self) -> None: ...
+    async def use(self, path: str) -> None: ...
+
+    async def rollback(self) -> str: ...
+
+    async def remember(self, entry: ModelEntry) -> None: ...
+
+    async def retain(self, keep: int, *, protect: set[str | None], runs_dir: Path) -> list[str]: ...
 
 
 def resolve_allowed_path(raw: str, *, roots: list[Path], base: Path | None) -> Path:
@@ -108,14 +114,16 @@ class NoLocalModel(RuntimeError):
 
 @dataclass
 class JobContext:
-    """What the job reads from the server: its workspace, its traces, the served model."""
+    """What the job reads from the server: its workspace, its traces, the served model.
+
+    The job never changes the served model nor writes the model registry itself: it asks the
+    served model (``ModelSlot``), which does both under its one lock.
+    """
 
     data_dir: Path  # the workspace's folder in the server's data dir
     served: Callable[[], ModelSlot | None]  # None while the remote backend is in use
     own_traces: Callable[[], Awaitable[list[Path]]]  # flushes pending spans first
     show_message_request: Callable[[lsp.ShowMessageRequestParams], Awaitable[Any]]
-    swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    registry: Callable[[], ModelRegistry | None] = lambda: None  # the workspace's model history
 
     @property
     def record_path(self) -> Path:

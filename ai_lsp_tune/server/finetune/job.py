@@ -15,7 +15,6 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,20 @@ from ai_lsp_tune.dataset.worker import (
     PrepareRequest,
 )
 from ai_lsp_tune.hyperparams import misfit, setting
+from ai_lsp_tune.server.finetune import swaps
 from ai_lsp_tune.server.finetune.context import (
     FinetuneOptions,
     JobBusy,
     JobContext,
-    ModelSlot,
-    NoLocalModel,
-    PathNotAllowed,
     new_run_id,
-    resolve_allowed_path,
 )
-from ai_lsp_tune.server.finetune.models import retain, short_path
+from ai_lsp_tune.server.finetune.gate import judge
+from ai_lsp_tune.server.finetune.messages import (
+    TITLE,
+    FollowUps,
+    started_message,
+    status_line,
+)
 from ai_lsp_tune.server.finetune.progress import (
     ProgressChannel,
     ProgressMeter,
@@ -53,9 +55,9 @@ from ai_lsp_tune.server.finetune.states import (
     JobState,
     ProgressSnapshot,
     RunRecord,
-    changed_inputs,
     check_transition,
     load_record,
+    resumable,
     run_inputs,
     save_record,
 )
@@ -64,31 +66,11 @@ from ai_lsp_tune.server.finetune.training import (
     launch_of,
     train_candidate,
 )
-from ai_lsp_tune.serving.registry import ModelEntry, now_iso
 from ai_lsp_tune.training.request import TrainRequest
 
 logger = logging.getLogger(__name__)
 
 
-def _tests(count: int) -> str:
-    return f"{count} test example" if count == 1 else f"{count} test examples"
-
-
-__all__ = [
-    "FinetuneJob",
-    "FinetuneOptions",
-    "JobBusy",
-    "JobContext",
-    "JobState",
-    "ModelSlot",
-    "NoLocalModel",
-    "PathNotAllowed",
-    "resolve_allowed_path",
-]
-
-TITLE = "Fine-tune on my traces"
-ROLL_BACK = "Roll back"
-USE_ANYWAY = "Use it anyway"
 STOP_TIMEOUT_S = 5.0
 _END_KIND = {
     JobState.FAILED: lsp.MessageType.Error,
@@ -97,19 +79,15 @@ _END_KIND = {
 
 
 class FinetuneJob:
-    """The job slot: at most one run; its state, progress and last record."""
+    """The job slot: at most one run; its progress and its record (which holds its state)."""
 
     def __init__(self, ls: Any, ctx: JobContext) -> None:
         self._ls = ls
         self.ctx = ctx
         self.record: RunRecord | None = load_record(ctx.record_path)
-        self.state = self.record.state if self.record else JobState.IDLE
-        if self.state in ACTIVE_STATES:  # the server died mid-run: that run is over
-            self.state = JobState.FAILED
-            if self.record is not None:
-                self.record.state = JobState.FAILED
-                self.record.reason = "the server stopped while this run was active"
-        self.phase: str | None = None
+        if self.record is not None and self.record.state in ACTIVE_STATES:
+            self.record.state = JobState.FAILED  # the server died mid-run: that run is over
+            self.record.reason = "the server stopped while this run was active"
         self._meter = ProgressMeter()
         self._message: str | None = None
         self._progress: ProgressChannel | None = None
@@ -119,9 +97,17 @@ class FinetuneJob:
         self._cancel_requested = False
         self._resumed = False
         self._fresh_because: str | None = None
-        self._follow_ups: set[asyncio.Task[None]] = set()
+        self._follow_ups = FollowUps(ls, ctx.show_message_request)
 
     # --- the commands' side ----------------------------------------------------------------
+    @property
+    def state(self) -> JobState:
+        return self.record.state if self.record is not None else JobState.IDLE
+
+    @property
+    def phase(self) -> str | None:
+        return self.record.phase if self.record is not None else None
+
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
@@ -138,11 +124,11 @@ class FinetuneJob:
                 f"a fine-tune is already in progress (run {self.record.run_id}, "
                 f"{self._message or self.state}); cancel it first or wait for it to finish"
             )
-        resumed, self._fresh_because = self._resumable(options)
+        serving = self.ctx.served_model().current_path
+        resumed, self._fresh_because = resumable(self.record, options, serving)
         self._resumed = resumed is not None
         run_id = resumed.run_id if resumed else new_run_id()
         run_dir = Path(resumed.run_dir) if resumed else self.ctx.runs_dir / run_id
-        serving = self.ctx.served_model().current_path
         base_model = options.base_model(serving)
         if not base_model:
             raise ValueError(
@@ -169,19 +155,6 @@ class FinetuneJob:
         self._transition(JobState.PREPARING, phase="preparing")
         self._task = asyncio.create_task(self._run(options, resume=resumed is not None))
         return run_id
-
-    def _resumable(self, options: FinetuneOptions) -> tuple[RunRecord | None, str | None]:
-        """The cancelled run to resume, or None and why the run starts fresh instead."""
-        last = self.record
-        if not (options.resume and last and last.state == JobState.CANCELLED and last.resumable):
-            return None, None
-        base = options.base_model(self.ctx.served_model().current_path) or ""
-        changed = changed_inputs(last.inputs, run_inputs(options, base))
-        if changed:
-            return None, f"the settings changed since the cancelled run ({changed})"
-        if not Path(last.run_dir).is_dir():
-            return None, "the cancelled run's folder is gone"
-        return last, None
 
     def cancel(self) -> bool:
         """Ask the run to stop (the worker keeps a checkpoint); False when nothing can stop."""
@@ -222,42 +195,30 @@ class FinetuneJob:
             last_run=self.record,
             served_model=serving,
             previous_model=served.previous_path if served else None,
-            message=self._status_line(serving),
+            message=status_line(
+                self.record, active=self.active, progress=self._message, serving=serving
+            ),
         )
 
     def started_message(self) -> str:
         """The reply to ``ai-lsp.finetune``: which run, from which model."""
         assert self.record is not None
-        how = "Resuming" if self._resumed else "Started"
-        fresh = f" (starting fresh: {self._fresh_because})" if self._fresh_because else ""
-        return (
-            f"{how} fine-tune {self.record.run_id} from {short_path(self.record.base_model)}"
-            f"{fresh}; progress follows"
+        return started_message(
+            self.record, resumed=self._resumed, fresh_because=self._fresh_because
         )
-
-    def _status_line(self, serving: str | None) -> str:
-        now = f"serving {short_path(serving)}" if serving else "no local model serving"
-        record = self.record
-        if record is None:
-            return f"No fine-tune yet; {now}"
-        if self.active:
-            return f"Fine-tune {record.run_id}: {self._message or self.state.value}; {now}"
-        what = record.summary or record.reason or self.state.value
-        return f"Last fine-tune {record.run_id} {self.state.value}: {what}; {now}"
 
     # --- the run ---------------------------------------------------------------------------
     def _transition(self, new: JobState, *, phase: str | None = None, reason: str = "") -> None:
-        check_transition(self.state, new)
-        logger.info("fine-tune %s: %s -> %s %s", self._run_id, self.state, new, reason)
-        self.state = new
+        record = self.record
+        assert record is not None  # a run's transitions follow ``start``
+        check_transition(record.state, new)
+        logger.info("fine-tune %s: %s -> %s %s", record.run_id, record.state, new, reason)
+        record.state = new
         if phase is not None:
-            self.phase = phase
-        if self.record is not None:
-            self.record.state = new
-            self.record.phase = self.phase
-            if reason:
-                self.record.reason = reason
-            self._save()
+            record.phase = phase
+        if reason:
+            record.reason = reason
+        self._save()
 
     @property
     def _run_id(self) -> str:
@@ -343,24 +304,14 @@ class FinetuneJob:
 
         record.candidate_model = str(outcome.model_path)
         record.metrics_before, record.metrics_after = outcome.metrics_before, outcome.metrics_after
-        self._remember_candidate(record)
-        passed = outcome.not_worse
-        record.test_examples = int((record.metrics_after or {}).get("n") or 0)
-        too_few = record.test_examples < options.settings.min_test_examples
-        record.gate = "passed" if passed else ("forced" if options.settings.force else "failed")
-        if passed and too_few and not options.settings.force:
-            record.gate = "too few test examples"
+        await swaps.remember(self.ctx, record)
+        why = judge(record, options.settings, not_worse=outcome.not_worse)
         change = describe_change(record.metrics_before, record.metrics_after)
-        if record.gate in ("failed", "too few test examples"):
-            why = (
-                "the new model scored worse"
-                if record.gate == "failed"
-                else f"only {_tests(record.test_examples)} to judge it on "
-                f"(aiLsp.finetune.minTestExamples is {options.settings.min_test_examples})"
-            )
+        if why is not None:
             self._transition(JobState.REJECTED, reason=f"{why}; not swapped")
-            await self._retain(options)
-            self._follow_up(self.offer_after_rejection(record.candidate_model, why, change))
+            await swaps.retain(self.ctx, record, options)
+            candidate = record.candidate_model
+            self._follow_ups.after_rejection(why, change, lambda: self.use_model(candidate))
             return f"Kept the current model: {why} ({change})"
 
         self._transition(JobState.SWAPPING, phase="swapping")
@@ -370,8 +321,7 @@ class FinetuneJob:
             cancellable=False,
         )
         try:
-            async with self.ctx.swap_lock:
-                await self.ctx.served_model().swap(record.candidate_model)
+            await self.ctx.served_model().swap(record.candidate_model)
         except Exception as exc:
             reason = f"the new model failed to load ({exc}); still serving {record.baseline_model}"
             self._transition(JobState.FAILED, reason=reason)
@@ -379,46 +329,9 @@ class FinetuneJob:
         record.swapped = True
         self._meter.finish()
         self._transition(JobState.SUCCEEDED, phase="done")
-        await self._retain(options)
-        self._follow_up(self.offer_after_swap(record.metrics_before, record.metrics_after))
+        await swaps.retain(self.ctx, record, options)
+        self._follow_ups.after_swap(record.metrics_before, record.metrics_after, self.rollback)
         return f"100% · now serving the fine-tuned model ({change})"
-
-    def _remember_candidate(self, record: RunRecord) -> None:
-        """Add the new model to the workspace's model history (served or not)."""
-        registry = self.ctx.registry()
-        if registry is None or record.candidate_model is None:
-            return
-        registry.record_model(
-            ModelEntry(
-                path=record.candidate_model,
-                run_id=record.run_id,
-                base_model=record.base_model,
-                created_at=now_iso(),
-                examples=record.examples,
-                metrics=record.metrics_after,
-            )
-        )
-
-    async def _retain(self, options: FinetuneOptions) -> None:
-        """Keep the newest ``finetune.keepModels`` fine-tuned models; a failure only logs."""
-        served = self.ctx.served()
-        assert self.record is not None
-        protect = {
-            served.current_path if served else None,
-            served.previous_path if served else None,
-            self.record.base_model,
-            options.configured_model,
-            options.settings.base_model,
-        }
-        try:
-            await retain(
-                self.ctx.registry(),
-                options.settings.keep_models,
-                protect=protect,
-                runs_dir=self.ctx.runs_dir,
-            )
-        except OSError as exc:
-            logger.warning("cannot delete old fine-tuned models: %s", exc)
 
     async def _prepare(self, options: FinetuneOptions, dataset_dir: Path) -> None:
         """Traces -> dataset, in a child process (the server keeps answering meanwhile)."""
@@ -462,7 +375,8 @@ class FinetuneJob:
         assert self.record is not None
 
         def on_step(step: ProgressStep) -> None:
-            self.phase = step.phase
+            if self.record is not None:
+                self.record.phase = step.phase
             self._report(step, self._meter.worker(step), cancellable=True)
 
         def on_runner(runner: Any) -> None:
@@ -491,12 +405,6 @@ class FinetuneJob:
             request, on_step=on_step, on_runner=on_runner, on_warning=on_warning, launch=launch
         )
 
-    def _follow_up(self, coro: Coroutine[Any, Any, None]) -> None:
-        """A message whose answer may come much later; the run does not wait for it."""
-        task = asyncio.create_task(coro)
-        self._follow_ups.add(task)
-        task.add_done_callback(self._follow_ups.discard)
-
     def _finish(self, state: JobState, reason: str) -> None:
         """Move to a final state from wherever the run stands (cancel and failure paths)."""
         if self.state in FINAL_STATES:
@@ -508,81 +416,16 @@ class FinetuneJob:
             state = JobState.FAILED
         self._transition(state, reason=reason)
 
-    async def offer_after_swap(
-        self, before: dict[str, Any] | None, after: dict[str, Any] | None
-    ) -> None:
-        """Tell the user what changed, with a "Roll back" action (answered whenever they like)."""
-        text = f"Fine-tuned model now serving. {describe_change(before, after)}"
-        self.record_summary_log(text)
-        if await self._offer(lsp.MessageType.Info, text, ROLL_BACK):
-            await self._from_message(self.rollback())
-
-    async def offer_after_rejection(self, candidate: str, why: str, change: str) -> None:
-        """The gate kept the old model; the user may still choose the new one."""
-        more = (
-            " More test data comes from more traces: keep using the editor with telemetry on, "
-            "or add aiLsp.finetune.extraTraces."
-            if "test example" in why
-            else ""
-        )
-        text = (
-            f"The fine-tuned model was not swapped in: {why} "
-            f"(set aiLsp.finetune.force to swap anyway). {change}.{more}"
-        )
-        if await self._offer(lsp.MessageType.Warning, text, USE_ANYWAY):
-            await self._from_message(self.use_model(candidate))
-
-    def record_summary_log(self, text: str) -> None:
-        """The swap's summary also goes to the log (VS Code's output channel, Neovim's log)."""
-        self._ls.window_log_message(lsp.LogMessageParams(type=lsp.MessageType.Info, message=text))
-
-    async def _offer(self, kind: lsp.MessageType, text: str, action: str) -> bool:
-        """Show ``text`` with one action; True when the user picked it (whenever they do)."""
-        params = lsp.ShowMessageRequestParams(
-            type=kind, message=text, actions=[lsp.MessageActionItem(action)]
-        )
-        try:
-            choice = await self.ctx.show_message_request(params)
-        except Exception as exc:
-            logger.info("message request not answered: %s", exc)
-            return False
-        return getattr(choice, "title", None) == action
-
-    async def _from_message(self, action: Coroutine[Any, Any, str]) -> None:
-        """Run an action the user picked in a message; its outcome is shown, not raised."""
-        try:
-            done = await action
-        except Exception as exc:
-            logger.warning("action failed: %s", exc)
-            self._ls.window_show_message(
-                lsp.ShowMessageParams(type=lsp.MessageType.Error, message=f"ai-lsp: {exc}")
-            )
-            return
-        self._ls.window_show_message(lsp.ShowMessageParams(type=lsp.MessageType.Info, message=done))
-
     async def use_model(self, path: str) -> str:
-        """Serve ``path`` (one swap at a time); the old model keeps serving if it fails to load."""
-        if self.state == JobState.SWAPPING:
-            raise JobBusy("a fine-tuned model is being swapped in right now; try again shortly")
-        async with self.ctx.swap_lock:
-            await self.ctx.served_model().swap(path)
-        self._ls.window_log_message(
-            lsp.LogMessageParams(type=lsp.MessageType.Info, message=f"now serving {path}")
-        )
-        return f"Now serving {short_path(path)}"
+        """Serve ``path`` (one change of model at a time); the old one stays if it cannot load."""
+        self._refuse_while_swapping()
+        return await swaps.use_model(self._ls, self.ctx, path)
 
     async def rollback(self) -> str:
         """Serve the model served before this one; return the line that says so."""
+        self._refuse_while_swapping()
+        return await swaps.rollback(self._ls, self.ctx)
+
+    def _refuse_while_swapping(self) -> None:
         if self.state == JobState.SWAPPING:
             raise JobBusy("a fine-tuned model is being swapped in right now; try again shortly")
-        if not self.ctx.served_model().previous_path:
-            raise ValueError("there is no previous model to roll back to")
-        async with self.ctx.swap_lock:
-            await self.ctx.served_model().rollback()
-        current = self.ctx.served_model().current_path
-        self._ls.window_log_message(
-            lsp.LogMessageParams(
-                type=lsp.MessageType.Info, message=f"Rolled back: now serving {current}"
-            )
-        )
-        return f"Rolled back: now serving {short_path(current)}"

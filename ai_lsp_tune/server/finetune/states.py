@@ -140,6 +140,21 @@ def changed_inputs(before: dict[str, Any] | None, now: dict[str, Any]) -> str:
     )
 
 
+def resumable(
+    last: RunRecord | None, options: Any, serving: str | None
+) -> tuple[RunRecord | None, str | None]:
+    """The cancelled run to resume, or None and why the run starts fresh instead."""
+    if not (options.resume and last and last.state == JobState.CANCELLED and last.resumable):
+        return None, None
+    base = options.base_model(serving) or ""
+    changed = changed_inputs(last.inputs, run_inputs(options, base))
+    if changed:
+        return None, f"the settings changed since the cancelled run ({changed})"
+    if not Path(last.run_dir).is_dir():
+        return None, "the cancelled run's folder is gone"
+    return last, None
+
+
 def load_record(path: Path) -> RunRecord | None:
     """The last run's record, or None when there is none or it cannot be read (logged)."""
     try:

@@ -1,4 +1,4 @@
-"""The workspace's models as the editors see them: the list, short paths, and retention.
+"""The workspace's models as the editors see them: the list and short paths (read-only).
 
 The base model comes first, then every fine-tuned model in the order it was made (with its run,
 base model, dataset size and metrics); ``serving`` marks the one answering now.
@@ -6,7 +6,6 @@ base model, dataset size and metrics); ``serving`` marks the one answering now.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +76,3 @@ def find_listed(rows: list[dict[str, Any]], raw: str) -> str | None:
     except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop: not a listed path
         return None
     return None
-
-
-async def retain(
-    registry: ModelRegistry | None, keep: int, *, protect: set[str | None], runs_dir: Path
-) -> list[str]:
-    """Delete fine-tuned models beyond the newest ``keep`` (in a thread: rmtree is slow)."""
-    if registry is None:
-        return []
-    kept = {p for p in protect if p}
-    return await asyncio.to_thread(registry.prune, keep, protect=kept, runs_dir=runs_dir)

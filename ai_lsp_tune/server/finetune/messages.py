@@ -1,0 +1,129 @@
+"""What the user reads about a fine-tune: the started line, the status line, the follow-ups.
+
+A follow-up is a message request shown when a run ends (the swap's summary with "Roll back",
+the gate's refusal with "Use it anyway"); the user may answer it much later, so the run never
+waits for it, and the action picked runs then with its outcome shown, not raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from lsprotocol import types as lsp
+
+from ai_lsp_tune.server.finetune.progress import describe_change
+from ai_lsp_tune.server.finetune.states import RunRecord
+from ai_lsp_tune.serving.models import short_path
+
+logger = logging.getLogger(__name__)
+
+TITLE = "Fine-tune on my traces"
+ROLL_BACK = "Roll back"
+USE_ANYWAY = "Use it anyway"
+
+
+def test_examples(count: int) -> str:
+    return f"{count} test example" if count == 1 else f"{count} test examples"
+
+
+def started_message(record: RunRecord, *, resumed: bool, fresh_because: str | None) -> str:
+    """The reply to ``ai-lsp.finetune``: which run, from which model."""
+    how = "Resuming" if resumed else "Started"
+    fresh = f" (starting fresh: {fresh_because})" if fresh_because else ""
+    return (
+        f"{how} fine-tune {record.run_id} from {short_path(record.base_model)}"
+        f"{fresh}; progress follows"
+    )
+
+
+def status_line(
+    record: RunRecord | None, *, active: bool, progress: str | None, serving: str | None
+) -> str:
+    """The ``message`` of ``ai-lsp.finetune.status``: the run, then what serves."""
+    now = f"serving {short_path(serving)}" if serving else "no local model serving"
+    if record is None:
+        return f"No fine-tune yet; {now}"
+    if active:
+        return f"Fine-tune {record.run_id}: {progress or record.state.value}; {now}"
+    what = record.summary or record.reason or record.state.value
+    return f"Last fine-tune {record.run_id} {record.state.value}: {what}; {now}"
+
+
+class FollowUps:
+    """The messages shown after a run, and the action the user picks in one."""
+
+    def __init__(
+        self,
+        ls: Any,
+        show_message_request: Callable[[lsp.ShowMessageRequestParams], Awaitable[Any]],
+    ) -> None:
+        self._ls = ls
+        self._show_message_request = show_message_request
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def after_swap(
+        self,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        rollback: Callable[[], Coroutine[Any, Any, str]],
+    ) -> None:
+        """Tell the user what changed, with a "Roll back" action (answered whenever they like)."""
+        text = f"Fine-tuned model now serving. {describe_change(before, after)}"
+        self._later(self._offer(lsp.MessageType.Info, text, ROLL_BACK, rollback, log=True))
+
+    def after_rejection(
+        self, why: str, change: str, use_anyway: Callable[[], Coroutine[Any, Any, str]]
+    ) -> None:
+        """The gate kept the old model; the user may still choose the new one."""
+        more = (
+            " More test data comes from more traces: keep using the editor with telemetry on, "
+            "or add aiLsp.finetune.extraTraces."
+            if "test example" in why
+            else ""
+        )
+        text = (
+            f"The fine-tuned model was not swapped in: {why} "
+            f"(set aiLsp.finetune.force to swap anyway). {change}.{more}"
+        )
+        self._later(self._offer(lsp.MessageType.Warning, text, USE_ANYWAY, use_anyway))
+
+    def _later(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _offer(
+        self,
+        kind: lsp.MessageType,
+        text: str,
+        action: str,
+        run: Callable[[], Coroutine[Any, Any, str]],
+        *,
+        log: bool = False,
+    ) -> None:
+        """Show ``text`` with one action; when the user picks it, run it and show its outcome."""
+        if log:  # the swap's summary stays in VS Code's output channel and Neovim's log
+            message = lsp.LogMessageParams(type=lsp.MessageType.Info, message=text)
+            self._ls.window_log_message(message)
+        params = lsp.ShowMessageRequestParams(
+            type=kind, message=text, actions=[lsp.MessageActionItem(action)]
+        )
+        try:
+            choice = await self._show_message_request(params)
+        except Exception as exc:
+            logger.info("message request not answered: %s", exc)
+            return
+        if getattr(choice, "title", None) != action:
+            return
+        try:
+            done = await run()
+        except Exception as exc:
+            logger.warning("action failed: %s", exc)
+            self._ls.window_show_message(
+                lsp.ShowMessageParams(type=lsp.MessageType.Error, message=f"ai-lsp: {exc}")
+            )
+            return
+        self._ls.window_show_message(lsp.ShowMessageParams(type=lsp.MessageType.Info, message=done))
