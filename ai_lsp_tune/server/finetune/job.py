@@ -1,11 +1,12 @@
 """Fine-tune on my traces: the job that closes the loop while the server keeps answering.
 
-traces (the server's own export + extra files) -> dataset (a thread) -> TrainingRunner (a
-worker process: train, evaluate candidate and served model on the test split, fuse) -> the
-evaluation gate -> ServedModel.swap (the running model host loads the new weights in place)
--> the registry (served/previous persisted) -> a message with metrics before -> after and a
-"Roll back" action. One run at a time; every state change is visible (progress, a message or
-a log line); any failure ends the progress with its reason and leaves the old model serving.
+traces (the server's own export + extra files) -> dataset (``preparation``, a child process)
+-> TrainingRunner (``training``, a worker process: train, evaluate candidate and served model
+on the test split, fuse) -> the evaluation gate (``gate``) -> the served model swaps it in
+(``swaps``: the served model alone changes models and writes the registry) -> a message with
+metrics before -> after and a "Roll back" action (``messages``). One run at a time; its state
+lives in its record; every state change is visible (progress, a message or a log line); any
+failure ends the progress with its reason and leaves the old model serving.
 """
 
 from __future__ import annotations
@@ -20,11 +21,7 @@ from typing import Any
 
 from lsprotocol import types as lsp
 
-from ai_lsp_tune.dataset.worker import (
-    DatasetPreparation,
-    PreparationFailed,
-    PrepareRequest,
-)
+from ai_lsp_tune.dataset.worker import PreparationFailed
 from ai_lsp_tune.hyperparams import misfit, setting
 from ai_lsp_tune.server.finetune import swaps
 from ai_lsp_tune.server.finetune.context import (
@@ -40,6 +37,7 @@ from ai_lsp_tune.server.finetune.messages import (
     started_message,
     status_line,
 )
+from ai_lsp_tune.server.finetune.preparation import DatasetStep
 from ai_lsp_tune.server.finetune.progress import (
     ProgressChannel,
     ProgressMeter,
@@ -93,7 +91,10 @@ class FinetuneJob:
         self._progress: ProgressChannel | None = None
         self._task: asyncio.Task[None] | None = None
         self._runner: Any = None
-        self._preparation: DatasetPreparation | None = None
+        self._dataset = DatasetStep(
+            lambda step, fraction: self._report(step, self._meter.preparing(fraction)),
+            live=lambda: self.state == JobState.PREPARING,
+        )
         self._cancel_requested = False
         self._resumed = False
         self._fresh_because: str | None = None
@@ -162,8 +163,7 @@ class FinetuneJob:
             return False
         self._cancel_requested = True
         self._transition(JobState.CANCELLING)
-        if self._preparation is not None:
-            self._preparation.cancel()
+        self._dataset.cancel()
         if self._runner is not None:
             self._runner.cancel()
         return True
@@ -334,40 +334,18 @@ class FinetuneJob:
         return f"100% · now serving the fine-tuned model ({change})"
 
     async def _prepare(self, options: FinetuneOptions, dataset_dir: Path) -> None:
-        """Traces -> dataset, in a child process (the server keeps answering meanwhile)."""
         assert self.record is not None
         traces = [*await self.ctx.own_traces(), *options.extra_traces]
-        files = "trace file" if len(traces) == 1 else "trace files"
-        step = ProgressStep("preparing", note=f"reading {len(traces)} {files}")
-        self._report(step, self._meter.preparing(0.05))
-        base = Path(self.record.base_model)
-        request = PrepareRequest(
-            traces=traces,
-            output_dir=dataset_dir,
+        self.record.examples, note = await self._dataset.run(
+            traces,
+            dataset_dir,
+            base_model=self.record.base_model,
             max_seq_length=options.settings.max_seq_length,
-            tokenizer=str(base) if base.is_dir() else None,
             include_local_answers=options.settings.include_local_answers,
         )
-        self._preparation = DatasetPreparation(
-            request, lambda fraction: self._prepared(0.1 + 0.85 * fraction)
-        )
-        try:
-            done = await self._preparation.run()
-        finally:
-            self._preparation = None
-        self.record.examples = dict(done.splits)
-        cropped = f", {done.cropped} long ones cropped to windows" if done.cropped else ""
-        local = f"; {done.local_note}" if done.local_note else ""
-        if done.local_note:
-            logger.info("fine-tune %s: %s", self._run_id, done.local_note)
-            self.record.notes.append(done.local_note)
-        step = ProgressStep("preparing", note=f"{done.examples} examples{cropped}{local}")
-        self._report(step, self._meter.preparing(1.0))
-
-    def _prepared(self, fraction: float) -> None:
-        if self.state == JobState.PREPARING:
-            step = ProgressStep("preparing", note="reading traces")
-            self._report(step, self._meter.preparing(fraction))
+        if note:
+            logger.info("fine-tune %s: %s", self._run_id, note)
+            self.record.notes.append(note)
 
     async def _train(
         self, options: FinetuneOptions, dataset_dir: Path, output_dir: Path, resume: bool
