@@ -83,6 +83,12 @@ class Hyperparameters(BaseModel):
         same_run=False,
     )
     seed: int = hyper(0, "Seed for LoRA init and batch order.", ge=0)
+    fuse: bool = hyper(
+        True,
+        "Write a fused copy of the model (about 1.5 GB for the default model); false: write only "
+        "the LoRA adapter (a few MB) and serve the base model with the adapter on top.",
+        same_run=False,
+    )
     include_local_answers: bool = hyper(
         False,
         "Also learn from analyses the local model answered itself (left out by default: it "

@@ -69,9 +69,14 @@ class HostClient:
 
     @classmethod
     async def start(
-        cls, model: str, *, load_timeout_s: float = 600.0, python: str = sys.executable
+        cls,
+        model: str,
+        *,
+        adapter: str | None = None,
+        load_timeout_s: float = 600.0,
+        python: str = sys.executable,
     ) -> HostClient:
-        """Spawn a host for ``model`` and wait until it is loaded and warm.
+        """Spawn a host for ``model`` (with ``adapter`` on top) and wait until it is warm.
 
         Raises ModelLoadError when the model cannot be loaded.
         """
@@ -81,13 +86,14 @@ class HostClient:
             "ai_lsp_tune.serving.host",
             "--model",
             model,
+            *(["--adapter", adapter] if adapter else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=None,  # the host logs to our stderr (never the LSP channel)
             limit=STREAM_LIMIT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        client = cls(model, process)
+        client = cls(adapter or model, process)  # the path reported: the adapter's
         try:
             client.ready = await asyncio.wait_for(
                 asyncio.shield(client._ready_future), load_timeout_s
@@ -139,8 +145,11 @@ class HostClient:
             raise asyncio.CancelledError
         return result
 
-    async def switch(self, model: str, *, timeout_s: float = 600.0) -> Switched:
-        """Have this host serve ``model`` in place from the next request on.
+    async def switch(
+        self, model: str, *, adapter: str | None = None, timeout_s: float = 600.0
+    ) -> Switched:
+        """Have this host serve ``model`` (with ``adapter`` on top) in place from the next
+        request on.
 
         Raises ModelLoadError (kind "architecture": start another host for it; any other kind:
         it cannot be loaded) with the old model still served, or HostGone.
@@ -153,18 +162,18 @@ class HostClient:
         )
         future.add_done_callback(_consume)
         self._switches[request_id] = future
-        self._send(SwitchRequest(id=request_id, model=model))
+        self._send(SwitchRequest(id=request_id, model=model, adapter=adapter))
         outcome = await asyncio.wait_for(asyncio.shield(future), timeout_s)
         if isinstance(outcome, SwitchRefused):
             raise ModelLoadError(outcome.model, outcome.kind, outcome.message)
         log.info(
             "model host %d now serves %s in place (%.2f s, was %s)",
             self.process.pid,
-            model,
+            outcome.model,
             outcome.load_s,
             self.model,
         )
-        self.model = model
+        self.model = outcome.model
         return outcome
 
     async def drain(self) -> None:

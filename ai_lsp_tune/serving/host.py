@@ -9,6 +9,9 @@ A ``switch`` request loads another model of the same architecture (a fine-tune o
 model, or its base) into the loaded one, in place: requests queued before it finish on the old
 weights, the ones after it run on the new. A model of another architecture is refused with
 kind "architecture", and the server starts a second host for it instead.
+
+A switch (or a start, ``--adapter``) with a LoRA adapter serves base + adapter (``adapters.py``):
+LoRA layers over the base's weights, reloaded in place first only if another base is loaded.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from typing import Any
 from ai_lsp_tune.decoding.decode import decode_answer, model_vocab_size
 from ai_lsp_tune.decoding.grammar import AnswerGrammar, GrammarUnavailable, answer_grammar
 from ai_lsp_tune.prompts import SYSTEM_PROMPT, has_chat_template, render_chat
+from ai_lsp_tune.serving.adapters import Adapter
+from ai_lsp_tune.serving.adapters import remove as remove_adapter
 from ai_lsp_tune.serving.protocol import (
     HOST_REQUESTS,
     Cancelled,
@@ -71,7 +76,8 @@ class Engine:
         self.model = model
         self.tokenizer = tokenizer
         self.name = name  # as the server asked for it: the path reported everywhere
-        self.path = path  # the local folder it was loaded from
+        self.path = path  # the local folder whose weights the model holds
+        self.adapter: Path | None = None  # LoRA layers applied on top (``finetune.fuse`` false)
         self.prefix_tokens: list[int] = []
         self.cache: list[Any] | None = None
         self.grammar: AnswerGrammar | None = None
@@ -155,33 +161,38 @@ class Engine:
         )
 
     def switch(self, request: SwitchRequest) -> Switched | SwitchRefused:
-        """Load ``request.model``'s weights into the loaded model (same architecture only)."""
+        """Load ``request.model``'s weights into the loaded model (same architecture only), and
+        ``request.adapter`` on top when given."""
         import mlx.core as mx
 
         started = time.perf_counter()
         loaded = self.path
+        name = request.adapter or request.model
         try:
             path = local_model_path(request.model)
+            adapter = Adapter(Path(request.adapter)) if request.adapter else None
             if loaded is None:
                 difference: str | None = "the loaded model has no local folder"
             else:
                 difference = architecture_difference(loaded, path)
         except Exception as exc:
-            failed = describe_load_error(request.model, exc)
+            failed = describe_load_error(name, exc)
             return SwitchRefused(
-                id=request.id, model=request.model, kind=failed.kind, message=failed.message
+                id=request.id, model=name, kind=failed.kind, message=failed.message
             )
         if difference is not None or loaded is None:
             return SwitchRefused(
                 id=request.id,
-                model=request.model,
+                model=name,
                 kind="architecture",
                 message=f"'{request.model}' is not a model of {self.name}'s architecture "
                 f"({difference})",
             )
         try:
+            # Adapter layers keep the base's weights intact: the same base needs no reload.
+            same_weights = (self.adapter or adapter) and path.resolve() == loaded.resolve()
             weights: dict[str, Any] = {}
-            for file in sorted(path.glob("model*.safetensors")):
+            for file in [] if same_weights else sorted(path.glob("model*.safetensors")):
                 arrays = mx.load(str(file))
                 assert isinstance(arrays, dict)
                 weights.update(arrays)
@@ -195,16 +206,15 @@ class Engine:
 
                 eos = load_config(path).get("eos_token_id")
                 tokenizer = load_tokenizer(path, eos_token_ids=eos)
-            # strict: every parameter, with its shape, is checked before any is replaced
-            self.model.load_weights(list(weights.items()), strict=True)
+            self._set_weights(weights, adapter)
             self.tokenizer = tokenizer
         except Exception as exc:
-            log.exception("could not switch to %s", request.model)
-            failed = describe_load_error(request.model, exc)
+            log.exception("could not switch to %s", name)
+            failed = describe_load_error(name, exc)
             return SwitchRefused(
-                id=request.id, model=request.model, kind="invalid_model", message=failed.message
+                id=request.id, model=name, kind="invalid_model", message=failed.message
             )
-        self.name, self.path = request.model, path
+        self.name, self.path, self.adapter = name, path, adapter.folder if adapter else None
         self.template_problem = None
         self.cache, self.prefix_tokens = None, []
         cached = self.warm()  # the system prompt's keys and values depend on the weights
@@ -213,11 +223,26 @@ class Engine:
             self.prepare_grammar()  # cached per tokenizer: free when only the files differ
         return Switched(
             id=request.id,
-            model=request.model,
+            model=name,
             load_s=time.perf_counter() - started,
             prompt_cache_tokens=cached,
             tokenizer_reloaded=reload_tokenizer,
         )
+
+    def _set_weights(self, weights: dict[str, Any], adapter: Adapter | None) -> None:
+        """Base weights (none: keep them), then the adapter's layers; on a failure the old
+        adapter goes back on (strict loading checks every shape before it replaces any)."""
+        old = Adapter(self.adapter) if self.adapter is not None else None
+        remove_adapter(self.model)
+        try:
+            if weights:
+                self.model.load_weights(list(weights.items()), strict=True)
+        except Exception:
+            if old is not None:
+                old.apply(self.model)
+            raise
+        if adapter is not None:  # checked against the model before it loads; the base is new
+            adapter.apply(self.model)
 
 
 def local_model_path(model_name: str) -> Path:
@@ -265,16 +290,20 @@ def tokenizer_identity(folder: Path) -> dict[str, Any]:
     return identity
 
 
-def load_engine(model_name: str) -> Engine:
-    """Load a model folder or hub name with mlx-lm."""
+def load_engine(model_name: str, adapter: str | None = None) -> Engine:
+    """Load a model folder or hub name with mlx-lm (and an adapter's LoRA layers on top)."""
     from mlx_lm import load
 
     loaded = load(model_name)
+    if adapter is not None:
+        Adapter(Path(adapter)).apply(loaded[0])
     try:
         path: Path | None = local_model_path(model_name)
     except Exception:  # loaded, so it is local; a path we cannot name only rules out switching
         path = None
-    return Engine(loaded[0], loaded[1], name=model_name, path=path)
+    engine = Engine(loaded[0], loaded[1], name=adapter or model_name, path=path)
+    engine.adapter = Path(adapter) if adapter else None
+    return engine
 
 
 def describe_load_error(model_name: str, exc: BaseException) -> LoadFailed:
@@ -313,19 +342,19 @@ def _read_requests(work: queue.Queue[Work], cancelled: set[int]) -> None:
     work.put(None)
 
 
-def serve(model_name: str, channel: LineWriter) -> int:
+def serve(model_name: str, channel: LineWriter, adapter: str | None = None) -> int:
     """Load, warm, announce readiness, then answer requests one at a time until shut down."""
     started = time.perf_counter()
     try:
-        engine = load_engine(model_name)
+        engine = load_engine(model_name, adapter)
         cached = engine.warm()
         engine.prepare_grammar()
     except Exception as exc:
-        log.error("could not load %s: %s", model_name, exc)
-        channel.send(describe_load_error(model_name, exc))
+        log.error("could not load %s: %s", adapter or model_name, exc)
+        channel.send(describe_load_error(adapter or model_name, exc))
         return 1
     channel.send(
-        Ready(model=model_name, load_s=time.perf_counter() - started, prompt_cache_tokens=cached)
+        Ready(model=engine.name, load_s=time.perf_counter() - started, prompt_cache_tokens=cached)
     )
     work: queue.Queue[Work] = queue.Queue()
     cancelled: set[int] = set()
@@ -337,7 +366,7 @@ def serve(model_name: str, channel: LineWriter) -> int:
         if isinstance(request, SwitchRequest):
             # In the queue's order: what was sent before finishes on the old weights.
             switched = engine.switch(request)
-            log.info("switch to %s: %s", request.model, switched.type)
+            log.info("switch to %s: %s", switched.model, switched.type)
             channel.send(switched)
             continue
         if request.id in cancelled:
@@ -356,6 +385,7 @@ def serve(model_name: str, channel: LineWriter) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--model", required=True, help="MLX model folder or hub name.")
+    parser.add_argument("--adapter", help="LoRA adapter folder to serve on top of --model.")
     args = parser.parse_args(argv)
     channel = claim_stdout()
     # Generation is background work: the editor-facing language server must win the CPU.
@@ -366,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s host[%(process)d] %(levelname)s %(message)s",
     )
-    return serve(args.model, channel)
+    return serve(args.model, channel, args.adapter)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ai_lsp_tune.wire import LineReader, WireMessage
 
-PROTOCOL_VERSION = 2  # 2: ``switch`` (load another model of the same architecture in place)
+PROTOCOL_VERSION = 3  # 2: ``switch`` (another model of the same architecture, in place); 3: adapter
 
 
 class _Message(WireMessage):
@@ -55,6 +55,7 @@ class SwitchRequest(_Message):
     type: Literal["switch"] = "switch"
     id: int
     model: str
+    adapter: str | None = None  # a LoRA adapter folder served on top of ``model`` (its base)
 
 
 HostRequest = Annotated[

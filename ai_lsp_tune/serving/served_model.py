@@ -9,6 +9,9 @@ A swap to a model of the served model's architecture (every fine-tune of it, its
 rollback) happens in place: the running host loads the new weights into the model it holds,
 between two requests; the ones sent before finish on the old weights, the next on the new.
 
+A LoRA adapter (``finetune.fuse`` false) is served on top of its base, in place too: the host
+puts the adapter's layers over the base it holds (see ``_switch_in_place`` for another base).
+
 A model of another architecture gets a second model host, started beside the first; once it is
 loaded and warm, new requests are routed to it. Requests already sent to the old host finish
 there, and the old host is stopped once it has drained. Memory holds both models for that moment.
@@ -28,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ai_lsp_tune.serving.adapters import adapter_base
 from ai_lsp_tune.serving.client import HostClient, HostGone, ModelLoadError
 from ai_lsp_tune.serving.protocol import ChatMessage, Generation
 from ai_lsp_tune.serving.registry import ModelEntry, ModelRegistry
@@ -44,8 +48,8 @@ class NoPreviousModel(RuntimeError):
 @dataclass(frozen=True)
 class ModelSource:
     """What a host serves: a model folder (a fused fine-tune) or hub name, or a base model with
-    a LoRA adapter folder on top (``finetune.fuse`` false: no fused copy written; not loadable
-    yet, so a swap to one is refused). ``path`` is the name reported and kept in the registry."""
+    a LoRA adapter folder on top (``finetune.fuse`` false: no fused copy written). ``path`` is
+    the name reported and kept in the registry (the adapter's folder)."""
 
     model: str
     adapter: str | None = None
@@ -53,6 +57,12 @@ class ModelSource:
     @property
     def path(self) -> str:
         return self.adapter or self.model
+
+    @classmethod
+    def of(cls, path: str) -> ModelSource:
+        """A listed path: an adapter folder serves on the base its config names."""
+        base = adapter_base(path)
+        return cls(base, adapter=path) if base else cls(path)
 
 
 class ServedModel:
@@ -84,7 +94,10 @@ class ServedModel:
         load_timeout_s: float = 600.0,
     ) -> ServedModel:
         """Serve ``model`` (a folder or hub name). Raises ModelLoadError if it cannot load."""
-        host = await HostClient.start(model, load_timeout_s=load_timeout_s)
+        source = ModelSource.of(model)
+        host = await HostClient.start(
+            source.model, adapter=source.adapter, load_timeout_s=load_timeout_s
+        )
         return cls(
             host, previous_path=previous_path, registry=registry, load_timeout_s=load_timeout_s
         )
@@ -155,12 +168,15 @@ class ServedModel:
             self._restarts.append(now)
             log.warning("model host for %s exited (code %s); starting it again", gone.model, code)
             await gone.close()
-            self._host = await HostClient.start(gone.model, load_timeout_s=self._load_timeout_s)
+            source = ModelSource.of(gone.model)
+            self._host = await HostClient.start(
+                source.model, adapter=source.adapter, load_timeout_s=self._load_timeout_s
+            )
 
     # --- changes of model: each under the lock, each with its registry record ---------------
     async def swap(self, model: str | ModelSource) -> None:
         """Serve a new model from now on; ModelLoadError (old model kept) if it cannot load."""
-        source = model if isinstance(model, ModelSource) else ModelSource(model)
+        source = model if isinstance(model, ModelSource) else ModelSource.of(model)
         async with self._lock:
             old_path = await self._switch(source)
             if self._registry is not None:
@@ -177,7 +193,7 @@ class ServedModel:
             previous = self.previous_path  # read under the lock: no change can come between
             if previous is None:
                 raise NoPreviousModel("there is no previous model to roll back to")
-            await self._switch(ModelSource(previous))
+            await self._switch(ModelSource.of(previous))
             if self._registry is not None:
                 self._registry.record_rollback()
             return previous
@@ -185,7 +201,7 @@ class ServedModel:
     async def configure(self, model: str) -> None:
         """The user set ``model``: serve it; what was served before is forgotten (no rollback)."""
         async with self._lock:
-            await self._switch(ModelSource(model))
+            await self._switch(ModelSource.of(model))
             if self._registry is not None:
                 self._registry.set_configured(model)
 
@@ -203,22 +219,18 @@ class ServedModel:
             return []
         async with self._lock:
             kept = {p for p in (*protect, self.current_path, self.previous_path) if p}
+            kept |= {b for p in kept if (b := adapter_base(p))}  # an adapter's base stays
             return await asyncio.to_thread(
                 self._registry.prune, keep, protect=kept, runs_dir=runs_dir
             )
 
     async def _switch(self, source: ModelSource) -> str:
         """Route new requests to ``source`` (in place, else on a host of its own); the old path."""
-        if source.adapter is not None:
-            raise ModelLoadError(
-                source.path,
-                "unsupported",
-                "serving a base model with a LoRA adapter on top is not supported yet; "
-                "serve its fused model instead",
-            )
         old_path = self._host.model
-        if not await self._switch_in_place(source.path):
-            new_host = await HostClient.start(source.path, load_timeout_s=self._load_timeout_s)
+        if not await self._switch_in_place(source):
+            new_host = await HostClient.start(
+                source.model, adapter=source.adapter, load_timeout_s=self._load_timeout_s
+            )
             old_host, self._host = self._host, new_host
             task = asyncio.create_task(self._retire(old_host), name=f"retire-{old_path}")
             self._retiring.add(task)
@@ -227,10 +239,20 @@ class ServedModel:
         log.info("now serving %s (was %s)", source.path, old_path)
         return old_path
 
-    async def _switch_in_place(self, path: str) -> bool:
-        """Load ``path`` into the running host; False when it needs a host of its own."""
+    async def _switch_in_place(self, source: ModelSource) -> bool:
+        """Load ``source`` into the running host; False when it needs a host of its own.
+
+        An adapter is trained from ``finetune.baseModel``, which the host normally holds: it only
+        adds the adapter's layers. Holding another base (``continueFromServed``, a changed
+        ``model``), the host reloads the adapter's base weights in place when the architecture
+        matches (no second copy in memory), and refuses otherwise: then a fresh host loads
+        base + adapter, as for any model of another architecture.
+        """
+        path = source.path
         try:
-            await self._host.switch(path, timeout_s=self._load_timeout_s)
+            await self._host.switch(
+                source.model, adapter=source.adapter, timeout_s=self._load_timeout_s
+            )
         except ModelLoadError as exc:
             if exc.kind != "architecture":
                 raise

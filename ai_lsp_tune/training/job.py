@@ -303,8 +303,9 @@ def _run(
         return _follow_to_the_end(request, model, tokenizer, data, eval_split, trained, world)
     channel.emit(FusingEvent(message="Fusing the best adapter", fraction=at("fusing")))
     publish.write_adapters(partial / "adapters", model, request, trained.best_weights)
-    publish.fuse(model)
-    publish.save_model(partial / "model", model_path, model, tokenizer, config)
+    publish.fuse(model) if request.fuse else model.eval()  # unfused: evaluated as it is served
+    if request.fuse:  # false (``finetune.fuse``): the adapter is the model, no fused copy
+        publish.save_model(partial / "model", model_path, model, tokenizer, config)
     if stop.is_set():
         raise Cancelled("Cancelled while fusing.")
     after = evaluate_phase(
@@ -326,11 +327,12 @@ def _run(
     )
     shutil.rmtree(partial / "checkpoint", ignore_errors=True)
     publish.publish(partial, request.output_dir)
+    served = publish.served_path(request)
     return DoneEvent(
         fraction=1.0,
-        message=f"Fine-tuned model written to {request.output_dir / 'model'}",
+        message=f"Fine-tuned model written to {served}",
         output_dir=request.output_dir,
-        model_path=request.output_dir / "model",
+        model_path=served,
         run_json=request.output_dir / run_json.name,
         before=before,
         after=after,
@@ -378,13 +380,13 @@ def _follow_to_the_end(
 ) -> DoneEvent:
     """A rank other than 0: fuse in memory and take part in the 'after' loss; write nothing."""
     model.load_weights(list(trained.best_weights.items()), strict=False)
-    publish.fuse(model)
+    publish.fuse(model) if request.fuse else model.eval()
     split_loss(model, data["tokens"][split], batch_size=request.batch_size)
     return DoneEvent(
         fraction=1.0,
         message=f"Rank {world.rank} of {world.size} done; rank 0 publishes the model.",
         output_dir=request.output_dir,
-        model_path=request.output_dir / "model",
+        model_path=publish.served_path(request),
         run_json=request.output_dir / "run.json",
         best_iteration=trained.best_iteration,
         iterations=trained.iterations,

@@ -23,7 +23,12 @@ if TYPE_CHECKING:
 
 RUN_JSON_VERSION = 1
 HYPERPARAMETERS = {"num_epochs", "batch_size", "learning_rate", "max_seq_length", "lora_rank",
-                   "lora_scale", "num_layers", "max_batch_tokens", "seed"}  # fmt: skip
+                   "lora_scale", "num_layers", "max_batch_tokens", "seed", "fuse"}  # fmt: skip
+
+
+def served_path(request: TrainRequest) -> Path:
+    """What a run publishes to serve: the fused model, or (``fuse`` false) the adapter folder."""
+    return request.output_dir / ("model" if request.fuse else "adapters")
 
 
 def write_adapters(
@@ -35,9 +40,11 @@ def write_adapters(
     model.load_weights(list(best_weights.items()), strict=False)
     folder.mkdir(parents=True, exist_ok=True)
     mx.save_safetensors(str(folder / "adapters.safetensors"), best_weights)
+    base = Path(request.model_name).expanduser()
     config = {
         "fine_tune_type": "lora",
-        "model": request.model_name,
+        # The base it is served on (serving/adapters.py): a folder by its absolute path.
+        "model": str(base.resolve()) if base.is_dir() else request.model_name,
         "num_layers": request.num_layers,
         "lora_parameters": {"rank": request.lora_rank, "scale": request.lora_scale, "dropout": 0.0},
     }

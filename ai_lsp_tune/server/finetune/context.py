@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlparse
 from lsprotocol import types as lsp
 
 from ai_lsp_tune.config import FinetuneSettings
+from ai_lsp_tune.serving.adapters import adapter_base
 from ai_lsp_tune.serving.registry import ModelEntry
 
 MAX_PATH_BYTES, MAX_NAME_BYTES = 4096, 255  # Linux's PATH_MAX and NAME_MAX
@@ -104,6 +105,12 @@ class FinetuneOptions:
         if self.settings.base_model:
             return self.settings.base_model
         if self.continue_from_served or self.settings.continue_from_served:
+            if adapter_base(serving):  # training would need base + adapter fused first
+                raise ValueError(
+                    "the served model is a LoRA adapter (aiLsp.finetune.fuse false), which "
+                    "aiLsp.finetune.continueFromServed cannot train on; set "
+                    "aiLsp.finetune.baseModel, or set aiLsp.finetune.fuse true and fine-tune again"
+                )
             return serving
         return self.configured_model or serving
 

@@ -12,6 +12,7 @@ export const FINETUNE_SETTINGS = [
   'baseModel', 'continueFromServed', 'extraTraces', 'numEpochs', 'batchSize', 'learningRate',
   'maxSeqLength', 'loraRank', 'numLayers', 'force', 'minTestExamples', 'keepModels', 'hosts',
   'hostfile', 'backend', 'gradCheckpoint', 'seed', 'includeLocalAnswers', 'maxBatchTokens',
+  'fuse',
 ] as const;
 
 /** What goes to the server: only what the user set; the server holds every default, so an
