@@ -31,6 +31,7 @@ from ai_lsp_tune.server.finetune.context import (
 )
 from ai_lsp_tune.server.finetune.job import FinetuneJob
 from ai_lsp_tune.server.language_server import AiLspServer
+from ai_lsp_tune.serving.adapters import adapter_base
 from ai_lsp_tune.serving.models import find_listed, model_list
 
 logger = logging.getLogger(__name__)
@@ -114,8 +115,10 @@ async def use_model(ls: AiLspServer, *args: Any) -> dict[str, Any]:
             f"{commands.MODEL_LIST} returns (the base model or a fine-tune)"
         )
     local = Path(listed)
-    if local.is_absolute() and not (local / "config.json").is_file():
-        raise CommandRefused(f"{listed} is not an MLX model folder (it has no config.json)")
+    if local.is_absolute() and not (local / "config.json").is_file() and not adapter_base(listed):
+        raise CommandRefused(
+            f"{listed} is not an MLX model folder (it has no config.json) nor a LoRA adapter"
+        )
     job = await _job(ls)
     with _refusals():
         message = await job.use_model(listed)
