@@ -15,9 +15,12 @@ end of the progress, then "after". Targets: no failed request; p99 in each phase
 "Time to the new model" runs from fusion done (the swap report, sent when the worker's done event
 arrives) to the first diagnostics only the fine-tuned model writes (the tiny base model never
 writes a valid answer).
-Writes its section of bench/RESULTS.md.
+With ``--no-fuse`` (``aiLsp.finetune.fuse`` false) the run publishes its LoRA adapter only and the
+host puts it on the base it holds; "time to the new model" then runs from training done, and the
+section also gives the bytes the run wrote (its output folder) against the adapter and metadata.
+Writes its section of bench/RESULTS.md (one per mode).
 
-    uv run python bench/swap.py [--idle-s 20] [--after-s 10] [--epochs 12]
+    uv run python bench/swap.py [--idle-s 20] [--after-s 10] [--epochs 12] [--no-fuse]
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from tests.test_swap_in_place import host_pids
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## swap (requests during fine-tune and hot swap)"
+SECTION_NO_FUSE = "## swap --no-fuse (finetune.fuse false: base + adapter)"
 PHASES = ("idle", "preparing", "training", "swap", "after")
 ANALYSIS_TIMEOUT_S = 30.0
 
@@ -159,7 +163,20 @@ async def analyses(student: Student, uri: str, timeline: Timeline, stop: asyncio
             timeline.first_new_answer = done
 
 
-async def run(idle_s: float, after_s: float, epochs: int) -> tuple[Timeline, dict[str, Any]]:
+def disk_written(output: Path) -> dict[str, int]:
+    """Bytes of a run's published output: all of it, and the adapter plus metadata in it."""
+    files = [p for p in output.rglob("*") if p.is_file()]
+    adapter = ("adapters.safetensors", "adapter_config.json", "run.json")
+    return {
+        "total": sum(p.stat().st_size for p in files),
+        "adapter_and_metadata": sum(p.stat().st_size for p in files if p.name in adapter),
+        "model": sum(p.stat().st_size for p in files if p.parent.name == "model"),
+    }
+
+
+async def run(
+    idle_s: float, after_s: float, epochs: int, fuse: bool = True
+) -> tuple[Timeline, dict[str, Any]]:
     root = Path(tempfile.mkdtemp(prefix="ai-lsp-bench-swap-"))
     home, workspace = root / "home", root / "ws"
     workspace.mkdir(parents=True)
@@ -172,6 +189,7 @@ async def run(idle_s: float, after_s: float, epochs: int) -> tuple[Timeline, dic
         tiny,
         **{**LEARN, "numEpochs": epochs},
         force=True,  # measured: the swap, whatever the gate says of 1-2 test examples
+        fuse=fuse,
     )
     timeline = Timeline()
     try:
@@ -216,6 +234,8 @@ async def run(idle_s: float, after_s: float, epochs: int) -> tuple[Timeline, dic
         stop.set()
         await asyncio.gather(*loops)
         status = await student.status()
+        output = Path(status["lastRun"]["candidateModel"]).parent
+        status["diskWritten"] = disk_written(output)
     finally:
         await stop_session(student.session)
     return timeline, status
@@ -254,13 +274,27 @@ def summarize(timeline: Timeline) -> dict[str, dict[str, dict[str, float]]]:
 def render(timeline: Timeline, status: dict[str, Any], args: argparse.Namespace) -> str:
     table = summarize(timeline)
     failed = sum(1 for s in timeline.samples if not s.ok)
+    fuse = not args.no_fuse
+    method = (
+        "The swap is in place (protocol v2 `switch`): the running model host loads the fused "
+        "model's safetensors into the model it holds (`load_weights(strict=True)`), between two "
+        "requests, and re-warms the system-prompt cache; before issue 15 a second host loaded the"
+        " whole model (3.1 s here, 3.3 s to the first new answer)."
+        if fuse
+        else "`finetune.fuse` false: the worker writes only the LoRA adapter (no `model/` folder)"
+        " and the swap is in place (protocol v3 `switch` with an adapter): the running host "
+        "wraps the layers of the base it already holds in mlx-lm's LoRA layers and loads the "
+        "adapter's few weights into them, unfused, so the base stays intact (a rollback takes "
+        "the layers off); then it re-warms the system-prompt cache."
+    )
     lines = [
-        SECTION,
+        SECTION if fuse else SECTION_NO_FUSE,
         "",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}; "
         f"tiny local MLX model (CPU); `uv run python bench/swap.py --idle-s {args.idle_s} "
-        f"--after-s {args.after_s} --epochs {args.epochs}` ({time.strftime('%Y-%m-%d')}).",
+        f"--after-s {args.after_s} --epochs {args.epochs}{'' if fuse else ' --no-fuse'}` "
+        f"({time.strftime('%Y-%m-%d %H:%M')}; load average before the run {args.load}).",
         "",
         "Two client loops run the whole time over stdio: cheap requests "
         "(`textDocument/codeAction`, "
@@ -270,11 +304,8 @@ def render(timeline: Timeline, status: dict[str, Any], args: argparse.Namespace)
         "preparation (a child process) at 10, the training worker at 15 (`AI_LSP_WORKER_NICE`); "
         "on this shared 2-core machine ratios vary by about +-30% between runs.",
         "",
-        "The swap is in place (protocol v2 `switch`): the running model host loads the fused "
-        "model's safetensors into the model it holds (`load_weights(strict=True)`), between two "
-        "requests, and re-warms the system-prompt cache; before issue 15 a second host loaded the"
-        " whole model (3.1 s here, 3.3 s to the first new answer). The student's own analyses are"
-        " not recorded (telemetry off after start), the run uses the tests' LEARN settings and "
+        method + " The student's own analyses are not recorded (telemetry off after start), the"
+        " run uses the tests' LEARN settings and "
         "`force` (1-4 test examples), so the run measures the swap, not the gate.",
         "",
         "| requests | phase | n | failed | p50 ms | p99 ms | max ms | p99 / idle p99 |",
@@ -312,9 +343,10 @@ def render(timeline: Timeline, status: dict[str, Any], args: argparse.Namespace)
     lines.append(
         f"- dataset preparation (child process): "
         f"{timeline.worker_started - timeline.finetune_sent:.1f} s; training worker (load, "
-        f"evaluate the served model, train, fuse, evaluate the new one): "
-        f"{timeline.swap_started - timeline.worker_started:.1f} s; hot swap (fused weights "
-        f"loaded into the running model host, system-prompt cache re-warmed): "
+        f"evaluate the served model, train, {'fuse' if fuse else 'write the adapter'}, evaluate "
+        f"the new one): {timeline.swap_started - timeline.worker_started:.1f} s; hot swap ("
+        f"{'fused weights loaded into' if fuse else 'adapter applied in'} the running model "
+        "host, system-prompt cache re-warmed): "
         f"{timeline.progress_ended - timeline.swap_started:.2f} s."
     )
     same = timeline.hosts_before == timeline.hosts_after and len(timeline.hosts_before) == 1
@@ -324,12 +356,24 @@ def render(timeline: Timeline, status: dict[str, Any], args: argparse.Namespace)
     )
     if timeline.first_new_answer is not None:
         lines.append(
-            "- time from fusion done to the new model answering (first diagnostics only the "
+            f"- time from {'fusion' if fuse else 'training'} done to the new model answering "
+            "(first diagnostics only the "
             f"fine-tuned model writes, edit and analysis included): "
             f"**{timeline.first_new_answer - timeline.swap_started:.2f} s**."
         )
     else:
         lines.append("- the fine-tuned model never produced a diagnostic in the after phase.")
+    disk = status.get("diskWritten") or {}
+    if disk:
+        bound = disk["total"] <= disk["adapter_and_metadata"]
+        lines.append(
+            f"- disk written by the run (its output folder): **{disk['total'] / 1e6:.2f} MB**, "
+            f"of which adapter + adapter_config.json + run.json "
+            f"{disk['adapter_and_metadata'] / 1e6:.2f} MB and a fused model "
+            f"{disk['model'] / 1e6:.2f} MB"
+            + (f" ({'met' if bound else 'NOT met'}: ≤ adapter + metadata)" if not fuse else "")
+            + "."
+        )
     run = status.get("lastRun") or {}
     lines.append(
         f"- final state: {status.get('state')}, gate {run.get('gate')}, metrics before "
@@ -342,8 +386,11 @@ def render(timeline: Timeline, status: dict[str, Any], args: argparse.Namespace)
 
 def write_section(text: str) -> None:
     content = RESULTS.read_text()
-    start = content.index(SECTION)
-    end = content.find("\n## ", start + len(SECTION))
+    section = text.splitlines()[0]
+    if section not in content:
+        content = content.rstrip("\n") + "\n\n" + section + "\n"
+    start = content.index(section)
+    end = content.find("\n## ", start + len(section))
     content = content[:start] + text + ("" if end == -1 else content[end:])
     RESULTS.write_text(content)
 
@@ -357,8 +404,14 @@ def main() -> None:
         "--show-slow-ms", type=float, default=0.0, help="List cheap requests slower than this."
     )
     parser.add_argument("--no-write", action="store_true", help="Print, do not edit RESULTS.md.")
+    parser.add_argument(
+        "--no-fuse", action="store_true", help="finetune.fuse false: serve base + adapter."
+    )
     args = parser.parse_args()
-    timeline, status = asyncio.run(run(args.idle_s, args.after_s, args.epochs))
+    args.load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    timeline, status = asyncio.run(
+        run(args.idle_s, args.after_s, args.epochs, fuse=not args.no_fuse)
+    )
     if args.show_slow_ms:
         for s in timeline.samples:
             if s.kind != "analysis" and s.ms > args.show_slow_ms:

@@ -66,8 +66,8 @@ ModelNameOption = Annotated[
 OutputDirOption = Annotated[
     Path,
     typer.Option(
-        help="Gets model/ (fused, loadable by mlx_lm.load), adapters/ and run.json; "
-        "replaced as a whole when the run succeeds."
+        help="Gets model/ (fused, loadable by mlx_lm.load; not with --no-fuse), adapters/ and "
+        "run.json; replaced as a whole when the run succeeds."
     ),
 ]
 ResumeOption = Annotated[

@@ -108,7 +108,8 @@ def report_outcome(outcome: RunOutcome, console: Console) -> int:
         return EXIT_CANCELLED
     if event.phase == "done":
         console.print(metrics_table(event.before, event.after))
-        console.print(f"Fused model: [bold]{event.model_path}[/bold]", highlight=False)
+        if event.model_path != event.output_dir / "adapters":  # --no-fuse: no fused model
+            console.print(f"Fused model: [bold]{event.model_path}[/bold]", highlight=False)
         console.print(f"Adapters:    {event.output_dir / 'adapters'}", highlight=False)
         console.print(f"Run record:  {event.run_json}", highlight=False)
         return 0

@@ -303,9 +303,11 @@ def _run(
         return _follow_to_the_end(request, model, tokenizer, data, eval_split, trained, world)
     channel.emit(FusingEvent(message="Fusing the best adapter", fraction=at("fusing")))
     publish.write_adapters(partial / "adapters", model, request, trained.best_weights)
-    publish.fuse(model) if request.fuse else model.eval()  # unfused: evaluated as it is served
-    if request.fuse:  # false (``finetune.fuse``): the adapter is the model, no fused copy
+    if request.fuse:
+        publish.fuse(model)
         publish.save_model(partial / "model", model_path, model, tokenizer, config)
+    else:  # ``finetune.fuse`` false: the adapter is the model; evaluated unfused, as served
+        model.eval()
     if stop.is_set():
         raise Cancelled("Cancelled while fusing.")
     after = evaluate_phase(
