@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from ai_lsp_tune.serving.client import ModelLoadError
 from ai_lsp_tune.serving.registry import ModelEntry, ModelRegistry
 from ai_lsp_tune.serving.served_model import ServedModel
 from tests.test_serving import answers, chat, same_shape_model
@@ -139,6 +140,31 @@ async def test_an_adapter_of_another_base_reloads_it_in_place_or_in_a_host_of_it
         assert served._host is not host  # another architecture: base + adapter in a new host
         answer = await served.generate(chat(CODES[0]), 12, constrained=False)
         assert (answer.model, answer.text) == (str(adapter), expected[0])
+    finally:
+        await served.close()
+
+
+async def test_an_adapter_that_does_not_fit_leaves_the_old_model_serving(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from ai_lsp_tune.tiny_model import build_tiny_model
+
+    other = tmp_path / "three-layers"
+    other.mkdir()
+    build_tiny_model(other, config={"num_hidden_layers": 3})
+    misfit = make_adapter(other, tmp_path / "adapters", seed=3)  # for layer 2 of 0..2
+    config = json.loads((misfit / "adapter_config.json").read_text())
+    (misfit / "adapter_config.json").write_text(json.dumps({**config, "model": str(tiny_model)}))
+    fused = same_shape_model(tiny_model, tmp_path / "fused", seed=1)
+    expected = await answers(fused, CODES)
+    served = await ServedModel.start(str(fused))
+    try:
+        with pytest.raises(ModelLoadError, match="does not fit"):
+            await served.swap(str(misfit))  # the base's weights were loaded, then put back
+        assert served.current_path == str(fused)
+        assert [(await served.generate(chat(c), 12, constrained=False)).text for c in CODES] == (
+            expected
+        )
     finally:
         await served.close()
 

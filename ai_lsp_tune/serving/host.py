@@ -163,7 +163,6 @@ class Engine:
     def switch(self, request: SwitchRequest) -> Switched | SwitchRefused:
         """Load ``request.model``'s weights into the loaded model (same architecture only), and
         ``request.adapter`` on top when given."""
-        import mlx.core as mx
 
         started = time.perf_counter()
         loaded = self.path
@@ -190,15 +189,9 @@ class Engine:
             )
         try:
             # Adapter layers keep the base's weights intact: the same base needs no reload.
-            same_weights = (self.adapter or adapter) and path.resolve() == loaded.resolve()
-            weights: dict[str, Any] = {}
-            for file in [] if same_weights else sorted(path.glob("model*.safetensors")):
-                arrays = mx.load(str(file))
-                assert isinstance(arrays, dict)
-                weights.update(arrays)
-            if hasattr(self.model, "sanitize"):
-                weights = self.model.sanitize(weights)
-            mx.eval(weights)  # read now: a damaged file fails here, before anything changed
+            layered = self.adapter is not None or adapter is not None
+            same_weights = layered and path.resolve() == loaded.resolve()
+            weights = {} if same_weights else self._read_weights(path)
             tokenizer = self.tokenizer
             reload_tokenizer = tokenizer_identity(loaded) != tokenizer_identity(path)
             if reload_tokenizer:
@@ -229,20 +222,37 @@ class Engine:
             tokenizer_reloaded=reload_tokenizer,
         )
 
+    def _read_weights(self, folder: Path) -> dict[str, Any]:
+        """A model folder's weights, read now: a damaged file fails before anything changed."""
+        import mlx.core as mx
+
+        weights: dict[str, Any] = {}
+        for file in sorted(folder.glob("model*.safetensors")):
+            arrays = mx.load(str(file))
+            assert isinstance(arrays, dict)
+            weights.update(arrays)
+        if hasattr(self.model, "sanitize"):
+            weights = self.model.sanitize(weights)
+        mx.eval(weights)
+        return weights
+
     def _set_weights(self, weights: dict[str, Any], adapter: Adapter | None) -> None:
-        """Base weights (none: keep them), then the adapter's layers; on a failure the old
-        adapter goes back on (strict loading checks every shape before it replaces any)."""
+        """Base weights (none: keep them), then the adapter's layers. On a failure the old
+        model is put back: strict loading checks every shape before it replaces any; an adapter
+        that does not fit the new base has the old base's weights reloaded."""
         old = Adapter(self.adapter) if self.adapter is not None else None
         remove_adapter(self.model)
         try:
             if weights:
                 self.model.load_weights(list(weights.items()), strict=True)
+            if adapter is not None:
+                adapter.apply(self.model)  # takes its layers off again if it does not fit
         except Exception:
+            if weights and self.path is not None:
+                self.model.load_weights(list(self._read_weights(self.path).items()), strict=True)
             if old is not None:
                 old.apply(self.model)
             raise
-        if adapter is not None:  # checked against the model before it loads; the base is new
-            adapter.apply(self.model)
 
 
 def local_model_path(model_name: str) -> Path:
