@@ -242,3 +242,25 @@ def test_the_training_worker_starts_no_thread_before_it_blocks_its_stop_signals(
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1", "threads running after importing the worker module"
+
+
+async def test_a_burst_of_progress_reports_ends_with_its_last_one_on_screen() -> None:
+    """Reports closer than the coalescing interval are held, not dropped: a phase's outcome
+    ("16 examples; 1 analysis ... left out") that follows a reading report at once is shown."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from ai_lsp_tune.server.finetune.progress import ProgressChannel
+
+    sent: list[str] = []
+    progress = SimpleNamespace(report=lambda token, value: sent.append(value.message))
+    channel = ProgressChannel(SimpleNamespace(work_done_progress=progress), "t", "Fine-tune")
+    channel.uses_work_done_progress = True
+    channel.report(5, "preparing · reading traces", phase="preparing")
+    channel.report(6, "preparing · reading traces 2", phase="preparing")
+    channel.report(9, "preparing · 16 examples", phase="preparing")
+    for _ in range(100):
+        if sent[-1:] == ["preparing · 16 examples"]:
+            break
+        await asyncio.sleep(0.05)
+    assert sent == ["preparing · reading traces", "preparing · 16 examples"]

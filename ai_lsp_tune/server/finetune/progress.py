@@ -11,6 +11,7 @@ percentage first, because VS Code shows server progress only as a status-bar spi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -115,7 +116,9 @@ class ProgressChannel:
     logged and the run goes on, reporting through log messages instead.
     """
 
-    MIN_INTERVAL_S = 0.2  # reports in between are coalesced; phase changes always go out
+    # Reports in between are coalesced: the latest goes out when the interval ends (a burst's
+    # last report, e.g. a phase's outcome, is never lost); phase changes always go out at once.
+    MIN_INTERVAL_S = 0.2
     CREATE_TIMEOUT_S = 10.0  # a client that never answers the create request is a refusal
 
     def __init__(
@@ -131,6 +134,8 @@ class ProgressChannel:
         self._last_message: str | None = None
         self._ended = False
         self._last_logged_decile = 0
+        self._held: tuple[int, str, str, bool] | None = None  # the latest coalesced report
+        self._flush: asyncio.TimerHandle | None = None
 
     def _client_supports_progress(self) -> bool:
         caps = getattr(self._ls, "client_capabilities", None)
@@ -177,7 +182,13 @@ class ProgressChannel:
         now = time.monotonic()
         phase_changed = phase != self._last_phase
         if not phase_changed and now - self._last_sent < self.MIN_INTERVAL_S:
+            self._held = (percentage, message, phase, cancellable)
+            if self._flush is None:
+                delay = self.MIN_INTERVAL_S - (now - self._last_sent)
+                with contextlib.suppress(RuntimeError):  # no loop (a unit test): dropped
+                    self._flush = asyncio.get_running_loop().call_later(delay, self._send_held)
             return
+        self._held = None
         self._last_sent, self._last_phase, self._last_message = now, phase, message
         if self.uses_work_done_progress:
             self._ls.work_done_progress.report(
@@ -190,6 +201,14 @@ class ProgressChannel:
             self._last_logged_decile = percentage // 10
             self._log(f"{self._title}: {message}")
 
+    def _send_held(self) -> None:
+        self._flush = None
+        held, self._held = self._held, None
+        if held is not None:
+            percentage, message, phase, cancellable = held
+            self._last_sent = 0.0  # its interval has passed
+            self.report(percentage, message, phase=phase, cancellable=cancellable)
+
     def end(
         self, message: str, *, kind: lsp.MessageType = lsp.MessageType.Info, show: bool = False
     ) -> None:
@@ -197,6 +216,9 @@ class ProgressChannel:
         if self._ended:
             return
         self._ended = True
+        if self._flush is not None:  # the end says more than a held report
+            self._flush.cancel()
+            self._flush = None
         if self.uses_work_done_progress:
             self._ls.work_done_progress.end(self.token, lsp.WorkDoneProgressEnd(message=message))
             self._ls.work_done_progress.tokens.pop(self.token, None)
