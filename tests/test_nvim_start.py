@@ -95,3 +95,45 @@ def test_nothing_is_said_when_the_server_is_not_enabled(tmp_path: Path) -> None:
         capture_output=True,
     )
     assert json.loads(out.read_text()) == []
+
+
+STATUSLINE = """
+vim.opt.rtp:prepend(%(plugin)s)
+local ai = require('ai_lsp')
+vim.lsp.get_client_by_id = function() return { name = ai.name } end
+local function progress(token, value)
+  ai._on_progress({ data = { client_id = 1, params = { token = token, value = value } } })
+end
+local seen = {}
+-- Runs end (their last words stay a few seconds); the next starts and is cancelled at once.
+for i = 1, 8 do
+  local token = 'ai-lsp.finetune/2026113' .. i
+  progress(token, { kind = 'begin', title = 'Fine-tune', message = '0%% · preparing' })
+  progress(token, { kind = 'end', message = '100%% · now serving the fine-tuned model' })
+end
+local last = 'ai-lsp.finetune/20261199'
+progress(last, { kind = 'begin', title = 'Fine-tune', message = '0%% · preparing' })
+table.insert(seen, ai.statusline())
+progress(last, { kind = 'end', message = 'Fine-tune cancelled at 12%%; the next resumes' })
+for _ = 1, 20 do table.insert(seen, ai.statusline()) end
+vim.fn.writefile({ vim.json.encode(seen) }, %(out)s)
+vim.cmd('qa!')
+"""
+
+
+def test_the_statusline_shows_the_run_that_ended_last(tmp_path: Path) -> None:
+    """Runs that ended within the few seconds an end state stays: the last one is shown."""
+    out = tmp_path / "seen.json"
+    init = tmp_path / "init.lua"
+    init.write_text(STATUSLINE % {"plugin": json.dumps(str(PLUGIN)), "out": json.dumps(str(out))})
+    subprocess.run(
+        [nvim_binary(), "--headless", "-u", str(init)],
+        env=isolated_env(tmp_path),
+        cwd=tmp_path,
+        timeout=60,
+        check=True,
+        capture_output=True,
+    )
+    running, *ended = json.loads(out.read_text())
+    assert running.startswith("AI 0%") or "preparing" in running, running
+    assert all("Fine-tune cancelled at 12%" in line for line in ended), ended

@@ -192,10 +192,12 @@ end
 --- Works beside fidget.nvim, which reads the same `$/progress` notifications.
 --- @return string
 function M.statusline()
-  local ended
+  local ended -- the run that ended last (an earlier one may still be on screen)
   for _, item in pairs(M.progress) do
     if item.done then
-      ended = ended or item
+      if not ended or item.ended_at > ended.ended_at then
+        ended = item
+      end
     else
       local pct = item.percentage and (item.percentage .. '%% ') or ''
       -- The server's message starts with the percentage too ("42% · training 2/3"): drop it.
@@ -230,6 +232,7 @@ function M._on_progress(ev)
   item.done = value.kind == 'end'
   M.progress[token] = item
   if item.done then
+    item.ended_at = vim.uv.hrtime()
     -- Keep the last words on screen briefly, then clear the component.
     vim.defer_fn(function()
       if M.progress[token] == item then
