@@ -112,7 +112,7 @@ def test_packing_trains_the_same_answer_tokens_on_fewer_rows_and_less_padding() 
     for pack in (False, True):
         batches = LengthGroupedBatches(pack=pack)
         answers = 0
-        for _, (_, _, mask, segments, _) in zip(
+        for _, (_, _, mask, segments, _, _) in zip(
             range(2), batches(split, BATCH, 1 << 20, loop=True), strict=False
         ):
             answers += int(mask.sum().item())

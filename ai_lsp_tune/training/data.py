@@ -22,13 +22,14 @@ import numpy as np
 
 from ai_lsp_tune.prompts import chat_messages, prompt_tokens, render_chat
 from ai_lsp_tune.training.distributed import shard
+from ai_lsp_tune.training.forward import chunk_size, forward_fault, run
 from ai_lsp_tune.training.packing import (
     Item,
+    Layout,
     collate_rows,
     empty_batch,
+    layout,
     micro_batches,
-    pack_rows,
-    packed_call,
     packing_fault,
 )
 
@@ -136,7 +137,8 @@ class LengthGroupedBatches:
     """mlx-lm ``iterate_batches`` replacement: batches of similar length, shuffled order.
 
     A step is ``batch_size`` examples of similar length; with ``pack`` they are packed into as
-    few rows as they fit (``packing.py``), and a step over ``max_batch_tokens`` padded tokens is
+    few rows as they fit, or with ``share`` the tokens they all start with run once when that
+    is less to compute (``packing.py``), and a step over ``max_batch_tokens`` padded tokens is
     split into micro-batches whose gradients mlx-lm accumulates: always ``steps_per_update``
     of them (filled out with empty ones), each loss weighted by the step's answer tokens, so
     the update is the one of the whole step. ``skip`` steps are passed over at the start
@@ -150,11 +152,13 @@ class LengthGroupedBatches:
         seed: int = 0,
         skip: int = 0,
         pack: bool = False,
+        share: bool = False,
         max_batch_tokens: int | None = None,
     ) -> None:
         self.seed = seed
         self.skip = skip
         self.pack = pack
+        self.share = share
         self.max_batch_tokens = max_batch_tokens or (1 << 62)
         self.trained_tokens = 0
         self.padded_tokens = 0  # input columns x rows of the training batches
@@ -164,11 +168,11 @@ class LengthGroupedBatches:
         order = sorted(range(len(dataset)), key=lambda i: len(dataset[i][0]))
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
-    def _micro(self, items: Sequence[Item]) -> list[list[list[Item]]]:
+    def _micro(self, items: Sequence[Item]) -> list[Layout]:
         if not items:
             return []
-        rows = pack_rows([len(tokens) for tokens, _ in items], pack=self.pack)
-        return micro_batches([[items[i] for i in row] for row in rows], self.max_batch_tokens)
+        rows, prefix = layout(items, pack=self.pack, share=self.share)
+        return [(batch, prefix) for batch in micro_batches(rows, self.max_batch_tokens, prefix)]
 
     def steps_per_update(self, dataset: TokenizedSplit, batch_size: int, size: int = 1) -> int:
         """Micro-batches per optimizer step: the most any step needs on any rank."""
@@ -195,8 +199,7 @@ class LengthGroupedBatches:
             for group in groups:
                 if group[rank::size]:  # losses are summed over ranks: no repeats here
                     items = [dataset[i] for i in group[rank::size]]
-                    rows = pack_rows([len(tokens) for tokens, _ in items], pack=self.pack)
-                    yield collate_rows([[items[i] for i in row] for row in rows])
+                    yield collate_rows(*layout(items, pack=self.pack, share=self.share))
             return
         import mlx.core as mx
 
@@ -219,10 +222,10 @@ class LengthGroupedBatches:
                 # mlx-lm divides the summed gradients by per_update and averages over ranks
                 weight = mx.array(per_update * size / answers, mx.float32)
                 micro = self._micro(shard(items, rank, size))
-                for layout in micro:
-                    batch = collate_rows(layout)
+                for rows, prefix in micro:
+                    batch = collate_rows(rows, prefix)
                     self.rows += batch[0].shape[0]
-                    self.padded_tokens += batch[0].shape[0] * (batch[0].shape[1] - 1)
+                    self.padded_tokens += batch[0].shape[0] * (batch[0].shape[1] - 1) + prefix
                     yield (*batch, weight)
                 for _ in range(per_update - len(micro)):
                     yield (*empty_batch(), weight)
@@ -234,7 +237,9 @@ def iterations_for(n_train: int, num_epochs: int, batch_size: int) -> int:
     return math.ceil(n_train * num_epochs / batch_size)
 
 
-def make_loss(model: nn.Module, group: Any = None) -> Callable[..., tuple[mx.array, mx.array]]:
+def make_loss(
+    model: nn.Module, group: Any = None, *, chunked: bool = True
+) -> Callable[..., tuple[mx.array, mx.array]]:
     """Cross-entropy on the answer tokens, computing logits only at the answer's positions.
 
     With a distributed ``group``, a training step divides by the answer tokens of all ranks'
@@ -242,12 +247,15 @@ def make_loss(model: nn.Module, group: Any = None) -> Callable[..., tuple[mx.arr
     the one a single rank would make on the whole batch, not a mean of the shards' means.
     A training batch's ``weight`` does the same without communicating: the iterator knows every
     rank's and every micro-batch's answer tokens (``LengthGroupedBatches``). Packed rows
-    (``segments``) attend within each example only (``packing.py``).
+    (``segments``) attend within each example only (``packing.py``); a shared ``prefix`` runs
+    once and, with ``chunked`` (a model ``forward_fault`` passes), rows run in query chunks
+    (``forward.py``).
     """
     import mlx.core as mx
     import mlx.nn as nn
 
     head = _verified_head(model)
+    chunked = chunked and chunks(model)
 
     def answer_loss(
         model: nn.Module,
@@ -255,16 +263,16 @@ def make_loss(model: nn.Module, group: Any = None) -> Callable[..., tuple[mx.arr
         positions: mx.array,
         mask: mx.array,
         segments: mx.array | None = None,
+        prefix: mx.array | None = None,
         weight: mx.array | None = None,
     ) -> tuple[mx.array, mx.array]:
         inputs, targets = batch[:, :-1], batch[:, 1:]
+        chunk = chunk_size(inputs.shape[1]) if chunked else None
+        forward = model.model if head is not None else model
+        outputs = run(forward, inputs, segments=segments, prefix=prefix, chunk=chunk)
+        logits = mx.take_along_axis(outputs, positions[..., None], axis=1)
         if head is not None:
-            hidden = packed_call(model.model, inputs, segments)
-            logits = head(mx.take_along_axis(hidden, positions[..., None], axis=1))
-        else:
-            logits = mx.take_along_axis(
-                packed_call(model, inputs, segments), positions[..., None], axis=1
-            )
+            logits = head(logits)
         answer_targets = mx.take_along_axis(targets, positions, axis=1)
         ce = nn.losses.cross_entropy(logits, answer_targets) * mask
         ntoks = mask.sum()
@@ -325,7 +333,7 @@ def split_loss(
             num_batches=num_batches,
             max_seq_length=1 << 30,
             loss=make_loss(model),
-            iterate_batches=LengthGroupedBatches(pack=packs(model)),
+            iterate_batches=LengthGroupedBatches(pack=packs(model), share=chunks(model)),
         )
     )
 
@@ -336,4 +344,13 @@ def packs(model: nn.Module) -> bool:
     if fault is None:
         fault = packing_fault(model) or ""
         model._ai_lsp_packing_fault = fault
+    return not fault
+
+
+def chunks(model: nn.Module) -> bool:
+    """Whether a shared prefix and query chunks keep ``model``'s outputs (checked once)."""
+    fault = getattr(model, "_ai_lsp_forward_fault", None)
+    if fault is None:
+        fault = forward_fault(model) or ""
+        model._ai_lsp_forward_fault = fault
     return not fault

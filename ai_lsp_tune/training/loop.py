@@ -22,6 +22,7 @@ from ai_lsp_tune.training.checkpoint import CheckpointState, save_checkpoint
 from ai_lsp_tune.training.data import (
     LengthGroupedBatches,
     TokenizedSplit,
+    chunks,
     make_loss,
     packs,
     split_loss,
@@ -29,6 +30,7 @@ from ai_lsp_tune.training.data import (
 from ai_lsp_tune.training.distributed import World, any_stopped
 from ai_lsp_tune.training.evaluate import EvalMetrics
 from ai_lsp_tune.training.events import TrainingEvent, at
+from ai_lsp_tune.training.forward import CHUNK_ENV
 from ai_lsp_tune.training.request import TrainRequest
 
 VALIDATIONS_PER_RUN = 8
@@ -279,7 +281,7 @@ def train_lora(
         max_seq_length=request.max_seq_length,
         adapter_file=str(request.partial_dir / "mlx-lm-adapters.safetensors"),
     )
-    loss = make_loss(model, ctx["world"].group)
+    loss = make_loss(model, ctx["world"].group, chunked=batching["chunked"])
     if total > start:
         try:
             with checkpointed_layers(model, request.grad_checkpoint):
@@ -323,12 +325,23 @@ def _batches(
     if wanted and not pack:
         fault = model._ai_lsp_packing_fault
         print(f"packing off for {request.model_name}: {fault}; batches are padded", file=sys.stderr)
+    # --grad-checkpoint recomputes each layer alone: keys and values cannot cross chunks.
+    chunked = not request.grad_checkpoint and os.environ.get(CHUNK_ENV) != "0"
+    if chunked and not chunks(model):
+        fault = model._ai_lsp_forward_fault
+        print(f"rows run whole for {request.model_name}: {fault}", file=sys.stderr)
+        chunked = False
     batches = LengthGroupedBatches(
-        seed=request.seed, skip=start, pack=pack, max_batch_tokens=request.batch_token_budget
+        seed=request.seed,
+        skip=start,
+        pack=pack,
+        share=chunked,
+        max_batch_tokens=request.batch_token_budget,
     )
     per_update = batches.steps_per_update(train, request.batch_size, world.size)
     return batches, {
         "packed": pack,
+        "chunked": chunked,
         "unpacked_because": None if pack or not wanted else model._ai_lsp_packing_fault,
         "max_batch_tokens": request.batch_token_budget,
         "micro_batches_per_step": per_update,

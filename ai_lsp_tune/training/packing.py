@@ -15,25 +15,34 @@ tokens, and the mask keeps every score inside one example. ``packing_fault`` che
 on the model (packed vs alone); a model where it fails (learned absolute positions, a model that
 ignores the mask) trains unpacked, and the log says so.
 
-The mask reaches the attention layers through a stand-in for the KV cache (``PackedRows``): the
-models ask the cache for the attention mask and for the RoPE offset (0) and pass keys and values
-through ``update_and_fetch``, which returns them unchanged.
+The mask reaches the attention layers through a stand-in for the KV cache (``forward.GradKV``).
+
+A step whose examples start with the same tokens (the system prompt) may instead share them:
+``shared_prefix`` finds them, and when one prefix row plus the rows' rest is less to compute
+than the packed rows, every example gets a row of its own holding what follows the prefix
+(``forward.run`` runs the prefix once). Packed examples never share a prefix: a packed
+example's distance to the prefix would differ from the one it has alone.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from ai_lsp_tune.training.forward import run
 
 if TYPE_CHECKING:
     import mlx.core as mx
 
 PAD_TO = 32  # sequence lengths are rounded up to this, so compiled step shapes repeat
+PREFIX_STEP = 8  # shared prefixes are rounded down to this (fewer step shapes to compile)
 
 Item = tuple[list[int], int]  # (tokens, where the answer starts)
-# tokens (R, W+1), answer positions (R, A), answer mask (R, A), example ids (R, W) or None
-Batch = tuple["mx.array", "mx.array", "mx.array", "mx.array | None"]
+# tokens (R, W+1), answer positions (R, A), answer mask (R, A), example ids (R, W) or None,
+# the shared prefix (1, P) or None; positions and tokens count from after the prefix
+Batch = tuple["mx.array", "mx.array", "mx.array", "mx.array | None", "mx.array | None"]
+Layout = tuple[list[list[Item]], int]  # rows of examples, and the tokens they share first
 
 
 def padded_width(tokens: int) -> int:
@@ -61,13 +70,46 @@ def pack_rows(lengths: Sequence[int], *, pack: bool = True) -> list[list[int]]:
     return [rows[r] for r in sorted(range(len(rows)), key=lambda r: -fills[r])]
 
 
-def micro_batches(rows: list[list[Item]], max_tokens: int) -> list[list[list[Item]]]:
-    """Rows (widest first) split into batches of at most ``max_tokens`` padded input tokens;
-    a row over the budget on its own is a batch of its own."""
+def shared_prefix(items: Sequence[Item]) -> int:
+    """The tokens every item starts with, before any answer's first target (rounded down to
+    ``PREFIX_STEP``; 0 for a single item: nothing to share)."""
+    if len(items) < 2:
+        return 0
+    first = items[0][0]
+    n = min(offset for _, offset in items) - 1  # position offset - 1 predicts the answer
+    for tokens, _ in items[1:]:
+        n = min(n, len(tokens))
+        same = 0
+        while same < n and tokens[same] == first[same]:
+            same += 1
+        n = same
+    return max(0, n) // PREFIX_STEP * PREFIX_STEP
+
+
+def layout(items: Sequence[Item], *, pack: bool, share: bool) -> Layout:
+    """A step's rows: packed (``pack_rows``), or one a row after a shared prefix when that is
+    fewer padded tokens (``share``); with the prefix length (0: none)."""
+    lengths = [len(tokens) for tokens, _ in items]
+    rows = [[items[i] for i in row] for row in pack_rows(lengths, pack=pack)]
+    prefix = shared_prefix(items) if share else 0
+    if prefix:
+        packed = len(rows) * padded_width(max(lengths))
+        shared = prefix + len(items) * padded_width(max(lengths) - prefix)
+        if shared < packed:
+            return [[items[row[0]]] for row in pack_rows(lengths, pack=False)], prefix
+    return rows, 0
+
+
+def micro_batches(
+    rows: list[list[Item]], max_tokens: int, prefix: int = 0
+) -> list[list[list[Item]]]:
+    """Rows (widest first) split into batches of at most ``max_tokens`` padded input tokens
+    (after a shared ``prefix``, which each batch runs once); a row over the budget on its own
+    is a batch of its own."""
     out: list[list[list[Item]]] = []
     width = 0
     for row in rows:
-        fill = sum(len(tokens) for tokens, _ in row)
+        fill = sum(len(tokens) for tokens, _ in row) - prefix
         if out and (len(out[-1]) + 1) * (width - 1) <= max_tokens:
             out[-1].append(row)
             continue
@@ -76,8 +118,9 @@ def micro_batches(rows: list[list[Item]], max_tokens: int) -> list[list[list[Ite
     return out
 
 
-def collate_rows(rows: Sequence[Sequence[Item]]) -> Batch:
-    """A batch of rows, each holding one or more examples back to back.
+def collate_rows(rows: Sequence[Sequence[Item]], prefix: int = 0) -> Batch:
+    """A batch of rows, each holding one or more examples back to back, or (``prefix``) one
+    example each after the ``prefix`` tokens all of them start with.
 
     Position p predicts token p + 1; an example's answer positions are its own, so the last
     token of one example (which would predict the next example's first) is never trained on.
@@ -86,6 +129,10 @@ def collate_rows(rows: Sequence[Sequence[Item]]) -> Batch:
     import mlx.core as mx
     import numpy as np
 
+    shared = None
+    if prefix:
+        shared = mx.array([rows[0][0][0][:prefix]], mx.int32)
+        rows = [[(tokens[prefix:], offset - prefix) for tokens, offset in row] for row in rows]
     fills = [sum(len(tokens) for tokens, _ in row) for row in rows]
     width = padded_width(max(fills))
     answers = [sum(len(tokens) - offset for tokens, offset in row) for row in rows]
@@ -110,6 +157,7 @@ def collate_rows(rows: Sequence[Sequence[Item]]) -> Batch:
         mx.array(positions),
         mx.array(mask),
         mx.array(segments) if packed else None,
+        shared,
     )
 
 
@@ -124,54 +172,8 @@ def empty_batch() -> Batch:
         mx.zeros((1, PAD_TO), mx.int32),
         mx.zeros((1, PAD_TO), mx.bool_),
         None,
+        None,
     )
-
-
-class PackedRows:
-    """Stands in for each layer's KV cache: the block-diagonal causal mask of packed rows, RoPE
-    offset 0, keys and values passed through unchanged (nothing is cached)."""
-
-    offset = 0
-
-    def __init__(self, segments: mx.array) -> None:
-        import mlx.core as mx
-
-        n = segments.shape[1]
-        causal = mx.arange(n)[:, None] >= mx.arange(n)[None]
-        self.mask = (segments[:, None, :, None] == segments[:, None, None, :]) & causal
-        self.columns = n
-
-    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
-        return keys, values
-
-    def make_mask(
-        self, n: int, return_array: bool = False, window_size: int | None = None
-    ) -> mx.array:
-        import mlx.core as mx
-
-        mask = self.mask
-        if window_size is not None and window_size < n:
-            near = mx.arange(n)[:, None] < mx.arange(n)[None] + window_size
-            mask = mask & near
-        return mask
-
-
-def packed_call(
-    forward: Callable[..., mx.array], inputs: mx.array, segments: mx.array | None
-) -> mx.array:
-    """``forward(inputs)`` with each packed example attending only to itself."""
-    if segments is None:
-        return forward(inputs)
-    layers = PackedRows(segments)
-    return forward(inputs, cache=[layers] * _layer_count(forward))
-
-
-def _layer_count(forward: Callable[..., mx.array]) -> int:
-    owner = getattr(forward, "__self__", forward)
-    layers = getattr(owner, "layers", None)
-    if layers is None:
-        layers = getattr(getattr(owner, "model", None), "layers", [])
-    return len(layers)
 
 
 def packing_fault(model: Any) -> str | None:
@@ -188,7 +190,7 @@ def packing_fault(model: Any) -> str | None:
     row = mx.array([first + second + [0] * 10])
     segments = mx.array([[0] * len(first) + [1] * len(second) + [-1] * 10])
     try:
-        packed = packed_call(model, row, segments).astype(mx.float32)[0]
+        packed = run(model, row, segments=segments).astype(mx.float32)[0]
         alone = mx.concatenate(
             [model(mx.array([first]))[0], model(mx.array([second]))[0]], axis=0
         ).astype(mx.float32)
