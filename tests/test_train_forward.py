@@ -1,0 +1,148 @@
+"""A step's shared prompt prefix runs once and rows run in query chunks (``forward.py``): the
+same outputs, losses and adapter as whole rows, on fewer computed tokens; a model where they
+would differ runs rows whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ai_lsp_tune.training.data import LengthGroupedBatches, TokenizedSplit
+from tests.test_train_packing import BATCH, Losses, lora_model
+
+pytestmark = pytest.mark.training
+SYSTEM = 37  # tokens every example starts with (a system prompt)
+LENGTHS = [90, 40, 70, 52, 130, 45, 150, 60]
+
+
+def prompted_split(vocab: int) -> TokenizedSplit:
+    """Examples that share a system prompt, then differ (code), then answer."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    system = rng.integers(3, vocab, SYSTEM).tolist()
+    items = []
+    for n in LENGTHS:
+        rest = rng.integers(3, vocab, n - SYSTEM).tolist()
+        items.append((system + rest, SYSTEM + (n - SYSTEM) * 2 // 3))
+    return TokenizedSplit(items=items)
+
+
+def trained(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, chunk: int
+) -> tuple[dict, list[float], LengthGroupedBatches]:
+    """Two epochs through mlx-lm's compiled step: whole rows (``chunk`` 0) or a shared prefix
+    and query chunks of ``chunk`` tokens."""
+    import mlx.optimizers as optim
+    from mlx.utils import tree_flatten
+    from mlx_lm.tuner.trainer import TrainingArgs, train
+
+    from ai_lsp_tune.training.data import make_loss
+
+    monkeypatch.setenv("AI_LSP_TRAIN_CHUNK", str(chunk))
+    model = lora_model(tiny_model)
+    split = prompted_split(model.args.vocab_size)
+    batches = LengthGroupedBatches(seed=2, pack=True, share=bool(chunk))
+    steps = 2 * len(split) // BATCH
+    args = TrainingArgs(
+        batch_size=BATCH,
+        iters=steps,
+        steps_per_report=1,
+        steps_per_eval=1 << 30,
+        steps_per_save=1 << 30,
+        adapter_file=str(tmp_path / f"adapters-{chunk}.safetensors"),
+    )
+    losses = Losses()
+    optimizer = optim.Adam(learning_rate=1e-3)
+    loss = make_loss(model, chunked=bool(chunk))
+    train(model, optimizer, split, None, args, loss, batches, losses)  # type: ignore[arg-type]
+    assert len(losses.train) == steps
+    return dict(tree_flatten(model.trainable_parameters())), losses.train, batches
+
+
+def test_a_shared_prefix_and_query_chunks_make_the_updates_of_whole_rows(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlx.core as mx
+
+    whole, whole_losses, whole_batches = trained(tiny_model, tmp_path, monkeypatch, chunk=0)
+    mine, my_losses, my_batches = trained(tiny_model, tmp_path, monkeypatch, chunk=32)
+    assert my_losses == pytest.approx(whole_losses, rel=1e-4)
+    for name, value in mine.items():
+        if name.endswith("lora_b"):
+            assert mx.abs(value).max().item() > 0, name  # it trained
+        assert mx.allclose(value, whole[name], rtol=1e-3, atol=1e-5).item(), name
+    # The 32 shared tokens (37 rounded down to 8s) ran once a step instead of once a row.
+    assert my_batches.trained_tokens == whole_batches.trained_tokens
+    assert my_batches.padded_tokens < whole_batches.padded_tokens
+
+
+def test_the_shared_prefix_stops_before_the_first_answer_and_is_one_row() -> None:
+    from ai_lsp_tune.training.packing import collate_rows, layout, shared_prefix
+
+    same = list(range(1, 46))
+    items = [([*same, 60, 61, 62], 46), ([*same, 70, 71], 45), ([*same, 80, 81, 82, 83], 43)]
+    assert shared_prefix(items) == 40  # the 42 before the earliest answer, rounded down to 8s
+    assert shared_prefix(items[:1]) == 0
+    rows, prefix = layout(items, pack=False, share=True)
+    assert prefix == 40 and all(len(row) == 1 for row in rows)
+    tokens, positions, mask, segments, shared, *_ = collate_rows(rows, prefix)
+    assert shared is not None and shared.tolist() == [same[:40]]
+    assert segments is None and tokens.shape[0] == 3
+    # Every answer token is still a target, counted from after the prefix.
+    targets = [
+        [
+            tokens[r, p + 1].item()
+            for p, m in zip(positions[r].tolist(), mask[r].tolist(), strict=False)
+            if m
+        ]
+        for r in range(3)
+    ]
+    assert sorted(targets) == sorted(tokens_[offset:] for tokens_, offset in items)
+    # Too short to be worth it: three 1-token tails padded to 32 columns each.
+    assert layout([([*same[:12], 9], 12)] * 3, pack=False, share=True)[1] == 0
+
+
+def test_rows_run_whole_for_a_model_that_ignores_the_cache_offset() -> None:
+    """Learned absolute positions that restart at 0 every call: a chunk would be misplaced."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from ai_lsp_tune.training.data import chunks
+    from ai_lsp_tune.training.forward import forward_fault
+
+    class AbsolutePositions(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(64, 16)
+            self.positions = nn.Embedding(64, 16)
+            self.layers = [nn.Linear(16, 16)]
+            self.out = nn.Linear(16, 64)
+
+        def __call__(self, inputs: mx.array, cache: Any = None) -> mx.array:
+            h = self.embed(inputs) + self.positions(mx.arange(inputs.shape[1]))
+            return self.out(self.layers[0](h))
+
+    model = AbsolutePositions()
+    assert "differ from the plain pass" in (forward_fault(model) or "")
+    assert not chunks(model)
+
+
+def test_the_tiny_llama_keeps_its_outputs_over_a_prefix_in_chunks(tiny_model: Path) -> None:
+    from mlx_lm import load
+
+    from ai_lsp_tune.training.forward import forward_fault
+
+    model, _ = load(str(tiny_model))
+    assert forward_fault(model) is None
+
+
+def test_rows_are_chunked_on_the_cpu_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ai_lsp_tune.training.forward import chunk_size
+
+    monkeypatch.delenv("AI_LSP_TRAIN_CHUNK", raising=False)
+    assert chunk_size(160) == 64 and chunk_size(4096) == 128 and chunk_size(40) == 64
+    monkeypatch.setenv("AI_LSP_TRAIN_CHUNK", "0")
+    assert chunk_size(4096) == 4096
