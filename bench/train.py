@@ -12,9 +12,12 @@ number of iterations over the same split folder, in fresh processes, one after t
   (loading, tokenising, saving); its two one-batch validations stay in;
 * peak memory: the peak RSS of each process (``wait4``), and MLX's own peak (run.json);
 * ours runs mlx-lm's compiled training step (``mx.compile`` over forward, backward and update,
-  model and optimizer state captured): as shipped (short examples packed into rows), without
-  packing (``AI_LSP_TRAIN_PACK=0``: one padded row per example) and with ``--grad-checkpoint``;
-  all three train the same tokens, and so does mlx-lm (same examples, none cropped or skipped).
+  model and optimizer state captured): as shipped (a step's shared prompt prefix run once,
+  rows in query chunks, short examples packed into rows), with rows whole
+  (``AI_LSP_TRAIN_CHUNK=0``: no shared prefix, no chunks, as before issue 15's second half),
+  without packing (``AI_LSP_TRAIN_PACK=0``: one padded row per example) and with
+  ``--grad-checkpoint``; all train the same tokens, and so does mlx-lm (same examples, none
+  cropped or skipped). ``--peer-only`` runs only mlx-lm and ours as shipped (long sets).
 
 Results go to the "train" section of bench/RESULTS.md.
 """
@@ -130,7 +133,7 @@ def run_ours(
     work: Path,
     *,
     grad_checkpoint: bool = False,
-    pack: bool = True,
+    env: dict[str, str] | None = None,
 ) -> tuple[float, float, dict]:
     from ai_lsp_tune.training.request import TrainRequest
 
@@ -155,8 +158,8 @@ def run_ours(
     lines: list[bytes] = []
     thread = threading.Thread(target=lambda: lines.extend(reader))
     thread.start()
-    env = {**os.environ, "AI_LSP_TRAIN_PACK": "1" if pack else "0"}
-    _, rss, code = _run(cmd, pass_fds=(write_fd,), close_fds=True, env=env)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AI_LSP_TRAIN_")}
+    _, rss, code = _run(cmd, pass_fds=(write_fd,), close_fds=True, env={**environ, **(env or {})})
     os.close(write_fd)
     thread.join()
     if code:
@@ -177,6 +180,15 @@ def main() -> None:
         help="longest prompt of the skewed set; real traces reach 30,000, which MLX's Linux "
         "CPU wheel (reference BLAS) takes many minutes to train on",
     )
+    parser.add_argument(
+        "--sets", default="uniform,length-skewed", help="which sets to run (comma-separated)"
+    )
+    parser.add_argument(
+        "--peer-only",
+        action="store_true",
+        help="run only mlx-lm and ours as shipped (no whole-row, padded and checkpointed runs)",
+    )
+    parser.add_argument("--section", default="train", help="the RESULTS.md section to write")
     args = parser.parse_args()
     batch = SETTINGS["batch_size"]
     rows, notes, memory = [], [], []
@@ -185,35 +197,40 @@ def main() -> None:
         work = Path(tmp)
         model = ensure_tiny_model(work / "cache")
         for label, skewed in (("uniform", False), ("length-skewed", True)):
+            if label not in args.sets.split(","):
+                continue
             n = (args.skewed_examples if skewed else args.examples) // batch * batch
             iters = n * args.epochs // batch
             data = write_dataset(work / label, n, skewed=skewed, max_chars=args.max_chars)
             tokens, shortest, longest = trained_tokens(model, data, args.epochs)
             peer_s, peer_rss = run_mlx_lm(model, data, iters, work / f"{label}-mlx")
             ours_s, ours_rss, run = run_ours(model, data, args.epochs, work / f"{label}-ours")
-            pad_s, pad_rss, pad_run = run_ours(
-                model, data, args.epochs, work / f"{label}-ours-padded", pack=False
-            )
-            gc_s, gc_rss, gc_run = run_ours(
-                model, data, args.epochs, work / f"{label}-ours-gc", grad_checkpoint=True
-            )
+            assert run["batching"]["packed"] and run["batching"]["chunked"]
+            variants = {"as shipped": (ours_s, ours_rss, run)}
+            if not args.peer_only:
+                for name, env, gc in (
+                    ("rows whole", {"AI_LSP_TRAIN_CHUNK": "0"}, False),
+                    ("padded", {"AI_LSP_TRAIN_PACK": "0"}, False),
+                    ("--grad-checkpoint", {}, True),
+                ):
+                    folder = work / f"{label}-{name.strip('-').replace(' ', '-')}"
+                    variants[name] = run_ours(
+                        model, data, args.epochs, folder, grad_checkpoint=gc, env=env
+                    )
             # Equal work: every token of every example, in both trainers (cropped, never skipped).
-            done = {r["trained_tokens"] for r in (run, pad_run, gc_run)}
+            done = {r["trained_tokens"] for _, _, r in variants.values()}
             assert done == {tokens}, (done, tokens)
-            assert run["batching"]["packed"] and not pad_run["batching"]["packed"]
             ratio = (tokens / ours_s) / (tokens / peer_s)
             rows.append(
                 (label, n, iters, shortest, longest, tokens, peer_s, ours_s, peer_rss, ours_rss)
             )
-            packed, padded = run["batching"], pad_run["batching"]
-            memory.append(
-                f"| {label} | {packed['rows']} / {padded['rows']} | "
-                f"{packed['padded_tokens']:,} / {padded['padded_tokens']:,} | "
-                f"{tokens / ours_s:,.0f} / {tokens / pad_s:,.0f} | "
-                f"{run['peak_memory_gb'] * 1024:.0f} / {pad_run['peak_memory_gb'] * 1024:.0f} | "
-                f"{ours_rss:.0f} / {pad_rss:.0f} | "
-                f"{gc_run['peak_memory_gb'] * 1024:.0f} | {gc_rss:.0f} | {tokens / gc_s:,.0f} |"
-            )
+            for name, (seconds, rss, result) in variants.items():
+                batching = result["batching"]
+                memory.append(
+                    f"| {label} | {name} | {batching['rows']} | {batching['padded_tokens']:,} | "
+                    f"{tokens / seconds:,.0f} | {result['peak_memory_gb'] * 1024:.0f} | "
+                    f"{rss:.0f} |"
+                )
             target = 3.0  # issue 15, both sets
             notes.append(
                 f"- {label}: ours is **{ratio:.2f}x** mlx-lm's trained tokens/s "
@@ -229,10 +246,13 @@ def write_results(
     args: argparse.Namespace, rows: list, notes: list, memory: list, load: tuple
 ) -> None:
     lines = [
-        "## train (LoRA tokens/s vs `python -m mlx_lm lora`)",
+        f"## {args.section} (LoRA tokens/s vs `python -m mlx_lm lora`)",
         "",
         f"`uv run python bench/train.py --examples {args.examples} --skewed-examples "
-        f"{args.skewed_examples} --epochs {args.epochs} --max-chars {args.max_chars}` on "
+        f"{args.skewed_examples} --epochs {args.epochs} --max-chars {args.max_chars}"
+        f"{' --sets ' + args.sets if args.sets != 'uniform,length-skewed' else ''}"
+        f"{' --peer-only' if args.peer_only else ''}"
+        f"{' --section ' + args.section if args.section != 'train' else ''}` on "
         f"{os.cpu_count()} CPU(s), {platform.machine()}, Python {platform.python_version()}, "
         f"{time.strftime('%Y-%m-%d')}; tiny local model (CPU, `mlx[cpu]`); batch "
         f"{SETTINGS['batch_size']}, LoRA rank "
@@ -251,44 +271,57 @@ def write_results(
             f"{tokens / peer_s:,.0f} | {tokens / ours_s:,.0f} | {peer_rss:.0f} | {ours_rss:.0f} |"
         )
     lines += ["", *notes, "",
-              "Packing (ours as shipped) vs one padded row per example (`AI_LSP_TRAIN_PACK=0`), "
-              "and `--grad-checkpoint` (packed): same run, same trained tokens. Rows and padded "
-              "tokens (rows x columns of every training batch) count what the model computed on; "
-              "packed rows are never wider than the padded batch's, so memory cannot grow:", "",
-              "| data | rows packed / padded | padded tokens packed / padded | tok/s packed / "
-              "padded | MLX peak MiB packed / padded | peak RSS MiB packed / padded | "
-              "--grad-checkpoint: MLX peak MiB | peak RSS MiB | tok/s |",
-              "|---|---|---|---|---|---|---|---|---|", *memory, "",
-              "Packing lays a step's examples into rows no wider than its longest (first fit, "
-              "longest first), each example attending only to itself (block-diagonal causal "
-              "mask); the step's update is the padded one (tests/test_train_packing.py). The "
-              "uniform set's length-grouped steps hold 4 examples of about the same length: none "
-              "fits beside another, so packing changes nothing there (its rows and padded tokens "
-              "are the padded run's; a tok/s difference on that row is the machine's noise). Wider "
-              "rows would pack them, but attention grows with the square of the row width "
-              "(with 96 hidden units, attention is already a large share of this model's step) "
-              "and so would peak memory; not measured here.",
+              "Ours as shipped, and the same run's variants: rows whole (`AI_LSP_TRAIN_CHUNK=0`: "
+              "no shared prefix, no query chunks), padded (`AI_LSP_TRAIN_PACK=0`: one row per "
+              "example) and `--grad-checkpoint`; all train the same tokens. Computed tokens are "
+              "the rows x columns of every training batch, plus each batch's shared prefix once "
+              "(what the model ran on):", "",
+              "| data | ours | rows | computed tokens | tok/s | MLX peak MiB | peak RSS MiB |",
+              "|---|---|---|---|---|---|---|", *memory, "",
+              "What ours does that `mlx_lm lora` does not, all exact (the step's update is "
+              "the whole padded batch's: tests/test_train_packing.py, "
+              "tests/test_train_forward.py):",
+              "",
+              "- **Length grouping**: mlx-lm sorts chat examples by `len(dict)` (always 1), so "
+              "its batches mix lengths and pad to the longest; ours batches neighbours in token "
+              "length.",
+              "- **Answer-only logits**: the vocabulary projection and the cross-entropy run only "
+              "where the loss is (the answer), not over the prompt.",
+              "- **Packing**: a step's short examples share rows no wider than its longest, each "
+              "attending only to itself (block-diagonal causal mask).",
+              "- **Shared prefix**: the tokens all of a step's examples start with (the system "
+              "prompt) run once, as a row of their own, and every row attends to their keys and "
+              "values; chosen per step when it is fewer computed tokens than packing.",
+              "- **Query chunks** (CPU): a row runs through the model 64 or more tokens at a time "
+              "(up to 32 chunks), each chunk's queries attending to the keys before it and "
+              "causally within it, so most of the masked half of the attention scores is never "
+              "computed and the largest score matrix is a chunk's, not the row's (MLX's CPU "
+              "attention is dense; that is most of a long example's step and of its memory). On "
+              "a GPU rows run whole: fused attention kernels skip masked blocks themselves.",
               "",
               "Compiled step: ours trains through mlx-lm's `train`, whose step is already "
               '`mx.compile`d over forward, backward and update with the model, optimizer and '
               'random state captured (`partial(mx.compile, inputs=state, outputs=state)`); '
-              "tests/test_train_step.py checks it makes the uncompiled step's updates. So issue"
-              " 15's compiled step brings no new speed here; the 3x target is not met on this "
-              'CPU. '
-              '`--grad-checkpoint` trades speed for activation memory: it shows on long '
-              'examples.',
+              "tests/test_train_step.py checks it makes the uncompiled step's updates. "
+              '`--grad-checkpoint` trades speed for activation memory (rows run whole with it: a '
+              'recomputed layer cannot hand keys and values to the next chunk).',
               "",
-              "Why: mlx-lm sorts chat examples by `len(dict)` (always 1), so its batches mix "
-              "lengths and pad to the longest; ours groups by token length, packs, and computes "
-              "logits only at answer positions. The skewed set's code is padded so each whole "
-              f"prompt (system + user) is log-uniform between 300 and {args.max_chars:,} "
-              "characters, at least the ~1,600 characters of the unpadded sample "
-              "(real traces reach 30,000; `--max-chars 30000` "
-              "runs that range, which takes long on MLX's Linux CPU wheel).", ""]  # fmt: skip
+              "Where the uniform set's time goes: MLX's Linux CPU wheel links the reference "
+              "BLAS (about 8 GFLOP/s on one core here), so this tiny model's step is its "
+              "transformer layers' matmuls over every prompt token, which both trainers must "
+              "compute; ours skips mlx-lm's padding, its logits over the prompt and (shared "
+              "prefix) the system prompt's repeats, and that is all the work there is to skip on "
+              "96-160-token examples. The skewed set's code is padded so each whole prompt "
+              "(system + user) is log-uniform between 300 and "
+              f"{args.max_chars:,} characters, at least the ~1,600 characters of the unpadded "
+              "sample (real traces reach 30,000).", ""]  # fmt: skip
     text = RESULTS.read_text()
     section = "\n".join(lines)
-    pattern = re.compile(r"## train \(.*?(?=\n## |\Z)", re.DOTALL)
-    RESULTS.write_text(pattern.sub(lambda _: section, text, count=1))
+    pattern = re.compile(rf"## {re.escape(args.section)} \(.*?(?=\n## |\Z)", re.DOTALL)
+    if pattern.search(text):
+        RESULTS.write_text(pattern.sub(lambda _: section, text, count=1))
+    else:
+        RESULTS.write_text(text.rstrip("\n") + "\n\n" + section)
     print(f"wrote the train section of {RESULTS}")
 
 

@@ -160,7 +160,9 @@ def _child(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     channel = LineWriter.to_fd(os.dup(1))
     os.dup2(2, 1)  # anything printed goes to the log, never into the message channel
-    os.nice(10)  # below the language server, like the model host
+    # Analyses come first: preparation runs below the model host (nice 10), which it would
+    # otherwise share a core with for its few seconds of pure-Python work.
+    os.nice(int(os.environ.get("AI_LSP_PREPARE_NICE", "19")))
     send = channel.send
 
     from ai_lsp_tune.dataset.prepare import NoUsableTraces, prepare_dataset
