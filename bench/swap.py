@@ -301,7 +301,8 @@ def render(timeline: Timeline, status: dict[str, Any], args: argparse.Namespace)
         "every 5th an `ai-lsp.finetune.status`) back to back, and analyses (a whole-document edit, "
         "then the wait for its diagnostics). The peer of every phase is the idle phase of the "
         "same run. The language server runs at nice 0, the model hosts at 10, dataset "
-        "preparation (a child process) at 19 (`AI_LSP_PREPARE_NICE`), the training worker at 15 (`AI_LSP_WORKER_NICE`); "
+        "preparation (a child process) at 19 (`AI_LSP_PREPARE_NICE`), the training worker at "
+        "15 (`AI_LSP_WORKER_NICE`); "
         "on this shared 2-core machine ratios vary by about +-30% between runs.",
         "",
         method + " The student's own analyses are not recorded (telemetry off after start), the"
