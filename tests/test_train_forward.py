@@ -142,3 +142,30 @@ def test_rows_are_chunked_on_the_cpu_unless_turned_off(monkeypatch: pytest.Monke
     assert chunk_size(160) == 64 and chunk_size(4096) == 128 and chunk_size(40) == 64
     monkeypatch.setenv("AI_LSP_TRAIN_CHUNK", "0")
     assert chunk_size(4096) == 4096
+
+
+def test_grad_checkpoint_on_packed_rows_gives_the_plain_gradients(tiny_model: Path) -> None:
+    """``--grad-checkpoint`` recomputes every layer in the backward pass: the stand-in cache of
+    a packed batch must hand that second pass the same keys (a crash before, on packed rows)."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    from ai_lsp_tune.training.data import make_loss
+    from ai_lsp_tune.training.loop import checkpointed_layers
+    from tests.test_train_packing import skewed_split
+
+    model = lora_model(tiny_model)
+    split = skewed_split(model.args.vocab_size)
+    batches = LengthGroupedBatches(seed=1, pack=True)
+    batch = next(iter(batches(split, BATCH, 1 << 20, loop=True)))
+    assert batch[3] is not None  # packed
+    grads = []
+    for checkpoint in (False, True):
+        step = nn.value_and_grad(model, make_loss(model, chunked=False))
+        with checkpointed_layers(model, checkpoint):
+            (loss, _), grad = step(model, *batch)
+        mx.eval(loss, grad)
+        grads.append(dict(tree_flatten(grad)))
+    for name, value in grads[1].items():
+        assert mx.allclose(value, grads[0][name], rtol=1e-3, atol=1e-6).item(), name

@@ -41,15 +41,19 @@ class GradKV:
     and of the earlier chunks (broadcast from the prefix's one row to the batch's), the RoPE
     offset of the chunk running now, and its attention mask."""
 
-    def __init__(self, segments: mx.array | None = None) -> None:
+    def __init__(self, segments: mx.array | None = None, *, keep: bool = True) -> None:
         self.keys: mx.array | None = None
         self.values: mx.array | None = None
         self.offset = 0  # where the chunk running now starts, in the row's positions
         self.segments = segments  # example ids of the row's columns (packed rows) or None
+        # A single pass keeps nothing: ``--grad-checkpoint`` runs each layer twice.
+        self.keep = keep
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         import mlx.core as mx
 
+        if not self.keep:
+            return keys, values
         if self.keys is not None and self.values is not None:
             rows = keys.shape[0]
             old_k, old_v = self.keys, self.values
@@ -118,7 +122,8 @@ def run(
     chunk = chunk or width
     if prefix is None and segments is None and chunk >= width:
         return forward(inputs)  # the model's own causal mask
-    caches = [GradKV(segments) for _ in range(_layer_count(forward))]
+    keep = prefix is not None or chunk < width
+    caches = [GradKV(segments, keep=keep) for _ in range(_layer_count(forward))]
     start = 0
     if prefix is not None:
         for begin in range(0, prefix.shape[1], chunk):
