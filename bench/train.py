@@ -83,16 +83,30 @@ def write_dataset(
     return folder
 
 
-def trained_tokens(model: Path, folder: Path, epochs: int) -> tuple[int, int, int]:
-    """(tokens per run, shortest, longest example) with the model's chat template."""
+def trained_tokens(model: Path, folder: Path, epochs: int) -> tuple[int, int, int, dict]:
+    """(tokens per run, shortest, longest example) with the model's chat template, and the
+    work ``mlx_lm lora`` does on them: its batches are the file's examples 4 by 4 (it sorts
+    chat examples by ``len(dict)``, always 1), each padded to a multiple of 32 tokens, every
+    column run through the model and projected to the vocabulary; answer tokens, which ours
+    projects."""
     from mlx_lm import load
 
     from ai_lsp_tune.dataset.reader import load_examples
     from ai_lsp_tune.training.data import example_tokens
 
     _, tokenizer = load(str(model))
-    lengths = [len(example_tokens(tokenizer, e)[0]) for e in load_examples(folder)["train"]]
-    return sum(lengths) * epochs, min(lengths), max(lengths)
+    items = [example_tokens(tokenizer, e) for e in load_examples(folder)["train"]]
+    lengths = [len(tokens) for tokens, _ in items]
+    batch = SETTINGS["batch_size"]
+    columns = [
+        32 * math.ceil(max(lengths[i : i + batch]) / 32) * batch
+        for i in range(0, len(lengths) - batch + 1, batch)
+    ]
+    work = {
+        "mlx_lm_computed": sum(columns) * epochs,
+        "answer_tokens": sum(len(t) - offset for t, offset in items) * epochs,
+    }
+    return sum(lengths) * epochs, min(lengths), max(lengths), work
 
 
 def _run(cmd: list[str], **kwargs: object) -> tuple[float, float, int]:
@@ -191,7 +205,7 @@ def main() -> None:
     parser.add_argument("--section", default="train", help="the RESULTS.md section to write")
     args = parser.parse_args()
     batch = SETTINGS["batch_size"]
-    rows, notes, memory = [], [], []
+    rows, notes, memory, shares = [], [], [], []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
@@ -202,7 +216,7 @@ def main() -> None:
             n = (args.skewed_examples if skewed else args.examples) // batch * batch
             iters = n * args.epochs // batch
             data = write_dataset(work / label, n, skewed=skewed, max_chars=args.max_chars)
-            tokens, shortest, longest = trained_tokens(model, data, args.epochs)
+            tokens, shortest, longest, work_done = trained_tokens(model, data, args.epochs)
             peer_s, peer_rss = run_mlx_lm(model, data, iters, work / f"{label}-mlx")
             ours_s, ours_rss, run = run_ours(model, data, args.epochs, work / f"{label}-ours")
             assert run["batching"]["packed"] and run["batching"]["chunked"]
@@ -224,6 +238,11 @@ def main() -> None:
             rows.append(
                 (label, n, iters, shortest, longest, tokens, peer_s, ours_s, peer_rss, ours_rss)
             )
+            memory.append(
+                f"| {label} | mlx-lm | {iters * batch} | {work_done['mlx_lm_computed']:,} | "
+                f"{tokens / peer_s:,.0f} | - | {peer_rss:.0f} |"
+            )
+            shares.append(f"{label} {work_done['answer_tokens'] / tokens:.0%}")
             for name, (seconds, rss, result) in variants.items():
                 batching = result["batching"]
                 memory.append(
@@ -239,11 +258,11 @@ def main() -> None:
                 f"our MLX peak {run['peak_memory_gb'] * 1024:.0f} MiB."
             )
             print(notes[-1], flush=True)
-    write_results(args, rows, notes, memory, (load_before, os.getloadavg()))
+    write_results(args, rows, notes, memory, (load_before, os.getloadavg()), ", ".join(shares))
 
 
 def write_results(
-    args: argparse.Namespace, rows: list, notes: list, memory: list, load: tuple
+    args: argparse.Namespace, rows: list, notes: list, memory: list, load: tuple, answer_share: str
 ) -> None:
     lines = [
         f"## {args.section} (LoRA tokens/s vs `python -m mlx_lm lora`)",
@@ -275,7 +294,10 @@ def write_results(
               "no shared prefix, no query chunks), padded (`AI_LSP_TRAIN_PACK=0`: one row per "
               "example) and `--grad-checkpoint`; all train the same tokens. Computed tokens are "
               "the rows x columns of every training batch, plus each batch's shared prefix once "
-              "(what the model ran on):", "",
+              "(what the model ran on); mlx-lm's are its batches' (the examples 4 by 4 in file "
+              "order, padded to 32s), all of which it also projects to the vocabulary, where ours "
+              "projects only the answer tokens (the trained tokens' "
+              f"{answer_share}):", "",
               "| data | ours | rows | computed tokens | tok/s | MLX peak MiB | peak RSS MiB |",
               "|---|---|---|---|---|---|---|", *memory, "",
               "What ours does that `mlx_lm lora` does not, all exact (the step's update is "
