@@ -134,8 +134,9 @@ async def train_candidate(
         if step is not None:
             on_step(step)
 
-    # Analyses and requests come first: the worker runs below the model host (nice 10).
-    env = {**os.environ, "AI_LSP_WORKER_NICE": os.environ.get("AI_LSP_WORKER_NICE", "15")}
+    # Analyses and requests come first: the worker runs at the lowest priority, far below the
+    # model host (nice 10); it still has every core the editor leaves idle.
+    env = {**os.environ, "AI_LSP_WORKER_NICE": os.environ.get("AI_LSP_WORKER_NICE", "19")}
     runner = TrainingRunner(request, on_event=on_event, env=env, launch=launch)
     on_runner(runner)
     result = await runner.run()  # never raises for worker errors; a dead worker is an error
