@@ -5,12 +5,11 @@ would differ runs rows whole."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ai_lsp_tune.training.data import LengthGroupedBatches, TokenizedSplit
-from tests.test_train_packing import BATCH, Losses, lora_model
+from tests.test_train_packing import BATCH, Losses, absolute_positions_model, lora_model
 
 pytestmark = pytest.mark.training
 SYSTEM = 37  # tokens every example starts with (a system prompt)
@@ -103,25 +102,10 @@ def test_the_shared_prefix_stops_before_the_first_answer_and_is_one_row() -> Non
 
 def test_rows_run_whole_for_a_model_that_ignores_the_cache_offset() -> None:
     """Learned absolute positions that restart at 0 every call: a chunk would be misplaced."""
-    import mlx.core as mx
-    import mlx.nn as nn
-
     from ai_lsp_tune.training.data import chunks
     from ai_lsp_tune.training.forward import forward_fault
 
-    class AbsolutePositions(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = nn.Embedding(64, 16)
-            self.positions = nn.Embedding(64, 16)
-            self.layers = [nn.Linear(16, 16)]
-            self.out = nn.Linear(16, 64)
-
-        def __call__(self, inputs: mx.array, cache: Any = None) -> mx.array:
-            h = self.embed(inputs) + self.positions(mx.arange(inputs.shape[1]))
-            return self.out(self.layers[0](h))
-
-    model = AbsolutePositions()
+    model = absolute_positions_model()
     assert "differ from the plain pass" in (forward_fault(model) or "")
     assert not chunks(model)
 

@@ -123,13 +123,10 @@ def test_packing_trains_the_same_answer_tokens_on_fewer_rows_and_less_padding() 
     assert seen[True] == (seen[False][0], 5, 2 * 32 + 3 * 128)
 
 
-def test_a_model_that_would_mix_packed_examples_trains_padded() -> None:
-    """Learned absolute positions: a packed example sees other positions than alone."""
+def absolute_positions_model() -> Any:
+    """Learned absolute positions that restart at 0 every call (no RoPE, cache ignored)."""
     import mlx.core as mx
     import mlx.nn as nn
-
-    from ai_lsp_tune.training.data import packs
-    from ai_lsp_tune.training.packing import packing_fault
 
     class AbsolutePositions(nn.Module):
         def __init__(self) -> None:
@@ -143,7 +140,15 @@ def test_a_model_that_would_mix_packed_examples_trains_padded() -> None:
             h = self.embed(inputs) + self.positions(mx.arange(inputs.shape[1]))
             return self.out(self.layers[0](h))
 
-    model = AbsolutePositions()
+    return AbsolutePositions()
+
+
+def test_a_model_that_would_mix_packed_examples_trains_padded() -> None:
+    """Learned absolute positions: a packed example sees other positions than alone."""
+    from ai_lsp_tune.training.data import packs
+    from ai_lsp_tune.training.packing import packing_fault
+
+    model = absolute_positions_model()
     assert "positions do not restart" in (packing_fault(model) or "")
     assert not packs(model)
 

@@ -340,17 +340,18 @@ def split_loss(
 
 def packs(model: nn.Module) -> bool:
     """Whether examples can be packed into rows for ``model`` (checked once per model)."""
-    fault = getattr(model, "_ai_lsp_packing_fault", None)
-    if fault is None:
-        fault = packing_fault(model) or ""
-        model._ai_lsp_packing_fault = fault
-    return not fault
+    return not _fault(model, "_ai_lsp_packing_fault", packing_fault)
 
 
 def chunks(model: nn.Module) -> bool:
     """Whether a shared prefix and query chunks keep ``model``'s outputs (checked once)."""
-    fault = getattr(model, "_ai_lsp_forward_fault", None)
+    return not _fault(model, "_ai_lsp_forward_fault", forward_fault)
+
+
+def _fault(model: nn.Module, name: str, check: Callable[[Any], str | None]) -> str:
+    """``check(model)``'s finding ("" for none), kept on the model so it runs once."""
+    fault = getattr(model, name, None)
     if fault is None:
-        fault = forward_fault(model) or ""
-        model._ai_lsp_forward_fault = fault
-    return not fault
+        fault = check(model) or ""
+        setattr(model, name, fault)
+    return str(fault)
