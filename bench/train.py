@@ -315,7 +315,33 @@ def write_results(
             f"| {label} | {n} | {iters} | {lo}-{hi} | {tokens} | {peer_s:.1f} | {ours_s:.1f} | "
             f"{tokens / peer_s:,.0f} | {tokens / ours_s:,.0f} | {peer_rss:.0f} | {ours_rss:.0f} |"
         )
-    lines += ["", *notes, "",
+    if args.peer_only:  # what ours does and why: the main "train" section says it
+        lines += [
+            "",
+            *notes,
+            "",
+            "| data | ours | rows | computed tokens | tok/s | MLX peak MiB | peak RSS MiB |",
+            "|---|---|---|---|---|---|---|",
+            *memory,
+            "",
+            "What ours does differently, and the variants: the `train` section.",
+            "",
+        ]
+    else:
+        lines += _explained(args, notes, memory, answer_share)
+    text = RESULTS.read_text()
+    section = "\n".join(lines)
+    pattern = re.compile(rf"## {re.escape(args.section)} \(.*?(?=\n## |\Z)", re.DOTALL)
+    if pattern.search(text):
+        RESULTS.write_text(pattern.sub(lambda _: section, text, count=1))
+    else:
+        RESULTS.write_text(text.rstrip("\n") + "\n\n" + section)
+    print(f"wrote the train section of {RESULTS}")
+
+
+def _explained(args: argparse.Namespace, notes: list, memory: list, answer_share: str) -> list:
+    """The notes, the variants table, and what ours does differently and why."""
+    return ["", *notes, "",
               "Ours as shipped, and the same run's variants: rows whole (`AI_LSP_TRAIN_CHUNK=0`: "
               "no shared prefix, no query chunks), padded (`AI_LSP_TRAIN_PACK=0`: one row per "
               "example) and `--grad-checkpoint`; all train the same tokens. Computed tokens are "
@@ -368,14 +394,6 @@ def write_results(
               "(system + user) is log-uniform between 300 and "
               f"{args.max_chars:,} characters, at least the ~1,600 characters of the unpadded "
               "sample (real traces reach 30,000).", ""]  # fmt: skip
-    text = RESULTS.read_text()
-    section = "\n".join(lines)
-    pattern = re.compile(rf"## {re.escape(args.section)} \(.*?(?=\n## |\Z)", re.DOTALL)
-    if pattern.search(text):
-        RESULTS.write_text(pattern.sub(lambda _: section, text, count=1))
-    else:
-        RESULTS.write_text(text.rstrip("\n") + "\n\n" + section)
-    print(f"wrote the train section of {RESULTS}")
 
 
 if __name__ == "__main__":
