@@ -210,10 +210,13 @@ async def training_started(student: Student) -> dict:
     """Start a fine-tune and wait until it has trained two steps; the command's answer."""
     first = await student.command(commands.FINETUNE)
     token = first["progressToken"]
+
+    def steps() -> list[int]:  # reports are coalesced: any step from the second on counts
+        messages = [getattr(r, "message", None) or "" for r in student.progress(token)]
+        return [int(m.group(1)) for text in messages if (m := TRAINING_STEP.search(text))]
+
     await student.session.wait_for(
-        lambda: any("training 2/" in getattr(r, "message", "") for r in student.progress(token)),
-        timeout_s=120,
-        what="two training steps",
+        lambda: any(step >= 2 for step in steps()), timeout_s=120, what="two training steps"
     )
     return first
 
