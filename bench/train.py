@@ -297,7 +297,7 @@ def write_results(
         f"{args.skewed_examples} --epochs {args.epochs} --max-chars {args.max_chars}"
         f"{' --sets ' + args.sets if args.sets != 'uniform,length-skewed' else ''}"
         f"{' --peer-only' if args.peer_only else ''}"
-        f"{' --section ' + args.section if args.section != 'train' else ''}` on "
+        f"{' --section ' + repr(args.section) if args.section != 'train' else ''}` on "
         f"{os.cpu_count()} CPU(s), {platform.machine()}, Python {platform.python_version()}, "
         f"{time.strftime('%Y-%m-%d')}; tiny local model (CPU, `mlx[cpu]`); batch "
         f"{SETTINGS['batch_size']}, LoRA rank "
