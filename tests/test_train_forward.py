@@ -153,3 +153,39 @@ def test_grad_checkpoint_on_packed_rows_gives_the_plain_gradients(tiny_model: Pa
         grads.append(dict(tree_flatten(grad)))
     for name, value in grads[1].items():
         assert mx.allclose(value, grads[0][name], rtol=1e-3, atol=1e-6).item(), name
+
+
+@pytest.mark.parametrize("architecture", ["gemma2", "qwen2"])
+def test_the_default_models_architectures_keep_their_outputs(architecture: str) -> None:
+    """gemma-2 (the default model: soft-capped attention and logits) and Qwen2, as tiny random
+    models: a shared prefix, query chunks and packed rows all keep their outputs."""
+    import importlib
+
+    import mlx.core as mx
+
+    from ai_lsp_tune.training.forward import forward_fault
+    from ai_lsp_tune.training.packing import packing_fault
+
+    module = importlib.import_module(f"mlx_lm.models.{architecture}")
+    shape = {
+        "model_type": architecture,
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-6,
+        "vocab_size": 256,
+        "rope_theta": 10000.0,
+    }
+    if architecture == "gemma2":
+        shape |= {
+            "head_dim": 16,
+            "attn_logit_softcapping": 50.0,
+            "final_logit_softcapping": 30.0,
+            "query_pre_attn_scalar": 16.0,
+        }
+    mx.random.seed(0)
+    model = module.Model(module.ModelArgs.from_dict(shape))
+    assert forward_fault(model) is None
+    assert packing_fault(model) is None
