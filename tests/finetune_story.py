@@ -109,6 +109,10 @@ class Student:
     def progress(self, token: str) -> list[Any]:
         return list(self.client.progress_reports.get(token, []))
 
+    def messages(self, token: str) -> list[str]:
+        """The messages of ``token``'s progress so far (a report may have none)."""
+        return [getattr(r, "message", None) or "" for r in self.progress(token)]
+
     async def wait_status(self, predicate: Any, *, timeout_s: float, what: str) -> dict[str, Any]:
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:

@@ -212,7 +212,7 @@ async def training_started(student: Student) -> dict:
     token = first["progressToken"]
 
     def steps() -> list[int]:  # reports are coalesced: any step from the second on counts
-        messages = [getattr(r, "message", None) or "" for r in student.progress(token)]
+        messages = student.messages(token)
         return [int(m.group(1)) for text in messages if (m := TRAINING_STEP.search(text))]
 
     await student.session.wait_for(
@@ -308,11 +308,7 @@ async def test_the_local_models_own_answers_are_left_out_and_the_user_is_told(
         started = await student.command(commands.FINETUNE)
         token = started["progressToken"]
         prepared = await student.session.wait_for(
-            lambda: [
-                r.message
-                for r in student.progress(token)
-                if "examples" in (getattr(r, "message", None) or "")
-            ],
+            lambda: [m for m in student.messages(token) if "examples" in m],
             timeout_s=120,
             what="the prepared dataset's counts",
         )
@@ -352,11 +348,7 @@ async def test_only_the_local_models_own_answers_fail_naming_the_setting_that_ke
         again = await student.command(commands.FINETUNE)
         token = again["progressToken"]
         prepared = await student.session.wait_for(
-            lambda: [
-                r.message
-                for r in student.progress(token)
-                if "examples" in (getattr(r, "message", None) or "")
-            ],
+            lambda: [m for m in student.messages(token) if "examples" in m],
             timeout_s=120,
             what="the prepared dataset's counts",
         )
