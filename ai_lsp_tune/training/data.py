@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,7 +23,7 @@ import numpy as np
 
 from ai_lsp_tune.prompts import chat_messages, prompt_tokens, render_chat
 from ai_lsp_tune.training.distributed import shard
-from ai_lsp_tune.training.forward import chunk_size, forward_fault, run
+from ai_lsp_tune.training.forward import CHUNK_ENV, chunk_size, forward_fault, run
 from ai_lsp_tune.training.packing import (
     Item,
     Layout,
@@ -344,8 +345,10 @@ def packs(model: nn.Module) -> bool:
 
 
 def chunks(model: nn.Module) -> bool:
-    """Whether a shared prefix and query chunks keep ``model``'s outputs (checked once)."""
-    return not _fault(model, "_ai_lsp_forward_fault", forward_fault)
+    """Whether to share prefixes and chunk rows for ``model``: not turned off (``CHUNK_ENV``
+    "0") and keeping its outputs (checked once)."""
+    wanted = os.environ.get(CHUNK_ENV) != "0"
+    return wanted and not _fault(model, "_ai_lsp_forward_fault", forward_fault)
 
 
 def _fault(model: nn.Module, name: str, check: Callable[[Any], str | None]) -> str:

@@ -30,7 +30,6 @@ from ai_lsp_tune.training.data import (
 from ai_lsp_tune.training.distributed import World, any_stopped
 from ai_lsp_tune.training.evaluate import EvalMetrics
 from ai_lsp_tune.training.events import TrainingEvent, at
-from ai_lsp_tune.training.forward import CHUNK_ENV
 from ai_lsp_tune.training.request import TrainRequest
 
 VALIDATIONS_PER_RUN = 8
@@ -326,11 +325,10 @@ def _batches(
         fault = model._ai_lsp_packing_fault
         print(f"packing off for {request.model_name}: {fault}; batches are padded", file=sys.stderr)
     # --grad-checkpoint recomputes each layer alone: keys and values cannot cross chunks.
-    chunked = not request.grad_checkpoint and os.environ.get(CHUNK_ENV) != "0"
-    if chunked and not chunks(model):
-        fault = model._ai_lsp_forward_fault
+    chunked = not request.grad_checkpoint and chunks(model)
+    fault = getattr(model, "_ai_lsp_forward_fault", "")
+    if fault and not request.grad_checkpoint:
         print(f"rows run whole for {request.model_name}: {fault}", file=sys.stderr)
-        chunked = False
     batches = LengthGroupedBatches(
         seed=request.seed,
         skip=start,
