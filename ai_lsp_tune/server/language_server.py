@@ -18,8 +18,8 @@ from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
 
 from ai_lsp_tune import __version__
+from ai_lsp_tune.server.jsonrpc import AiLspProtocol
 from ai_lsp_tune.server.logs import log_to_client
-from ai_lsp_tune.server.protocol import AiLspProtocol
 from ai_lsp_tune.server.state import ServerState
 from ai_lsp_tune.server.stdio import FrameReader, stdin_chunks
 
