@@ -1,7 +1,7 @@
 """The language server: ``server``, with every feature and command registered on it.
 
 Handlers are small: they read ``ls.state`` and delegate to ``analysis`` (diagnostics),
-``actions`` (quick fixes, dismissals) and ``finetune.commands`` (fine-tune and model commands).
+``actions`` (quick fixes, dismissals) and ``finetune.handlers`` (fine-tune and model commands).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pygls.uris import to_fs_path
 
 from ai_lsp_tune.config import SETTINGS_SECTION
 from ai_lsp_tune.server import actions, analysis, commands
-from ai_lsp_tune.server.finetune import commands as finetune
+from ai_lsp_tune.server.finetune import handlers as finetune
 from ai_lsp_tune.server.language_server import AiLspServer, connect_logs
 from ai_lsp_tune.server.state import DocumentState
 
