@@ -1,9 +1,9 @@
 """The training worker process: ``python -m ai_lsp_tune.training.worker --events-fd N``.
 
-It reads one TrainRequest (versioned JSON) from ``--request``, runs it (``job.run_job``) and
+It reads one TrainRequest (versioned JSON) from ``--request``, runs it (``run.run_job``) and
 writes events on the inherited file descriptor ``N``, never on stdout, which it points at stderr
 because mlx-lm prints there. SIGTERM/SIGINT stop it within about 2 seconds with a checkpoint:
-the job stops at the next step and saves one; if a step runs longer, a watchdog reports the
+the run stops at the next step and saves one; if a step runs longer, a watchdog reports the
 last periodic checkpoint and exits.
 """
 
@@ -22,7 +22,7 @@ from ai_lsp_tune.training.events import CancelledEvent, ErrorEvent
 from ai_lsp_tune.wire import ProtocolMismatch
 
 EXIT_DONE, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 3
-STOP_GRACE_S = 1.5  # the job's own stop, then the watchdog's
+STOP_GRACE_S = 1.5  # the run's own stop, then the watchdog's
 # Ranks stop together at the next step all of them reach; a busy rank may be seconds behind.
 DISTRIBUTED_STOP_GRACE_S = 10.0
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             request = TRAIN_REQUESTS.parse(args.request)
         except ProtocolMismatch as exc:  # a parent from another version of the package
             raise WorkerError("bad_request", str(exc)) from None
-        from ai_lsp_tune.training.job import run_job
+        from ai_lsp_tune.training.run import run_job
 
         channel.emit(run_job(request, channel, stop), final=True)
         return EXIT_DONE
