@@ -16,7 +16,7 @@ from ai_lsp_tune.server.finetune.progress import (
     describe_change,
     format_progress,
 )
-from ai_lsp_tune.server.finetune.training import progress_step
+from ai_lsp_tune.server.finetune.train_step import progress_step
 from ai_lsp_tune.training.evaluate import EvalMetrics
 from ai_lsp_tune.training.events import PHASES, TrainingEvent, at
 

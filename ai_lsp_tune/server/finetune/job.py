@@ -1,7 +1,7 @@
 """Fine-tune on my traces: the job that closes the loop while the server keeps answering.
 
-traces (the server's own export + extra files) -> dataset (``preparation``, a child process)
--> TrainingRunner (``training``, a worker process: train, evaluate candidate and served model
+traces (the server's own export + extra files) -> dataset (``dataset_step``, a child process)
+-> TrainingRunner (``train_step``, a worker process: train, evaluate candidate and served model
 on the test split, fuse) -> the evaluation gate (``gate``) -> the served model swaps it in
 (``swaps``: the served model alone changes models and writes the registry) -> a message with
 metrics before -> after and a "Roll back" action (``messages``). One run at a time; its state
@@ -30,6 +30,7 @@ from ai_lsp_tune.server.finetune.context import (
     JobContext,
     new_run_id,
 )
+from ai_lsp_tune.server.finetune.dataset_step import DatasetStep
 from ai_lsp_tune.server.finetune.gate import judge
 from ai_lsp_tune.server.finetune.messages import (
     TITLE,
@@ -37,7 +38,6 @@ from ai_lsp_tune.server.finetune.messages import (
     started_message,
     status_line,
 )
-from ai_lsp_tune.server.finetune.preparation import DatasetStep
 from ai_lsp_tune.server.finetune.progress import (
     ProgressChannel,
     ProgressMeter,
@@ -59,7 +59,7 @@ from ai_lsp_tune.server.finetune.states import (
     run_inputs,
     save_record,
 )
-from ai_lsp_tune.server.finetune.training import (
+from ai_lsp_tune.server.finetune.train_step import (
     TrainOutcome,
     launch_of,
     train_candidate,
