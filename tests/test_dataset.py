@@ -14,7 +14,7 @@ from opentelemetry.trace import StatusCode
 from typer.testing import CliRunner
 
 from ai_lsp_tune.cli.app import app
-from ai_lsp_tune.dataset.chunks import Example
+from ai_lsp_tune.dataset.example import Example
 from ai_lsp_tune.dataset.prepare import NoUsableTraces, prepare_dataset
 from ai_lsp_tune.dataset.reader import assign_splits, load_examples
 from ai_lsp_tune.prompts import SYSTEM_PROMPT, parse_user_prompt, user_prompt

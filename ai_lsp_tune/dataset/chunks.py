@@ -10,7 +10,6 @@ exactly what one sequential pass gives.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,11 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
+from ai_lsp_tune.dataset.example import ExampleMetadata
 from ai_lsp_tune.dataset.report import DatasetReport
 from ai_lsp_tune.files import private_binary_writer
-from ai_lsp_tune.prompts import parse_user_prompt
 from ai_lsp_tune.schema import DiagnosticResult, parse_json_text
 from ai_lsp_tune.traces import genai, otlp
 from ai_lsp_tune.traces.agent_runs import AgentRun, agent_run_from_span
@@ -34,39 +31,6 @@ RUN_COUNTS = (
     *("agent_runs", "no_final_result", "error_status", "with_final_result", "scrubbed"),
     *("invalid_result", "invalid_text", "usable", "feedback_spans", "local_answers"),
 )
-
-
-class ExampleMetadata(BaseModel):
-    trace_id: str = ""
-    span_id: str = ""
-    time: str = ""  # ISO 8601, UTC
-    model: str = ""
-    language: str = ""
-    file: str = ""  # the document URI, or its name when no URI was recorded
-    format: str = ""
-
-
-class Example(BaseModel):
-    """One training example: the prompt pair and the DiagnosticResult JSON to learn."""
-
-    system: str
-    user: str
-    assistant: str
-    metadata: ExampleMetadata | None = None
-
-    def messages(self) -> list[dict[str, str]]:
-        return [
-            {"role": "system", "content": self.system},
-            {"role": "user", "content": self.user},
-            {"role": "assistant", "content": self.assistant},
-        ]
-
-    def source_file(self) -> str:
-        """What the split is keyed on: the document, so no file's code is in two splits."""
-        if self.metadata and self.metadata.file:
-            return self.metadata.file
-        parts = parse_user_prompt(self.user)
-        return parts.name if parts else hashlib.sha256(self.user.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ai_lsp_tune.dataset.chunks import Example
+from ai_lsp_tune.dataset.example import Example
 from ai_lsp_tune.dataset.report import SPLITS
 
 SPLIT_FILES = {split: f"{split}.jsonl" for split in SPLITS}

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import mlx.core as mx
     import mlx.nn as nn
 
-    from ai_lsp_tune.dataset.chunks import Example
+    from ai_lsp_tune.dataset.example import Example
 
 
 class ChatExample(Protocol):

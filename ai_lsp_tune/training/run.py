@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ai_lsp_tune.dataset.chunks import Example
+from ai_lsp_tune.dataset.example import Example
 from ai_lsp_tune.files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 from ai_lsp_tune.training import distributed, publish
 from ai_lsp_tune.training.channel import Cancelled, EventChannel, WorkerError

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ai_lsp_tune.dataset.chunks import Example
+from ai_lsp_tune.dataset.example import Example
 from ai_lsp_tune.dataset.reader import SPLIT_FILES, load_examples
 from ai_lsp_tune.schema import InvalidModelOutput, parse_diagnostic_result
 
