@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ai_lsp_tune.dataset.tokens import estimate_counter
 from ai_lsp_tune.prompts import SYSTEM_PROMPT, parse_user_prompt, user_prompt
+from ai_lsp_tune.tokens import estimate_counter
 from tests.lsp_session import Session, start_session, stop_session
 from tests.scripted_openai import Answer, ChatRequest, ScriptedEndpoint, scripted_endpoint
 from tests.test_server import remote_env

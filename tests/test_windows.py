@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ai_lsp_tune.dataset.crop import answer_json, crop_example
-from ai_lsp_tune.dataset.tokens import estimate_counter
 from ai_lsp_tune.prompts import (
     SYSTEM_PROMPT,
     parse_user_prompt,
@@ -21,6 +20,7 @@ from ai_lsp_tune.prompts import (
 from ai_lsp_tune.prompts import (
     chat_messages as chat,
 )
+from ai_lsp_tune.tokens import estimate_counter
 from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.agent_runs import agent_run_from_span
 from ai_lsp_tune.traces.otlp import Span

@@ -30,8 +30,8 @@ def run_prepare_dataset(
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
     from ai_lsp_tune.dataset import prepare as dataset
-    from ai_lsp_tune.dataset.tokens import TokenizerUnavailable
     from ai_lsp_tune.files import sigterm_cleans_up
+    from ai_lsp_tune.tokens import TokenizerUnavailable
     from ai_lsp_tune.traces.otlp import TraceInputError
 
     console, errors = Console(), Console(stderr=True)

@@ -21,10 +21,10 @@ from pydantic_core import to_json
 from ai_lsp_tune.dataset.crop import answer_json, crop_example
 from ai_lsp_tune.dataset.redact import Redactor
 from ai_lsp_tune.dataset.report import DatasetReport
-from ai_lsp_tune.dataset.tokens import TokenCounter, estimate_counter
 from ai_lsp_tune.files import private_binary_writer
 from ai_lsp_tune.prompts import code_of
 from ai_lsp_tune.schema import DiagnosticResult, snippet_grounded
+from ai_lsp_tune.tokens import TokenCounter, estimate_counter
 
 CLEAN_COUNTS = (
     *("local_answers_left_out", "local_answers_confirmed"),

@@ -27,7 +27,6 @@ from ai_lsp_tune.dataset.clean import Confirmed, clean_chunk
 from ai_lsp_tune.dataset.pool import WorkerPool, in_order, plan_chunks, worker_count
 from ai_lsp_tune.dataset.reader import SPLIT_FILES, STATS_FILE, split_examples
 from ai_lsp_tune.dataset.report import SPLITS, DatasetReport, nothing_usable
-from ai_lsp_tune.dataset.tokens import TokenCounter, estimate_counter
 from ai_lsp_tune.files import (
     ByteRanges,
     atomic_writer,
@@ -37,6 +36,7 @@ from ai_lsp_tune.files import (
     remove_stale_temps,
     temp_prefix,
 )
+from ai_lsp_tune.tokens import TokenCounter, estimate_counter
 from ai_lsp_tune.traces import otlp
 
 _OUR_FILES = {*SPLIT_FILES.values(), STATS_FILE}
