@@ -3,7 +3,7 @@
 One field per hyper-parameter: name, type, default, bounds, help, and the CLI commands that take
 it. Everything else is derived from it: the options of ``ai-lsp finetune train|pipeline``
 (``cli/options.py``; the flag is ``flag(name)``: ``--lora-rank``), the editor settings
-(``config.FinetuneSettings`` subclasses it; the setting is ``setting(name)``:
+(``server.settings.FinetuneSettings`` subclasses it; the setting is ``setting(name)``:
 ``aiLsp.finetune.loraRank``), ``training.request.TrainRequest`` (subclasses it) and the
 extension's package.json (a test holds them equal). A value one of them accepts the others
 accept too. ``misfit`` checks the values against the model's ``config.json`` (read as JSON, no
@@ -22,6 +22,8 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 TRAIN_AND_PIPELINE = ("train", "pipeline")
+# The base model when none is named: the CLI's --model-name, the server's model setting.
+DEFAULT_MODEL = "mlx-community/gemma-2-2b-it-4bit"  # the original tool's default
 
 
 def hyper(

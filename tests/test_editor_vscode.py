@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from pydantic.alias_generators import to_camel
 
-from ai_lsp_tune.config import FinetuneSettings, Settings
 from ai_lsp_tune.hyperparams import NAMES, bounds
 from ai_lsp_tune.server import commands
+from ai_lsp_tune.server.settings import FinetuneSettings, Settings
 from tests.editor_tools import missing
 
 pytestmark = pytest.mark.editor

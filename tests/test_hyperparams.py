@@ -12,7 +12,6 @@ import pytest
 from typer.testing import CliRunner
 
 from ai_lsp_tune.cli.app import app
-from ai_lsp_tune.config import FinetuneSettings, validate_settings
 from ai_lsp_tune.hyperparams import (
     NAMES,
     Hyperparameters,
@@ -24,6 +23,7 @@ from ai_lsp_tune.hyperparams import (
 )
 from ai_lsp_tune.server.finetune.context import FinetuneOptions
 from ai_lsp_tune.server.finetune.states import changed_inputs, run_inputs
+from ai_lsp_tune.server.settings import FinetuneSettings, validate_settings
 from ai_lsp_tune.training.request import TrainRequest
 
 VSCODE = Path(__file__).resolve().parents[1] / "editors" / "vscode"

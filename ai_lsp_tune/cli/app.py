@@ -21,8 +21,7 @@ from ai_lsp_tune.cli.options import (
     hyperparameter_options,
 )
 from ai_lsp_tune.cli.prepare import run_prepare_dataset
-from ai_lsp_tune.config import DEFAULT_MODEL
-from ai_lsp_tune.hyperparams import flag
+from ai_lsp_tune.hyperparams import DEFAULT_MODEL, flag
 
 if TYPE_CHECKING:
     from ai_lsp_tune.training.distributed import Launch

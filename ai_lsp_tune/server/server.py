@@ -11,10 +11,10 @@ from typing import Any
 from lsprotocol import types
 from pygls.uris import to_fs_path
 
-from ai_lsp_tune.config import SETTINGS_SECTION
 from ai_lsp_tune.server import actions, analysis, commands
 from ai_lsp_tune.server.finetune import handlers as finetune
 from ai_lsp_tune.server.language_server import AiLspServer, connect_logs
+from ai_lsp_tune.server.settings import SETTINGS_SECTION
 from ai_lsp_tune.server.state import DocumentState
 
 server = AiLspServer()

@@ -11,9 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ai_lsp_tune import config, paths
-from ai_lsp_tune.config import Settings
+from ai_lsp_tune import paths
 from ai_lsp_tune.schema import SuggestedFix
+from ai_lsp_tune.server.settings import (
+    Settings,
+    merge,
+    settings_from_env,
+    unwrap_section,
+    validate_settings,
+)
 from ai_lsp_tune.serving.backend import Backend, LocalBackend, RemoteBackend
 from ai_lsp_tune.serving.client import ModelLoadError
 from ai_lsp_tune.serving.registry import ModelRegistry
@@ -66,9 +72,7 @@ class ServerState:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self.environ = dict(os.environ if environ is None else environ)
         self.init_options: dict[str, Any] = {}
-        self.settings, self.setting_problems = config.validate_settings(
-            config.settings_from_env(self.environ)
-        )
+        self.settings, self.setting_problems = validate_settings(settings_from_env(self.environ))
         self.workspace_root: str | None = None
         self.workspace_dir = paths.workspace_dir(None)
         self.registry = ModelRegistry(self.workspace_dir)  # read here; the served model writes it
@@ -87,7 +91,7 @@ class ServerState:
         self.workspace_root = workspace_root
         self.workspace_dir = paths.workspace_dir(workspace_root)
         self.registry = ModelRegistry(self.workspace_dir)
-        self.init_options = config.unwrap_section(init_options)
+        self.init_options = unwrap_section(init_options)
         self.settings, self.setting_problems = self._resolve({})
         self.telemetry = Telemetry.configure(
             enabled=self.settings.telemetry, trace_file=self.trace_file
@@ -95,8 +99,8 @@ class ServerState:
         return self.setting_problems
 
     def _resolve(self, changed: Mapping[str, Any]) -> tuple[Settings, list[str]]:
-        raw = config.merge(config.settings_from_env(self.environ), self.init_options, changed)
-        return config.validate_settings(raw)
+        raw = merge(settings_from_env(self.environ), self.init_options, changed)
+        return validate_settings(raw)
 
     @property
     def trace_file(self) -> Path:
@@ -106,7 +110,7 @@ class ServerState:
 
     async def change_settings(self, changed: Any, notify: Notify) -> list[str]:
         """Apply ``workspace/didChangeConfiguration``; restart what the change concerns."""
-        new, problems = self._resolve(config.unwrap_section(changed))
+        new, problems = self._resolve(unwrap_section(changed))
         old, self.settings = self.settings, new
         if (old.telemetry, old.trace_file) != (new.telemetry, new.trace_file):
             self.telemetry.shutdown()

@@ -13,8 +13,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ai_lsp_tune.config import Settings
 from ai_lsp_tune.prompts import SYSTEM_PROMPT, PromptParts, user_prompt
+from ai_lsp_tune.server.settings import Settings
 from ai_lsp_tune.serving.backend import Backend, LocalBackend
 from ai_lsp_tune.tokens import estimate_counter
 from ai_lsp_tune.windows import Lines, Window, cover, window_prompt

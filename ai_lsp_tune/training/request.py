@@ -11,8 +11,7 @@ from pathlib import Path
 
 from pydantic import ConfigDict, Field, field_validator
 
-from ai_lsp_tune.config import DEFAULT_MODEL
-from ai_lsp_tune.hyperparams import Hyperparameters
+from ai_lsp_tune.hyperparams import DEFAULT_MODEL, Hyperparameters
 from ai_lsp_tune.training.packing import PAD_TO
 from ai_lsp_tune.wire import LineReader
 

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 from lsprotocol import types as lsp
 
-from ai_lsp_tune.config import FinetuneSettings
+from ai_lsp_tune.server.settings import FinetuneSettings
 from ai_lsp_tune.serving.adapters import adapter_base
 from ai_lsp_tune.serving.registry import ModelEntry
 

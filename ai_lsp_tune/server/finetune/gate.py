@@ -7,9 +7,9 @@ swaps it in regardless. A refused model is still offered to the user ("Use it an
 
 from __future__ import annotations
 
-from ai_lsp_tune.config import FinetuneSettings
 from ai_lsp_tune.server.finetune.messages import test_examples
 from ai_lsp_tune.server.finetune.states import RunRecord
+from ai_lsp_tune.server.settings import FinetuneSettings
 
 
 def judge(record: RunRecord, settings: FinetuneSettings, *, not_worse: bool) -> str | None:

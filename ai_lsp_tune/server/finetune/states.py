@@ -16,9 +16,9 @@ from typing import Any
 from pydantic import Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from ai_lsp_tune.config import CamelModel
 from ai_lsp_tune.files import atomic_write_text
 from ai_lsp_tune.hyperparams import Hyperparameters, same_run
+from ai_lsp_tune.server.settings import CamelModel
 
 logger = logging.getLogger(__name__)
 

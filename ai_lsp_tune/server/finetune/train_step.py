@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ai_lsp_tune.config import FinetuneSettings
 from ai_lsp_tune.hyperparams import flag, setting
 from ai_lsp_tune.server.finetune.progress import ProgressStep, metrics_dict
+from ai_lsp_tune.server.settings import FinetuneSettings
 from ai_lsp_tune.training import events
 from ai_lsp_tune.training.distributed import Launch, hostfile_hosts
 from ai_lsp_tune.training.evaluate import EvalMetrics, not_worse

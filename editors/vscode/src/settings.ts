@@ -1,13 +1,13 @@
 // Typed server settings, read from the `aiLsp.*` configuration; camelCase as on the wire.
-// Names and defaults mirror ai_lsp_tune/config.py (Settings, FinetuneSettings).
+// Names and defaults mirror ai_lsp_tune/server/settings.py (Settings, FinetuneSettings).
 
-/** Server settings (ai_lsp_tune/config.py Settings) the extension forwards when the user sets them. */
+/** Server settings (ai_lsp_tune/server/settings.py Settings) the extension forwards when the user sets them. */
 export const SERVER_SETTINGS = [
   'backend', 'model', 'remoteModel', 'debounceMs', 'maxTokens', 'maxInputTokens',
   'constrainedDecoding', 'maxDocumentBytes', 'languages', 'telemetry', 'traceFile',
 ] as const;
 
-/** `aiLsp.finetune.*` (ai_lsp_tune/config.py FinetuneSettings). */
+/** `aiLsp.finetune.*` (ai_lsp_tune/server/settings.py FinetuneSettings). */
 export const FINETUNE_SETTINGS = [
   'baseModel', 'continueFromServed', 'extraTraces', 'numEpochs', 'batchSize', 'learningRate',
   'maxSeqLength', 'loraRank', 'numLayers', 'force', 'minTestExamples', 'keepModels', 'hosts',

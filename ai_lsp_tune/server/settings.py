@@ -12,9 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from ai_lsp_tune.hyperparams import Hyperparameters
-
-DEFAULT_MODEL = "mlx-community/gemma-2-2b-it-4bit"  # the original tool's default
+from ai_lsp_tune.hyperparams import DEFAULT_MODEL, Hyperparameters
 
 
 class CamelModel(BaseModel):
