@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ai_lsp_tune.cli.tiny_model import build_tiny_model
 from ai_lsp_tune.serving.client import HostClient
-from ai_lsp_tune.tiny_model import build_tiny_model
 from bench.swap import write_section
 from tests.test_serving import chat, same_shape_model
 

@@ -38,12 +38,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ai_lsp_tune import paths
+from ai_lsp_tune.cli.tiny_model import build_tiny_model, ensure_tiny_model
 from ai_lsp_tune.decoding import grammar as grammar_module
 from ai_lsp_tune.decoding.decode import model_vocab_size
 from ai_lsp_tune.decoding.grammar import answer_grammar
 from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
 from ai_lsp_tune.schema import InvalidModelOutput, parse_diagnostic_result
-from ai_lsp_tune.tiny_model import build_tiny_model, ensure_tiny_model
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## decode (constrained vs unconstrained generation)"

@@ -23,7 +23,7 @@ from pathlib import Path
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
-from ai_lsp_tune.tiny_model import ensure_tiny_model
+from ai_lsp_tune.cli.tiny_model import ensure_tiny_model
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## lsp (request latency idle vs while generating)"

@@ -41,8 +41,8 @@ from lsprotocol import types
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ai_lsp_tune.cli.tiny_model import ensure_tiny_model
 from ai_lsp_tune.server import commands
-from ai_lsp_tune.tiny_model import ensure_tiny_model
 from tests.finetune_story import (
     FLAW,
     LEARN,

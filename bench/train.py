@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 from ai_lsp_tune.cli.demo import sample_analyses
-from ai_lsp_tune.tiny_model import _TOKENIZER_CORPUS, ensure_tiny_model
+from ai_lsp_tune.cli.tiny_model import _TOKENIZER_CORPUS, ensure_tiny_model
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SETTINGS = {"batch_size": 4, "learning_rate": 5e-4, "lora_rank": 8, "num_layers": -1}

@@ -43,7 +43,7 @@ def trace_file(request: pytest.FixtureRequest) -> TraceFacts:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init llama-type MLX model + BPE tokenizer, built locally once per session."""
-    from ai_lsp_tune.tiny_model import ensure_tiny_model
+    from ai_lsp_tune.cli.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(tmp_path_factory.mktemp("tiny-model-cache"))
 
@@ -51,7 +51,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_word_split(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model with a tokenizer built as real ones are (words split before merging)."""
-    from ai_lsp_tune.tiny_model import ensure_tiny_model
+    from ai_lsp_tune.cli.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(tmp_path_factory.mktemp("tiny-model-cache"), word_split=True)
 

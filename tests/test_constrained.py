@@ -71,7 +71,7 @@ async def test_an_untrained_model_answers_valid_diagnostic_results_first_time(
 @pytest.fixture(scope="module")
 def model_llguidance_rejects(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model whose tokenizer has tokens hundreds of bytes long (llguidance's trie panics)."""
-    from ai_lsp_tune.tiny_model import build_tiny_model
+    from ai_lsp_tune.cli.tiny_model import build_tiny_model
 
     out = tmp_path_factory.mktemp("long-token-model")
     build_tiny_model(out, max_token_chars=None)

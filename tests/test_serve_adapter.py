@@ -113,7 +113,7 @@ async def test_an_adapter_is_served_on_the_running_hosts_base_and_rolled_back(
 async def test_an_adapter_of_another_base_reloads_it_in_place_or_in_a_host_of_its_own(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    from ai_lsp_tune.tiny_model import build_tiny_model
+    from ai_lsp_tune.cli.tiny_model import build_tiny_model
 
     base = same_shape_model(tiny_model, tmp_path / "base", seed=0)
     adapter = make_adapter(base, tmp_path / "adapters", seed=3)
@@ -147,7 +147,7 @@ async def test_an_adapter_of_another_base_reloads_it_in_place_or_in_a_host_of_it
 async def test_an_adapter_that_does_not_fit_leaves_the_old_model_serving(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    from ai_lsp_tune.tiny_model import build_tiny_model
+    from ai_lsp_tune.cli.tiny_model import build_tiny_model
 
     other = tmp_path / "three-layers"
     other.mkdir()

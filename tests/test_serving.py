@@ -149,7 +149,7 @@ async def test_a_swap_to_the_same_architecture_happens_in_the_running_host(
 async def test_a_model_of_another_architecture_gets_a_host_of_its_own(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    from ai_lsp_tune.tiny_model import build_tiny_model
+    from ai_lsp_tune.cli.tiny_model import build_tiny_model
 
     other = tmp_path / "three-layers"
     other.mkdir()

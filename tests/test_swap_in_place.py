@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 
+from ai_lsp_tune.cli.tiny_model import build_tiny_model
 from ai_lsp_tune.server import commands
-from ai_lsp_tune.tiny_model import build_tiny_model
 from tests.finetune_story import (
     Student,
     child_pids,

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from mlx_lm import generate, load, stream_generate
 
-from ai_lsp_tune import tiny_model as tiny_model_module
+from ai_lsp_tune.cli import tiny_model as tiny_model_module
+from ai_lsp_tune.cli.tiny_model import ensure_tiny_model
 from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
-from ai_lsp_tune.tiny_model import ensure_tiny_model
 
 USER = user_prompt("python", "x = 1\n", "a.py")
 MESSAGES = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": USER}]
