@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from ai_lsp_tune.server.finetune.context import FinetuneOptions
+from ai_lsp_tune.server.finetune.model_list import find_listed, model_list, short_path
 from ai_lsp_tune.server.finetune.train_step import editor_terms
 from ai_lsp_tune.server.settings import FinetuneSettings
-from ai_lsp_tune.serving.models import find_listed, model_list, short_path
 from ai_lsp_tune.serving.registry import ModelEntry, ModelRegistry
 
 

@@ -30,9 +30,9 @@ from ai_lsp_tune.server.finetune.context import (
     resolve_allowed_path,
 )
 from ai_lsp_tune.server.finetune.job import FinetuneJob
+from ai_lsp_tune.server.finetune.model_list import find_listed, model_list
 from ai_lsp_tune.server.language_server import AiLspServer
 from ai_lsp_tune.serving.adapters import adapter_base
-from ai_lsp_tune.serving.models import find_listed, model_list
 
 logger = logging.getLogger(__name__)
 

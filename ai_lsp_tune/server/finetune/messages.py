@@ -14,9 +14,9 @@ from typing import Any
 
 from lsprotocol import types as lsp
 
+from ai_lsp_tune.server.finetune.model_list import short_path
 from ai_lsp_tune.server.finetune.progress import describe_change
 from ai_lsp_tune.server.finetune.states import RunRecord
-from ai_lsp_tune.serving.models import short_path
 
 logger = logging.getLogger(__name__)
 

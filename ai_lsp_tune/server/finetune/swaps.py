@@ -13,8 +13,8 @@ from typing import Any
 from lsprotocol import types as lsp
 
 from ai_lsp_tune.server.finetune.context import FinetuneOptions, JobContext
+from ai_lsp_tune.server.finetune.model_list import short_path
 from ai_lsp_tune.server.finetune.states import RunRecord
-from ai_lsp_tune.serving.models import short_path
 from ai_lsp_tune.serving.registry import ModelEntry, now_iso
 
 logger = logging.getLogger(__name__)
