@@ -13,7 +13,7 @@ RSS is its own, measures:
 - original: the original ai-lsp tool's approach, reimplemented plainly: ``json.loads`` of every
   line, every span collected in a list, agent runs walked and their messages parsed, the
   examples gathered into a Hugging Face ``Dataset`` and written with ``to_json``;
-- ours: ``ai_lsp_tune.cli.prepare.run_prepare_dataset``, what ``ai-lsp finetune
+- ours: ``ai_lsp_tune.cli.prepare_view.run_prepare_dataset``, what ``ai-lsp finetune
   prepare-dataset`` runs, with its defaults (redaction on, splits), its progress bar (a
   thread) and its report table.
 
@@ -116,7 +116,7 @@ def original(trace_file: Path, out: Path) -> dict[str, int]:
 
 def ours(trace_file: Path, out: Path) -> dict[str, int]:
     """What ``ai-lsp finetune prepare-dataset`` runs: its progress bar (a thread) and report."""
-    from ai_lsp_tune.cli.prepare import run_prepare_dataset
+    from ai_lsp_tune.cli.prepare_view import run_prepare_dataset
 
     report = run_prepare_dataset(
         [trace_file], output_file=out / "dataset.json", output_dir=out / "dataset"
@@ -266,9 +266,9 @@ def run(sizes: list[int], keep: bool, runs: int) -> str:
             "",
             *notes,
             "",
-            "Ours is measured through `ai_lsp_tune.cli.prepare.run_prepare_dataset`, the function "
-            "`ai-lsp finetune prepare-dataset` calls, with its progress bar (drawn from the "
-            "progress callback, not by a thread) and its report table. "
+            "Ours is measured through `ai_lsp_tune.cli.prepare_view.run_prepare_dataset`, the "
+            "function `ai-lsp finetune prepare-dataset` calls, with its progress bar (drawn "
+            "from the progress callback, not by a thread) and its report table. "
             "How: a plain file of 48 MiB or more is cut at line starts into 16 MiB chunks; "
             "`os.sched_getaffinity` worker processes (forked when no other thread runs) read "
             "them (1 MiB read buffer), at most two per worker in flight, each pickling its usable "

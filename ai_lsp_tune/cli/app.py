@@ -20,7 +20,7 @@ from ai_lsp_tune.cli.options import (
     ResumeOption,
     hyperparameter_options,
 )
-from ai_lsp_tune.cli.prepare import run_prepare_dataset
+from ai_lsp_tune.cli.prepare_view import run_prepare_dataset
 from ai_lsp_tune.hyperparams import DEFAULT_MODEL, flag
 
 if TYPE_CHECKING:

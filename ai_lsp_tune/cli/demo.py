@@ -129,7 +129,7 @@ def run_demo(workdir: Path | None = None) -> int:
     from rich.panel import Panel
 
     from ai_lsp_tune import paths
-    from ai_lsp_tune.cli.prepare import run_prepare_dataset
+    from ai_lsp_tune.cli.prepare_view import run_prepare_dataset
     from ai_lsp_tune.cli.tiny_model import ensure_tiny_model
     from ai_lsp_tune.cli.train_view import report_outcome, train_with_progress
     from ai_lsp_tune.training.request import TrainRequest
