@@ -17,12 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ai_lsp_tune.dataset.worker import (
-    PROTOCOL_VERSION,
-    DatasetPreparation,
-    PreparationFailed,
-    PrepareRequest,
-)
+from ai_lsp_tune.dataset.protocol import PROTOCOL_VERSION, PrepareRequest
+from ai_lsp_tune.dataset.runner import DatasetPreparation, PreparationFailed
 from ai_lsp_tune.serving import protocol
 from ai_lsp_tune.serving.client import HostClient, HostGone, ModelLoadError
 from ai_lsp_tune.training.events import EVENT_PROTOCOL_VERSION, ErrorEvent

@@ -1,157 +1,23 @@
-"""Dataset preparation for the language server, in its own process.
+"""The dataset worker process: ``python -m ai_lsp_tune.dataset.worker REQUEST``.
 
-Reading and cleaning traces is pure-Python work that can take seconds to minutes on a large
-export; in a thread of the server it would hold the GIL and make every request wait. So the
-server runs ``python -m ai_lsp_tune.dataset.worker`` and reads typed messages from its
-stdout (one JSON object per line, versioned); the child sends its own prints to stderr.
+It reads one ``PrepareRequest`` (versioned JSON) from its command line, prepares the dataset
+and writes its messages (``protocol``) on its original stdout, which it keeps for them alone:
+anything else it prints goes to stderr. SIGTERM removes its temp files and ends it.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import logging
 import os
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-
-from ai_lsp_tune.wire import LineReader, LineWriter, ProtocolMismatch, WireMessage
-
-PROTOCOL_VERSION = 1
-CANCEL_GRACE_S = 3.0  # to remove its temp files and end: less than the server's STOP_TIMEOUT_S
-logger = logging.getLogger(__name__)
-
-
-class PrepareRequest(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    v: int = PROTOCOL_VERSION
-    traces: list[Path]
-    output_dir: Path
-    max_seq_length: int
-    tokenizer: str | None = None
-    include_local_answers: bool = False
-
-
-class _Message(WireMessage):
-    v: int = PROTOCOL_VERSION
-
-
-class PrepareProgress(_Message):
-    type: Literal["progress"] = "progress"
-    done: int
-    total: int
-
-
-class PrepareDone(_Message):
-    type: Literal["done"] = "done"
-    examples: int
-    splits: dict[str, int]
-    cropped: int = 0  # over-long examples cropped to windows of their code
-    local_note: str = ""  # the local model's own answers left out, and the setting to keep them
-
-
-class PrepareFailed(_Message):
-    type: Literal["failed"] = "failed"
-    message: str
-
-
-PrepareMessage = Annotated[
-    PrepareProgress | PrepareDone | PrepareFailed, Field(discriminator="type")
-]
-# The server reads the child's messages with one, the child its command line with the other.
-PREPARE_MESSAGES: LineReader[PrepareMessage] = LineReader(
-    "dataset preparation", PROTOCOL_VERSION, TypeAdapter(PrepareMessage)
+from ai_lsp_tune.dataset.protocol import (
+    PREPARE_REQUESTS,
+    PrepareDone,
+    PrepareFailed,
+    PrepareProgress,
 )
-PREPARE_REQUESTS: LineReader[PrepareRequest] = LineReader(
-    "the dataset preparation request", PROTOCOL_VERSION, PrepareRequest
-)
-
-
-class PreparationFailed(RuntimeError):
-    """The traces gave no dataset; the message says why, in one sentence."""
-
-
-class DatasetPreparation:
-    """One preparation run in a child process; ``cancel()`` stops it."""
-
-    def __init__(
-        self,
-        request: PrepareRequest,
-        on_progress: Callable[[float], None],
-        *,
-        python: str = sys.executable,
-    ) -> None:
-        self.request = request
-        self.python = python
-        self._on_progress = on_progress
-        self._process: asyncio.subprocess.Process | None = None
-        self._cancelled = False
-        self._terminated = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def run(self) -> PrepareDone:
-        """Prepare the dataset; raise PreparationFailed with the child's reason."""
-        self._loop = asyncio.get_running_loop()
-        self._process = await asyncio.create_subprocess_exec(
-            self.python,
-            "-m",
-            "ai_lsp_tune.dataset.worker",
-            self.request.model_dump_json(),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert self._process.stdout is not None and self._process.stderr is not None
-        stderr = asyncio.create_task(self._process.stderr.read())
-        final: PrepareDone | PrepareFailed | None = None
-        try:
-            async for message in PREPARE_MESSAGES.aread(self._process.stdout):
-                if isinstance(message, PrepareProgress):
-                    self._on_progress(message.done / message.total if message.total else 1.0)
-                else:
-                    final = message
-        except ProtocolMismatch as exc:  # what it says cannot be trusted: stop it
-            final = PrepareFailed(message=str(exc))
-            self.cancel()
-        code = await self._process.wait()
-        log = (await stderr).decode(errors="replace").strip()
-        if log:
-            logger.debug("dataset preparation log:\n%s", log)
-        if isinstance(final, PrepareDone):
-            return final
-        if isinstance(final, PrepareFailed):
-            raise PreparationFailed(final.message)
-        if self._cancelled:
-            raise PreparationFailed("dataset preparation was cancelled")
-        last = log.splitlines()[-1] if log else "no output"
-        raise PreparationFailed(f"dataset preparation exited with code {code} ({last[:200]})")
-
-    def cancel(self) -> None:
-        """Stop the child; it writes nothing the next run depends on.
-
-        SIGTERM first, so it removes its temp files; SIGKILL if it is still there after
-        CANCEL_GRACE_S (the next run then removes what it left).
-        """
-        self._cancelled = True
-        process = self._process
-        if process is not None and process.returncode is None and not self._terminated:
-            self._terminated = True  # once: a second SIGTERM would cut its cleanup short
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-            if self._loop is not None:  # set before the process is
-                self._loop.call_later(CANCEL_GRACE_S, self._kill, process)
-
-    @staticmethod
-    def _kill(process: asyncio.subprocess.Process) -> None:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+from ai_lsp_tune.wire import LineWriter, ProtocolMismatch
 
 
 def _child(argv: list[str]) -> int:

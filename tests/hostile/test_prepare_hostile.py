@@ -21,11 +21,8 @@ from typer.testing import CliRunner
 from ai_lsp_tune.cli.app import app
 from ai_lsp_tune.dataset import pool
 from ai_lsp_tune.dataset import prepare as dataset
-from ai_lsp_tune.dataset.worker import (
-    DatasetPreparation,
-    PreparationFailed,
-    PrepareRequest,
-)
+from ai_lsp_tune.dataset.protocol import PrepareRequest
+from ai_lsp_tune.dataset.runner import DatasetPreparation, PreparationFailed
 from tests.hostile.traces import big_trace_file, record
 
 BIG_FILES = 4  # documents in the repeated small trace: each is an example, the rest duplicates

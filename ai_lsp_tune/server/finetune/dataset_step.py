@@ -1,7 +1,8 @@
 """The job's side of the dataset worker: traces in, a dataset folder out, progress as steps.
 
-The worker (``dataset/worker.py``, a child process) reads the traces and writes the splits;
-this module builds its request from the run's settings and turns its progress into steps.
+The worker (``dataset/worker.py``, a child process that ``dataset/runner.py`` starts) reads the
+traces and writes the splits; this module builds its request from the run's settings and turns
+its progress into steps.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ai_lsp_tune.dataset.worker import DatasetPreparation, PrepareRequest
+from ai_lsp_tune.dataset.protocol import PrepareRequest
+from ai_lsp_tune.dataset.runner import DatasetPreparation
 from ai_lsp_tune.server.finetune.progress import ProgressStep
 
 Report = Callable[[ProgressStep, float], None]  # a step, and how far the preparing phase is

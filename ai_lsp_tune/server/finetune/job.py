@@ -21,7 +21,7 @@ from typing import Any
 
 from lsprotocol import types as lsp
 
-from ai_lsp_tune.dataset.worker import PreparationFailed
+from ai_lsp_tune.dataset.runner import PreparationFailed
 from ai_lsp_tune.hyperparams import misfit, setting
 from ai_lsp_tune.server.finetune import swaps
 from ai_lsp_tune.server.finetune.context import (
