@@ -276,8 +276,8 @@ def serve(
 
     Logs go to stderr or --log-file, never to stdout (the LSP channel).
     """
+    from ai_lsp_tune.server.features import run_stdio, run_tcp
     from ai_lsp_tune.server.logs import setup_logging
-    from ai_lsp_tune.server.server import run_stdio, run_tcp
 
     setup_logging(log_file, log_level)
     if tcp:

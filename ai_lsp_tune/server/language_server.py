@@ -1,6 +1,6 @@
 """``AiLspServer``: the pygls ``LanguageServer`` that owns the server's state and our stdio framing.
 
-Its features and commands are registered in ``server/server.py``; handler modules (analysis,
+Its features and commands are registered in ``server/features.py``; handler modules (analysis,
 actions, fine-tune commands) take it as their ``ls`` argument.
 """
 
