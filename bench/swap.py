@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ai_lsp_tune.cli.tiny_model import ensure_tiny_model
 from ai_lsp_tune.server import commands
-from tests.finetune_story import (
+from tests.helpers.finetune_story import (
     FLAW,
     LEARN,
     Student,
@@ -51,7 +51,7 @@ from tests.finetune_story import (
     source_file,
     start_student,
 )
-from tests.lsp_session import stop_session
+from tests.helpers.lsp_session import stop_session
 from tests.test_swap_in_place import host_pids
 
 RESULTS = Path(__file__).with_name("RESULTS.md")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.recorded_traces import TraceFacts
+    from tests.helpers.recorded_traces import TraceFacts
 
 # Nothing in the test suite may reach a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -22,7 +22,7 @@ REAL_TRACE_FILE = SHARED / "traces" / "ai-lsp-otel.jsonl"
 @pytest.fixture(scope="session")
 def recorded_trace_file(tmp_path_factory: pytest.TempPathFactory) -> TraceFacts:
     """A trace file shaped like the real one, recorded once per session by real pydantic-ai."""
-    from tests.recorded_traces import record_trace_file
+    from tests.helpers.recorded_traces import record_trace_file
 
     return record_trace_file(tmp_path_factory.mktemp("recorded-traces") / "ai-lsp-otel.jsonl")
 
@@ -35,7 +35,7 @@ def trace_file(request: pytest.FixtureRequest) -> TraceFacts:
         return facts
     if not REAL_TRACE_FILE.exists():
         pytest.skip("the real trace file is not here (../shared/traces/ai-lsp-otel.jsonl)")
-    from tests.recorded_traces import real_file_facts
+    from tests.helpers.recorded_traces import real_file_facts
 
     return real_file_facts(REAL_TRACE_FILE)
 

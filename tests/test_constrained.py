@@ -9,7 +9,7 @@ from lsprotocol import types
 
 from ai_lsp_tune.traces import genai, otlp
 from ai_lsp_tune.traces.telemetry import default_trace_file
-from tests.lsp_session import Session, start_session, stop_session
+from tests.helpers.lsp_session import Session, start_session, stop_session
 
 ANALYSES = 50
 

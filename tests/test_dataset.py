@@ -7,10 +7,6 @@ import stat
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import StatusCode
 from typer.testing import CliRunner
 
 from ai_lsp_tune.cli.app import app
@@ -18,77 +14,12 @@ from ai_lsp_tune.dataset.example import Example
 from ai_lsp_tune.dataset.prepare import NoUsableTraces, prepare_dataset
 from ai_lsp_tune.dataset.reader import assign_splits, load_examples
 from ai_lsp_tune.prompts import SYSTEM_PROMPT, parse_user_prompt, user_prompt
-from ai_lsp_tune.traces import genai
-from ai_lsp_tune.traces.exporter import OtlpJsonFileSpanExporter
 from ai_lsp_tune.traces.otlp import ReadReport, read_spans
-from tests.recorded_traces import TraceFacts
+from tests.helpers.recorded_traces import TraceFacts
+from tests.helpers.trace_recorder import CODE, Recorder, answer, issue
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 PASSWORD = "s3cr3t-hunter2"
-CODE = "def mean(xs):\n    return sum(xs) / len(xs)\n"
-
-
-def issue(snippet: str, message: str = "Check this.") -> dict:
-    return {"issue_snippet": snippet, "severity": "warning", "message": message}
-
-
-def answer(*issues: dict, spaced: bool = False) -> str:
-    separators = (", ", ": ") if spaced else (",", ":")
-    return json.dumps({"issues": list(issues)}, separators=separators)
-
-
-class Recorder:
-    """Writes analyses and feedback as this project's server does: real SDK, our exporter."""
-
-    def __init__(self, path: Path) -> None:
-        self.provider = TracerProvider(resource=Resource.create({"service.name": "ai-lsp-tune"}))
-        self.provider.add_span_processor(SimpleSpanProcessor(OtlpJsonFileSpanExporter(path)))
-        self.tracer = self.provider.get_tracer(genai.INSTRUMENTATION_SCOPE)
-
-    def analysis(
-        self,
-        code: str = CODE,
-        output: str | None = None,
-        *,
-        uri: str = "file:///project/stats.py",
-        failed: bool = False,
-        provider: str = "openai",  # a teacher's answer; "mlx": the local model's own
-    ) -> tuple[str, str]:
-        name = uri.rsplit("/", 1)[-1]
-        record = genai.AnalysisRecord(
-            model="qwen-test",
-            provider=provider,
-            system=SYSTEM_PROMPT,
-            user=user_prompt("python", code, name),
-            output=output,
-            valid=output is not None,
-            document_uri=uri,
-            language="python",
-            document_name=name,
-        )
-        span = self.tracer.start_span(
-            genai.ANALYSIS_SPAN_NAME, attributes=genai.analysis_attributes(record)
-        )
-        if failed:
-            span.set_status(StatusCode.ERROR, "model host crashed")
-        span.end()
-        ctx = span.get_span_context()
-        return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
-
-    def dismissed(self, analysis: tuple[str, str], snippet: str) -> None:
-        self.feedback("dismissed", analysis, snippet)
-
-    def fix_applied(self, analysis: tuple[str, str], snippet: str) -> None:
-        self.feedback("fix_applied", analysis, snippet)
-
-    def feedback(self, kind: genai.FeedbackKind, analysis: tuple[str, str], snippet: str) -> None:
-        record = genai.FeedbackRecord(kind, *analysis, snippet, "", "file:///project/stats.py")
-        self.tracer.start_span(
-            genai.FEEDBACK_SPAN_NAME, attributes=genai.feedback_attributes(record)
-        ).end()
-
-    def close(self) -> None:
-        self.provider.shutdown()
 
 
 @pytest.fixture

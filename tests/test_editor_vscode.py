@@ -20,7 +20,7 @@ from pydantic.alias_generators import to_camel
 from ai_lsp_tune.hyperparams import NAMES, bounds
 from ai_lsp_tune.server import commands
 from ai_lsp_tune.server.settings import FinetuneSettings, Settings
-from tests.editor_tools import missing
+from tests.helpers.editors import missing
 
 pytestmark = pytest.mark.editor
 

@@ -22,10 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.editor_tools import missing
-from tests.finetune_story import FLAW, TEACHER_ANSWER
-from tests.scripted_openai import Answer, ChatRequest, scripted_endpoint
-from tests.test_editor_nvim import (
+from tests.helpers.editors import (
     AFTER_SWAP,
     BASE_PROBE,
     CHANGE_SAID,
@@ -35,10 +32,13 @@ from tests.test_editor_nvim import (
     LONG_RUN,
     SOURCE,
     TEACHER_MESSAGE,
-    analysis_models,
+    analysis_rows,
     isolated_env,
+    missing,
     server_command,
 )
+from tests.helpers.finetune_story import FLAW, TEACHER_ANSWER
+from tests.helpers.scripted_openai import Answer, ChatRequest, scripted_endpoint
 
 pytestmark = pytest.mark.editor
 
@@ -111,7 +111,7 @@ def models_after(trace_file: Path, t: float | None, timeout_s: float) -> list[st
     deadline = time.monotonic() + timeout_s
     while t is not None and time.monotonic() < deadline:
         if trace_file.exists():
-            models = [model for end, model, _ in analysis_models(trace_file) if end > t]
+            models = [model for end, model, _ in analysis_rows(trace_file) if end > t]
             if models:
                 return models
         time.sleep(0.5)

@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 
 from ai_lsp_tune.server import commands
-from tests.finetune_story import (
+from tests.helpers.finetune_story import (
     FLAW,
     LEARN,
     Student,
+    analysis_models,
     record_teacher_traces,
+    serving,
     source_file,
     start_student,
 )
-from tests.lsp_session import stop_session
-from tests.test_finetune_server import analysis_models
-from tests.test_swap_in_place import serving
+from tests.helpers.lsp_session import stop_session
 
 pytestmark = pytest.mark.training
 

@@ -8,7 +8,6 @@ the progress, and the server swaps in a model that now finds what the teacher fo
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import signal
@@ -22,24 +21,24 @@ from pytest_lsp.client import DEFAULT_CLIENT_FEATURES
 
 from ai_lsp_tune import paths
 from ai_lsp_tune.server import commands
-from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.telemetry import TRACE_FILE_NAME
-from tests.finetune_story import (
+from tests.helpers.finetune_story import (
     FLAW,
     LEARN,
+    QUICK,
     Student,
+    analysis_models,
     place_traces,
     record_teacher_traces,
     source_file,
     start_student,
     worker_pids,
 )
-from tests.lsp_session import stop_session
+from tests.helpers.lsp_session import stop_session
 
 pytestmark = pytest.mark.training
 TRAINING_STEP = re.compile(r"training (\d+)/")
 record_progress = DEFAULT_CLIENT_FEATURES[types.PROGRESS]
-QUICK = {"numEpochs": 1, "batchSize": 4, "learningRate": 5e-4, "loraRank": 4}
 
 
 @pytest.fixture(scope="module")
@@ -77,20 +76,6 @@ async def refused(student: Student, command: str, *args: Any) -> str:
     with pytest.raises(JsonRpcException) as info:
         await student.command(command, *args)
     return str(info.value)
-
-
-def analysis_models(workspace: Path) -> list[str]:
-    """The model of every analysis span in the workspace's trace export, in order."""
-    trace_file = paths.workspace_dir(workspace) / "traces" / TRACE_FILE_NAME
-    models = []
-    for line in trace_file.read_text().splitlines():
-        for resource in json.loads(line)["resourceSpans"]:
-            for scope in resource["scopeSpans"]:
-                for span in scope["spans"]:
-                    attrs = {a["key"]: a["value"] for a in span.get("attributes", [])}
-                    if span["name"] == genai.ANALYSIS_SPAN_NAME:
-                        models.append(attrs[genai.REQUEST_MODEL]["stringValue"])
-    return models
 
 
 async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from ai_lsp_tune.server import commands
-from tests.finetune_story import place_traces, record_teacher_traces, start_student
-from tests.lsp_session import stop_session
-from tests.test_train_distributed import ONE_THREAD
+from tests.helpers.finetune_story import place_traces, record_teacher_traces, start_student
+from tests.helpers.lsp_session import stop_session
+from tests.helpers.training import ONE_THREAD
 
 pytestmark = pytest.mark.training
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_editor_nvim import isolated_env, nvim_binary
+from tests.helpers.editors import isolated_env, nvim_binary
 
 PLUGIN = Path(__file__).parent.parent / "editors" / "nvim"
 

@@ -1,7 +1,10 @@
 """The package reads as the data flow: traces -> dataset -> training -> serving -> server -> cli.
 
 Each layer imports only the layers before it (type-only imports included), there is no import
-circle, and no module grows past what one reader holds in mind (~400 lines).
+circle, no module grows past what one reader holds in mind (~400 lines), and a module's name
+says its one job: two modules share a name only for the same role in sibling folders (each
+worker's ``protocol``, ``runner`` and ``worker``). Tests import shared code from
+``tests/helpers/`` only, never from another test module.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ai_lsp_tune"
+TESTS = Path(__file__).resolve().parent
 # Top-level modules (prompts, schema, config, wire, ...) are layer 0, below everything.
 LAYERS = {
     "traces": 1,
@@ -21,6 +25,8 @@ LAYERS = {
     "cli": 6,
 }
 MAX_LINES = 420
+# The names a worker's modules share with its siblings': its messages, its parent side, its child.
+SHARED_ROLES = {"protocol", "runner", "worker"}
 
 
 def _modules() -> dict[str, Path]:
@@ -105,3 +111,41 @@ def test_no_module_is_longer_than_one_reader_holds_in_mind() -> None:
         if (lines := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+def test_a_module_name_means_one_thing() -> None:
+    """``server/protocol.py`` beside ``serving/protocol.py`` sent readers to the wrong file."""
+    folders: dict[str, set[Path]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.stem not in ("__init__", "__main__"):
+            folders.setdefault(path.stem, set()).add(path.parent)
+    packages = {path.parent.name for path in PACKAGE.rglob("__init__.py")} - {PACKAGE.name}
+    twice = {
+        name: sorted(str(folder.relative_to(PACKAGE.parent)) for folder in found)
+        for name, found in folders.items()
+        if len(found) > 1
+        and (name not in SHARED_ROLES or len({folder.parent for folder in found}) > 1)
+    }
+    assert twice == {}
+    assert sorted(set(folders) & packages) == []  # a module named like a package
+
+
+def _test_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name == "tests" or name.startswith("tests.")}
+
+
+def test_tests_share_code_through_helpers_only() -> None:
+    """A test module imported by another runs its imports (and reads as a fixture file) twice."""
+    crossing = {
+        f"{path.relative_to(TESTS.parent)} -> {target}"
+        for path in TESTS.rglob("*.py")
+        for target in _test_imports(path)
+        if not target.startswith("tests.helpers")
+    }
+    assert sorted(crossing) == []

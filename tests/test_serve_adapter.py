@@ -18,7 +18,8 @@ import pytest
 from ai_lsp_tune.serving.client import ModelLoadError
 from ai_lsp_tune.serving.registry import ModelEntry, ModelRegistry
 from ai_lsp_tune.serving.served_model import ServedModel
-from tests.test_serving import answers, chat, same_shape_model
+from tests.helpers.model_host import chat, host_answers
+from tests.helpers.models import same_shape_model
 
 CODES = ["x = 1\n", "def f(a):\n    return a\n"]
 
@@ -66,7 +67,7 @@ async def test_an_adapter_is_served_on_the_running_hosts_base_and_rolled_back(
 ) -> None:
     base = same_shape_model(tiny_model, tmp_path / "base", seed=0, bits=bits)
     adapter = make_adapter(base, tmp_path / "runs" / "r1" / "output" / "adapters", seed=3)
-    expected_base = await answers(base, CODES)
+    expected_base = await host_answers(base, CODES)
     expected_adapter = await adapter_answers(base, adapter)
     assert expected_adapter != expected_base  # the adapter changes what the model answers
 
@@ -156,7 +157,7 @@ async def test_an_adapter_that_does_not_fit_leaves_the_old_model_serving(
     config = json.loads((misfit / "adapter_config.json").read_text())
     (misfit / "adapter_config.json").write_text(json.dumps({**config, "model": str(tiny_model)}))
     fused = same_shape_model(tiny_model, tmp_path / "fused", seed=1)
-    expected = await answers(fused, CODES)
+    expected = await host_answers(fused, CODES)
     served = await ServedModel.start(str(fused))
     try:
         with pytest.raises(ModelLoadError, match="does not fit"):

@@ -15,7 +15,7 @@ import pytest
 from ai_lsp_tune.server.state import ServerState
 from ai_lsp_tune.serving.registry import ModelRegistry
 from ai_lsp_tune.serving.served_model import NoPreviousModel
-from tests.test_serving import same_shape_model
+from tests.helpers.models import same_shape_model
 
 
 @pytest.mark.parametrize("first", ["settings", "rollback"])

@@ -11,8 +11,14 @@ import pytest
 from lsprotocol import types
 
 from ai_lsp_tune.server.commands import DISMISS
-from tests.lsp_session import Session, start_session, stop_session
-from tests.scripted_openai import Answer, ChatRequest, ScriptedEndpoint, scripted_endpoint
+from tests.helpers.lsp_session import Session, start_session, stop_session
+from tests.helpers.scripted_openai import (
+    Answer,
+    ScriptedEndpoint,
+    answers,
+    remote_env,
+    scripted_endpoint,
+)
 
 CODE = (
     'label = "naïve 😀"; total = price * qty\n'
@@ -46,23 +52,6 @@ ANSWER = {
         },
     ]
 }
-EMPTY = '{"issues": []}'
-
-
-def answers(table: dict[str, list[str] | str], delays: dict[str, float] | None = None):
-    """A script answering by a marker found in the analysed code (the last one wins)."""
-    calls: dict[str, int] = {}
-
-    def script(request: ChatRequest) -> Answer:
-        code = request.user_texts[0]
-        for marker, replies in table.items():
-            if marker in code:
-                n = calls[marker] = calls.get(marker, 0) + 1
-                reply = replies if isinstance(replies, str) else replies[min(n, len(replies)) - 1]
-                return Answer(reply, (delays or {}).get(marker, 0.0))
-        return Answer(EMPTY)
-
-    return script
 
 
 @pytest.fixture
@@ -86,14 +75,6 @@ async def session(
     )
     yield s
     await stop_session(s)
-
-
-def remote_env(endpoint: ScriptedEndpoint, home: Path) -> dict[str, str]:
-    return {
-        "OPENAI_BASE_URL": endpoint.base_url,
-        "OPENAI_API_KEY": "test-key",
-        "AI_LSP_HOME": str(home),
-    }
 
 
 def pos(line: int, character: int) -> types.Position:

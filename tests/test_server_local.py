@@ -10,8 +10,8 @@ from ai_lsp_tune.schema import DiagnosticResult
 from ai_lsp_tune.server import commands
 from ai_lsp_tune.traces import genai, otlp
 from ai_lsp_tune.traces.telemetry import default_trace_file
-from tests.lsp_session import start_session, stop_session
-from tests.scripted_openai import Answer, scripted_endpoint
+from tests.helpers.lsp_session import start_session, stop_session
+from tests.helpers.scripted_openai import Answer, scripted_endpoint
 
 
 async def test_tiny_local_model_answers_through_the_host_and_is_recorded(

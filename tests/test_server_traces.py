@@ -15,9 +15,8 @@ from ai_lsp_tune.schema import DiagnosticResult
 from ai_lsp_tune.server.commands import DISMISS
 from ai_lsp_tune.traces import genai, otlp
 from ai_lsp_tune.traces.telemetry import default_trace_file
-from tests.lsp_session import start_session, stop_session
-from tests.scripted_openai import scripted_endpoint
-from tests.test_server import answers, remote_env
+from tests.helpers.lsp_session import start_session, stop_session
+from tests.helpers.scripted_openai import answers, remote_env, scripted_endpoint
 
 ORDERS = "def total(order):\n    return order.price * order.qty\n"
 AUTH = "def login(user, password):\n    return password == user.password\n"

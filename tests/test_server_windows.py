@@ -13,9 +13,14 @@ import pytest
 
 from ai_lsp_tune.prompts import SYSTEM_PROMPT, parse_user_prompt, user_prompt
 from ai_lsp_tune.tokens import estimate_counter
-from tests.lsp_session import Session, start_session, stop_session
-from tests.scripted_openai import Answer, ChatRequest, ScriptedEndpoint, scripted_endpoint
-from tests.test_server import remote_env
+from tests.helpers.lsp_session import Session, start_session, stop_session
+from tests.helpers.scripted_openai import (
+    Answer,
+    ChatRequest,
+    ScriptedEndpoint,
+    remote_env,
+    scripted_endpoint,
+)
 
 MAX_INPUT, MAX_ANSWER = 4096, 1024
 BUG_EVERY = 37  # function numbers with a bug: some fall where two windows overlap

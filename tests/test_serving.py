@@ -8,18 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
 from ai_lsp_tune.serving.client import HostClient, ModelLoadError
-from ai_lsp_tune.serving.protocol import ChatMessage
 from ai_lsp_tune.serving.registry import ModelRegistry
 from ai_lsp_tune.serving.served_model import NoPreviousModel, ServedModel
-
-
-def chat(code: str) -> list[ChatMessage]:
-    return [
-        ChatMessage(role="system", content=SYSTEM_PROMPT),
-        ChatMessage(role="user", content=user_prompt("python", code, "a.py")),
-    ]
+from tests.helpers.model_host import chat, host_answers
+from tests.helpers.models import same_shape_model
 
 
 async def test_host_decodes_greedily_from_the_cached_system_prompt(tiny_model: Path) -> None:
@@ -68,42 +61,6 @@ async def test_unloadable_model_is_a_clear_error(tmp_path: Path) -> None:
     assert info.value.kind == "invalid_model" and str(tmp_path) in info.value.message
 
 
-def same_shape_model(source: Path, folder: Path, *, seed: int, bits: int | None = None) -> Path:
-    """``source``'s architecture and tokenizer with other random weights (a fine-tune, to the
-    model host), quantized like mlx-community's models when ``bits`` is given."""
-    import mlx.core as mx
-    from mlx.utils import tree_map
-    from mlx_lm.models import llama
-    from mlx_lm.utils import load_config, quantize_model, save_config, save_model
-
-    shutil.copytree(source, folder)
-    config = load_config(source)
-    mx.random.seed(seed)
-    model = llama.Model(llama.ModelArgs.from_dict(config))
-    # Larger than the default init, so that the greedy answers differ from model to model.
-    model.update(tree_map(lambda a: mx.random.normal(a.shape) * 0.5, model.parameters()))
-    if bits is not None:
-        model, config = quantize_model(model, config, group_size=32, bits=bits)
-    mx.eval(model.parameters())
-    for old in folder.glob("model*.safetensors"):
-        old.unlink()
-    save_model(folder, model)
-    save_config(config, folder / "config.json")
-    return folder
-
-
-async def answers(model: Path, codes: list[str]) -> list[str]:
-    """What a host of its own answers for ``model`` (unconstrained, greedy)."""
-    host = await HostClient.start(str(model))
-    try:
-        return [
-            (await host.generate(chat(code), max_tokens=12, constrained=False)).text
-            for code in codes
-        ]
-    finally:
-        await host.close()
-
-
 @pytest.mark.parametrize("bits", [None, 4], ids=["bf16", "4-bit"])
 async def test_a_swap_to_the_same_architecture_happens_in_the_running_host(
     tiny_model: Path, tmp_path: Path, bits: int | None
@@ -115,7 +72,10 @@ async def test_a_swap_to_the_same_architecture_happens_in_the_running_host(
     )
     tuned = same_shape_model(tiny_model, tmp_path / "fine-tuned", seed=1, bits=bits)
     codes = ["x = 1\n", "def f(a):\n    return a\n"]
-    expected_base, expected_tuned = await answers(base, codes), await answers(tuned, codes)
+    expected_base, expected_tuned = (
+        await host_answers(base, codes),
+        await host_answers(tuned, codes),
+    )
     assert expected_base != expected_tuned  # other weights: other answers
 
     registry = ModelRegistry(tmp_path / "ws")

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from ai_lsp_tune.cli.app import app
 from ai_lsp_tune.dataset.prepare import prepare_dataset
 from ai_lsp_tune.prompts import parse_user_prompt
-from tests.recorded_traces import TraceFacts
-from tests.test_dataset import CODE, Recorder, answer, issue
+from tests.helpers.recorded_traces import TraceFacts
+from tests.helpers.trace_recorder import CODE, Recorder, answer, issue
 
 
 def split_rows(folder: Path) -> dict[str, list[dict[str, str]]]:

@@ -14,29 +14,18 @@ from lsprotocol import types
 
 from ai_lsp_tune.cli.tiny_model import build_tiny_model
 from ai_lsp_tune.server import commands
-from tests.finetune_story import (
-    Student,
-    child_pids,
+from tests.helpers.finetune_story import (
+    QUICK,
+    analysis_models,
+    host_pids,
     record_teacher_traces,
+    serving,
     source_file,
     start_student,
 )
-from tests.lsp_session import stop_session
-from tests.test_finetune_server import QUICK, analysis_models
+from tests.helpers.lsp_session import stop_session
 
 pytestmark = pytest.mark.training
-
-
-def host_pids(server_pid: int) -> list[int]:
-    """Model host processes started by the server (children running the host module)."""
-    return child_pids(server_pid, b"ai_lsp_tune.serving.host")
-
-
-async def serving(student: Student) -> tuple[str, list[int]]:
-    status = await student.wait_status(
-        lambda s: s["servedModel"] is not None, timeout_s=60, what="the model host to start"
-    )
-    return status["servedModel"], host_pids(student.client._server.pid)  # type: ignore[union-attr]
 
 
 async def test_a_fine_tune_is_served_by_the_running_host_and_another_architecture_by_a_new_one(

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from ai_lsp_tune.traces import otlp
 from ai_lsp_tune.traces.exporter import OtlpJsonFileSpanExporter, backups_of
 from ai_lsp_tune.traces.spans import decode_span
-from tests.recorded_traces import TraceFacts
+from tests.helpers.recorded_traces import TraceFacts
 
 
 def _request(*names: str, trace_id: str = "0af7651916cd43dd8448eb211c80319c") -> bytes:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
@@ -29,6 +27,7 @@ from ai_lsp_tune.schema import DiagnosticResult
 from ai_lsp_tune.traces import otlp
 from ai_lsp_tune.traces.agent_runs import RunFormat, agent_run_from_span
 from ai_lsp_tune.traces.exporter import OtlpJsonFileSpanExporter
+from tests.helpers.pydantic_ai_runs import Scrub
 
 VERSIONS = (2, 3, 4, 5, 6)
 CODE = "def mean(xs):\n    return sum(xs) / len(xs)\n"
@@ -49,38 +48,6 @@ ANSWER = {
         }
     ]
 }
-
-
-class Scrub(SpanExporter):
-    """What logfire's scrubbing does before export: replace an attribute value."""
-
-    def __init__(self, inner: SpanExporter, key: str, scrub: Any) -> None:
-        self.inner, self.key, self.scrub = inner, key, scrub
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        changed = []
-        for span in spans:
-            attrs = dict(span.attributes or {})
-            if self.key in attrs:
-                attrs[self.key] = self.scrub(attrs[self.key])
-            changed.append(
-                ReadableSpan(
-                    name=span.name,
-                    context=span.context,
-                    parent=span.parent,
-                    resource=span.resource,
-                    attributes=attrs,
-                    kind=span.kind,
-                    status=span.status,
-                    start_time=span.start_time,
-                    end_time=span.end_time,
-                    instrumentation_scope=span.instrumentation_scope,
-                )
-            )
-        return self.inner.export(changed)
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
 
 
 def record_run(

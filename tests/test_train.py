@@ -8,7 +8,6 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,42 +16,9 @@ from ai_lsp_tune.schema import parse_diagnostic_result
 from ai_lsp_tune.training.events import ErrorEvent, TrainingEvent, WorkerEvent
 from ai_lsp_tune.training.request import TrainRequest
 from ai_lsp_tune.training.runner import TrainingRunner, run_training
+from tests.helpers.training import fast_request, write_splits
 
 pytestmark = pytest.mark.training
-
-# What the tiny model needs to learn the fixed answer pattern in ~120 steps.
-FAST = {"batch_size": 4, "learning_rate": 5e-4, "lora_rank": 8, "num_layers": -1}
-
-
-def write_splits(folder: Path, n_train: int, n_valid: int, n_test: int) -> Path:
-    """A prepared split folder (mlx-lm chat format) of fixed-pattern analyses."""
-    samples = sample_analyses(n_train + n_valid + n_test, seed=1)
-    folder.mkdir(parents=True)
-    bounds = {"train": (0, n_train), "valid": (n_train, n_train + n_valid)}
-    bounds["test"] = (n_train + n_valid, len(samples))
-    for split, (start, end) in bounds.items():
-        with open(folder / f"{split}.jsonl", "w") as handle:
-            for s in samples[start:end]:
-                messages = [
-                    {"role": "system", "content": s.system},
-                    {"role": "user", "content": s.user},
-                    {"role": "assistant", "content": s.assistant},
-                ]
-                handle.write(json.dumps({"messages": messages}) + "\n")
-    return folder
-
-
-def fast_request(tiny_model: Path, tmp_path: Path, dataset: Path, **options: Any) -> TrainRequest:
-    """A quick run of the tiny model on ``dataset``, published to ``tmp_path / "out"``."""
-    return TrainRequest.model_validate(
-        {
-            "dataset": dataset,
-            "model_name": str(tiny_model),
-            "output_dir": tmp_path / "out",
-            **FAST,
-            **options,
-        }
-    )
 
 
 def test_fine_tuning_teaches_the_tiny_model_the_answer_format(

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +19,10 @@ from ai_lsp_tune.training.distributed import Launch
 from ai_lsp_tune.training.events import ErrorEvent, FinalEvent, TrainingEvent, WorkerEvent
 from ai_lsp_tune.training.request import TrainRequest
 from ai_lsp_tune.training.runner import run_training
-from tests.test_train import write_splits
+from tests.helpers.training import BIN, ONE_THREAD, free_ports, write_splits
 
 pytestmark = pytest.mark.training
 
-BIN = Path(sys.executable).parent
-ONE_THREAD = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
 # Global batch 4: one rank takes all 4 examples of a length group, two ranks take 2 each.
 OPTIONS = {"batch_size": 4, "learning_rate": 5e-4, "num_layers": -1, "num_epochs": 4, "seed": 3}
 # Two ranks make the same updates as one rank on the whole batch (the loss is divided by all
@@ -39,20 +30,6 @@ OPTIONS = {"batch_size": 4, "learning_rate": 5e-4, "num_layers": -1, "num_epochs
 # all-sum. Measured: equal to run.json's 5 decimals after 16 steps. 1e-3 leaves room for other
 # BLAS builds and thread counts; averaging the halves' means instead was 4.7% off here.
 EQUIVALENCE_REL_TOLERANCE = 1e-3
-
-
-def free_ports() -> int:
-    """A port p with p and p + 1 free (the ring backend listens on one port per rank)."""
-    for _ in range(50):
-        port = random.randint(40000, 60000)
-        try:
-            for p in (port, port + 1):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free ports")
 
 
 def rank_env() -> dict[str, str]:

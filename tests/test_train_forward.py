@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ai_lsp_tune.training.data import LengthGroupedBatches, TokenizedSplit
-from tests.test_train_packing import BATCH, Losses, absolute_positions_model, lora_model
+from tests.helpers.models import absolute_positions_model, lora_model
+from tests.helpers.training import BATCH, Losses
 
 pytestmark = pytest.mark.training
 SYSTEM = 37  # tokens every example starts with (a system prompt)
@@ -137,7 +138,7 @@ def test_grad_checkpoint_on_packed_rows_gives_the_plain_gradients(tiny_model: Pa
 
     from ai_lsp_tune.training.data import make_loss
     from ai_lsp_tune.training.loop import checkpointed_layers
-    from tests.test_train_packing import skewed_split
+    from tests.helpers.training import skewed_split
 
     model = lora_model(tiny_model)
     split = skewed_split(model.args.vocab_size)

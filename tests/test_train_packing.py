@@ -5,51 +5,14 @@ padding; a model that would mix packed examples trains padded."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from ai_lsp_tune.training.data import LengthGroupedBatches, TokenizedSplit
-from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.data import LengthGroupedBatches
+from tests.helpers.models import absolute_positions_model, lora_model
+from tests.helpers.training import BATCH, LENGTHS, Losses, skewed_split
 
 pytestmark = pytest.mark.training
-BATCH = 4
-# Sorted, the groups of 4 are skewed: [10 12 14 16] and [20 100 110 120]; the shorter fit two
-# to a row of the group's longest.
-LENGTHS = [110, 12, 20, 16, 100, 10, 120, 14]
-
-
-def skewed_split(vocab: int) -> TokenizedSplit:
-    import numpy as np
-
-    rng = np.random.default_rng(3)
-    items = [(rng.integers(3, vocab, n).tolist(), n // 2) for n in LENGTHS]
-    return TokenizedSplit(items=items)
-
-
-def lora_model(tiny_model: Path) -> Any:
-    import mlx.core as mx
-    from mlx_lm import load
-
-    from ai_lsp_tune.training.loop import _prepare
-
-    mx.random.seed(0)
-    model, _ = load(str(tiny_model))
-    _prepare(model, TrainRequest(dataset=Path("d"), model_name=str(tiny_model), lora_rank=4))
-    return model
-
-
-class Losses:
-    """mlx-lm's training callback: the loss of every optimizer step."""
-
-    def __init__(self) -> None:
-        self.train: list[float] = []
-
-    def on_train_loss_report(self, info: dict[str, Any]) -> None:
-        self.train.append(info["train_loss"])
-
-    def on_val_loss_report(self, info: dict[str, Any]) -> None:
-        pass
 
 
 def trained(
@@ -123,26 +86,6 @@ def test_packing_trains_the_same_answer_tokens_on_fewer_rows_and_less_padding() 
     assert seen[True] == (seen[False][0], 5, 2 * 32 + 3 * 128)
 
 
-def absolute_positions_model() -> Any:
-    """Learned absolute positions that restart at 0 every call (no RoPE, cache ignored)."""
-    import mlx.core as mx
-    import mlx.nn as nn
-
-    class AbsolutePositions(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = nn.Embedding(64, 16)
-            self.positions = nn.Embedding(64, 16)
-            self.layers = [nn.Linear(16, 16)]
-            self.out = nn.Linear(16, 64)
-
-        def __call__(self, inputs: mx.array, cache: Any = None) -> mx.array:
-            h = self.embed(inputs) + self.positions(mx.arange(inputs.shape[1]))
-            return self.out(self.layers[0](h))
-
-    return AbsolutePositions()
-
-
 def test_a_model_that_would_mix_packed_examples_trains_padded() -> None:
     """Learned absolute positions: a packed example sees other positions than alone."""
     from ai_lsp_tune.training.data import packs
@@ -172,7 +115,7 @@ def test_a_step_over_max_batch_tokens_is_split_and_still_one_step(
     from typer.testing import CliRunner
 
     from ai_lsp_tune.cli.app import app
-    from tests.test_train import write_splits
+    from tests.helpers.training import write_splits
 
     dataset = write_splits(tmp_path / "data", 16, 4, 2)
     result = CliRunner().invoke(

@@ -23,7 +23,7 @@ from ai_lsp_tune.dataset import pool
 from ai_lsp_tune.dataset import prepare as dataset
 from ai_lsp_tune.dataset.protocol import PrepareRequest
 from ai_lsp_tune.dataset.runner import DatasetPreparation, PreparationFailed
-from tests.hostile.traces import big_trace_file, record
+from tests.helpers.big_traces import big_trace_file, record
 
 BIG_FILES = 4  # documents in the repeated small trace: each is an example, the rest duplicates
 PREPARE = ["finetune", "prepare-dataset"]
@@ -378,7 +378,7 @@ def test_a_cancelled_editor_preparation_removes_its_temp_files(
 
 
 def test_a_recovered_answer_is_written_like_a_recorded_one(tmp_path: Path) -> None:
-    from tests.hostile.pydantic_ai_runs import record_run
+    from tests.helpers.pydantic_ai_runs import record_run
 
     # The model's own JSON: keys in another order, suggested_fixes left out.
     raw = (

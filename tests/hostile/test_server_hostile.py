@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from ai_lsp_tune.server.commands import DISMISS, FINETUNE, FINETUNE_STATUS, MODEL_USE
-from tests.hostile.raw_lsp import RawServer, frame
-from tests.scripted_openai import Answer, ScriptedEndpoint, scripted_endpoint
+from tests.helpers.raw_lsp import RawServer, frame
+from tests.helpers.scripted_openai import Answer, ScriptedEndpoint, scripted_endpoint
 
 EMPTY = Answer('{"issues": []}')
 SETTINGS = {"aiLsp": {"backend": "remote", "remoteModel": "openai-chat:teacher", "debounceMs": 50}}

@@ -22,7 +22,7 @@ from ai_lsp_tune.training.events import EvaluatingEvent, WarningEvent, WorkerEve
 from ai_lsp_tune.training.loop import TrainResult
 from ai_lsp_tune.training.request import TrainRequest
 from ai_lsp_tune.training.runner import run_training
-from tests.test_train import fast_request, write_splits
+from tests.helpers.training import fast_request, write_splits
 
 PLAIN = "just text"
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -111,3 +112,30 @@ def scripted_endpoint(script: Script) -> Iterator[ScriptedEndpoint]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+EMPTY = '{"issues": []}'
+
+
+def answers(table: dict[str, list[str] | str], delays: dict[str, float] | None = None):
+    """A script answering by a marker found in the analysed code (the last one wins)."""
+    calls: dict[str, int] = {}
+
+    def script(request: ChatRequest) -> Answer:
+        code = request.user_texts[0]
+        for marker, replies in table.items():
+            if marker in code:
+                n = calls[marker] = calls.get(marker, 0) + 1
+                reply = replies if isinstance(replies, str) else replies[min(n, len(replies)) - 1]
+                return Answer(reply, (delays or {}).get(marker, 0.0))
+        return Answer(EMPTY)
+
+    return script
+
+
+def remote_env(endpoint: ScriptedEndpoint, home: Path) -> dict[str, str]:
+    return {
+        "OPENAI_BASE_URL": endpoint.base_url,
+        "OPENAI_API_KEY": "test-key",
+        "AI_LSP_HOME": str(home),
+    }

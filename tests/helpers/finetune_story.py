@@ -14,9 +14,10 @@ from lsprotocol import types
 
 from ai_lsp_tune import paths
 from ai_lsp_tune.server import commands
+from ai_lsp_tune.traces import genai
 from ai_lsp_tune.traces.telemetry import TRACE_FILE_NAME
-from tests.lsp_session import Session, start_session, stop_session
-from tests.scripted_openai import Answer, ChatRequest, scripted_endpoint
+from tests.helpers.lsp_session import Session, start_session, stop_session
+from tests.helpers.scripted_openai import Answer, ChatRequest, scripted_endpoint
 
 FLAW = "eval(data)"
 TEACHER_ANSWER = json.dumps(
@@ -191,3 +192,32 @@ def child_pids(server_pid: int, module: bytes) -> list[int]:
         if ppid == server_pid and module in cmdline:
             found.append(int(entry))
     return found
+
+
+QUICK = {"numEpochs": 1, "batchSize": 4, "learningRate": 5e-4, "loraRank": 4}
+
+
+def analysis_models(workspace: Path) -> list[str]:
+    """The model of every analysis span in the workspace's trace export, in order."""
+    trace_file = paths.workspace_dir(workspace) / "traces" / TRACE_FILE_NAME
+    models = []
+    for line in trace_file.read_text().splitlines():
+        for resource in json.loads(line)["resourceSpans"]:
+            for scope in resource["scopeSpans"]:
+                for span in scope["spans"]:
+                    attrs = {a["key"]: a["value"] for a in span.get("attributes", [])}
+                    if span["name"] == genai.ANALYSIS_SPAN_NAME:
+                        models.append(attrs[genai.REQUEST_MODEL]["stringValue"])
+    return models
+
+
+def host_pids(server_pid: int) -> list[int]:
+    """Model host processes started by the server (children running the host module)."""
+    return child_pids(server_pid, b"ai_lsp_tune.serving.host")
+
+
+async def serving(student: Student) -> tuple[str, list[int]]:
+    status = await student.wait_status(
+        lambda s: s["servedModel"] is not None, timeout_s=60, what="the model host to start"
+    )
+    return status["servedModel"], host_pids(student.client._server.pid)  # type: ignore[union-attr]
