@@ -49,6 +49,7 @@ def warnings_shown(s: Session) -> list[str]:
     return [m.message for m in s.client.messages if m.type == types.MessageType.Warning]
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("tokenizer", ["merged across spaces", "words split first"])
 async def test_an_untrained_model_answers_valid_diagnostic_results_first_time(
     tokenizer: str,
@@ -78,6 +79,7 @@ def model_llguidance_rejects(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.model
 async def test_a_tokenizer_the_grammar_library_rejects_falls_back_with_one_warning(
     tmp_path: Path, model_llguidance_rejects: Path, isolated_home: Path
 ) -> None:
@@ -106,6 +108,7 @@ def model_without_chat_template(tmp_path_factory: pytest.TempPathFactory, tiny_m
     return out
 
 
+@pytest.mark.model
 async def test_a_model_without_a_chat_template_is_prompted_in_plain_text_with_one_warning(
     tmp_path: Path, model_without_chat_template: Path, isolated_home: Path
 ) -> None:

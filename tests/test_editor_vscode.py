@@ -22,8 +22,6 @@ from ai_lsp_tune.server import commands
 from ai_lsp_tune.server.settings import FinetuneSettings, Settings
 from tests.helpers.editors import missing
 
-pytestmark = pytest.mark.editor
-
 EXTENSION = Path(__file__).resolve().parents[1] / "editors" / "vscode"
 PACKAGE = json.loads((EXTENSION / "package.json").read_text())
 PROPERTIES: dict[str, dict[str, Any]] = PACKAGE["contributes"]["configuration"]["properties"]
@@ -61,6 +59,7 @@ def test_both_clients_know_exactly_the_server_command_ids(client_source: Path) -
     assert ids == set(commands.ALL_COMMANDS)
 
 
+@pytest.mark.editor  # Node.js and the built extension
 def test_extension_unit_tests_pass() -> None:
     node = shutil.which("node")
     if node is None:
@@ -80,6 +79,7 @@ def test_extension_unit_tests_pass() -> None:
     assert "# fail 0" in proc.stdout
 
 
+@pytest.mark.editor  # the packaged extension
 def test_the_vsix_was_packaged() -> None:
     vsix = EXTENSION / "ai-lsp-tune.vsix"
     if not vsix.exists():

@@ -40,7 +40,7 @@ from tests.helpers.editors import (
 from tests.helpers.finetune_story import FLAW, TEACHER_ANSWER
 from tests.helpers.scripted_openai import Answer, ChatRequest, scripted_endpoint
 
-pytestmark = pytest.mark.editor
+pytestmark = [pytest.mark.editor, pytest.mark.model]
 
 REPO = Path(__file__).resolve().parents[1]
 VSIX = REPO / "editors" / "vscode" / "ai-lsp-tune.vsix"

@@ -25,7 +25,7 @@ from tests.helpers.finetune_story import (
 )
 from tests.helpers.lsp_session import stop_session
 
-pytestmark = pytest.mark.training
+pytestmark = [pytest.mark.training, pytest.mark.model]
 
 
 async def flags_the_flaw(student: Student, n: int) -> bool:

@@ -36,7 +36,7 @@ from tests.helpers.finetune_story import (
 )
 from tests.helpers.lsp_session import stop_session
 
-pytestmark = pytest.mark.training
+pytestmark = [pytest.mark.training, pytest.mark.model]
 TRAINING_STEP = re.compile(r"training (\d+)/")
 record_progress = DEFAULT_CLIENT_FEATURES[types.PROGRESS]
 

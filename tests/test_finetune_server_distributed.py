@@ -12,7 +12,7 @@ from tests.helpers.finetune_story import place_traces, record_teacher_traces, st
 from tests.helpers.lsp_session import stop_session
 from tests.helpers.training import ONE_THREAD
 
-pytestmark = pytest.mark.training
+pytestmark = [pytest.mark.training, pytest.mark.model]
 
 QUICK = {"numEpochs": 1, "batchSize": 4, "learningRate": 5e-4, "loraRank": 4}
 

@@ -13,6 +13,8 @@ import pytest
 
 from tests.helpers.editors import isolated_env, nvim_binary
 
+pytestmark = pytest.mark.editor
+
 PLUGIN = Path(__file__).parent.parent / "editors" / "nvim"
 
 INIT = """

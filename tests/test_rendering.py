@@ -41,6 +41,7 @@ def template_model(
     return out
 
 
+@pytest.mark.model
 async def test_the_model_host_is_prompted_in_the_tokens_the_trainer_learned_from(
     template_model: Path,
 ) -> None:

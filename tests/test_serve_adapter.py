@@ -61,6 +61,7 @@ async def adapter_answers(base: Path, adapter: Path) -> list[str]:
         await host.close()
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("bits", [None, 4], ids=["bf16", "4-bit"])
 async def test_an_adapter_is_served_on_the_running_hosts_base_and_rolled_back(
     tiny_model: Path, tmp_path: Path, bits: int | None
@@ -111,6 +112,7 @@ async def test_an_adapter_is_served_on_the_running_hosts_base_and_rolled_back(
         await restarted.close()
 
 
+@pytest.mark.model
 async def test_an_adapter_of_another_base_reloads_it_in_place_or_in_a_host_of_its_own(
     tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -145,6 +147,7 @@ async def test_an_adapter_of_another_base_reloads_it_in_place_or_in_a_host_of_it
         await served.close()
 
 
+@pytest.mark.model
 async def test_an_adapter_that_does_not_fit_leaves_the_old_model_serving(
     tiny_model: Path, tmp_path: Path
 ) -> None:

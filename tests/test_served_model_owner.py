@@ -18,6 +18,7 @@ from ai_lsp_tune.serving.served_model import NoPreviousModel
 from tests.helpers.models import same_shape_model
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("first", ["settings", "rollback"])
 async def test_a_model_setting_changed_during_a_rollback_leaves_one_served_model(
     tiny_model: Path, tmp_path: Path, first: str

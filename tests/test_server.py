@@ -298,6 +298,7 @@ async def test_invalid_initialization_options_are_shown_then_defaults_apply(
         await stop_session(s)
 
 
+@pytest.mark.model
 async def test_unloadable_local_model_is_explained_and_the_server_stays_up(
     tmp_path: Path, isolated_home: Path
 ) -> None:

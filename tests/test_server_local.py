@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from lsprotocol import types
 
 from ai_lsp_tune.schema import DiagnosticResult
@@ -12,6 +13,8 @@ from ai_lsp_tune.traces import genai, otlp
 from ai_lsp_tune.traces.telemetry import default_trace_file
 from tests.helpers.lsp_session import start_session, stop_session
 from tests.helpers.scripted_openai import Answer, scripted_endpoint
+
+pytestmark = pytest.mark.model
 
 
 async def test_tiny_local_model_answers_through_the_host_and_is_recorded(

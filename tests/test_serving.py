@@ -15,6 +15,7 @@ from tests.helpers.model_host import chat, host_answers
 from tests.helpers.models import same_shape_model
 
 
+@pytest.mark.model
 async def test_host_decodes_greedily_from_the_cached_system_prompt(tiny_model: Path) -> None:
     from mlx_lm import generate, load
 
@@ -37,6 +38,7 @@ async def test_host_decodes_greedily_from_the_cached_system_prompt(tiny_model: P
     assert first.input_tokens > host.ready.prompt_cache_tokens and first.output_tokens >= 1
 
 
+@pytest.mark.model
 async def test_cancelled_generation_stops_and_the_host_keeps_answering(tiny_model: Path) -> None:
     host = await HostClient.start(str(tiny_model))
     try:
@@ -54,6 +56,7 @@ async def test_cancelled_generation_stops_and_the_host_keeps_answering(tiny_mode
     assert host.process.returncode == 0
 
 
+@pytest.mark.model
 async def test_unloadable_model_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelLoadError) as info:
@@ -61,6 +64,7 @@ async def test_unloadable_model_is_a_clear_error(tmp_path: Path) -> None:
     assert info.value.kind == "invalid_model" and str(tmp_path) in info.value.message
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("bits", [None, 4], ids=["bf16", "4-bit"])
 async def test_a_swap_to_the_same_architecture_happens_in_the_running_host(
     tiny_model: Path, tmp_path: Path, bits: int | None
@@ -106,6 +110,7 @@ async def test_a_swap_to_the_same_architecture_happens_in_the_running_host(
         await served.close()
 
 
+@pytest.mark.model
 async def test_a_model_of_another_architecture_gets_a_host_of_its_own(
     tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -162,6 +167,7 @@ def test_registry_follows_a_newly_configured_model(tmp_path: Path) -> None:
     assert ModelRegistry(tmp_path).served is None
 
 
+@pytest.mark.model
 async def test_a_killed_host_is_started_again_but_not_in_a_crash_loop(
     tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

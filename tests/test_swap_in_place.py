@@ -25,7 +25,7 @@ from tests.helpers.finetune_story import (
 )
 from tests.helpers.lsp_session import stop_session
 
-pytestmark = pytest.mark.training
+pytestmark = [pytest.mark.training, pytest.mark.model]
 
 
 async def test_a_fine_tune_is_served_by_the_running_host_and_another_architecture_by_a_new_one(

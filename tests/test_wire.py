@@ -53,6 +53,7 @@ async def test_the_server_refuses_a_model_host_of_another_version(tmp_path: Path
     assert "restart it after an upgrade" in info.value.message
 
 
+@pytest.mark.model
 async def test_the_model_host_refuses_a_server_of_another_version(
     tiny_model: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

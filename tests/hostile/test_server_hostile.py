@@ -117,6 +117,7 @@ def test_the_server_exits_when_stdin_closes_in_the_middle_of_a_frame(server: Raw
     assert_exits_cleanly(server)
 
 
+@pytest.mark.model
 def test_a_vanished_client_takes_the_server_and_its_model_host_with_it(
     start: Callable[..., RawServer], workspace: Path, tiny_model: Path
 ) -> None:
