@@ -136,6 +136,11 @@ class Bound(NamedTuple):
     le: float | None = None
 
 
+def default(name: str) -> Any:
+    """A hyper-parameter's default, for code that takes it outside a ``Hyperparameters``."""
+    return Hyperparameters.model_fields[name].default
+
+
 def bounds(name: str) -> Bound:
     """A hyper-parameter's bounds, as its field declares them."""
     found: dict[str, float] = {}

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from ai_lsp_tune import hyperparams
 from ai_lsp_tune.dataset.report import SPLITS, DatasetReport, local_answers_note
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ def run_prepare_dataset(
     *,
     output_file: Path | None,
     output_dir: Path | None,
-    max_seq_length: int = 2048,
+    max_seq_length: int = hyperparams.default("max_seq_length"),
     redact: bool = True,
     tokenizer: str | None = None,
     include_local_answers: bool = False,

@@ -22,6 +22,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
+from ai_lsp_tune import hyperparams
 from ai_lsp_tune.dataset.chunks import Chunk, collect_chunk
 from ai_lsp_tune.dataset.clean import Confirmed, clean_chunk
 from ai_lsp_tune.dataset.pool import WorkerPool, in_order, plan_chunks, worker_count
@@ -67,7 +68,7 @@ def prepare_dataset(
     *,
     output_file: Path | None,
     output_dir: Path | None,
-    max_seq_length: int = 2048,
+    max_seq_length: int = hyperparams.default("max_seq_length"),
     redact: bool = True,
     tokenizer: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,

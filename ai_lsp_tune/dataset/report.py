@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from ai_lsp_tune import hyperparams
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -46,7 +48,7 @@ class DatasetReport(BaseModel):
     duplicates: int = 0
     examples: int = 0
     # length
-    max_seq_length: int = 2048
+    max_seq_length: int = hyperparams.default("max_seq_length")
     token_counter: str = "estimate"
     over_max_seq_length: int = 0
     cropped: int = 0  # over-long examples cropped to windows of their code
