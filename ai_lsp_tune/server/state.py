@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ai_lsp_tune import paths
 from ai_lsp_tune.schema import SuggestedFix
@@ -29,6 +29,12 @@ from ai_lsp_tune.traces.telemetry import Telemetry, default_trace_file
 log = logging.getLogger(__name__)
 
 Notify = Callable[[str, str], None]  # (level: "error"|"warning"|"info", message)
+
+
+class JobSlot(Protocol):
+    """The fine-tune job as the state sees it (``server/finetune/job.py``): stopped at shutdown."""
+
+    async def stop(self) -> None: ...
 
 
 @dataclass
@@ -80,7 +86,7 @@ class ServerState:
         self.documents: dict[str, DocumentState] = {}
         self.backend: Backend | None = None
         self.backend_error: str | None = None
-        self.job: Any = None  # the fine-tune job (server/finetune.py) while one exists
+        self.job: JobSlot | None = None  # the fine-tune job, made by its first command
         self._backend_task: asyncio.Task[None] | None = None
         # (model, problem) pairs the user was told of: a fallback is shown once, not per analysis
         self.model_problems_shown: set[tuple[str, str]] = set()

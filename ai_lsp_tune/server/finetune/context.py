@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from lsprotocol import types as lsp
+from pygls.progress import Progress
 
 from ai_lsp_tune.server.settings import FinetuneSettings
 from ai_lsp_tune.serving.adapters import adapter_base
@@ -29,6 +30,24 @@ class PathNotAllowed(ValueError):
 
 class JobBusy(RuntimeError):
     """A second fine-tune was asked for while one runs."""
+
+
+class EditorLink(Protocol):
+    """What the job asks of the language server (``server.language_server.AiLspServer``): to
+    show and log messages, and to report work-done progress."""
+
+    def window_show_message(self, params: lsp.ShowMessageParams) -> None: ...
+
+    def window_log_message(self, params: lsp.LogMessageParams) -> None: ...
+
+    @property
+    def work_done_progress(self) -> Progress: ...
+
+
+class Cancellable(Protocol):
+    """A worker the job may stop mid-run (``training.runner.TrainingRunner``)."""
+
+    def cancel(self) -> None: ...
 
 
 class ModelSlot(Protocol):

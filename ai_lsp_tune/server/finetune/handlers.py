@@ -65,7 +65,7 @@ async def start(ls: AiLspServer, *args: Any) -> dict[str, Any]:
 
 
 def cancel(ls: AiLspServer, *args: Any) -> dict[str, Any]:
-    job = ls.state.job
+    job = _made_job(ls)
     cancelled = bool(job is not None and job.cancel())
     state = job.state.value if job is not None else "idle"
     if not cancelled:
@@ -230,10 +230,17 @@ async def _job(ls: AiLspServer, *, wait_backend: bool = True) -> FinetuneJob:
     """The job slot, created on first use (after ``initialize`` fixed the workspace)."""
     if wait_backend:
         await ls.state.wait_backend()
-    job = ls.state.job
+    job = _made_job(ls)
     if job is None or job.ctx.data_dir != ls.state.workspace_dir:
-        job = ls.state.job = FinetuneJob(ls, _context(ls))
+        job = FinetuneJob(ls, _context(ls))
+        ls.state.job = job
     return job
+
+
+def _made_job(ls: AiLspServer) -> FinetuneJob | None:
+    """The job slot if a command made it (the state holds it as a ``JobSlot``)."""
+    job = ls.state.job
+    return job if isinstance(job, FinetuneJob) else None
 
 
 def _context(ls: AiLspServer) -> JobContext:

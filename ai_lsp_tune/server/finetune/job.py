@@ -17,7 +17,6 @@ import logging
 import secrets
 import time
 from pathlib import Path
-from typing import Any
 
 from lsprotocol import types as lsp
 
@@ -25,6 +24,8 @@ from ai_lsp_tune.dataset.runner import PreparationFailed
 from ai_lsp_tune.hyperparams import misfit, setting
 from ai_lsp_tune.server.finetune import swaps
 from ai_lsp_tune.server.finetune.context import (
+    Cancellable,
+    EditorLink,
     FinetuneOptions,
     JobBusy,
     JobContext,
@@ -79,7 +80,7 @@ _END_KIND = {
 class FinetuneJob:
     """The job slot: at most one run; its progress and its record (which holds its state)."""
 
-    def __init__(self, ls: Any, ctx: JobContext) -> None:
+    def __init__(self, ls: EditorLink, ctx: JobContext) -> None:
         self._ls = ls
         self.ctx = ctx
         self.record: RunRecord | None = load_record(ctx.record_path)
@@ -90,7 +91,7 @@ class FinetuneJob:
         self._message: str | None = None
         self._progress: ProgressChannel | None = None
         self._task: asyncio.Task[None] | None = None
-        self._runner: Any = None
+        self._runner: Cancellable | None = None
         self._dataset = DatasetStep(
             lambda step, fraction: self._report(step, self._meter.preparing(fraction)),
             live=lambda: self.state == JobState.PREPARING,
@@ -357,7 +358,7 @@ class FinetuneJob:
                 self.record.phase = step.phase
             self._report(step, self._meter.worker(step), cancellable=True)
 
-        def on_runner(runner: Any) -> None:
+        def on_runner(runner: Cancellable) -> None:
             self._runner = runner
             if self._cancel_requested:
                 runner.cancel()

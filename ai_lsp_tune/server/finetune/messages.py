@@ -14,6 +14,7 @@ from typing import Any
 
 from lsprotocol import types as lsp
 
+from ai_lsp_tune.server.finetune.context import EditorLink
 from ai_lsp_tune.server.finetune.model_list import short_path
 from ai_lsp_tune.server.finetune.progress import describe_change
 from ai_lsp_tune.server.finetune.states import RunRecord
@@ -57,7 +58,7 @@ class FollowUps:
 
     def __init__(
         self,
-        ls: Any,
+        ls: EditorLink,
         show_message_request: Callable[[lsp.ShowMessageRequestParams], Awaitable[Any]],
     ) -> None:
         self._ls = ls

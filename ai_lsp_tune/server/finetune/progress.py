@@ -22,6 +22,7 @@ from typing import Any
 
 from lsprotocol import types as lsp
 
+from ai_lsp_tune.server.finetune.context import EditorLink
 from ai_lsp_tune.training.evaluate import METRIC_LABELS, format_metric
 from ai_lsp_tune.training.events import PHASES, at, training_readout
 
@@ -122,7 +123,7 @@ class ProgressChannel:
     CREATE_TIMEOUT_S = 10.0  # a client that never answers the create request is a refusal
 
     def __init__(
-        self, ls: Any, token: str, title: str, on_cancel: Callable[[], object] | None = None
+        self, ls: EditorLink, token: str, title: str, on_cancel: Callable[[], object] | None = None
     ) -> None:
         self._ls = ls
         self.token = token

@@ -8,11 +8,10 @@ ones, to serve a listed model or to roll back, and says what happened in the edi
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from lsprotocol import types as lsp
 
-from ai_lsp_tune.server.finetune.context import FinetuneOptions, JobContext
+from ai_lsp_tune.server.finetune.context import EditorLink, FinetuneOptions, JobContext
 from ai_lsp_tune.server.finetune.model_list import short_path
 from ai_lsp_tune.server.finetune.states import RunRecord
 from ai_lsp_tune.serving.registry import ModelEntry, now_iso
@@ -48,7 +47,7 @@ async def retain(ctx: JobContext, record: RunRecord, options: FinetuneOptions) -
         logger.warning("cannot delete old fine-tuned models: %s", exc)
 
 
-async def use_model(ls: Any, ctx: JobContext, path: str) -> str:
+async def use_model(ls: EditorLink, ctx: JobContext, path: str) -> str:
     """Serve ``path``; the old model keeps serving if it fails to load."""
     await ctx.served_model().use(path)
     ls.window_log_message(
@@ -57,7 +56,7 @@ async def use_model(ls: Any, ctx: JobContext, path: str) -> str:
     return f"Now serving {short_path(path)}"
 
 
-async def rollback(ls: Any, ctx: JobContext) -> str:
+async def rollback(ls: EditorLink, ctx: JobContext) -> str:
     """Serve the model served before this one; return the line that says so."""
     current = await ctx.served_model().rollback()  # NoPreviousModel when there is none
     ls.window_log_message(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ai_lsp_tune.hyperparams import flag, setting
+from ai_lsp_tune.server.finetune.context import Cancellable
 from ai_lsp_tune.server.finetune.progress import ProgressStep, metrics_dict
 from ai_lsp_tune.server.settings import FinetuneSettings
 from ai_lsp_tune.training import events
@@ -111,7 +112,7 @@ async def train_candidate(
     request: TrainRequest,
     *,
     on_step: Callable[[ProgressStep], None],
-    on_runner: Callable[[Any], None],
+    on_runner: Callable[[Cancellable], None],
     on_warning: Callable[[str], None] | None = None,
     launch: Launch | None = None,
 ) -> TrainOutcome:
