@@ -49,6 +49,23 @@ class TrainResult:
     batching: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class LoraTraining:
+    """One LoRA training: the request, the loaded model and its tokenized splits, the
+    checkpoint it resumes, and the run around it (its events, its stop, its ranks)."""
+
+    request: TrainRequest
+    model: Any
+    tokens: dict[str, TokenizedSplit]
+    total: int  # optimizer steps of the whole run, resumed or not
+    fingerprint: str  # what a checkpoint must match to be resumed
+    before: EvalMetrics  # the served model's scores, kept with the checkpoint
+    resumed: tuple[CheckpointState, dict[str, Any]] | None
+    channel: EventChannel
+    stop: threading.Event
+    world: World = field(default_factory=World)
+
+
 class _Stop(Exception):
     pass
 
@@ -57,13 +74,24 @@ class _Reporter:
     """mlx-lm TrainingCallback: events, best adapter, checkpoints, stop."""
 
     def __init__(
-        self, ctx: dict[str, Any], state: CheckpointState, start: int, per_update: int = 1
+        self,
+        training: LoraTraining,
+        *,
+        optimizer: Any,
+        batches: LengthGroupedBatches,
+        best_weights: dict[str, Any],
+        state: CheckpointState,
+        start: int,
+        per_update: int = 1,
     ) -> None:
-        self.ctx = ctx
+        self.training = training
+        self.optimizer = optimizer
+        self.batches = batches
+        self.after_eval_s = before_eval_seconds(training.channel)
         self.state = state
         self.start = start
         self.per_update = per_update  # mlx-lm counts micro-batches; we count optimizer steps
-        self.best_weights: dict[str, Any] = ctx.pop("best_weights")
+        self.best_weights = best_weights
         self.last_report = time.perf_counter()
         self.last_tokens = 0
         self.last_checkpoint = time.monotonic()
@@ -73,22 +101,22 @@ class _Reporter:
     def _trainable(self) -> dict[str, Any]:
         from mlx.utils import tree_flatten
 
-        return dict(tree_flatten(self.ctx["model"].trainable_parameters()))
+        return dict(tree_flatten(self.training.model.trainable_parameters()))
 
     def checkpoint(self, iteration: int) -> None:
         from mlx.utils import tree_flatten
 
-        if not self.ctx["world"].leader:  # the other ranks never write to the output
+        if not self.training.world.leader:  # the other ranks never write to the output
             return
-        folder: Path = self.ctx["request"].partial_dir / "checkpoint"
+        folder: Path = self.training.request.partial_dir / "checkpoint"
         self.state.iteration = iteration
         arrays = {
             "adapters": self._trainable(),
             "best_adapters": self.best_weights,
-            "optimizer": dict(tree_flatten(self.ctx["optimizer"].state)),
+            "optimizer": dict(tree_flatten(self.optimizer.state)),
         }
         save_checkpoint(folder, self.state, arrays)
-        self.ctx["channel"].last_checkpoint = (iteration, folder)
+        self.training.channel.last_checkpoint = (iteration, folder)
         self.last_checkpoint = time.monotonic()
 
     def _emit(self, iteration: int, **fields: Any) -> None:
@@ -98,8 +126,8 @@ class _Reporter:
         remaining = total - iteration
         eta = None
         if self.sec_per_iter is not None:
-            eta = remaining * self.sec_per_iter + self.ctx["after_eval_s"]
-        self.ctx["channel"].emit(
+            eta = remaining * self.sec_per_iter + self.after_eval_s
+        self.training.channel.emit(
             TrainingEvent(
                 iteration=iteration,
                 total=total,
@@ -116,7 +144,7 @@ class _Reporter:
         iteration = self.start + int(info["iteration"]) // self.per_update
         now = time.perf_counter()
         seconds = max(now - self.last_report - self.val_seconds, 1e-9)
-        batches: LengthGroupedBatches = self.ctx["batches"]
+        batches = self.batches
         tokens = batches.trained_tokens - self.last_tokens
         self.state.trained_tokens += tokens
         self.state.train_seconds += seconds
@@ -131,9 +159,9 @@ class _Reporter:
             learning_rate=float(info["learning_rate"]),
             tokens_per_sec=round(tokens / seconds, 1),
         )
-        if time.monotonic() - self.last_checkpoint > self.ctx["request"].checkpoint_every_s:
+        if time.monotonic() - self.last_checkpoint > self.training.request.checkpoint_every_s:
             self.checkpoint(iteration)
-        if any_stopped(self.ctx["stop"].is_set(), self.ctx["world"]):
+        if any_stopped(self.training.stop.is_set(), self.training.world):
             self.checkpoint(iteration)
             raise _Stop
 
@@ -217,29 +245,24 @@ def checkpointed_layers(model: Any, enabled: bool) -> Iterator[None]:
         layer_class.__call__ = original
 
 
-def train_lora(
-    request: TrainRequest,
-    model: Any,
-    tokens: dict[str, TokenizedSplit],
-    total: int,
-    print_: str,
-    before: EvalMetrics,
-    resumed: tuple[CheckpointState, dict[str, Any]] | None,
-    channel: EventChannel,
-    stop: threading.Event,
-    world: World | None = None,
-) -> TrainResult:
+def train_lora(training: LoraTraining) -> TrainResult:
     """Train LoRA adapters for ``total`` iterations (or the rest of them, when resuming)."""
     import mlx.core as mx
     import mlx.optimizers as optim
     from mlx.utils import tree_unflatten
     from mlx_lm.tuner.trainer import TrainingArgs, train
 
+    request, model, tokens, total = (
+        training.request,
+        training.model,
+        training.tokens,
+        training.total,
+    )
     mx.random.seed(request.seed)
     _prepare(model, request)
     optimizer = optim.Adam(learning_rate=request.learning_rate)
-    if resumed:
-        state, arrays = resumed
+    if training.resumed:
+        state, arrays = training.resumed
         model.load_weights(list(arrays["adapters"].items()), strict=False)
         if arrays["optimizer"]:
             optimizer.state = tree_unflatten(list(arrays["optimizer"].items()))
@@ -247,27 +270,26 @@ def train_lora(
     else:
         from mlx.utils import tree_flatten
 
-        state = CheckpointState(fingerprint=print_, iteration=0, total=total, before=before)
+        state = CheckpointState(
+            fingerprint=training.fingerprint, iteration=0, total=total, before=training.before
+        )
         best_weights = dict(tree_flatten(model.trainable_parameters()))
     start = state.iteration
     # No validation split (a first fine-tune on few examples): no best-adapter selection.
     valid = tokens["valid"] if len(tokens["valid"]) else None
-    batches, batching = _batches(model, request, tokens["train"], start, world or World())
+    batches, batching = _batches(model, request, tokens["train"], start, training.world)
     per_update = batching["micro_batches_per_step"]
     eval_every = request.eval_every or max(1, total // VALIDATIONS_PER_RUN)
-    ctx = {
-        "model": model,
-        "optimizer": optimizer,
-        "request": request,
-        "channel": channel,
-        "stop": stop,
-        "world": world or World(),
-        "batches": batches,
-        "best_weights": best_weights,
-        "after_eval_s": before_eval_seconds(channel),
-    }
-    reporter = _Reporter(ctx, state, start, per_update)
-    if stop.is_set():
+    reporter = _Reporter(
+        training,
+        optimizer=optimizer,
+        batches=batches,
+        best_weights=best_weights,
+        state=state,
+        start=start,
+        per_update=per_update,
+    )
+    if training.stop.is_set():
         raise Cancelled("Cancelled before training.")
     args = TrainingArgs(
         batch_size=request.batch_size,
@@ -280,7 +302,7 @@ def train_lora(
         max_seq_length=request.max_seq_length,
         adapter_file=str(request.partial_dir / "mlx-lm-adapters.safetensors"),
     )
-    loss = make_loss(model, ctx["world"].group, chunked=batching["chunked"])
+    loss = make_loss(model, training.world.group, chunked=batching["chunked"])
     if total > start:
         try:
             with checkpointed_layers(model, request.grad_checkpoint):

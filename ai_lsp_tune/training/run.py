@@ -38,7 +38,7 @@ from ai_lsp_tune.training.events import (
     WarningEvent,
     at,
 )
-from ai_lsp_tune.training.loop import check_fits, fit_layers, train_lora
+from ai_lsp_tune.training.loop import LoraTraining, check_fits, fit_layers, train_lora
 from ai_lsp_tune.training.modelio import load_model
 from ai_lsp_tune.training.request import TrainRequest
 from ai_lsp_tune.training.splits import (
@@ -297,7 +297,18 @@ def _run(
         )
         del baseline
     trained = train_lora(
-        request, model, data["tokens"], total, print_, before, resumed, channel, stop, world
+        LoraTraining(
+            request=request,
+            model=model,
+            tokens=data["tokens"],
+            total=total,
+            fingerprint=print_,
+            before=before,
+            resumed=resumed,
+            channel=channel,
+            stop=stop,
+            world=world,
+        )
     )
     if not world.leader:
         return _follow_to_the_end(request, model, tokenizer, data, eval_split, trained, world)
