@@ -31,6 +31,7 @@ print(json.dumps(blas.status().as_dict()))
 
 def run_python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), **env}
+    environment.pop("OPENBLAS_NUM_THREADS", None)
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120
     )
@@ -56,6 +57,7 @@ def test_a_fresh_machine_binds_libmlx_to_openblas(tmp_path: Path) -> None:
     assert done.stderr == ""
     status = blas.BlasStatus(**json.loads(done.stdout))
     assert status.name.startswith("OpenBLAS")
+    assert status.threads == blas.default_threads()
     assert status.library is not None
     assert Path(status.library).parent == tmp_path / "cache" / "ai-lsp-tune" / "blas"
     assert os.path.realpath(libmlx_binding(log)) == os.path.realpath(status.library)
