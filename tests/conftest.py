@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import ai_lsp_tune  # noqa: F401 (first: loads OpenBLAS before any test module imports mlx)
+
 if TYPE_CHECKING:
     from tests.helpers.recorded_traces import TraceFacts
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ai_lsp_tune import blas
 from tests.helpers.editors import (
     AFTER_SWAP,
     BASE_PROBE,
@@ -206,6 +207,7 @@ def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> 
     health = "\n".join(observed["health"])
     assert '"learningRate":0.0005' in health  # the settings in effect, not those at start-up
     assert f"serving {second_model} (a fine-tune; the model setting is {tiny_model})" in health
+    assert f"BLAS: {blas.status().name}" in health  # OpenBLAS on a Linux CPU
 
     # :AiLspModels: the base first, then both fine-tunes, each from the base, with metrics.
     models = observed["selects"][-1]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 
+from ai_lsp_tune import blas
 from ai_lsp_tune.schema import DiagnosticResult
 from ai_lsp_tune.server import commands
 from ai_lsp_tune.traces import genai, otlp
@@ -86,6 +87,10 @@ async def test_switching_the_backend_updates_the_running_server_in_place(
                 types.ExecuteCommandParams(command=commands.FINETUNE_STATUS)
             )
             assert before["backend"] == "local" and not endpoint.requests
+            # What the local model computes on: in the status (:checkhealth) and the output log.
+            assert before["blas"] == blas.status().describe()
+            said = f"MLX's CPU matmuls run on: {blas.status().describe()}"
+            assert any(said in m.message for m in s.client.log_messages)
             server_pid = s.client._server.pid  # type: ignore[union-attr]
             s.client.workspace_did_change_configuration(
                 types.DidChangeConfigurationParams(

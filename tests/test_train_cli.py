@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from ai_lsp_tune import blas
 from ai_lsp_tune.cli.app import app
 
 
@@ -67,6 +68,7 @@ def test_demo_runs_offline_and_shows_learning(tmp_path: Path) -> None:
     assert "smoke test" in result.output
     assert "--model-name mlx-community/gemma-2-2b-it-4bit\n" in result.output
     run = json.loads((tmp_path / "finetuned-model" / "run.json").read_text())
+    assert run["blas"]["name"] == blas.status().name  # OpenBLAS on a Linux CPU
     before, after = run["metrics"]["before"], run["metrics"]["after"]
     assert before["unconstrained_valid_json_rate"] < 0.2  # on its own, without the grammar
     assert after["schema_valid_rate"] >= 0.9

@@ -40,6 +40,33 @@ finetune_app = typer.Typer(
 app.add_typer(finetune_app, name="finetune")
 
 
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    import importlib.metadata
+
+    from ai_lsp_tune import __version__, blas
+
+    mlx = importlib.metadata.version("mlx")
+    typer.echo(f"ai-lsp-tune {__version__}, mlx {mlx}, BLAS: {blas.status().describe()}")
+    raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version, MLX's and the BLAS its CPU matmuls run on, and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """An AI language server that learns from its own traces (MLX LoRA fine-tuning)."""
+
+
 # --- finetune prepare-dataset (owner: dataset) --------------------------------------------
 @finetune_app.command("prepare-dataset")
 @hyperparameter_options("prepare-dataset", after="output_dir")

@@ -6,11 +6,13 @@ Handlers are small: they read ``ls.state`` and delegate to ``analysis`` (diagnos
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from lsprotocol import types
 from pygls.uris import to_fs_path
 
+from ai_lsp_tune import blas
 from ai_lsp_tune.server import actions, analysis, commands
 from ai_lsp_tune.server.finetune import handlers as finetune
 from ai_lsp_tune.server.language_server import AiLspServer, connect_logs
@@ -18,6 +20,7 @@ from ai_lsp_tune.server.settings import SETTINGS_SECTION
 from ai_lsp_tune.server.state import DocumentState
 
 server = AiLspServer()
+logger = logging.getLogger(__name__)
 
 
 @server.feature(types.INITIALIZE)
@@ -33,6 +36,7 @@ def initialize(ls: AiLspServer, params: types.InitializeParams) -> None:
 @server.feature(types.INITIALIZED)
 def initialized(ls: AiLspServer, params: types.InitializedParams) -> None:
     connect_logs(ls)
+    logger.info("MLX's CPU matmuls run on: %s", blas.status().describe())  # the editor's output
     ls.state.start_backend(ls.notify_user)
 
 

@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ai_lsp_tune import blas
 from ai_lsp_tune.files import atomic_write_text, make_private, publish_dir
 from ai_lsp_tune.training.evaluate import EvalMetrics
 from ai_lsp_tune.training.request import TrainRequest
@@ -119,6 +120,7 @@ def write_run_json(
         "versions": versions(),
         "distributed": distributed or {"world_size": 1, "backend": "none", "hosts": []},
         "platform": f"{platform.system()}-{platform.machine()}",
+        "blas": blas.status().as_dict(),  # what the CPU's matmuls ran on (ai_lsp_tune.blas)
     }
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
     return path

@@ -13,7 +13,7 @@ from typing import Any
 
 from ai_lsp_tune.dataset.example import Example
 from ai_lsp_tune.files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
-from ai_lsp_tune.training import distributed, publish
+from ai_lsp_tune.training import distributed, precision, publish
 from ai_lsp_tune.training.channel import Cancelled, EventChannel, WorkerError
 from ai_lsp_tune.training.checkpoint import (
     CheckpointState,
@@ -267,9 +267,11 @@ def _run(
     channel.emit(LoadingEvent(message=f"Loading {request.model_name}", fraction=at("loading")))
     splits, invalid = _load_dataset(request, channel)
     model, tokenizer, config, model_path = load_model(request.model_name)
+    plan, precision_note = precision.for_training(model)
     request, layers_note = fit_layers(model, request)
-    if layers_note:
-        channel.emit(WarningEvent(message=layers_note))
+    for note in (precision_note if not plan else "", layers_note):  # kept 4-bit: say why
+        if note:
+            channel.emit(WarningEvent(message=note))
     check_fits(model, request)  # hyper-parameters: before any evaluation or training
     data = _tokenized(request, tokenizer, splits, invalid, channel)
     request = _fit_batch_size(request, len(data["tokens"]["train"]), channel)
@@ -290,6 +292,7 @@ def _run(
         baseline = model
         if request.baseline_model and request.baseline_model != request.model_name:
             baseline, baseline_tokenizer, _, _ = load_model(request.baseline_model)
+            precision.for_training(baseline)
         else:
             baseline_tokenizer = tokenizer
         before = evaluate_phase(
@@ -311,12 +314,14 @@ def _run(
         )
     )
     if not world.leader:
-        return _follow_to_the_end(request, model, tokenizer, data, eval_split, trained, world)
+        return _follow_to_the_end(request, model, plan, data, eval_split, trained, world)
     channel.emit(FusingEvent(message="Fusing the best adapter", fraction=at("fusing")))
     publish.write_adapters(partial / "adapters", model, request, trained.best_weights)
     if request.fuse:
         publish.fuse(model)
+        precision.requantize(model, plan)  # saved as small as the base
         publish.save_model(partial / "model", model_path, model, tokenizer, config)
+        precision.dequantize(model, plan)  # evaluated on the weights saved, on the BLAS
     else:  # ``finetune.fuse`` false: the adapter is the model; evaluated unfused, as served
         model.eval()
     if stop.is_set():
@@ -335,7 +340,7 @@ def _run(
         after=after,
         eval_split=eval_split,
         started=started,
-        notes=[layers_note] if layers_note else [],
+        notes=[note for note in (precision_note, layers_note) if note],
         distributed=world.record(),
     )
     shutil.rmtree(partial / "checkpoint", ignore_errors=True)
@@ -385,7 +390,7 @@ def _resume_state(
 def _follow_to_the_end(
     request: TrainRequest,
     model: Any,
-    tokenizer: Any,
+    plan: precision.Plan,
     data: dict[str, Any],
     split: str,
     trained: Any,
@@ -393,7 +398,12 @@ def _follow_to_the_end(
 ) -> DoneEvent:
     """A rank other than 0: fuse in memory and take part in the 'after' loss; write nothing."""
     model.load_weights(list(trained.best_weights.items()), strict=False)
-    publish.fuse(model) if request.fuse else model.eval()
+    if request.fuse:  # the weights rank 0 saves and evaluates
+        publish.fuse(model)
+        precision.requantize(model, plan)
+        precision.dequantize(model, plan)
+    else:
+        model.eval()
     split_loss(model, data["tokens"][split], batch_size=request.batch_size)
     return DoneEvent(
         fraction=1.0,

@@ -18,7 +18,7 @@ from typing import Any
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 
-from ai_lsp_tune import paths
+from ai_lsp_tune import blas, paths
 from ai_lsp_tune.server import commands
 from ai_lsp_tune.server.commands import InvalidArguments
 from ai_lsp_tune.server.finetune.context import (
@@ -89,6 +89,7 @@ async def status(ls: AiLspServer, *args: Any) -> dict[str, Any]:
         "configuredModel": settings.model,
         "traceFile": str(trace_file),
         "traceFileBytes": trace_file.stat().st_size if trace_file.is_file() else None,
+        "blas": blas.status().describe(),  # what a local model's CPU matmuls run on
     }
 
 

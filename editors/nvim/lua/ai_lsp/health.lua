@@ -76,6 +76,11 @@ function M.check()
       local bytes = status.traceFileBytes
       health.info(('trace file: %s (%s)'):format(tostring(status.traceFile),
         type(bytes) == 'number' and (bytes .. ' bytes') or 'not written yet'))
+      if type(status.blas) == 'string' and status.blas:find('^reference') and status.blas:find(':') then
+        health.warn('BLAS: ' .. status.blas, { 'Local models compute slowly on the reference BLAS.' })
+      elseif type(status.blas) == 'string' then
+        health.info('BLAS: ' .. status.blas)
+      end
       if type(status.message) == 'string' then
         health.info(status.message)
       end
