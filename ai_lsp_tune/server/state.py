@@ -154,6 +154,10 @@ class ServerState:
 
     async def _start_backend(self, notify: Notify) -> None:
         self.backend_error = None
+        # A damaged registry was set aside when read; its writes that fail warn from now on.
+        self.registry.on_problem = lambda message: notify("warning", message)
+        while self.registry.problems:
+            notify("warning", self.registry.problems.pop(0))
         settings = self.settings
         if settings.backend == "remote":
             try:
