@@ -20,6 +20,7 @@ from ai_lsp_tune.server.finetune.states import (
     FinetuneStatus,
     InvalidTransition,
     JobState,
+    RecordFile,
     RunRecord,
     check_transition,
     load_record,
@@ -201,10 +202,13 @@ def test_record_round_trips_and_status_is_camel_case(tmp_path: Path) -> None:
     assert wire["servedModel"] == "m" and wire["state"] == "succeeded"
 
 
-def test_unreadable_record_is_ignored(tmp_path: Path) -> None:
+def test_unreadable_record_is_set_aside_with_a_warning(tmp_path: Path) -> None:
     path = tmp_path / "last_run.json"
     path.write_text("{not json")
-    assert load_record(path) is None
+    warnings: list[tuple[str, str]] = []
+    assert RecordFile(path, lambda *shown: warnings.append(shown)).load() is None
+    assert [level for level, _ in warnings] == ["warning"] and str(path) in warnings[0][1]
+    assert [p.read_text() for p in tmp_path.glob("last_run.json.unreadable-*")] == ["{not json"]
     assert load_record(tmp_path / "missing.json") is None
 
 

@@ -14,7 +14,7 @@ import pytest
 from ai_lsp_tune import blas
 from ai_lsp_tune.training import precision
 from ai_lsp_tune.training.runner import run_training
-from tests.test_train import fast_request, write_splits
+from tests.helpers.training import fast_request, write_splits
 
 pytestmark = pytest.mark.skipif(
     not blas.status().name.startswith("OpenBLAS"), reason="MLX does not run on OpenBLAS here"

@@ -17,7 +17,7 @@ from ai_lsp_tune.server import actions, analysis, commands
 from ai_lsp_tune.server.finetune import handlers as finetune
 from ai_lsp_tune.server.language_server import AiLspServer, connect_logs
 from ai_lsp_tune.server.settings import SETTINGS_SECTION
-from ai_lsp_tune.server.state import DocumentState
+from ai_lsp_tune.server.state import DocumentState, readable_text
 
 server = AiLspServer()
 logger = logging.getLogger(__name__)
@@ -63,8 +63,9 @@ async def did_change_configuration(
 @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
 def did_open(ls: AiLspServer, params: types.DidOpenTextDocumentParams) -> None:
     item = params.text_document
+    text = readable_text(item.text)
     document = DocumentState(
-        uri=item.uri, language=item.language_id, text=item.text, version=item.version
+        uri=item.uri, language=item.language_id, text=text, version=item.version
     )
     ls.state.documents[item.uri] = document
     analysis.schedule(ls, document)
@@ -75,7 +76,7 @@ def did_change(ls: AiLspServer, params: types.DidChangeTextDocumentParams) -> No
     document = ls.state.documents.get(params.text_document.uri)
     if document is None:
         return
-    old, new = document.text, ls.workspace.get_text_document(document.uri).source
+    old, new = document.text, readable_text(ls.workspace.get_text_document(document.uri).source)
     document.text, document.version = new, params.text_document.version
     actions.detect_applied_fixes(ls, document, old, new)
     analysis.schedule(ls, document)
@@ -108,11 +109,9 @@ def code_action(ls: AiLspServer, params: types.CodeActionParams) -> list[types.C
 
 @server.command(commands.DISMISS)
 def dismiss(ls: AiLspServer, *args: Any) -> bool:
-    if len(args) != 2 or not all(isinstance(a, str) for a in args):
-        raise commands.InvalidArguments(
-            f"{commands.DISMISS} takes [documentUri, diagnosticId], got {list(args)!r:.200}"
-        )
-    return actions.dismiss(ls, args[0], args[1])
+    usage = "[documentUri, diagnosticId]"
+    dismissed = commands.parse_arguments(commands.DISMISS, commands.DismissArguments, args, usage)
+    return actions.dismiss(ls, dismissed.document_uri, dismissed.diagnostic_id)
 
 
 server.command(commands.FINETUNE)(finetune.start)

@@ -30,7 +30,10 @@ from pygls.protocol.json_rpc import (
     MsgId,
 )
 
+from ai_lsp_tune.shorten import EDITOR_MESSAGE_CHARS, shorten
+
 log = logging.getLogger(__name__)
+MAX_NESTING = 200  # LSP messages nest a dozen levels; settings and arguments a few more
 
 
 class AiLspProtocol(LanguageServerProtocol):
@@ -48,11 +51,20 @@ class AiLspProtocol(LanguageServerProtocol):
             text, utf8 = body.decode("utf-8", errors="surrogateescape"), False
         try:
             data = json.loads(text)
+        except RecursionError:  # JSON nested deeper than Python's stack: answered, never read
+            log.warning("a message nested too deeply to parse; answered with a parse error")
+            self.refuse(None, JsonRpcParseError("the message is nested too deeply to parse"))
+            return True
         except ValueError as exc:
             log.warning("a message that is not JSON (%s); answered with a parse error", exc)
             self.refuse(None, JsonRpcParseError(f"the message is not JSON: {exc}"))
             return False
         msg_id = _request_id(data)
+        if _deeper_than(data, MAX_NESTING):  # no LSP message is; handlers would recurse on it
+            log.warning("a message (id %r) nested deeper than %d levels", msg_id, MAX_NESTING)
+            if not _expects_no_answer(data):
+                self.refuse(msg_id, JsonRpcInvalidRequest(f"nested deeper than {MAX_NESTING}"))
+            return True
         if not utf8:
             log.warning("a message (id %r) that is not valid UTF-8", msg_id)
             if not _expects_no_answer(data):
@@ -71,8 +83,13 @@ class AiLspProtocol(LanguageServerProtocol):
         return True
 
     def refuse(self, msg_id: MsgId | None, error: JsonRpcException) -> None:
-        """Send ``error`` as the answer to ``msg_id`` (None: JSON-RPC's "id unknown")."""
-        self._send_data(ResponseErrorMessage(id=msg_id, error=error.to_response_error()))
+        """Send ``error`` as the answer to ``msg_id`` (None: JSON-RPC's "id unknown"); a long
+        message is cut for the editor's popup (the log has it whole)."""
+        answer = error.to_response_error()
+        if len(answer.message) > EDITOR_MESSAGE_CHARS:
+            log.info("refused %r in full: %s", msg_id, answer.message)
+            answer.message = shorten(answer.message) + " (more in the server log)"
+        self._send_data(ResponseErrorMessage(id=msg_id, error=answer))
 
     def _structure(self, data: Any) -> Any:
         """The typed message for ``data``; what JSON-RPC calls an invalid request is refused."""
@@ -129,6 +146,21 @@ def _expects_no_answer(data: Any) -> bool:
     if "method" in data:
         return "id" not in data
     return "result" in data or "error" in data
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Whether JSON ``data`` nests more than ``limit`` levels (walked without recursion)."""
+    level = [data] if isinstance(data, dict | list) else []
+    for _ in range(limit):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def _is_int(value: Any) -> bool:

@@ -22,6 +22,7 @@ from ai_lsp_tune.server.jsonrpc import AiLspProtocol
 from ai_lsp_tune.server.logs import log_to_client
 from ai_lsp_tune.server.state import ServerState
 from ai_lsp_tune.server.stdio import FrameReader, stdin_chunks
+from ai_lsp_tune.shorten import EDITOR_MESSAGE_CHARS, shorten
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,13 @@ class AiLspServer(LanguageServer):
             await self.state.shutdown()
 
     def notify_user(self, level: str, message: str) -> None:
-        """Show a message to the user (and log it): errors, invalid settings, model changes."""
+        """Show a message to the user (and log it whole): errors, invalid settings, model
+        changes. A popup holds one short line: a longer message is cut, the log has it all."""
+        shown = message
+        if len(message) > EDITOR_MESSAGE_CHARS:
+            shown = shorten(message) + " (more in the server log)"
         self.window_show_message(
-            types.ShowMessageParams(
-                type=_LEVELS.get(level, types.MessageType.Info), message=message
-            )
+            types.ShowMessageParams(type=_LEVELS.get(level, types.MessageType.Info), message=shown)
         )
         getattr(log, level if level in ("error", "warning") else "info")("%s", message)
 

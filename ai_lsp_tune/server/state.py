@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,15 @@ class DocumentState:
     @property
     def name(self) -> str:
         return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def readable_text(text: str) -> str:
+    """A document's text with lone UTF-16 surrogates (JSON allows ``"\\ud800"``; no UTF-8
+    text can hold one) replaced by U+FFFD, one for one: positions and offsets stay the same."""
+    return LONE_SURROGATE.sub("\ufffd", text)
 
 
 class ServerState:
@@ -160,6 +170,10 @@ class ServerState:
 
     async def _start_backend(self, notify: Notify) -> None:
         self.backend_error = None
+        # A damaged registry was set aside when read; its writes that fail warn from now on.
+        self.registry.on_problem = lambda message: notify("warning", message)
+        while self.registry.problems:
+            notify("warning", self.registry.problems.pop(0))
         settings = self.settings
         if settings.backend == "remote":
             try:

@@ -32,6 +32,7 @@ from ai_lsp_tune.decoding.grammar import AnswerGrammar, GrammarUnavailable, answ
 from ai_lsp_tune.prompts import SYSTEM_PROMPT, has_chat_template, render_chat
 from ai_lsp_tune.serving.adapters import Adapter
 from ai_lsp_tune.serving.adapters import remove as remove_adapter
+from ai_lsp_tune.serving.compatibility import architecture_difference, tokenizer_identity
 from ai_lsp_tune.serving.protocol import (
     HOST_REQUESTS,
     Cancelled,
@@ -47,16 +48,12 @@ from ai_lsp_tune.serving.protocol import (
     SwitchRefused,
     SwitchRequest,
 )
+from ai_lsp_tune.shorten import NAME_CHARS, shorten
 from ai_lsp_tune.wire import LineWriter, ProtocolMismatch
 
 log = logging.getLogger("ai_lsp_tune.host")
 EXIT_PROTOCOL_MISMATCH = 2  # the server speaks another protocol version: see the log
 NO_CHAT_TEMPLATE = "it has no chat template, so prompts are sent to it as plain text"
-# Keys of config.json that do not change the network (save_config drops or copies them).
-CONFIG_NOISE = {"_name_or_path", "transformers_version", "vision_config", "quantization_config"}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt")
-SPECIAL_TOKENS = ("bos_token", "eos_token", "pad_token", "unk_token", "add_bos_token",
-                  "add_eos_token", "added_tokens_decoder")  # fmt: skip
 
 
 def claim_stdout() -> LineWriter:
@@ -162,58 +159,60 @@ class Engine:
 
     def switch(self, request: SwitchRequest) -> Switched | SwitchRefused:
         """Load ``request.model``'s weights into the loaded model (same architecture only), and
-        ``request.adapter`` on top when given."""
-
-        started = time.perf_counter()
-        loaded = self.path
+        ``request.adapter`` on top when given. Never raises: the host outlives any model it is
+        asked to serve, and keeps serving the old one."""
         name = request.adapter or request.model
         try:
-            path = local_model_path(request.model)
-            adapter = Adapter(Path(request.adapter)) if request.adapter else None
-            if loaded is None:
-                difference: str | None = "the loaded model has no local folder"
-            else:
-                difference = architecture_difference(loaded, path)
+            return self._switch(request, name)
         except Exception as exc:
+            log.warning("could not switch to %s: %s", shorten(name, NAME_CHARS), exc)
+            log.debug("the switch failed here", exc_info=True)  # expected: no traceback at INFO
             failed = describe_load_error(name, exc)
             return SwitchRefused(
                 id=request.id, model=name, kind=failed.kind, message=failed.message
             )
+
+    def _switch(self, request: SwitchRequest, name: str) -> Switched | SwitchRefused:
+        started = time.perf_counter()
+        loaded = self.path
+        path = local_model_path(request.model)
+        adapter = Adapter(Path(request.adapter)) if request.adapter else None
+        difference = architecture_difference(loaded, path) if loaded else "it has no folder"
         if difference is not None or loaded is None:
             return SwitchRefused(
                 id=request.id,
                 model=name,
                 kind="architecture",
-                message=f"'{request.model}' is not a model of {self.name}'s architecture "
-                f"({difference})",
+                message=f"'{shorten(request.model, NAME_CHARS)}' is not a model of "
+                f"{shorten(self.name, NAME_CHARS)}'s architecture ({difference})",
             )
-        try:
-            # Adapter layers keep the base's weights intact: the same base needs no reload.
-            layered = self.adapter is not None or adapter is not None
-            same_weights = layered and path.resolve() == loaded.resolve()
-            weights = {} if same_weights else self._read_weights(path)
-            tokenizer = self.tokenizer
-            reload_tokenizer = tokenizer_identity(loaded) != tokenizer_identity(path)
-            if reload_tokenizer:
-                from mlx_lm.utils import load_config, load_tokenizer
+        # Adapter layers keep the base's weights intact: the same base needs no reload.
+        layered = self.adapter is not None or adapter is not None
+        same_weights = layered and path.resolve() == loaded.resolve()
+        weights = {} if same_weights else self._read_weights(path)
+        tokenizer = self.tokenizer
+        reload_tokenizer = tokenizer_identity(loaded) != tokenizer_identity(path)
+        if reload_tokenizer:
+            from mlx_lm.utils import load_config, load_tokenizer
 
-                eos = load_config(path).get("eos_token_id")
-                tokenizer = load_tokenizer(path, eos_token_ids=eos)
-            self._set_weights(weights, adapter)
-            self.tokenizer = tokenizer
-        except Exception as exc:
-            log.exception("could not switch to %s", name)
-            failed = describe_load_error(name, exc)
-            return SwitchRefused(
-                id=request.id, model=name, kind="invalid_model", message=failed.message
-            )
+            eos = load_config(path).get("eos_token_id")
+            tokenizer = load_tokenizer(path, eos_token_ids=eos)
+            render_chat(tokenizer, [{"role": "user", "content": "x"}])  # a template that fails
+        before = (self.name, self.path, self.adapter, self.tokenizer, self.grammar,
+                  self.grammar_problem)  # fmt: skip
+        self._set_weights(weights, adapter)
+        self.tokenizer = tokenizer
         self.name, self.path, self.adapter = name, path, adapter.folder if adapter else None
         self.template_problem = None
         self.cache, self.prefix_tokens = None, []
-        cached = self.warm()  # the system prompt's keys and values depend on the weights
-        if reload_tokenizer:
-            self.grammar, self.grammar_problem = None, None
-            self.prepare_grammar()  # cached per tokenizer: free when only the files differ
+        try:
+            cached = self.warm()  # the system prompt's keys and values depend on the weights
+            if reload_tokenizer:
+                self.grammar, self.grammar_problem = None, None
+                self.prepare_grammar()  # cached per tokenizer: free when only the files differ
+        except Exception:
+            self._restore(before)
+            raise
         return Switched(
             id=request.id,
             model=name,
@@ -222,12 +221,26 @@ class Engine:
             tokenizer_reloaded=reload_tokenizer,
         )
 
+    def _restore(self, before: tuple[Any, ...]) -> None:
+        """Serve the model held before a switch that failed once the new weights were in."""
+        name, path, adapter, tokenizer, grammar, grammar_problem = before
+        failed_path, self.path = self.path, path
+        weights = self._read_weights(path) if path and path != failed_path else {}
+        self._set_weights(weights, Adapter(adapter) if adapter else None)
+        self.name, self.adapter, self.tokenizer = name, adapter, tokenizer
+        self.grammar, self.grammar_problem = grammar, grammar_problem
+        self.cache, self.prefix_tokens = None, []
+        self.warm()
+
     def _read_weights(self, folder: Path) -> dict[str, Any]:
         """A model folder's weights, read now: a damaged file fails before anything changed."""
         import mlx.core as mx
 
         weights: dict[str, Any] = {}
-        for file in sorted(folder.glob("model*.safetensors")):
+        files = sorted(folder.glob("model*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"{shorten(str(folder), NAME_CHARS)} has no weights")
+        for file in files:
             arrays = mx.load(str(file))
             assert isinstance(arrays, dict)
             weights.update(arrays)
@@ -263,43 +276,6 @@ def local_model_path(model_name: str) -> Path:
     return local if local.is_dir() else Path(_download(model_name))
 
 
-def _comparable_config(path: Path) -> dict[str, Any]:
-    from mlx_lm.utils import load_config
-
-    config = {k: v for k, v in load_config(path).items() if k not in CONFIG_NOISE}
-    return config
-
-
-def architecture_difference(loaded: Path, other: Path) -> str | None:
-    """Why ``other``'s weights cannot be loaded into the model built from ``loaded``, or None."""
-    mine, theirs = _comparable_config(loaded), _comparable_config(other)
-    if mine.get("model_type") != theirs.get("model_type"):
-        return f"model_type {theirs.get('model_type')!r}, not {mine.get('model_type')!r}"
-    differing = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-    return f"config.json differs in {', '.join(differing[:3])}" if differing else None
-
-
-def tokenizer_identity(folder: Path) -> dict[str, Any]:
-    """What decides how a folder's tokenizer reads and writes tokens, in a form that survives
-    ``save_pretrained`` (a fused model's tokenizer files are rewritten, not copied)."""
-    import json
-
-    identity: dict[str, Any] = {
-        name: (folder / name).read_bytes() for name in TOKENIZER_FILES if (folder / name).is_file()
-    }
-    settings: dict[str, Any] = {}
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        if (folder / name).is_file():
-            settings.update(json.loads((folder / name).read_text()))
-    for key in SPECIAL_TOKENS:
-        value = settings.get(key)
-        identity[key] = value.get("content") if isinstance(value, dict) else value
-    template = folder / "chat_template.jinja"
-    chat = template.read_text() if template.is_file() else settings.get("chat_template")
-    identity["chat_template"] = chat.strip() if isinstance(chat, str) else chat
-    return identity
-
-
 def load_engine(model_name: str, adapter: str | None = None) -> Engine:
     """Load a model folder or hub name with mlx-lm (and an adapter's LoRA layers on top)."""
     from mlx_lm import load
@@ -318,19 +294,24 @@ def load_engine(model_name: str, adapter: str | None = None) -> Engine:
 
 def describe_load_error(model_name: str, exc: BaseException) -> LoadFailed:
     """Say why a model did not load, in a sentence the server can show the user."""
-    detail = str(exc).splitlines()[0].split(". ")[0][:200] if str(exc) else ""
+    detail = shorten(str(exc).splitlines()[0].split(". ")[0], NAME_CHARS) if str(exc) else ""
     reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-    if not Path(model_name).expanduser().exists():
+    shown = shorten(model_name, NAME_CHARS)
+    try:
+        exists = Path(model_name).expanduser().exists()
+    except (OSError, ValueError):  # a name too long for a path, a NUL byte
+        exists = False
+    if not exists:
         return LoadFailed(
             model=model_name,
             kind="model_not_found",
-            message=f"'{model_name}' is not a folder on this machine and could not be fetched "
+            message=f"'{shown}' is not a folder on this machine and could not be fetched "
             f"from the Hugging Face hub ({reason})",
         )
     return LoadFailed(
         model=model_name,
         kind="invalid_model",
-        message=f"'{model_name}' is not a loadable MLX model ({reason})",
+        message=f"'{shown}' is not a loadable MLX model ({reason})",
     )
 
 
@@ -376,7 +357,7 @@ def serve(model_name: str, channel: LineWriter, adapter: str | None = None) -> i
         if isinstance(request, SwitchRequest):
             # In the queue's order: what was sent before finishes on the old weights.
             switched = engine.switch(request)
-            log.info("switch to %s: %s", switched.model, switched.type)
+            log.info("switch to %s: %s", shorten(switched.model, NAME_CHARS), switched.type)
             channel.send(switched)
             continue
         if request.id in cancelled:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from ai_lsp_tune.files import atomic_write_text
+from ai_lsp_tune.state_files import UnreadableStateFile, read_state_file
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,9 @@ class ModelRegistry:
 
     def __init__(self, workspace_dir: Path) -> None:
         self.path = workspace_dir / REGISTRY_FILE
+        self.problems: list[str] = []  # for the user: read once, then drained by the server
+        self.on_problem: Callable[[str], None] = self.problems.append
+        self._write_failed = False
         self._state = self._load()
 
     @property
@@ -145,16 +150,29 @@ class ModelRegistry:
             (state.trail[-1] if state.trail else None),
             (state.trail[-2] if len(state.trail) >= 2 else None),
         )
-        atomic_write_text(self.path, json.dumps(state.model_dump(), indent=2) + "\n")
-        self._state = state
+        self._state = state  # kept in memory whatever happens to the file
+        try:
+            atomic_write_text(self.path, json.dumps(state.model_dump(), indent=2) + "\n")
+        except OSError as exc:  # disk full, read-only, a folder in its place: serving goes on
+            log.warning("cannot write the model registry %s: %s", self.path, exc)
+            if not self._write_failed:
+                self.on_problem(
+                    f"ai-lsp: cannot write {self.path} ({exc.strerror or exc}); the models "
+                    "served are remembered until the server stops. Free space or fix the file."
+                )
+            self._write_failed = True
+        else:
+            self._write_failed = False
 
     def _load(self) -> RegistryState:
         try:
-            state = RegistryState.model_validate_json(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+            state = read_state_file(self.path, RegistryState.model_validate_json)
+        except UnreadableStateFile as exc:
+            log.warning("%s", exc)
+            self._write_failed = self.path.is_dir()  # told once: writes fail as long as it is
+            self.on_problem(f"ai-lsp: the model registry {exc}; serving the configured model.")
             return RegistryState()
-        except (OSError, ValidationError) as exc:
-            log.warning("ignoring unreadable model registry %s: %s", self.path, exc)
+        if state is None:
             return RegistryState()
         if not state.trail and state.served:  # version 1: only served and previous
             state.trail = [p for p in (state.previous, state.served) if p]

@@ -164,3 +164,29 @@ class RawServer:
     def log_text(self) -> str:
         self._log.flush()
         return self.log_file.read_text(errors="replace")
+
+
+SETTINGS = {"aiLsp": {"backend": "remote", "remoteModel": "openai-chat:teacher", "debounceMs": 50}}
+PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS = -32700, -32600, -32602
+
+
+def error_code(answer: dict[str, Any]) -> int | None:
+    return answer.get("error", {}).get("code")
+
+
+def error_message(answer: dict[str, Any]) -> str:
+    assert "error" in answer, f"expected a refusal, got {answer}"
+    return str(answer["error"]["message"])
+
+
+def open_document(server: RawServer, uri: str, text: str) -> None:
+    item = {"uri": uri, "languageId": "python", "version": 1, "text": text}
+    server.notify("textDocument/didOpen", {"textDocument": item})
+
+
+def published(server: RawServer, uri: str) -> list[dict[str, Any]]:
+    return [
+        n
+        for n in server.notifications
+        if n["method"] == "textDocument/publishDiagnostics" and n["params"]["uri"] == uri
+    ]

@@ -9,75 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ai_lsp_tune.server.commands import DISMISS, FINETUNE, FINETUNE_STATUS, MODEL_USE
-from tests.helpers.raw_lsp import RawServer, frame
-from tests.helpers.scripted_openai import Answer, ScriptedEndpoint, scripted_endpoint
+from tests.helpers.raw_lsp import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    SETTINGS,
+    RawServer,
+    error_code,
+    error_message,
+    frame,
+    open_document,
+    published,
+)
+from tests.helpers.scripted_openai import ScriptedEndpoint
 
-EMPTY = Answer('{"issues": []}')
-SETTINGS = {"aiLsp": {"backend": "remote", "remoteModel": "openai-chat:teacher", "debounceMs": 50}}
 WARNING = 2
-PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS = -32700, -32600, -32602
-
-
-@pytest.fixture
-def endpoint() -> Iterator[ScriptedEndpoint]:
-    with scripted_endpoint(lambda request: EMPTY) as ep:
-        yield ep
-
-
-@pytest.fixture
-def start(
-    tmp_path: Path, endpoint: ScriptedEndpoint, isolated_home: Path
-) -> Iterator[Callable[..., RawServer]]:
-    """Start servers (remote backend on the scripted endpoint); all are killed at the end."""
-    started: list[RawServer] = []
-
-    def start_server(env: dict[str, str] | None = None) -> RawServer:
-        server = RawServer(
-            {
-                "OPENAI_BASE_URL": endpoint.base_url,
-                "OPENAI_API_KEY": "test-key",
-                "AI_LSP_HOME": str(isolated_home),
-                **(env or {}),
-            },
-            tmp_path / f"server-{len(started)}.log",
-        )
-        started.append(server)
-        return server
-
-    yield start_server
-    for server in started:
-        server.kill()
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
-def server(start: Callable[..., RawServer], workspace: Path) -> RawServer:
-    server = start()
-    assert "result" in server.initialize(workspace, SETTINGS)
-    server.wait_until_ready()
-    return server
-
-
-def error_code(answer: dict[str, Any]) -> int | None:
-    return answer.get("error", {}).get("code")
-
-
-def error_message(answer: dict[str, Any]) -> str:
-    assert "error" in answer, f"expected a refusal, got {answer}"
-    return str(answer["error"]["message"])
 
 
 def assert_exits_cleanly(server: RawServer) -> None:
@@ -274,17 +227,6 @@ def test_a_root_of_slash_or_home_confines_commands_to_the_data_dir(
 
 
 # --- huge documents -----------------------------------------------------------------------------
-def open_document(server: RawServer, uri: str, text: str) -> None:
-    item = {"uri": uri, "languageId": "python", "version": 1, "text": text}
-    server.notify("textDocument/didOpen", {"textDocument": item})
-
-
-def published(server: RawServer, uri: str) -> list[dict[str, Any]]:
-    return [
-        n
-        for n in server.notifications
-        if n["method"] == "textDocument/publishDiagnostics" and n["params"]["uri"] == uri
-    ]
 
 
 def test_a_document_over_the_size_limit_is_not_analysed_and_the_user_is_told_once(

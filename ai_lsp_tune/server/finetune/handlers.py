@@ -20,7 +20,13 @@ from pygls.exceptions import JsonRpcException
 
 from ai_lsp_tune import blas, paths
 from ai_lsp_tune.server import commands
-from ai_lsp_tune.server.commands import InvalidArguments
+from ai_lsp_tune.server.commands import (
+    FinetuneArguments,
+    InvalidArguments,
+    ModelUseArguments,
+    NoArguments,
+    parse_arguments,
+)
 from ai_lsp_tune.server.finetune.context import (
     FinetuneOptions,
     JobBusy,
@@ -33,10 +39,15 @@ from ai_lsp_tune.server.finetune.job import FinetuneJob
 from ai_lsp_tune.server.finetune.model_list import find_listed, model_list
 from ai_lsp_tune.server.language_server import AiLspServer
 from ai_lsp_tune.serving.adapters import adapter_base
+from ai_lsp_tune.traces.otlp import TraceInputError, expand_trace_paths
 
 logger = logging.getLogger(__name__)
 
-FINETUNE_ARGUMENT_KEYS = {"traces", "resume", "force", "continueFromServed"}
+FINETUNE_USAGE = (
+    'no argument or one object {"traces": [paths], "resume": bool, "force": bool, '
+    '"continueFromServed": bool}'
+)
+MODEL_USE_USAGE = f"[modelPath] (a path from {commands.MODEL_LIST})"
 
 
 class CommandRefused(JsonRpcException):
@@ -65,6 +76,7 @@ async def start(ls: AiLspServer, *args: Any) -> dict[str, Any]:
 
 
 def cancel(ls: AiLspServer, *args: Any) -> dict[str, Any]:
+    parse_arguments(commands.FINETUNE_CANCEL, NoArguments, args, "no arguments")
     job = _made_job(ls)
     cancelled = bool(job is not None and job.cancel())
     state = job.state.value if job is not None else "idle"
@@ -79,6 +91,7 @@ def cancel(ls: AiLspServer, *args: Any) -> dict[str, Any]:
 
 
 async def status(ls: AiLspServer, *args: Any) -> dict[str, Any]:
+    parse_arguments(commands.FINETUNE_STATUS, NoArguments, args, "no arguments")
     job = await _job(ls, wait_backend=False)
     trace_file = ls.state.trace_file
     settings = ls.state.settings
@@ -94,8 +107,7 @@ async def status(ls: AiLspServer, *args: Any) -> dict[str, Any]:
 
 
 async def list_models(ls: AiLspServer, *args: Any) -> dict[str, Any]:
-    if args:
-        raise InvalidArguments(f"{commands.MODEL_LIST} takes no arguments, got {_shown(args)}")
+    parse_arguments(commands.MODEL_LIST, NoArguments, args, "no arguments")
     rows = _model_rows(ls)
     serving = next((r for r in rows if r["serving"]), None)
     now = f"; serving {serving['label']}" if serving else ""
@@ -103,14 +115,10 @@ async def list_models(ls: AiLspServer, *args: Any) -> dict[str, Any]:
 
 
 async def use_model(ls: AiLspServer, *args: Any) -> dict[str, Any]:
-    if len(args) != 1 or not isinstance(args[0], str):
-        raise InvalidArguments(
-            f"{commands.MODEL_USE} takes [modelPath] (a path from {commands.MODEL_LIST}), "
-            f"got {_shown(args)}"
-        )
-    listed = find_listed(_model_rows(ls), args[0])
+    wanted = parse_arguments(commands.MODEL_USE, ModelUseArguments, args, MODEL_USE_USAGE)
+    listed = find_listed(_model_rows(ls), wanted.model_path)
     if listed is None:
-        _allowed(ls, args[0])  # a path outside the workspace and data dir is refused as such
+        _allowed(ls, wanted.model_path)  # outside the workspace and data dir: refused as such
         raise InvalidArguments(
             f"{_shown(args)[1:-1]} is not one of this workspace's models; pick a path that "
             f"{commands.MODEL_LIST} returns (the base model or a fine-tune)"
@@ -127,6 +135,7 @@ async def use_model(ls: AiLspServer, *args: Any) -> dict[str, Any]:
 
 
 async def rollback(ls: AiLspServer, *args: Any) -> dict[str, Any]:
+    parse_arguments(commands.MODEL_ROLLBACK, NoArguments, args, "no arguments")
     job = await _job(ls)
     with _refusals():
         message = await job.rollback()
@@ -192,39 +201,45 @@ def _shown(args: tuple[Any, ...]) -> str:
 def _finetune_options(ls: AiLspServer, args: tuple[Any, ...]) -> FinetuneOptions:
     """``[]`` or ``[{"traces": [...], "resume": true, "force": false}]``."""
     settings = ls.state.settings.finetune
-    if not args:
-        arguments: dict[str, Any] = {}
-    elif len(args) == 1 and isinstance(args[0], dict):
-        arguments = args[0]
-    else:
-        raise InvalidArguments(
-            f'{commands.FINETUNE} takes no argument or one object {{"traces": [paths], '
-            f'"resume": bool, "force": bool, "continueFromServed": bool}}, got {_shown(args)}'
-        )
-    unknown = set(arguments) - FINETUNE_ARGUMENT_KEYS
-    if unknown:
-        raise InvalidArguments(f"{commands.FINETUNE}: unknown argument(s) {sorted(unknown)[:10]}")
-    traces = arguments.get("traces", [])
-    if not isinstance(traces, list) or not all(isinstance(t, str) for t in traces):
-        raise InvalidArguments(f"{commands.FINETUNE}: traces must be a list of paths")
-    extra = [_allowed(ls, t) for t in traces]
-    missing = [str(p) for p in extra if not p.exists()]
-    if missing:
-        raise CommandRefused(f"{commands.FINETUNE}: no such trace file or folder: {missing}")
+    arguments = parse_arguments(commands.FINETUNE, FinetuneArguments, args, FINETUNE_USAGE)
+    extra = _trace_files(ls, arguments.traces)
     base = Path(ls.state.workspace_root) if ls.state.workspace_root else Path.cwd()
     # extraTraces come from the user's own settings: resolved, not confined.
     extra += [(base / Path(t).expanduser()).resolve() for t in settings.extra_traces]
-    if "force" in arguments:
-        settings = settings.model_copy(update={"force": bool(arguments["force"])})
+    if arguments.force is not None:
+        settings = settings.model_copy(update={"force": arguments.force})
     return FinetuneOptions(
         settings=settings,
         extra_traces=extra,
-        resume=bool(arguments.get("resume", True)),
+        resume=arguments.resume,
         eval_max_tokens=ls.state.settings.max_tokens,
         constrained_decoding=ls.state.settings.constrained_decoding,
         configured_model=ls.state.settings.model,
-        continue_from_served=bool(arguments.get("continueFromServed", False)),
+        continue_from_served=arguments.continue_from_served,
     )
+
+
+def _trace_files(ls: AiLspServer, traces: list[str]) -> list[Path]:
+    """The trace files named, a folder as the files in it: each confined after its links are
+    resolved (a link in a workspace folder cannot reach a file outside it)."""
+    named = [_allowed(ls, t) for t in traces]
+    missing = [str(p) for p in named if not p.exists()]
+    if missing:
+        listed = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        raise CommandRefused(f"{commands.FINETUNE}: no such trace file or folder: {listed}")
+    files: list[Path] = []
+    for path in named:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        try:
+            found = expand_trace_paths([path])
+        except TraceInputError as exc:
+            raise CommandRefused(f"{commands.FINETUNE}: {exc}") from exc
+        files += [_allowed(ls, str(file)) for file in found]
+    return files
 
 
 async def _job(ls: AiLspServer, *, wait_backend: bool = True) -> FinetuneJob:

@@ -53,12 +53,11 @@ from ai_lsp_tune.server.finetune.states import (
     FinetuneStatus,
     JobState,
     ProgressSnapshot,
+    RecordFile,
     RunRecord,
     check_transition,
-    load_record,
     resumable,
     run_inputs,
-    save_record,
 )
 from ai_lsp_tune.server.finetune.train_step import (
     TrainOutcome,
@@ -83,7 +82,8 @@ class FinetuneJob:
     def __init__(self, ls: EditorLink, ctx: JobContext) -> None:
         self._ls = ls
         self.ctx = ctx
-        self.record: RunRecord | None = load_record(ctx.record_path)
+        self._record_file = RecordFile(ctx.record_path, ls.notify_user)
+        self.record: RunRecord | None = self._record_file.load()
         if self.record is not None and self.record.state in ACTIVE_STATES:
             self.record.state = JobState.FAILED  # the server died mid-run: that run is over
             self.record.reason = "the server stopped while this run was active"
@@ -228,10 +228,7 @@ class FinetuneJob:
     def _save(self) -> None:
         if self.record is None:
             return
-        try:
-            save_record(self.ctx.record_path, self.record)
-        except OSError as exc:  # the run goes on; status still answers from memory
-            logger.warning("cannot write %s: %s", self.ctx.record_path, exc)
+        self._record_file.save(self.record)
 
     def _report(self, step: ProgressStep, percentage: int, *, cancellable: bool = True) -> None:
         self._message = format_progress(percentage, step)

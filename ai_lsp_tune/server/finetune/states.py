@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic.alias_generators import to_camel
 
 from ai_lsp_tune.files import atomic_write_text
 from ai_lsp_tune.hyperparams import Hyperparameters, same_run
 from ai_lsp_tune.server.settings import CamelModel
+from ai_lsp_tune.state_files import UnreadableStateFile, read_state_file
 
 logger = logging.getLogger(__name__)
 
@@ -156,16 +158,43 @@ def resumable(
 
 
 def load_record(path: Path) -> RunRecord | None:
-    """The last run's record, or None when there is none or it cannot be read (logged)."""
-    try:
-        return RunRecord.model_validate_json(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValidationError) as exc:
-        logger.warning("ignoring unreadable fine-tune record %s: %s", path, exc)
-        return None
+    """The last run's record, or None when there is none. UnreadableStateFile (a copy kept
+    beside it) when it cannot be read: the next run starts afresh."""
+    return read_state_file(path, RunRecord.model_validate_json)
 
 
 def save_record(path: Path, record: RunRecord) -> None:
     """Write the record through a temp file and a rename."""
     atomic_write_text(path, record.model_dump_json(indent=2))
+
+
+class RecordFile:
+    """``last_run.json``: a damaged one is set aside with a warning; a write that fails (disk
+    full, read-only) warns once, and the run goes on (status answers from memory)."""
+
+    def __init__(self, path: Path, notify: Callable[[str, str], None]) -> None:
+        self.path = path
+        self._notify = notify
+        self._write_failed = False
+
+    def load(self) -> RunRecord | None:
+        try:
+            return load_record(self.path)
+        except UnreadableStateFile as exc:
+            self._notify("warning", f"ai-lsp: the last fine-tune's record {exc}.")
+            return None
+
+    def save(self, record: RunRecord) -> None:
+        try:
+            save_record(self.path, record)
+        except OSError as exc:
+            logger.warning("cannot write %s: %s", self.path, exc)
+            if not self._write_failed:
+                self._notify(
+                    "warning",
+                    f"ai-lsp: cannot write {self.path} ({exc.strerror or exc}); the fine-tune "
+                    "goes on and its status is kept until the server stops.",
+                )
+            self._write_failed = True
+        else:
+            self._write_failed = False
