@@ -16,16 +16,19 @@ that exports the standard CBLAS names (e.g. Debian's ``libopenblas.so.0``).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.metadata
 import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -97,7 +100,9 @@ def _load() -> BlasStatus:
         )
     try:
         path = Path(setting) if setting != "auto" else standard_names_copy()
-        handle = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+        with _threads_ignore_stop_signals(), _initial_threads():
+            handle = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+            threads = _set_threads(handle)
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         hint = f"unset {SETTING}" if setting != "auto" else "reinstall with `uv sync`"
         return BlasStatus(
@@ -105,7 +110,6 @@ def _load() -> BlasStatus:
             library=str(reference),
             note=f"{_one_line(error)}; {hint}, or set {SETTING}=/path/to/libopenblas.so",
         )
-    threads = _set_threads(handle)
     return BlasStatus(name=_openblas_name(handle), library=bound_library(), threads=threads)
 
 
@@ -201,6 +205,35 @@ def default_threads() -> int:
     fp32 matmul ran 20.6 GFLOP/s on one thread, 0.7 on two.
     """
     return max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+# Signals a user or a parent sends to stop a process: OpenBLAS's pool threads must never take one,
+# or its default action ends the process where the main thread would have saved a checkpoint.
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
+
+
+@contextlib.contextmanager
+def _threads_ignore_stop_signals() -> Iterator[None]:
+    """Threads started inside inherit a mask blocking the stop signals; the caller's is restored."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def _initial_threads() -> Iterator[None]:
+    """OpenBLAS sizes its pool from ``OPENBLAS_NUM_THREADS`` when it loads: start it at our size
+    rather than one thread per core that a later ``openblas_set_num_threads`` leaves idle."""
+    if os.environ.get("OPENBLAS_NUM_THREADS"):
+        yield
+        return
+    os.environ["OPENBLAS_NUM_THREADS"] = str(default_threads())
+    try:
+        yield
+    finally:
+        del os.environ["OPENBLAS_NUM_THREADS"]
 
 
 def _set_threads(handle: ctypes.CDLL) -> int | None:

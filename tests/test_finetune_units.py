@@ -236,16 +236,28 @@ def test_a_cancelled_worker_with_slow_steps_gets_time_to_save_its_checkpoint(
     assert runner.cancel_grace_s() == runner_module.MAX_CANCEL_GRACE_S
 
 
-def test_the_training_worker_starts_no_thread_before_it_blocks_its_stop_signals() -> None:
-    """A native thread started at import (numpy's BLAS pool, MLX) would take SIGTERM with its
-    default action: Cancel would kill the worker instead of letting it save a checkpoint."""
+def test_no_thread_of_the_training_worker_can_take_its_stop_signals() -> None:
+    """A native thread started at import (OpenBLAS's pool, numpy's, MLX's) that could take
+    SIGTERM would apply its default action: Cancel would kill the worker instead of letting it
+    save a checkpoint. OpenBLAS is asked for two threads so that it does start a pool."""
+    import os
     import subprocess
     import sys
 
-    script = "import os, ai_lsp_tune.training.worker; print(len(os.listdir('/proc/self/task')))"
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    script = (
+        "import os, ai_lsp_tune.training.worker\n"
+        "for task in sorted(os.listdir('/proc/self/task')):\n"
+        "    status = open(f'/proc/self/task/{task}/status').read()\n"
+        "    mask = next(l.split()[1] for l in status.splitlines() if l.startswith('SigBlk'))\n"
+        "    print(task == str(os.getpid()), int(mask, 16))\n"
+    )
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "1", "threads running after importing the worker module"
+    rows = [line.split() for line in done.stdout.splitlines()]
+    stops = (1 << (15 - 1)) | (1 << (2 - 1))  # SIGTERM, SIGINT
+    others = [int(mask) for is_main, mask in rows if is_main == "False"]
+    assert all(mask & stops == stops for mask in others), f"threads that take SIGTERM: {rows}"
 
 
 async def test_a_burst_of_progress_reports_ends_with_its_last_one_on_screen() -> None:
