@@ -8,6 +8,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic.alias_generators import to_camel
 from pygls.exceptions import JsonRpcInvalidParams
 
+from ai_lsp_tune.shorten import shorten
+
 FINETUNE = "ai-lsp.finetune"
 FINETUNE_CANCEL = "ai-lsp.finetune.cancel"
 FINETUNE_STATUS = "ai-lsp.finetune.status"
@@ -92,6 +94,10 @@ def parse_arguments(command: str, model: type[A], args: tuple[Any, ...], usage: 
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"]) or "the argument"
+        if error["type"] == "extra_forbidden":
+            raise InvalidArguments(
+                f"{command}: unknown argument {shorten(where, 60)!r} (it takes {usage})"[:300]
+            ) from None
         raise InvalidArguments(
             f"{command}: {where}: {error['msg']} (it takes {usage})"[:300]
         ) from None
