@@ -235,12 +235,12 @@ def evaluate_model_path(
     max_tokens: int = 512,
     constrained: bool = True,
 ) -> EvalMetrics:
-    """Load a model (a folder or hub name) and score the answers it would serve on ``examples``."""
-    from mlx_lm import load
-
+    """Load a model (folder, GGUF or hub name) and score the answers it would serve on
+    ``examples``."""
+    from ai_lsp_tune.models.load import load_model
     from ai_lsp_tune.training.data import TokenizedSplit, split_loss
 
-    model, tokenizer = load(str(model_path))  # type: ignore[misc]
+    model, tokenizer, _, _ = load_model(str(model_path))
     grammar = serving_grammar(model, tokenizer)[0] if constrained else None
     free = greedy_answers(model, tokenizer, examples, max_tokens=max_tokens)
     answers = (
