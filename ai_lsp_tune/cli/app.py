@@ -146,6 +146,20 @@ def _train_request(dataset: Path, hyper: dict[str, Any], **fields: Any) -> Train
     return request
 
 
+def _local_tokenizer(model_name: str) -> str | None:
+    """The local folder whose tokenizer counts tokens exactly (a GGUF is converted here, once)."""
+    from ai_lsp_tune.models.errors import ModelError
+    from ai_lsp_tune.models.resolve import is_gguf, resolve_model
+
+    path = Path(model_name).expanduser()
+    if path.is_file() and is_gguf(path):
+        try:
+            return str(resolve_model(model_name))
+        except ModelError as exc:
+            _usage(exc.message)
+    return model_name if path.is_dir() else None
+
+
 def _run_train(request: TrainRequest, launch: Launch | None) -> None:
     from rich.console import Console
 
@@ -246,7 +260,7 @@ def pipeline(
     request = _train_request(dataset_dir, hyper, **options)  # checked before any work is done
     launch = _launch(hosts, hostfile, backend)
     # Exact token counts when the model's tokenizer is at hand; an estimate otherwise.
-    tokenizer = model_name if Path(model_name).expanduser().is_dir() else None
+    tokenizer = _local_tokenizer(model_name)
     run_prepare_dataset(
         traces,
         output_file=dataset_file,
