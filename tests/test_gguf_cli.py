@@ -40,7 +40,41 @@ def test_pipeline_fine_tunes_a_gguf_and_names_it_in_run_json(
     assert gguf_source(Path(run["base_model_path"])) == str(source)
     adapter = json.loads((tmp_path / "model" / "adapters" / "adapter_config.json").read_text())
     assert adapter["model"] == str(source.resolve())
-    assert (tmp_path / "model" / "model" / "config.json").is_file()
+    fused = tmp_path / "model" / "model"
+    # exported for llama.cpp / Ollama, then imported again: the same greedy answer
+    exported = tmp_path / "ollama" / "fine-tune.gguf"
+    result = CliRunner().invoke(
+        app,
+        ["finetune", "export", str(tmp_path / "model"), "--gguf", str(exported), "--type", "F32"],
+    )
+    assert result.exit_code == 0, result.output
+    assert _greedy(str(exported)) == _greedy(str(fused))
+    modelfile = (exported.parent / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./fine-tune.gguf\n")
+    assert "<|im_start|>{{ .Role }}" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+
+
+def _greedy(model_name: str, steps: int = 12) -> list[int]:
+    import mlx.core as mx
+
+    from ai_lsp_tune.models.load import load_model
+
+    model, tokenizer, _, _ = load_model(model_name)
+    chat = [{"role": "user", "content": CODE}]
+    tokens = list(tokenizer.apply_chat_template(chat, add_generation_prompt=True))
+    prompt = len(tokens)
+    for _ in range(steps):
+        tokens.append(int(mx.argmax(model(mx.array([tokens]))[0, -1]).item()))
+    return tokens[prompt:]
+
+
+def test_export_refuses_a_folder_that_is_no_model(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["finetune", "export", str(tmp_path), "--gguf", str(tmp_path / "m.gguf")]
+    )
+    assert result.exit_code == 1
+    assert "neither a run's output folder (run.json) nor a model folder" in result.output
+    assert not (tmp_path / "m.gguf").exists()
 
 
 def test_a_broken_gguf_is_refused_before_any_work(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The ``ai-lsp`` command line: ``finetune prepare-dataset|train|pipeline``, ``demo``, ``serve``.
+"""The ``ai-lsp`` command line: ``finetune prepare-dataset|train|pipeline|export``, ``demo``,
+``serve``.
 
 Each command parses its options here and delegates to the module that owns the work.
 """
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from ai_lsp_tune.cli.export import export_command
 from ai_lsp_tune.cli.options import (
     BackendOption,
     HostfileOption,
@@ -38,6 +40,7 @@ finetune_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(finetune_app, name="finetune")
+finetune_app.command("export")(export_command)
 
 
 def _print_version(value: bool) -> None:
