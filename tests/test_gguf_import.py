@@ -11,7 +11,7 @@ import pytest
 from ai_lsp_tune.models import gguf_convert
 from ai_lsp_tune.models.load import load_model
 from ai_lsp_tune.models.resolve import resolve_model
-from tests.helpers.gguf_files import gguf_of, qwen2_model
+from tests.helpers.gguf_files import gemma2_model, gguf_of, qwen2_model
 
 CODE = 'def greet(name: str) -> str:\n    return f"héllo {name} ✓ 12345"  # naïve\n'
 
@@ -104,6 +104,21 @@ def test_qwen2_biases_survive_import(tiny: Path, tmp_path: Path) -> None:
     folder = qwen2_model(tiny, tmp_path / "qwen2")
     source = gguf_of(folder, tmp_path / "qwen2.gguf")
     np.testing.assert_allclose(_logits(str(source)), _logits(str(folder)), atol=1e-4)
+
+
+def test_gemma2_norms_and_head_size_survive_import(tiny: Path, tmp_path: Path) -> None:
+    folder = gemma2_model(tiny, tmp_path / "gemma2")
+    source = gguf_of(folder, tmp_path / "gemma2.gguf")
+    np.testing.assert_allclose(_logits(str(source)), _logits(str(folder)), atol=1e-4)
+    # llama.cpp's convention, read by its own reader: Gemma norms are stored as 1 + w
+    import gguf
+    import mlx.core as mx
+
+    stored = {t.name: np.array(t.data) for t in gguf.GGUFReader(source).tensors}
+    ours = mx.load(str(folder / "model.safetensors"))
+    assert isinstance(ours, dict)
+    original = np.array(ours["model.layers.0.post_feedforward_layernorm.weight"])
+    np.testing.assert_allclose(stored["blk.0.post_ffw_norm.weight"], original + 1, atol=1e-6)
 
 
 def test_tokenizer_and_chat_template_match_the_original(tiny: Path, tmp_path: Path) -> None:

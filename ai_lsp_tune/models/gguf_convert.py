@@ -124,7 +124,7 @@ def config_for(model: GGUFModel, vocab_size: int) -> dict[str, Any]:
         config["final_logit_softcapping"] = float(model.arch("final_logit_softcapping", 30.0))
         # llama.cpp scales queries by 1/sqrt(head_dim); Gemma 2 27B (46 layers) by hidden/heads
         scalar = hidden // heads if config["num_hidden_layers"] == 46 else config["head_dim"]
-        config["query_pre_attn_scalar"] = float(scalar)
+        config["query_pre_attn_scalar"] = int(scalar)
     return config
 
 

@@ -34,6 +34,34 @@ def qwen2_model(tiny_model: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def gemma2_model(tiny_model: Path, out_dir: Path) -> Path:
+    """A random gemma2 (four norms per layer, soft-capping) with the tiny tokenizer."""
+    import mlx.core as mx
+    from mlx_lm.models import gemma2
+    from mlx_lm.utils import save_config, save_model
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_model / name, out_dir / name)
+    config = json.loads((tiny_model / "config.json").read_text())
+    config |= {"model_type": "gemma2", "head_dim": 32, "query_pre_attn_scalar": 32}
+    mx.random.seed(2)
+    model = gemma2.Model(gemma2.ModelArgs.from_dict(config))
+    # norms away from their zero init, so a lost "+1" changes the logits
+    norms = [(k, mx.random.normal(v.shape) * 0.5) for k, v in _flat(model) if "norm" in k]
+    model.load_weights(norms, strict=False)
+    mx.eval(model.parameters())
+    save_model(out_dir, model)
+    save_config(config, out_dir / "config.json")
+    return out_dir
+
+
+def _flat(model: object) -> list[tuple[str, object]]:
+    from mlx.utils import tree_flatten
+
+    return tree_flatten(model.parameters())  # type: ignore[attr-defined]
+
+
 def gguf_of(folder: Path, out: Path, out_type: str = "F32") -> Path:
     write_gguf(folder, out, out_type)
     return out
