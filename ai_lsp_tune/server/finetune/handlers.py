@@ -19,6 +19,7 @@ from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 
 from ai_lsp_tune import blas, paths
+from ai_lsp_tune.models.resolve import is_gguf
 from ai_lsp_tune.server import commands
 from ai_lsp_tune.server.commands import (
     FinetuneArguments,
@@ -124,9 +125,11 @@ async def use_model(ls: AiLspServer, *args: Any) -> dict[str, Any]:
             f"{commands.MODEL_LIST} returns (the base model or a fine-tune)"
         )
     local = Path(listed)
-    if local.is_absolute() and not (local / "config.json").is_file() and not adapter_base(listed):
+    loadable = (local / "config.json").is_file() or (local.is_file() and is_gguf(local))
+    if local.is_absolute() and not loadable and not adapter_base(listed):
         raise CommandRefused(
-            f"{listed} is not an MLX model folder (it has no config.json) nor a LoRA adapter"
+            f"{listed} is not an MLX model folder (it has no config.json), a .gguf file "
+            "nor a LoRA adapter"
         )
     job = await _job(ls)
     with _refusals():

@@ -138,7 +138,8 @@ end
 
 --- @param model_path string A model from `:AiLspModels` (a folder or the base model's name).
 function M.use_model(model_path)
-  local path = vim.fn.isdirectory(model_path) == 1 and vim.fn.fnamemodify(model_path, ':p')
+  local local_file = vim.fn.isdirectory(model_path) == 1 or vim.fn.filereadable(model_path) == 1
+  local path = local_file and vim.fn.fnamemodify(model_path, ':p')
     or model_path
   path = path:gsub('/$', '')
   return M.exec(M.commands.use, { path }, function(result)
