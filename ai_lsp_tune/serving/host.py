@@ -80,6 +80,7 @@ class Engine:
         self.grammar: AnswerGrammar | None = None
         self.grammar_problem: str | None = None
         self.template_problem: str | None = None
+        self.plan: Any = None  # the quantized layers served dequantized (training.precision)
 
     def prepare_grammar(self) -> None:
         """Compile the answer grammar now (at load), so no analysis waits for it."""
@@ -246,6 +247,10 @@ class Engine:
             weights.update(arrays)
         if hasattr(self.model, "sanitize"):
             weights = self.model.sanitize(weights)
+        if self.plan:
+            from ai_lsp_tune.training import precision
+
+            weights = precision.dequantized_weights(weights, self.plan)
         mx.eval(weights)
         return weights
 
@@ -280,7 +285,12 @@ def load_engine(model_name: str, adapter: str | None = None) -> Engine:
     """Load a model folder or hub name with mlx-lm (and an adapter's LoRA layers on top)."""
     from mlx_lm import load
 
+    from ai_lsp_tune.training import precision
+
     loaded = load(model_name)
+    plan, note = precision.for_serving(loaded[0])  # faster decode on a Linux CPU (issue 20)
+    if note:
+        log.info("%s", note)
     if adapter is not None:
         Adapter(Path(adapter)).apply(loaded[0])
     try:
@@ -289,6 +299,7 @@ def load_engine(model_name: str, adapter: str | None = None) -> Engine:
         path = None
     engine = Engine(loaded[0], loaded[1], name=adapter or model_name, path=path)
     engine.adapter = Path(adapter) if adapter else None
+    engine.plan = plan
     return engine
 
 
