@@ -236,8 +236,16 @@ _NOT_SECRET_VALUES = frozenset(
 )
 _WORDS_IN_NAME = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 _ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
-# ${X}, <your-key>, %(x)s, !vault, *alias, [MASK], #cccccc
-_PLACEHOLDER = re.compile(r"[$<{%*&!\[\]#.]|.*(?:\$\{|\{\{|\*\*\*|\.\.\.|…|xxxx|XXXX)")
+# The whole value stands for another: ${X}, $X, <your-key>, %(x)s, %X%, {x}, !vault, *alias,
+# [MASK], #cccccc; or it is interpolated ({{ x }}, ${x}, #{x}, %{x}, $(cmd)).
+_PLACEHOLDER = re.compile(
+    r"""\$[A-Za-z_]\w*|<[^<>]+>|%\(\w+\)[sd]|%\w+%|\{[\w.]*\}|!{1,2}[A-Za-z]+|[*&][A-Za-z_][A-Za-z_.-]*
+    |\[[^\[\]]*\]|\#[0-9A-Fa-f]{3,8}|.*(?:\$\{|\{\{|\#\{|%\{|\$\().*""",
+    re.VERBOSE,
+)
+# Masking runs: "sk-...", "ghp_xxxx", "********". A value with one is a placeholder only if what
+# is left has no digit: "A000...0" and "Axxxxxx1" are passwords.
+_MASK_RUNS = re.compile(r"\.{3,}|…+|\*{3,}|x{4,}|X{4,}|•{3,}")
 _URL_PLACEHOLDER = re.compile(r"[$<{]|%\(|.*(?:\$\{|\{\{)")
 _PATH = re.compile(r"\.{0,2}/|~/")
 _FILE_NAME = re.compile(  # key.pem, service-account.json: a name of letters, an extension
@@ -287,8 +295,16 @@ def assigned_secret(text: str, at: int) -> str | None:
     return value if _plausible(value) else None
 
 
+def _placeholder(value: str) -> bool:
+    """A value standing for a secret in docs or templates, never one that may be the secret."""
+    if _PLACEHOLDER.fullmatch(value):
+        return True
+    rest = _MASK_RUNS.sub("", value)
+    return rest != value and not any(c.isdigit() for c in rest)
+
+
 def _plausible(value: str) -> bool:
-    if len(value) < 6 or _PLACEHOLDER.match(value) or _CALL.fullmatch(value):
+    if len(value) < 6 or _placeholder(value) or _CALL.fullmatch(value):
         return False
     if _PATH.match(value) and (value.islower() or not any(c.isdigit() for c in value)):
         return False  # /etc/ssl/private/key.pem; but base64 may start with "/"
