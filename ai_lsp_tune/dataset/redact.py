@@ -3,7 +3,8 @@
 Traces hold source code, and source code holds keys. A secret found in the prompt is replaced by
 the same placeholder wherever it occurs in the example (also in an answer's ``issue_snippet``
 that quotes only the secret), so snippets still match the code after redaction. What a secret
-looks like (token formats, assignments to secret-ish names) is defined in ``redact_rules``.
+looks like is defined in ``redact_formats`` (token formats, key blocks, credential lines) and
+``redact_rules`` (values assigned to secret-ish names).
 """
 
 from __future__ import annotations
@@ -14,14 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ai_lsp_tune.dataset.redact_rules import (
-    KINDS,
-    SECRET_WORDS,
-    WORD_ANCHORS,
-    Kind,
-    assigned_secret,
-    word_ends,
-)
+from ai_lsp_tune.dataset.redact_formats import KINDS, Kind
+from ai_lsp_tune.dataset.redact_rules import SECRET_WORDS, WORD_ANCHORS, assigned_secret, word_ends
 
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
 _URL_ANCHOR = "://"
