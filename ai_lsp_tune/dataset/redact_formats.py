@@ -44,6 +44,11 @@ def _opaque_token(value: str) -> bool:
     return len(value) >= 10 and any(c.isdigit() for c in value)
 
 
+def _credential(value: str) -> bool:
+    """A password on a command line or in a credential file, not a word or a variable."""
+    return len(value) >= 4 and not value.isdigit() and url_password(value)
+
+
 _END = r"(?![\w-])"  # a token ends where no token character follows
 KINDS: tuple[Kind, ...] = (
     Kind(
@@ -153,6 +158,95 @@ KINDS: tuple[Kind, ...] = (
         re.compile(r"(?i)\bbasic[ \t]+([A-Za-z0-9+/]{8,}={0,2})(?![\w+/=])"),
         1,
         _basic_credentials,
+    ),
+    # PuTTY's .ppk: the base64 lines after "Private-Lines: N"
+    Kind(
+        "PRIVATE_KEY",
+        (("ate-lines", 4),),
+        re.compile(
+            r"Private-Lines:[ \t]*[0-9]+[ \t]*(?:\r?\n|\\r?\\n)"
+            r"((?:[A-Za-z0-9+/=]{4,}(?:\r?\n|\\r?\\n))*[A-Za-z0-9+/]{4,}={0,2})(?![\w+/=])"
+        ),
+        1,
+    ),
+    Kind(
+        "AGE_SECRET_KEY",
+        (("age-secret-key-1", 0),),
+        re.compile(r"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}"),
+    ),
+    Kind("POSTMAN_KEY", (("pmak-", 0),), re.compile(r"\bPMAK-[a-fA-F0-9]{24}-[a-fA-F0-9]{34}")),
+    Kind(
+        "VAULT_TOKEN",
+        (("hvs.", 0), ("hvb.", 0), ("hvr.", 0)),
+        re.compile(r"\bhv[sbr]\.[\w-]{24,}"),
+    ),
+    Kind(
+        "GRAFANA_TOKEN",
+        (("glsa_", 0), ("glc_", 0)),
+        re.compile(r"\b(?:glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}|glc_[A-Za-z0-9+/]{32,400}={0,2})"),
+    ),
+    Kind("ATLASSIAN_TOKEN", (("atatt3", 0),), re.compile(r"\bATATT3[\w=-]{150,}")),
+    Kind(
+        "NEW_RELIC_KEY",
+        tuple((f"nr{kind}-", 0) for kind in ("ak", "aa", "ii", "js")),
+        re.compile(r"\bNR(?:AK|AA|II|JS)-[A-Za-z0-9]{19,40}" + _END),
+    ),
+    Kind(
+        "SHOPIFY_TOKEN",
+        tuple((f"shp{kind}_", 0) for kind in ("at", "ca", "pa", "ss")),
+        re.compile(r"\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}\b"),
+    ),
+    Kind(
+        "DOPPLER_TOKEN",
+        (("dp.", 0),),
+        re.compile(r"\bdp\.(?:pt|st|sa|ct|scim|audit)\.[\w-]{40,}"),
+    ),
+    Kind("DATABRICKS_TOKEN", (("dapi", 0),), re.compile(r"\bdapi[a-f0-9]{32}(?:-[0-9])?\b")),
+    Kind("GOOGLE_OAUTH_SECRET", (("gocspx-", 0),), re.compile(r"\bGOCSPX-[\w-]{28}" + _END)),
+    Kind("LINEAR_KEY", (("lin_api_", 0),), re.compile(r"\blin_api_[A-Za-z0-9]{40}\b")),
+    # passwords on a command line: curl -u user:pw, mysql -pPW, sshpass -p PW
+    Kind(
+        "PASSWORD",
+        (("curl", 0),),
+        re.compile(
+            r"\bcurl\b[^\n]{0,300}?[ \t](?:-u|--user)(?:[ \t]+|=)?(['\"]?)[^:\s'\"]*:([^\s'\"]+)\1"
+        ),
+        2,
+        _credential,
+    ),
+    Kind(
+        "PASSWORD",
+        (("mysql", 0), ("mariadb", 0)),
+        re.compile(
+            r"\b(?:mysql|mariadb)[\w-]*\b[^\n]{0,300}?[ \t]-p(['\"]?)([^\s'\"-][^\s'\"]*)\1"
+        ),
+        2,
+        _credential,
+    ),
+    Kind(
+        "PASSWORD",
+        (("sshpass", 0),),
+        re.compile(r"\bsshpass\b[^\n]{0,100}?[ \t]-p[ \t]*(['\"]?)([^\s'\"]+)\1"),
+        2,
+        _credential,
+    ),
+    # credential files: .netrc (machine h login u password p), .pgpass (host:port:db:user:pw)
+    Kind(
+        "PASSWORD",
+        (("machine", 0),),
+        re.compile(
+            r"\bmachine[ \t]+\S+\s+(?:(?:account|port)[ \t]+\S+\s+)*login[ \t]+\S+\s+"
+            r"(?:account[ \t]+\S+\s+)?password[ \t]+([^\s'\"]+)"
+        ),
+        1,
+        _credential,
+    ),
+    Kind(
+        "PASSWORD",
+        ((":543", 0), (":*:", 0)),
+        re.compile(r"(?<=[\w.*-]):(?:543[0-9]|\*):[^:\s]+:[^:\s]+:((?:\\:|[^:\s'\"])+)"),
+        1,
+        _credential,
     ),
     # scheme://user:password@host, the user possibly empty (redis://:password@host)
     Kind(

@@ -82,9 +82,11 @@ _NOT_SECRET_VALUES = frozenset(
 _WORDS_IN_NAME = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 _ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 # The whole value stands for another: ${X}, $X, <your-key>, %(x)s, %X%, {x}, !vault, *alias,
-# [MASK], #cccccc; or it is interpolated ({{ x }}, ${x}, #{x}, %{x}, $(cmd)).
+# [MASK], #cccccc, a special token (▁<PRE>, |SPEAKER|, ]<]image[>[); or it is interpolated
+# ({{ x }}, ${x}, #{x}, %{x}, $(cmd)).
 _PLACEHOLDER = re.compile(
-    r"""\$[A-Za-z_]\w*|<[^<>]+>|%\(\w+\)[sd]|%\w+%|\{[\w.]*\}|!{1,2}[A-Za-z]+|[*&][A-Za-z_][A-Za-z_.-]*
+    r"""\$[A-Za-z_]\w*|<[^<>]+>|%\(\w+\)[sd]|%\w+%|\{[\w.]*\}|!{1,2}[A-Za-z]+
+    |[*&][A-Za-z_][A-Za-z_.-]*|(?=.*[<>\[\]|])[<>\[\]|▁]*[A-Za-z_]+[<>\[\]|▁]*
     |\[[^\[\]]*\]|\#[0-9A-Fa-f]{3,8}|.*(?:\$\{|\{\{|\#\{|%\{|\$\().*""",
     re.VERBOSE,
 )
@@ -105,6 +107,7 @@ _CAMEL = re.compile(r"[a-z]+(?:[A-Z][a-z]+)+|(?:[A-Z][a-z]*)+")  # serverAuth, I
 _DOTTED = re.compile(r"[A-Za-z_$][\w$]*(?:(?:\??\.|::|->)[A-Za-z_$][\w$]*)+")  # form.password
 _CALL = re.compile(r"[\w.$:]+\(.*")  # `get_token()` quoted in a comment
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+_PROSE_BEFORE = re.compile(r"(?<![\w.-])[A-Za-z][a-z]+[,;]?[ \t]+$")  # a word, then a space
 
 
 def word_ends(text: str, at: int, word: str) -> bool:
@@ -117,16 +120,18 @@ def word_ends(text: str, at: int, word: str) -> bool:
     return text[end - 1].islower() and text[end].isupper()  # camelCase: passwordHash
 
 
-def assigned_secret(text: str, at: int) -> str | None:
-    """The secret assigned to the name whose secret word ends at ``at``, if it looks like one."""
+def assigned_secret(text: str, start: int, at: int) -> str | None:
+    """The secret assigned to the name whose secret word (at ``start``) ends at ``at``."""
     found = ASSIGNED.match(text, at)
     if found is None:
         return None
+    value = found["bare"] or found["quoted"] or found["long"]
+    if found["op"] == ":" and _in_prose(text, start) and not any(c.isdigit() for c in value):
+        return None  # "Possible hardcoded password: 'dot-atom'": a message naming a word
     words = _WORDS_IN_NAME.findall(found["suffix"])
     if words and words[-1].lower() in _NOT_SECRET_SUFFIXES:
         return None
     op, bare = found["op"], found["bare"]
-    value = bare or found["quoted"] or found["long"]
     if bare is not None:
         if op not in ("=", ":"):
             return None  # `x := y`, `x == y`: code comparing or assigning a variable
@@ -138,6 +143,15 @@ def assigned_secret(text: str, at: int) -> str | None:
         if spaced and (_IDENTIFIER.fullmatch(bare) or _DOTTED.fullmatch(bare)):
             return None  # `password = pw2`, `= cfg.db2`: code (an INI file's such value is missed)
     return value if _plausible(value) else None
+
+
+def _in_prose(text: str, start: int) -> bool:
+    """Whether the name at ``start`` is a word of a sentence ("hardcoded password: x")."""
+    name = start
+    while name > 0 and (text[name - 1].isalnum() or text[name - 1] in "_.-"):
+        name -= 1
+    before = text[max(0, name - 40) : name]
+    return _PROSE_BEFORE.search(before) is not None
 
 
 def _placeholder(value: str) -> bool:
