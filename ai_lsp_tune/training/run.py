@@ -74,7 +74,7 @@ def run_job(request: TrainRequest, channel: EventChannel, stop: threading.Event)
             raise WorkerError("distributed", mismatch)
         if not world.leader:  # only rank 0 writes (and locks) the output
             return _run(request, channel, stop, world)
-        with _exclusive(request.output_dir):
+        with _exclusive(request.output_dir), publish.cleaned_on_failure(request):
             return _run(request, channel, stop, world)
     except RuntimeError as exc:
         message = distributed.peer_lost_message(exc, world)
