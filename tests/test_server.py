@@ -299,13 +299,19 @@ async def test_invalid_initialization_options_are_shown_then_defaults_apply(
 
 
 @pytest.mark.model
+@pytest.mark.parametrize(
+    ("client_name", "setting"),
+    [("Visual Studio Code", "aiLsp.model"), ("Neovim", "settings.model")],
+)
 async def test_unloadable_local_model_is_explained_and_the_server_stays_up(
-    tmp_path: Path, isolated_home: Path
+    tmp_path: Path, isolated_home: Path, client_name: str, setting: str
 ) -> None:
+    """One short line that names the setting first, as the user writes it in their editor."""
     s = await start_session(
         tmp_path,
         env={"AI_LSP_HOME": str(isolated_home), "HF_HUB_OFFLINE": "1"},
         init_options={"model": "mlx-community/no-such-model-4bit"},
+        client_name=client_name,
     )
     try:
         shown = await s.wait_for(
@@ -315,7 +321,9 @@ async def test_unloadable_local_model_is_explained_and_the_server_stays_up(
         )
         assert len(shown) == 1
         assert "mlx-community/no-such-model-4bit" in shown[0].message
-        assert "aiLsp.model" in shown[0].message and "AI_LSP_MODEL" in shown[0].message
+        message = shown[0].message
+        assert f'set "{setting}" (or AI_LSP_MODEL)' in message, message
+        assert len(message) <= 200 and "\n" not in message, message
         uri = s.open("a.py", "x = 1\n")
         actions = await code_actions(s, uri, types.Range(start=pos(0, 0), end=pos(0, 1)), [])
         assert list(actions or []) == []

@@ -6,6 +6,7 @@ Sources, later ones winning: defaults < environment (``AI_LSP_MODEL``, ``DEBOUNC
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -111,6 +112,15 @@ ENV_VARS: dict[str, str] = {
     "AI_LSP_TRACE_FILE": "traceFile",
 }
 SETTINGS_SECTION = "aiLsp"  # the section editors use ("aiLsp": {...}) in their settings
+_SETTING_NAME = re.compile(r"\baiLsp\.((?:[A-Za-z]+\.)*[A-Za-z]+)")
+
+
+def in_client_terms(text: str, client_name: str | None) -> str:
+    """A message with each setting named as the user writes it in their editor: VS Code's
+    ``aiLsp.finetune.learningRate`` is ``settings.finetune.learningRate`` in Neovim's Lua."""
+    if (client_name or "").lower() not in ("neovim", "nvim"):
+        return text
+    return _SETTING_NAME.sub(r"settings.\1", text)
 
 
 def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -131,9 +141,13 @@ def unwrap_section(options: Any) -> dict[str, Any]:
     """Accept both ``{"aiLsp": {...}}`` and the bare settings object."""
     if not isinstance(options, dict):
         return {}
-    for key in (SETTINGS_SECTION, "ai-lsp", "ai_lsp"):
+    sections = (SETTINGS_SECTION, "ai-lsp", "ai_lsp")
+    for key in sections:
         if isinstance(options.get(key), dict):
-            return dict(options[key])
+            # Keys beside the section count too: Neovim merges a user's bare `settings` table
+            # with the plugin's default `{ aiLsp = {} }`.
+            bare = {k: v for k, v in options.items() if k not in sections}
+            return merge(bare, options[key])
     return dict(options)
 
 
