@@ -159,13 +159,17 @@ async def test_quick_fix_applies_and_dismiss_removes(
     assert len(remaining) == 3
     assert total.range not in [d.range for d in remaining]
 
-    # Apply the fix as the editor would: the code changes and is analysed again.
+    # Apply the fix as the editor would: the code changes and is analysed again; the model
+    # flags the same things, and the dismissed one stays dismissed.
     session.apply_edit(uri, edit)
     fixed = CODE.replace("eval(data)", "ast.literal_eval(data)")
     await session.wait_for(
         lambda: any(fixed in t for r in endpoint.requests for t in r.user_texts),
         what="the fixed code to be analysed",
     )
+    after_edit = await session.wait_for_diagnostics(uri, count=3)
+    totals = [d for d in after_edit if d.message.startswith("Total")]
+    assert [d.range.start for d in totals] == [pos(2, 12)], after_edit
 
 
 async def test_newer_edit_cancels_the_stale_analysis(

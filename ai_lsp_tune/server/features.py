@@ -66,7 +66,11 @@ def did_open(ls: AiLspServer, params: types.DidOpenTextDocumentParams) -> None:
     item = params.text_document
     text = readable_text(item.text)
     document = DocumentState(
-        uri=item.uri, language=item.language_id, text=text, version=item.version
+        uri=item.uri,
+        language=item.language_id,
+        text=text,
+        version=item.version,
+        dismissed=ls.state.dismissed.setdefault(item.uri, set()),
     )
     ls.state.documents[item.uri] = document
     analysis.schedule(ls, document)

@@ -68,6 +68,8 @@ class DocumentState:
     issues: dict[str, PublishedIssue] = field(default_factory=dict)
     unusable_shown: int | None = None  # the version whose unusable answer the user was told of
     too_large_shown: bool = False  # the "over aiLsp.maxDocumentBytes" message, once per document
+    # Issues the user dismissed, as (snippet, message, occurrence): not shown again after edits
+    dismissed: set[tuple[str, str, int]] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -96,6 +98,7 @@ class ServerState:
         self.registry = ModelRegistry(self.workspace_dir)  # read here; the served model writes it
         self.telemetry = Telemetry.disabled()
         self.documents: dict[str, DocumentState] = {}
+        self.dismissed: dict[str, set[tuple[str, str, int]]] = {}  # by URI: a reopen keeps them
         self.backend: Backend | None = None
         self.backend_error: str | None = None
         self.job: JobSlot | None = None  # the fine-tune job, made by its first command
