@@ -175,10 +175,19 @@ def validate_settings(raw: Mapping[str, Any]) -> tuple[Settings, list[str]]:
             loc = [str(p) for p in error["loc"]]
             shown = "aiLsp." + ".".join(loc) if loc else "settings"  # the editor's name
             got = error.get("input")
-            problems.append(f"{shown}: {error['msg']} (got {got!r}); using the default")
+            problems.append(f"{shown}: {error['msg']} (got {got!r}); {_until_fixed(loc)}")
             if not loc or not _drop(data, loc):
                 return Settings.model_validate({}), problems
     return Settings.model_validate({}), problems
+
+
+FINETUNE_REFUSED = "fine-tunes are refused until it is fixed"
+
+
+def _until_fixed(loc: list[str]) -> str:
+    """What an invalid value means: a fine-tune never trains on a default the user did not
+    choose; other settings fall back to their default (analysis goes on)."""
+    return FINETUNE_REFUSED if loc[:1] == ["finetune"] else "using the default"
 
 
 def _drop(data: dict[str, Any], loc: list[str]) -> bool:

@@ -133,6 +133,7 @@ class ServerState:
         """Apply ``workspace/didChangeConfiguration``; restart what the change concerns."""
         new, problems = self._resolve(unwrap_section(changed))
         old, self.settings = self.settings, new
+        self.setting_problems = problems
         if (old.telemetry, old.trace_file) != (new.telemetry, new.trace_file):
             self.telemetry.shutdown()
             self.telemetry = Telemetry.configure(enabled=new.telemetry, trace_file=self.trace_file)
