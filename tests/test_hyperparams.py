@@ -231,3 +231,26 @@ def test_a_run_recorded_before_a_hyper_parameter_existed_ran_with_its_default() 
     assert changed_inputs(older, run_inputs(options, "base")) == ""
     seeded = FinetuneOptions(settings=FinetuneSettings.model_validate({"seed": 3}))
     assert changed_inputs(older, run_inputs(seeded, "base")) == "seed 0 → 3"
+
+
+@pytest.mark.parametrize(
+    ("client", "shown"),
+    [
+        ("Visual Studio Code", "set aiLsp.finetune.minTestExamples or aiLsp.model"),
+        ("code-server", "set aiLsp.finetune.minTestExamples or aiLsp.model"),
+        ("Neovim", "set settings.finetune.minTestExamples or settings.model"),
+    ],
+)
+def test_messages_name_settings_as_each_editor_writes_them(client: str, shown: str) -> None:
+    from ai_lsp_tune.server.settings import in_client_terms
+
+    assert in_client_terms("set aiLsp.finetune.minTestExamples or aiLsp.model", client) == shown
+
+
+def test_a_bare_settings_table_beside_the_plugins_section_still_counts() -> None:
+    """Neovim merges `vim.lsp.config('ai_lsp', { settings = { model = ... } })` with the
+    plugin's default `{ aiLsp = {} }`: the model is not lost."""
+    from ai_lsp_tune.server.settings import unwrap_section
+
+    wire = {"aiLsp": {"finetune": {"numEpochs": 2}}, "model": "/m", "finetune": {"force": True}}
+    assert unwrap_section(wire) == {"model": "/m", "finetune": {"force": True, "numEpochs": 2}}
