@@ -11,7 +11,6 @@ from ai_lsp_tune.prompts import code_of
 from ai_lsp_tune.training.evaluate import (
     EvalMetrics,
     greedy_answers,
-    not_worse,
     score_answers,
 )
 from ai_lsp_tune.training.events import WORKER_EVENTS, DoneEvent, TrainingEvent
@@ -52,21 +51,6 @@ def _metrics(rate: float, loss: float | None = 1.0) -> EvalMetrics:
         snippet_f1=rate,
         val_loss=loss,
     )
-
-
-@pytest.mark.parametrize(
-    ("candidate", "current", "expected"),
-    [
-        (_metrics(0.9), _metrics(0.5), True),
-        (_metrics(0.5), _metrics(0.5), True),
-        (_metrics(0.48), _metrics(0.5), True),  # within the tolerance of one example
-        (_metrics(0.3), _metrics(0.5), False),
-        (_metrics(0.9, loss=3.0), _metrics(0.9, loss=1.0), False),
-        (_metrics(0.9, loss=None), _metrics(0.9, loss=1.0), True),
-    ],
-)
-def test_not_worse_gate(candidate: EvalMetrics, current: EvalMetrics, expected: bool) -> None:
-    assert not_worse(candidate, current) is expected
 
 
 def test_events_round_trip_one_json_line_each(tmp_path: object) -> None:

@@ -40,7 +40,9 @@ class FinetuneSettings(CamelModel, Hyperparameters):
     )
     force: bool = Field(False, description="Swap even when the new model scores worse.")
     min_test_examples: int = Field(
-        5, ge=0, description="Fewer test examples than this: ask before swapping."
+        5,
+        ge=0,
+        description="Fewer test examples, or test files, than this: ask before swapping.",
     )
     keep_models: int = Field(
         5, ge=1, description="Fine-tuned models kept on disk (the served one is always kept)."

@@ -24,6 +24,7 @@ from ai_lsp_tune.training.data import TokenizedSplit, crop_to_fit, iterations_fo
 from ai_lsp_tune.training.distributed import World
 from ai_lsp_tune.training.evaluate import (
     EvalMetrics,
+    compare,
     greedy_answers,
     score_answers,
     served_answers,
@@ -329,6 +330,7 @@ def _run(
     after = evaluate_phase(
         "after", model, tokenizer, request, data, eval_split, channel, stop, world
     )
+    after = compare(after, before)  # the F1 difference the gate judges, paired over files
     run_json = publish.write_run_json(
         partial / "run.json",
         request=request,

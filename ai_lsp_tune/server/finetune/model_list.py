@@ -44,12 +44,17 @@ def model_list(
             "baseModel": e.base_model,
             "createdAt": e.created_at,
             "examples": e.examples,
-            "metrics": e.metrics,
+            "metrics": _headline(e.metrics),
             "serving": e.path == serving,
             "label": describe_model(e, base=base),
         }
         for e in entries
     ]
+
+
+def _headline(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The metrics without the per-file counts (kept in run.json for the gate, not for lists)."""
+    return None if metrics is None else {k: v for k, v in metrics.items() if k != "files"}
 
 
 def describe_model(entry: ModelEntry, *, base: str) -> str:
