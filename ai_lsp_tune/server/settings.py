@@ -11,8 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 
-from ai_lsp_tune.hyperparams import DEFAULT_MODEL, Hyperparameters
+from ai_lsp_tune.hyperparams import DEFAULT_MODEL, EDITOR_DEFAULTS, Hyperparameters
 
 
 class CamelModel(BaseModel):
@@ -59,6 +60,14 @@ class FinetuneSettings(CamelModel, Hyperparameters):
     backend: Literal["ring", "mpi", "nccl"] | None = Field(
         None, description="mlx.launch backend with hosts/hostfile; default: nccl with CUDA, ring."
     )
+
+
+# The editor's defaults that differ from the CLI's (``hyperparams.EDITOR_DEFAULTS``).
+for _name, _value in EDITOR_DEFAULTS.items():
+    FinetuneSettings.model_fields[_name] = FieldInfo.merge_field_infos(
+        FinetuneSettings.model_fields[_name], default=_value
+    )
+FinetuneSettings.model_rebuild(force=True)
 
 
 class Settings(CamelModel):

@@ -66,6 +66,8 @@ class EvalMetrics(BaseModel):
     issue_f1: float | None = None
     file_agreement: float | None = None  # share of files where "has an issue" agrees
     files: dict[str, tuple[int, int, int]] | None = None  # matched, predicted, expected
+    answers: list[str] | None = None  # the scored answers, in the examples' order (run.json)
+    seconds: float | None = None  # how long the evaluation took (loss and answers)
     # Set on the candidate's metrics: F1 minus the served model's, and its 95 % interval.
     f1_difference: float | None = None
     f1_difference_low: float | None = None
@@ -189,6 +191,7 @@ def score_answers(
         issue_f1=summed.f1,
         file_agreement=agree / len(files) if files else 0.0,
         files={k: (c.matched, c.predicted, c.expected) for k, c in files.items()},
+        answers=list(answers),
     )
 
 

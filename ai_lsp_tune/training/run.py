@@ -233,6 +233,7 @@ def evaluate_phase(
         )
     total = len(examples) * (2 if grammar is not None else 1)
     progress(0, total)
+    started = time.perf_counter()
     loss = split_loss(model, data["tokens"][split], batch_size=request.batch_size)
     free = greedy_answers(
         model,
@@ -257,7 +258,8 @@ def evaluate_phase(
     if stop.is_set():
         raise Cancelled(f"Cancelled while evaluating ({stage}).")
     metrics = score_answers(examples, answers, val_loss=loss)
-    return metrics.model_copy(update={"unconstrained_valid_json_rate": valid_json_rate(free)})
+    update = {"unconstrained_valid_json_rate": valid_json_rate(free)}
+    return metrics.model_copy(update=update | {"seconds": round(time.perf_counter() - started, 3)})
 
 
 def _run(

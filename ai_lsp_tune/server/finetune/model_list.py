@@ -53,8 +53,10 @@ def model_list(
 
 
 def _headline(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The metrics without the per-file counts (kept in run.json for the gate, not for lists)."""
-    return None if metrics is None else {k: v for k, v in metrics.items() if k != "files"}
+    """The metrics without per-file counts and answers (kept in run.json, not for lists)."""
+    if metrics is None:
+        return None
+    return {k: v for k, v in metrics.items() if k not in ("files", "answers")}
 
 
 def describe_model(entry: ModelEntry, *, base: str) -> str:

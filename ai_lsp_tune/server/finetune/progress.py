@@ -240,8 +240,8 @@ def metrics_dict(metrics: Any) -> dict[str, Any] | None:
     """EvalMetrics (a pydantic model), a dict or None -> a plain JSON-ready dict."""
     if metrics is None:
         return None
-    if hasattr(metrics, "model_dump"):
-        return dict(metrics.model_dump(mode="json"))
+    if hasattr(metrics, "model_dump"):  # the answers stay in run.json; the editor gets scores
+        return dict(metrics.model_dump(mode="json", exclude={"answers"}))
     return dict(metrics)
 
 
