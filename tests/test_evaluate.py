@@ -89,3 +89,22 @@ def test_greedy_answers_report_each_finished_answer_and_match_mlx_lm(tiny_model:
     assert heard == [(done, 6) for done in range(1, 7)]
     prompts = [prompt_tokens(tokenizer, e.system, e.user) for e in examples]
     assert answers == batch_generate(model, tokenizer, prompts, max_tokens=24).texts
+
+
+@pytest.mark.training
+def test_served_answers_reuse_the_system_prompt_and_answer_as_without(tiny_model: Path) -> None:
+    """The shared start of the prompts is computed once; the answers are those decoded alone."""
+    from mlx_lm import load
+
+    from ai_lsp_tune.decoding.decode import decode_answer
+    from ai_lsp_tune.prompts import prompt_tokens
+    from ai_lsp_tune.training.evaluate import served_answers
+
+    model, tokenizer = load(str(tiny_model))
+    examples = sample_analyses(4, seed=2)
+    answers = served_answers(model, tokenizer, examples, grammar=None, max_tokens=24)
+    alone = [
+        decode_answer(model, tokenizer, prompt_tokens(tokenizer, e.system, e.user), 24).text
+        for e in examples
+    ]
+    assert answers == alone

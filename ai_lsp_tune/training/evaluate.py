@@ -217,18 +217,56 @@ def served_answers(
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[str]:
-    """The answers the model host would serve: the same decoding (``serving.decode``)."""
+    """The answers the model host would serve: the same decoding (``serving.decode``).
+
+    The prompts' common start (the system prompt, rendered) is computed once and reused, as
+    the model host does: on a CPU it is most of each prompt's cost."""
+    from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+
     from ai_lsp_tune.decoding.decode import decode_answer
 
+    prompts = [prompt_tokens(tokenizer, e.system, e.user) for e in examples]
+    prefix = _shared_prefix(prompts)
+    cache = make_prompt_cache(model) if len(prefix) > 1 else None
+    if cache is not None and can_trim_prompt_cache(cache):
+        import mlx.core as mx
+
+        model(mx.array(prefix)[None], cache=cache)
+        mx.eval([c.state for c in cache])
+    else:
+        cache, prefix = None, []
     answers: list[str] = []
-    for example in examples:
+    for prompt in prompts:
         if should_stop is not None and should_stop():
             break
-        prompt = prompt_tokens(tokenizer, example.system, example.user)
-        answers.append(decode_answer(model, tokenizer, prompt, max_tokens, grammar=grammar).text)
+        if cache is None:
+            answer = decode_answer(model, tokenizer, prompt, max_tokens, grammar=grammar)
+        else:
+            try:
+                answer = decode_answer(
+                    model,
+                    tokenizer,
+                    prompt[len(prefix) :],
+                    max_tokens,
+                    grammar=grammar,
+                    prompt_cache=cache,
+                )
+            finally:
+                trim_prompt_cache(cache, cache[0].offset - len(prefix))
+        answers.append(answer.text)
         if on_progress is not None:
             on_progress(len(answers), len(examples))
     return answers
+
+
+def _shared_prefix(prompts: Sequence[list[int]]) -> list[int]:
+    """The tokens every prompt starts with, less one (each prompt keeps a token to decode from)."""
+    if not prompts:
+        return []
+    first, shared = prompts[0], min(len(p) for p in prompts) - 1
+    for prompt in prompts[1:]:
+        shared = next((i for i in range(shared) if prompt[i] != first[i]), shared)
+    return first[: max(shared, 0)]
 
 
 def serving_grammar(model: nn.Module, tokenizer: Any) -> tuple[AnswerGrammar | None, str | None]:
