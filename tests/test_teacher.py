@@ -49,3 +49,44 @@ def test_a_long_file_is_answered_window_by_window(tmp_path: Path) -> None:
     parts = parse_user_prompt(flagged[0].user)
     assert parts is not None and parts.last_line == parts.total_lines  # the file's last window
     assert "return eval(text)" in parts.code
+
+
+def test_the_demo_shows_held_out_windows_with_their_issues_before_and_after(
+    tmp_path: Path,
+) -> None:
+    """The side-by-side view: the teacher's issues and the model's, each at its line."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from ai_lsp_tune.cli.review_demo import side_by_side
+    from ai_lsp_tune.prompts import SYSTEM_PROMPT
+    from ai_lsp_tune.schema import DiagnosticResult, Issue
+
+    source = tmp_path / "tool.py"
+    source.write_text(FLAWED)
+    findings = ruff_findings([source])[source.resolve()]
+    (window,) = analyses("pkg/tool.py", FLAWED, findings, budget=10_000)
+    (tmp_path / "ds").mkdir()
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": window.user},
+        {"role": "assistant", "content": window.answer.to_json()},
+    ]
+    (tmp_path / "ds" / "test.jsonl").write_text(json.dumps({"messages": messages}) + "\n")
+    after = DiagnosticResult(
+        issues=[Issue(issue_snippet="eval(text)", severity="error", message="m")]
+    )
+
+    class Scored:
+        def __init__(self, answers: list[str]) -> None:
+            self.answers = answers
+
+    table = side_by_side(tmp_path / "ds", Scored(['{"issues":[]}']), Scored([after.to_json()]))
+    console = Console(file=io.StringIO(), width=200)
+    console.print(table)
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    eval_line = FLAWED[: FLAWED.index("return eval")].count("\n") + 1
+    assert "pkg/tool.py" in shown and "(no issue)" in shown
+    assert f"L{eval_line} eval(text)" in shown and f"L{eval_line} return eval(text)" in shown
