@@ -83,6 +83,7 @@ class Engine:
         self.grammar: AnswerGrammar | None = None
         self.grammar_problem: str | None = None
         self.template_problem: str | None = None
+        self.plan: Any = None  # the quantized layers served dequantized (training.precision)
 
     def prepare_grammar(self) -> None:
         """Compile the answer grammar now (at load), so no analysis waits for it."""
@@ -249,6 +250,10 @@ class Engine:
             weights.update(arrays)
         if hasattr(self.model, "sanitize"):
             weights = self.model.sanitize(weights)
+        if self.plan:
+            from ai_lsp_tune.training import precision
+
+            weights = precision.dequantized_weights(weights, self.plan)
         mx.eval(weights)
         return weights
 
@@ -273,11 +278,17 @@ class Engine:
 
 def load_engine(model_name: str, adapter: str | None = None) -> Engine:
     """Load a model folder, GGUF file or hub name (and an adapter's LoRA layers on top)."""
+    from ai_lsp_tune.training import precision
+
     model, tokenizer, _, path = load_model(model_name)
+    plan, note = precision.for_serving(model)  # faster decode on a Linux CPU (issue 20)
+    if note:
+        log.info("%s", note)
     if adapter is not None:
         Adapter(Path(adapter)).apply(model)
     engine = Engine(model, tokenizer, name=adapter or model_name, path=path)
     engine.adapter = Path(adapter) if adapter else None
+    engine.plan = plan
     return engine
 
 
