@@ -138,3 +138,31 @@ def test_tokenizer_and_chat_template_match_the_original(tiny: Path, tmp_path: Pa
         chat, **options
     )
     assert converted.eos_token_ids == original.eos_token_ids
+
+
+def test_k_quants_are_dequantized_with_a_note_of_the_memory(tmp_path: Path) -> None:
+    """The gguf package cannot write K-quants; a Q4_K block is d, dmin, 12 scale bytes, 128
+    nibble bytes, so random blocks with sane d/dmin are valid ones."""
+    import gguf
+    from gguf.quants import dequantize
+
+    from ai_lsp_tune.models.gguf_read import read_gguf
+
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 256, size=(8, 2, 144), dtype=np.uint8)
+    blocks[..., 0:4] = np.array([0.01, 0.002], dtype=np.float16).view(np.uint8)
+    raw = blocks.reshape(8, -1)
+    path = tmp_path / "kquant.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_tensor("blk.0.ffn_up.weight", raw, raw_dtype=gguf.GGMLQuantizationType.Q4_K)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    model = read_gguf(path)
+    tensor = model.tensors["blk.0.ffn_up.weight"]
+    assert tensor.bits is None and tensor.array.dtype == np.float16
+    expected = dequantize(raw, gguf.GGMLQuantizationType.Q4_K)
+    np.testing.assert_allclose(tensor.array, expected, rtol=1e-3, atol=1e-3)
+    note = gguf_convert.dequantized_note(model)
+    assert note is not None and "1 tensor in Q4_K was dequantized to float16" in note

@@ -174,8 +174,10 @@ def dequantized_note(model: GGUFModel) -> str | None:
         return None
     extra = sum(model.tensors[name].array.nbytes for name in model.dequantized)
     kinds = ", ".join(sorted(set(model.dequantized.values())))
+    count = len(model.dequantized)
+    tensors = "1 tensor in {} was" if count == 1 else f"{count} tensors in {{}} were"
     return (
-        f"{len(model.dequantized)} tensors in {kinds} were dequantized to float16 "
+        f"{tensors.format(kinds)} dequantized to float16 "
         f"({extra / 2**20:.0f} MiB in memory); a Q8_0 or Q4_0 file stays quantized."
     )
 
