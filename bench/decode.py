@@ -283,7 +283,22 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--no-write", action="store_true", help="Print, do not edit RESULTS.md.")
+    parser.add_argument(
+        "--smollm2",
+        action="store_true",
+        help="instead: SmolLM2-135M's shape, 4-bit vs fp32 on OpenBLAS (bench/smollm2.py)",
+    )
+    parser.add_argument("--prompt-tokens", type=int, default=512, help="with --smollm2")
     args = parser.parse_args()
+    if args.smollm2:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import smollm2
+
+        text = smollm2.decode_rows(args.prompt_tokens, args.max_tokens)
+        print(text)
+        if not args.no_write:
+            smollm2.write_section(RESULTS, smollm2.DECODE_SECTION, text)
+        return
     tiny = ensure_tiny_model()
     word_split = ensure_tiny_model(word_split=True)
     rows = [

@@ -41,6 +41,7 @@ from lsprotocol import types
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ai_lsp_tune import blas
 from ai_lsp_tune.cli.tiny_model import ensure_tiny_model
 from ai_lsp_tune.server import commands
 from tests.helpers.finetune_story import (
@@ -294,7 +295,10 @@ def render(timeline: Timeline, status: dict[str, Any], args: argparse.Namespace)
         f"Python {platform.python_version()}; "
         f"tiny local MLX model (CPU); `uv run python bench/swap.py --idle-s {args.idle_s} "
         f"--after-s {args.after_s} --epochs {args.epochs}{'' if fuse else ' --no-fuse'}` "
-        f"({time.strftime('%Y-%m-%d %H:%M')}; load average before the run {args.load}).",
+        f"({time.strftime('%Y-%m-%d %H:%M')}; load average before the run {args.load}). "
+        f"Every MLX process (model host, training worker) computes on "
+        f"{blas.status().describe().split(' (')[0]} (`ai_lsp_tune.blas`'s default: half the "
+        "cores).",
         "",
         "Two client loops run the whole time over stdio: cheap requests "
         "(`textDocument/codeAction`, "

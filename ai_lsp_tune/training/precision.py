@@ -1,8 +1,9 @@
 """A quantized base computes in fp32 on a Linux CPU with OpenBLAS, and is saved quantized.
 
 MLX's CPU quantized matmul does not use BLAS: a 4-bit SmolLM2-135M trained at ~6 tok/s, the same
-weights dequantized to fp32 on OpenBLAS at ~100 (issue 20), and decoded 1.5-2x faster in fp32
-than in 4-bit (``bench/decode.py --smollm2``). The rule: when MLX computes on the CPU with an
+weights dequantized to fp32 on OpenBLAS at ~100 (issue 20); a prompt prefills ~7x faster in
+fp32, and decoding (bound by memory in fp32, by MLX's 4-bit kernel in 4-bit) runs at about the
+same speed (``bench/decode.py --smollm2``). The rule: when MLX computes on the CPU with an
 optimized BLAS and the fp32 weights take at most a quarter of the memory available, training,
 evaluation and the model host run on the dequantized weights (so the gate evaluates what users
 are served); the fused model is quantized again with the base's own group size, bits and dtype,
