@@ -74,6 +74,8 @@ def progress_step(event: Any) -> ProgressStep | None:
             fraction=event.fraction,
             note=stage,
         )
+    if isinstance(event, events.PausedEvent):  # no ETA while it cannot move
+        return ProgressStep("paused", note=f"the training worker (pid {event.pid}) is stopped")
     if isinstance(event, events.LoadingEvent | events.FusingEvent):
         return ProgressStep(event.phase, fraction=event.fraction)
     return None
