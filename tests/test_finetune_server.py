@@ -364,6 +364,8 @@ async def test_killed_worker_and_unloadable_model_leave_the_old_model_serving(
         status = await student.status()
         assert status["state"] == "failed" and "killed" in status["lastRun"]["reason"]
         assert status["servedModel"] == str(tiny_model)
+        killed_run = Path(status["lastRun"]["runDir"])
+        assert (killed_run / ".output.partial").is_dir()  # a killed worker cleans nothing
 
         # The next run works up to the swap; its fused model is damaged before the host loads it.
         second = await student.command(commands.FINETUNE, {"resume": False})
@@ -384,6 +386,8 @@ async def test_killed_worker_and_unloadable_model_leave_the_old_model_serving(
         status = await student.status()
         assert status["state"] == "failed" and status["lastRun"]["swapped"] is False
         assert status["servedModel"] == str(tiny_model)
+        # The killed run's partial outputs went when the next run started (issue 24 item 13).
+        assert killed_run.is_dir() and not (killed_run / ".output.partial").exists()
 
         # The old model still answers.
         uri = student.session.open("after.py", source_file(7))

@@ -36,7 +36,7 @@ class _View:
         self.val_loss: float | None = None
 
     def __call__(self, event: WorkerEvent) -> None:
-        if event.phase == "warning":
+        if event.phase in ("warning", "paused"):  # paused: the bar stays where it was
             self.console.print(f"[yellow]warning:[/yellow] {event.message}", highlight=False)
             return
         if event.phase in ("error", "cancelled"):

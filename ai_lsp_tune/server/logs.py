@@ -23,6 +23,25 @@ def setup_logging(log_file: Path | None = None, level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("ai_lsp_tune").setLevel(level.upper())
+    rpc = logging.getLogger("pygls.protocol.json_rpc")
+    if not any(isinstance(f, ExpectedRefusals) for f in rpc.filters):
+        rpc.addFilter(ExpectedRefusals())
+
+
+class ExpectedRefusals(logging.Filter):
+    """pygls logs every error answer at ERROR with a traceback; a refusal raised on purpose (an
+    error the user is answered with: bad arguments, a model that cannot be used) is one INFO line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pygls.exceptions import JsonRpcException, JsonRpcInternalError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, JsonRpcException) and not isinstance(exc, JsonRpcInternalError):
+            record.msg, record.args = "refused (%s): %s", (exc.code, exc.message)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 class ClientLogHandler(logging.Handler):

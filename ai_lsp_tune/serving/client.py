@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ai_lsp_tune import watchdog
 from ai_lsp_tune.serving.protocol import (
     HOST_EVENTS,
     Cancelled,
@@ -68,6 +69,8 @@ class HostClient:
         assert process.stdin is not None
         self._requests = LineWriter(process.stdin.write)  # buffered: never blocks the loop
         self._mismatch: ProtocolMismatch | None = None
+        self._stopped_s: float | None = None  # how long it was stopped before it was killed
+        self._watchdog = asyncio.create_task(self._kill_when_stopped(), name="host-watchdog")
 
     @classmethod
     async def start(
@@ -198,11 +201,25 @@ class HostClient:
                 with contextlib.suppress(ProcessLookupError):
                     self.process.kill()
                 await self.process.wait()
+        self._watchdog.cancel()
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
         with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
             await asyncio.wait_for(self._log_reader, 1.0)  # the host's last words, then done
+
+    async def _kill_when_stopped(self) -> None:
+        """A host stopped (SIGSTOP) answers nothing: after a while it is killed, so that its
+        requests fail now (and the served model starts it again) instead of never."""
+        self._stopped_s = await watchdog.stopped_too_long(self.process.pid)
+        log.warning(
+            "model host %d for %s has been stopped (SIGSTOP) for %.0f s; killing it",
+            self.process.pid,
+            self.model,
+            self._stopped_s,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
 
     def _send(
         self, message: GenerateRequest | CancelRequest | ShutdownRequest | SwitchRequest
@@ -263,6 +280,9 @@ class HostClient:
                 )
             )
         gone = mismatch or f"the model host for {self.model} exited (code {code})"
+        if self._stopped_s is not None:
+            gone = f"the model host for {self.model} was stopped for {self._stopped_s:.0f} s"
+        self._watchdog.cancel()
         for request_id in list(self._pending):
             self._resolve(request_id, HostGone(gone))
         for switch in self._switches.values():

@@ -71,6 +71,13 @@ class TrainingEvent(_Event):
     eta_s: float | None = None
 
 
+class PausedEvent(_Event):
+    """Made by the parent, never sent: the worker has been stopped (SIGSTOP) a while."""
+
+    phase: Literal["paused"] = "paused"
+    pid: int
+
+
 class FusingEvent(_Event):
     phase: Literal["fusing"] = "fusing"
 
@@ -102,6 +109,7 @@ WorkerEvent = Annotated[
     | WarningEvent
     | EvaluatingEvent
     | TrainingEvent
+    | PausedEvent
     | FusingEvent
     | DoneEvent
     | ErrorEvent

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ai_lsp_tune import watchdog
 from ai_lsp_tune.training.distributed import (
     Launch,
     launch_command,
@@ -30,6 +31,7 @@ from ai_lsp_tune.training.events import (
     CancelledEvent,
     ErrorEvent,
     FinalEvent,
+    PausedEvent,
     TrainingEvent,
     WorkerEvent,
 )
@@ -137,11 +139,26 @@ class TrainingRunner:
         transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(events), os.fdopen(read_fd, "rb", 0)
         )
+        watch = asyncio.create_task(self._report_stopped(self._process.pid))
         try:
             final = await self._pump(events)
         finally:
+            watch.cancel()
             transport.close()
         return await self._finish(final)
+
+    async def _report_stopped(self, pid: int) -> None:
+        """A worker stopped (SIGSTOP) sends nothing: say so, instead of its last ETA for ever."""
+        while True:
+            stopped_s = await watchdog.stopped_too_long(pid)
+            message = (
+                f"The training worker (pid {pid}) has been stopped for {stopped_s:.0f} s; "
+                f"training is paused until `kill -CONT {pid}`, or cancel the fine-tune"
+            )
+            log.warning("%s", message)
+            self._deliver(PausedEvent(message=message, pid=pid))
+            while watchdog.is_stopped(pid):
+                await asyncio.sleep(watchdog.POLL_S)
 
     async def _run_launched(self, launch: Launch) -> RunOutcome:
         """The worker on every host through ``mlx.launch``; rank 0's events on its stdout."""

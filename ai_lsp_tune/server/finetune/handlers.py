@@ -81,16 +81,23 @@ async def start(ls: AiLspServer, *args: Any) -> dict[str, Any]:
     }
 
 
+_NOT_CANCELLED = {
+    "cancelling": "The fine-tune is already being cancelled; it stops at its next step",
+    "swapping": "The fine-tuned model is being swapped in and cannot be cancelled; roll back "
+    "once it is serving to return to the previous model",
+}
+
+
 def cancel(ls: AiLspServer, *args: Any) -> dict[str, Any]:
     parse_arguments(commands.FINETUNE_CANCEL, NoArguments, args, "no arguments")
     job = _made_job(ls)
     cancelled = bool(job is not None and job.cancel())
     state = job.state.value if job is not None else "idle"
     if not cancelled:
-        ls.window_log_message(
-            lsp.LogMessageParams(type=lsp.MessageType.Info, message="no fine-tune to cancel")
+        message = _NOT_CANCELLED.get(
+            state, "No fine-tune is running, so there is nothing to cancel"
         )
-        message = "No fine-tune is running, so there is nothing to cancel"
+        ls.window_log_message(lsp.LogMessageParams(type=lsp.MessageType.Info, message=message))
     else:
         message = "Cancelling the fine-tune; the next run resumes from its checkpoint"
     return {"cancelled": cancelled, "state": state, "message": message}

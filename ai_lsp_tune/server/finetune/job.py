@@ -62,6 +62,7 @@ from ai_lsp_tune.server.finetune.states import (
 from ai_lsp_tune.server.finetune.train_step import (
     TrainOutcome,
     launch_of,
+    remove_stale_partials,
     train_candidate,
 )
 from ai_lsp_tune.training.request import TrainRequest
@@ -122,9 +123,11 @@ class FinetuneJob:
     def start(self, options: FinetuneOptions) -> str:
         """Begin a run in the background and return its id at once."""
         if self.active and self.record is not None:
+            can_cancel = self.state in (JobState.PREPARING, JobState.TRAINING)
             raise JobBusy(
                 f"a fine-tune is already in progress (run {self.record.run_id}, "
-                f"{self._message or self.state}); cancel it first or wait for it to finish"
+                f"{self._message or self.state}); "
+                f"{'cancel it first or ' if can_cancel else ''}wait for it to finish"
             )
         serving = self.ctx.served_model().current_path
         resumed, self._fresh_because = resumable(self.record, options, serving)
@@ -272,6 +275,9 @@ class FinetuneJob:
         run_dir = Path(record.run_dir)
         dataset_dir = run_dir / "dataset"
         if not resume:
+            stale = await asyncio.to_thread(remove_stale_partials, self.ctx.runs_dir, run_dir)
+            if stale:
+                logger.info("removed the partial outputs of earlier runs: %s", stale)
             try:
                 await self._prepare(options, dataset_dir)
             except PreparationFailed as exc:

@@ -7,8 +7,11 @@ steps and its final event into a ``TrainOutcome`` the job's gate reads.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +74,8 @@ def progress_step(event: Any) -> ProgressStep | None:
             fraction=event.fraction,
             note=stage,
         )
+    if isinstance(event, events.PausedEvent):  # no ETA while it cannot move
+        return ProgressStep("paused", note=f"the training worker (pid {event.pid}) is stopped")
     if isinstance(event, events.LoadingEvent | events.FusingEvent):
         return ProgressStep(event.phase, fraction=event.fraction)
     return None
@@ -142,3 +147,22 @@ async def train_candidate(
     on_runner(runner)
     result = await runner.run()  # never raises for worker errors; a dead worker is an error
     return outcome_of(result.event)
+
+
+_LOCK_FLAGS = os.O_WRONLY | os.O_CREAT
+
+
+def remove_stale_partials(runs_dir: Path, keep: Path) -> list[Path]:
+    """Partial outputs of runs that failed or were killed (each run has its own folder, so no
+    later run reuses them); a run still holding its lock (another server) is left alone."""
+    removed = []
+    for run_dir in runs_dir.iterdir() if runs_dir.is_dir() else ():
+        partial = TrainRequest(dataset=run_dir, output_dir=run_dir / "output").partial_dir
+        if run_dir == keep or not partial.is_dir():
+            continue
+        lock_path = partial.with_name(".output.lock")
+        with contextlib.suppress(OSError), open(os.open(lock_path, _LOCK_FLAGS, 0o600)) as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # OSError: a run writes there
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(partial)
+    return removed
