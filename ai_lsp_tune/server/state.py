@@ -102,6 +102,9 @@ class ServerState:
         self.backend: Backend | None = None
         self.backend_error: str | None = None
         self.job: JobSlot | None = None  # the fine-tune job, made by its first command
+        # Called when what answers changes (another backend or model): open documents are
+        # analysed again, not left with the old model's diagnostics until the next edit.
+        self.on_model_changed: Callable[[], None] | None = None
         self._backend_task: asyncio.Task[None] | None = None
         # (model, problem) pairs the user was told of: a fallback is shown once, not per analysis
         self.model_problems_shown: set[tuple[str, str]] = set()
@@ -185,6 +188,7 @@ class ServerState:
             try:
                 # Importing pydantic-ai takes seconds: never on the event loop.
                 self.backend = await asyncio.to_thread(RemoteBackend, settings.remote_model)
+                self._model_changed()
             except Exception as exc:
                 self._backend_failed(
                     notify,
@@ -210,7 +214,13 @@ class ServerState:
             self._backend_failed(notify, local_model_error(exc))
             return
         self.backend = LocalBackend(served, constrained=lambda: self.settings.constrained_decoding)
+        served.on_switched = lambda _path: self._model_changed()
         log.info("serving %s", served.current_path)
+        self._model_changed()
+
+    def _model_changed(self) -> None:
+        if self.on_model_changed is not None:
+            self.on_model_changed()
 
     def _backend_failed(self, notify: Notify, message: str) -> None:
         self.backend = None
