@@ -123,8 +123,19 @@ class ServerState:
         return self.setting_problems
 
     def _resolve(self, changed: Mapping[str, Any]) -> tuple[Settings, list[str]]:
-        raw = merge(settings_from_env(self.environ), self.init_options, changed)
-        return validate_settings(raw)
+        # A null in a change is a setting the user removed: back to the environment or default,
+        # not to the start-up value (VS Code's Settings UI deletes a key reset to its default).
+        removed = {k for k, v in changed.items() if v is None}
+        removed_finetune = {k for k, v in _finetune(changed).items() if v is None}
+        init = {k: v for k, v in self.init_options.items() if k not in removed}
+        if removed_finetune and isinstance(init.get("finetune"), dict):
+            init["finetune"] = {
+                k: v for k, v in init["finetune"].items() if k not in removed_finetune
+            }
+        kept = {k: v for k, v in changed.items() if v is not None}
+        if "finetune" in kept:
+            kept["finetune"] = {k: v for k, v in _finetune(kept).items() if v is not None}
+        return validate_settings(merge(settings_from_env(self.environ), init, kept))
 
     @property
     def trace_file(self) -> Path:
@@ -261,6 +272,11 @@ class ServerState:
                 document.task.cancel()
         await self.stop_backend()
         self.telemetry.shutdown()
+
+
+def _finetune(settings: Mapping[str, Any]) -> dict[str, Any]:
+    nested = settings.get("finetune")
+    return dict(nested) if isinstance(nested, Mapping) else {}
 
 
 def local_model_error(exc: ModelLoadError) -> str:
