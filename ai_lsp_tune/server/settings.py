@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 
-from ai_lsp_tune.hyperparams import DEFAULT_MODEL, Hyperparameters
+from ai_lsp_tune.hyperparams import DEFAULT_MODEL, EDITOR_DEFAULTS, Hyperparameters
 
 
 class CamelModel(BaseModel):
@@ -41,7 +42,9 @@ class FinetuneSettings(CamelModel, Hyperparameters):
     )
     force: bool = Field(False, description="Swap even when the new model scores worse.")
     min_test_examples: int = Field(
-        5, ge=0, description="Fewer test examples than this: ask before swapping."
+        5,
+        ge=0,
+        description="Fewer test examples, or test files, than this: ask before swapping.",
     )
     keep_models: int = Field(
         5, ge=1, description="Fine-tuned models kept on disk (the served one is always kept)."
@@ -58,6 +61,14 @@ class FinetuneSettings(CamelModel, Hyperparameters):
     backend: Literal["ring", "mpi", "nccl"] | None = Field(
         None, description="mlx.launch backend with hosts/hostfile; default: nccl with CUDA, ring."
     )
+
+
+# The editor's defaults that differ from the CLI's (``hyperparams.EDITOR_DEFAULTS``).
+for _name, _value in EDITOR_DEFAULTS.items():
+    FinetuneSettings.model_fields[_name] = FieldInfo.merge_field_infos(
+        FinetuneSettings.model_fields[_name], default=_value
+    )
+FinetuneSettings.model_rebuild(force=True)
 
 
 class Settings(CamelModel):

@@ -263,9 +263,13 @@ def metrics_dict(metrics: Any) -> dict[str, Any] | None:
     """EvalMetrics (a pydantic model), a dict or None -> a plain JSON-ready dict."""
     if metrics is None:
         return None
-    if hasattr(metrics, "model_dump"):
-        return dict(metrics.model_dump(mode="json"))
+    if hasattr(metrics, "model_dump"):  # the answers stay in run.json; the editor gets scores
+        return dict(metrics.model_dump(mode="json", exclude={"answers"}))
     return dict(metrics)
+
+
+# Shown in the CLI's table and run.json; the one-line message keeps to the headline metrics.
+_TABLE_ONLY = {"issue_precision", "issue_recall", "file_agreement"}
 
 
 def describe_change(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
@@ -276,11 +280,16 @@ def describe_change(before: dict[str, Any] | None, after: dict[str, Any] | None)
     parts = []
     for key, label, as_percent in METRIC_LABELS:
         new = after.get(key)
-        if new is None:
+        if new is None or key in _TABLE_ONLY:
             continue
         old = before.get(key)
         shown_old = "?" if old is None else format_metric(old, as_percent)
         parts.append(f"{label} {shown_old} → {format_metric(new, as_percent)}")
+        if key == "issue_f1" and after.get("f1_difference_low") is not None:
+            parts[-1] += (
+                f" (95% CI of the change {after['f1_difference_low']:+.2f}.."
+                f"{after['f1_difference_high']:+.2f})"
+            )
     count = after.get("n")
     suffix = f" ({count} test example{'' if count == 1 else 's'})" if count else ""
     return " · ".join(parts) + suffix

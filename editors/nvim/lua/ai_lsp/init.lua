@@ -200,6 +200,13 @@ function M.format_model(model)
     if type(metrics.schema_valid_rate) == 'number' then
       table.insert(parts, ('schema-valid %d%%'):format(math.floor(metrics.schema_valid_rate * 100 + 0.5)))
     end
+    if type(metrics.issue_f1) == 'number' then
+      local f1 = ('issue F1 %.2f'):format(metrics.issue_f1)
+      if type(metrics.f1_difference_low) == 'number' and type(metrics.f1_difference_high) == 'number' then
+        f1 = f1 .. (' (change %+.2f..%+.2f)'):format(metrics.f1_difference_low, metrics.f1_difference_high)
+      end
+      table.insert(parts, f1)
+    end
     if type(metrics.n) == 'number' then
       table.insert(parts, ('%d test example%s'):format(metrics.n, metrics.n == 1 and '' or 's'))
     end
