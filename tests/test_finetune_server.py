@@ -182,11 +182,22 @@ async def test_too_few_test_examples_are_no_reason_to_swap_but_the_user_may(
         )
         assert [a.title for a in offer.actions or []] == ["Use it anyway"]
         assert "more traces" in offer.message and "test example" in offer.message
-        await student.wait_status(
-            lambda s: s["servedModel"] == run["candidateModel"],
+        chosen = await student.wait_status(
+            lambda s: s["servedModel"] == run["candidateModel"] and s["lastRun"]["swapped"],
             timeout_s=60,
             what="the model the user chose to serve",
         )
+        # The status says so (not "rejected: Kept the current model"), and the follow-up has
+        # the metrics and a "Roll back" action.
+        assert chosen["state"] == "succeeded" and chosen["lastRun"]["swapped"] is True, chosen
+        assert chosen["lastRun"]["gate"] == "used anyway" and "used anyway" in chosen["message"]
+        _, follow_up = await student.session.wait_for(
+            lambda: len(student.requests) >= 2 and student.requests,
+            timeout_s=30,
+            what="the follow-up with Roll back",
+        )
+        assert [a.title for a in follow_up.actions or []] == ["Roll back"]
+        assert "Fine-tuned model now serving" in follow_up.message and "→" in follow_up.message
     finally:
         await stop_session(student.session)
 

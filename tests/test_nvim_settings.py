@@ -93,3 +93,63 @@ def test_settings_given_to_vim_lsp_config_keep_the_served_finetune(
     assert status["configuredModel"] == str(tiny_model)
     assert status["servedModel"] == str(finetune), status
     assert json.loads(registry.read_text())["trail"][-1:] == [str(finetune)]
+
+
+MESSAGES = """
+vim.opt.rtp:prepend(%(plugin)s)
+local ai = require('ai_lsp')
+ai.setup({ cmd = %(cmd)s, settings = { model = %(model)s } })
+local deadline = vim.uv.now() + 90000
+local function poll()
+  local said = vim.fn.execute('messages')
+  if said:find('ai%%-lsp') or vim.uv.now() > deadline then
+    vim.fn.writefile({ vim.json.encode({
+      messages = said, history = ai.history, echospace = vim.v.echospace,
+    }) }, %(out)s)
+    vim.cmd('qa!')
+  else
+    vim.defer_fn(poll, 300)
+  end
+end
+vim.api.nvim_create_autocmd('VimEnter', { callback = function() vim.defer_fn(poll, 300) end })
+"""
+
+
+def test_a_long_server_message_is_one_line_with_one_prefix_and_kept_whole(
+    tmp_path: Path,
+) -> None:
+    """With Neovim's own vim.notify (no notification plugin), a message wider than the command
+    line would leave a "Press ENTER" prompt: it is cut to one line that says where the whole
+    text is (:AiLspMessages); it names the setting as a Neovim user writes it."""
+    workspace = tmp_path / "project"
+    (workspace / ".git").mkdir(parents=True)
+    (workspace / "a.py").write_text("x = 1\n")
+    missing_model = str(tmp_path / "no-such-model")
+    out = tmp_path / "messages.json"
+    init = tmp_path / "init.lua"
+    init.write_text(
+        MESSAGES
+        % {
+            "plugin": json.dumps(str(PLUGIN)),
+            "cmd": lua_json(server_command()),
+            "model": json.dumps(missing_model),
+            "out": json.dumps(str(out)),
+        }
+    )
+    subprocess.run(
+        [nvim_binary(), "--headless", "-u", str(init), str(workspace / "a.py")],
+        env=isolated_env(tmp_path, HF_HUB_OFFLINE="1"),
+        cwd=workspace,
+        timeout=150,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
+    seen = json.loads(out.read_text())
+    lines = [line for line in seen["messages"].splitlines() if "ai-lsp" in line]
+    assert lines, seen
+    for line in lines:
+        assert len(line) <= max(seen["echospace"], 40), (line, seen["echospace"])
+        assert line.count("ai-lsp:") == 1 and "LSP[ai_lsp]" not in line, line
+    (whole,) = [m for m in seen["history"] if "no-such-model" in m]
+    assert whole.startswith('ai-lsp: set "settings.model"'), whole
+    assert lines[0].endswith("… :AiLspMessages") or lines[0] == whole

@@ -353,3 +353,37 @@ async def test_telemetry_off_records_nothing(
         await stop_session(s)
     assert endpoint.requests
     assert not default_trace_file(tmp_path).parent.exists()
+
+
+async def test_a_setting_reset_to_its_default_reaches_the_server(
+    tmp_path: Path, endpoint: ScriptedEndpoint, isolated_home: Path
+) -> None:
+    """VS Code's Settings UI deletes a key set back to its default; the extension sends it as
+    null: the server goes back to the default, not to the value it started with."""
+    from ai_lsp_tune.hyperparams import DEFAULT_MODEL
+    from ai_lsp_tune.server.commands import FINETUNE_STATUS
+
+    start = {"backend": "remote", "remoteModel": "openai-chat:teacher", "model": "/models/mine"}
+    s = await start_session(tmp_path, env=remote_env(endpoint, isolated_home), init_options=start)
+
+    async def status() -> dict:
+        return await s.client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command=FINETUNE_STATUS)
+        )
+
+    try:
+        assert (await status())["configuredModel"] == "/models/mine"
+        s.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(
+                settings={"aiLsp": {**start, "model": None, "finetune": {"force": None}}}
+            )
+        )
+        for _ in range(100):  # the notification is handled before (or soon after) the request
+            now = await status()
+            if now["configuredModel"] != "/models/mine":
+                break
+            await asyncio.sleep(0.1)
+        assert now["configuredModel"] == DEFAULT_MODEL and now["backend"] == "remote"
+        assert not [m for m in s.client.messages if "invalid setting" in m.message]
+    finally:
+        await stop_session(s)

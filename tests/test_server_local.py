@@ -74,7 +74,8 @@ async def test_tiny_local_model_answers_through_the_host_and_is_recorded(
 async def test_switching_the_backend_updates_the_running_server_in_place(
     tmp_path: Path, tiny_model: Path, isolated_home: Path
 ) -> None:
-    """aiLsp.backend local -> remote over didChangeConfiguration: no new server process."""
+    """aiLsp.backend local -> remote over didChangeConfiguration: no new server process, and
+    the open documents are analysed again by the new backend."""
     workspace = tmp_path / "ws"
     workspace.mkdir()
     empty = '{"issues": []}'
@@ -90,7 +91,8 @@ async def test_switching_the_backend_updates_the_running_server_in_place(
             init_options={"aiLsp": {"debounceMs": 0, "maxTokens": 24}},
         )
         try:
-            await s.wait_for_diagnostics(s.open("a.py", "x = 1\n"), timeout_s=90)
+            a_py = s.open("a.py", "x = 1\n")
+            await s.wait_for_diagnostics(a_py, timeout_s=90)
             before = await s.client.workspace_execute_command_async(
                 types.ExecuteCommandParams(command=commands.FINETUNE_STATUS)
             )
@@ -107,7 +109,10 @@ async def test_switching_the_backend_updates_the_running_server_in_place(
             )
             # Opened at once: its analysis waits for the new backend (it was dropped before).
             await s.wait_for_diagnostics(s.open("b.py", "y = 2\n"), timeout_s=30)
-            assert [r.model for r in endpoint.requests] == ["t"]
+            # The open a.py is analysed again by the new backend, with no edit.
+            await s.wait_for_diagnostics(a_py, count=2, timeout_s=30)
+            analysed = sorted(r.user_texts[0].rsplit("File: ", 1)[-1] for r in endpoint.requests)
+            assert analysed == ["a.py", "b.py"] and {r.model for r in endpoint.requests} == {"t"}
             after = await s.client.workspace_execute_command_async(
                 types.ExecuteCommandParams(command=commands.FINETUNE_STATUS)
             )

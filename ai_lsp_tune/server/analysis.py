@@ -58,6 +58,16 @@ def schedule(ls: AiLspServer, document: DocumentState, *, debounce: bool = True)
     )
 
 
+def reanalyse_all(ls: AiLspServer) -> None:
+    """Another model answers now: analyse every open document again, at once (an analysis
+    running on the old model is dropped)."""
+    for document in ls.state.documents.values():
+        if document.task is not None and not document.task.done():
+            document.task.cancel()
+        document.task, document.pending_text, document.analysed_text = None, None, None
+        schedule(ls, document, debounce=False)
+
+
 def _too_large(ls: AiLspServer, document: DocumentState, text: str) -> bool:
     """Over ``maxDocumentBytes``: not sent to the model; the user is told once per document."""
     limit = ls.state.settings.max_document_bytes

@@ -38,6 +38,7 @@ def initialize(ls: AiLspServer, params: types.InitializeParams) -> None:
 def initialized(ls: AiLspServer, params: types.InitializedParams) -> None:
     connect_logs(ls)
     logger.info("MLX's CPU matmuls run on: %s", blas.status().describe())  # the editor's output
+    ls.state.on_model_changed = lambda: analysis.reanalyse_all(ls)
     ls.state.start_backend(ls.notify_user)
 
 

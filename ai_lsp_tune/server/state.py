@@ -102,6 +102,9 @@ class ServerState:
         self.backend: Backend | None = None
         self.backend_error: str | None = None
         self.job: JobSlot | None = None  # the fine-tune job, made by its first command
+        # Called when what answers changes (another backend or model): open documents are
+        # analysed again, not left with the old model's diagnostics until the next edit.
+        self.on_model_changed: Callable[[], None] | None = None
         self._backend_task: asyncio.Task[None] | None = None
         # (model, problem) pairs the user was told of: a fallback is shown once, not per analysis
         self.model_problems_shown: set[tuple[str, str]] = set()
@@ -120,8 +123,19 @@ class ServerState:
         return self.setting_problems
 
     def _resolve(self, changed: Mapping[str, Any]) -> tuple[Settings, list[str]]:
-        raw = merge(settings_from_env(self.environ), self.init_options, changed)
-        return validate_settings(raw)
+        # A null in a change is a setting the user removed: back to the environment or default,
+        # not to the start-up value (VS Code's Settings UI deletes a key reset to its default).
+        removed = {k for k, v in changed.items() if v is None}
+        removed_finetune = {k for k, v in _finetune(changed).items() if v is None}
+        init = {k: v for k, v in self.init_options.items() if k not in removed}
+        if removed_finetune and isinstance(init.get("finetune"), dict):
+            init["finetune"] = {
+                k: v for k, v in init["finetune"].items() if k not in removed_finetune
+            }
+        kept = {k: v for k, v in changed.items() if v is not None}
+        if "finetune" in kept:
+            kept["finetune"] = {k: v for k, v in _finetune(kept).items() if v is not None}
+        return validate_settings(merge(settings_from_env(self.environ), init, kept))
 
     @property
     def trace_file(self) -> Path:
@@ -185,6 +199,7 @@ class ServerState:
             try:
                 # Importing pydantic-ai takes seconds: never on the event loop.
                 self.backend = await asyncio.to_thread(RemoteBackend, settings.remote_model)
+                self._model_changed()
             except Exception as exc:
                 self._backend_failed(
                     notify,
@@ -210,7 +225,13 @@ class ServerState:
             self._backend_failed(notify, local_model_error(exc))
             return
         self.backend = LocalBackend(served, constrained=lambda: self.settings.constrained_decoding)
+        served.on_switched = lambda _path: self._model_changed()
         log.info("serving %s", served.current_path)
+        self._model_changed()
+
+    def _model_changed(self) -> None:
+        if self.on_model_changed is not None:
+            self.on_model_changed()
 
     def _backend_failed(self, notify: Notify, message: str) -> None:
         self.backend = None
@@ -251,6 +272,11 @@ class ServerState:
                 document.task.cancel()
         await self.stop_backend()
         self.telemetry.shutdown()
+
+
+def _finetune(settings: Mapping[str, Any]) -> dict[str, Any]:
+    nested = settings.get("finetune")
+    return dict(nested) if isinstance(nested, Mapping) else {}
 
 
 def local_model_error(exc: ModelLoadError) -> str:

@@ -83,6 +83,7 @@ class ServedModel:
         self._lock = asyncio.Lock()  # one change of model (or registry write) at a time
         self._retiring: set[asyncio.Task[None]] = set()
         self._restarts: list[float] = []  # monotonic times of recent restarts
+        self.on_switched: Callable[[str], None] | None = None  # told the path now served
 
     @classmethod
     async def start(
@@ -237,6 +238,8 @@ class ServedModel:
             task.add_done_callback(self._retiring.discard)
         self._previous_path = old_path
         log.info("now serving %s (was %s)", source.path, old_path)
+        if self.on_switched is not None:
+            self.on_switched(source.path)
         return old_path
 
     async def _switch_in_place(self, source: ModelSource) -> bool:

@@ -314,8 +314,7 @@ class FinetuneJob:
         if why is not None:
             self._transition(JobState.REJECTED, reason=f"{why}; not swapped")
             await swaps.retain(self.ctx, record, options)
-            candidate = record.candidate_model
-            self._follow_ups.after_rejection(why, change, lambda: self.use_model(candidate))
+            self._follow_ups.after_rejection(why, change, lambda: self._use_anyway(record))
             return f"Kept the current model: {why} ({change})"
 
         self._transition(JobState.SWAPPING, phase="swapping")
@@ -402,6 +401,16 @@ class FinetuneJob:
         """Serve ``path`` (one change of model at a time); the old one stays if it cannot load."""
         self._refuse_while_swapping()
         return await swaps.use_model(self._ls, self.ctx, path)
+
+    async def _use_anyway(self, record: RunRecord) -> str:
+        """The user overrode the gate: the run's model serves; its record and status say so."""
+        assert record.candidate_model is not None
+        await self.use_model(record.candidate_model)
+        record.state, record.swapped, record.gate = JobState.SUCCEEDED, True, "used anyway"
+        record.reason, record.summary = None, "used anyway: now serving the fine-tuned model"
+        self._record_file.save(record)
+        self._follow_ups.after_swap(record.metrics_before, record.metrics_after, self.rollback)
+        return ""  # the follow-up says it, with its metrics and "Roll back"
 
     async def rollback(self) -> str:
         """Serve the model served before this one; return the line that says so."""

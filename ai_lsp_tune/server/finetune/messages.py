@@ -127,4 +127,7 @@ class FollowUps:
                 lsp.ShowMessageParams(type=lsp.MessageType.Error, message=f"ai-lsp: {exc}")
             )
             return
-        self._ls.window_show_message(lsp.ShowMessageParams(type=lsp.MessageType.Info, message=done))
+        if done:
+            self._ls.window_show_message(
+                lsp.ShowMessageParams(type=lsp.MessageType.Info, message=done)
+            )

@@ -38,6 +38,10 @@ command('AiLspUseModel', function(args)
   ai_lsp().use_model(args.args)
 end, { nargs = 1, complete = 'dir', desc = 'AI LSP: Serve a fused model folder' })
 
+command('AiLspMessages', function()
+  vim.api.nvim_echo(vim.tbl_map(function(m) return { m .. '\n' } end, ai_lsp().history), false, {})
+end, { desc = 'AI LSP: Show the whole text of the messages shown so far' })
+
 vim.api.nvim_create_autocmd('FileType', {
   group = vim.api.nvim_create_augroup('ai_lsp_server_command', { clear = true }),
   desc = 'ai-lsp: say once when the server command is missing',

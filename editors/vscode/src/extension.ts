@@ -75,7 +75,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       if (restartNeeded((section) => event.affectsConfiguration(section), client?.state === State.Running)) {
         await restart(output, progressUi, notifier);
       } else if (client?.state === State.Running) {
-        const settings = readServerSettings(vscode.workspace.getConfiguration(SECTION));
+        const settings = readServerSettings(vscode.workspace.getConfiguration(SECTION), { resets: true });
         await client.sendNotification('workspace/didChangeConfiguration', { settings });
       }
     }),

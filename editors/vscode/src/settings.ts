@@ -40,18 +40,28 @@ export const DEFAULT_LANGUAGES = [
   'lua', 'c', 'cpp', 'java', 'ruby', 'php', 'shellscript', 'swift', 'kotlin', 'csharp',
 ];
 
-/** Settings sent to the server as `initializationOptions` and on every change: user-set only. */
-export function readServerSettings(config: ConfigurationReader): ServerSettings {
+/** Settings sent to the server as `initializationOptions` and on every change: user-set only.
+ * With `resets` (a change), every other setting goes as `null`: one the user set back to its
+ * default (the Settings UI deletes the key) returns to the server's default, not to the value
+ * the server started with. */
+export function readServerSettings(
+  config: ConfigurationReader,
+  { resets = false }: { resets?: boolean } = {},
+): ServerSettings {
   const settings: ServerSettings = {};
   for (const key of SERVER_SETTINGS) {
     if (userSet(config, key)) {
       settings[key] = blankToNull(config.get<unknown>(key, undefined));
+    } else if (resets) {
+      settings[key] = null;
     }
   }
   const finetune: Record<string, unknown> = {};
   for (const key of FINETUNE_SETTINGS) {
     if (userSet(config, `finetune.${key}`)) {
       finetune[key] = blankToNull(config.get<unknown>(`finetune.${key}`, undefined));
+    } else if (resets) {
+      finetune[key] = null;
     }
   }
   if (Object.keys(finetune).length > 0) {

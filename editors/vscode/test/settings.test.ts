@@ -51,6 +51,14 @@ test('only settings the user set go to the server: its defaults and env vars app
   });
 });
 
+test('a change sends every setting the user did not set as null: a reset reaches the server', () => {
+  const settings = readServerSettings(reader({ backend: 'remote' }), { resets: true });
+  assert.equal(settings.backend, 'remote');
+  assert.equal(settings.model, null);
+  assert.equal(settings.finetune?.force, null);
+  assert.deepEqual(Object.keys(settings).sort(), [...SERVER_SETTINGS, 'finetune'].sort());
+});
+
 test('the server command defaults to ai-lsp serve and accepts uvx', () => {
   assert.deepEqual(readServerCommand(reader()), { command: 'ai-lsp', args: ['serve'] });
   const uvx = ['uvx', '--from', 'ai-lsp-tune', 'ai-lsp', 'serve'];

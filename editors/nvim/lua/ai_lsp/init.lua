@@ -44,8 +44,52 @@ M.options = vim.deepcopy(M.defaults)
 --- @type table<string|integer, {title: string?, message: string?, percentage: integer?, done: boolean}>
 M.progress = {}
 
+--- The whole text of every message shown (a notice may be cut to one screen line).
+--- @type string[]
+M.history = {}
+
+local builtin_notify = vim.notify
+
+--- One screen line with Neovim's own `vim.notify`: a longer message leaves a "Press ENTER"
+--- prompt that stops typing (and the server's progress); `:AiLspMessages` shows it whole.
+--- A notification plugin (nvim-notify, fidget, snacks) gets the whole text.
+--- @param msg string
+--- @return string
+function M.fit(msg)
+  msg = (msg:gsub('%s*\n%s*', ' '))
+  if vim.notify ~= builtin_notify then
+    return msg
+  end
+  local width = math.max(vim.v.echospace, 40)
+  if vim.fn.strdisplaywidth(msg) <= width then
+    return msg
+  end
+  local more = '… :AiLspMessages'
+  return vim.fn.strcharpart(msg, 0, width - vim.fn.strdisplaywidth(more)) .. more
+end
+
+--- Show a message with one "ai-lsp: " prefix (the server's own is dropped).
+--- @param msg string
+--- @param level? integer
+function M.notify(msg, level)
+  msg = 'ai-lsp: ' .. msg:gsub('^ai%-lsp: ', '')
+  table.insert(M.history, msg)
+  if #M.history > 200 then
+    table.remove(M.history, 1)
+  end
+  vim.notify(M.fit(msg), level or vim.log.levels.INFO, { title = 'AI LSP' })
+end
+
 local function notify(msg, level)
-  vim.notify('ai-lsp: ' .. msg, level or vim.log.levels.INFO, { title = 'AI LSP' })
+  M.notify(msg, level)
+end
+
+local LEVELS = { vim.log.levels.ERROR, vim.log.levels.WARN, vim.log.levels.INFO, vim.log.levels.DEBUG }
+
+--- window/showMessage: one prefix (not "LSP[ai_lsp] ai-lsp: ..."), one line.
+local function show_message(_, params)
+  M.notify(params.message or '', LEVELS[params.type] or vim.log.levels.INFO)
+  return vim.NIL
 end
 
 --- The running ai_lsp clients (attached to the current buffer first, then any).
@@ -268,7 +312,9 @@ local function show_message_request(err, params, ctx)
   if #actions == 1 and M.later[actions[1].title] then
     local level = params.type == 1 and vim.log.levels.ERROR or params.type == 2
       and vim.log.levels.WARN or vim.log.levels.INFO
-    notify(('%s (%s to undo)'):format(params.message, M.later[actions[1].title]), level)
+    -- The command first: a message cut to one line still says how to undo.
+    notify(('%s undoes it · %s'):format(M.later[actions[1].title],
+      (params.message:gsub('^ai%-lsp: ', ''))), level)
     return vim.NIL
   end
   return vim.lsp.handlers['window/showMessageRequest'](err, params, ctx)
@@ -348,7 +394,10 @@ function M.lsp_config(o)
     -- Under the server's section, so workspace/configuration requests for "aiLsp" find them.
     settings = { aiLsp = o.settings },
     before_init = before_init,
-    handlers = { ['window/showMessageRequest'] = show_message_request },
+    handlers = {
+      ['window/showMessageRequest'] = show_message_request,
+      ['window/showMessage'] = show_message,
+    },
   }
 end
 
