@@ -25,8 +25,8 @@ LINT_DEMO_TRACES = EXAMPLES / "lint-demo-otel.jsonl"
 # The editor's defaults (they learn on this corpus), with answers capped for a short evaluation.
 REVIEW_DEMO_HYPERPARAMETERS: dict[str, Any] = {
     **EDITOR_DEFAULTS,
-    "eval_max_tokens": 160,
-    "eval_max_examples": 40,
+    "eval_max_tokens": 120,
+    "eval_max_examples": 12,
 }
 SIDE_BY_SIDE = 3
 
