@@ -3,7 +3,8 @@
 Traces hold source code, and source code holds keys. A secret found in the prompt is replaced by
 the same placeholder wherever it occurs in the example (also in an answer's ``issue_snippet``
 that quotes only the secret), so snippets still match the code after redaction. What a secret
-looks like (token formats, assignments to secret-ish names) is defined in ``redact_rules``.
+looks like is defined in ``redact_formats`` (token formats, key blocks, credential lines) and
+``redact_rules`` (values assigned to secret-ish names).
 """
 
 from __future__ import annotations
@@ -14,14 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ai_lsp_tune.dataset.redact_rules import (
-    KINDS,
-    SECRET_WORDS,
-    WORD_ANCHORS,
-    Kind,
-    assigned_secret,
-    word_ends,
-)
+from ai_lsp_tune.dataset.redact_formats import KINDS, Kind
+from ai_lsp_tune.dataset.redact_rules import SECRET_WORDS, WORD_ANCHORS, assigned_secret, word_ends
 
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
 _URL_ANCHOR = "://"
@@ -100,12 +95,15 @@ class Redactor:
                 secret = match.group(kind.group)
                 if kind.plausible is None or kind.plausible(secret):
                     self._learn(secret, kind.name)
-                    if kind.name == "PRIVATE_KEY":  # an answer may quote one line of it
+                    self._learn_glued(text, match.start(kind.group), secret)
+                    if (
+                        kind.name == "PRIVATE_KEY"
+                    ):  # an answer may quote one line of it (PEM, PuTTY)
                         self._learn_lines(secret)
         for word in SECRET_WORDS:  # in this order, as placeholders are numbered
             for at in at_word.get(word, ()):
                 if word_ends(text, at, word):
-                    secret = assigned_secret(text, at + len(word))
+                    secret = assigned_secret(text, at, at + len(word))
                     if secret is not None:
                         self._learn(secret, "PASSWORD")
 
@@ -130,6 +128,21 @@ class Redactor:
         if secret and secret not in self.secrets:
             self.found += 1
             self.secrets[secret] = f"REDACTED_{kind}_{self.found}"
+
+    def _learn_glued(self, text: str, at: int, secret: str) -> None:
+        """A short secret glued to its flag (``mysql -pS3cret``), under the same placeholder.
+
+        ``apply`` replaces a short secret only where it stands alone, which it does not here.
+        """
+        if len(secret) >= _SHORT or at == 0 or not _WORD_CHAR.match(text[at - 1]):
+            return
+        start = at
+        while start > 0 and text[start - 1].isalnum():
+            start -= 1
+        while start > 0 and text[start - 1] == "-":
+            start -= 1
+        flag = text[start:at]
+        self.secrets.setdefault(flag + secret, flag + self.secrets[secret])
 
     def _learn_lines(self, block: str) -> None:
         """Each body line of a secret block, under the block's placeholder."""

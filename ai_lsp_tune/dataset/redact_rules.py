@@ -1,168 +1,13 @@
-"""What a secret looks like: well-known token formats, and values assigned to secret-ish names.
+"""What a secret looks like where it is assigned: values given to secret-ish names.
 
-The token formats are adapted from gitleaks' default rules (``config/gitleaks.toml``, MIT
-License, Copyright (c) 2019 Zachary Rice) and Yelp's detect-secrets plugins (Apache License
-2.0); the names secrets are assigned to follow detect-secrets' ``keyword`` plugin. Each rule
-is rewritten to hold a literal (its anchor) at a fixed offset, so that ``redact`` tries it only
-where that literal occurs; anchors share first letters (``ey-`` of ``key-`` with ``eyJ``), as
-each first letter costs ``redact`` one more pass over the text. Names in an assignment
-(``DISCORD_TOKEN=``, ``HEROKU_API_KEY=``) are left to the secret words below.
+The names secrets are assigned to follow detect-secrets' ``keyword`` plugin (Apache License
+2.0). Names in an assignment (``DISCORD_TOKEN=``, ``HEROKU_API_KEY=``) are left to the secret
+words below; token formats are in ``redact_formats``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One token format: where a match can start, the pattern, the group holding the secret."""
-
-    name: str
-    # (lowered literal, its offset from the match's start): every match holds one of them there
-    anchors: tuple[tuple[str, int], ...]
-    pattern: re.Pattern[str]
-    group: int = 0
-    plausible: Callable[[str], bool] | None = None  # a last look at the secret found
-
-
-def _basic_credentials(value: str) -> bool:
-    """Whether ``value`` is base64 of printable ``user:password`` (HTTP Basic auth)."""
-    try:
-        decoded = base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    return b":" in decoded and all(32 <= byte < 127 for byte in decoded)
-
-
-def _opaque_token(value: str) -> bool:
-    """A bearer token, not a word of prose ("Bearer authentication")."""
-    return len(value) >= 10 and any(c.isdigit() for c in value)
-
-
-_END = r"(?![\w-])"  # a token ends where no token character follows
-KINDS: tuple[Kind, ...] = (
-    Kind(
-        "PRIVATE_KEY",
-        (("-----begin", 0),),
-        re.compile(
-            r"-----BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----"
-            r"(?:[A-Za-z0-9+/=\s:,.-]|\\[nr])*?"  # base64, headers, newlines escaped in a string
-            r"-----END[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----",
-        ),
-    ),
-    Kind(
-        "AWS_ACCESS_KEY",
-        (("akia", 0), ("asia", 0), ("abia", 0), ("acca", 0), ("a3t", 0)),
-        re.compile(r"\b(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b"),
-    ),
-    Kind(
-        "AWS_SECRET_KEY",
-        (("aws", 0),),
-        re.compile(
-            r"(?i)aws_?secret_?(?:access_?)?key"
-            r"(?:[\s'\"`:=&\[\]()]|\b(?:str|string|String)\b|'static\b)*?"  # `: &str = "`
-            r"([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
-        ),
-        1,
-    ),
-    Kind(
-        "GITHUB_TOKEN",
-        (("gh", 0), ("github_pat_", 0)),
-        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_\w{22,255})"),
-    ),
-    Kind(
-        "GITLAB_TOKEN",
-        tuple(
-            (f"gl{kind}-", 0)
-            for kind in ("pat", "dt", "rt", "ptt", "ft", "soat", "cbt", "imt", "agent", "oas")
-        ),
-        re.compile(r"\bgl(?:pat|dt|rt|ptt|ft|soat|cbt|imt|agent|oas)-[\w.-]{20,}"),
-    ),
-    # OpenAI (sk-, sk-proj-, sk-svcacct-), Anthropic (sk-ant-api03-)
-    Kind("API_KEY", (("sk-", 0),), re.compile(r"\bsk-[A-Za-z0-9_-]{20,}")),
-    Kind(
-        "TWILIO_KEY",
-        tuple((f"sk{digit}", 0) for digit in "0123456789abcdef"),
-        re.compile(r"\bSK[0-9a-fA-F]{32}\b"),
-    ),
-    Kind(
-        "SLACK_TOKEN", (("xox", 0), ("xapp-", 0)), re.compile(r"\bx(?:ox[abposre]|app)-[\w-]{10,}")
-    ),
-    Kind(
-        "SLACK_WEBHOOK",
-        (("://", 0),),
-        re.compile(r"://hooks\.slack\.com/(?:services|workflows|triggers)/([A-Za-z0-9+/_-]{20,})"),
-        1,  # the path: an answer may quote it without the host
-    ),
-    Kind(
-        "DISCORD_WEBHOOK",
-        (("://", 0),),
-        re.compile(
-            r"(?i)://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/[0-9]+/([\w-]{20,})"
-        ),
-        1,
-    ),
-    Kind("GOOGLE_API_KEY", (("aiza", 0),), re.compile(r"\bAIza[\w-]{35}")),
-    Kind(
-        "STRIPE_KEY",
-        (("_live_", 2), ("_test_", 2), ("_prod_", 2)),
-        re.compile(r"\b(?:sk|rk|pk)_(?:live|test|prod)_[0-9A-Za-z]{10,}"),
-    ),
-    Kind("HF_TOKEN", (("hf_", 0),), re.compile(r"\bhf_[A-Za-z0-9]{30,}")),
-    Kind(
-        "JWT",
-        (("eyj", 0),),
-        re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
-    ),
-    Kind("SENDGRID_KEY", (("sg.", 0),), re.compile(r"\bSG\.[\w-]{16,}\.[\w-]{16,}")),
-    Kind("NPM_TOKEN", (("pm_", 1),), re.compile(r"\bnpm_[A-Za-z0-9]{36}" + _END)),
-    Kind("PYPI_TOKEN", (("pypi-", 0),), re.compile(r"\bpypi-AgE[\w-]{50,}")),
-    Kind("HEROKU_KEY", (("hrku-", 0),), re.compile(r"\bHRKU-AA[\w-]{58}")),
-    # a bot's id (not secret), then its secret
-    Kind("TELEGRAM_TOKEN", ((":a", 0),), re.compile(r"(?<=[0-9]{5}):(A[\w-]{32,40})" + _END), 1),
-    Kind("DIGITALOCEAN_TOKEN", (("_v1_", 3),), re.compile(r"\bdo[opr]_v1_[a-f0-9]{64}\b")),
-    Kind("MAILGUN_KEY", (("ey-", 1),), re.compile(r"\bkey-[0-9a-f]{32}\b")),
-    Kind("MAILCHIMP_KEY", (("-us", 32),), re.compile(r"\b[0-9a-f]{32}-us[0-9]{1,2}\b")),
-    Kind("SQUARE_TOKEN", (("sq0", 0),), re.compile(r"\bsq0(?:atp|csp)-[\w-]{22,}")),
-    Kind(
-        "AZURE_STORAGE_KEY",
-        (("account", 0),),
-        re.compile(r"(?i)AccountKey=([A-Za-z0-9+/]{20,}={0,2})"),
-        1,
-    ),
-    Kind(
-        "AZURE_CLIENT_SECRET",
-        (("q~", 4),),
-        re.compile(r"(?<![\w~.-])[\w~.]{3}[0-9]Q~[\w~.-]{31,34}" + _END),
-    ),
-    Kind(
-        "BEARER_TOKEN",
-        (("bearer", 0),),
-        re.compile(r"(?i)\bbearer[ \t]+([A-Za-z0-9._~+/-]+=*)(?![\w~+/=-])"),
-        1,
-        _opaque_token,
-    ),
-    Kind(
-        "BASIC_AUTH",
-        (("basic", 0),),
-        re.compile(r"(?i)\bbasic[ \t]+([A-Za-z0-9+/]{8,}={0,2})(?![\w+/=])"),
-        1,
-        _basic_credentials,
-    ),
-    # scheme://user:password@host, the user possibly empty (redis://:password@host)
-    Kind(
-        "URL_PASSWORD",
-        (("://", 0),),  # the scheme before it is walked back by ``redact``
-        re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^:/\s@'\"]*:([^@/\s'\"]{3,})@"),
-        1,
-        lambda value: url_password(value),  # defined below, with the placeholders
-    ),
-)
 
 # Names a secret is assigned to (lowered), after detect-secrets' keyword plugin: a name holds
 # one of them, followed by the end of the name or a new word (``dbPassword``, ``DB_PASSWORD``,
@@ -236,8 +81,18 @@ _NOT_SECRET_VALUES = frozenset(
 )
 _WORDS_IN_NAME = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 _ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
-# ${X}, <your-key>, %(x)s, !vault, *alias, [MASK], #cccccc
-_PLACEHOLDER = re.compile(r"[$<{%*&!\[\]#.]|.*(?:\$\{|\{\{|\*\*\*|\.\.\.|…|xxxx|XXXX)")
+# The whole value stands for another: ${X}, $X, <your-key>, %(x)s, %X%, {x}, !vault, *alias,
+# [MASK], #cccccc, a special token (▁<PRE>, |SPEAKER|, ]<]image[>[); or it is interpolated
+# ({{ x }}, ${x}, #{x}, %{x}, $(cmd)).
+_PLACEHOLDER = re.compile(
+    r"""\$[A-Za-z_]\w*|<[^<>]+>|%\(\w+\)[sd]|%\w+%|\{[\w.]*\}|!{1,2}[A-Za-z]+
+    |[*&][A-Za-z_][A-Za-z_.-]*|(?=.*[<>\[\]|])[<>\[\]|▁]*[A-Za-z_]+[<>\[\]|▁]*
+    |\[[^\[\]]*\]|\#[0-9A-Fa-f]{3,8}|.*(?:\$\{|\{\{|\#\{|%\{|\$\().*""",
+    re.VERBOSE,
+)
+# Masking runs: "sk-...", "ghp_xxxx", "********". A value with one is a placeholder only if what
+# is left has no digit: "A000...0" and "Axxxxxx1" are passwords.
+_MASK_RUNS = re.compile(r"\.{3,}|…+|\*{3,}|x{4,}|X{4,}|•{3,}")
 _URL_PLACEHOLDER = re.compile(r"[$<{]|%\(|.*(?:\$\{|\{\{)")
 _PATH = re.compile(r"\.{0,2}/|~/")
 _FILE_NAME = re.compile(  # key.pem, service-account.json: a name of letters, an extension
@@ -252,6 +107,7 @@ _CAMEL = re.compile(r"[a-z]+(?:[A-Z][a-z]+)+|(?:[A-Z][a-z]*)+")  # serverAuth, I
 _DOTTED = re.compile(r"[A-Za-z_$][\w$]*(?:(?:\??\.|::|->)[A-Za-z_$][\w$]*)+")  # form.password
 _CALL = re.compile(r"[\w.$:]+\(.*")  # `get_token()` quoted in a comment
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+_PROSE_BEFORE = re.compile(r"(?<![\w.-])[A-Za-z][a-z]+[,;]?[ \t]+$")  # a word, then a space
 
 
 def word_ends(text: str, at: int, word: str) -> bool:
@@ -264,16 +120,18 @@ def word_ends(text: str, at: int, word: str) -> bool:
     return text[end - 1].islower() and text[end].isupper()  # camelCase: passwordHash
 
 
-def assigned_secret(text: str, at: int) -> str | None:
-    """The secret assigned to the name whose secret word ends at ``at``, if it looks like one."""
+def assigned_secret(text: str, start: int, at: int) -> str | None:
+    """The secret assigned to the name whose secret word (at ``start``) ends at ``at``."""
     found = ASSIGNED.match(text, at)
     if found is None:
         return None
+    value = found["bare"] or found["quoted"] or found["long"]
+    if found["op"] == ":" and _in_prose(text, start) and not any(c.isdigit() for c in value):
+        return None  # "Possible hardcoded password: 'dot-atom'": a message naming a word
     words = _WORDS_IN_NAME.findall(found["suffix"])
     if words and words[-1].lower() in _NOT_SECRET_SUFFIXES:
         return None
     op, bare = found["op"], found["bare"]
-    value = bare or found["quoted"] or found["long"]
     if bare is not None:
         if op not in ("=", ":"):
             return None  # `x := y`, `x == y`: code comparing or assigning a variable
@@ -287,8 +145,25 @@ def assigned_secret(text: str, at: int) -> str | None:
     return value if _plausible(value) else None
 
 
+def _in_prose(text: str, start: int) -> bool:
+    """Whether the name at ``start`` is a word of a sentence ("hardcoded password: x")."""
+    name = start
+    while name > 0 and (text[name - 1].isalnum() or text[name - 1] in "_.-"):
+        name -= 1
+    before = text[max(0, name - 40) : name]
+    return _PROSE_BEFORE.search(before) is not None
+
+
+def _placeholder(value: str) -> bool:
+    """A value standing for a secret in docs or templates, never one that may be the secret."""
+    if _PLACEHOLDER.fullmatch(value):
+        return True
+    rest = _MASK_RUNS.sub("", value)
+    return rest != value and not any(c.isdigit() for c in rest)
+
+
 def _plausible(value: str) -> bool:
-    if len(value) < 6 or _PLACEHOLDER.match(value) or _CALL.fullmatch(value):
+    if len(value) < 6 or _placeholder(value) or _CALL.fullmatch(value):
         return False
     if _PATH.match(value) and (value.islower() or not any(c.isdigit() for c in value)):
         return False  # /etc/ssl/private/key.pem; but base64 may start with "/"

@@ -25,6 +25,8 @@ ErrorKind = Literal[
     "bad_request",  # e.g. --resume with no matching checkpoint
     "busy",  # another run writes the same output dir
     "oom",  # out of memory
+    "disk_full",  # no space left where the run writes (its partial folder is removed)
+    "disk_full",  # no space left where the run writes (its partial folder is removed)
     "distributed",  # a rank died, a host is unreachable, or the ranks' versions differ
     "crashed",  # anything else, including a killed worker
 ]

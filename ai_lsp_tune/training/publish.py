@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import json
 import platform
 import shutil
 import time
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ai_lsp_tune import blas
 from ai_lsp_tune.files import atomic_write_text, make_private, publish_dir
+from ai_lsp_tune.training.channel import Cancelled, WorkerError
 from ai_lsp_tune.training.evaluate import EvalMetrics
 from ai_lsp_tune.training.request import TrainRequest
 
@@ -44,8 +48,8 @@ def write_adapters(
     base = Path(request.model_name).expanduser()
     config = {
         "fine_tune_type": "lora",
-        # The base it is served on (serving/adapters.py): a folder by its absolute path.
-        "model": str(base.resolve()) if base.is_dir() else request.model_name,
+        # The base it is served on (serving/adapters.py): a folder or GGUF by its absolute path.
+        "model": str(base.resolve()) if base.exists() else request.model_name,
         "num_layers": request.num_layers,
         "lora_parameters": {"rank": request.lora_rank, "scale": request.lora_scale, "dropout": 0.0},
     }
@@ -150,3 +154,58 @@ def publish(partial: Path, output_dir: Path) -> None:
     shutil.rmtree(partial / "checkpoint", ignore_errors=True)
     make_private(partial)  # mlx-lm writes model/ and adapters/ with the default umask
     publish_dir(partial, output_dir)
+
+
+NEARLY_FULL_BYTES = 256 * 2**20
+
+
+def disk_full_message(exc: BaseException, folder: Path) -> str | None:
+    """The line for a write that failed for want of space in ``folder``; None for another error.
+
+    ENOSPC, or MLX's "[write] Unable to write N bytes to file" (no reason given) on a disk
+    that is nearly full while the partial run still holds its space.
+    """
+    text = str(exc).lower()
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+        "no space left" in text
+    )
+    if not full and "unable to write" in text:
+        with contextlib.suppress(OSError):
+            full = shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+    if not full:
+        return None
+    return (
+        f"No space left on the disk holding {folder}: free some space there and run again "
+        "(the partial run was removed)."
+    )
+
+
+@contextlib.contextmanager
+def cleaned_on_failure(request: TrainRequest) -> Iterator[None]:
+    """A run that fails leaves no partial outputs (a full disk: no checkpoint either); a
+    cancelled one keeps them to resume."""
+    try:
+        yield
+    except Cancelled:
+        raise
+    except BaseException as exc:
+        full = disk_full_message(exc, request.output_dir.parent)
+        remove_partial(request.partial_dir, keep_checkpoint=full is None)
+        if full is not None:
+            raise WorkerError("disk_full", full) from exc
+        raise
+
+
+def remove_partial(partial: Path, *, keep_checkpoint: bool) -> None:
+    """What a failed run wrote; its checkpoint stays for ``--resume`` unless space ran out."""
+    if not partial.is_dir():
+        return
+    for entry in partial.iterdir():
+        if keep_checkpoint and entry.name == "checkpoint":
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        partial.rmdir()  # nothing kept
