@@ -67,5 +67,9 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """End-to-end tests in real editors (marked ``editor``) run last: slowest, widest."""
+    """A test that starts a model host or trains is ``slow`` too, so the fast tier
+    (``-m "not slow and not editor"``) never waits on a model; editor tests run last."""
+    for item in items:
+        if item.get_closest_marker("model") or item.get_closest_marker("training"):
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: item.get_closest_marker("editor") is not None)

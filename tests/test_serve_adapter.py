@@ -19,7 +19,7 @@ from ai_lsp_tune.serving.client import ModelLoadError
 from ai_lsp_tune.serving.registry import ModelEntry, ModelRegistry
 from ai_lsp_tune.serving.served_model import ServedModel
 from tests.helpers.model_host import chat, host_answers
-from tests.helpers.models import same_shape_model
+from tests.helpers.models import same_shape_model, three_layer_model
 
 CODES = ["x = 1\n", "def f(a):\n    return a\n"]
 
@@ -116,8 +116,6 @@ async def test_an_adapter_is_served_on_the_running_hosts_base_and_rolled_back(
 async def test_an_adapter_of_another_base_reloads_it_in_place_or_in_a_host_of_its_own(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    from ai_lsp_tune.cli.tiny_model import build_tiny_model
-
     base = same_shape_model(tiny_model, tmp_path / "base", seed=0)
     adapter = make_adapter(base, tmp_path / "adapters", seed=3)
     expected = await adapter_answers(base, adapter)
@@ -133,9 +131,7 @@ async def test_an_adapter_of_another_base_reloads_it_in_place_or_in_a_host_of_it
     finally:
         await served.close()
 
-    other = tmp_path / "three-layers"
-    other.mkdir()
-    build_tiny_model(other, config={"num_hidden_layers": 3})
+    other = three_layer_model(tmp_path / "three-layers")
     served = await ServedModel.start(str(other))
     try:
         host = served._host
@@ -151,11 +147,7 @@ async def test_an_adapter_of_another_base_reloads_it_in_place_or_in_a_host_of_it
 async def test_an_adapter_that_does_not_fit_leaves_the_old_model_serving(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    from ai_lsp_tune.cli.tiny_model import build_tiny_model
-
-    other = tmp_path / "three-layers"
-    other.mkdir()
-    build_tiny_model(other, config={"num_hidden_layers": 3})
+    other = three_layer_model(tmp_path / "three-layers")
     misfit = make_adapter(other, tmp_path / "adapters", seed=3)  # for layer 2 of 0..2
     config = json.loads((misfit / "adapter_config.json").read_text())
     (misfit / "adapter_config.json").write_text(json.dumps({**config, "model": str(tiny_model)}))

@@ -12,7 +12,7 @@ from ai_lsp_tune.serving.client import HostClient, ModelLoadError
 from ai_lsp_tune.serving.registry import ModelRegistry
 from ai_lsp_tune.serving.served_model import NoPreviousModel, ServedModel
 from tests.helpers.model_host import chat, host_answers
-from tests.helpers.models import same_shape_model
+from tests.helpers.models import same_shape_model, three_layer_model
 
 
 @pytest.mark.model
@@ -114,11 +114,7 @@ async def test_a_swap_to_the_same_architecture_happens_in_the_running_host(
 async def test_a_model_of_another_architecture_gets_a_host_of_its_own(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    from ai_lsp_tune.cli.tiny_model import build_tiny_model
-
-    other = tmp_path / "three-layers"
-    other.mkdir()
-    build_tiny_model(other, config={"num_hidden_layers": 3})
+    other = three_layer_model(tmp_path / "three-layers")
     registry = ModelRegistry(tmp_path / "ws")
     served = await ServedModel.start(str(tiny_model), registry=registry)
     try:

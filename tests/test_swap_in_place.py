@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 
-from ai_lsp_tune.cli.tiny_model import build_tiny_model
 from ai_lsp_tune.server import commands
 from tests.helpers.finetune_story import (
     QUICK,
@@ -24,6 +23,7 @@ from tests.helpers.finetune_story import (
     start_student,
 )
 from tests.helpers.lsp_session import stop_session
+from tests.helpers.models import three_layer_model
 
 pytestmark = [pytest.mark.training, pytest.mark.model]
 
@@ -34,9 +34,7 @@ async def test_a_fine_tune_is_served_by_the_running_host_and_another_architectur
     workspace = tmp_path / "project"
     workspace.mkdir()
     await record_teacher_traces(workspace, isolated_home, files=16)
-    other = tmp_path / "three-layers"
-    other.mkdir()
-    build_tiny_model(other, config={"num_hidden_layers": 3})
+    other = three_layer_model(tmp_path / "three-layers")
     student = await start_student(workspace, isolated_home, tiny_model, **QUICK, force=True)
     try:
         served, hosts = await serving(student)

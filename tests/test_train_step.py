@@ -9,22 +9,10 @@ from typing import Any
 
 import pytest
 
-from ai_lsp_tune.training.request import TrainRequest
+from tests.helpers.models import lora_model
 
 pytestmark = pytest.mark.training
 STEPS = 4
-
-
-def lora_model(tiny_model: Path) -> Any:
-    import mlx.core as mx
-    from mlx_lm import load
-
-    from ai_lsp_tune.training.loop import _prepare
-
-    mx.random.seed(0)  # the same LoRA init every time
-    model, _ = load(str(tiny_model))
-    _prepare(model, TrainRequest(dataset=Path("d"), model_name=str(tiny_model), lora_rank=4))
-    return model
 
 
 def batches(vocab: int) -> list[tuple[Any, Any, Any]]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ai_lsp_tune import hyperparams
-from ai_lsp_tune.dataset.report import SPLITS, DatasetReport, local_answers_note
+from ai_lsp_tune.dataset.report import DatasetReport, report_notes, report_rows
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -83,8 +83,12 @@ def run_prepare_dataset(
     return report
 
 
+# How the terminal sets the report's rows and notes apart.
+STYLES = {"": "", "bold": "bold", "warn": "yellow", "good": "bold green"}
+
+
 def render_report(report: DatasetReport) -> Group:
-    """A rich table of the funnel from trace lines to examples, and what went where."""
+    """``dataset.report``'s rows and notes as a rich table and the lines under it."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -93,80 +97,7 @@ def render_report(report: DatasetReport) -> Group:
     table.add_column("step")
     table.add_column("count", justify="right")
     table.add_column("note", style="dim")
-
-    def row(step: str, count: int, note: str = "", *, style: str = "") -> None:
-        table.add_row(step, str(count), note, style=style)
-
-    row("trace files read", report.files, f"{report.bytes_read / 2**20:.1f} MiB")
-    row("lines", report.lines)
-    for reason, count in sorted(report.skipped_lines.items()):
-        row(f"  skipped: {reason}", count, style="yellow")
-    if report.malformed_spans:
-        row("  malformed spans skipped", report.malformed_spans, style="yellow")
-    row("spans", report.spans)
-    formats = ", ".join(f"{n} {fmt}" for fmt, n in sorted(report.runs_by_format.items()))
-    row("agent runs", report.agent_runs, formats, style="bold")
-    row("  no final result", report.no_final_result, "cancelled, unfinished or failed")
-    row("  error status", report.error_status, "failed after answering")
-    row("runs with a final result", report.with_final_result, style="bold")
-    row("  scrubbed by logfire", report.scrubbed, "prompt or answer replaced: unusable")
-    row("  result not a DiagnosticResult", report.invalid_result)
-    if report.invalid_text:
-        row("  text not valid Unicode", report.invalid_text, "unpaired surrogates", style="yellow")
-    if report.local_answers_left_out or report.local_answers_confirmed:
-        row(
-            "  local model's own answers",
-            report.local_answers_left_out,
-            "left out (--include-local-answers keeps them)",
-            style="yellow" if report.local_answers_left_out else "",
-        )
-        if report.local_answers_confirmed:
-            row("  local model's answers kept", report.local_answers_confirmed, "a fix applied")
-    elif report.local_answers:
-        row("  local model's own answers", report.local_answers, "kept (--include-local-answers)")
-    if report.feedback_spans:
-        row("  issues dismissed by the user", report.issues_dismissed, "removed from targets")
-        row("  examples left without issues", report.dropped_all_dismissed, "dropped")
-    row("  issues not found in the code", report.issues_ungrounded, "removed from targets")
-    row("  examples left without issues", report.dropped_ungrounded, "dropped")
-    redaction = "" if report.redaction else "off (--no-redact)"
-    row("  secrets redacted", report.secrets_redacted, redaction)
-    row("  duplicates", report.duplicates, "same parsed content; dropped")
-    row("examples", report.examples, report.output_file or "", style="bold green")
-    counter = "estimated" if report.token_counter == "estimate" else report.token_counter
-    row(
-        f"  longer than {report.max_seq_length} tokens",
-        report.over_max_seq_length,
-        f"{counter}; longest {report.longest_tokens}",
-    )
-    if report.over_max_seq_length:
-        row("    cropped to windows", report.cropped, f"{report.crop_windows} window examples")
-        style = "yellow" if report.too_long_to_crop else ""
-        row("    left out", report.too_long_to_crop, "an issue snippet over the limit", style=style)
-    for split in SPLITS:
-        files = report.split_files.get(split, 0)
-        row(f"  {split}", report.splits.get(split, 0), f"{files} source file(s)")
-    parts: list[Table | Text] = [table]
-    if report.problems:
-        lines = "\n".join(f"  {p}" for p in report.problems)
-        more = report.skipped_total + report.malformed_spans - len(report.problems)
-        tail = f"\n  ... and {more} more" if more > 0 else ""
-        parts.append(Text(f"Skipped input:\n{lines}{tail}", style="yellow"))
-    if report.local_answers_left_out:
-        parts.append(Text(local_answers_note(report), style="yellow"))
-    in_splits = sum(report.splits.values())
-    if report.split_note:
-        parts.append(Text(report.split_note, style="yellow"))
-    elif report.examples and not report.splits.get("valid"):
-        files = sum(report.split_files.values())
-        parts.append(
-            Text(
-                f"No validation examples: the {in_splits} example(s) in the splits come from "
-                f"{files} source file(s), and a file's examples stay in one split. Record "
-                "analyses of more files (or raise --max-seq-length) before training.",
-                style="yellow",
-            )
-        )
-    if report.output_dir:
-        parts.append(Text(f"mlx-lm splits and stats.json in {report.output_dir}"))
-    return Group(*parts)
+    for row in report_rows(report):
+        table.add_row(row.step, str(row.count), row.note, style=STYLES[row.emphasis])
+    notes = [Text(note.text, style=STYLES[note.emphasis]) for note in report_notes(report)]
+    return Group(table, *notes)

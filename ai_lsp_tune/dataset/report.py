@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from ai_lsp_tune import hyperparams
@@ -67,6 +70,27 @@ class DatasetReport(BaseModel):
         return sum(self.skipped_lines.values())
 
 
+Emphasis = Literal["", "bold", "warn", "good"]  # how a screen may set a row or a note apart
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One step of the funnel from trace lines to examples, as a screen shows it."""
+
+    step: str  # indented by two spaces per level under the step it belongs to
+    count: int
+    note: str = ""
+    emphasis: Emphasis = ""
+
+
+@dataclass(frozen=True)
+class ReportNote:
+    """A sentence under the table: skipped input, what was left out, where the files went."""
+
+    text: str
+    emphasis: Emphasis = ""
+
+
 KEEP_LOCAL_ANSWERS_CLI = "pass --include-local-answers to keep them"
 KEEP_LOCAL_ANSWERS_EDITOR = 'set "aiLsp.finetune.includeLocalAnswers" to true to keep them'
 
@@ -116,3 +140,91 @@ def nothing_usable(report: DatasetReport, keep_local: str = KEEP_LOCAL_ANSWERS_C
         + (f": {local} answered by the local model ({keep_local}), the others" if local else "")
         + " by cleaning (issues dismissed by the user or not found in the code, or duplicates)."
     )
+
+
+def report_rows(report: DatasetReport) -> list[ReportRow]:
+    """The funnel from trace lines to examples, and what went into which split."""
+    rows: list[ReportRow] = []
+
+    def row(step: str, count: int, note: str = "", emphasis: Emphasis = "") -> None:
+        rows.append(ReportRow(step, count, note, emphasis))
+
+    row("trace files read", report.files, f"{report.bytes_read / 2**20:.1f} MiB")
+    row("lines", report.lines)
+    for reason, count in sorted(report.skipped_lines.items()):
+        row(f"  skipped: {reason}", count, emphasis="warn")
+    if report.malformed_spans:
+        row("  malformed spans skipped", report.malformed_spans, emphasis="warn")
+    row("spans", report.spans)
+    formats = ", ".join(f"{n} {fmt}" for fmt, n in sorted(report.runs_by_format.items()))
+    row("agent runs", report.agent_runs, formats, "bold")
+    row("  no final result", report.no_final_result, "cancelled, unfinished or failed")
+    row("  error status", report.error_status, "failed after answering")
+    row("runs with a final result", report.with_final_result, emphasis="bold")
+    row("  scrubbed by logfire", report.scrubbed, "prompt or answer replaced: unusable")
+    row("  result not a DiagnosticResult", report.invalid_result)
+    if report.invalid_text:
+        row("  text not valid Unicode", report.invalid_text, "unpaired surrogates", "warn")
+    if report.local_answers_left_out or report.local_answers_confirmed:
+        row(
+            "  local model's own answers",
+            report.local_answers_left_out,
+            "left out (--include-local-answers keeps them)",
+            "warn" if report.local_answers_left_out else "",
+        )
+        if report.local_answers_confirmed:
+            row("  local model's answers kept", report.local_answers_confirmed, "a fix applied")
+    elif report.local_answers:
+        row("  local model's own answers", report.local_answers, "kept (--include-local-answers)")
+    if report.feedback_spans:
+        row("  issues dismissed by the user", report.issues_dismissed, "removed from targets")
+        row("  examples left without issues", report.dropped_all_dismissed, "dropped")
+    row("  issues not found in the code", report.issues_ungrounded, "removed from targets")
+    row("  examples left without issues", report.dropped_ungrounded, "dropped")
+    redaction = "" if report.redaction else "off (--no-redact)"
+    row("  secrets redacted", report.secrets_redacted, redaction)
+    row("  duplicates", report.duplicates, "same parsed content; dropped")
+    row("examples", report.examples, report.output_file or "", "good")
+    counter = "estimated" if report.token_counter == "estimate" else report.token_counter
+    row(
+        f"  longer than {report.max_seq_length} tokens",
+        report.over_max_seq_length,
+        f"{counter}; longest {report.longest_tokens}",
+    )
+    if report.over_max_seq_length:
+        row("    cropped to windows", report.cropped, f"{report.crop_windows} window examples")
+        left_out: Emphasis = "warn" if report.too_long_to_crop else ""
+        row("    left out", report.too_long_to_crop, "an issue snippet over the limit", left_out)
+    for split in SPLITS:
+        files = report.split_files.get(split, 0)
+        row(f"  {split}", report.splits.get(split, 0), f"{files} source file(s)")
+    return rows
+
+
+def report_notes(report: DatasetReport) -> list[ReportNote]:
+    """What a user should read under the table: skipped input, left-out answers, a split
+    without validation examples, where the files are."""
+    notes: list[ReportNote] = []
+    if report.problems:
+        lines = "\n".join(f"  {p}" for p in report.problems)
+        more = report.skipped_total + report.malformed_spans - len(report.problems)
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        notes.append(ReportNote(f"Skipped input:\n{lines}{tail}", "warn"))
+    if report.local_answers_left_out:
+        notes.append(ReportNote(local_answers_note(report), "warn"))
+    if report.split_note:
+        notes.append(ReportNote(report.split_note, "warn"))
+    elif report.examples and not report.splits.get("valid"):
+        in_splits = sum(report.splits.values())
+        files = sum(report.split_files.values())
+        notes.append(
+            ReportNote(
+                f"No validation examples: the {in_splits} example(s) in the splits come from "
+                f"{files} source file(s), and a file's examples stay in one split. Record "
+                "analyses of more files (or raise --max-seq-length) before training.",
+                "warn",
+            )
+        )
+    if report.output_dir:
+        notes.append(ReportNote(f"mlx-lm splits and stats.json in {report.output_dir}"))
+    return notes

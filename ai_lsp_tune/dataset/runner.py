@@ -9,7 +9,6 @@ from its stdout.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from ai_lsp_tune.dataset.protocol import (
     PrepareProgress,
     PrepareRequest,
 )
+from ai_lsp_tune.stopping import terminate_then_kill
 from ai_lsp_tune.wire import ProtocolMismatch
 
 CANCEL_GRACE_S = 3.0  # to remove its temp files and end: less than the server's STOP_TIMEOUT_S
@@ -47,11 +47,9 @@ class DatasetPreparation:
         self._process: asyncio.subprocess.Process | None = None
         self._cancelled = False
         self._terminated = False
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self) -> PrepareDone:
         """Prepare the dataset; raise PreparationFailed with the child's reason."""
-        self._loop = asyncio.get_running_loop()
         self._process = await asyncio.create_subprocess_exec(
             self.python,
             "-m",
@@ -96,13 +94,4 @@ class DatasetPreparation:
         process = self._process
         if process is not None and process.returncode is None and not self._terminated:
             self._terminated = True  # once: a second SIGTERM would cut its cleanup short
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-            if self._loop is not None:  # set before the process is
-                self._loop.call_later(CANCEL_GRACE_S, self._kill, process)
-
-    @staticmethod
-    def _kill(process: asyncio.subprocess.Process) -> None:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+            terminate_then_kill(process, CANCEL_GRACE_S)

@@ -29,6 +29,7 @@ from ai_lsp_tune.serving.protocol import (
     SwitchRefused,
     SwitchRequest,
 )
+from ai_lsp_tune.stopping import kill
 from ai_lsp_tune.wire import LineWriter, ProtocolMismatch
 
 log = logging.getLogger(__name__)
@@ -198,8 +199,7 @@ class HostClient:
                 log.warning(
                     "model host %d did not stop in %.0f s; killing it", self.process.pid, timeout_s
                 )
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
+                kill(self.process)
                 await self.process.wait()
         self._watchdog.cancel()
         self._reader.cancel()

@@ -11,16 +11,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ai_lsp_tune.dataset.example import Example
 from ai_lsp_tune.files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
-from ai_lsp_tune.training import distributed, precision, publish
+from ai_lsp_tune.training import distributed, inputs, precision, publish
 from ai_lsp_tune.training.channel import Cancelled, EventChannel, WorkerError
 from ai_lsp_tune.training.checkpoint import (
     CheckpointState,
     fingerprint,
     load_checkpoint,
 )
-from ai_lsp_tune.training.data import TokenizedSplit, crop_to_fit, iterations_for, split_loss
+from ai_lsp_tune.training.data import iterations_for, split_loss
 from ai_lsp_tune.training.distributed import World
 from ai_lsp_tune.training.evaluate import (
     EvalMetrics,
@@ -42,13 +41,7 @@ from ai_lsp_tune.training.events import (
 from ai_lsp_tune.training.loop import LoraTraining, check_fits, fit_layers, train_lora
 from ai_lsp_tune.training.modelio import load_model
 from ai_lsp_tune.training.request import TrainRequest
-from ai_lsp_tune.training.splits import (
-    BadDataset,
-    InvalidAnswers,
-    dataset_sha256,
-    drop_invalid_answers,
-    load_splits,
-)
+from ai_lsp_tune.training.splits import dataset_sha256
 
 
 @contextmanager
@@ -82,117 +75,6 @@ def run_job(request: TrainRequest, channel: EventChannel, stop: threading.Event)
         if message is None:
             raise
         raise WorkerError("distributed", message) from exc
-
-
-def _load_dataset(
-    request: TrainRequest, channel: EventChannel
-) -> tuple[dict[str, list[Example]], InvalidAnswers]:
-    """The examples whose answers are DiagnosticResults; checked before the model is loaded."""
-    try:
-        splits = load_splits(request.dataset)
-    except BadDataset as exc:
-        raise WorkerError("bad_dataset", str(exc)) from exc
-    total = sum(len(examples) for examples in splits.values())
-    if total == 0:
-        raise WorkerError(
-            "bad_dataset",
-            f"Dataset {request.dataset} has no examples; record some analyses first, then run "
-            "`ai-lsp finetune prepare-dataset`.",
-        )
-    splits, invalid = drop_invalid_answers(splits)
-    if invalid.total == total:
-        raise WorkerError(
-            "bad_dataset",
-            f"None of the {total} examples in {request.dataset} has an answer that is a "
-            f"DiagnosticResult (first: {invalid.first_reason}); the assistant fields must be "
-            "the analysis JSON that `ai-lsp finetune prepare-dataset` writes.",
-        )
-    if invalid.total:
-        channel.emit(
-            WarningEvent(
-                message=f"Skipped {invalid.total} of {total} examples whose answer is not a "
-                f"DiagnosticResult (first: {invalid.first_reason}).",
-                count=invalid.total,
-                fraction=at("loading", 0.1),
-            )
-        )
-    return splits, invalid
-
-
-def _tokenized(
-    request: TrainRequest,
-    tokenizer: Any,
-    splits: dict[str, list[Example]],
-    invalid: InvalidAnswers,
-    channel: EventChannel,
-) -> dict[str, Any]:
-    limit = request.max_seq_length
-    total = sum(len(examples) for examples in splits.values())
-    cropped: dict[str, int] = {}
-    for name in ("train", "valid", "test"):
-        splits[name], cropped[name], _ = crop_to_fit(
-            tokenizer, splits.get(name, []), max_seq_length=limit
-        )
-    tokenized = {
-        name: TokenizedSplit.build(tokenizer, splits[name], max_seq_length=limit)
-        for name in ("train", "valid", "test")
-    }
-    too_long = sum(s.too_long for s in tokenized.values())
-    if sum(cropped.values()):
-        channel.emit(
-            WarningEvent(
-                message=f"Cropped {sum(cropped.values())} of {total} examples longer than "
-                f"--max-seq-length {limit} tokens to windows of their code around their issues.",
-                count=sum(cropped.values()),
-                fraction=at("loading", 0.8),
-            )
-        )
-    if too_long:
-        channel.emit(
-            WarningEvent(
-                message=f"Left out {too_long} of {total} examples longer than --max-seq-length "
-                f"{limit} tokens that no window can hold (an issue snippet alone is too long).",
-                count=too_long,
-                fraction=at("loading", 0.8),
-            )
-        )
-    if not tokenized["train"]:
-        raise WorkerError(
-            "bad_dataset",
-            f"No training examples left in {request.dataset} ({too_long} longer than "
-            f"--max-seq-length {request.max_seq_length}, {invalid.by_split.get('train', 0)} "
-            "with an answer that is not a DiagnosticResult); raise --max-seq-length or add "
-            "examples.",
-        )
-    return {
-        "splits": splits,
-        "tokens": tokenized,
-        "invalid_answers": invalid.by_split,
-        "cropped": cropped,
-    }
-
-
-def _fit_batch_size(request: TrainRequest, n_train: int, channel: EventChannel) -> TrainRequest:
-    """A batch no larger than the training split (a first fine-tune has few examples)."""
-    if request.batch_size <= n_train:
-        return request
-    channel.emit(
-        WarningEvent(
-            message=f"Lowered --batch-size from {request.batch_size} to {n_train}: there are "
-            f"only {n_train} training examples.",
-            fraction=at("loading", 0.9),
-        )
-    )
-    return request.model_copy(update={"batch_size": n_train})
-
-
-def _eval_split(data: dict[str, Any], channel: EventChannel) -> str:
-    for name, why in (("test", ""), ("valid", "no test split"), ("train", "no test/valid split")):
-        if len(data["tokens"][name]):
-            if why:
-                channel.emit(WarningEvent(message=f"Evaluating on the {name} split ({why})."))
-            return name
-    return "train"
 
 
 def evaluate_phase(
@@ -268,7 +150,7 @@ def _run(
     started = time.time()
     partial = request.partial_dir
     channel.emit(LoadingEvent(message=f"Loading {request.model_name}", fraction=at("loading")))
-    splits, invalid = _load_dataset(request, channel)
+    splits, invalid = inputs.load_dataset(request, channel)
     model, tokenizer, config, model_path = load_model(request.model_name)
     plan, precision_note = precision.for_training(model)
     request, layers_note = fit_layers(model, request)
@@ -276,8 +158,8 @@ def _run(
         if note:
             channel.emit(WarningEvent(message=note))
     check_fits(model, request)  # hyper-parameters: before any evaluation or training
-    data = _tokenized(request, tokenizer, splits, invalid, channel)
-    request = _fit_batch_size(request, len(data["tokens"]["train"]), channel)
+    data = inputs.tokenized(request, tokenizer, splits, invalid, channel)
+    request = inputs.fit_batch_size(request, len(data["tokens"]["train"]), channel)
     dataset_hash = dataset_sha256(request.dataset)
     print_ = fingerprint(request, dataset_hash)
     checkpoint = distributed.shared_checkpoint(partial / "checkpoint", world)
@@ -287,7 +169,7 @@ def _run(
             shutil.rmtree(partial)
         partial.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         partial.chmod(PRIVATE_DIR_MODE)  # its files are derived from source code
-    eval_split = _eval_split(data, channel)
+    eval_split = inputs.evaluation_split(data, channel)
     total = iterations_for(len(data["tokens"]["train"]), request.num_epochs, request.batch_size)
 
     before = resumed[0].before if resumed else None

@@ -7,7 +7,6 @@ asyncio). Imports no MLX: the parent stays light and its event loop never waits 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ai_lsp_tune import watchdog
+from ai_lsp_tune.stopping import terminate_then_kill
 from ai_lsp_tune.training.distributed import (
     Launch,
     launch_command,
@@ -90,24 +90,12 @@ class TrainingRunner:
         process = self._process
         if process is None or process.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            if self.launch is None:
-                process.send_signal(signal.SIGTERM)
-            else:  # every local rank (mlx.launch itself ignores it and waits for them)
-                os.killpg(process.pid, signal.SIGTERM)
-        asyncio.get_running_loop().call_later(self.cancel_grace_s(), self._kill)
+        # Launched: every local rank (mlx.launch itself ignores SIGTERM and waits for them).
+        terminate_then_kill(process, self.cancel_grace_s(), group=self.launch is not None)
 
     def cancel_grace_s(self) -> float:
         """How long a cancelled worker may take to stop before it is killed."""
         return min(max(CANCEL_GRACE_S, 3 * self._slowest_step_s), MAX_CANCEL_GRACE_S)
-
-    def _kill(self) -> None:
-        if self._process is not None and self._process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                if self.launch is None:
-                    self._process.kill()
-                else:
-                    os.killpg(self._process.pid, signal.SIGKILL)
 
     async def run(self) -> RunOutcome:
         """Run the worker to the end and return how it ended (never raises for worker errors)."""

@@ -83,9 +83,12 @@ class Session:
         raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
     async def wait_for_diagnostics(
-        self, uri: str, *, count: int = 1, timeout_s: float = 20.0
+        self, uri: str, *, count: int = 1, timeout_s: float = 60.0
     ) -> Sequence[types.Diagnostic]:
-        """The diagnostics of the ``count``-th publication for ``uri``."""
+        """The diagnostics of the ``count``-th publication for ``uri``.
+
+        The first one waits for the backend to start (pydantic-ai and openai take ~4 s of CPU
+        to import; 20 s and more on a loaded 2-core machine), hence the generous limit."""
         sent = await self.wait_for(
             lambda: len(self.diagnostics_sent(uri)) >= count and self.diagnostics_sent(uri),
             timeout_s=timeout_s,

@@ -10,6 +10,7 @@ from ai_lsp_tune.training.request import TrainRequest
 
 
 def lora_model(tiny_model: Path) -> Any:
+    """The tiny model with rank-4 LoRA layers as a run puts them on, the same init every time."""
     import mlx.core as mx
     from mlx_lm import load
 
@@ -19,6 +20,15 @@ def lora_model(tiny_model: Path) -> Any:
     model, _ = load(str(tiny_model))
     _prepare(model, TrainRequest(dataset=Path("d"), model_name=str(tiny_model), lora_rank=4))
     return model
+
+
+def three_layer_model(folder: Path) -> Path:
+    """The tiny model with a third layer: another architecture, to the model host."""
+    from ai_lsp_tune.cli.tiny_model import build_tiny_model
+
+    folder.mkdir(parents=True)
+    build_tiny_model(folder, config={"num_hidden_layers": 3})
+    return folder
 
 
 def absolute_positions_model() -> Any:

@@ -1,0 +1,132 @@
+"""A run's inputs: the dataset's examples checked, cropped and tokenized, and the batch size
+and evaluation split that fit them; each problem is a warning event or a ``bad_dataset`` error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ai_lsp_tune.dataset.example import Example
+from ai_lsp_tune.training.channel import EventChannel, WorkerError
+from ai_lsp_tune.training.data import TokenizedSplit, crop_to_fit
+from ai_lsp_tune.training.events import WarningEvent, at
+from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.splits import (
+    BadDataset,
+    InvalidAnswers,
+    drop_invalid_answers,
+    load_splits,
+)
+
+
+def load_dataset(
+    request: TrainRequest, channel: EventChannel
+) -> tuple[dict[str, list[Example]], InvalidAnswers]:
+    """The examples whose answers are DiagnosticResults; checked before the model is loaded."""
+    try:
+        splits = load_splits(request.dataset)
+    except BadDataset as exc:
+        raise WorkerError("bad_dataset", str(exc)) from exc
+    total = sum(len(examples) for examples in splits.values())
+    if total == 0:
+        raise WorkerError(
+            "bad_dataset",
+            f"Dataset {request.dataset} has no examples; record some analyses first, then run "
+            "`ai-lsp finetune prepare-dataset`.",
+        )
+    splits, invalid = drop_invalid_answers(splits)
+    if invalid.total == total:
+        raise WorkerError(
+            "bad_dataset",
+            f"None of the {total} examples in {request.dataset} has an answer that is a "
+            f"DiagnosticResult (first: {invalid.first_reason}); the assistant fields must be "
+            "the analysis JSON that `ai-lsp finetune prepare-dataset` writes.",
+        )
+    if invalid.total:
+        channel.emit(
+            WarningEvent(
+                message=f"Skipped {invalid.total} of {total} examples whose answer is not a "
+                f"DiagnosticResult (first: {invalid.first_reason}).",
+                count=invalid.total,
+                fraction=at("loading", 0.1),
+            )
+        )
+    return splits, invalid
+
+
+def tokenized(
+    request: TrainRequest,
+    tokenizer: Any,
+    splits: dict[str, list[Example]],
+    invalid: InvalidAnswers,
+    channel: EventChannel,
+) -> dict[str, Any]:
+    """Every split cropped to ``max_seq_length`` and tokenized; no training example left is
+    a ``bad_dataset`` error."""
+    limit = request.max_seq_length
+    total = sum(len(examples) for examples in splits.values())
+    cropped: dict[str, int] = {}
+    for name in ("train", "valid", "test"):
+        splits[name], cropped[name], _ = crop_to_fit(
+            tokenizer, splits.get(name, []), max_seq_length=limit
+        )
+    tokenized = {
+        name: TokenizedSplit.build(tokenizer, splits[name], max_seq_length=limit)
+        for name in ("train", "valid", "test")
+    }
+    too_long = sum(s.too_long for s in tokenized.values())
+    if sum(cropped.values()):
+        channel.emit(
+            WarningEvent(
+                message=f"Cropped {sum(cropped.values())} of {total} examples longer than "
+                f"--max-seq-length {limit} tokens to windows of their code around their issues.",
+                count=sum(cropped.values()),
+                fraction=at("loading", 0.8),
+            )
+        )
+    if too_long:
+        channel.emit(
+            WarningEvent(
+                message=f"Left out {too_long} of {total} examples longer than --max-seq-length "
+                f"{limit} tokens that no window can hold (an issue snippet alone is too long).",
+                count=too_long,
+                fraction=at("loading", 0.8),
+            )
+        )
+    if not tokenized["train"]:
+        raise WorkerError(
+            "bad_dataset",
+            f"No training examples left in {request.dataset} ({too_long} longer than "
+            f"--max-seq-length {request.max_seq_length}, {invalid.by_split.get('train', 0)} "
+            "with an answer that is not a DiagnosticResult); raise --max-seq-length or add "
+            "examples.",
+        )
+    return {
+        "splits": splits,
+        "tokens": tokenized,
+        "invalid_answers": invalid.by_split,
+        "cropped": cropped,
+    }
+
+
+def fit_batch_size(request: TrainRequest, n_train: int, channel: EventChannel) -> TrainRequest:
+    """A batch no larger than the training split (a first fine-tune has few examples)."""
+    if request.batch_size <= n_train:
+        return request
+    channel.emit(
+        WarningEvent(
+            message=f"Lowered --batch-size from {request.batch_size} to {n_train}: there are "
+            f"only {n_train} training examples.",
+            fraction=at("loading", 0.9),
+        )
+    )
+    return request.model_copy(update={"batch_size": n_train})
+
+
+def evaluation_split(data: dict[str, Any], channel: EventChannel) -> str:
+    """The split the model is scored on: test, else valid, else train (with a warning)."""
+    for name, why in (("test", ""), ("valid", "no test split"), ("train", "no test/valid split")):
+        if len(data["tokens"][name]):
+            if why:
+                channel.emit(WarningEvent(message=f"Evaluating on the {name} split ({why})."))
+            return name
+    return "train"
