@@ -1,12 +1,10 @@
 """Fine-tune on my traces: the job that closes the loop while the server keeps answering.
 
-traces (the server's own export + extra files) -> dataset (``dataset_step``, a child process)
--> TrainingRunner (``train_step``, a worker process: train, evaluate candidate and served model
-on the test split, fuse) -> the evaluation gate (``gate``) -> the served model swaps it in
-(``swaps``: the served model alone changes models and writes the registry) -> a message with
-metrics before -> after and a "Roll back" action (``messages``). One run at a time; its state
-lives in its record; every state change is visible (progress, a message or a log line); any
-failure ends the progress with its reason and leaves the old model serving.
+traces (own export + extra files) -> dataset (``dataset_step``, a child process) -> TrainingRunner
+(``train_step``, a worker: train, evaluate candidate and served model on the test split, fuse) ->
+the gate (``gate``) -> the served model swaps it in (``swaps``, the registry's only writer) -> a
+message with metrics and "Roll back" (``messages``). One run at a time, its state in its record;
+every change is visible; a failure ends the progress with its reason, the old model serving.
 """
 
 from __future__ import annotations
