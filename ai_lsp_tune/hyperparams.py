@@ -119,6 +119,22 @@ class Hyperparameters(BaseModel):
 
 NAMES: tuple[str, ...] = tuple(Hyperparameters.model_fields)
 
+# The editor's "Fine-tune on my traces" defaults where they differ from the CLI's (the original
+# tool's): with the CLI's learning rate a user's first few hundred analyses teach the model
+# nothing measurable. Chosen on bench/quality.py (SmolLM2-135M, the lint corpus; RESULTS.md).
+EDITOR_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 5e-4,
+    "num_epochs": 3,
+    "batch_size": 4,
+    "lora_rank": 8,
+    "num_layers": 8,
+}
+
+
+def editor_default(name: str) -> Any:
+    """The default of the editor setting for hyper-parameter ``name``."""
+    return EDITOR_DEFAULTS.get(name, Hyperparameters.model_fields[name].default)
+
 
 def flag(name: str) -> str:
     """The CLI option of a field: ``lora_rank`` -> ``--lora-rank``."""

@@ -11,7 +11,6 @@ from ai_lsp_tune.prompts import code_of
 from ai_lsp_tune.training.evaluate import (
     EvalMetrics,
     greedy_answers,
-    not_worse,
     score_answers,
 )
 from ai_lsp_tune.training.events import WORKER_EVENTS, DoneEvent, TrainingEvent
@@ -54,21 +53,6 @@ def _metrics(rate: float, loss: float | None = 1.0) -> EvalMetrics:
     )
 
 
-@pytest.mark.parametrize(
-    ("candidate", "current", "expected"),
-    [
-        (_metrics(0.9), _metrics(0.5), True),
-        (_metrics(0.5), _metrics(0.5), True),
-        (_metrics(0.48), _metrics(0.5), True),  # within the tolerance of one example
-        (_metrics(0.3), _metrics(0.5), False),
-        (_metrics(0.9, loss=3.0), _metrics(0.9, loss=1.0), False),
-        (_metrics(0.9, loss=None), _metrics(0.9, loss=1.0), True),
-    ],
-)
-def test_not_worse_gate(candidate: EvalMetrics, current: EvalMetrics, expected: bool) -> None:
-    assert not_worse(candidate, current) is expected
-
-
 def test_events_round_trip_one_json_line_each(tmp_path: object) -> None:
     event = TrainingEvent(iteration=3, total=10, train_loss=1.25, eta_s=4.0, fraction=0.4)
     line = encode_line(event)
@@ -105,3 +89,22 @@ def test_greedy_answers_report_each_finished_answer_and_match_mlx_lm(tiny_model:
     assert heard == [(done, 6) for done in range(1, 7)]
     prompts = [prompt_tokens(tokenizer, e.system, e.user) for e in examples]
     assert answers == batch_generate(model, tokenizer, prompts, max_tokens=24).texts
+
+
+@pytest.mark.training
+def test_served_answers_reuse_the_system_prompt_and_answer_as_without(tiny_model: Path) -> None:
+    """The shared start of the prompts is computed once; the answers are those decoded alone."""
+    from mlx_lm import load
+
+    from ai_lsp_tune.decoding.decode import decode_answer
+    from ai_lsp_tune.prompts import prompt_tokens
+    from ai_lsp_tune.training.evaluate import served_answers
+
+    model, tokenizer = load(str(tiny_model))
+    examples = sample_analyses(4, seed=2)
+    answers = served_answers(model, tokenizer, examples, grammar=None, max_tokens=24)
+    alone = [
+        decode_answer(model, tokenizer, prompt_tokens(tokenizer, e.system, e.user), 24).text
+        for e in examples
+    ]
+    assert answers == alone

@@ -458,6 +458,20 @@ async def test_a_lora_rank_the_model_cannot_take_is_refused_before_the_dataset_i
         await stop_session(student.session)
 
 
+async def test_an_invalid_finetune_setting_refuses_the_run_instead_of_using_the_default(
+    taught_workspace: Path, isolated_home: Path, tiny_model: Path
+) -> None:
+    student = await start_student(taught_workspace, isolated_home, tiny_model, learningRate=-1)
+    try:
+        message = await refused(student, commands.FINETUNE)
+        assert message.startswith("invalid setting aiLsp.finetune.learningRate:"), message
+        assert "(got -1)" in message
+        status = await student.status()
+        assert status["state"] == "idle" and status["lastRun"] is None
+    finally:
+        await stop_session(student.session)
+
+
 async def test_arguments_outside_the_workspace_are_refused(
     tmp_path: Path, isolated_home: Path, tiny_model: Path
 ) -> None:

@@ -280,3 +280,53 @@ async def test_a_burst_of_progress_reports_ends_with_its_last_one_on_screen() ->
             break
         await asyncio.sleep(0.05)
     assert sent == ["preparing · reading traces", "preparing · 16 examples"]
+
+
+async def test_progress_goes_on_when_the_client_answers_the_create_request_late() -> None:
+    """Neovim at a "Press ENTER" prompt answers window/workDoneProgress/create only after the
+    user presses Enter: the run still shows its progress (begin, reports, end), the request is
+    not cancelled, and a cancel from the client afterwards still stops the run."""
+    import asyncio
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from ai_lsp_tune.server.finetune.progress import ProgressChannel
+
+    answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    sent: list[tuple[str, str | None]] = []
+    tokens: dict[str, Future[None]] = {}
+
+    async def create_async(token: str) -> None:
+        await answer  # the prompt is on screen
+        tokens[token] = Future()
+
+    progress = SimpleNamespace(
+        tokens=tokens,
+        create_async=create_async,
+        begin=lambda token, value: (
+            tokens.setdefault(token, Future()),
+            sent.append(("begin", value.message)),
+        ),
+        report=lambda token, value: sent.append(("report", value.message)),
+        end=lambda token, value: sent.append(("end", value.message)),
+    )
+    capabilities = SimpleNamespace(window=SimpleNamespace(work_done_progress=True))
+    logged: list[str] = []
+    link = SimpleNamespace(
+        work_done_progress=progress,
+        client_capabilities=capabilities,
+        window_log_message=lambda params: logged.append(params.message),
+        window_show_message=lambda params: logged.append(params.message),
+    )
+    cancelled: list[bool] = []
+    channel = ProgressChannel(link, "t", "Fine-tune", on_cancel=lambda: cancelled.append(True))
+    channel.CREATE_TIMEOUT_S = 0.05
+    await channel.begin("0% · preparing")
+    channel.report(40, "40% · training 2/5", phase="training")
+    answer.set_result(None)  # Enter: the client answers now
+    await asyncio.sleep(0.05)
+    assert not answer.cancelled()
+    tokens["t"].cancel()  # the user cancels from the editor's progress
+    channel.end("100% · done")
+    assert [kind for kind, _ in sent] == ["begin", "report", "end"], (sent, logged)
+    assert cancelled == [True]

@@ -17,6 +17,7 @@ from ai_lsp_tune.hyperparams import (
     Hyperparameters,
     bounds,
     commands,
+    editor_default,
     flag,
     refusal,
     setting,
@@ -89,7 +90,7 @@ def test_vscode_declares_each_hyper_parameter_as_the_model_does(name: str) -> No
     declared = PROPERTIES.get(setting(name))
     assert declared is not None, f"{setting(name)} missing from editors/vscode/package.json"
     assert declared["type"] == _json_types(field.annotation)
-    assert declared["default"] == field.default
+    assert declared["default"] == editor_default(name)  # the editor's own where it differs
     assert declared.get("minimum") == bound.ge
     assert declared.get("exclusiveMinimum") == bound.gt
     assert declared.get("maximum") == bound.le
@@ -151,7 +152,7 @@ def test_the_editor_setting_refuses_a_value_out_of_bounds_by_its_setting_name(na
         {"finetune": {setting(name).split(".")[-1]: _outside(name)}}
     )
     assert len(problems) == 1 and problems[0].startswith(f"{setting(name)}: ")
-    assert getattr(settings.finetune, name) == _field(name).default  # the default applies
+    assert getattr(settings.finetune, name) == editor_default(name)  # the default applies
 
 
 @pytest.mark.parametrize("name", BOUNDED)
@@ -231,3 +232,26 @@ def test_a_run_recorded_before_a_hyper_parameter_existed_ran_with_its_default() 
     assert changed_inputs(older, run_inputs(options, "base")) == ""
     seeded = FinetuneOptions(settings=FinetuneSettings.model_validate({"seed": 3}))
     assert changed_inputs(older, run_inputs(seeded, "base")) == "seed 0 → 3"
+
+
+@pytest.mark.parametrize(
+    ("client", "shown"),
+    [
+        ("Visual Studio Code", "set aiLsp.finetune.minTestExamples or aiLsp.model"),
+        ("code-server", "set aiLsp.finetune.minTestExamples or aiLsp.model"),
+        ("Neovim", "set settings.finetune.minTestExamples or settings.model"),
+    ],
+)
+def test_messages_name_settings_as_each_editor_writes_them(client: str, shown: str) -> None:
+    from ai_lsp_tune.server.settings import in_client_terms
+
+    assert in_client_terms("set aiLsp.finetune.minTestExamples or aiLsp.model", client) == shown
+
+
+def test_a_bare_settings_table_beside_the_plugins_section_still_counts() -> None:
+    """Neovim merges `vim.lsp.config('ai_lsp', { settings = { model = ... } })` with the
+    plugin's default `{ aiLsp = {} }`: the model is not lost."""
+    from ai_lsp_tune.server.settings import unwrap_section
+
+    wire = {"aiLsp": {"finetune": {"numEpochs": 2}}, "model": "/m", "finetune": {"force": True}}
+    assert unwrap_section(wire) == {"model": "/m", "finetune": {"force": True, "numEpochs": 2}}

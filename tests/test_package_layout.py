@@ -1,4 +1,4 @@
-"""The package reads as the data flow: traces -> dataset -> training -> serving -> server -> cli.
+"""Data flow: traces -> dataset -> models -> training -> serving -> server -> cli.
 
 Each layer imports only the layers before it (type-only imports included), there is no import
 circle, no module grows past what one reader holds in mind (~400 lines), and a module's name
@@ -19,10 +19,11 @@ LAYERS = {
     "traces": 1,
     "dataset": 2,
     "decoding": 2,
-    "training": 3,
-    "serving": 4,
-    "server": 5,
-    "cli": 6,
+    "models": 3,
+    "training": 4,
+    "serving": 5,
+    "server": 6,
+    "cli": 7,
 }
 MAX_LINES = 420
 # The names a worker's modules share with its siblings': its messages, its parent side, its child.

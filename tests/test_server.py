@@ -159,13 +159,17 @@ async def test_quick_fix_applies_and_dismiss_removes(
     assert len(remaining) == 3
     assert total.range not in [d.range for d in remaining]
 
-    # Apply the fix as the editor would: the code changes and is analysed again.
+    # Apply the fix as the editor would: the code changes and is analysed again; the model
+    # flags the same things, and the dismissed one stays dismissed.
     session.apply_edit(uri, edit)
     fixed = CODE.replace("eval(data)", "ast.literal_eval(data)")
     await session.wait_for(
         lambda: any(fixed in t for r in endpoint.requests for t in r.user_texts),
         what="the fixed code to be analysed",
     )
+    after_edit = await session.wait_for_diagnostics(uri, count=3)
+    totals = [d for d in after_edit if d.message.startswith("Total")]
+    assert [d.range.start for d in totals] == [pos(2, 12)], after_edit
 
 
 async def test_newer_edit_cancels_the_stale_analysis(
@@ -292,20 +296,27 @@ async def test_invalid_initialization_options_are_shown_then_defaults_apply(
         assert "using the default" in shown[0].message
         (rank,) = [m.message for m in s.client.messages if "loraRank" in m.message]
         assert "aiLsp.finetune.loraRank: Input should be less than or equal to 4096" in rank
+        assert rank.endswith("fine-tunes are refused until it is fixed.")  # no silent default
         uri = s.open("a.py", "x = 1\n")
-        assert list(await s.wait_for_diagnostics(uri, timeout_s=10)) == []
+        assert list(await s.wait_for_diagnostics(uri, timeout_s=40)) == []
     finally:
         await stop_session(s)
 
 
 @pytest.mark.model
+@pytest.mark.parametrize(
+    ("client_name", "setting"),
+    [("Visual Studio Code", "aiLsp.model"), ("Neovim", "settings.model")],
+)
 async def test_unloadable_local_model_is_explained_and_the_server_stays_up(
-    tmp_path: Path, isolated_home: Path
+    tmp_path: Path, isolated_home: Path, client_name: str, setting: str
 ) -> None:
+    """One short line that names the setting first, as the user writes it in their editor."""
     s = await start_session(
         tmp_path,
         env={"AI_LSP_HOME": str(isolated_home), "HF_HUB_OFFLINE": "1"},
         init_options={"model": "mlx-community/no-such-model-4bit"},
+        client_name=client_name,
     )
     try:
         shown = await s.wait_for(
@@ -315,7 +326,9 @@ async def test_unloadable_local_model_is_explained_and_the_server_stays_up(
         )
         assert len(shown) == 1
         assert "mlx-community/no-such-model-4bit" in shown[0].message
-        assert "aiLsp.model" in shown[0].message and "AI_LSP_MODEL" in shown[0].message
+        message = shown[0].message
+        assert f'set "{setting}" (or AI_LSP_MODEL)' in message, message
+        assert len(message) <= 200 and "\n" not in message, message
         uri = s.open("a.py", "x = 1\n")
         actions = await code_actions(s, uri, types.Range(start=pos(0, 0), end=pos(0, 1)), [])
         assert list(actions or []) == []

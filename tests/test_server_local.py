@@ -36,6 +36,14 @@ async def test_tiny_local_model_answers_through_the_host_and_is_recorded(
         # the code, so the editor shows it.
         diagnostics = await s.wait_for_diagnostics(uri, timeout_s=90)
         assert not [m for m in s.client.messages if m.type.value == 1]  # no error shown
+        # The model host's log reaches the editor's log at its own level (an editor shows a
+        # server's raw stderr as errors).
+        host = [(m.type, m.message) for m in s.client.log_messages if "host[" in m.message]
+        assert any(
+            kind == types.MessageType.Info and "answer grammar compiled" in text
+            for kind, text in host
+        ), host
+        assert all(kind != types.MessageType.Error for kind, _ in host), host
     finally:
         await stop_session(s)
 

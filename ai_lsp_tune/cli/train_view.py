@@ -7,7 +7,12 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from ai_lsp_tune.training.distributed import Launch, launched_rank
-from ai_lsp_tune.training.evaluate import METRIC_LABELS, EvalMetrics, format_metric
+from ai_lsp_tune.training.evaluate import (
+    METRIC_LABELS,
+    EvalMetrics,
+    f1_summary,
+    format_metric,
+)
 from ai_lsp_tune.training.events import WorkerEvent, training_readout
 from ai_lsp_tune.training.request import TrainRequest
 from ai_lsp_tune.training.runner import RunOutcome, run_training
@@ -91,7 +96,10 @@ def metrics_table(before: EvalMetrics | None, after: EvalMetrics | None) -> Tabl
     for name, label, percent in METRIC_LABELS:
         table.add_row(label, cell(before, name, percent), cell(after, name, percent))
     n = after.n if after else before.n if before else 0
-    table.caption = f"{n} test prompts"
+    files = after.test_files if after else before.test_files if before else 0
+    table.caption = f"{n} test prompts from {files} files"
+    if after is not None and after.f1_difference is not None:
+        table.caption += f"; after − before: {f1_summary(after).partition('(')[2].rstrip(')')}"
     return table
 
 

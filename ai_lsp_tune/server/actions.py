@@ -67,6 +67,8 @@ def dismiss(ls: AiLspServer, uri: str, issue_id: str) -> bool:
         log.info("nothing to dismiss for %s %s", uri, issue_id)
         return False
     _feedback(ls, "dismissed", document, issue)
+    occurrence = int(issue.id.rsplit(":", 1)[-1])  # the id ends with the occurrence number
+    document.dismissed.add((issue.snippet, issue.message, occurrence))
     republish(ls, document)
     return True
 

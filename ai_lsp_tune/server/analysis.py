@@ -285,6 +285,8 @@ def _place(
                 if (issue.issue_snippet, occurrence.start, occurrence.end) in placed:
                     continue
                 placed.add((issue.issue_snippet, occurrence.start, occurrence.end))
+            if (issue.issue_snippet, issue.message, occurrence_number) in document.dismissed:
+                continue
             issue_id = f"{span_id}:{number}:{occurrence_number}"
             fixes = []
             for fix in issue.suggested_fixes or []:

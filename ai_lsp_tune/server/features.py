@@ -29,6 +29,7 @@ def initialize(ls: AiLspServer, params: types.InitializeParams) -> None:
         params.workspace_folders[0].uri if params.workspace_folders else None
     )
     root_path = to_fs_path(root) if root else params.root_path
+    ls.state.client_name = params.client_info.name if params.client_info else None
     for problem in ls.state.initialize(root_path, params.initialization_options):
         ls.notify_user("warning", f"ai-lsp: invalid setting {problem}.")
 
@@ -65,7 +66,11 @@ def did_open(ls: AiLspServer, params: types.DidOpenTextDocumentParams) -> None:
     item = params.text_document
     text = readable_text(item.text)
     document = DocumentState(
-        uri=item.uri, language=item.language_id, text=text, version=item.version
+        uri=item.uri,
+        language=item.language_id,
+        text=text,
+        version=item.version,
+        dismissed=ls.state.dismissed.setdefault(item.uri, set()),
     )
     ls.state.documents[item.uri] = document
     analysis.schedule(ls, document)

@@ -30,6 +30,7 @@ from pygls.protocol.json_rpc import (
     MsgId,
 )
 
+from ai_lsp_tune.server.settings import in_client_terms
 from ai_lsp_tune.shorten import EDITOR_MESSAGE_CHARS, shorten
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class AiLspProtocol(LanguageServerProtocol):
         """Send ``error`` as the answer to ``msg_id`` (None: JSON-RPC's "id unknown"); a long
         message is cut for the editor's popup (the log has it whole)."""
         answer = error.to_response_error()
+        answer.message = in_client_terms(answer.message, self._client_name())
         if len(answer.message) > EDITOR_MESSAGE_CHARS:
             log.info("refused %r in full: %s", msg_id, answer.message)
             answer.message = shorten(answer.message) + " (more in the server log)"
@@ -109,9 +111,17 @@ class AiLspProtocol(LanguageServerProtocol):
         except (ClassValidationError, TypeError, ValueError) as exc:
             raise JsonRpcInvalidParams(f"{data.get('method', 'response')}: {_reason(exc)}") from exc
 
+    def _client_name(self) -> str | None:
+        return getattr(getattr(self._server, "state", None), "client_name", None)
+
     def _send_handler_result(self, future: Future[Any], *, msg_id: MsgId) -> None:
-        """A handler's deliberate refusal (a JSON-RPC error) is answered and logged at INFO."""
+        """A handler's deliberate refusal (a JSON-RPC error) is answered and logged at INFO; a
+        command's ``message`` names settings as the client writes them."""
         error = None if future.cancelled() else future.exception()
+        if error is None and not future.cancelled():
+            result = future.result()
+            if isinstance(result, dict) and isinstance(result.get("message"), str):
+                result["message"] = in_client_terms(result["message"], self._client_name())
         if not isinstance(error, JsonRpcException):
             super()._send_handler_result(future, msg_id=msg_id)
             return

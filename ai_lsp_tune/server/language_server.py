@@ -20,6 +20,7 @@ from pygls.lsp.server import LanguageServer
 from ai_lsp_tune import __version__
 from ai_lsp_tune.server.jsonrpc import AiLspProtocol
 from ai_lsp_tune.server.logs import log_to_client
+from ai_lsp_tune.server.settings import in_client_terms
 from ai_lsp_tune.server.state import ServerState
 from ai_lsp_tune.server.stdio import FrameReader, stdin_chunks
 from ai_lsp_tune.shorten import EDITOR_MESSAGE_CHARS, shorten
@@ -75,6 +76,17 @@ class AiLspServer(LanguageServer):
                     log.exception("could not handle a message")
         finally:  # however the loop ends, the model host and the training worker go with it
             await self.state.shutdown()
+
+    def window_show_message(self, params: types.ShowMessageParams) -> None:
+        """Every message a person reads names settings as they write them in their editor."""
+        params.message = in_client_terms(params.message, self.state.client_name)
+        super().window_show_message(params)
+
+    async def window_show_message_request_async(
+        self, params: types.ShowMessageRequestParams
+    ) -> types.MessageActionItem | None:
+        params.message = in_client_terms(params.message, self.state.client_name)
+        return await super().window_show_message_request_async(params)
 
     def notify_user(self, level: str, message: str) -> None:
         """Show a message to the user (and log it whole): errors, invalid settings, model

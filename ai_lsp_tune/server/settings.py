@@ -6,13 +6,15 @@ Sources, later ones winning: defaults < environment (``AI_LSP_MODEL``, ``DEBOUNC
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 
-from ai_lsp_tune.hyperparams import DEFAULT_MODEL, Hyperparameters
+from ai_lsp_tune.hyperparams import DEFAULT_MODEL, EDITOR_DEFAULTS, Hyperparameters
 
 
 class CamelModel(BaseModel):
@@ -40,7 +42,9 @@ class FinetuneSettings(CamelModel, Hyperparameters):
     )
     force: bool = Field(False, description="Swap even when the new model scores worse.")
     min_test_examples: int = Field(
-        5, ge=0, description="Fewer test examples than this: ask before swapping."
+        5,
+        ge=0,
+        description="Fewer test examples, or test files, than this: ask before swapping.",
     )
     keep_models: int = Field(
         5, ge=1, description="Fine-tuned models kept on disk (the served one is always kept)."
@@ -57,6 +61,14 @@ class FinetuneSettings(CamelModel, Hyperparameters):
     backend: Literal["ring", "mpi", "nccl"] | None = Field(
         None, description="mlx.launch backend with hosts/hostfile; default: nccl with CUDA, ring."
     )
+
+
+# The editor's defaults that differ from the CLI's (``hyperparams.EDITOR_DEFAULTS``).
+for _name, _value in EDITOR_DEFAULTS.items():
+    FinetuneSettings.model_fields[_name] = FieldInfo.merge_field_infos(
+        FinetuneSettings.model_fields[_name], default=_value
+    )
+FinetuneSettings.model_rebuild(force=True)
 
 
 class Settings(CamelModel):
@@ -111,6 +123,15 @@ ENV_VARS: dict[str, str] = {
     "AI_LSP_TRACE_FILE": "traceFile",
 }
 SETTINGS_SECTION = "aiLsp"  # the section editors use ("aiLsp": {...}) in their settings
+_SETTING_NAME = re.compile(r"\baiLsp\.((?:[A-Za-z]+\.)*[A-Za-z]+)")
+
+
+def in_client_terms(text: str, client_name: str | None) -> str:
+    """A message with each setting named as the user writes it in their editor: VS Code's
+    ``aiLsp.finetune.learningRate`` is ``settings.finetune.learningRate`` in Neovim's Lua."""
+    if (client_name or "").lower() not in ("neovim", "nvim"):
+        return text
+    return _SETTING_NAME.sub(r"settings.\1", text)
 
 
 def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -131,9 +152,13 @@ def unwrap_section(options: Any) -> dict[str, Any]:
     """Accept both ``{"aiLsp": {...}}`` and the bare settings object."""
     if not isinstance(options, dict):
         return {}
-    for key in (SETTINGS_SECTION, "ai-lsp", "ai_lsp"):
+    sections = (SETTINGS_SECTION, "ai-lsp", "ai_lsp")
+    for key in sections:
         if isinstance(options.get(key), dict):
-            return dict(options[key])
+            # Keys beside the section count too: Neovim merges a user's bare `settings` table
+            # with the plugin's default `{ aiLsp = {} }`.
+            bare = {k: v for k, v in options.items() if k not in sections}
+            return merge(bare, options[key])
     return dict(options)
 
 
@@ -161,10 +186,19 @@ def validate_settings(raw: Mapping[str, Any]) -> tuple[Settings, list[str]]:
             loc = [str(p) for p in error["loc"]]
             shown = "aiLsp." + ".".join(loc) if loc else "settings"  # the editor's name
             got = error.get("input")
-            problems.append(f"{shown}: {error['msg']} (got {got!r}); using the default")
+            problems.append(f"{shown}: {error['msg']} (got {got!r}); {_until_fixed(loc)}")
             if not loc or not _drop(data, loc):
                 return Settings.model_validate({}), problems
     return Settings.model_validate({}), problems
+
+
+FINETUNE_REFUSED = "fine-tunes are refused until it is fixed"
+
+
+def _until_fixed(loc: list[str]) -> str:
+    """What an invalid value means: a fine-tune never trains on a default the user did not
+    choose; other settings fall back to their default (analysis goes on)."""
+    return FINETUNE_REFUSED if loc[:1] == ["finetune"] else "using the default"
 
 
 def _drop(data: dict[str, Any], loc: list[str]) -> bool:

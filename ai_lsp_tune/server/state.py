@@ -25,6 +25,7 @@ from ai_lsp_tune.serving.backend import Backend, LocalBackend, RemoteBackend
 from ai_lsp_tune.serving.client import ModelLoadError
 from ai_lsp_tune.serving.registry import ModelRegistry
 from ai_lsp_tune.serving.served_model import ServedModel
+from ai_lsp_tune.shorten import NAME_CHARS, shorten
 from ai_lsp_tune.traces.telemetry import Telemetry, default_trace_file
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class DocumentState:
     issues: dict[str, PublishedIssue] = field(default_factory=dict)
     unusable_shown: int | None = None  # the version whose unusable answer the user was told of
     too_large_shown: bool = False  # the "over aiLsp.maxDocumentBytes" message, once per document
+    # Issues the user dismissed, as (snippet, message, occurrence): not shown again after edits
+    dismissed: set[tuple[str, str, int]] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -88,12 +91,14 @@ class ServerState:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self.environ = dict(os.environ if environ is None else environ)
         self.init_options: dict[str, Any] = {}
+        self.client_name: str | None = None  # clientInfo.name: "Neovim", "Visual Studio Code", ...
         self.settings, self.setting_problems = validate_settings(settings_from_env(self.environ))
         self.workspace_root: str | None = None
         self.workspace_dir = paths.workspace_dir(None)
         self.registry = ModelRegistry(self.workspace_dir)  # read here; the served model writes it
         self.telemetry = Telemetry.disabled()
         self.documents: dict[str, DocumentState] = {}
+        self.dismissed: dict[str, set[tuple[str, str, int]]] = {}  # by URI: a reopen keeps them
         self.backend: Backend | None = None
         self.backend_error: str | None = None
         self.job: JobSlot | None = None  # the fine-tune job, made by its first command
@@ -128,6 +133,7 @@ class ServerState:
         """Apply ``workspace/didChangeConfiguration``; restart what the change concerns."""
         new, problems = self._resolve(unwrap_section(changed))
         old, self.settings = self.settings, new
+        self.setting_problems = problems
         if (old.telemetry, old.trace_file) != (new.telemetry, new.trace_file):
             self.telemetry.shutdown()
             self.telemetry = Telemetry.configure(enabled=new.telemetry, trace_file=self.trace_file)
@@ -200,6 +206,7 @@ class ServerState:
                 settings.model, self.registry, on_fallback=fallback
             )
         except ModelLoadError as exc:
+            log.error("the local model %s did not load: %s", exc.model, exc.message)
             self._backend_failed(notify, local_model_error(exc))
             return
         self.backend = LocalBackend(served, constrained=lambda: self.settings.constrained_decoding)
@@ -221,7 +228,8 @@ class ServerState:
             await served.configure(model)
             notify("info", f"ai-lsp: now serving {model}.")
         except ModelLoadError as exc:
-            notify("error", local_model_error(exc) + f" Still serving {served.current_path}.")
+            name = shorten(Path(served.current_path).name or served.current_path, 40)
+            notify("error", f"{local_model_error(exc)}; still serving {name}")
 
     async def stop_backend(self) -> None:
         if self._backend_task is not None:
@@ -246,10 +254,11 @@ class ServerState:
 
 
 def local_model_error(exc: ModelLoadError) -> str:
-    """The one message a user sees when the local model cannot be loaded."""
+    """The one message a user sees when the local model cannot be loaded: the setting first,
+    then the model and the reason's first line (short: the log has the whole error)."""
+    first = (exc.message.strip().splitlines() or [""])[0]
+    reason = shorten(first.replace(f"'{exc.model}'", "it").replace(exc.model, "it"), 70)
     return (
-        f"ai-lsp: could not load the local model '{exc.model}': {exc.message}. "
-        'Set "aiLsp.model" (or the AI_LSP_MODEL environment variable) to the path of a local '
-        "MLX model folder, or download the model once while online. "
-        "No AI diagnostics until then."
+        f'ai-lsp: set "aiLsp.model" (or AI_LSP_MODEL) to a local MLX model folder: '
+        f"{shorten(exc.model, NAME_CHARS // 2)!r} did not load ({reason})"
     )

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -62,6 +63,7 @@ class HostClient:
         self._ready_future: asyncio.Future[Ready] = asyncio.get_running_loop().create_future()
         self._ready_future.add_done_callback(_consume)
         self._reader = asyncio.create_task(self._read_events(), name=f"host-reader-{process.pid}")
+        self._log_reader = asyncio.create_task(relay_log(process), name=f"host-log-{process.pid}")
         self._idle = asyncio.Event()
         self._idle.set()
         assert process.stdin is not None
@@ -92,7 +94,7 @@ class HostClient:
             *(["--adapter", adapter] if adapter else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            stderr=None,  # the host logs to our stderr (never the LSP channel)
+            stderr=asyncio.subprocess.PIPE,  # its log lines, relayed at their level (relay_log)
             limit=STREAM_LIMIT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -203,6 +205,8 @@ class HostClient:
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
+        with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._log_reader, 1.0)  # the host's last words, then done
 
     async def _kill_when_stopped(self) -> None:
         """A host stopped (SIGSTOP) answers nothing: after a while it is killed, so that its
@@ -286,6 +290,36 @@ class HostClient:
                 switch.set_exception(HostGone(gone))
         self._switches.clear()
         self._idle.set()
+
+
+# The host's log format (serving/host.py): "<date> <time> host[<pid>] <LEVEL> <message>".
+_HOST_LOG_LINE = re.compile(r"^\S+ \S+ host\[\d+\] (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+_HOST_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+host_log = logging.getLogger("ai_lsp_tune.serving.host")
+
+
+async def relay_log(process: asyncio.subprocess.Process) -> None:
+    """The host's stderr, line by line, into our log at each line's own level: an editor shows
+    a server's raw stderr as errors. Lines without a level (a traceback, a library's warning)
+    keep the level of the record they follow, at least WARNING."""
+    assert process.stderr is not None
+    level = logging.WARNING  # the level of the last record with one
+    while True:
+        try:
+            raw = await process.stderr.readline()
+        except ValueError:  # a line over the stream limit: read what is there
+            raw = await process.stderr.read(STREAM_LIMIT)
+        if not raw:
+            return
+        line = raw.decode("utf-8", "replace").rstrip()
+        if not line:
+            continue
+        found = _HOST_LOG_LINE.match(line)
+        if found:
+            level = _HOST_LEVELS[found.group(1)]
+            host_log.log(level, "host[%d] %s", process.pid, line[found.end() :])
+        else:
+            host_log.log(max(level, logging.WARNING), "host[%d] %s", process.pid, line)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

@@ -29,6 +29,9 @@ from typing import Any
 
 from ai_lsp_tune.decoding.decode import decode_answer, model_vocab_size
 from ai_lsp_tune.decoding.grammar import AnswerGrammar, GrammarUnavailable, answer_grammar
+from ai_lsp_tune.models.errors import ModelError
+from ai_lsp_tune.models.load import load_model
+from ai_lsp_tune.models.resolve import resolve_model
 from ai_lsp_tune.prompts import SYSTEM_PROMPT, has_chat_template, render_chat
 from ai_lsp_tune.serving.adapters import Adapter
 from ai_lsp_tune.serving.adapters import remove as remove_adapter
@@ -80,6 +83,7 @@ class Engine:
         self.grammar: AnswerGrammar | None = None
         self.grammar_problem: str | None = None
         self.template_problem: str | None = None
+        self.plan: Any = None  # the quantized layers served dequantized (training.precision)
 
     def prepare_grammar(self) -> None:
         """Compile the answer grammar now (at load), so no analysis waits for it."""
@@ -175,7 +179,7 @@ class Engine:
     def _switch(self, request: SwitchRequest, name: str) -> Switched | SwitchRefused:
         started = time.perf_counter()
         loaded = self.path
-        path = local_model_path(request.model)
+        path = resolve_model(request.model)
         adapter = Adapter(Path(request.adapter)) if request.adapter else None
         difference = architecture_difference(loaded, path) if loaded else "it has no folder"
         if difference is not None or loaded is None:
@@ -246,6 +250,10 @@ class Engine:
             weights.update(arrays)
         if hasattr(self.model, "sanitize"):
             weights = self.model.sanitize(weights)
+        if self.plan:
+            from ai_lsp_tune.training import precision
+
+            weights = precision.dequantized_weights(weights, self.plan)
         mx.eval(weights)
         return weights
 
@@ -268,27 +276,19 @@ class Engine:
             raise
 
 
-def local_model_path(model_name: str) -> Path:
-    """The folder a model folder or hub name loads from (the hub's cache for a name)."""
-    from mlx_lm.utils import _download
-
-    local = Path(model_name).expanduser()
-    return local if local.is_dir() else Path(_download(model_name))
-
-
 def load_engine(model_name: str, adapter: str | None = None) -> Engine:
-    """Load a model folder or hub name with mlx-lm (and an adapter's LoRA layers on top)."""
-    from mlx_lm import load
+    """Load a model folder, GGUF file or hub name (and an adapter's LoRA layers on top)."""
+    from ai_lsp_tune.training import precision
 
-    loaded = load(model_name)
+    model, tokenizer, _, path = load_model(model_name)
+    plan, note = precision.for_serving(model)  # faster decode on a Linux CPU (issue 20)
+    if note:
+        log.info("%s", note)
     if adapter is not None:
-        Adapter(Path(adapter)).apply(loaded[0])
-    try:
-        path: Path | None = local_model_path(model_name)
-    except Exception:  # loaded, so it is local; a path we cannot name only rules out switching
-        path = None
-    engine = Engine(loaded[0], loaded[1], name=adapter or model_name, path=path)
+        Adapter(Path(adapter)).apply(model)
+    engine = Engine(model, tokenizer, name=adapter or model_name, path=path)
     engine.adapter = Path(adapter) if adapter else None
+    engine.plan = plan
     return engine
 
 
@@ -297,6 +297,10 @@ def describe_load_error(model_name: str, exc: BaseException) -> LoadFailed:
     detail = shorten(str(exc).splitlines()[0].split(". ")[0], NAME_CHARS) if str(exc) else ""
     reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
     shown = shorten(model_name, NAME_CHARS)
+    if isinstance(exc, ModelError):
+        if exc.kind == "model_not_found":
+            return LoadFailed(model=model_name, kind="model_not_found", message=exc.message)
+        return LoadFailed(model=model_name, kind="invalid_model", message=exc.message)
     try:
         exists = Path(model_name).expanduser().exists()
     except (OSError, ValueError):  # a name too long for a path, a NUL byte

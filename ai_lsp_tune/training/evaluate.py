@@ -2,8 +2,10 @@
 
 Metrics: the share of answers that are valid JSON, that are a valid DiagnosticResult, whose
 issue snippets all occur in the analysed code ("grounded"), the issue-snippet F1 against the
-recorded answers, and the loss on the same examples. MLX is imported only inside functions, so
-the language server can import ``EvalMetrics`` and ``not_worse`` cheaply.
+recorded answers, issue-level precision/recall/F1 against them (``agreement``: located by line,
+counted per file), file-level "has an issue" agreement, and the loss on the same examples.
+MLX is imported only inside functions, so the language server can import ``EvalMetrics`` and
+``not_worse`` cheaply.
 """
 
 from __future__ import annotations
@@ -17,11 +19,19 @@ from pydantic import BaseModel, ConfigDict
 
 from ai_lsp_tune.prompts import code_of, prompt_tokens
 from ai_lsp_tune.schema import (
-    DiagnosticResult,
     InvalidModelOutput,
     parse_diagnostic_result,
     parse_json_text,
     snippets_grounded,
+)
+from ai_lsp_tune.training.agreement import (
+    F1Difference,
+    IssueCounts,
+    by_file,
+    count_issues,
+    file_key,
+    paired_bootstrap,
+    total,
 )
 
 if TYPE_CHECKING:  # data imports numpy: its BLAS threads must not start before the worker
@@ -31,9 +41,9 @@ if TYPE_CHECKING:  # data imports numpy: its BLAS threads must not start before 
     from ai_lsp_tune.decoding.grammar import AnswerGrammar
     from ai_lsp_tune.training.data import ChatExample
 
-# A candidate may trail the current model by this much on a rate and still be "not worse":
-# test sets are small, one example is often several percent.
-NOT_WORSE_TOLERANCE = 0.05
+# A candidate is "not worse" (non-inferior) when the 95 % interval of F1(candidate) −
+# F1(current), paired over test files, lies at or above −GATE_F1_MARGIN.
+GATE_F1_MARGIN = 0.05
 
 
 class EvalMetrics(BaseModel):
@@ -50,6 +60,25 @@ class EvalMetrics(BaseModel):
     # With constrained decoding the rates above are of answers decoded under the grammar (as
     # served); this one is of free greedy answers: how much JSON the model writes on its own.
     unconstrained_valid_json_rate: float | None = None
+    # Issue-level agreement with the recorded (teacher's) answers, see ``training.agreement``.
+    issue_precision: float | None = None
+    issue_recall: float | None = None
+    issue_f1: float | None = None
+    file_agreement: float | None = None  # share of files where "has an issue" agrees
+    files: dict[str, tuple[int, int, int]] | None = None  # matched, predicted, expected
+    answers: list[str] | None = None  # the scored answers, in the examples' order (run.json)
+    seconds: float | None = None  # how long the evaluation took (loss and answers)
+    # Set on the candidate's metrics: F1 minus the served model's, and its 95 % interval.
+    f1_difference: float | None = None
+    f1_difference_low: float | None = None
+    f1_difference_high: float | None = None
+
+    def file_counts(self) -> dict[str, IssueCounts]:
+        return {k: IssueCounts(*v) for k, v in (self.files or {}).items()}
+
+    @property
+    def test_files(self) -> int:
+        return len(self.files or {})
 
 
 # How each metric is named and shown, in the CLI's table and the editor's messages alike:
@@ -59,6 +88,10 @@ METRIC_LABELS = (
     ("unconstrained_valid_json_rate", "unconstrained JSON", True),
     ("schema_valid_rate", "schema-valid", True),
     ("grounded_rate", "grounded", True),
+    ("issue_precision", "issue precision", False),
+    ("issue_recall", "issue recall", False),
+    ("issue_f1", "issue F1", False),
+    ("file_agreement", "has-issue agreement", True),
     ("snippet_f1", "snippet F1", False),
     ("val_loss", "val loss", False),
 )
@@ -69,18 +102,41 @@ def format_metric(value: float, as_percent: bool) -> str:
     return f"{value:.0%}" if as_percent else f"{value:.2f}"
 
 
+def compare(candidate: EvalMetrics, current: EvalMetrics) -> EvalMetrics:
+    """The candidate's metrics with its F1 difference to the current model's, paired by file."""
+    diff: F1Difference = paired_bootstrap(candidate.file_counts(), current.file_counts())
+    if not diff.files:
+        return candidate  # nothing in common to compare on
+    return candidate.model_copy(
+        update={
+            "f1_difference": diff.difference,
+            "f1_difference_low": diff.low,
+            "f1_difference_high": diff.high,
+        }
+    )
+
+
 def not_worse(candidate: EvalMetrics, current: EvalMetrics) -> bool:
-    """Should the candidate replace the current model? Not if it scores clearly lower."""
-    for name in ("schema_valid_rate", "grounded_rate", "snippet_f1"):
-        if getattr(candidate, name) < getattr(current, name) - NOT_WORSE_TOLERANCE:
-            return False
-    if candidate.val_loss is not None and current.val_loss is not None:
-        return candidate.val_loss <= current.val_loss * (1 + NOT_WORSE_TOLERANCE)
-    return True
+    """Should the candidate replace the current model? Only if its issue F1 is shown not to be
+    lower by more than GATE_F1_MARGIN: the interval's lower end is at or above −GATE_F1_MARGIN."""
+    if candidate.f1_difference_low is None:
+        candidate = compare(candidate, current)
+    if candidate.f1_difference_low is None:
+        return False  # no test file scored for both: unmeasured is not proven
+    return candidate.f1_difference_low >= -GATE_F1_MARGIN
 
 
-def _snippets(result: DiagnosticResult) -> set[str]:
-    return {issue.issue_snippet for issue in result.issues}
+def f1_summary(metrics: EvalMetrics) -> str:
+    """``issue F1 0.52 (+0.31, 95% CI +0.12..+0.48)``: one line for messages and model lists."""
+    if metrics.issue_f1 is None:
+        return f"snippet F1 {metrics.snippet_f1:.2f}"
+    text = f"issue F1 {metrics.issue_f1:.2f}"
+    if metrics.f1_difference is not None:
+        text += (
+            f" ({metrics.f1_difference:+.2f}, 95% CI {metrics.f1_difference_low:+.2f}.."
+            f"{metrics.f1_difference_high:+.2f})"
+        )
+    return text
 
 
 def _f1(predicted: set[str], expected: set[str]) -> float:
@@ -100,21 +156,29 @@ def score_answers(
     n = len(answers)
     valid_json = schema_valid = grounded = 0
     f1_total = 0.0
+    rows: list[tuple[str, IssueCounts]] = []
     for example, answer in zip(examples, answers, strict=True):
+        code = code_of(example.user)
+        try:
+            teacher = [i.issue_snippet for i in parse_diagnostic_result(example.assistant).issues]
+        except InvalidModelOutput:
+            teacher = []
+        predicted: list[str] = []  # an invalid answer raises nothing the editor could show
         try:
             parse_json_text(answer)
             valid_json += 1
             result = parse_diagnostic_result(answer)
+            schema_valid += 1
+            grounded += snippets_grounded(result, code)
+            predicted = [issue.issue_snippet for issue in result.issues]
+            f1_total += _f1(set(predicted), set(teacher))
         except (json.JSONDecodeError, InvalidModelOutput):
-            continue
-        schema_valid += 1
-        grounded += snippets_grounded(result, code_of(example.user))
-        try:
-            expected = _snippets(parse_diagnostic_result(example.assistant))
-        except InvalidModelOutput:
-            expected = set()
-        f1_total += _f1(_snippets(result), expected)
+            pass
+        rows.append((file_key(example.user), count_issues(predicted, teacher, code)))
     rate = (lambda k: k / n) if n else (lambda k: 0.0)
+    files = by_file(rows)
+    summed = total(files)
+    agree = sum((c.predicted > 0) == (c.expected > 0) for c in files.values())
     return EvalMetrics(
         n=n,
         valid_json_rate=rate(valid_json),
@@ -122,6 +186,12 @@ def score_answers(
         grounded_rate=rate(grounded),
         snippet_f1=rate(f1_total),  # type: ignore[arg-type]
         val_loss=val_loss,
+        issue_precision=summed.precision,
+        issue_recall=summed.recall,
+        issue_f1=summed.f1,
+        file_agreement=agree / len(files) if files else 0.0,
+        files={k: (c.matched, c.predicted, c.expected) for k, c in files.items()},
+        answers=list(answers),
     )
 
 
@@ -147,18 +217,56 @@ def served_answers(
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[str]:
-    """The answers the model host would serve: the same decoding (``serving.decode``)."""
+    """The answers the model host would serve: the same decoding (``serving.decode``).
+
+    The prompts' common start (the system prompt, rendered) is computed once and reused, as
+    the model host does: on a CPU it is most of each prompt's cost."""
+    from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+
     from ai_lsp_tune.decoding.decode import decode_answer
 
+    prompts = [prompt_tokens(tokenizer, e.system, e.user) for e in examples]
+    prefix = _shared_prefix(prompts)
+    cache = make_prompt_cache(model) if len(prefix) > 1 else None
+    if cache is not None and can_trim_prompt_cache(cache):
+        import mlx.core as mx
+
+        model(mx.array(prefix)[None], cache=cache)
+        mx.eval([c.state for c in cache])
+    else:
+        cache, prefix = None, []
     answers: list[str] = []
-    for example in examples:
+    for prompt in prompts:
         if should_stop is not None and should_stop():
             break
-        prompt = prompt_tokens(tokenizer, example.system, example.user)
-        answers.append(decode_answer(model, tokenizer, prompt, max_tokens, grammar=grammar).text)
+        if cache is None:
+            answer = decode_answer(model, tokenizer, prompt, max_tokens, grammar=grammar)
+        else:
+            try:
+                answer = decode_answer(
+                    model,
+                    tokenizer,
+                    prompt[len(prefix) :],
+                    max_tokens,
+                    grammar=grammar,
+                    prompt_cache=cache,
+                )
+            finally:
+                trim_prompt_cache(cache, cache[0].offset - len(prefix))
+        answers.append(answer.text)
         if on_progress is not None:
             on_progress(len(answers), len(examples))
     return answers
+
+
+def _shared_prefix(prompts: Sequence[list[int]]) -> list[int]:
+    """The tokens every prompt starts with, less one (each prompt keeps a token to decode from)."""
+    if not prompts:
+        return []
+    first, shared = prompts[0], min(len(p) for p in prompts) - 1
+    for prompt in prompts[1:]:
+        shared = next((i for i in range(shared) if prompt[i] != first[i]), shared)
+    return first[: max(shared, 0)]
 
 
 def serving_grammar(model: nn.Module, tokenizer: Any) -> tuple[AnswerGrammar | None, str | None]:
@@ -235,12 +343,12 @@ def evaluate_model_path(
     max_tokens: int = 512,
     constrained: bool = True,
 ) -> EvalMetrics:
-    """Load a model (a folder or hub name) and score the answers it would serve on ``examples``."""
-    from mlx_lm import load
-
+    """Load a model (folder, GGUF or hub name) and score the answers it would serve on
+    ``examples``."""
+    from ai_lsp_tune.models.load import load_model
     from ai_lsp_tune.training.data import TokenizedSplit, split_loss
 
-    model, tokenizer = load(str(model_path))  # type: ignore[misc]
+    model, tokenizer, _, _ = load_model(str(model_path))
     grammar = serving_grammar(model, tokenizer)[0] if constrained else None
     free = greedy_answers(model, tokenizer, examples, max_tokens=max_tokens)
     answers = (

@@ -48,8 +48,8 @@ def write_adapters(
     base = Path(request.model_name).expanduser()
     config = {
         "fine_tune_type": "lora",
-        # The base it is served on (serving/adapters.py): a folder by its absolute path.
-        "model": str(base.resolve()) if base.is_dir() else request.model_name,
+        # The base it is served on (serving/adapters.py): a folder or GGUF by its absolute path.
+        "model": str(base.resolve()) if base.exists() else request.model_name,
         "num_layers": request.num_layers,
         "lora_parameters": {"rank": request.lora_rank, "scale": request.lora_scale, "dropout": 0.0},
     }

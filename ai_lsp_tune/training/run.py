@@ -24,6 +24,7 @@ from ai_lsp_tune.training.data import TokenizedSplit, crop_to_fit, iterations_fo
 from ai_lsp_tune.training.distributed import World
 from ai_lsp_tune.training.evaluate import (
     EvalMetrics,
+    compare,
     greedy_answers,
     score_answers,
     served_answers,
@@ -232,6 +233,7 @@ def evaluate_phase(
         )
     total = len(examples) * (2 if grammar is not None else 1)
     progress(0, total)
+    started = time.perf_counter()
     loss = split_loss(model, data["tokens"][split], batch_size=request.batch_size)
     free = greedy_answers(
         model,
@@ -256,7 +258,8 @@ def evaluate_phase(
     if stop.is_set():
         raise Cancelled(f"Cancelled while evaluating ({stage}).")
     metrics = score_answers(examples, answers, val_loss=loss)
-    return metrics.model_copy(update={"unconstrained_valid_json_rate": valid_json_rate(free)})
+    update = {"unconstrained_valid_json_rate": valid_json_rate(free)}
+    return metrics.model_copy(update=update | {"seconds": round(time.perf_counter() - started, 3)})
 
 
 def _run(
@@ -329,6 +332,7 @@ def _run(
     after = evaluate_phase(
         "after", model, tokenizer, request, data, eval_split, channel, stop, world
     )
+    after = compare(after, before)  # the F1 difference the gate judges, paired over files
     run_json = publish.write_run_json(
         partial / "run.json",
         request=request,

@@ -120,6 +120,7 @@ async def start_session(
     env: dict[str, str] | None = None,
     init_options: dict[str, Any] | None = None,
     capabilities: types.ClientCapabilities | None = None,
+    client_name: str | None = None,
 ) -> Session:
     """Start ``ai-lsp serve`` and initialize it with ``workspace`` as the root."""
     client = LanguageClient(converter_factory=_converter)
@@ -139,6 +140,7 @@ async def start_session(
             capabilities=capabilities or client_capabilities("visual-studio-code"),
             root_uri=workspace.as_uri(),
             initialization_options=init_options,
+            client_info=types.ClientInfo(name=client_name) if client_name else None,
         )
     )
     return session

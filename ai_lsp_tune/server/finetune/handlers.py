@@ -38,6 +38,7 @@ from ai_lsp_tune.server.finetune.context import (
 from ai_lsp_tune.server.finetune.job import FinetuneJob
 from ai_lsp_tune.server.finetune.model_list import find_listed, model_list
 from ai_lsp_tune.server.language_server import AiLspServer
+from ai_lsp_tune.server.settings import FINETUNE_REFUSED
 from ai_lsp_tune.serving.adapters import adapter_base
 from ai_lsp_tune.traces.otlp import TraceInputError, expand_trace_paths
 
@@ -59,6 +60,10 @@ class CommandRefused(JsonRpcException):
 async def start(ls: AiLspServer, *args: Any) -> dict[str, Any]:
     job = await _job(ls)
     options = _finetune_options(ls, args)
+    invalid = [p for p in ls.state.setting_problems if p.endswith(FINETUNE_REFUSED)]
+    if invalid and not job.active:
+        problem = invalid[0].removesuffix("; " + FINETUNE_REFUSED)
+        raise CommandRefused(f"invalid setting {problem}; fix it to fine-tune")
     if not job.active and not options.extra_traces and not await job.ctx.own_traces():
         raise CommandRefused(
             f"no traces to learn from yet: the server records its analyses to "

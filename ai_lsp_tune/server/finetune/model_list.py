@@ -44,12 +44,19 @@ def model_list(
             "baseModel": e.base_model,
             "createdAt": e.created_at,
             "examples": e.examples,
-            "metrics": e.metrics,
+            "metrics": _headline(e.metrics),
             "serving": e.path == serving,
             "label": describe_model(e, base=base),
         }
         for e in entries
     ]
+
+
+def _headline(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The metrics without per-file counts and answers (kept in run.json, not for lists)."""
+    if metrics is None:
+        return None
+    return {k: v for k, v in metrics.items() if k not in ("files", "answers")}
 
 
 def describe_model(entry: ModelEntry, *, base: str) -> str:

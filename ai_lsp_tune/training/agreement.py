@@ -1,0 +1,158 @@
+"""Agreement with the teacher at the issue level: does the model flag the lines the teacher flags?
+
+An answer locates an issue only by its snippet, so the matching rule is about lines: a model
+issue matches a teacher issue when the model's snippet occurs in the analysed code on a line
+within ±1 of a line holding the teacher's snippet (any occurrence of either counts). Matching is
+one-to-one (a maximum matching), so repeating one snippet five times earns one match, not five.
+A snippet that is empty, only whitespace, or not in the code matches nothing.
+
+Counts are kept per file (the document an analysis is of), so two models scored on the same
+files can be compared with a paired bootstrap over files: resample files with replacement, and
+recompute F1(candidate) − F1(current) from the summed counts.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from ai_lsp_tune.prompts import parse_user_prompt
+
+LINE_TOLERANCE = 1  # a snippet one line above or below the teacher's still points at the issue
+BOOTSTRAP_SAMPLES = 2000
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class IssueCounts:
+    """Matched model issues, all model issues and all teacher issues (one file or summed)."""
+
+    matched: int = 0
+    predicted: int = 0
+    expected: int = 0
+
+    def __add__(self, other: IssueCounts) -> IssueCounts:
+        return IssueCounts(
+            self.matched + other.matched,
+            self.predicted + other.predicted,
+            self.expected + other.expected,
+        )
+
+    @property
+    def precision(self) -> float:
+        """Share of model issues the teacher also raised (1 when the model raised none)."""
+        return self.matched / self.predicted if self.predicted else 1.0
+
+    @property
+    def recall(self) -> float:
+        """Share of teacher issues the model found (1 when the teacher raised none)."""
+        return self.matched / self.expected if self.expected else 1.0
+
+    @property
+    def f1(self) -> float:
+        """F1 of the summed counts; 1 when neither raised anything (both said "clean")."""
+        if not self.predicted and not self.expected:
+            return 1.0
+        return 2 * self.matched / (self.predicted + self.expected)
+
+
+def snippet_lines(snippet: str, code: str) -> set[int]:
+    """0-based lines on which ``snippet`` starts anywhere in ``code`` (empty: not there)."""
+    if not snippet.strip():
+        return set()
+    lines: set[int] = set()
+    at = code.find(snippet)
+    while at >= 0:
+        lines.add(code.count("\n", 0, at))
+        at = code.find(snippet, at + 1)
+    return lines
+
+
+def match_issues(predicted: Sequence[str], expected: Sequence[str], code: str) -> int:
+    """How many model snippets match teacher snippets one-to-one (a maximum matching)."""
+    expected_lines = [snippet_lines(s, code) for s in expected]
+    candidates = []
+    for snippet in predicted:
+        lines = snippet_lines(snippet, code)
+        candidates.append(
+            [
+                j
+                for j, teacher in enumerate(expected_lines)
+                if any(abs(a - b) <= LINE_TOLERANCE for a in lines for b in teacher)
+            ]
+        )
+    owner: dict[int, int] = {}  # teacher issue -> model issue matched to it
+
+    def augment(i: int, seen: set[int]) -> bool:
+        for j in candidates[i]:
+            if j in seen:
+                continue
+            seen.add(j)
+            if j not in owner or augment(owner[j], seen):
+                owner[j] = i
+                return True
+        return False
+
+    return sum(augment(i, set()) for i in range(len(predicted)))
+
+
+def count_issues(predicted: Sequence[str], expected: Sequence[str], code: str) -> IssueCounts:
+    """The counts of one analysis."""
+    return IssueCounts(match_issues(predicted, expected, code), len(predicted), len(expected))
+
+
+def file_key(user: str) -> str:
+    """The file an analysis prompt is about (its File line, without the window's line range)."""
+    parts = parse_user_prompt(user)
+    return parts.name if parts is not None else user
+
+
+def by_file(rows: Iterable[tuple[str, IssueCounts]]) -> dict[str, IssueCounts]:
+    """Counts summed per file."""
+    files: dict[str, IssueCounts] = {}
+    for key, counts in rows:
+        files[key] = files.get(key, IssueCounts()) + counts
+    return files
+
+
+def total(files: Mapping[str, IssueCounts]) -> IssueCounts:
+    return sum(files.values(), IssueCounts())
+
+
+@dataclass(frozen=True)
+class F1Difference:
+    """F1(candidate) − F1(current) on the files both were scored on, with a bootstrap interval."""
+
+    difference: float
+    low: float
+    high: float
+    files: int
+
+
+def paired_bootstrap(
+    candidate: Mapping[str, IssueCounts],
+    current: Mapping[str, IssueCounts],
+    *,
+    samples: int = BOOTSTRAP_SAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> F1Difference:
+    """The F1 difference and its percentile interval, resampling the shared files together."""
+    keys = sorted(set(candidate) & set(current))
+    if not keys:
+        return F1Difference(0.0, 0.0, 0.0, 0)
+    pairs = [(candidate[k], current[k]) for k in keys]
+
+    def difference(chosen: Iterable[tuple[IssueCounts, IssueCounts]]) -> float:
+        new = old = IssueCounts()
+        for a, b in chosen:
+            new, old = new + a, old + b
+        return new.f1 - old.f1
+
+    rng = random.Random(seed)
+    draws = sorted(difference(rng.choices(pairs, k=len(pairs))) for _ in range(samples))
+    tail = (1 - confidence) / 2
+    low = draws[int(tail * (samples - 1))]
+    high = draws[round((1 - tail) * (samples - 1))]
+    return F1Difference(difference(pairs), low, high, len(keys))

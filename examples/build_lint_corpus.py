@@ -1,0 +1,123 @@
+"""Record the distillation corpus: real third-party code, answered by the lint teacher.
+
+    uv run python examples/build_lint_corpus.py [--files 80] [--output PATH]
+
+Python files of packages installed in the venv (not this project's code or tests) are cut into
+the windows the server analyses and answered by ``ai_lsp_tune.dataset.teacher`` (ruff with its
+RULES). Each answer is recorded as our analysis span, through the OpenTelemetry SDK and our
+exporter, as the remote backend records one. About a third of the windows have no issue.
+Writes examples/traces/lint-teacher-otel.jsonl (replacing it); ``--files 24`` writes the
+demo's smaller corpus with ``--output examples/traces/lint-demo-otel.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import sysconfig
+from pathlib import Path
+
+from ai_lsp_tune.dataset.teacher import TEACHER_MODEL, TeacherAnalysis, analyses, ruff_findings
+
+TRACES = Path(__file__).resolve().parent / "traces"
+# Third-party packages of the venv, read as a user's code would be: libraries, not test suites.
+PACKAGES = [
+    "anyio", "attr", "cattrs", "click", "filelock", "fsspec", "h11", "httpcore", "httpx",
+    "huggingface_hub", "jinja2", "markdown_it", "mlx_lm", "openai", "packaging", "pygls",
+    "pygments", "pydantic_ai", "requests", "rich", "tenacity", "tqdm", "transformers",
+    "typer", "urllib3", "yaml",
+]  # fmt: skip
+_NOT_LIBRARY = {"tests", "test", "testing", "_vendor", "vendor"}
+BUDGET = 700  # estimated prompt tokens per window: the system prompt and about 20 lines of code
+MAX_WINDOWS_PER_FILE = 5
+
+
+def source_files(root: Path) -> list[Path]:
+    """Library modules of PACKAGES under ``root`` (site-packages), without tests."""
+    files = []
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = set(path.relative_to(root).parts)
+            if not parts & _NOT_LIBRARY and path.stat().st_size:
+                files.append(path)
+    return files
+
+
+def _stable(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def choose(root: Path, files: int, seed: int) -> list[TeacherAnalysis]:
+    """Windows of ``files`` files that have findings: flagged windows and a third clean ones."""
+    paths = source_files(root)
+    findings = ruff_findings(paths)
+    flagged = sorted((p for p in paths if findings[p.resolve()]), key=lambda p: _stable(str(p)))
+    rng = random.Random(seed)
+    chosen: list[TeacherAnalysis] = []
+    for path in flagged[:files]:
+        name = str(path.relative_to(root))
+        code = path.read_text(encoding="utf-8", errors="replace")
+        windows = analyses(name, code, findings[path.resolve()], budget=BUDGET)
+        with_issues = [w for w in windows if w.answer.issues]
+        clean = [w for w in windows if not w.answer.issues]
+        take = with_issues[: MAX_WINDOWS_PER_FILE - 1]
+        wanted_clean = max(1, len(take) // 2)  # a third of the file's windows are clean
+        take += rng.sample(clean, min(wanted_clean, len(clean)))
+        chosen += take
+    return chosen
+
+
+def record(path: Path, chosen: list[TeacherAnalysis]) -> None:
+    """Each analysis as our span, via the OTel SDK and our file exporter."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from ai_lsp_tune.traces import genai
+    from ai_lsp_tune.traces.exporter import OtlpJsonFileSpanExporter
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "ai-lsp-lint-teacher"}))
+    provider.add_span_processor(BatchSpanProcessor(OtlpJsonFileSpanExporter(path)))
+    tracer = provider.get_tracer(genai.INSTRUMENTATION_SCOPE)
+    for analysis in chosen:
+        attributes = genai.analysis_attributes(
+            genai.AnalysisRecord(
+                model=TEACHER_MODEL,
+                provider="ruff",
+                system=analysis.system,
+                user=analysis.user,
+                output=analysis.answer.to_json(),
+                valid=True,
+                document_uri=f"file:///site-packages/{analysis.name}",
+                language="python",
+                document_name=analysis.name,
+            )
+        )
+        with tracer.start_as_current_span(genai.ANALYSIS_SPAN_NAME, attributes=attributes):
+            pass
+    provider.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--files", type=int, default=80, help="files with findings to use")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=TRACES / "lint-teacher-otel.jsonl")
+    args = parser.parse_args()
+    root = Path(sysconfig.get_paths()["purelib"])
+    chosen = choose(root, args.files, args.seed)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.unlink(missing_ok=True)  # the exporter appends
+    record(args.output, chosen)
+    files = len({a.name for a in chosen})
+    clean = sum(not a.answer.issues for a in chosen)
+    issues = sum(len(a.answer.issues) for a in chosen)
+    print(
+        f"wrote {len(chosen)} analyses of {files} files ({clean} with no issue, "
+        f"{issues} issues) to {args.output}"
+    )
+
+
+if __name__ == "__main__":
+    main()
