@@ -176,12 +176,13 @@ def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> 
     (item,) = after_swap["items"]
     assert item["message"] == TEACHER_MESSAGE and snippet(AFTER_SWAP, item) == FLAW
     assert not [t for t in teacher_calls if t > base_at]
-    after = [model for end, model, _ in analysis_rows(trace_file) if end > swapped_at]
+    # (Until the lineage steps: each later change of model analyses the open file again.)
+    cancel_at = observed["cancel_at"]
+    after = [m for end, m, _ in analysis_rows(trace_file) if swapped_at < end < cancel_at]
     assert after and all(Path(model) == Path(new_model) for model in after)
 
     # Lineage. A long run cancelled mid-training shows its end state: the server's message as a
     # notice, and the statusline's last words (not an item that just vanishes).
-    cancel_at = observed["cancel_at"]
     assert any(
         "Fine-tune cancelled at" in n["msg"] and "next run resumes from its checkpoint" in n["msg"]
         for n in observed["notifications"]
