@@ -43,6 +43,12 @@ from ai_lsp_tune.cli.tiny_model import _TOKENIZER_CORPUS, ensure_tiny_model
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SETTINGS = {"batch_size": 4, "learning_rate": 5e-4, "lora_rank": 8, "num_layers": -1}
 MAX_SEQ = 8192
+MODELS = {
+    "tiny": "tiny local model",
+    "smollm2": "a random model of SmolLM2-135M's shape saved 4-bit (group 32; bench/smollm2.py), "
+    "which ours trains dequantized to fp32 on OpenBLAS (training/precision.py) and mlx-lm "
+    "trains 4-bit",
+}
 _CODE_CORPUS = [s for s in _TOKENIZER_CORPUS if "def " in s or "const " in s or "import" in s]
 
 
@@ -137,7 +143,28 @@ def _run(cmd: list[str], **kwargs: object) -> tuple[float, float, int]:
     return seconds, usage.ru_maxrss / 1024, process.returncode
 
 
-def run_mlx_lm(model: Path, data: Path, iters: int, work: Path) -> tuple[float, float]:
+def peer_env(peer_blas: str) -> dict[str, str] | None:
+    """``mlx_lm lora`` as a user installs it (MLX's reference BLAS), or given our OpenBLAS."""
+    if peer_blas == "installed":
+        return None
+    from ai_lsp_tune import blas
+
+    threads = str(blas.status().threads or 1)
+    return {**os.environ, "LD_PRELOAD": str(blas.standard_names_copy()),
+            "OPENBLAS_NUM_THREADS": threads}  # fmt: skip
+
+
+def machine_peak() -> dict[str, float]:
+    """The fp32 matmul GFLOP/s and copy GB/s of a process on our BLAS (bench/cpu.py)."""
+    code = ("import ai_lsp_tune, json, sys; sys.path.insert(0, 'bench'); import cpu; "
+            "print(json.dumps(cpu.machine()))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def run_mlx_lm(
+    model: Path, data: Path, iters: int, work: Path, env: dict[str, str] | None = None
+) -> tuple[float, float]:
     work.mkdir(parents=True, exist_ok=True)
     config = work / "lora.yaml"
     config.write_text(f"lora_parameters:\n  rank: {SETTINGS['lora_rank']}\n  scale: 20.0\n"
@@ -148,8 +175,10 @@ def run_mlx_lm(model: Path, data: Path, iters: int, work: Path) -> tuple[float, 
             "--num-layers", str(SETTINGS["num_layers"]), "--max-seq-length", str(MAX_SEQ),
             "--mask-prompt", "--val-batches", "1", "--steps-per-eval", "1000000",
             "--save-every", "1000000", "--seed", "0", "-c", str(config)]  # fmt: skip
-    overhead, _, code0 = _run([*base, "--iters", "0", "--adapter-path", str(work / "a0")])
-    seconds, rss, code = _run([*base, "--iters", str(iters), "--adapter-path", str(work / "a")])
+    overhead, _, code0 = _run([*base, "--iters", "0", "--adapter-path", str(work / "a0")], env=env)
+    seconds, rss, code = _run(
+        [*base, "--iters", str(iters), "--adapter-path", str(work / "a")], env=env
+    )
     if code0 or code:
         raise SystemExit("mlx_lm lora failed (see above)")
     return seconds - overhead, rss
@@ -218,13 +247,31 @@ def main() -> None:
         help="run only mlx-lm and ours as shipped (no whole-row, padded and checkpointed runs)",
     )
     parser.add_argument("--section", default="train", help="the RESULTS.md section to write")
+    parser.add_argument(
+        "--model",
+        choices=["tiny", "smollm2"],
+        default="tiny",
+        help="smollm2: a random 4-bit model of SmolLM2-135M's shape (bench/smollm2.py)",
+    )
+    parser.add_argument(
+        "--peer-blas",
+        choices=["installed", "openblas"],
+        default="installed",
+        help="mlx_lm as installed (MLX's reference BLAS) or given our OpenBLAS (LD_PRELOAD)",
+    )
     args = parser.parse_args()
     batch = SETTINGS["batch_size"]
     rows, notes, memory, shares = [], [], [], []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
-        model = ensure_tiny_model(work / "cache")
+        if args.model == "smollm2":
+            sys.path.insert(0, str(Path(__file__).parent))
+            import smollm2
+
+            model = smollm2.smollm2_shaped()
+        else:
+            model = ensure_tiny_model(work / "cache")
         for label, skewed in (("uniform", False), ("length-skewed", True)):
             if label not in args.sets.split(","):
                 continue
@@ -232,7 +279,9 @@ def main() -> None:
             iters = n * args.epochs // batch
             data = write_dataset(work / label, n, skewed=skewed, max_chars=args.max_chars)
             tokens, shortest, longest, work_done = trained_tokens(model, data, args.epochs)
-            peer_s, peer_rss = run_mlx_lm(model, data, iters, work / f"{label}-mlx")
+            peer_s, peer_rss = run_mlx_lm(
+                model, data, iters, work / f"{label}-mlx", peer_env(args.peer_blas)
+            )
             ours_s, ours_rss, run = run_ours(model, data, args.epochs, work / f"{label}-ours")
             assert run["batching"]["packed"] and run["batching"]["chunked"]
             variants = {"as shipped": (ours_s, ours_rss, run)}
@@ -284,6 +333,18 @@ def main() -> None:
             )
             notes.append(work_line)
             print(work_line, flush=True)
+            if args.model == "smollm2":
+                peak = machine_peak()
+                # A step is ~3 forwards' matmuls (forward; backward: input and LoRA gradients).
+                used = 3 * 2 * our_macs / ours_s / 1e9
+                notes.append(
+                    f"  Ours computed {used:.1f} GFLOP/s of matmuls (3 forwards of its work per "
+                    f"step) = **{100 * used / peak['gflops']:.0f}%** of this run's fp32 matmul "
+                    f"peak ({peak['gflops']:.1f} GFLOP/s on our BLAS; copy "
+                    f"{peak['gbps']:.1f} GB/s); mlx-lm's peer ran on "
+                    f"{'its reference BLAS' if args.peer_blas == 'installed' else 'our OpenBLAS'}."
+                )
+                print(notes[-1], flush=True)
     write_results(args, rows, notes, memory, (load_before, os.getloadavg()), ", ".join(shares))
 
 
@@ -297,9 +358,11 @@ def write_results(
         f"{args.skewed_examples} --epochs {args.epochs} --max-chars {args.max_chars}"
         f"{' --sets ' + args.sets if args.sets != 'uniform,length-skewed' else ''}"
         f"{' --peer-only' if args.peer_only else ''}"
-        f"{' --section ' + repr(args.section) if args.section != 'train' else ''}` on "
+        f"{' --section ' + repr(args.section) if args.section != 'train' else ''}"
+        f"{' --model ' + args.model if args.model != 'tiny' else ''}"
+        f"{' --peer-blas ' + args.peer_blas if args.peer_blas != 'installed' else ''}` on "
         f"{os.cpu_count()} CPU(s), {platform.machine()}, Python {platform.python_version()}, "
-        f"{time.strftime('%Y-%m-%d')}; tiny local model (CPU, `mlx[cpu]`); batch "
+        f"{time.strftime('%Y-%m-%d')}; {MODELS[args.model]} (CPU, `mlx[cpu]`); batch "
         f"{SETTINGS['batch_size']}, LoRA rank "
         f"{SETTINGS['lora_rank']} on all layers, prompt masked; one run each, same machine, "
         "same run. No GPU machine was lent to this session: CPU numbers only. Load average "

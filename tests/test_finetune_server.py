@@ -32,6 +32,7 @@ from tests.helpers.finetune_story import (
     record_teacher_traces,
     source_file,
     start_student,
+    student_settings,
     worker_pids,
 )
 from tests.helpers.lsp_session import stop_session
@@ -477,6 +478,15 @@ async def test_an_invalid_finetune_setting_refuses_the_run_instead_of_using_the_
         message = await refused(student, commands.FINETUNE)
         assert message.startswith("invalid setting aiLsp.finetune.learningRate:"), message
         assert "(got -1)" in message
+        # Fixed; now a base model folder that is not there: refused at once, naming the setting.
+        missing = str(taught_workspace / "no-such-model")
+        student.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(
+                settings={"aiLsp": student_settings(tiny_model, baseModel=missing)}
+            )
+        )
+        message = await refused(student, commands.FINETUNE)
+        assert message.startswith(f"aiLsp.finetune.baseModel: no model folder at {missing}")
         status = await student.status()
         assert status["state"] == "idle" and status["lastRun"] is None
     finally:

@@ -330,3 +330,24 @@ async def test_progress_goes_on_when_the_client_answers_the_create_request_late(
     channel.end("100% · done")
     assert [kind for kind, _ in sent] == ["begin", "report", "end"], (sent, logged)
     assert cancelled == [True]
+
+
+def test_the_status_of_a_run_whose_model_was_rolled_back_does_not_say_it_serves() -> None:
+    from ai_lsp_tune.server.finetune.messages import status_line
+    from ai_lsp_tune.server.finetune.states import JobState, RunRecord
+
+    record = RunRecord(
+        run_id="r1",
+        state=JobState.SUCCEEDED,
+        started_at=0.0,
+        run_dir="/runs/r1",
+        base_model="/models/base",
+        candidate_model="/runs/r1/model",
+        swapped=True,
+        summary="100% · now serving the fine-tuned model (F1 0.10 → 0.50)",
+    )
+    serving_it = status_line(record, active=False, progress=None, serving="/runs/r1/model")
+    assert "now serving the fine-tuned model" in serving_it
+    after = status_line(record, active=False, progress=None, serving="/models/base")
+    assert "now serving the fine-tuned model" not in after, after
+    assert "no longer serves" in after and after.endswith("serving /models/base")

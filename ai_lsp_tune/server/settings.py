@@ -75,9 +75,7 @@ class Settings(CamelModel):
     backend: Literal["local", "remote"] = Field(
         "local", description="local: an MLX model served here; remote: a pydantic-ai model."
     )
-    model: str = Field(
-        DEFAULT_MODEL, description="Local model: an MLX folder, a .gguf file or a hub name."
-    )
+    model: str = Field(DEFAULT_MODEL, description="Local MLX model: a path or a hub name.")
     remote_model: str = Field(
         "google:gemini-2.5-flash", description="pydantic-ai model string for backend=remote."
     )

@@ -69,7 +69,8 @@ async def record_teacher_traces(workspace: Path, home: Path, files: int) -> Path
         try:
             for n in range(files):
                 uri = session.open(f"mod_{n}.py", source_file(n))
-                await session.wait_for_diagnostics(uri)
+                # The first waits for the remote backend: importing pydantic-ai took 19 s at load 9
+                await session.wait_for_diagnostics(uri, timeout_s=90 if n == 0 else 20)
         finally:
             await stop_session(session)  # shutdown flushes the span processor
     recorded = list(home.glob(f"data/workspaces/*/traces/{TRACE_FILE_NAME}"))

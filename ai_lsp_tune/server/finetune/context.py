@@ -124,7 +124,7 @@ class FinetuneOptions:
     def base_model(self, serving: str | None) -> str | None:
         """What this run trains from: ``baseModel``, else the served or the configured model."""
         if self.settings.base_model:
-            return self.settings.base_model
+            return _existing(self.settings.base_model, "aiLsp.finetune.baseModel")
         if self.continue_from_served or self.settings.continue_from_served:
             if adapter_base(serving):  # training would need base + adapter fused first
                 raise ValueError(
@@ -175,3 +175,12 @@ class JobContext:
 def new_run_id() -> str:
     """Sortable and unique enough: ``20250101-120102-3fa2``."""
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def _existing(model: str, setting: str) -> str:
+    """``model`` when it is a hub name or a folder that exists; else refused at once, naming
+    the setting (not minutes later, by the training worker, naming a CLI flag)."""
+    local = os.path.isabs(model) or model.startswith(("./", "../", "~"))
+    if local and not Path(model).expanduser().is_dir():
+        raise ValueError(f"{setting}: no model folder at {model}; set it to an MLX model folder")
+    return model

@@ -50,6 +50,9 @@ def status_line(
     if active:
         return f"Fine-tune {record.run_id}: {progress or record.state.value}; {now}"
     what = record.summary or record.reason or record.state.value
+    if record.swapped and record.candidate_model and record.candidate_model != serving:
+        # Its summary said "now serving the fine-tuned model": no longer true after a rollback
+        what = f"its model {short_path(record.candidate_model)} no longer serves"
     return f"Last fine-tune {record.run_id} {record.state.value}: {what}; {now}"
 
 

@@ -48,7 +48,11 @@ M.progress = {}
 --- @type string[]
 M.history = {}
 
-local builtin_notify = vim.notify
+--- Whether `vim.notify` is Neovim's own (it echoes; a notification plugin replaces it).
+local function builtin_notify()
+  local info = debug.getinfo(vim.notify, 'S')
+  return info ~= nil and info.source:find('vim/_editor.lua', 1, true) ~= nil
+end
 
 --- One screen line with Neovim's own `vim.notify`: a longer message leaves a "Press ENTER"
 --- prompt that stops typing (and the server's progress); `:AiLspMessages` shows it whole.
@@ -57,7 +61,7 @@ local builtin_notify = vim.notify
 --- @return string
 function M.fit(msg)
   msg = (msg:gsub('%s*\n%s*', ' '))
-  if vim.notify ~= builtin_notify then
+  if not builtin_notify() then
     return msg
   end
   local width = math.max(vim.v.echospace, 40)
