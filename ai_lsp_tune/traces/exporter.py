@@ -21,8 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -37,6 +35,11 @@ _BACKUP_TIME_FORMAT = "%Y-%m-%dT%H-%M-%S"  # + ".mmm", as lumberjack names backu
 
 def spans_to_otlp_json(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
     """The ExportTraceServiceRequest for ``spans`` as the Collector's JSON marshaler writes it."""
+    # protobuf takes a few hundred ms to import: here it is paid on the span processor's thread,
+    # at the first export, not by the language server's start (``initialize`` sets up telemetry).
+    from google.protobuf.json_format import MessageToDict
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
     request = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
     for resource_spans in request.get("resourceSpans", []):
         for scope_spans in resource_spans.get("scopeSpans", []):

@@ -26,11 +26,13 @@ def frame(message: dict[str, Any] | bytes, *, length: int | None = None) -> byte
 class RawServer:
     """The real server process; a thread splits its stdout into messages."""
 
-    def __init__(self, env: dict[str, str], log_file: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log_file: Path, command: list[str] = SERVER_COMMAND
+    ) -> None:
         self.log_file = log_file
         self._log = log_file.open("wb")
         self.process = subprocess.Popen(
-            SERVER_COMMAND,
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,

@@ -82,6 +82,8 @@ def test_plain_text_answers_fail_clearly_and_keep_the_previous_model(
     assert _snapshot(out) == previous
 
 
+@pytest.mark.training  # the worker loads the model before it checks the rank
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("options", "needle"),
     [
