@@ -14,8 +14,8 @@ from pygls.uris import to_fs_path
 
 from ai_lsp_tune import blas
 from ai_lsp_tune.server import actions, analysis, commands
-from ai_lsp_tune.server.finetune import export as model_export
 from ai_lsp_tune.server.finetune import handlers as finetune
+from ai_lsp_tune.server.finetune import model_export
 from ai_lsp_tune.server.language_server import AiLspServer, connect_logs
 from ai_lsp_tune.server.settings import SETTINGS_SECTION
 from ai_lsp_tune.server.state import DocumentState, readable_text
