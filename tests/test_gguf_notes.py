@@ -72,6 +72,8 @@ async def test_the_editor_warns_once_that_the_served_gguf_has_no_chat_template(
             lambda: bool(warnings()), timeout_s=30, what="the GGUF warning"
         )
         assert len(warnings()) == 1 and "\n" not in warnings()[0]
+        # :checkhealth shows it too, from the status
+        assert NO_TEMPLATE in (await student.status())["servedModelNote"]
     finally:
         await stop_session(student.session)
 
