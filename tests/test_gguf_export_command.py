@@ -43,9 +43,19 @@ async def test_export_writes_a_gguf_and_modelfile_and_names_the_ollama_command(
         message = result["message"]
         assert "\n" not in message and str(out) in message
         assert "ollama create my-fine-tune -f Modelfile" in message
+        # the editor showed progress while it ran, ending with the same line
+        exports = [r for t, r in session.client.progress_reports.items() if "export" in t]
+        assert len(exports) == 1 and isinstance(exports[0][0], types.WorkDoneProgressBegin)
+        assert isinstance(exports[0][-1], types.WorkDoneProgressEnd)
+        assert exports[0][-1].message == message
+        # nothing served (a remote backend) and nothing named: one line saying what to pass
+        with pytest.raises(JsonRpcException, match="No model is being served"):
+            await _export(session)
         # a run that kept only its adapter: one line saying so, nothing written
         shutil.rmtree(run / "model")
-        with pytest.raises(JsonRpcException, match="kept only its adapter"):
+        with pytest.raises(
+            JsonRpcException, match=r"kept only its LoRA adapter.*aiLsp\.finetune\.fuse true"
+        ):
             await _export(session, {"modelPath": str(run), "out": str(workspace / "b.gguf")})
         assert not (workspace / "b.gguf").exists()
         # outside the workspace and the data dir: refused before any work

@@ -26,6 +26,7 @@ from ai_lsp_tune.server.finetune.handlers import (
 from ai_lsp_tune.server.finetune.model_list import find_listed
 from ai_lsp_tune.server.finetune.progress import ProgressChannel
 from ai_lsp_tune.server.language_server import AiLspServer
+from ai_lsp_tune.serving.adapters import adapter_base
 
 EXPORT_USAGE = (
     'no argument (the served model) or one object {"modelPath": a path from '
@@ -90,5 +91,11 @@ def _source(ls: AiLspServer, raw: str | None) -> Path:
         raise CommandRefused(
             f"{listed} is not a local model folder: export a fine-tune (a run from "
             f"{commands.MODEL_LIST}) or an MLX model folder"
+        )
+    fused = (path / "config.json").is_file() or (path / "model" / "config.json").is_file()
+    if not fused and (adapter_base(listed) or (path / "run.json").is_file()):
+        raise CommandRefused(
+            f"{path} kept only its LoRA adapter (aiLsp.finetune.fuse false); set "
+            "aiLsp.finetune.fuse true and fine-tune again to export a model"
         )
     return path
