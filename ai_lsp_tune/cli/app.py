@@ -154,14 +154,18 @@ def _train_request(dataset: Path, hyper: dict[str, Any], **fields: Any) -> Train
 def _local_tokenizer(model_name: str) -> str | None:
     """The local folder whose tokenizer counts tokens exactly (a GGUF is converted here, once)."""
     from ai_lsp_tune.models.errors import ModelError
-    from ai_lsp_tune.models.resolve import is_gguf, resolve_model
+    from ai_lsp_tune.models.resolve import gguf_note, is_gguf, resolve_model
 
     path = Path(model_name).expanduser()
     if path.is_file() and is_gguf(path):
         try:
-            return str(resolve_model(model_name))
+            folder = resolve_model(model_name)
         except ModelError as exc:
             _usage(exc.message)
+        note = gguf_note(path, folder)
+        if note:  # dequantized K-quants' memory, a missing chat template: the user's to know
+            typer.echo(f"note: {note}", err=True)
+        return str(folder)
     return model_name if path.is_dir() else None
 
 
@@ -240,6 +244,7 @@ def train(
     options = {"model_name": model_name, "output_dir": output_dir, "resume": resume}
     options |= {"eval_max_tokens": eval_max_tokens, "eval_max_examples": eval_max_examples}
     request = _train_request(dataset, hyper, **options)
+    _local_tokenizer(model_name)  # a GGUF converted (once) here, with its note if any
     _run_train(request, _launch(hosts, hostfile, backend))
 
 

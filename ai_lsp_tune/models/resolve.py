@@ -156,3 +156,35 @@ def gguf_source(folder: Path) -> str | None:
         return str(json.loads((folder / SOURCE_FILE).read_text())["file"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def cached_gguf_folder(source: Path) -> Path | None:
+    """The converted folder of ``source`` if it is in the cache already (no hashing, no work)."""
+    try:
+        digest = (gguf_cache_dir() / "by-stat" / _stat_key(source)).read_text().strip()
+    except OSError:
+        return None
+    folder = gguf_cache_dir() / digest[:32]
+    return folder if (folder / "config.json").is_file() else None
+
+
+def gguf_note(source: Path, folder: Path | None = None) -> str | None:
+    """One line for the user on a converted GGUF: the memory its dequantized (K-quant) tensors
+    cost, and a missing chat template; None when there is nothing to say or it is not converted."""
+    folder = folder or cached_gguf_folder(source)
+    if folder is None:
+        return None
+    notes = []
+    try:
+        stored = json.loads((folder / SOURCE_FILE).read_text()).get("note")
+        settings = json.loads((folder / "tokenizer_config.json").read_text())
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(stored, str) and stored:
+        notes.append(stored.rstrip("."))
+    if not settings.get("chat_template") and not (folder / "chat_template.jinja").is_file():
+        notes.append(
+            "it has no chat template (tokenizer.chat_template), so prompts are sent to it as "
+            "plain text and its answers may be poor; an instruction-tuned GGUF has one"
+        )
+    return f"{source.name}: {'; '.join(notes)}." if notes else None

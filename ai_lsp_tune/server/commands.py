@@ -2,7 +2,7 @@
 checks what the editors send."""
 
 import re
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -16,6 +16,7 @@ FINETUNE_STATUS = "ai-lsp.finetune.status"
 MODEL_LIST = "ai-lsp.model.list"
 MODEL_USE = "ai-lsp.model.use"
 MODEL_ROLLBACK = "ai-lsp.model.rollback"
+MODEL_EXPORT = "ai-lsp.model.export"
 DISMISS = "ai-lsp.dismiss"
 
 ALL_COMMANDS = [
@@ -25,6 +26,7 @@ ALL_COMMANDS = [
     MODEL_LIST,
     MODEL_USE,
     MODEL_ROLLBACK,
+    MODEL_EXPORT,
     DISMISS,
 ]
 
@@ -47,11 +49,13 @@ class Arguments(BaseModel):
     """A command's arguments, checked strictly: ``"false"`` is not a boolean, 1 is not a path."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, alias_generator=to_camel)
+    OBJECT_SHAPED: ClassVar[bool] = False  # one object argument rather than positional ones
 
 
 class FinetuneArguments(Arguments):
     """``ai-lsp.finetune``: ``[]`` or ``[{"traces": [...], "resume": true, ...}]``."""
 
+    OBJECT_SHAPED: ClassVar[bool] = True
     traces: list[Text] = Field(default_factory=list)
     resume: bool = True
     force: bool | None = None
@@ -62,6 +66,16 @@ class ModelUseArguments(Arguments):
     """``ai-lsp.model.use``: ``[modelPath]`` (a path from ``ai-lsp.model.list``)."""
 
     model_path: Text
+
+
+class ModelExportArguments(Arguments):
+    """``ai-lsp.model.export``: ``[]`` (the served fine-tune) or
+    ``[{"modelPath": ..., "out": "x.gguf", "type": "F16"}]``."""
+
+    OBJECT_SHAPED: ClassVar[bool] = True
+    model_path: Text | None = None
+    out: Text | None = None
+    type: Literal["F16", "Q8_0", "F32"] = "F16"
 
 
 class DismissArguments(Arguments):
@@ -82,7 +96,7 @@ def parse_arguments(command: str, model: type[A], args: tuple[Any, ...], usage: 
     """``args`` as ``model`` (positional, or one object for an object-shaped command), or
     InvalidArguments naming the command, the argument at fault and the expected shape."""
     names = [field.alias or name for name, field in model.model_fields.items()]
-    shaped = model is FinetuneArguments
+    shaped = model.OBJECT_SHAPED
     if shaped and len(args) <= 1:
         raw: Any = args[0] if args else {}
     elif not shaped and len(args) == len(names):

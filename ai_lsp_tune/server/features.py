@@ -15,6 +15,7 @@ from pygls.uris import to_fs_path
 from ai_lsp_tune import blas
 from ai_lsp_tune.server import actions, analysis, commands
 from ai_lsp_tune.server.finetune import handlers as finetune
+from ai_lsp_tune.server.finetune import model_export
 from ai_lsp_tune.server.language_server import AiLspServer, connect_logs
 from ai_lsp_tune.server.settings import SETTINGS_SECTION
 from ai_lsp_tune.server.state import DocumentState, readable_text
@@ -126,6 +127,7 @@ server.command(commands.FINETUNE_STATUS)(finetune.status)
 server.command(commands.MODEL_LIST)(finetune.list_models)
 server.command(commands.MODEL_USE)(finetune.use_model)
 server.command(commands.MODEL_ROLLBACK)(finetune.rollback)
+server.command(commands.MODEL_EXPORT)(model_export.export_model)
 
 
 def _can_pull_configuration(ls: AiLspServer) -> bool:

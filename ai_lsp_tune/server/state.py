@@ -228,6 +228,7 @@ class ServerState:
         served.on_switched = lambda _path: self._model_changed()
         log.info("serving %s", served.current_path)
         self._model_changed()
+        await _warn_gguf(served.current_path, notify)
 
     def _model_changed(self) -> None:
         if self.on_model_changed is not None:
@@ -248,6 +249,7 @@ class ServerState:
         try:
             await served.configure(model)
             notify("info", f"ai-lsp: now serving {model}.")
+            await _warn_gguf(served.current_path, notify)
         except ModelLoadError as exc:
             name = shorten(Path(served.current_path).name or served.current_path, 40)
             notify("error", f"{local_model_error(exc)}; still serving {name}")
@@ -288,3 +290,16 @@ def local_model_error(exc: ModelLoadError) -> str:
         f'ai-lsp: set "aiLsp.model" (or AI_LSP_MODEL) to a local MLX model folder: '
         f"{shorten(exc.model, NAME_CHARS // 2)!r} did not load ({reason})"
     )
+
+
+async def _warn_gguf(served: str, notify: Notify) -> None:
+    """One warning when the model served is a GGUF whose conversion cost memory (K-quants
+    dequantized) or that has no chat template: the host converted it and noted why."""
+    from ai_lsp_tune.models.resolve import gguf_note
+
+    source = Path(served).expanduser()
+    if source.suffix.lower() != ".gguf":
+        return
+    note = await asyncio.to_thread(gguf_note, source)
+    if note:
+        notify("warning", f"ai-lsp: {note}")

@@ -19,7 +19,7 @@ from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 
 from ai_lsp_tune import blas, paths
-from ai_lsp_tune.models.resolve import is_gguf
+from ai_lsp_tune.models.resolve import gguf_note, is_gguf
 from ai_lsp_tune.server import commands
 from ai_lsp_tune.server.commands import (
     FinetuneArguments,
@@ -108,8 +108,14 @@ async def status(ls: AiLspServer, *args: Any) -> dict[str, Any]:
     job = await _job(ls, wait_backend=False)
     trace_file = ls.state.trace_file
     settings = ls.state.settings
+    wire = job.status().wire()
+    served = wire.get("servedModel")
+    note = None
+    if isinstance(served, str) and served.lower().endswith(".gguf"):
+        note = await asyncio.to_thread(gguf_note, Path(served).expanduser())
     return {
-        **job.status().wire(),
+        **wire,
+        "servedModelNote": note,  # a served GGUF's conversion: K-quants' memory, no template
         # what is in effect, for :checkhealth and status views
         "backend": settings.backend,
         "configuredModel": settings.model,

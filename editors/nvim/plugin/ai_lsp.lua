@@ -28,6 +28,13 @@ end, { desc = 'AI LSP: Cancel fine-tune' })
 command('AiLspRollback', function()
   ai_lsp().rollback()
 end, { desc = 'AI LSP: Roll back model' })
+command('AiLspExport', function(args)
+  ai_lsp().export(args.fargs[1], args.fargs[2])
+end, {
+  nargs = '*',
+  complete = 'file',
+  desc = 'AI LSP: Export model for Ollama / llama.cpp ([model] [out.gguf]; default: the served one)',
+})
 command('AiLspStatus', function()
   ai_lsp().status()
 end, { desc = 'AI LSP: Show fine-tune status' })

@@ -8,6 +8,7 @@ export const ServerCommand = {
   list: 'ai-lsp.model.list',
   use: 'ai-lsp.model.use',
   rollback: 'ai-lsp.model.rollback',
+  export: 'ai-lsp.model.export',
   dismiss: 'ai-lsp.dismiss',
 } as const;
 
@@ -17,6 +18,7 @@ export const PALETTE: Record<string, string> = {
   'aiLsp.finetuneCancel': ServerCommand.cancel,
   'aiLsp.rollback': ServerCommand.rollback,
   'aiLsp.status': ServerCommand.status,
+  'aiLsp.export': ServerCommand.export,
 };
 
 /** What the forwarder needs from the language client (kept small so tests can fake it). */

@@ -24,7 +24,7 @@ function target(advertised: string[] | undefined, answer: (c: string, a: unknown
   return { sent, t };
 }
 
-test('the palette shows the four commands of the issue, each forwarding to a server command', () => {
+test('the palette shows the commands of the issues, each forwarding to a server command', () => {
   const titles = Object.fromEntries(
     packageJson.contributes.commands.map((c: { command: string; title: string; category: string }) => [
       c.command,
@@ -38,6 +38,7 @@ test('the palette shows the four commands of the issue, each forwarding to a ser
       ['AI LSP: Stop the running fine-tune', 'ai-lsp.finetune.cancel'],
       ['AI LSP: Roll back model', 'ai-lsp.model.rollback'],
       ['AI LSP: Show fine-tune status', 'ai-lsp.finetune.status'],
+      ['AI LSP: Export model for Ollama / llama.cpp', 'ai-lsp.model.export'],
     ],
   );
 });

@@ -63,12 +63,24 @@ function M.check()
     else
       health.info('backend in effect: ' .. tostring(status.backend))
       local served = status.servedModel
+      local configured = status.configuredModel
+      local function same(a, b) -- `~/m.gguf` in the settings is the file the server names
+        local full = function(p) return vim.fn.fnamemodify(vim.fn.expand(p), ':p'):gsub('/$', '') end
+        return type(a) == 'string' and type(b) == 'string' and (a == b or full(a) == full(b))
+      end
       if type(served) == 'string' then
-        if served ~= status.configuredModel then
+        local gguf = served:lower():find('%.gguf$') ~= nil
+        if not same(served, configured) then
           health.info(('serving %s (a fine-tune; the model setting is %s)'):format(served,
-            tostring(status.configuredModel)))
+            tostring(configured)))
+        elseif gguf then
+          health.ok(('serving %s (the GGUF file you gave, converted once to MLX and cached)'):format(
+            served))
         else
           health.ok('serving ' .. served)
+        end
+        if type(status.servedModelNote) == 'string' then
+          health.warn(status.servedModelNote)
         end
       else
         health.info('no local model serving')

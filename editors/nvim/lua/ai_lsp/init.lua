@@ -15,6 +15,7 @@ M.commands = {
   list = 'ai-lsp.model.list',
   use = 'ai-lsp.model.use',
   rollback = 'ai-lsp.model.rollback',
+  export = 'ai-lsp.model.export',
   dismiss = 'ai-lsp.dismiss',
 }
 
@@ -182,6 +183,28 @@ function M.rollback()
   return M.exec(M.commands.rollback, nil, function(result)
     notify(M.describe(result) or 'rolled back to the previous model')
   end)
+end
+
+--- Export a model as a GGUF + Ollama Modelfile (the served one when `model_path` is empty).
+--- @param model_path? string A model from `:AiLspModels` (a run folder)
+--- @param out? string The .gguf file to write (default: under the data dir)
+function M.export(model_path, out)
+  local arguments = {}
+  if model_path and model_path ~= '' then
+    local is_local = vim.fn.isdirectory(model_path) == 1 or vim.fn.filereadable(model_path) == 1
+    local path = is_local and vim.fn.fnamemodify(model_path, ':p') or model_path
+    arguments.modelPath = path:gsub('/$', '')
+  end
+  if out and out ~= '' then
+    arguments.out = vim.fn.fnamemodify(out, ':p')
+  end
+  local sent = M.exec(M.commands.export, next(arguments) and { arguments } or nil, function(result)
+    notify(M.describe(result) or 'model exported')
+  end)
+  if sent ~= false then
+    notify('exporting the model as GGUF + Modelfile (a small model takes about 15 s)...')
+  end
+  return sent
 end
 
 --- @param model_path string A model from `:AiLspModels` (a folder or the base model's name).
