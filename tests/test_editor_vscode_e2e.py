@@ -106,12 +106,17 @@ def package_observer(tmp_path: Path) -> Path:
     return out
 
 
-def models_after(trace_file: Path, t: float | None, timeout_s: float) -> list[str]:
-    """Models of the analyses that ended after ``t``, once the server has exported any."""
+def models_after(
+    trace_file: Path, t: float | None, until: float | None, timeout_s: float
+) -> list[str]:
+    """Models of the analyses that ended after ``t`` (and before ``until``, when the story moved
+    on to steps that change the model), once the server has exported any."""
     deadline = time.monotonic() + timeout_s
+    end_by = until if until is not None else float("inf")
     while t is not None and time.monotonic() < deadline:
         if trace_file.exists():
-            models = [model for end, model, _ in analysis_rows(trace_file) if end > t]
+            rows = analysis_rows(trace_file)
+            models = [model for end, model, _ in rows if t < end < end_by]
             if models:
                 return models
         time.sleep(0.5)
@@ -232,7 +237,9 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
                     if observed.get("done") or observed.get("error"):
                         break
                 time.sleep(1)
-            after_swap_models = models_after(trace_file, observed.get("swapped_at"), 15)
+            after_swap_models = models_after(
+                trace_file, observed.get("swapped_at"), observed.get("after_swap_until"), 15
+            )
         finally:
             if browser is not None:
                 stop(browser)

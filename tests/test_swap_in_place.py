@@ -72,4 +72,6 @@ async def test_a_fine_tune_is_served_by_the_running_host_and_another_architectur
         assert len(moved) == 1  # a host of its own; the old one stopped once drained
     finally:
         await stop_session(student.session)
-    assert analysis_models(workspace)[-1] == candidate  # the analysis after the swap
+    # The probe after the swap was answered by the fine-tune (later changes of model re-analyse
+    # the open files, so it is not the last analysis).
+    assert candidate in analysis_models(workspace)

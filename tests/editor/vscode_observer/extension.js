@@ -184,6 +184,7 @@ exports.activate = async function activate() {
     obs.swapped_at = now();
     step('diagnostics_after_swap', await rewrite(
       plan.after_swap_text, 'diagnostics after the swap', true, plan.after_swap_timeout_ms));
+    obs.after_swap_until = now();  // later steps change the model (and re-analyse open files)
 
     if (plan.lineage) {
       await lineageStory(plan.lineage, status, final);
