@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTION = "## decode, SmolLM2-135M shape (4-bit vs fp32 on OpenBLAS)"
+SECTION = "## decode, SmolLM2-135M (the real GGUF as served: before vs now, and where a step goes)"
 PROMPT_TOKENS = 1500
 
 

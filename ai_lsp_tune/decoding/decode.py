@@ -15,7 +15,7 @@ from ai_lsp_tune.decoding.grammar import AnswerGrammar
 # Prompt tokens per forward while prefilling. mlx-lm's 2,048 puts a whole analysis prompt in one
 # forward, whose attention (MLX's CPU attention materializes every score) computes the full
 # square; chunks of 256 compute about the causal half, and prefilled a 1,500-token prompt of
-# SmolLM2-135M on a CPU ~1.4x faster (bench/RESULTS.md, "decode, SmolLM2-135M").
+# SmolLM2-135M on a CPU ~1.4x faster (bench/RESULTS.md, "decode, SmolLM2-135M"; a scratch run).
 PREFILL_STEP_SIZE = 256
 
 
