@@ -132,13 +132,19 @@ def test_a_module_name_means_one_thing() -> None:
 
 
 def _test_imports(path: Path) -> set[str]:
+    """The ``tests`` modules ``path`` imports, relative imports (``from . import x``) resolved."""
+    package = path.parent.relative_to(TESTS.parent).parts
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package[: len(package) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.update([base, *(f"{base}.{alias.name}" for alias in node.names)])
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-    return {name for name in found if name == "tests" or name.startswith("tests.")}
+    return {name for name in found if name.startswith("tests.")}
 
 
 def test_tests_share_code_through_helpers_only() -> None:
