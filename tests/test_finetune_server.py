@@ -99,6 +99,7 @@ async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
             what="training to start",
         )
         assert during["progress"]["message"].startswith(f"{during['progress']['percentage']}%")
+        assert during["progress"]["fields"]["phase"] == "training"
         assert "in progress" in await refused(student, commands.FINETUNE)
 
         reports = await student.wait_ended(token, timeout_s=240)
@@ -106,6 +107,15 @@ async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
         assert any("training" in r.message and "loss" in r.message for r in reports[1:-1])
         assert percentages[-1] >= 90
         assert "now serving the fine-tuned model" in reports[-1].message
+        # The same facts as fields, which the editors show without reading the message.
+        sent = student.session.progress_values[token]
+        fields = [value["aiLsp"] for value in sent]
+        assert [f["percent"] for f in fields[1:-1]] == percentages
+        assert all(f["message"] == v["message"] for f, v in zip(fields, sent, strict=True))
+        training = [f for f in fields if f["phase"] == "training" and "step" in f]
+        assert training and all(f["totalSteps"] >= f["step"] for f in training)
+        assert any("loss" in f for f in training)
+        assert fields[-1]["outcome"] == "now serving the fine-tuned model"
         # Cancel is offered while it can stop the run, not during the swap.
         swapping = [r for r in reports[1:-1] if "swapping" in r.message]
         assert swapping and all(r.cancellable is False for r in swapping)

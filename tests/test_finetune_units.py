@@ -92,6 +92,49 @@ def test_progress_message_carries_the_percentage_first() -> None:
     )
 
 
+def test_progress_goes_out_as_fields_beside_its_line() -> None:
+    """The editors show ``value.aiLsp``; none reads "2/3" or "0.84" back out of the message."""
+    from types import SimpleNamespace
+
+    from ai_lsp_tune.server.finetune.progress import ProgressChannel, progress_fields
+
+    step = ProgressStep(
+        "training", iteration=2, total=3, train_loss=0.843, tokens_per_sec=1200, eta_s=170
+    )
+    message = format_progress(42, step)
+    sent: list[object] = []
+    progress = SimpleNamespace(report=lambda token, value: sent.append(value))
+    channel = ProgressChannel(SimpleNamespace(work_done_progress=progress), "t", "Fine-tune")
+    channel.uses_work_done_progress = True
+    fields = progress_fields(42, step, message)
+    channel.report(42, message, phase="training", fields=fields, cancellable=False)
+    assert sent == [
+        {
+            "kind": "report",
+            "message": message,
+            "percentage": 42,
+            "cancellable": False,
+            "aiLsp": {
+                "phase": "training",
+                "percent": 42,
+                "step": 2,
+                "totalSteps": 3,
+                "loss": 0.843,
+                "tokensPerSecond": 1200,
+                "etaSeconds": 170,
+                "message": message,
+            },
+        }
+    ]
+    preparing = progress_fields(3, ProgressStep("preparing", note="12 examples"), "3% · …")
+    assert preparing == {
+        "phase": "preparing",
+        "percent": 3,
+        "note": "12 examples",
+        "message": "3% · …",
+    }
+
+
 def test_no_eta_once_training_reached_its_last_step() -> None:
     step = ProgressStep("training", iteration=112, total=112, train_loss=0.1, eta_s=23)
     assert format_progress(85, step) == "85% · training 112/112 · loss 0.10"

@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 from lsprotocol import types as lsp
 
@@ -42,6 +43,7 @@ from ai_lsp_tune.server.finetune.progress import (
     ProgressMeter,
     ProgressStep,
     format_progress,
+    progress_fields,
 )
 from ai_lsp_tune.server.finetune.states import (
     ACTIVE_STATES,
@@ -65,6 +67,13 @@ _END_KIND = {
     JobState.FAILED: lsp.MessageType.Error,
     JobState.REJECTED: lsp.MessageType.Warning,
 }
+# The end of the progress in a few words (``aiLsp.outcome``); the summary line says the rest.
+_OUTCOME = {
+    JobState.SUCCEEDED: "now serving the fine-tuned model",
+    JobState.REJECTED: "kept the current model",
+    JobState.CANCELLED: "cancelled",
+    JobState.FAILED: "failed",
+}
 
 
 class FinetuneJob:
@@ -80,6 +89,7 @@ class FinetuneJob:
             self.record.reason = "the server stopped while this run was active"
         self.meter = ProgressMeter()
         self._message: str | None = None
+        self._fields: dict[str, Any] | None = None  # the structured side of ``_message``
         self._progress: ProgressChannel | None = None
         self._task: asyncio.Task[None] | None = None
         self.runner: Cancellable | None = None
@@ -179,7 +189,9 @@ class FinetuneJob:
         served = self.ctx.served()
         progress = None
         if self.active and self._message is not None:
-            progress = ProgressSnapshot(percentage=self.meter.percentage, message=self._message)
+            progress = ProgressSnapshot(
+                percentage=self.meter.percentage, message=self._message, fields=self._fields
+            )
         serving = served.current_path if served else None
         return FinetuneStatus(
             state=self.state,
@@ -225,17 +237,24 @@ class FinetuneJob:
 
     def report(self, step: ProgressStep, percentage: int, *, cancellable: bool = True) -> None:
         self._message = format_progress(percentage, step)
+        self._fields = progress_fields(percentage, step, self._message)
         if self._progress is not None:
             self._progress.report(
-                percentage, self._message, phase=step.phase, cancellable=cancellable
+                percentage,
+                self._message,
+                phase=step.phase,
+                cancellable=cancellable,
+                fields=self._fields,
             )
 
     async def _run(self, options: FinetuneOptions, *, resume: bool) -> None:
         assert self._progress is not None and self.record is not None
         summary = "stopped"
         try:
-            fresh = f" (starting fresh: {self._fresh_because})" if self._fresh_because else ""
-            await self._progress.begin(f"0% · preparing the dataset{fresh}")
+            note = f"starting fresh: {self._fresh_because}" if self._fresh_because else None
+            begun = f"0% · preparing the dataset{f' ({note})' if note else ''}"
+            step = ProgressStep("preparing", note=note)
+            await self._progress.begin(begun, fields=progress_fields(0, step, begun))
             summary = await run_flow(self, options, resume=resume)
         except asyncio.CancelledError:
             summary = "stopped: the server is shutting down"
@@ -252,10 +271,14 @@ class FinetuneJob:
                 self.record.summary = summary
                 self._save()
             # A cancel has no follow-up message: its end state is shown, not only the bar's end.
+            outcome = _OUTCOME.get(self.state, str(self.state))
             self._progress.end(
                 summary,
                 kind=_END_KIND.get(self.state, lsp.MessageType.Info),
                 show=self.state == JobState.CANCELLED,
+                fields=progress_fields(
+                    self.meter.percentage, ProgressStep(str(self.state)), summary, outcome=outcome
+                ),
             )
 
     def finish(self, state: JobState, reason: str) -> None:

@@ -101,6 +101,7 @@ class RunRecord(CamelModel):
 class ProgressSnapshot(CamelModel):
     percentage: int
     message: str
+    fields: dict[str, Any] | None = None  # as in ``$/progress``'s ``aiLsp`` (progress_fields)
 
 
 class FinetuneStatus(CamelModel):

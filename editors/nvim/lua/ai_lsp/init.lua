@@ -42,7 +42,9 @@ M.defaults = {
 M.options = vim.deepcopy(M.defaults)
 
 --- Progress of the current server job, keyed by token; read by `statusline()`.
---- @type table<string|integer, {title: string?, message: string?, percentage: integer?, done: boolean}>
+--- The server's fields (`value.aiLsp`) sit beside the standard ones: phase, percent, step,
+--- totalSteps, loss, valLoss, tokensPerSecond, etaSeconds, note, outcome (at the end), message.
+--- @type table<string|integer, {title: string?, message: string?, percentage: integer?, fields: table?, done: boolean}>
 M.progress = {}
 
 --- The whole text of every message shown (a notice may be cut to one screen line).
@@ -266,6 +268,19 @@ function M.status()
   end)
 end
 
+--- Where the server's work stands, short, from its fields: "training 2/3", "evaluating".
+--- @param fields table|nil the `aiLsp` fields of a `$/progress` value
+--- @return string
+function M.phase(fields)
+  if type(fields) ~= 'table' or type(fields.phase) ~= 'string' then
+    return ''
+  end
+  if fields.step and fields.totalSteps then
+    return ('%s %d/%d'):format(fields.phase, fields.step, fields.totalSteps)
+  end
+  return fields.phase
+end
+
 --- Statusline component: "AI 42% training 2/3 · loss 0.84" while a job runs, its end state
 --- ("AI · Fine-tune cancelled at 40%; …") for a few seconds after, else "".
 --- Works beside fidget.nvim, which reads the same `$/progress` notifications.
@@ -279,10 +294,10 @@ function M.statusline()
       end
     else
       local pct = item.percentage and (item.percentage .. '%% ') or ''
-      -- The server's message starts with the percentage too ("42% · training 2/3"): drop it.
-      local text = (item.message or item.title or ''):gsub('^%d+%%%s*', '')
-      if vim.startswith(text, '·') then
-        text = vim.trim(text:sub(#'·' + 1))
+      local text = item.fields and M.phase(item.fields) or (item.title or '')
+      local loss = type(item.fields) == 'table' and item.fields.loss
+      if text ~= '' and type(loss) == 'number' then
+        text = ('%s · loss %.2f'):format(text, loss)
       end
       return ('AI %s%s'):format(pct, (text:gsub('%%', '%%%%')))
     end
@@ -308,6 +323,7 @@ function M._on_progress(ev)
   item.title = value.title or item.title
   item.message = value.message or item.message
   item.percentage = value.percentage or item.percentage
+  item.fields = value.aiLsp or item.fields
   item.done = value.kind == 'end'
   M.progress[token] = item
   if item.done then
