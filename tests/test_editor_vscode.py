@@ -19,7 +19,7 @@ from pydantic.alias_generators import to_camel
 
 from ai_lsp_tune.hyperparams import NAMES, bounds
 from ai_lsp_tune.server import commands
-from ai_lsp_tune.server.settings import FinetuneSettings, Settings
+from ai_lsp_tune.server.settings import DEFAULT_LANGUAGES, FinetuneSettings, Settings
 from tests.helpers.editors import missing
 
 EXTENSION = Path(__file__).resolve().parents[1] / "editors" / "vscode"
@@ -57,6 +57,19 @@ def test_every_server_setting_is_a_vscode_setting_with_the_same_default(
 def test_both_clients_know_exactly_the_server_command_ids(client_source: Path) -> None:
     ids = set(re.findall(r"'(ai-lsp\.[\w.]+)'", client_source.read_text()))
     assert ids == set(commands.ALL_COMMANDS)
+
+
+def test_both_clients_attach_to_the_languages_the_server_analyses_by_default() -> None:
+    """A client must attach before the server answers, so each keeps its ids of the server's
+    list (VS Code's language ids, Neovim's filetypes); the server decides what is analysed."""
+    settings_ts = (EXTENSION / "src" / "settings.ts").read_text()
+    init_lua = (EXTENSION.parent / "nvim" / "lua" / "ai_lsp" / "init.lua").read_text()
+    vscode_list = re.search(r"DEFAULT_LANGUAGES = \[(.*?)\];", settings_ts, re.S)
+    nvim_list = re.search(r"filetypes = \{(.*?)\}", init_lua, re.S)
+    assert vscode_list and nvim_list
+    vscode, nvim = (set(re.findall(r"'([\w-]+)'", m.group(1))) for m in (vscode_list, nvim_list))
+    assert vscode <= set(DEFAULT_LANGUAGES) and nvim <= set(DEFAULT_LANGUAGES)
+    assert vscode | nvim == set(DEFAULT_LANGUAGES)
 
 
 @pytest.mark.editor  # Node.js and the built extension

@@ -17,6 +17,7 @@ from ai_lsp_tune.schema import DiagnosticResult
 from ai_lsp_tune.server import windowed
 from ai_lsp_tune.server.placement import LineIndex
 from ai_lsp_tune.server.retry import AnalysisOutcome, analyze
+from ai_lsp_tune.server.settings import DEFAULT_LANGUAGES
 from ai_lsp_tune.server.state import DocumentState, PublishedIssue
 from ai_lsp_tune.serving.backend import Backend
 from ai_lsp_tune.serving.protocol import ChatMessage
@@ -40,8 +41,7 @@ SEVERITY = {
 def schedule(ls: AiLspServer, document: DocumentState, *, debounce: bool = True) -> None:
     """(Re)start the analysis of ``document`` after the debounce delay."""
     state = ls.state
-    languages = state.settings.languages
-    if languages and document.language not in languages:
+    if document.language not in (state.settings.languages or DEFAULT_LANGUAGES):
         return
     text = document.text
     if _too_large(ls, document, text):

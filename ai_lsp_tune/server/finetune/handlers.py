@@ -39,7 +39,7 @@ from ai_lsp_tune.server.finetune.context import (
 from ai_lsp_tune.server.finetune.job import FinetuneJob
 from ai_lsp_tune.server.finetune.model_list import find_listed, model_list
 from ai_lsp_tune.server.language_server import AiLspServer
-from ai_lsp_tune.server.settings import FINETUNE_REFUSED
+from ai_lsp_tune.server.settings import DEFAULT_LANGUAGES, FINETUNE_REFUSED
 from ai_lsp_tune.serving.adapters import adapter_base
 from ai_lsp_tune.traces.otlp import TraceInputError, expand_trace_paths
 
@@ -119,6 +119,7 @@ async def status(ls: AiLspServer, *args: Any) -> dict[str, Any]:
         # what is in effect, for :checkhealth and status views
         "backend": settings.backend,
         "configuredModel": settings.model,
+        "languages": list(settings.languages or DEFAULT_LANGUAGES),  # the ones analysed
         "traceFile": str(trace_file),
         "traceFileBytes": trace_file.stat().st_size if trace_file.is_file() else None,
         "blas": blas.status().describe(),  # what a local model's CPU matmuls run on
