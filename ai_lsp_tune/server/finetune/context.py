@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlparse
 from lsprotocol import types as lsp
 from pygls.progress import Progress
 
+from ai_lsp_tune.server.finetune.model_list import short_path
 from ai_lsp_tune.server.settings import FinetuneSettings
 from ai_lsp_tune.serving.adapters import adapter_base
 from ai_lsp_tune.serving.registry import ModelEntry
@@ -152,6 +153,7 @@ class JobContext:
     served: Callable[[], ModelSlot | None]  # None while the remote backend is in use
     own_traces: Callable[[], Awaitable[list[Path]]]  # flushes pending spans first
     show_message_request: Callable[[lsp.ShowMessageRequestParams], Awaitable[Any]]
+    name_of: Callable[[str | None], str] = short_path  # a model's readable name for messages
 
     @property
     def record_path(self) -> Path:

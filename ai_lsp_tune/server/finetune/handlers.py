@@ -37,7 +37,7 @@ from ai_lsp_tune.server.finetune.context import (
     resolve_allowed_path,
 )
 from ai_lsp_tune.server.finetune.job import FinetuneJob
-from ai_lsp_tune.server.finetune.model_list import find_listed, model_list
+from ai_lsp_tune.server.finetune.model_list import find_listed, model_list, model_name
 from ai_lsp_tune.server.language_server import AiLspServer
 from ai_lsp_tune.server.settings import FINETUNE_REFUSED
 from ai_lsp_tune.serving.adapters import adapter_base
@@ -293,9 +293,15 @@ def _context(ls: AiLspServer) -> JobContext:
     async def show_message_request(params: lsp.ShowMessageRequestParams) -> Any:
         return await ls.window_show_message_request_async(params)
 
+    def name_of(path: str | None) -> str:
+        settings = ls.state.settings
+        base = settings.finetune.base_model or settings.model
+        return model_name(path, ls.state.registry.models, base=base)
+
     return JobContext(
         data_dir=ls.state.workspace_dir,
         served=lambda: ls.state.served_model,
         own_traces=own_traces,
         show_message_request=show_message_request,
+        name_of=name_of,
     )

@@ -4,8 +4,7 @@ traces (own export + extra files) -> dataset (``dataset_step``, a child process)
 (``train_step``, a worker: train, evaluate candidate and served model on the test split, fuse) ->
 the gate (``gate``) -> the served model swaps it in (``swaps``, the registry's only writer) -> a
 message with metrics and "Roll back" (``messages``). One run at a time, its state in its record;
-every change is visible; a failure ends the progress with its reason, the old model serving.
-"""
+every change is visible; a failure ends the progress with its reason, the old model serving."""
 
 from __future__ import annotations
 
@@ -306,8 +305,8 @@ class FinetuneJob:
 
         record.candidate_model = str(outcome.model_path)
         record.metrics_before, record.metrics_after = outcome.metrics_before, outcome.metrics_after
-        await swaps.remember(self.ctx, record)
         why = judge(record, options.settings, not_worse=outcome.not_worse)
+        await swaps.remember(self.ctx, record)
         change = describe_change(record.metrics_before, record.metrics_after)
         if why is not None:
             self._transition(JobState.REJECTED, reason=f"{why}; not swapped")
@@ -407,6 +406,7 @@ class FinetuneJob:
         record.state, record.swapped, record.gate = JobState.SUCCEEDED, True, "used anyway"
         record.reason, record.summary = None, "used anyway: now serving the fine-tuned model"
         self._record_file.save(record)
+        await swaps.remember(self.ctx, record)  # the model list marks it "used anyway"
         self._follow_ups.after_swap(record.metrics_before, record.metrics_after, self.rollback)
         return ""  # the follow-up says it, with its metrics and "Roll back"
 

@@ -218,31 +218,15 @@ function M.use_model(model_path)
   end)
 end
 
---- One line per model for a picker: what it is, whether it serves, its metrics.
+--- One line per model for a picker: the server's name and detail line, the served one marked.
 --- @param model table A row of `ai-lsp.model.list`.
 --- @return string
 function M.format_model(model)
-  local parts = { (model.serving == true and '● ' or '  ') .. (model.label or model.path) }
-  local metrics = type(model.metrics) == 'table' and model.metrics or nil
-  if metrics then
-    if type(metrics.schema_valid_rate) == 'number' then
-      table.insert(parts, ('schema-valid %d%%'):format(math.floor(metrics.schema_valid_rate * 100 + 0.5)))
-    end
-    if type(metrics.issue_f1) == 'number' then
-      local f1 = ('issue F1 %.2f'):format(metrics.issue_f1)
-      if type(metrics.f1_difference_low) == 'number' and type(metrics.f1_difference_high) == 'number' then
-        f1 = f1 .. (' (change %+.2f..%+.2f)'):format(metrics.f1_difference_low, metrics.f1_difference_high)
-      end
-      table.insert(parts, f1)
-    end
-    if type(metrics.n) == 'number' then
-      table.insert(parts, ('%d test example%s'):format(metrics.n, metrics.n == 1 and '' or 's'))
-    end
+  local line = (model.serving == true and '● ' or '  ') .. (model.label or model.path)
+  if type(model.detail) == 'string' and model.detail ~= '' then
+    line = line .. ' · ' .. model.detail
   end
-  if type(model.createdAt) == 'string' then
-    table.insert(parts, model.createdAt)
-  end
-  return table.concat(parts, ' · ')
+  return line
 end
 
 --- :AiLspModels: pick a model of this workspace (base and fine-tunes) to serve.
