@@ -501,7 +501,7 @@ async def test_arguments_outside_the_workspace_are_refused(
     student = await start_student(workspace, isolated_home, tiny_model)
     try:
         message = await refused(student, commands.FINETUNE, {"traces": ["/etc/passwd"]})
-        assert "outside the workspace" in message
+        assert "outside the workspace" in message and "aiLsp.finetune.extraTraces" in message
         message = await refused(student, commands.MODEL_USE, str(tmp_path))
         assert "outside the workspace" in message
         message = await refused(student, commands.MODEL_USE, str(workspace / "not-a-model"))

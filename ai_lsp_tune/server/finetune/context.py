@@ -74,8 +74,11 @@ class ModelSlot(Protocol):
     async def retain(self, keep: int, *, protect: set[str | None], runs_dir: Path) -> list[str]: ...
 
 
-def resolve_allowed_path(raw: str, *, roots: list[Path], base: Path | None) -> Path:
-    """A path or file URI from a command argument, resolved; refused outside ``roots``.
+def resolve_allowed_path(
+    raw: str, *, roots: list[Path], base: Path | None, elsewhere: str | None = None
+) -> Path:
+    """A path or file URI from a command argument, resolved; refused outside ``roots`` (the
+    refusal says ``elsewhere``: how else to use such a file, first).
 
     Relative paths are taken from ``base`` (the workspace root). Symlinks are resolved first,
     so a link inside the workspace cannot point the server at files outside it.
@@ -105,9 +108,12 @@ def resolve_allowed_path(raw: str, *, roots: list[Path], base: Path | None) -> P
         if resolved.is_relative_to(root.resolve()):
             return resolved
     allowed = " or ".join(str(root) for root in roots)
-    raise PathNotAllowed(
-        f"{shown} is outside the workspace and the server's data dir; use a path under {allowed}"
+    advice = (
+        f"{elsewhere}, or use a path under {allowed}"
+        if elsewhere
+        else f"use a path under {allowed}"
     )
+    raise PathNotAllowed(f"{shown} is outside the workspace and the server's data dir; {advice}")
 
 
 @dataclass

@@ -198,11 +198,11 @@ def _roots(ls: AiLspServer) -> list[Path]:
     return roots
 
 
-def _allowed(ls: AiLspServer, raw: str) -> Path:
+def _allowed(ls: AiLspServer, raw: str, *, elsewhere: str | None = None) -> Path:
     root = ls.state.workspace_root
     base = Path(root) if root else None
     try:
-        return resolve_allowed_path(raw, roots=_roots(ls), base=base)
+        return resolve_allowed_path(raw, roots=_roots(ls), base=base, elsewhere=elsewhere)
     except PathNotAllowed as exc:
         message = str(exc)
         if root and not paths.is_project_root(root):
@@ -243,7 +243,8 @@ def _finetune_options(ls: AiLspServer, args: tuple[Any, ...]) -> FinetuneOptions
 def _trace_files(ls: AiLspServer, traces: list[str]) -> list[Path]:
     """The trace files named, a folder as the files in it: each confined after its links are
     resolved (a link in a workspace folder cannot reach a file outside it)."""
-    named = [_allowed(ls, t) for t in traces]
+    # A command's paths are confined; the user's own settings may name any file.
+    named = [_allowed(ls, t, elsewhere="list it in aiLsp.finetune.extraTraces") for t in traces]
     missing = [str(p) for p in named if not p.exists()]
     if missing:
         listed = ", ".join(missing[:5]) + (
