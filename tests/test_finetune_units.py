@@ -390,4 +390,4 @@ def test_the_status_of_a_cancelled_run_says_a_changed_setting_starts_the_next_fr
     changed = "the settings changed since the cancelled run (learningRate 0.001 → 0.0005)"
     fresh = status_line(record, False, None, "/models/base", starts_fresh=changed)
     assert "resumes from its checkpoint" not in fresh
-    assert f"cancelled; the next run starts fresh: {changed}" in fresh
+    assert f"cancelled: the next run starts fresh, as {changed}" in fresh

@@ -38,6 +38,7 @@ from ai_lsp_tune.server.finetune.context import (
 )
 from ai_lsp_tune.server.finetune.job import FinetuneJob
 from ai_lsp_tune.server.finetune.model_list import find_listed, model_list, model_name
+from ai_lsp_tune.server.finetune.states import resumable
 from ai_lsp_tune.server.language_server import AiLspServer
 from ai_lsp_tune.server.settings import FINETUNE_REFUSED
 from ai_lsp_tune.serving.adapters import adapter_base
@@ -108,7 +109,7 @@ async def status(ls: AiLspServer, *args: Any) -> dict[str, Any]:
     job = await _job(ls, wait_backend=False)
     trace_file = ls.state.trace_file
     settings = ls.state.settings
-    wire = job.status().wire()
+    wire = job.status(starts_fresh=_starts_fresh(ls, job)).wire()
     served = wire.get("servedModel")
     note = None
     if isinstance(served, str) and served.lower().endswith(".gguf"):
@@ -161,6 +162,16 @@ async def rollback(ls: AiLspServer, *args: Any) -> dict[str, Any]:
     with _refusals():
         message = await job.rollback()
     return {**job.status().wire(), "message": message}
+
+
+def _starts_fresh(ls: AiLspServer, job: FinetuneJob) -> str | None:
+    """Why the next run would not resume the last, cancelled one (settings changed since)."""
+    served = ls.state.served_model
+    try:
+        options = _finetune_options(ls, ())
+        return resumable(job.record, options, served.current_path if served else None)[1]
+    except (ValueError, JsonRpcException):  # a setting the run itself will refuse
+        return None
 
 
 def _plural(count: int, noun: str) -> str:

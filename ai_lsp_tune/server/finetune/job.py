@@ -181,8 +181,8 @@ class FinetuneJob:
             with contextlib.suppress(BaseException):
                 await self._task
 
-    def status(self) -> FinetuneStatus:
-        """The JSON of ``ai-lsp.finetune.status``."""
+    def status(self, *, starts_fresh: str | None = None) -> FinetuneStatus:
+        """The JSON of ``ai-lsp.finetune.status`` (``starts_fresh``: why a checkpoint is not)."""
         served = self.ctx.served()
         progress = None
         if self.active and self._message is not None:
@@ -197,7 +197,7 @@ class FinetuneJob:
             served_model=serving,
             previous_model=served.previous_path if served else None,
             message=status_line(
-                self.record, active=self.active, progress=self._message, serving=serving
+                self.record, self.active, self._message, serving, self.ctx.name_of, starts_fresh
             ),
         )
 

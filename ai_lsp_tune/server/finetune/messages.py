@@ -65,7 +65,7 @@ def status_line(
         # Its summary said "now serving the fine-tuned model": no longer true after a rollback
         what = f"its model {name_of(record.candidate_model)} no longer serves"
     elif starts_fresh and record.state == JobState.CANCELLED and record.resumable:
-        what = f"cancelled; the next run starts fresh: {starts_fresh}"
+        what = f"the next run starts fresh, as {starts_fresh}"
     return f"Last fine-tune {record.run_id} {record.state.value}: {what}; {now}"
 
 
