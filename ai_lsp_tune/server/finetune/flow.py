@@ -93,8 +93,8 @@ async def run_flow(job: FlowJob, options: FinetuneOptions, *, resume: bool) -> s
 
     record.candidate_model = str(outcome.model_path)
     record.metrics_before, record.metrics_after = outcome.metrics_before, outcome.metrics_after
-    await swaps.remember(job.ctx, record)
     why = judge(record, options.settings, not_worse=outcome.not_worse)
+    await swaps.remember(job.ctx, record)
     change = describe_change(record.metrics_before, record.metrics_after)
     if why is not None:
         job.transition(JobState.REJECTED, reason=f"{why}; not swapped")
