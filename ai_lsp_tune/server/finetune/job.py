@@ -214,7 +214,8 @@ class FinetuneJob:
         record = self.record
         assert record is not None  # a run's transitions follow ``start``
         check_transition(record.state, new)
-        logger.info("fine-tune %s: %s -> %s %s", record.run_id, record.state, new, reason)
+        why = f" ({reason})" if reason else ""
+        logger.info("fine-tune %s: %s -> %s%s", record.run_id, record.state, new, why)
         record.state = new
         if phase is not None:
             record.phase = phase
@@ -285,7 +286,7 @@ class FinetuneJob:
         else:
             self._report(ProgressStep("preparing", note="resuming"), self._meter.preparing(1.0))
         if self._cancel_requested:
-            self._finish(JobState.CANCELLED, "cancelled before training started")
+            self._finish(JobState.CANCELLED, "before training started")
             return "Fine-tune cancelled before training started; the next run starts over"
 
         self._transition(JobState.TRAINING, phase="loading")
@@ -293,12 +294,10 @@ class FinetuneJob:
         if self._cancel_requested or outcome.cancelled:
             record.resumable = outcome.checkpoint_kept
             if outcome.checkpoint_kept:
-                self._finish(
-                    JobState.CANCELLED, "cancelled; the next run resumes from its checkpoint"
-                )
+                self._finish(JobState.CANCELLED, "the next run resumes from its checkpoint")
                 at = self._meter.percentage
                 return f"Fine-tune cancelled at {at}%; the next run resumes from its checkpoint"
-            self._finish(JobState.CANCELLED, "cancelled before the first checkpoint")
+            self._finish(JobState.CANCELLED, "before the first checkpoint")
             return "Fine-tune cancelled before its first checkpoint; the next run starts over"
         if outcome.error is not None:
             self._finish(JobState.FAILED, outcome.error)

@@ -10,7 +10,7 @@ import {
 
 import { forward, modelItems, PALETTE, ServerCommand, type CommandTarget, type Notifier } from './commands';
 import { WorkDoneProgressUi } from './progressUi';
-import { quietWhileStarting } from './serverClient';
+import { logStderr, quietWhileStarting } from './serverClient';
 import { documentLanguages, readServerCommand, readServerSettings, restartNeeded } from './settings';
 
 const SECTION = 'aiLsp';
@@ -135,6 +135,10 @@ async function startServer(
     ]),
     initializationOptions: settings,
     outputChannel: output,
+    stdioOptions: {
+      stdout: (input, channel) => logStderr(input, channel),  // used only off stdio transport
+      stderr: (input, channel) => logStderr(input, channel),
+    },
   };
   const next = quietWhileStarting(new LanguageClient('aiLsp', 'AI LSP', serverOptions, clientOptions));
   next.registerFeature(progressUi.feature(next));
