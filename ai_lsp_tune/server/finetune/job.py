@@ -206,7 +206,8 @@ class FinetuneJob:
         record = self.record
         assert record is not None  # a run's transitions follow ``start``
         check_transition(record.state, new)
-        logger.info("fine-tune %s: %s -> %s %s", record.run_id, record.state, new, reason)
+        why = f" ({reason})" if reason else ""
+        logger.info("fine-tune %s: %s -> %s%s", record.run_id, record.state, new, why)
         record.state = new
         if phase is not None:
             record.phase = phase
