@@ -74,7 +74,7 @@ async def run_flow(job: FlowJob, options: FinetuneOptions, *, resume: bool) -> s
     else:
         job.report(ProgressStep("preparing", note="resuming"), job.meter.preparing(1.0))
     if job.cancel_requested:
-        job.finish(JobState.CANCELLED, "cancelled before training started")
+        job.finish(JobState.CANCELLED, "before training started")
         return "Fine-tune cancelled before training started; the next run starts over"
 
     job.transition(JobState.TRAINING, phase="loading")
@@ -82,10 +82,10 @@ async def run_flow(job: FlowJob, options: FinetuneOptions, *, resume: bool) -> s
     if job.cancel_requested or outcome.cancelled:
         record.resumable = outcome.checkpoint_kept
         if outcome.checkpoint_kept:
-            job.finish(JobState.CANCELLED, "cancelled; the next run resumes from its checkpoint")
+            job.finish(JobState.CANCELLED, "the next run resumes from its checkpoint")
             at = job.meter.percentage
             return f"Fine-tune cancelled at {at}%; the next run resumes from its checkpoint"
-        job.finish(JobState.CANCELLED, "cancelled before the first checkpoint")
+        job.finish(JobState.CANCELLED, "before the first checkpoint")
         return "Fine-tune cancelled before its first checkpoint; the next run starts over"
     if outcome.error is not None:
         job.finish(JobState.FAILED, outcome.error)
@@ -93,8 +93,8 @@ async def run_flow(job: FlowJob, options: FinetuneOptions, *, resume: bool) -> s
 
     record.candidate_model = str(outcome.model_path)
     record.metrics_before, record.metrics_after = outcome.metrics_before, outcome.metrics_after
-    await swaps.remember(job.ctx, record)
     why = judge(record, options.settings, not_worse=outcome.not_worse)
+    await swaps.remember(job.ctx, record)
     change = describe_change(record.metrics_before, record.metrics_after)
     if why is not None:
         job.transition(JobState.REJECTED, reason=f"{why}; not swapped")

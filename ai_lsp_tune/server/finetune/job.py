@@ -184,8 +184,8 @@ class FinetuneJob:
             with contextlib.suppress(BaseException):
                 await self._task
 
-    def status(self) -> FinetuneStatus:
-        """The JSON of ``ai-lsp.finetune.status``."""
+    def status(self, *, starts_fresh: str | None = None) -> FinetuneStatus:
+        """The JSON of ``ai-lsp.finetune.status`` (``starts_fresh``: why a checkpoint is not)."""
         served = self.ctx.served()
         progress = None
         if self.active and self._message is not None:
@@ -202,7 +202,7 @@ class FinetuneJob:
             served_model=serving,
             previous_model=served.previous_path if served else None,
             message=status_line(
-                self.record, active=self.active, progress=self._message, serving=serving
+                self.record, self.active, self._message, serving, self.ctx.name_of, starts_fresh
             ),
         )
 
@@ -218,7 +218,8 @@ class FinetuneJob:
         record = self.record
         assert record is not None  # a run's transitions follow ``start``
         check_transition(record.state, new)
-        logger.info("fine-tune %s: %s -> %s %s", record.run_id, record.state, new, reason)
+        why = f" ({reason})" if reason else ""
+        logger.info("fine-tune %s: %s -> %s%s", record.run_id, record.state, new, why)
         record.state = new
         if phase is not None:
             record.phase = phase
@@ -304,6 +305,7 @@ class FinetuneJob:
         record.state, record.swapped, record.gate = JobState.SUCCEEDED, True, "used anyway"
         record.reason, record.summary = None, "used anyway: now serving the fine-tuned model"
         self._record_file.save(record)
+        await swaps.remember(self.ctx, record)  # the model list marks it "used anyway"
         self.follow_ups.after_swap(record.metrics_before, record.metrics_after, self.rollback)
         return ""  # the follow-up says it, with its metrics and "Roll back"
 
