@@ -391,3 +391,18 @@ def test_the_status_of_a_cancelled_run_says_a_changed_setting_starts_the_next_fr
     fresh = status_line(record, False, None, "/models/base", starts_fresh=changed)
     assert "resumes from its checkpoint" not in fresh
     assert f"cancelled: the next run starts fresh, as {changed}" in fresh
+
+
+def test_why_a_run_starts_fresh_comes_before_its_run_id_and_path(tmp_path: Path) -> None:
+    from ai_lsp_tune.server.finetune.messages import started_message
+
+    record = RunRecord(
+        run_id="20261203-080102-3fa2", state=JobState.PREPARING, started_at=1.0,
+        run_dir=str(tmp_path / "r2"), base_model="/models/tiny-model",
+    )  # fmt: skip
+    why = "the settings changed since the cancelled run (numLayers 16 → 2)"
+    fresh = started_message(record, resumed=False, fresh_because=why)
+    assert fresh.startswith("The settings changed since the cancelled run (numLayers 16 → 2), ")
+    assert "starting fresh" in fresh and fresh.index("starting fresh") < fresh.index(record.run_id)
+    resumed = started_message(record, resumed=True, fresh_because=None)
+    assert resumed.startswith(f"Resuming fine-tune {record.run_id} from ")

@@ -35,13 +35,12 @@ def test_examples(count: int) -> str:
 
 
 def started_message(record: RunRecord, *, resumed: bool, fresh_because: str | None) -> str:
-    """The reply to ``ai-lsp.finetune``: which run, from which model."""
-    how = "Resuming" if resumed else "Started"
-    fresh = f" (starting fresh: {fresh_because})" if fresh_because else ""
-    return (
-        f"{how} fine-tune {record.run_id} from {short_path(record.base_model)}"
-        f"{fresh}; progress follows"
-    )
+    """The reply to ``ai-lsp.finetune``: which run, from which model; why it did not resume
+    comes first (a toast shows the start of a long line)."""
+    run = f"fine-tune {record.run_id} from {short_path(record.base_model)}; progress follows"
+    if fresh_because:
+        return f"{fresh_because[:1].upper()}{fresh_because[1:]}, so starting fresh: {run}"
+    return f"{'Resuming' if resumed else 'Started'} {run}"
 
 
 def status_line(

@@ -4,6 +4,7 @@ import {
   ExecuteCommandRequest,
   LanguageClient,
   LanguageClientOptions,
+  MessageType,
   ServerOptions,
   State,
 } from 'vscode-languageclient/node';
@@ -17,8 +18,9 @@ import {
   type ModelItem,
   type Notifier,
 } from './commands';
+import { messageFeature, type SettingsActions, toast } from './messages';
 import { WorkDoneProgressUi } from './progressUi';
-import { quietWhileStarting } from './serverClient';
+import { logStderr, quietWhileStarting } from './serverClient';
 import { documentLanguages, readServerCommand, readServerSettings, restartNeeded } from './settings';
 
 const SECTION = 'aiLsp';
@@ -31,18 +33,20 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   statusBar.command = 'aiLsp.status';
   const progressUi = new WorkDoneProgressUi(statusBar);
   context.subscriptions.push(output, statusBar, progressUi);
+  const settings = settingsActions(context);
 
   const notifier: Notifier = {
-    info: (message) => void vscode.window.showInformationMessage(message),
+    info: (message) => void toast(MessageType.Info, message, settings),
     error: (message) => {
       output.error(message);
-      void vscode.window.showErrorMessage(message, 'Show log').then((choice) => {
+      void toast(MessageType.Error, message, settings, ['Show log']).then((choice) => {
         if (choice) {
           output.show();
         }
       });
     },
   };
+  const ui: Ui = { output, progressUi, notifier, settings };
   const target: CommandTarget = {
     advertisedCommands: () =>
       client?.state === State.Running
@@ -60,7 +64,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     );
   }
   context.subscriptions.push(
-    vscode.commands.registerCommand('aiLsp.restart', () => restart(output, progressUi, notifier)),
+    vscode.commands.registerCommand('aiLsp.restart', () => restart(ui)),
     vscode.commands.registerCommand('aiLsp.models', async () => {
       const quiet: Notifier = { info: () => undefined, error: notifier.error };
       const listed = await forward(target, quiet, ServerCommand.list);
@@ -77,15 +81,46 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         return;
       }
       if (restartNeeded((section) => event.affectsConfiguration(section), client?.state === State.Running)) {
-        await restart(output, progressUi, notifier);
+        await restart(ui);
       } else if (client?.state === State.Running) {
-        const settings = readServerSettings(vscode.workspace.getConfiguration(SECTION), { resets: true });
-        await client.sendNotification('workspace/didChangeConfiguration', { settings });
+        const changed = readServerSettings(config(), { resets: true });
+        await client.sendNotification('workspace/didChangeConfiguration', { settings: changed });
       }
     }),
   );
   statusBar.show();
-  await restart(output, progressUi, notifier);
+  await restart(ui);
+}
+
+const config = (): vscode.WorkspaceConfiguration => vscode.workspace.getConfiguration(SECTION);
+
+/** The settings a message can name, and the two things its actions do with them. */
+function settingsActions(context: vscode.ExtensionContext): SettingsActions {
+  const categories = (context.extension.packageJSON as {
+    contributes: { configuration: { properties: Record<string, unknown> }[] };
+  }).contributes.configuration;
+  return {
+    known: new Set(categories.flatMap((category) => Object.keys(category.properties))),
+    backend: () => config().get<string>('backend'),
+    openSettings: (id) => void vscode.commands.executeCommand('workbench.action.openSettings', `@id:${id}`),
+    switchToLocal: () => {
+      // Where the user set "remote" (a workspace's setting wins over the user's)
+      const seen = config().inspect<string>('backend');
+      const target = seen?.workspaceFolderValue !== undefined
+        ? vscode.ConfigurationTarget.WorkspaceFolder
+        : seen?.workspaceValue !== undefined
+          ? vscode.ConfigurationTarget.Workspace
+          : vscode.ConfigurationTarget.Global;
+      void config().update('backend', 'local', target);
+    },
+  };
+}
+
+interface Ui {
+  output: vscode.LogOutputChannel;
+  progressUi: WorkDoneProgressUi;
+  notifier: Notifier;
+  settings: SettingsActions;
 }
 
 export async function deactivate(): Promise<void> {
@@ -96,12 +131,8 @@ export async function deactivate(): Promise<void> {
 let restarting: Promise<void> = Promise.resolve();
 
 /** (Re)start the server with the current settings, one restart at a time. */
-function restart(
-  output: vscode.LogOutputChannel,
-  progressUi: WorkDoneProgressUi,
-  notifier: Notifier,
-): Promise<void> {
-  restarting = restarting.then(() => startServer(output, progressUi, notifier));
+function restart(ui: Ui): Promise<void> {
+  restarting = restarting.then(() => startServer(ui));
   return restarting;
 }
 
@@ -110,11 +141,8 @@ function restart(
 const RECHECK_SETTINGS_MS = 2000;
 
 /** Start the server with the current settings; a start-up failure is an error toast. */
-async function startServer(
-  output: vscode.LogOutputChannel,
-  progressUi: WorkDoneProgressUi,
-  notifier: Notifier,
-): Promise<void> {
+async function startServer(ui: Ui): Promise<void> {
+  const { output, progressUi, notifier } = ui;
   if (client) {
     await client.stop().catch((err: unknown) => output.warn(`stopping the server: ${String(err)}`));
     client = undefined;
@@ -139,9 +167,14 @@ async function startServer(
     ]),
     initializationOptions: settings,
     outputChannel: output,
+    stdioOptions: {
+      stdout: (input, channel) => logStderr(input, channel),  // used only off stdio transport
+      stderr: (input, channel) => logStderr(input, channel),
+    },
   };
   const next = quietWhileStarting(new LanguageClient('aiLsp', 'AI LSP', serverOptions, clientOptions));
   next.registerFeature(progressUi.feature(next));
+  next.registerFeature(messageFeature(next, ui.settings));
   client = next;
   try {
     await next.start();
@@ -156,7 +189,7 @@ async function startServer(
       }
       if (client === next && now !== tried) {
         output.info('AI LSP: the server command setting arrived after start-up; starting again');
-        void restart(output, progressUi, notifier);
+        void restart(ui);
       }
     }, RECHECK_SETTINGS_MS);
     notifier.error(
