@@ -531,11 +531,13 @@ async def test_arguments_outside_the_workspace_are_refused(
                 "createdAt": None,
                 "examples": None,
                 "metrics": None,
+                "gate": None,
                 "serving": True,
-                "label": listed["models"][0]["label"],
+                "label": f"{tiny_model.name} (base model)",
+                "detail": "not evaluated yet",
             }
         ]
-        assert listed["message"].startswith("1 model; serving base model")
+        assert listed["message"] == f"1 model; serving {tiny_model.name} (base model)"
         used = await student.command(commands.MODEL_USE, str(tiny_model))
         assert used["servedModel"] == str(tiny_model) and used["message"].startswith("Now serving")
         message = await refused(student, commands.FINETUNE, {"epochs": 3})

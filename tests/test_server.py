@@ -193,6 +193,27 @@ async def test_newer_edit_cancels_the_stale_analysis(
     assert sum("fast = " in t for t in analysed) == 1 and "fast = 4" in analysed[-1]
 
 
+async def test_an_edit_back_to_the_analysed_text_is_answered_at_once_for_its_version(
+    session: Session, endpoint: ScriptedEndpoint
+) -> None:
+    """Typed and undone within the debounce: the diagnostics of that text are published again
+    for the new version (an editor's "analysing…" ends), and the model is not asked again."""
+    found = {"issues": [{"issue_snippet": "fast", "severity": "warning", "message": "FOUND"}]}
+    endpoint.script = answers({"fast": json.dumps(found)})
+    uri = session.open("back.py", "fast = 1\n")
+    await session.wait_for_diagnostics(uri)
+    asked = len(endpoint.requests)
+    session.replace_all(uri, "fast = 12\n")  # version 2
+    session.replace_all(uri, "fast = 1\n")  # version 3: the analysed text again
+    latest = await session.wait_for(
+        lambda: [p for p in session.published if p.uri == uri and p.version == 3],
+        what="the diagnostics of version 3",
+    )
+    assert [d.message for d in latest[-1].diagnostics] == ["FOUND"]
+    await asyncio.sleep(0.5)  # past the debounce of version 2: it was dropped, never asked
+    assert len(endpoint.requests) == asked
+
+
 async def test_invalid_output_retries_once_with_the_error_then_publishes_nothing(
     session: Session, endpoint: ScriptedEndpoint
 ) -> None:

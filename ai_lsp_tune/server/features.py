@@ -93,7 +93,7 @@ def did_change(ls: AiLspServer, params: types.DidChangeTextDocumentParams) -> No
 def did_save(ls: AiLspServer, params: types.DidSaveTextDocumentParams) -> None:
     document = ls.state.documents.get(params.text_document.uri)
     if document is not None:
-        analysis.schedule(ls, document, debounce=False)
+        analysis.schedule(ls, document, debounce=False, save=True)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)

@@ -124,6 +124,8 @@ async def status(ls: AiLspServer, *args: Any) -> dict[str, Any]:
         "traceFile": str(trace_file),
         "traceFileBytes": trace_file.stat().st_size if trace_file.is_file() else None,
         "blas": blas.status().describe(),  # what a local model's CPU matmuls run on
+        # the last answers' issues whose snippet is not in the code (not shown), per file
+        "issuesNotInCode": {d.name: d.unplaced for d in ls.state.documents.values() if d.unplaced},
     }
 
 

@@ -60,6 +60,14 @@ vim.api.nvim_create_autocmd('FileType', {
   end,
 })
 
+vim.api.nvim_create_autocmd('BufWritePost', {
+  group = vim.api.nvim_create_augroup('ai_lsp_analysis', { clear = true }),
+  desc = 'ai-lsp statusline: a saved buffer is analysed again',
+  callback = function(ev)
+    ai_lsp()._on_save(ev.buf)
+  end,
+})
+
 vim.api.nvim_create_autocmd('LspProgress', {
   group = vim.api.nvim_create_augroup('ai_lsp_progress', { clear = true }),
   desc = 'ai-lsp statusline progress',

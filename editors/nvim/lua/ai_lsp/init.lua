@@ -294,6 +294,65 @@ function M.statusline()
   return ''
 end
 
+--- The last diagnostics our server published per buffer: `{ version, count, seq }`.
+--- @type table<integer, {version: integer?, count: integer, seq: integer}>
+M.published = {}
+
+--- Per buffer, the sequence number of the last save (the server analyses it again).
+--- @type table<integer, integer>
+M.saved = {}
+local sequence = 0
+
+--- Statusline component for the current buffer's analysis, from what the server reports:
+--- "AI starting…" until it is up, "AI analysing…" from a change (or save) it has not answered
+--- yet, then "AI no issues" or "AI 2 issues" from its diagnostics; "" where it does not analyse.
+--- @param bufnr? integer (default: the current buffer)
+--- @return string
+function M.analysis(bufnr)
+  bufnr = (bufnr == nil or bufnr == 0) and vim.api.nvim_get_current_buf() or bufnr
+  local client = vim.lsp.get_clients({ name = M.name, bufnr = bufnr })[1]
+  if not client then
+    return ''
+  end
+  local languages = (M.section(client.settings) or {}).languages
+  if type(languages) == 'table' and #languages > 0
+    and not vim.list_contains(languages, vim.bo[bufnr].filetype) then
+    return ''
+  end
+  if not client.initialized then
+    return 'AI starting…'
+  end
+  local last = M.published[bufnr]
+  local version = vim.lsp.util.buf_versions[bufnr]
+  if not last or (M.saved[bufnr] or 0) > last.seq
+    or (type(last.version) == 'number' and type(version) == 'number' and last.version < version) then
+    return 'AI analysing…'
+  end
+  if last.count == 0 then
+    return 'AI no issues'
+  end
+  return ('AI %d issue%s'):format(last.count, last.count == 1 and '' or 's')
+end
+
+--- BufWritePost: the server analyses a saved buffer again ("analysing…" until it answers; an
+--- edit needs no mark: its version is newer than the last answer's).
+--- @param bufnr integer
+function M._on_save(bufnr)
+  if vim.lsp.get_clients({ name = M.name, bufnr = bufnr })[1] then
+    sequence = sequence + 1
+    M.saved[bufnr] = sequence
+  end
+end
+
+--- textDocument/publishDiagnostics: recorded for `analysis()`, then shown as Neovim does.
+local function publish_diagnostics(err, params, ctx)
+  local bufnr = vim.uri_to_bufnr(params.uri)
+  sequence = sequence + 1
+  M.published[bufnr] = { version = params.version, count = #(params.diagnostics or {}), seq = sequence }
+  vim.schedule(function() vim.cmd.redrawstatus() end)
+  return vim.lsp.handlers['textDocument/publishDiagnostics'](err, params, ctx)
+end
+
 --- Record `$/progress` from our server for the statusline (LspProgress autocmd).
 --- @param ev {data: {client_id: integer, params: {token: string|integer, value: table}}}
 function M._on_progress(ev)
@@ -456,6 +515,7 @@ function M.lsp_config(o)
     handlers = {
       ['window/showMessageRequest'] = show_message_request,
       ['window/showMessage'] = show_message,
+      ['textDocument/publishDiagnostics'] = publish_diagnostics,
     },
   }
 end
