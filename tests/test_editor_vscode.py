@@ -115,3 +115,10 @@ def test_hyper_parameter_bounds_are_the_same_in_vscode_settings_and_the_server(
     assert declared.get("minimum") == bound.ge
     assert declared.get("exclusiveMinimum") == bound.gt
     assert declared.get("maximum") == bound.le
+
+
+def test_vscode_knows_the_server_action_titles_it_treats_specially() -> None:
+    from ai_lsp_tune.server.finetune.messages import ROLL_BACK, USE_ANYWAY
+
+    source = (EXTENSION / "src" / "messages.ts").read_text()
+    assert f"rollBack: '{ROLL_BACK}'" in source and f"useAnyway: '{USE_ANYWAY}'" in source

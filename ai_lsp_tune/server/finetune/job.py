@@ -311,7 +311,7 @@ class FinetuneJob:
         if why is not None:
             self._transition(JobState.REJECTED, reason=f"{why}; not swapped")
             await swaps.retain(self.ctx, record, options)
-            self._follow_ups.after_rejection(why, change, lambda: self._use_anyway(record))
+            self._follow_ups.after_rejection(why, record, lambda: self._use_anyway(record))
             return f"Kept the current model: {why} ({change})"
 
         self._transition(JobState.SWAPPING, phase="swapping")

@@ -1,12 +1,22 @@
 // The server's messages as VS Code toasts, with the actions a user expects beside them: "Open
 // Settings" on a message that names a setting, "Switch to local" where the remote backend is in
-// the way.
+// the way, and the gate's decision as a dialog that waits for an answer.
 import * as vscode from 'vscode';
 import type { BaseLanguageClient, StaticFeature } from 'vscode-languageclient';
-import { MessageType, ShowMessageNotification, ShowMessageRequest } from 'vscode-languageserver-protocol';
+import {
+  type MessageActionItem,
+  MessageType,
+  ShowMessageNotification,
+  ShowMessageRequest,
+  type ShowMessageRequestParams,
+} from 'vscode-languageserver-protocol';
 
 export const OPEN_SETTINGS = 'Open Settings';
 export const SWITCH_TO_LOCAL = 'Switch to local';
+export const KEEP_CURRENT = 'Keep current';
+
+/** Action titles the server offers (ai_lsp_tune/server/finetune/messages.py). */
+export const ServerAction = { rollBack: 'Roll back', useAnyway: 'Use it anyway' } as const;
 
 const SETTING_ID = /\baiLsp(?:\.[A-Za-z]+)+/g;
 
@@ -81,6 +91,16 @@ export async function toast(
   return runExtra(choice, message, settings) ? undefined : choice;
 }
 
+/** The gate's "Use it anyway?": a dialog that stays until answered (a toast hides itself). */
+async function decide(params: ShowMessageRequestParams): Promise<MessageActionItem | null> {
+  const items: vscode.MessageItem[] = [
+    { title: ServerAction.useAnyway },
+    { title: KEEP_CURRENT, isCloseAffordance: true },
+  ];
+  const picked = await vscode.window.showWarningMessage(params.message, { modal: true }, ...items);
+  return picked?.title === ServerAction.useAnyway ? { title: ServerAction.useAnyway } : null;
+}
+
 /** A client feature that takes over `window/showMessage` and `window/showMessageRequest`
  * (registered after the built-in handlers, so it wins). */
 export function messageFeature(client: BaseLanguageClient, settings: SettingsActions): StaticFeature {
@@ -93,6 +113,9 @@ export function messageFeature(client: BaseLanguageClient, settings: SettingsAct
       });
       client.onRequest(ShowMessageRequest.type, async (params) => {
         const offered = (params.actions ?? []).map((a) => a.title);
+        if (offered.includes(ServerAction.useAnyway)) {
+          return decide(params);
+        }
         const choice = await toast(params.type, params.message, settings, offered);
         return params.actions?.find((a) => a.title === choice) ?? null;
       });
