@@ -14,6 +14,8 @@ import { messageFeature, type SettingsActions, toast } from './messages';
 import { WorkDoneProgressUi } from './progressUi';
 import { logStderr, quietWhileStarting } from './serverClient';
 import { documentLanguages, readServerCommand, readServerSettings, restartNeeded } from './settings';
+import type { ListedModel, ServerStatus } from './stateView';
+import { ServerStateUi } from './statusItems';
 
 const SECTION = 'aiLsp';
 let client: LanguageClient | undefined;
@@ -23,8 +25,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const statusBar = vscode.window.createStatusBarItem('aiLsp.progress', vscode.StatusBarAlignment.Left, 50);
   statusBar.name = 'AI LSP';
   statusBar.command = 'aiLsp.status';
-  const progressUi = new WorkDoneProgressUi(statusBar);
-  context.subscriptions.push(output, statusBar, progressUi);
+  const stateUi = new ServerStateUi(statusBar, serverState, documentLanguages(readServerSettings(config())));
+  const progressUi = new WorkDoneProgressUi(statusBar, (view) => stateUi.onProgress(view));
+  context.subscriptions.push(output, statusBar, stateUi, progressUi);
   const settings = settingsActions(context);
 
   const notifier: Notifier = {
@@ -38,7 +41,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       });
     },
   };
-  const ui: Ui = { output, progressUi, notifier, settings };
+  const ui: Ui = { output, progressUi, stateUi, notifier, settings };
   const target: CommandTarget = {
     advertisedCommands: () =>
       client?.state === State.Running
@@ -50,9 +53,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
 
   for (const [paletteId, serverCommand] of Object.entries(PALETTE)) {
     context.subscriptions.push(
-      vscode.commands.registerCommand(paletteId, (...args: unknown[]) =>
-        forward(target, notifier, serverCommand, args),
-      ),
+      vscode.commands.registerCommand(paletteId, async (...args: unknown[]) => {
+        const result = await forward(target, notifier, serverCommand, args);
+        void stateUi.refresh();
+        return result;
+      }),
     );
   }
   context.subscriptions.push(
@@ -70,6 +75,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       });
       if (choice) {
         await forward(target, notifier, ServerCommand.use, [choice.path]);
+        void stateUi.refresh();
       }
     }),
     vscode.workspace.onDidChangeConfiguration(async (event) => {
@@ -81,6 +87,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       } else if (client?.state === State.Running) {
         const changed = readServerSettings(config(), { resets: true });
         await client.sendNotification('workspace/didChangeConfiguration', { settings: changed });
+        void stateUi.refresh();
       }
     }),
   );
@@ -89,6 +96,19 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
 }
 
 const config = (): vscode.WorkspaceConfiguration => vscode.workspace.getConfiguration(SECTION);
+
+/** What the status items show: the server's status and model list (quiet: no toasts). */
+async function serverState(): Promise<{ status: ServerStatus; models?: ListedModel[] } | undefined> {
+  const running = client;
+  if (running?.state !== State.Running) {
+    return undefined;
+  }
+  const run = (command: string): Promise<unknown> =>
+    running.sendRequest(ExecuteCommandRequest.type, { command, arguments: [] });
+  const status = (await run(ServerCommand.status)) as ServerStatus;
+  const listed = status.backend === 'remote' ? undefined : ((await run(ServerCommand.list)) as { models?: ListedModel[] });
+  return { status, models: listed?.models };
+}
 
 /** The settings a message can name, and the two things its actions do with them. */
 function settingsActions(context: vscode.ExtensionContext): SettingsActions {
@@ -115,6 +135,7 @@ function settingsActions(context: vscode.ExtensionContext): SettingsActions {
 interface Ui {
   output: vscode.LogOutputChannel;
   progressUi: WorkDoneProgressUi;
+  stateUi: ServerStateUi;
   notifier: Notifier;
   settings: SettingsActions;
 }
@@ -168,12 +189,14 @@ async function startServer(ui: Ui): Promise<void> {
       stderr: (input, channel) => logStderr(input, channel),
     },
   };
+  ui.stateUi.languages = documentLanguages(settings);
   const next = quietWhileStarting(new LanguageClient('aiLsp', 'AI LSP', serverOptions, clientOptions));
   next.registerFeature(progressUi.feature(next));
   next.registerFeature(messageFeature(next, ui.settings));
   client = next;
   try {
     await next.start();
+    void ui.stateUi.refresh();
   } catch (err) {
     const tried = JSON.stringify(serverCommand);
     setTimeout(() => {
