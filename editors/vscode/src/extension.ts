@@ -61,7 +61,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     );
   }
   context.subscriptions.push(
-    vscode.commands.registerCommand('aiLsp.restart', () => restart(ui)),
+    vscode.commands.registerCommand('aiLsp.restart', () => restartSaying(ui)),
     vscode.commands.registerCommand('aiLsp.models', async () => {
       const quiet: Notifier = { info: () => undefined, error: notifier.error };
       const listed = await forward(target, quiet, ServerCommand.list);
@@ -138,6 +138,18 @@ interface Ui {
   stateUi: ServerStateUi;
   notifier: Notifier;
   settings: SettingsActions;
+}
+
+/** "Restart server" from the palette: progress while it restarts, then a line that it is back. */
+async function restartSaying(ui: Ui): Promise<void> {
+  await vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Window, title: 'AI LSP: restarting the server' },
+    () => restart(ui),
+  );
+  if (client?.state === State.Running) {
+    await ui.stateUi.refresh();
+    ui.notifier.info(`AI LSP: server restarted; ${ui.stateUi.answers ?? 'starting its model'}`);
+  }
 }
 
 export async function deactivate(): Promise<void> {
