@@ -147,8 +147,7 @@ async function restartSaying(ui: Ui): Promise<void> {
     () => restart(ui),
   );
   if (client?.state === State.Running) {
-    await ui.stateUi.refresh();
-    ui.notifier.info(`AI LSP: server restarted; ${ui.stateUi.answers ?? 'starting its model'}`);
+    ui.notifier.info('AI LSP: server restarted');  // the status item shows its model once loaded
   }
 }
 
@@ -169,11 +168,14 @@ function restart(ui: Ui): Promise<void> {
  * microsoft/vscode#88044): a failed start looks once more, a little later. */
 const RECHECK_SETTINGS_MS = 2000;
 
+const STOP_TIMEOUT_MS = 10_000;
+
 /** Start the server with the current settings; a start-up failure is an error toast. */
 async function startServer(ui: Ui): Promise<void> {
   const { output, progressUi, notifier } = ui;
   if (client) {
-    await client.stop().catch((err: unknown) => output.warn(`stopping the server: ${String(err)}`));
+    // Its shutdown stops the model host and any training worker: more than the client's 2 s
+    await client.stop(STOP_TIMEOUT_MS).catch((err: unknown) => output.warn(`stopping the server: ${String(err)}`));
     client = undefined;
   }
   const config = vscode.workspace.getConfiguration(SECTION);

@@ -36,11 +36,6 @@ export class ServerStateUi implements vscode.Disposable {
     this.timer = setInterval(() => void this.refresh(), POLL_MS);
   }
 
-  /** "fine-tune … answers", once known. */
-  get answers(): string | undefined {
-    return this.view ? `${this.view.answers} answers` : undefined;
-  }
-
   set languages(languages: string[]) {
     this.language.selector = languages;
   }
