@@ -105,6 +105,7 @@ def main() -> None:
     import mlx.optimizers as optim
 
     from ai_lsp_tune.cli.review_demo import bundled_model
+    from ai_lsp_tune.hyperparams import default
     from ai_lsp_tune.training import precision
     from ai_lsp_tune.training.data import TokenizedSplit, collate, make_loss, split_loss
     from ai_lsp_tune.training.loop import _prepare
@@ -143,8 +144,9 @@ def main() -> None:
         )
     model, tokenizer, _, _ = load_model(str(bundled_model()))
     precision.for_training(model)
-    tokens = TokenizedSplit.build(tokenizer, train, max_seq_length=2048)
-    test_tokens = TokenizedSplit.build(tokenizer, test, max_seq_length=2048)
+    limit = default("max_seq_length")
+    tokens = TokenizedSplit.build(tokenizer, train, max_seq_length=limit)
+    test_tokens = TokenizedSplit.build(tokenizer, test, max_seq_length=limit)
     lengths = [len(t) for t, _ in tokens.items]
     answers = [len(t) - o for t, o in tokens.items]
     system = len(tokenizer.encode(COMPACT))

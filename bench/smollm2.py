@@ -104,7 +104,7 @@ def decode_worker(model: str, prompt_tokens: int, max_tokens: int) -> dict[str, 
     import cpu
 
     from ai_lsp_tune import blas
-    from ai_lsp_tune.serving.host import load_engine
+    from ai_lsp_tune.serving.engine import load_engine
 
     engine = load_engine(model)
     out: dict[str, object] = {**cpu.machine(0.5)}
@@ -161,7 +161,7 @@ def decode_rows(prompt_tokens: int, max_tokens: int) -> str:
         f"--max-tokens {max_tokens}` on {os.cpu_count()} CPU(s), {platform.machine()}, "
         f"{time.strftime('%Y-%m-%d %H:%M')}; random weights of SmolLM2-135M-Instruct's shape "
         "(bench/smollm2.py), saved 4-bit (group 32); each row a fresh process that loads the "
-        "model as the model host does (`serving.host.load_engine`, so the serving policy of "
+        "model as the model host does (`serving.engine.load_engine`, so the serving policy of "
         "`training/precision.py` applies), prefills one prompt of random token ids and decodes "
         "greedily (mlx-lm's `stream_generate`, its prompt and generation tok/s). Load average "
         f"(1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load)}; after: "

@@ -192,6 +192,7 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
             "changed_settings": flat_settings(CHANGED),
             "timeout_ms": 120_000,
             "base_name": tiny_model.name,
+            "base_model": str(tiny_model),
         },
     }
     (tmp_path / "plan.json").write_text(json.dumps(plan))
@@ -325,27 +326,30 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
     second_model = second["servedModel"]
     assert second_model not in (new_model, str(tiny_model))
 
-    # The swap notification's "Roll back" button went back to the first fine-tune, and said so.
-    assert results["status_after_rollback_1"]["servedModel"] == new_model
-    assert "Rolled back" in observed["rollback_notices"][0]
+    # The swap notification's "Roll back" button stepped down the lineage to the base (the
+    # second fine-tune's parent, not the first fine-tune served before it), and said so.
+    assert results["status_after_rollback_1"]["servedModel"] == str(tiny_model)
+    assert f"Rolled back to {tiny_model.name} (base model)" in observed["rollback_notices"][0]
 
-    # "Choose a model": the base first, then both fine-tunes, each from the base; the quick pick
-    # shows each fine-tune's metrics in its detail line and marks the one serving.
+    # "Choose a model": the base first, then both fine-tunes, each from the base; each row is the
+    # server's name and detail line (F1, val loss; the base's too), the served row (the base) is
+    # the active one, and no "schema-valid 100%" (constrained decoding).
     rows = results["models"]["models"]
     assert [r["path"] for r in rows] == [str(tiny_model), new_model, second_model]
     assert [r["baseModel"] for r in rows[1:]] == [str(tiny_model)] * 2
     shown = observed["model_rows"]
     assert len(shown) == 3, shown
-    for row, line in zip(rows[1:], shown[1:], strict=True):
-        n = row["metrics"]["n"]
-        assert "schema-valid" in line and f"{n} test example{'' if n == 1 else 's'}" in line, line
-    assert "serving" in shown[1] and "serving" not in shown[0] + shown[2]
+    for row, line in zip(rows, shown, strict=True):
+        assert row["label"] in line and row["detail"] in line, line
+        assert "issue F1" in line and "schema-valid" not in line, line
+    assert "serving" in shown[0] and "serving" not in shown[1] + shown[2]
+    assert rows[0]["label"] in (observed["model_row_active"] or ""), observed["model_row_active"]
 
-    # The palette's "Roll back model" reached the base, and said so.
+    # The palette's "Roll back model" at the base: nothing to roll back to, said as news.
     rolled_back = results["status_after_rollback_2"]
     assert rolled_back["servedModel"] == str(tiny_model)
-    assert rolled_back["previousModel"] is None  # the base: rollback walks back, never forward
-    assert "AI LSP: Rolled back" in observed["rollback_notices"][1]
+    assert rolled_back["previousModel"] is None  # the base: rollback walks down, never forward
+    assert "AI LSP: No previous model" in observed["rollback_notices"][1]
     assert "AI: base" in status_bar["the base again in the status bar"]["text"]
     assert "server restarted" in observed["restart_notice"]
 

@@ -154,7 +154,7 @@ async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
         rolled = await student.command(commands.MODEL_ROLLBACK)
         assert rolled["servedModel"] == str(tiny_model)
         assert rolled["previousModel"] is None  # the base: nothing older to roll back to
-        assert rolled["message"].startswith("Rolled back: now serving")
+        assert rolled["message"] == f"Rolled back to {tiny_model.name} (base model)"
     finally:
         await stop_session(student.session)
 
@@ -503,7 +503,7 @@ async def test_arguments_outside_the_workspace_are_refused(
     student = await start_student(workspace, isolated_home, tiny_model)
     try:
         message = await refused(student, commands.FINETUNE, {"traces": ["/etc/passwd"]})
-        assert "outside the workspace" in message
+        assert "outside the workspace" in message and "aiLsp.finetune.extraTraces" in message
         message = await refused(student, commands.MODEL_USE, str(tmp_path))
         assert "outside the workspace" in message
         message = await refused(student, commands.MODEL_USE, str(workspace / "not-a-model"))
@@ -577,11 +577,11 @@ async def test_two_fine_tunes_both_start_from_the_base_and_rollback_walks_back_t
             assert row["baseModel"] == str(tiny_model) and row["runId"] and row["createdAt"]
             assert row["metrics"]["n"] >= 1 and row["examples"]["train"] >= 1
 
+        # Both were made from the base: a rollback steps down the lineage, to the base.
         rolled = await student.command(commands.MODEL_ROLLBACK)
-        assert rolled["servedModel"] == candidates[0] and "Rolled back" in rolled["message"]
+        assert rolled["servedModel"] == str(tiny_model) and "Rolled back to" in rolled["message"]
         rolled = await student.command(commands.MODEL_ROLLBACK)
-        assert rolled["servedModel"] == str(tiny_model)  # the base, after two rollbacks
-        assert "no previous model" in await refused(student, commands.MODEL_ROLLBACK)
+        assert rolled["message"].startswith("No previous model to roll back to")
 
         not_listed = str(taught_workspace)
         assert "not one of this workspace's models" in await refused(

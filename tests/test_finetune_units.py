@@ -138,6 +138,23 @@ def test_paths_elsewhere_are_refused_with_the_reason(roots: tuple[Path, Path], a
         resolve_allowed_path(arg, roots=[workspace, data], base=workspace)
 
 
+def test_a_trace_file_outside_the_workspace_is_refused_naming_the_setting_that_takes_it(
+    roots: tuple[Path, Path],
+) -> None:
+    """A command's paths are confined; the refusal says how to use the file anyway."""
+    from ai_lsp_tune.server.settings import in_client_terms
+
+    workspace, data = roots
+    hint = "list it in aiLsp.finetune.extraTraces"
+    with pytest.raises(PathNotAllowed) as refused:
+        resolve_allowed_path(
+            "/tmp/t.jsonl", roots=[workspace, data], base=workspace, elsewhere=hint
+        )
+    said = str(refused.value)
+    assert f"is outside the workspace and the server's data dir; {hint}, or use a path" in said
+    assert "list it in settings.finetune.extraTraces" in in_client_terms(said, "Neovim")
+
+
 def test_a_symlink_out_of_the_workspace_is_refused(roots: tuple[Path, Path]) -> None:
     workspace, data = roots
     os.symlink("/etc", workspace / "etc-link")
@@ -351,6 +368,29 @@ def test_the_status_of_a_run_whose_model_was_rolled_back_does_not_say_it_serves(
     after = status_line(record, active=False, progress=None, serving="/models/base")
     assert "now serving the fine-tuned model" not in after, after
     assert "no longer serves" in after and after.endswith("serving /models/base")
+
+
+def test_the_status_of_a_cancelled_run_says_a_changed_setting_starts_the_next_fresh() -> None:
+    """After a restart with other settings, the checkpoint is not resumed: the status says so
+    (not "resumes from its checkpoint"), and names models, not their paths."""
+    from ai_lsp_tune.server.finetune.messages import status_line
+
+    record = RunRecord(
+        run_id="r1",
+        state=JobState.CANCELLED,
+        started_at=0.0,
+        run_dir="/runs/r1",
+        base_model="/models/base",
+        resumable=True,
+        summary="Fine-tune cancelled at 40%; the next run resumes from its checkpoint",
+    )
+    names = {"/models/base": "base (base model)"}.get
+    kept = status_line(record, False, None, "/models/base", lambda p: names(p) or "?")
+    assert "resumes from its checkpoint" in kept and kept.endswith("serving base (base model)")
+    changed = "the settings changed since the cancelled run (learningRate 0.001 → 0.0005)"
+    fresh = status_line(record, False, None, "/models/base", starts_fresh=changed)
+    assert "resumes from its checkpoint" not in fresh
+    assert f"cancelled: the next run starts fresh, as {changed}" in fresh
 
 
 def test_why_a_run_starts_fresh_comes_before_its_run_id_and_path(tmp_path: Path) -> None:

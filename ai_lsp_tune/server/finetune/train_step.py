@@ -52,7 +52,7 @@ def editor_terms(text: str) -> str:
     return _FLAG.sub(lambda m: _FLAG_TO_SETTING[m.group(0)], text)
 
 
-def progress_step(event: Any) -> ProgressStep | None:
+def progress_step(event: events.WorkerEvent) -> ProgressStep | None:
     """A worker event as a progress step; None for final events and warnings."""
     if isinstance(event, events.TrainingEvent):
         return ProgressStep(
@@ -139,7 +139,7 @@ async def train_candidate(
                 f"({exc}); fix it or clear the setting."
             )
 
-    def on_event(event: Any) -> None:
+    def on_event(event: events.WorkerEvent) -> None:
         if isinstance(event, events.WarningEvent) and on_warning is not None:
             on_warning(editor_terms(event.message))
         step = progress_step(event)

@@ -35,6 +35,9 @@ end, {
   complete = 'file',
   desc = 'AI LSP: Export model for Ollama / llama.cpp ([model] [out.gguf]; default: the served one)',
 })
+command('AiLspUseAnyway', function()
+  ai_lsp().use_anyway()
+end, { desc = 'AI LSP: Serve the fine-tune the evaluation gate kept out (when it offers so)' })
 command('AiLspStatus', function()
   ai_lsp().status()
 end, { desc = 'AI LSP: Show fine-tune status' })

@@ -9,7 +9,15 @@ import {
   State,
 } from 'vscode-languageclient/node';
 
-import { forward, modelItems, PALETTE, ServerCommand, type CommandTarget, type Notifier } from './commands';
+import {
+  forward,
+  modelItems,
+  PALETTE,
+  ServerCommand,
+  type CommandTarget,
+  type ModelItem,
+  type Notifier,
+} from './commands';
 import { messageFeature, type SettingsActions, toast } from './messages';
 import { WorkDoneProgressUi } from './progressUi';
 import { logStderr, quietWhileStarting } from './serverClient';
@@ -68,12 +76,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       if (listed === undefined) {
         return;
       }
-      const choice = await vscode.window.showQuickPick(modelItems(listed), {
-        title: 'AI LSP: models of this workspace',
-        placeHolder: 'The model to serve (the base model, or a fine-tune)',
-        matchOnDetail: true,
-      });
-      if (choice) {
+      const choice = await pickModel(modelItems(listed));
+      if (choice && !choice.serving) {
         await forward(target, notifier, ServerCommand.use, [choice.path]);
         void stateUi.refresh();
       }
@@ -232,4 +236,26 @@ async function startServer(ui: Ui): Promise<void> {
         '(Remote settings in a remote window); the server restarts when the setting changes.',
     );
   }
+}
+
+/** The model quick pick, with the served row active: Enter keeps what serves. */
+function pickModel(items: ModelItem[]): Promise<ModelItem | undefined> {
+  const pick = vscode.window.createQuickPick<ModelItem>();
+  pick.title = 'AI LSP: models of this workspace';
+  pick.placeholder = 'The model to serve (the base model, or a fine-tune)';
+  pick.matchOnDetail = true;
+  pick.items = items;
+  pick.activeItems = items.filter((item) => item.serving);
+  return new Promise((resolve) => {
+    let chosen: ModelItem | undefined;
+    pick.onDidAccept(() => {
+      chosen = pick.selectedItems[0] ?? pick.activeItems[0];
+      pick.hide();
+    });
+    pick.onDidHide(() => {
+      pick.dispose();
+      resolve(chosen);
+    });
+    pick.show();
+  });
 }

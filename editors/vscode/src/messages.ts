@@ -11,12 +11,14 @@ import {
   type ShowMessageRequestParams,
 } from 'vscode-languageserver-protocol';
 
+import { ServerCommand } from './commands';
+
 export const OPEN_SETTINGS = 'Open Settings';
 export const SWITCH_TO_LOCAL = 'Switch to local';
 export const KEEP_CURRENT = 'Keep current';
 
-/** Action titles the server offers (ai_lsp_tune/server/finetune/messages.py). */
-export const ServerAction = { rollBack: 'Roll back', useAnyway: 'Use it anyway' } as const;
+/** An action the server offers: its title, and the id of the command it amounts to. */
+type OfferedAction = MessageActionItem & { id?: string };
 
 const SETTING_ID = /\baiLsp(?:\.[A-Za-z]+)+/g;
 
@@ -92,13 +94,10 @@ export async function toast(
 }
 
 /** The gate's "Use it anyway?": a dialog that stays until answered (a toast hides itself). */
-async function decide(params: ShowMessageRequestParams): Promise<MessageActionItem | null> {
-  const items: vscode.MessageItem[] = [
-    { title: ServerAction.useAnyway },
-    { title: KEEP_CURRENT, isCloseAffordance: true },
-  ];
+async function decide(params: ShowMessageRequestParams, use: OfferedAction): Promise<MessageActionItem | null> {
+  const items: vscode.MessageItem[] = [{ title: use.title }, { title: KEEP_CURRENT, isCloseAffordance: true }];
   const picked = await vscode.window.showWarningMessage(params.message, { modal: true }, ...items);
-  return picked?.title === ServerAction.useAnyway ? { title: ServerAction.useAnyway } : null;
+  return picked?.title === use.title ? use : null;
 }
 
 /** A client feature that takes over `window/showMessage` and `window/showMessageRequest`
@@ -112,10 +111,11 @@ export function messageFeature(client: BaseLanguageClient, settings: SettingsAct
         void toast(type, message, settings);
       });
       client.onRequest(ShowMessageRequest.type, async (params) => {
-        const offered = (params.actions ?? []).map((a) => a.title);
-        if (offered.includes(ServerAction.useAnyway)) {
-          return decide(params);
+        const use = (params.actions as OfferedAction[] | undefined)?.find((a) => a.id === ServerCommand.use);
+        if (use) {
+          return decide(params, use);  // the gate's offer: serve the model it kept out
         }
+        const offered = (params.actions ?? []).map((a) => a.title);
         const choice = await toast(params.type, params.message, settings, offered);
         return params.actions?.find((a) => a.title === choice) ?? null;
       });

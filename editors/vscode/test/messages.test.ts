@@ -61,9 +61,10 @@ test("the gate's decision is a dialog that waits: Use it anyway, or Keep current
   const params = {
     type: 2,
     message: 'Not swapped in: only 2 test examples to judge it on; issue F1 0.60',
-    actions: [{ title: 'Use it anyway' }],
+    actions: [{ title: 'Use it anyway', id: 'ai-lsp.model.use' }],
   };
-  for (const [answer, expected] of [['Use it anyway', { title: 'Use it anyway' }], ['Keep current', null], [undefined, null]] as const) {
+  const use = params.actions[0];
+  for (const [answer, expected] of [['Use it anyway', use], ['Keep current', null], [undefined, null]] as const) {
     reset();
     recorded.pick = (items) => (items as { title: string }[]).find((i) => i.title === answer);
     assert.deepEqual(await ask(params), expected);

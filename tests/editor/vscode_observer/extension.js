@@ -150,9 +150,9 @@ exports.activate = async function activate() {
     await vscode.commands.executeCommand('notification.acceptPrimaryAction');
     obs.results.status_after_rollback_1 = await waitFor(plan.rollback_timeout_ms, async () => {
       const s = await status();
-      return s && s.servedModel === first.servedModel ? s : undefined;
+      return s && s.servedModel === L.base_model ? s : undefined;
     }, 'the roll back chosen in the swap notification');
-    obs.rollback_notices = [await notice(['Rolled back', first.runId], 'the first rollback said')];
+    obs.rollback_notices = [await notice(['Rolled back to', L.base_name], 'the first rollback said')];
 
     // "AI LSP: Choose a model": the quick pick as the user sees it, then dismissed.
     obs.results.models = await vscode.commands.executeCommand('ai-lsp.model.list');
@@ -161,13 +161,16 @@ exports.activate = async function activate() {
       `[...document.querySelectorAll('.quick-input-widget .quick-input-list .monaco-list-row')].map((r) => r.innerText)`,
     ).then((rows) => (rows && rows.length >= obs.results.models.models.length ? rows : undefined)),
     'the model quick pick');
+    obs.model_row_active = await screen(
+      `document.querySelector('.quick-input-widget .quick-input-list .monaco-list-row.focused')?.innerText`,
+    );
     await vscode.commands.executeCommand('workbench.action.closeQuickOpen');
     await picked;
     step('models');
 
     await vscode.commands.executeCommand('aiLsp.rollback');
     obs.results.status_after_rollback_2 = await status();
-    obs.rollback_notices.push(await notice(['AI LSP: Rolled back', L.base_name], 'the second rollback said'));
+    obs.rollback_notices.push(await notice(['AI LSP: No previous model', L.base_name], 'the second rollback said'));
     await statusItem('the base again in the status bar', (s) => s.text.includes('AI: base'));
     step('rolled_back_twice');
 

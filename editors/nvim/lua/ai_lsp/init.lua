@@ -76,17 +76,19 @@ end
 --- Show a message with one "ai-lsp: " prefix (the server's own is dropped).
 --- @param msg string
 --- @param level? integer
-function M.notify(msg, level)
+--- @param opts? table More `vim.notify` options (`timeout = false`: a notification plugin keeps it).
+function M.notify(msg, level, opts)
   msg = 'ai-lsp: ' .. msg:gsub('^ai%-lsp: ', '')
   table.insert(M.history, msg)
   if #M.history > 200 then
     table.remove(M.history, 1)
   end
-  vim.notify(M.fit(msg), level or vim.log.levels.INFO, { title = 'AI LSP' })
+  local options = vim.tbl_extend('force', { title = 'AI LSP' }, opts or {})
+  vim.notify(M.fit(msg), level or vim.log.levels.INFO, options)
 end
 
-local function notify(msg, level)
-  M.notify(msg, level)
+local function notify(msg, level, opts)
+  M.notify(msg, level, opts)
 end
 
 local LEVELS = { vim.log.levels.ERROR, vim.log.levels.WARN, vim.log.levels.INFO, vim.log.levels.DEBUG }
@@ -218,31 +220,15 @@ function M.use_model(model_path)
   end)
 end
 
---- One line per model for a picker: what it is, whether it serves, its metrics.
+--- One line per model for a picker: the server's name and detail line, the served one marked.
 --- @param model table A row of `ai-lsp.model.list`.
 --- @return string
 function M.format_model(model)
-  local parts = { (model.serving == true and '● ' or '  ') .. (model.label or model.path) }
-  local metrics = type(model.metrics) == 'table' and model.metrics or nil
-  if metrics then
-    if type(metrics.schema_valid_rate) == 'number' then
-      table.insert(parts, ('schema-valid %d%%'):format(math.floor(metrics.schema_valid_rate * 100 + 0.5)))
-    end
-    if type(metrics.issue_f1) == 'number' then
-      local f1 = ('issue F1 %.2f'):format(metrics.issue_f1)
-      if type(metrics.f1_difference_low) == 'number' and type(metrics.f1_difference_high) == 'number' then
-        f1 = f1 .. (' (change %+.2f..%+.2f)'):format(metrics.f1_difference_low, metrics.f1_difference_high)
-      end
-      table.insert(parts, f1)
-    end
-    if type(metrics.n) == 'number' then
-      table.insert(parts, ('%d test example%s'):format(metrics.n, metrics.n == 1 and '' or 's'))
-    end
+  local line = (model.serving == true and '● ' or '  ') .. (model.label or model.path)
+  if type(model.detail) == 'string' and model.detail ~= '' then
+    line = line .. ' · ' .. model.detail
   end
-  if type(model.createdAt) == 'string' then
-    table.insert(parts, model.createdAt)
-  end
-  return table.concat(parts, ' · ')
+  return line
 end
 
 --- :AiLspModels: pick a model of this workspace (base and fine-tunes) to serve.
@@ -323,12 +309,29 @@ function M._on_progress(ev)
   vim.cmd.redrawstatus()
 end
 
---- Actions the user can take later with a command instead of answering a modal prompt.
-M.later = { ['Roll back'] = ':AiLspRollback' }
+--- Actions the user takes later with a command, by the action's id (the command it amounts to,
+--- sent beside its title): "Roll back" after a swap.
+M.later = { [M.commands.rollback] = ':AiLspRollback' }
+
+--- A decision the server waits for ("Use it anyway" after the gate kept the old model): answered
+--- by :AiLspUseAnyway, never by a prompt that stops typing. Call with the action, or nil.
+--- @type fun(action: table|nil)|nil
+M.pending = nil
+
+--- :AiLspUseAnyway: serve the fine-tune the gate kept out (the server's pending offer).
+function M.use_anyway()
+  if not M.pending then
+    notify('no fine-tune is waiting for a decision (see :AiLspStatus)')
+    return false
+  end
+  M.pending(M.pending_action)
+  return true
+end
 
 --- window/showMessageRequest: announce it (User AiLspMessage); a "Roll back" offer is a
---- non-modal notice (it stays in :messages) with the command that does it, anything else is
---- asked as Neovim does. The server acts on the chosen action itself.
+--- non-modal notice (it stays in :messages) with the command that does it; the gate's offer
+--- waits, unanswered, for :AiLspUseAnyway; anything else is asked as Neovim does. The server
+--- acts on the chosen action itself.
 local function show_message_request(err, params, ctx)
   vim.api.nvim_exec_autocmds('User', {
     pattern = 'AiLspMessage',
@@ -336,13 +339,26 @@ local function show_message_request(err, params, ctx)
     data = { message = params.message, type = params.type, actions = params.actions },
   })
   local actions = params.actions or {}
-  if #actions == 1 and M.later[actions[1].title] then
-    local level = params.type == 1 and vim.log.levels.ERROR or params.type == 2
-      and vim.log.levels.WARN or vim.log.levels.INFO
+  local level = LEVELS[params.type] or vim.log.levels.INFO
+  local text = (params.message:gsub('^ai%-lsp: ', ''))
+  if #actions == 1 and M.later[actions[1].id] then
     -- The command first: a message cut to one line still says how to undo.
-    notify(('%s undoes it · %s'):format(M.later[actions[1].title],
-      (params.message:gsub('^ai%-lsp: ', ''))), level)
+    notify(('%s undoes it · %s'):format(M.later[actions[1].id], text), level)
     return vim.NIL
+  end
+  local offer = vim.iter(actions):find(function(a) return a.id == M.commands.use end)
+  local co, is_main = coroutine.running()
+  if offer and co and not is_main then
+    if M.pending then
+      M.pending(nil) -- a newer offer replaces the one still waiting
+    end
+    M.pending_action = offer
+    M.pending = function(action)
+      M.pending, M.pending_action = nil, nil
+      vim.schedule(function() coroutine.resume(co, action or vim.NIL) end)
+    end
+    notify((':AiLspUseAnyway swaps it in · %s'):format(text), level, { timeout = false })
+    return coroutine.yield()
   end
   return vim.lsp.handlers['window/showMessageRequest'](err, params, ctx)
 end
