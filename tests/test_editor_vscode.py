@@ -128,3 +128,11 @@ def test_hyper_parameter_bounds_are_the_same_in_vscode_settings_and_the_server(
     assert declared.get("minimum") == bound.ge
     assert declared.get("exclusiveMinimum") == bound.gt
     assert declared.get("maximum") == bound.le
+
+
+def test_vscode_asks_the_gate_question_by_the_offered_action_id_not_its_title() -> None:
+    from ai_lsp_tune.server.finetune.messages import USE_ANYWAY
+
+    assert USE_ANYWAY.id == commands.MODEL_USE
+    source = (EXTENSION / "src" / "messages.ts").read_text()
+    assert "a.id === ServerCommand.use" in source and f"'{USE_ANYWAY.title}'" not in source

@@ -192,7 +192,9 @@ async def test_too_few_test_examples_are_no_reason_to_swap_but_the_user_may(
             lambda: student.requests, timeout_s=30, what="the offer to use it anyway"
         )
         assert [a.title for a in offer.actions or []] == ["Use it anyway"]
-        assert "more traces" in offer.message and "test example" in offer.message
+        # One line: the decision and the metric that decided (every metric is in the log)
+        assert offer.message.startswith(f"Not swapped in: only {count} test example")
+        assert "issue F1" in offer.message and "\n" not in offer.message, offer.message
         chosen = await student.wait_status(
             lambda s: s["servedModel"] == run["candidateModel"] and s["lastRun"]["swapped"],
             timeout_s=60,

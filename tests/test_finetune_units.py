@@ -449,3 +449,15 @@ def test_why_a_run_starts_fresh_comes_before_its_run_id_and_path(tmp_path: Path)
     assert "starting fresh" in fresh and fresh.index("starting fresh") < fresh.index(record.run_id)
     resumed = started_message(record, resumed=True, fresh_because=None)
     assert resumed.startswith(f"Resuming fine-tune {record.run_id} from ")
+
+
+def test_the_gate_names_the_metric_that_decided_with_its_interval() -> None:
+    from ai_lsp_tune.server.finetune.messages import deciding_metric
+
+    after = {
+        "issue_f1": 0.35, "f1_difference": -0.05, "f1_difference_low": -0.12,
+        "f1_difference_high": 0.02, "snippet_f1": 0.5, "val_loss": 1.2,
+    }  # fmt: skip
+    assert deciding_metric(after) == "issue F1 0.35 (change -0.05, 95% CI -0.12..+0.02)"
+    assert deciding_metric({"issue_f1": 0.6}) == "issue F1 0.60"
+    assert deciding_metric(None) == "no issue F1 measured"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 
-from ai_lsp_tune.server.commands import DISMISS
+from ai_lsp_tune.server.commands import DISMISS, FINETUNE_STATUS
 from tests.helpers.lsp_session import Session, start_session, stop_session
 from tests.helpers.scripted_openai import (
     Answer,
@@ -170,6 +170,23 @@ async def test_quick_fix_applies_and_dismiss_removes(
     after_edit = await session.wait_for_diagnostics(uri, count=3)
     totals = [d for d in after_edit if d.message.startswith("Total")]
     assert [d.range.start for d in totals] == [pos(2, 12)], after_edit
+
+
+async def test_closing_a_file_keeps_its_issues_in_the_problems_list(
+    session: Session, endpoint: ScriptedEndpoint
+) -> None:
+    endpoint.script = answers({"price": json.dumps(ANSWER)})
+    uri = session.open("shop.py", CODE)
+    shown = len(await session.wait_for_diagnostics(uri))
+    assert shown > 0
+    session.client.text_document_did_close(
+        types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+    # A request after the close is answered after it was handled: nothing cleared the issues.
+    await session.client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command=FINETUNE_STATUS)
+    )
+    assert [len(sent) for sent in session.diagnostics_sent(uri)] == [shown]
 
 
 async def test_newer_edit_cancels_the_stale_analysis(

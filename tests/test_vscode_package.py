@@ -1,8 +1,10 @@
-"""The VS Code extension's manifest as a user meets it: the Settings UI's groups and order."""
+"""The VS Code extension's manifest as a user meets it: the Settings UI's groups and order, the
+command palette, and the extension README naming the same commands."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ EXTENSION = Path(__file__).resolve().parents[1] / "editors" / "vscode"
 PACKAGE = json.loads((EXTENSION / "package.json").read_text())
 CATEGORIES: list[dict[str, Any]] = PACKAGE["contributes"]["configuration"]
 PROPERTIES = {key: prop for category in CATEGORIES for key, prop in category["properties"].items()}
+COMMANDS = {c["command"]: c for c in PACKAGE["contributes"]["commands"]}
 
 
 def test_settings_come_in_groups_the_model_first_and_multi_machine_last() -> None:
@@ -43,3 +46,17 @@ def test_no_setting_offers_null_and_text_settings_are_editable_in_the_settings_u
 def test_telemetry_says_it_is_the_local_traces_you_fine_tune_on() -> None:
     text = PROPERTIES["aiLsp.telemetry"]["markdownDescription"]
     assert "local trace" in text and "Fine-tune on my traces" in text and "this machine" in text
+
+
+def test_stop_is_offered_only_while_a_fine_tune_runs() -> None:
+    menu = PACKAGE["contributes"]["menus"]["commandPalette"]
+    palette = {m["command"]: m.get("when") for m in menu}
+    assert palette["aiLsp.finetuneCancel"] == "aiLsp.finetuneRunning"
+    source = (EXTENSION / "src").glob("*.ts")
+    assert any("'aiLsp.finetuneRunning'" in path.read_text() for path in source)
+
+
+def test_the_readme_names_the_palette_commands_as_the_palette_does() -> None:
+    readme = (EXTENSION / "README.md").read_text()
+    named = set(re.findall(r"^\| AI LSP: ([^|]+?) \|", readme, flags=re.MULTILINE))
+    assert named == {c["title"] for c in COMMANDS.values()}

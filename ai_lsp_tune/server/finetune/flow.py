@@ -99,7 +99,7 @@ async def run_flow(job: FlowJob, options: FinetuneOptions, *, resume: bool) -> s
     if why is not None:
         job.transition(JobState.REJECTED, reason=f"{why}; not swapped")
         await swaps.retain(job.ctx, record, options)
-        job.follow_ups.after_rejection(why, change, lambda: job.use_anyway(record))
+        job.follow_ups.after_rejection(why, record, lambda: job.use_anyway(record))
         return f"Kept the current model: {why} ({change})"
 
     job.transition(JobState.SWAPPING, phase="swapping")

@@ -68,6 +68,21 @@ def status_line(
     return f"Last fine-tune {record.run_id} {record.state.value}: {what}; {now}"
 
 
+def deciding_metric(after: dict[str, Any] | None) -> str:
+    """``issue F1 0.35 (change -0.05, 95% CI -0.12..+0.02)``: what the gate compares."""
+    after = after or {}
+    f1 = after.get("issue_f1")
+    if f1 is None:
+        return "no issue F1 measured"
+    text = f"issue F1 {f1:.2f}"
+    low, high = after.get("f1_difference_low"), after.get("f1_difference_high")
+    if low is not None and high is not None:
+        diff = after.get("f1_difference")
+        shown = f"change {diff:+.2f}, " if diff is not None else ""
+        text += f" ({shown}95% CI {low:+.2f}..{high:+.2f})"
+    return text
+
+
 class FollowUps:
     """The messages shown after a run, and the action the user picks in one."""
 
@@ -91,19 +106,28 @@ class FollowUps:
         self._later(self._offer(lsp.MessageType.Info, text, ROLL_BACK, rollback, log=True))
 
     def after_rejection(
-        self, why: str, change: str, use_anyway: Callable[[], Coroutine[Any, Any, str]]
+        self,
+        why: str,
+        record: RunRecord,
+        use_anyway: Callable[[], Coroutine[Any, Any, str]],
     ) -> None:
-        """The gate kept the old model; the user may still choose the new one."""
+        """The gate kept the old model; the user may still choose the new one. One line with
+        the metric that decided; every metric in the log."""
         more = (
             " More test data comes from more traces: keep using the editor with telemetry on, "
             "or add aiLsp.finetune.extraTraces."
             if "test example" in why
             else ""
         )
-        text = (
-            f"The fine-tuned model was not swapped in: {why} "
-            f"(set aiLsp.finetune.force to swap anyway). {change}.{more}"
+        change = describe_change(record.metrics_before, record.metrics_after)
+        self._ls.window_log_message(
+            lsp.LogMessageParams(
+                type=lsp.MessageType.Info,
+                message=f"The fine-tuned model was not swapped in: {why} (set "
+                f"aiLsp.finetune.force to swap anyway). {change}.{more}",
+            )
         )
+        text = f"Not swapped in: {why}; {deciding_metric(record.metrics_after)}"
         self._later(self._offer(lsp.MessageType.Warning, text, USE_ANYWAY, use_anyway))
 
     def _later(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -22,6 +22,8 @@ import { messageFeature, type SettingsActions, toast } from './messages';
 import { WorkDoneProgressUi } from './progressUi';
 import { logStderr, quietWhileStarting } from './serverClient';
 import { documentLanguages, readServerCommand, readServerSettings, restartNeeded } from './settings';
+import type { ListedModel, ServerStatus } from './stateView';
+import { ServerStateUi } from './statusItems';
 
 const SECTION = 'aiLsp';
 let client: LanguageClient | undefined;
@@ -31,8 +33,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const statusBar = vscode.window.createStatusBarItem('aiLsp.progress', vscode.StatusBarAlignment.Left, 50);
   statusBar.name = 'AI LSP';
   statusBar.command = 'aiLsp.status';
-  const progressUi = new WorkDoneProgressUi(statusBar);
-  context.subscriptions.push(output, statusBar, progressUi);
+  const stateUi = new ServerStateUi(statusBar, serverState, documentLanguages(readServerSettings(config())));
+  const progressUi = new WorkDoneProgressUi(statusBar, (view) => stateUi.onProgress(view));
+  context.subscriptions.push(output, statusBar, stateUi, progressUi);
   const settings = settingsActions(context);
 
   const notifier: Notifier = {
@@ -46,7 +49,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       });
     },
   };
-  const ui: Ui = { output, progressUi, notifier, settings };
+  const ui: Ui = { output, progressUi, stateUi, notifier, settings };
   const target: CommandTarget = {
     advertisedCommands: () =>
       client?.state === State.Running
@@ -58,13 +61,15 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
 
   for (const [paletteId, serverCommand] of Object.entries(PALETTE)) {
     context.subscriptions.push(
-      vscode.commands.registerCommand(paletteId, (...args: unknown[]) =>
-        forward(target, notifier, serverCommand, args),
-      ),
+      vscode.commands.registerCommand(paletteId, async (...args: unknown[]) => {
+        const result = await forward(target, notifier, serverCommand, args);
+        void stateUi.refresh();
+        return result;
+      }),
     );
   }
   context.subscriptions.push(
-    vscode.commands.registerCommand('aiLsp.restart', () => restart(ui)),
+    vscode.commands.registerCommand('aiLsp.restart', () => restartSaying(ui)),
     vscode.commands.registerCommand('aiLsp.models', async () => {
       const quiet: Notifier = { info: () => undefined, error: notifier.error };
       const listed = await forward(target, quiet, ServerCommand.list);
@@ -74,6 +79,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       const choice = await pickModel(modelItems(listed));
       if (choice && !choice.serving) {
         await forward(target, notifier, ServerCommand.use, [choice.path]);
+        void stateUi.refresh();
       }
     }),
     vscode.workspace.onDidChangeConfiguration(async (event) => {
@@ -85,6 +91,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       } else if (client?.state === State.Running) {
         const changed = readServerSettings(config(), { resets: true });
         await client.sendNotification('workspace/didChangeConfiguration', { settings: changed });
+        void stateUi.refresh();
       }
     }),
   );
@@ -93,6 +100,19 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
 }
 
 const config = (): vscode.WorkspaceConfiguration => vscode.workspace.getConfiguration(SECTION);
+
+/** What the status items show: the server's status and model list (quiet: no toasts). */
+async function serverState(): Promise<{ status: ServerStatus; models?: ListedModel[] } | undefined> {
+  const running = client;
+  if (running?.state !== State.Running) {
+    return undefined;
+  }
+  const run = (command: string): Promise<unknown> =>
+    running.sendRequest(ExecuteCommandRequest.type, { command, arguments: [] });
+  const status = (await run(ServerCommand.status)) as ServerStatus;
+  const listed = status.backend === 'remote' ? undefined : ((await run(ServerCommand.list)) as { models?: ListedModel[] });
+  return { status, models: listed?.models };
+}
 
 /** The settings a message can name, and the two things its actions do with them. */
 function settingsActions(context: vscode.ExtensionContext): SettingsActions {
@@ -119,8 +139,20 @@ function settingsActions(context: vscode.ExtensionContext): SettingsActions {
 interface Ui {
   output: vscode.LogOutputChannel;
   progressUi: WorkDoneProgressUi;
+  stateUi: ServerStateUi;
   notifier: Notifier;
   settings: SettingsActions;
+}
+
+/** "Restart server" from the palette: progress while it restarts, then a line that it is back. */
+async function restartSaying(ui: Ui): Promise<void> {
+  await vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Window, title: 'AI LSP: restarting the server' },
+    () => restart(ui),
+  );
+  if (client?.state === State.Running) {
+    ui.notifier.info('AI LSP: server restarted');  // the status item shows its model once loaded
+  }
 }
 
 export async function deactivate(): Promise<void> {
@@ -140,11 +172,14 @@ function restart(ui: Ui): Promise<void> {
  * microsoft/vscode#88044): a failed start looks once more, a little later. */
 const RECHECK_SETTINGS_MS = 2000;
 
+const STOP_TIMEOUT_MS = 10_000;
+
 /** Start the server with the current settings; a start-up failure is an error toast. */
 async function startServer(ui: Ui): Promise<void> {
   const { output, progressUi, notifier } = ui;
   if (client) {
-    await client.stop().catch((err: unknown) => output.warn(`stopping the server: ${String(err)}`));
+    // Its shutdown stops the model host and any training worker: more than the client's 2 s
+    await client.stop(STOP_TIMEOUT_MS).catch((err: unknown) => output.warn(`stopping the server: ${String(err)}`));
     client = undefined;
   }
   const config = vscode.workspace.getConfiguration(SECTION);
@@ -172,12 +207,14 @@ async function startServer(ui: Ui): Promise<void> {
       stderr: (input, channel) => logStderr(input, channel),
     },
   };
+  ui.stateUi.languages = documentLanguages(settings);
   const next = quietWhileStarting(new LanguageClient('aiLsp', 'AI LSP', serverOptions, clientOptions));
   next.registerFeature(progressUi.feature(next));
   next.registerFeature(messageFeature(next, ui.settings));
   client = next;
   try {
     await next.start();
+    void ui.stateUi.refresh();
   } catch (err) {
     const tried = JSON.stringify(serverCommand);
     setTimeout(() => {

@@ -1,12 +1,24 @@
 // The server's messages as VS Code toasts, with the actions a user expects beside them: "Open
 // Settings" on a message that names a setting, "Switch to local" where the remote backend is in
-// the way.
+// the way, and the gate's decision as a dialog that waits for an answer.
 import * as vscode from 'vscode';
 import type { BaseLanguageClient, StaticFeature } from 'vscode-languageclient';
-import { MessageType, ShowMessageNotification, ShowMessageRequest } from 'vscode-languageserver-protocol';
+import {
+  type MessageActionItem,
+  MessageType,
+  ShowMessageNotification,
+  ShowMessageRequest,
+  type ShowMessageRequestParams,
+} from 'vscode-languageserver-protocol';
+
+import { ServerCommand } from './commands';
 
 export const OPEN_SETTINGS = 'Open Settings';
 export const SWITCH_TO_LOCAL = 'Switch to local';
+export const KEEP_CURRENT = 'Keep current';
+
+/** An action the server offers: its title, and the id of the command it amounts to. */
+type OfferedAction = MessageActionItem & { id?: string };
 
 const SETTING_ID = /\baiLsp(?:\.[A-Za-z]+)+/g;
 
@@ -81,6 +93,13 @@ export async function toast(
   return runExtra(choice, message, settings) ? undefined : choice;
 }
 
+/** The gate's "Use it anyway?": a dialog that stays until answered (a toast hides itself). */
+async function decide(params: ShowMessageRequestParams, use: OfferedAction): Promise<MessageActionItem | null> {
+  const items: vscode.MessageItem[] = [{ title: use.title }, { title: KEEP_CURRENT, isCloseAffordance: true }];
+  const picked = await vscode.window.showWarningMessage(params.message, { modal: true }, ...items);
+  return picked?.title === use.title ? use : null;
+}
+
 /** A client feature that takes over `window/showMessage` and `window/showMessageRequest`
  * (registered after the built-in handlers, so it wins). */
 export function messageFeature(client: BaseLanguageClient, settings: SettingsActions): StaticFeature {
@@ -92,6 +111,10 @@ export function messageFeature(client: BaseLanguageClient, settings: SettingsAct
         void toast(type, message, settings);
       });
       client.onRequest(ShowMessageRequest.type, async (params) => {
+        const use = (params.actions as OfferedAction[] | undefined)?.find((a) => a.id === ServerCommand.use);
+        if (use) {
+          return decide(params, use);  // the gate's offer: serve the model it kept out
+        }
         const offered = (params.actions ?? []).map((a) => a.title);
         const choice = await toast(params.type, params.message, settings, offered);
         return params.actions?.find((a) => a.title === choice) ?? null;

@@ -44,3 +44,34 @@ test('the refusal while the teacher serves offers Switch to local, which sets ai
   assert.deepEqual(extraActions(text, settings('local').actions), [OPEN_SETTINGS]);
   assert.equal(runExtra('Show log', text, remote.actions), false);
 });
+
+test("the gate's decision is a dialog that waits: Use it anyway, or Keep current", async () => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { recorded, reset } = require('./vscodeMock') as typeof import('./vscodeMock');
+  const handlers = new Map<string, (params: unknown) => unknown>();
+  const client = {
+    onNotification: () => ({ dispose: () => undefined }),
+    onRequest: (type: { method: string }, handler: (params: unknown) => unknown) => {
+      handlers.set(type.method, handler);
+      return { dispose: () => undefined };
+    },
+  };
+  messages.messageFeature(client as never, settings().actions).initialize({} as never, undefined);
+  const ask = handlers.get('window/showMessageRequest')!;
+  const params = {
+    type: 2,
+    message: 'Not swapped in: only 2 test examples to judge it on; issue F1 0.60',
+    actions: [{ title: 'Use it anyway', id: 'ai-lsp.model.use' }],
+  };
+  const use = params.actions[0];
+  for (const [answer, expected] of [['Use it anyway', use], ['Keep current', null], [undefined, null]] as const) {
+    reset();
+    recorded.pick = (items) => (items as { title: string }[]).find((i) => i.title === answer);
+    assert.deepEqual(await ask(params), expected);
+    const [shown] = recorded.warnings;
+    assert.equal(shown.message, params.message);
+    assert.deepEqual(shown.rest, [
+      { modal: true }, { title: 'Use it anyway' }, { title: 'Keep current', isCloseAffordance: true },
+    ]);
+  }
+});
