@@ -286,18 +286,20 @@ def main() -> None:
     parser.add_argument(
         "--smollm2",
         action="store_true",
-        help="instead: SmolLM2-135M's shape, 4-bit vs fp32 on OpenBLAS (bench/smollm2.py)",
+        help="instead: the real SmolLM2-135M, --before's code vs now (bench/smollm2_decode.py)",
     )
-    parser.add_argument("--prompt-tokens", type=int, default=512, help="with --smollm2")
+    parser.add_argument("--before", default="46b81af", help="with --smollm2: the revision")
+    parser.add_argument("--repeats", type=int, default=3, help="with --smollm2")
     args = parser.parse_args()
     if args.smollm2:
         sys.path.insert(0, str(Path(__file__).parent))
         import smollm2
+        import smollm2_decode
 
-        text = smollm2.decode_rows(args.prompt_tokens, args.max_tokens)
+        text = smollm2_decode.decode_rows(args.before, args.repeats, args.max_tokens)
         print(text)
         if not args.no_write:
-            smollm2.write_section(RESULTS, smollm2.DECODE_SECTION, text)
+            smollm2.write_section(RESULTS, smollm2_decode.SECTION, text)
         return
     tiny = ensure_tiny_model()
     word_split = ensure_tiny_model(word_split=True)

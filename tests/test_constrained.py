@@ -155,3 +155,63 @@ def test_an_answer_near_the_token_budget_is_closed_not_cut(
     assert answer.output_tokens <= max_tokens
     if max_tokens >= grammar.reserve + 13:  # room to close whatever one token opens
         parse_diagnostic_result(answer.text)
+
+
+def long_document() -> str:
+    """Longer than one prefill chunk, so the model host prefills it in several forwards."""
+    return "".join(document(n) for n in range(12))
+
+
+@pytest.mark.parametrize("constrained", [True, False])
+def test_greedy_answers_are_those_of_a_one_forward_prefill(
+    tiny_model_word_split: Path, constrained: bool
+) -> None:
+    """Prefilling in chunks (faster on a CPU) picks the tokens a whole-prompt forward picks."""
+    from mlx_lm import load, stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    from ai_lsp_tune.decoding.decode import PREFILL_STEP_SIZE, decode_answer
+    from ai_lsp_tune.decoding.grammar import answer_grammar
+    from ai_lsp_tune.prompts import SYSTEM_PROMPT, prompt_tokens, user_prompt
+
+    model, tokenizer = load(str(tiny_model_word_split))[:2]
+    grammar = answer_grammar(tokenizer, model.args.vocab_size) if constrained else None
+    prompt = prompt_tokens(tokenizer, SYSTEM_PROMPT, user_prompt("python", long_document(), "a.py"))
+    assert len(prompt) > 3 * PREFILL_STEP_SIZE
+    served = decode_answer(model, tokenizer, prompt, 48, grammar=grammar)
+    whole = stream_generate(
+        model,
+        tokenizer,
+        prompt,
+        max_tokens=48,
+        sampler=make_sampler(temp=0.0),
+        logits_processors=[grammar.logits_processor(48)] if grammar else None,
+        prefill_step_size=len(prompt),
+    )
+    assert served.text == "".join(response.text for response in whole)
+
+
+def test_the_grammar_allows_exactly_the_tokens_llguidance_allows(
+    tiny_model_word_split: Path,
+) -> None:
+    import mlx.core as mx
+    import numpy as np
+    from mlx_lm import load
+
+    from ai_lsp_tune.decoding.grammar import answer_grammar
+
+    model, tokenizer = load(str(tiny_model_word_split))[:2]
+    grammar = answer_grammar(tokenizer, model.args.vocab_size)
+    processor = grammar.logits_processor(1000)
+    reference = grammar.matcher.deep_copy()
+    answer = tokenizer.encode('{"issues":[{"issue_snippet":"eval","severity":"error"')
+    prompt = [1, 2, 3]
+    logits = mx.random.normal((1, grammar.vocab_size))
+    for step in range(len(answer)):
+        masked = processor(mx.array(prompt + answer[:step]), logits)
+        allowed = np.flatnonzero(np.isfinite(np.array(masked[0])))
+        bias = reference.compute_logit_bias()  # one byte per token: 200 allowed, 0 not
+        expected = [t for t in range(grammar.vocab_size) if bias[t] == 200]
+        assert allowed.tolist() == expected, step
+        assert np.array_equal(np.array(masked[0])[allowed], np.array(logits[0])[allowed])
+        assert reference.consume_token(answer[step])

@@ -12,6 +12,12 @@ from typing import Any
 
 from ai_lsp_tune.decoding.grammar import AnswerGrammar
 
+# Prompt tokens per forward while prefilling. mlx-lm's 2,048 puts a whole analysis prompt in one
+# forward, whose attention (MLX's CPU attention materializes every score) computes the full
+# square; chunks of 256 compute about the causal half, and prefilled a 1,500-token prompt of
+# SmolLM2-135M on a CPU ~1.4x faster (bench/RESULTS.md, "decode, SmolLM2-135M").
+PREFILL_STEP_SIZE = 256
+
 
 @dataclass(frozen=True)
 class DecodedAnswer:
@@ -46,6 +52,7 @@ def decode_answer(
         sampler=make_sampler(temp=0.0),
         logits_processors=processors,
         prompt_cache=prompt_cache,
+        prefill_step_size=PREFILL_STEP_SIZE,
     ):
         pieces.append(response.text)
         output_tokens = response.generation_tokens

@@ -75,7 +75,6 @@ class _Constrainer:
         self.eos_only = mx.zeros((grammar.vocab_size,), dtype=mx.bool_)
         self.eos_only[mx.array(grammar.eos)] = True
         self.words = np.zeros(((grammar.vocab_size + 31) // 32,), dtype=np.int32)
-        self.shifts = mx.arange(32, dtype=mx.uint32)
         self.prompt_length: int | None = None
         self.consumed = 0
         self.closing = False
@@ -83,11 +82,17 @@ class _Constrainer:
 
     def __call__(self, tokens: Any, logits: Any) -> Any:
         import mlx.core as mx
+        import numpy as np
 
         if self.prompt_length is None:
             self.prompt_length = int(tokens.size)
         else:
-            new = tokens[self.prompt_length + self.consumed :].tolist()
+            # Queue the new token, then this step's forward behind it: llguidance computes the
+            # mask while the forward runs, rather than before it is queued.
+            chosen = tokens[self.prompt_length + self.consumed :]
+            mx.async_eval(chosen)
+            mx.async_eval(logits)
+            new = chosen.tolist()
             self.consumed += len(new)
             stopped = self.failed or self.matcher.is_stopped()
             if not stopped and not self.matcher.consume_tokens(new):
@@ -105,9 +110,9 @@ class _Constrainer:
             token = _closer(self.words, self.grammar.closers)
             if token is not None:
                 return mx.where(mx.arange(width) == token, logits, -mx.inf)
-        words = mx.array(self.words).view(mx.uint32)
-        allowed = ((words[:, None] >> self.shifts) & 1).reshape(-1)[:width]
-        return mx.where(allowed.astype(mx.bool_), logits, -mx.inf)
+        # The 32-bit mask words unpacked in numpy: one MLX op per step, not one per bit trick.
+        bits = np.unpackbits(self.words.view(np.uint8), count=width, bitorder="little")
+        return mx.where(mx.array(bits.view(np.bool_)), logits, -mx.inf)
 
     def _must_close(self) -> bool:
         left = self.max_tokens - self.consumed - self.grammar.reserve - BUDGET_MARGIN
