@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
-from ai_lsp_tune.prompts import SYSTEM_PROMPT
 from ai_lsp_tune.schema import DiagnosticResult
 from ai_lsp_tune.server import windowed
 from ai_lsp_tune.server.placement import LineIndex
@@ -154,7 +153,7 @@ async def _analyse(
 ) -> tuple[DiagnosticResult | None, str, str]:
     state, telemetry = ls.state, ls.state.telemetry
     messages = [
-        ChatMessage(role="system", content=SYSTEM_PROMPT),
+        ChatMessage(role="system", content=backend.system_prompt),
         ChatMessage(role="user", content=user),
     ]
     model, provider = backend.model_name, backend.provider
@@ -171,7 +170,7 @@ async def _analyse(
             genai.AnalysisRecord(
                 model=model,
                 provider=provider,
-                system=SYSTEM_PROMPT,
+                system=backend.system_prompt,
                 user=user,
                 output=outcome.result.to_json() if outcome.result else outcome.final_text,
                 valid=outcome.result is not None,

@@ -19,7 +19,7 @@ from ai_lsp_tune.decoding.decode import decode_answer, model_vocab_size
 from ai_lsp_tune.decoding.grammar import AnswerGrammar, GrammarUnavailable, answer_grammar
 from ai_lsp_tune.models.load import load_model
 from ai_lsp_tune.models.resolve import resolve_model
-from ai_lsp_tune.prompts import SYSTEM_PROMPT, has_chat_template, render_chat
+from ai_lsp_tune.prompts import LOCAL_SYSTEM_PROMPT, has_chat_template, render_chat
 from ai_lsp_tune.serving.adapters import Adapter
 from ai_lsp_tune.serving.compatibility import architecture_difference, tokenizer_identity
 from ai_lsp_tune.serving.loading import describe_load_error, read_weights, set_weights
@@ -72,7 +72,7 @@ class Engine:
             self.template_problem = NO_CHAT_TEMPLATE
         return render_chat(self.tokenizer, [m.model_dump() for m in messages])
 
-    def warm(self, system: str = SYSTEM_PROMPT) -> int:
+    def warm(self, system: str = LOCAL_SYSTEM_PROMPT) -> int:
         """Prefill the system prompt once; return how many tokens the cache holds."""
         import mlx.core as mx
         from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache
