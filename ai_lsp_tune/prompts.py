@@ -46,6 +46,16 @@ SYSTEM_PROMPT = (
     "Focus on insights that require understanding code intent and context. Keep issue_snippet to the absolute minimum - just the problematic token."
 )
 
+# The system prompt for a small local model (served and trained alike): a fifth of the original's
+# tokens, so a CPU trains on code, not on instructions. The remote teacher keeps SYSTEM_PROMPT;
+# the dataset renders every recorded analysis with this one for training a local model.
+LOCAL_SYSTEM_PROMPT = (
+    "You review Python code. Reply with JSON only: "
+    '{"issues":[{"issue_snippet":"<the flagged line, copied exactly>",'
+    '"severity":"info|warning|error","message":"<why>"}]}, '
+    'or {"issues":[]} if nothing is wrong.'
+)
+
 USER_PROMPT_TEMPLATE = (
     "Analyze this {language} code for issues:\n\n```{language}\n{code}\n```\n\nFile: {name}"
 )

@@ -81,11 +81,56 @@ def load_examples(folder: Path, n_train: int, n_test: int) -> tuple[list[Any], l
     return train, test
 
 
-def evaluate(model: Any, tokenizer: Any, examples: list[Any], max_tokens: int) -> dict:
-    from ai_lsp_tune.training.evaluate import greedy_answers, score_answers
+def local_examples(windows: int, budget: int, cap: int) -> tuple[list[Any], list[Any]]:
+    """The local-rules corpus (build_lint_corpus.choose_local), compact answers, a third of
+    the files held out (by a hash of the file name)."""
+    import hashlib
+    import sysconfig
+
+    from ai_lsp_tune.dataset.example import Example
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    from build_lint_corpus import choose_local
+
+    root = Path(sysconfig.get_paths()["purelib"])
+    chosen = choose_local(root, windows, budget=budget, cap=cap)
+    train, test = [], []
+    for a in chosen:
+        example = compact(Example(system=a.system, user=a.user, assistant=a.answer.to_json()))
+        example = Example(system=a.system, user=example.user, assistant=example.assistant)
+        held_out = int(hashlib.sha256(a.name.encode()).hexdigest(), 16) % 3 == 0
+        (test if held_out else train).append(example)
+    codes = [CODE.findall(i.message) for a in chosen for i in a.answer.issues]
+    counts: dict[str, int] = {}
+    for found in codes:
+        for c in found:
+            counts[c] = counts.get(c, 0) + 1
+    print(json.dumps({"rules": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}), flush=True)
+    return train, test
+
+
+def by_file(examples: list[Any]) -> list[Any]:
+    """The examples with each file's windows together, files in a stable pseudo-random order."""
+    import hashlib
+
+    from ai_lsp_tune.training.agreement import file_key
+
+    def key(e: Any) -> str:
+        return hashlib.sha256(file_key(e.user).encode()).hexdigest()
+
+    return sorted(examples, key=key)
+
+
+def evaluate(
+    model: Any, tokenizer: Any, examples: list[Any], max_tokens: int, grammar: Any = None
+) -> tuple[dict, Any]:
+    from ai_lsp_tune.training.evaluate import greedy_answers, score_answers, served_answers
 
     started = time.perf_counter()
-    answers = greedy_answers(model, tokenizer, examples, max_tokens=max_tokens)
+    if grammar is not None:
+        answers = served_answers(model, tokenizer, examples, grammar=grammar, max_tokens=max_tokens)
+    else:
+        answers = greedy_answers(model, tokenizer, examples, max_tokens=max_tokens, chunk=16)
     metrics = score_answers(examples, answers)
     return {
         "issue_f1": round(metrics.issue_f1, 3),
@@ -96,7 +141,43 @@ def evaluate(model: Any, tokenizer: Any, examples: list[Any], max_tokens: int) -
         "matched_predicted_expected": [sum(c[i] for c in metrics.files.values()) for i in range(3)],
         "seconds": round(time.perf_counter() - started, 1),
         "answers": answers[:3],
-    }
+    }, metrics
+
+
+class FrozenPrefix:
+    """LoRA on the last ``k`` layers only needs the frozen layers' output once per example:
+    it is computed once (no gradient) and each step runs the last ``k`` layers, the norm and
+    the head on the answer's positions. The same loss as the project's (answer tokens only);
+    a step costs about ``k`` layers of forward and backward instead of all of the forward."""
+
+    def __init__(self, model: Any, items: list[tuple[list[int], int]], k: int) -> None:
+        import mlx.core as mx
+
+        self.model, self.inner = model, model.model
+        self.split = len(self.inner.layers) - k
+        self.rows = []
+        for tokens, offset in items:
+            h = self.inner.embed_tokens(mx.array([tokens[:-1]]))
+            for layer in self.inner.layers[: self.split]:
+                h = layer(h, "causal", cache=None)
+            mx.eval(h)
+            self.rows.append((h, mx.array(tokens[offset:]), offset))
+
+    def loss(self, model: Any, batch: list[int]) -> Any:
+        import mlx.core as mx
+        import mlx.nn as nn
+
+        total, count = mx.array(0.0), 0
+        for index in batch:
+            h, targets, offset = self.rows[index]
+            for layer in self.inner.layers[self.split :]:
+                h = layer(h, "causal", cache=None)
+            h = self.inner.norm(h[:, offset - 1 :])
+            head = model.get("lm_head") or self.inner.embed_tokens.as_linear
+            logits = head(h)[0]
+            total = total + nn.losses.cross_entropy(logits, targets).sum()
+            count += targets.size
+        return total / count
 
 
 def main() -> None:
@@ -105,6 +186,7 @@ def main() -> None:
     import mlx.optimizers as optim
 
     from ai_lsp_tune.cli.review_demo import bundled_model
+    from ai_lsp_tune.hyperparams import default
     from ai_lsp_tune.training import precision
     from ai_lsp_tune.training.data import TokenizedSplit, collate, make_loss, split_loss
     from ai_lsp_tune.training.loop import _prepare
@@ -115,12 +197,21 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=16)
     parser.add_argument("--test", type=int, default=8)
     parser.add_argument("--epochs", default="0,2,4,8", help="checkpoints, in epochs")
+    parser.add_argument("--loss-every", type=int, default=1, help="losses at every Nth checkpoint")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--num-layers", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--corpus", choices=("demo", "local"), default="demo")
+    parser.add_argument("--windows", type=int, default=120, help="local: flagged windows")
+    parser.add_argument("--budget", type=int, default=300, help="local: prompt tokens")
+    parser.add_argument("--cap", type=int, default=12, help="local: windows per rule")
+    parser.add_argument("--lora-scale", type=float, default=20.0)
+    parser.add_argument("--constrained", action="store_true", help="answer under the grammar")
+    parser.add_argument("--train-eval", type=int, default=16, help="training windows scored")
+    parser.add_argument("--frozen-cache", action="store_true", help="cache the frozen layers")
     args = parser.parse_args()
     checkpoints = sorted(int(e) for e in args.epochs.split(","))
 
@@ -133,8 +224,13 @@ def main() -> None:
                 handle.write(line + "\n")
 
     with tempfile.TemporaryDirectory() as tmp:
-        train, test = load_examples(Path(tmp), args.train, args.test)
+        if args.corpus == "local":
+            train, test = local_examples(args.windows, args.budget, args.cap)
+            train, test = by_file(train)[: args.train], by_file(test)[: args.test]
+        else:
+            train, test = load_examples(Path(tmp), args.train, args.test)
         request = TrainRequest(
+            lora_scale=args.lora_scale,
             dataset=Path(tmp) / "ds",
             learning_rate=args.learning_rate,
             lora_rank=args.lora_rank,
@@ -143,11 +239,19 @@ def main() -> None:
         )
     model, tokenizer, _, _ = load_model(str(bundled_model()))
     precision.for_training(model)
-    tokens = TokenizedSplit.build(tokenizer, train, max_seq_length=2048)
-    test_tokens = TokenizedSplit.build(tokenizer, test, max_seq_length=2048)
+    limit = default("max_seq_length")
+    tokens = TokenizedSplit.build(tokenizer, train, max_seq_length=limit)
+    test_tokens = TokenizedSplit.build(tokenizer, test, max_seq_length=limit)
     lengths = [len(t) for t, _ in tokens.items]
     answers = [len(t) - o for t, o in tokens.items]
-    system = len(tokenizer.encode(COMPACT))
+    system = len(tokenizer.encode(train[0].system))
+    grammar = None
+    if args.constrained:
+        from ai_lsp_tune.training.evaluate import serving_grammar
+
+        grammar, why = serving_grammar(model, tokenizer)
+        assert grammar is not None, why
+    before = None
     report(
         {
             "setup": vars(args) | {"out": str(args.out)},
@@ -165,6 +269,13 @@ def main() -> None:
     _prepare(model, request)
     loss_fn = make_loss(model, chunked=False)
     value_and_grad = nn.value_and_grad(model, lambda m, *batch: loss_fn(m, *batch)[0])
+    started = time.perf_counter()
+    frozen = FrozenPrefix(model, tokens.items, args.num_layers) if args.frozen_cache else None
+    cached = nn.value_and_grad(model, frozen.loss) if frozen else None
+    if frozen:  # the cached loss is the project's loss (one example)
+        mine = frozen.loss(model, [0]).item()
+        theirs = loss_fn(model, *collate([tokens[0]]))[0].item()
+        report({"frozen_cache_s": round(time.perf_counter() - started, 1), "loss": [mine, theirs]})
     optimizer = optim.Adam(learning_rate=args.learning_rate)
     mx.random.seed(0)
     trained_seconds = 0.0
@@ -176,27 +287,56 @@ def main() -> None:
             model.train()
             order = mx.random.permutation(len(tokens)).tolist()
             for i in range(0, len(order), args.batch_size):
-                items = [tokens[j] for j in order[i : i + args.batch_size]]
-                batch, positions, mask = collate(items)
-                loss, grads = value_and_grad(model, batch, positions, mask)
+                chosen = order[i : i + args.batch_size]
+                items = [tokens[j] for j in chosen]
+                if cached is not None:
+                    loss, grads = cached(model, chosen)
+                else:
+                    batch, positions, mask = collate(items)
+                    loss, grads = value_and_grad(model, batch, positions, mask)
                 optimizer.update(model, grads)
                 mx.eval(model.trainable_parameters(), optimizer.state, loss)
                 trained_tokens += sum(len(t) for t, _ in items)
             trained_seconds += time.perf_counter() - started
             epoch += 1
         model.eval()
+        scored_train, _ = evaluate(
+            model, tokenizer, train[: args.train_eval], args.max_tokens, grammar
+        )
+        scored_test, metrics = evaluate(model, tokenizer, test, args.max_tokens, grammar)
+        from ai_lsp_tune.training.evaluate import compare
+
+        if before is None:
+            before = metrics
+        versus = compare(metrics, before)
         report(
             {
+                "delta_f1": [
+                    round(x or 0, 3)
+                    for x in (
+                        versus.f1_difference,
+                        versus.f1_difference_low,
+                        versus.f1_difference_high,
+                    )
+                ],
+                "test_files": metrics.test_files,
                 "epoch": epoch,
                 "train_seconds": round(trained_seconds, 1),
                 "trained_tokens": trained_tokens,
                 "tok_per_s": round(trained_tokens / trained_seconds, 1)
                 if trained_seconds
                 else None,
-                "train_loss": round(split_loss(model, tokens, batch_size=args.batch_size), 3),
-                "test_loss": round(split_loss(model, test_tokens, batch_size=args.batch_size), 3),
-                "train": evaluate(model, tokenizer, train, args.max_tokens),
-                "test": evaluate(model, tokenizer, test, args.max_tokens),
+                "train_loss": round(
+                    frozen.loss(model, list(range(len(tokens)))).item()
+                    if frozen
+                    else split_loss(model, tokens, batch_size=args.batch_size),
+                    3,
+                ),
+                "test_loss": None
+                if frozen
+                else round(split_loss(model, test_tokens, batch_size=args.batch_size), 3),
+                "train": scored_train,
+                "test": scored_test,
             }
         )
 

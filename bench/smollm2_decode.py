@@ -85,7 +85,7 @@ def worker(max_tokens: int) -> dict[str, Any]:
 
     from ai_lsp_tune import blas
     from ai_lsp_tune.models.bundled import smollm2_gguf
-    from ai_lsp_tune.serving.host import load_engine
+    from ai_lsp_tune.serving.engine import load_engine
     from ai_lsp_tune.serving.protocol import GenerateRequest
 
     gguf = smollm2_gguf()

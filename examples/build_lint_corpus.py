@@ -7,7 +7,9 @@ the windows the server analyses and answered by ``ai_lsp_tune.dataset.teacher`` 
 RULES). Each answer is recorded as our analysis span, through the OpenTelemetry SDK and our
 exporter, as the remote backend records one. About a third of the windows have no issue.
 Writes examples/traces/lint-teacher-otel.jsonl (replacing it); ``--files 24`` writes the
-demo's smaller corpus with ``--output examples/traces/lint-demo-otel.jsonl``.
+demo's smaller corpus with ``--output examples/traces/lint-demo-otel.jsonl``. ``--local 120``
+records the corpus of line-local rules (``teacher.LOCAL_RULES``, windows cut for a local model's
+prompt, each rule capped) that bench/quality_curve.py measures.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import random
 import sysconfig
 from pathlib import Path
 
-from ai_lsp_tune.dataset.teacher import TEACHER_MODEL, TeacherAnalysis, analyses, ruff_findings
+from ai_lsp_tune.dataset.teacher import (
+    LOCAL_RULES,
+    TEACHER_MODEL,
+    TeacherAnalysis,
+    analyses,
+    ruff_findings,
+)
+from ai_lsp_tune.prompts import LOCAL_SYSTEM_PROMPT
 
 TRACES = Path(__file__).resolve().parent / "traces"
 # Third-party packages of the venv, read as a user's code would be: libraries, not test suites.
@@ -68,6 +77,47 @@ def choose(root: Path, files: int, seed: int) -> list[TeacherAnalysis]:
     return chosen
 
 
+def choose_local(
+    root: Path, windows: int, *, budget: int = 300, cap: int = 12, per_file: int = 3
+) -> list[TeacherAnalysis]:
+    """``windows`` windows with findings of LOCAL_RULES (each rule in at most ``cap`` of them,
+    at most ``per_file`` per file, so no rule dominates) and half as many clean windows of the
+    same files, cut as the server cuts them for a local model (LOCAL_SYSTEM_PROMPT, ``budget``
+    estimated tokens). Files in a stable pseudo-random order; whole windows, never edited."""
+    paths = source_files(root)
+    findings = ruff_findings(paths, LOCAL_RULES)
+    order = sorted((p for p in paths if findings[p.resolve()]), key=lambda p: _stable(str(p)))
+    rng = random.Random(0)
+    per_rule: dict[str, int] = {}
+    flagged: list[TeacherAnalysis] = []
+    clean: list[TeacherAnalysis] = []
+    for path in order:
+        if len(flagged) >= windows:
+            break
+        name = str(path.relative_to(root))
+        code = path.read_text(encoding="utf-8", errors="replace")
+        found = findings[path.resolve()]
+        cut = analyses(name, code, found, budget=budget, system=LOCAL_SYSTEM_PROMPT)
+        taken = 0
+        for window in cut:
+            codes = {c for c in _codes(window) if c}
+            if not codes or taken >= per_file or any(per_rule.get(c, 0) >= cap for c in codes):
+                continue
+            for c in codes:
+                per_rule[c] = per_rule.get(c, 0) + 1
+            flagged.append(window)
+            taken += 1
+        empty = [w for w in cut if not w.answer.issues]
+        if taken and empty:
+            clean += rng.sample(empty, min(len(empty), max(1, taken // 2)))
+    return flagged[:windows] + clean[: windows // 2]
+
+
+def _codes(window: TeacherAnalysis) -> list[str]:
+    """The rule codes of a window's answer (each message ends with ``(CODE)``)."""
+    return [i.message.rsplit("(", 1)[-1].rstrip(")") for i in window.answer.issues]
+
+
 def record(path: Path, chosen: list[TeacherAnalysis]) -> None:
     """Each analysis as our span, via the OTel SDK and our file exporter."""
     from opentelemetry.sdk.resources import Resource
@@ -103,10 +153,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--files", type=int, default=80, help="files with findings to use")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--local",
+        type=int,
+        metavar="WINDOWS",
+        help="instead: WINDOWS flagged windows of LOCAL_RULES (balanced) and half as many clean",
+    )
     parser.add_argument("--output", type=Path, default=TRACES / "lint-teacher-otel.jsonl")
     args = parser.parse_args()
     root = Path(sysconfig.get_paths()["purelib"])
-    chosen = choose(root, args.files, args.seed)
+    chosen = choose_local(root, args.local) if args.local else choose(root, args.files, args.seed)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.unlink(missing_ok=True)  # the exporter appends
     record(args.output, chosen)

@@ -13,7 +13,7 @@ from ai_lsp_tune.cli.app import app
 from ai_lsp_tune.dataset.example import Example
 from ai_lsp_tune.dataset.prepare import NoUsableTraces, prepare_dataset
 from ai_lsp_tune.dataset.reader import assign_splits, load_examples
-from ai_lsp_tune.prompts import SYSTEM_PROMPT, parse_user_prompt, user_prompt
+from ai_lsp_tune.prompts import LOCAL_SYSTEM_PROMPT, SYSTEM_PROMPT, parse_user_prompt, user_prompt
 from ai_lsp_tune.traces.otlp import ReadReport, read_spans
 from tests.helpers.recorded_traces import TraceFacts
 from tests.helpers.trace_recorder import CODE, Recorder, answer, issue
@@ -63,7 +63,8 @@ def test_cleaning_steps_each_counted(tmp_path: Path, recorder: Recorder) -> None
     assert report.examples == len(rows) == 3
     targets = [json.loads(row["assistant"])["issues"] for row in rows]
     assert targets == [[issue("len(xs)")], [issue("sum(xs)")], []]
-    assert {row["system"] for row in rows} == {SYSTEM_PROMPT}
+    # recorded with the original prompt, rendered with the one a local model is served with
+    assert {row["system"] for row in rows} == {LOCAL_SYSTEM_PROMPT}
     assert rows[0]["metadata"]["file"] == "file:///project/stats.py"
     stats = json.loads((tmp_path / "out" / "dataset" / "stats.json").read_text())
     assert stats["examples"] == 3 and stats["issues_ungrounded"] == 2

@@ -210,20 +210,27 @@ def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> 
     assert f"serving {second_model} (a fine-tune; the model setting is {tiny_model})" in health
     assert f"BLAS: {blas.status().name}" in health  # OpenBLAS on a Linux CPU
 
-    # :AiLspModels: the base first, then both fine-tunes, each from the base, with metrics.
+    # :AiLspModels: the base first, then both fine-tunes, each from the base; each line is the
+    # server's name and detail (F1, val loss; the base's measured when it served), no
+    # "schema-valid 100%" (constrained decoding), and two fine-tunes never read the same.
     models = observed["selects"][-1]
     rows, lines = models["rows"], models["items"]
     assert [r["path"] for r in rows] == [str(tiny_model), new_model, second_model]
     assert [r["baseModel"] for r in rows[1:]] == [str(tiny_model)] * 2
     assert [r["serving"] for r in rows] == [False, False, True]
     assert lines[2].startswith("● ") and not lines[0].startswith("● ")
-    for row, line in zip(rows[1:], lines[1:], strict=True):
-        n = row["metrics"]["n"]
-        assert "schema-valid" in line and f"{n} test example{'' if n == 1 else 's'} ·" in line, line
+    for row, line in zip(rows, lines, strict=True):
+        assert line[2:] == f"{row['label']} · {row['detail']}", line
+        assert "issue F1" in line and "val loss" in line and "schema-valid" not in line, line
+    assert rows[0]["label"] == f"{tiny_model.name} (base model)"
+    assert lines[1][2:] != lines[2][2:]
 
-    # Two rollbacks walk back down to the base; each one says so.
-    rolled = [n["msg"] for n in observed["notifications"] if "Rolled back" in n["msg"]]
-    assert len(rolled) == 2, rolled
+    # The first fine-tune picked again, then "Roll back": its parent, the base (not the second
+    # fine-tune served in between), named where it landed; at the base a rollback is news (INFO).
     results = observed["results"]
-    assert results["status_after_rollback_1"]["servedModel"] == new_model
+    assert results["status_after_rollback_1"]["servedModel"] == str(tiny_model)
+    landed = [n["msg"] for n in observed["notifications"] if "Rolled back to" in n["msg"]]
+    assert landed == [f"ai-lsp: Rolled back to {rows[0]['label']}"], landed
+    (nothing,) = [n for n in observed["notifications"] if "No previous model" in n["msg"]]
+    assert nothing["level"] == 2  # vim.log.levels.INFO
     assert results["status_after_rollback_2"]["servedModel"] == str(tiny_model)

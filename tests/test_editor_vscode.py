@@ -19,12 +19,15 @@ from pydantic.alias_generators import to_camel
 
 from ai_lsp_tune.hyperparams import NAMES, bounds
 from ai_lsp_tune.server import commands
-from ai_lsp_tune.server.settings import FinetuneSettings, Settings
+from ai_lsp_tune.server.settings import DEFAULT_LANGUAGES, FinetuneSettings, Settings
 from tests.helpers.editors import missing
 
 EXTENSION = Path(__file__).resolve().parents[1] / "editors" / "vscode"
 PACKAGE = json.loads((EXTENSION / "package.json").read_text())
-PROPERTIES: dict[str, dict[str, Any]] = PACKAGE["contributes"]["configuration"]["properties"]
+CATEGORIES: list[dict[str, Any]] = PACKAGE["contributes"]["configuration"]
+PROPERTIES: dict[str, dict[str, Any]] = {
+    key: value for category in CATEGORIES for key, value in category["properties"].items()
+}
 
 
 def _declared(model: type[Settings] | type[FinetuneSettings], prefix: str) -> list[tuple]:
@@ -45,8 +48,18 @@ def test_every_server_setting_is_a_vscode_setting_with_the_same_default(
     key: str, default: Any
 ) -> None:
     assert key in PROPERTIES, f"{key} missing from editors/vscode/package.json"
-    assert PROPERTIES[key]["default"] == default
+    declared = PROPERTIES[key]["default"]
+    # An optional text setting is a plain string in VS Code (editable in the Settings UI); the
+    # extension sends "" as null, the server's default.
+    assert declared == default or (default is None and declared == "" and _sent_blank(key))
     assert PROPERTIES[key].get("description") or PROPERTIES[key].get("markdownDescription")
+
+
+def _sent_blank(key: str) -> bool:
+    return (
+        PROPERTIES[key]["type"] == "string"
+        and "blankToNull" in (EXTENSION / "src" / "settings.ts").read_text()
+    )
 
 
 @pytest.mark.parametrize(
@@ -57,6 +70,19 @@ def test_every_server_setting_is_a_vscode_setting_with_the_same_default(
 def test_both_clients_know_exactly_the_server_command_ids(client_source: Path) -> None:
     ids = set(re.findall(r"'(ai-lsp\.[\w.]+)'", client_source.read_text()))
     assert ids == set(commands.ALL_COMMANDS)
+
+
+def test_both_clients_attach_to_the_languages_the_server_analyses_by_default() -> None:
+    """A client must attach before the server answers, so each keeps its ids of the server's
+    list (VS Code's language ids, Neovim's filetypes); the server decides what is analysed."""
+    settings_ts = (EXTENSION / "src" / "settings.ts").read_text()
+    init_lua = (EXTENSION.parent / "nvim" / "lua" / "ai_lsp" / "init.lua").read_text()
+    vscode_list = re.search(r"DEFAULT_LANGUAGES = \[(.*?)\];", settings_ts, re.S)
+    nvim_list = re.search(r"filetypes = \{(.*?)\}", init_lua, re.S)
+    assert vscode_list and nvim_list
+    vscode, nvim = (set(re.findall(r"'([\w-]+)'", m.group(1))) for m in (vscode_list, nvim_list))
+    assert vscode <= set(DEFAULT_LANGUAGES) and nvim <= set(DEFAULT_LANGUAGES)
+    assert vscode | nvim == set(DEFAULT_LANGUAGES)
 
 
 @pytest.mark.editor  # Node.js and the built extension
@@ -102,3 +128,11 @@ def test_hyper_parameter_bounds_are_the_same_in_vscode_settings_and_the_server(
     assert declared.get("minimum") == bound.ge
     assert declared.get("exclusiveMinimum") == bound.gt
     assert declared.get("maximum") == bound.le
+
+
+def test_vscode_asks_the_gate_question_by_the_offered_action_id_not_its_title() -> None:
+    from ai_lsp_tune.server.finetune.messages import USE_ANYWAY
+
+    assert USE_ANYWAY.id == commands.MODEL_USE
+    source = (EXTENSION / "src" / "messages.ts").read_text()
+    assert "a.id === ServerCommand.use" in source and f"'{USE_ANYWAY.title}'" not in source

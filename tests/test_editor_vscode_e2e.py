@@ -2,18 +2,22 @@
 
 code-server runs the real VS Code workbench and extension host; a headless Chromium connects so
 the extension host starts. A test-only observer extension (tests/editor/vscode_observer) acts as
-the user through the VS Code API: opens a Python file, waits for the diagnostic, switches to the
-local model, runs "AI LSP: Fine-tune on my traces", edits after the swap (the fine-tuned model now
-flags what the teacher flagged), then runs the swap notification's primary action ("Roll back",
-as a click would). The LSP traffic the extension saw (aiLsp.trace.server = verbose, in its
-output-channel log) shows the progress and the swap message. .ci/run installs code-server (Node 24
-from npm) and Chromium, and exports AI_LSP_CODE_SERVER and AI_LSP_CHROMIUM.
+the user through the VS Code API: opens a Python file, waits for the diagnostic, asks for a
+fine-tune while the teacher serves (refused; the toast's "Switch to local" button, clicked on the
+page, switches), sets an invalid learning rate (no run; "Open Settings" shows the setting), runs
+"AI LSP: Fine-tune on my traces", edits after the swap (the fine-tuned model now flags what the
+teacher flagged), then runs the swap notification's primary action ("Roll back", as a click
+would). The status-bar item, the notifications' buttons, the palette and the Settings UI are read
+from the page over the DevTools protocol. The LSP traffic the extension saw (aiLsp.trace.server =
+verbose, in its output-channel log) shows the progress and the swap message. .ci/run installs
+code-server (Node 24 from npm) and Chromium, and exports AI_LSP_CODE_SERVER and AI_LSP_CHROMIUM.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -173,6 +177,7 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
         "file": str(source_path),
         "out": str(tmp_path / "observed.json"),
         "edits": EDITS,  # each edit is analysed by the teacher: one more training example
+        "refusals": True,  # fine-tune refused while the teacher serves, then an invalid setting
         "before_finetune_settings": {"backend": "local"},
         "base_probe_text": BASE_PROBE,
         "after_swap_text": AFTER_SWAP,
@@ -187,6 +192,7 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
             "changed_settings": flat_settings(CHANGED),
             "timeout_ms": 120_000,
             "base_name": tiny_model.name,
+            "base_model": str(tiny_model),
         },
     }
     (tmp_path / "plan.json").write_text(json.dumps(plan))
@@ -254,6 +260,22 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
         f"LSP log: {trace[-3000:]}"
     )
     data = {s["name"]: s.get("data") for s in observed["steps"]}
+    status_bar = {item["what"]: item for item in observed["status_items"]}
+    # While the teacher serves, the status bar says so; a fine-tune is refused naming
+    # aiLsp.backend, and the toast's "Switch to local" (beside "Show log") switches.
+    assert status_bar["the teacher in the status bar"]["text"].endswith("AI: teacher")
+    assert observed["results"]["refused"] is None
+    assert {"Switch to local", "Open Settings", "Show log"} <= set(observed["refusal_buttons"])
+    assert "codicon-check" not in " ".join(status_bar["the base in the status bar"]["icons"])
+    # An invalid setting starts no run; its toast's "Open Settings" shows that setting.
+    assert observed["results"]["invalid"] is None
+    invalid = observed["results"]["invalid_status"]
+    assert invalid["after"] == invalid["before"] and invalid["state"] in ("idle", "succeeded")
+    assert "Open Settings" in observed["invalid_buttons"]
+    assert observed["settings_tab"] == "Settings"
+    assert [row for row in observed["settings_rows"] if "Learning Rate" in row], observed[
+        "settings_rows"
+    ]
     # The diagnostic from the real server (the teacher), through the extension.
     (item,) = next(d for d in observed["diagnostics"] if d["items"])["items"]
     assert item["message"] == TEACHER_MESSAGE and snippet(SOURCE, item) == FLAW
@@ -270,6 +292,9 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
     for kind in ('"kind": "begin"', '"kind": "report"', '"kind": "end"'):
         assert kind in trace
     assert "window/showMessageRequest" in trace and "Roll back" in trace
+    # After the swap the status bar names the fine-tune, with the success's check mark.
+    swapped = status_bar["the fine-tune and its outcome in the status bar"]
+    assert "AI: fine-tune" in swapped["text"] and "codicon-check" in " ".join(swapped["icons"])
     # Later diagnostics come from the new model: it flags what the teacher flagged, as the teacher
     # worded it; nothing went to the teacher since, and the server's trace names the new model.
     after_swap = data["diagnostics_after_swap"]
@@ -282,11 +307,16 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
     # Lineage. A long run cancelled mid-training shows its end state in a notification.
     results = observed["results"]
     assert results["status_after_cancel"]["state"] == "cancelled"
+    # "Stop the running fine-tune" is in the palette only while a run goes.
+    stop_title = "AI LSP: Stop the running fine-tune"
+    assert [row for row in observed["palette_while_running"] if stop_title in row]
+    assert not [row for row in observed["palette_after_cancel"] if stop_title in row]
     assert "Fine-tune cancelled at" in observed["cancel_notice"]
 
     # The next run, after changing settings, starts fresh and says so: in the command's answer
     # and in a notification (its toast, or its progress).
     assert "starting fresh" in results["fresh"]["message"]
+    assert results["fresh"]["message"].startswith("The settings changed")  # why, first
     assert CHANGE_SAID in results["fresh"]["message"] and CHANGE_SAID in observed["fresh_notice"]
 
     # It trained from the base, not from the fine-tune being served.
@@ -296,24 +326,33 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
     second_model = second["servedModel"]
     assert second_model not in (new_model, str(tiny_model))
 
-    # The swap notification's "Roll back" button went back to the first fine-tune, and said so.
-    assert results["status_after_rollback_1"]["servedModel"] == new_model
-    assert "Rolled back" in observed["rollback_notices"][0]
+    # The swap notification's "Roll back" button stepped down the lineage to the base (the
+    # second fine-tune's parent, not the first fine-tune served before it), and said so.
+    assert results["status_after_rollback_1"]["servedModel"] == str(tiny_model)
+    assert f"Rolled back to {tiny_model.name} (base model)" in observed["rollback_notices"][0]
 
-    # "Choose a model": the base first, then both fine-tunes, each from the base; the quick pick
-    # shows each fine-tune's metrics in its detail line and marks the one serving.
+    # "Choose a model": the base first, then both fine-tunes, each from the base; each row is the
+    # server's name and detail line (F1, val loss; the base's too), the served row (the base) is
+    # the active one, and no "schema-valid 100%" (constrained decoding).
     rows = results["models"]["models"]
     assert [r["path"] for r in rows] == [str(tiny_model), new_model, second_model]
     assert [r["baseModel"] for r in rows[1:]] == [str(tiny_model)] * 2
     shown = observed["model_rows"]
     assert len(shown) == 3, shown
-    for row, line in zip(rows[1:], shown[1:], strict=True):
-        n = row["metrics"]["n"]
-        assert "schema-valid" in line and f"{n} test example{'' if n == 1 else 's'}" in line, line
-    assert "serving" in shown[1] and "serving" not in shown[0] + shown[2]
+    for row, line in zip(rows, shown, strict=True):
+        assert row["label"] in line and row["detail"] in line, line
+        assert "issue F1" in line and "schema-valid" not in line, line
+    assert "serving" in shown[0] and "serving" not in shown[1] + shown[2]
+    assert rows[0]["label"] in (observed["model_row_active"] or ""), observed["model_row_active"]
 
-    # The palette's "Roll back model" reached the base, and said so.
+    # The palette's "Roll back model" at the base: nothing to roll back to, said as news.
     rolled_back = results["status_after_rollback_2"]
     assert rolled_back["servedModel"] == str(tiny_model)
-    assert rolled_back["previousModel"] is None  # the base: rollback walks back, never forward
-    assert "AI LSP: Rolled back" in observed["rollback_notices"][1]
+    assert rolled_back["previousModel"] is None  # the base: rollback walks down, never forward
+    assert "AI LSP: No previous model" in observed["rollback_notices"][1]
+    assert "AI: base" in status_bar["the base again in the status bar"]["text"]
+    assert "server restarted" in observed["restart_notice"]
+
+    # The output channel: the server's log lines at their level, one timestamp each.
+    assert not re.search(r"\] \d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", trace)
+    assert "cancelled cancelled" not in trace

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,28 @@ def test_served_answers_reuse_the_system_prompt_and_answer_as_without(tiny_model
         for e in examples
     ]
     assert answers == alone
+
+
+@pytest.mark.training
+def test_served_answers_under_the_grammar_decode_in_batches_as_alone(tiny_model: Path) -> None:
+    """Batched constrained answers are those the model host decodes one at a time: each prompt
+    keeps its own grammar state (a shared one would corrupt the others' JSON)."""
+    from mlx_lm import load
+
+    from ai_lsp_tune.decoding.decode import decode_answer
+    from ai_lsp_tune.prompts import prompt_tokens
+    from ai_lsp_tune.training.evaluate import served_answers, serving_grammar
+
+    model, tokenizer = load(str(tiny_model))
+    grammar, why = serving_grammar(model, tokenizer)
+    assert grammar is not None, why
+    examples = sample_analyses(5, seed=3)
+    answers = served_answers(model, tokenizer, examples, grammar=grammar, max_tokens=40, batch=3)
+    alone = [
+        decode_answer(
+            model, tokenizer, prompt_tokens(tokenizer, e.system, e.user), 40, grammar=grammar
+        ).text
+        for e in examples
+    ]
+    assert answers == alone
+    assert all(json.loads(a) is not None for a in answers)

@@ -99,6 +99,7 @@ async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
             what="training to start",
         )
         assert during["progress"]["message"].startswith(f"{during['progress']['percentage']}%")
+        assert during["progress"]["fields"]["phase"] == "training"
         assert "in progress" in await refused(student, commands.FINETUNE)
 
         reports = await student.wait_ended(token, timeout_s=240)
@@ -106,6 +107,15 @@ async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
         assert any("training" in r.message and "loss" in r.message for r in reports[1:-1])
         assert percentages[-1] >= 90
         assert "now serving the fine-tuned model" in reports[-1].message
+        # The same facts as fields, which the editors show without reading the message.
+        sent = student.session.progress_values[token]
+        fields = [value["aiLsp"] for value in sent]
+        assert [f["percent"] for f in fields[1:-1]] == percentages
+        assert all(f["message"] == v["message"] for f, v in zip(fields, sent, strict=True))
+        training = [f for f in fields if f["phase"] == "training" and "step" in f]
+        assert training and all(f["totalSteps"] >= f["step"] for f in training)
+        assert any("loss" in f for f in training)
+        assert fields[-1]["outcome"] == "now serving the fine-tuned model"
         # Cancel is offered while it can stop the run, not during the swap.
         swapping = [r for r in reports[1:-1] if "swapping" in r.message]
         assert swapping and all(r.cancellable is False for r in swapping)
@@ -154,7 +164,7 @@ async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
         rolled = await student.command(commands.MODEL_ROLLBACK)
         assert rolled["servedModel"] == str(tiny_model)
         assert rolled["previousModel"] is None  # the base: nothing older to roll back to
-        assert rolled["message"].startswith("Rolled back: now serving")
+        assert rolled["message"] == f"Rolled back to {tiny_model.name} (base model)"
     finally:
         await stop_session(student.session)
 
@@ -182,7 +192,9 @@ async def test_too_few_test_examples_are_no_reason_to_swap_but_the_user_may(
             lambda: student.requests, timeout_s=30, what="the offer to use it anyway"
         )
         assert [a.title for a in offer.actions or []] == ["Use it anyway"]
-        assert "more traces" in offer.message and "test example" in offer.message
+        # One line: the decision and the metric that decided (every metric is in the log)
+        assert offer.message.startswith(f"Not swapped in: only {count} test example")
+        assert "issue F1" in offer.message and "\n" not in offer.message, offer.message
         chosen = await student.wait_status(
             lambda s: s["servedModel"] == run["candidateModel"] and s["lastRun"]["swapped"],
             timeout_s=60,
@@ -501,7 +513,7 @@ async def test_arguments_outside_the_workspace_are_refused(
     student = await start_student(workspace, isolated_home, tiny_model)
     try:
         message = await refused(student, commands.FINETUNE, {"traces": ["/etc/passwd"]})
-        assert "outside the workspace" in message
+        assert "outside the workspace" in message and "aiLsp.finetune.extraTraces" in message
         message = await refused(student, commands.MODEL_USE, str(tmp_path))
         assert "outside the workspace" in message
         message = await refused(student, commands.MODEL_USE, str(workspace / "not-a-model"))
@@ -521,11 +533,13 @@ async def test_arguments_outside_the_workspace_are_refused(
                 "createdAt": None,
                 "examples": None,
                 "metrics": None,
+                "gate": None,
                 "serving": True,
-                "label": listed["models"][0]["label"],
+                "label": f"{tiny_model.name} (base model)",
+                "detail": "not evaluated yet",
             }
         ]
-        assert listed["message"].startswith("1 model; serving base model")
+        assert listed["message"] == f"1 model; serving {tiny_model.name} (base model)"
         used = await student.command(commands.MODEL_USE, str(tiny_model))
         assert used["servedModel"] == str(tiny_model) and used["message"].startswith("Now serving")
         message = await refused(student, commands.FINETUNE, {"epochs": 3})
@@ -575,11 +589,11 @@ async def test_two_fine_tunes_both_start_from_the_base_and_rollback_walks_back_t
             assert row["baseModel"] == str(tiny_model) and row["runId"] and row["createdAt"]
             assert row["metrics"]["n"] >= 1 and row["examples"]["train"] >= 1
 
+        # Both were made from the base: a rollback steps down the lineage, to the base.
         rolled = await student.command(commands.MODEL_ROLLBACK)
-        assert rolled["servedModel"] == candidates[0] and "Rolled back" in rolled["message"]
+        assert rolled["servedModel"] == str(tiny_model) and "Rolled back to" in rolled["message"]
         rolled = await student.command(commands.MODEL_ROLLBACK)
-        assert rolled["servedModel"] == str(tiny_model)  # the base, after two rollbacks
-        assert "no previous model" in await refused(student, commands.MODEL_ROLLBACK)
+        assert rolled["message"].startswith("No previous model to roll back to")
 
         not_listed = str(taught_workspace)
         assert "not one of this workspace's models" in await refused(

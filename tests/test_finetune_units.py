@@ -92,6 +92,49 @@ def test_progress_message_carries_the_percentage_first() -> None:
     )
 
 
+def test_progress_goes_out_as_fields_beside_its_line() -> None:
+    """The editors show ``value.aiLsp``; none reads "2/3" or "0.84" back out of the message."""
+    from types import SimpleNamespace
+
+    from ai_lsp_tune.server.finetune.progress import ProgressChannel, progress_fields
+
+    step = ProgressStep(
+        "training", iteration=2, total=3, train_loss=0.843, tokens_per_sec=1200, eta_s=170
+    )
+    message = format_progress(42, step)
+    sent: list[object] = []
+    progress = SimpleNamespace(report=lambda token, value: sent.append(value))
+    channel = ProgressChannel(SimpleNamespace(work_done_progress=progress), "t", "Fine-tune")
+    channel.uses_work_done_progress = True
+    fields = progress_fields(42, step, message)
+    channel.report(42, message, phase="training", fields=fields, cancellable=False)
+    assert sent == [
+        {
+            "kind": "report",
+            "message": message,
+            "percentage": 42,
+            "cancellable": False,
+            "aiLsp": {
+                "phase": "training",
+                "percent": 42,
+                "step": 2,
+                "totalSteps": 3,
+                "loss": 0.843,
+                "tokensPerSecond": 1200,
+                "etaSeconds": 170,
+                "message": message,
+            },
+        }
+    ]
+    preparing = progress_fields(3, ProgressStep("preparing", note="12 examples"), "3% · …")
+    assert preparing == {
+        "phase": "preparing",
+        "percent": 3,
+        "note": "12 examples",
+        "message": "3% · …",
+    }
+
+
 def test_no_eta_once_training_reached_its_last_step() -> None:
     step = ProgressStep("training", iteration=112, total=112, train_loss=0.1, eta_s=23)
     assert format_progress(85, step) == "85% · training 112/112 · loss 0.10"
@@ -136,6 +179,23 @@ def test_paths_elsewhere_are_refused_with_the_reason(roots: tuple[Path, Path], a
     workspace, data = roots
     with pytest.raises(PathNotAllowed, match=r"outside the workspace|empty"):
         resolve_allowed_path(arg, roots=[workspace, data], base=workspace)
+
+
+def test_a_trace_file_outside_the_workspace_is_refused_naming_the_setting_that_takes_it(
+    roots: tuple[Path, Path],
+) -> None:
+    """A command's paths are confined; the refusal says how to use the file anyway."""
+    from ai_lsp_tune.server.settings import in_client_terms
+
+    workspace, data = roots
+    hint = "list it in aiLsp.finetune.extraTraces"
+    with pytest.raises(PathNotAllowed) as refused:
+        resolve_allowed_path(
+            "/tmp/t.jsonl", roots=[workspace, data], base=workspace, elsewhere=hint
+        )
+    said = str(refused.value)
+    assert f"is outside the workspace and the server's data dir; {hint}, or use a path" in said
+    assert "list it in settings.finetune.extraTraces" in in_client_terms(said, "Neovim")
 
 
 def test_a_symlink_out_of_the_workspace_is_refused(roots: tuple[Path, Path]) -> None:
@@ -351,3 +411,53 @@ def test_the_status_of_a_run_whose_model_was_rolled_back_does_not_say_it_serves(
     after = status_line(record, active=False, progress=None, serving="/models/base")
     assert "now serving the fine-tuned model" not in after, after
     assert "no longer serves" in after and after.endswith("serving /models/base")
+
+
+def test_the_status_of_a_cancelled_run_says_a_changed_setting_starts_the_next_fresh() -> None:
+    """After a restart with other settings, the checkpoint is not resumed: the status says so
+    (not "resumes from its checkpoint"), and names models, not their paths."""
+    from ai_lsp_tune.server.finetune.messages import status_line
+
+    record = RunRecord(
+        run_id="r1",
+        state=JobState.CANCELLED,
+        started_at=0.0,
+        run_dir="/runs/r1",
+        base_model="/models/base",
+        resumable=True,
+        summary="Fine-tune cancelled at 40%; the next run resumes from its checkpoint",
+    )
+    names = {"/models/base": "base (base model)"}.get
+    kept = status_line(record, False, None, "/models/base", lambda p: names(p) or "?")
+    assert "resumes from its checkpoint" in kept and kept.endswith("serving base (base model)")
+    changed = "the settings changed since the cancelled run (learningRate 0.001 → 0.0005)"
+    fresh = status_line(record, False, None, "/models/base", starts_fresh=changed)
+    assert "resumes from its checkpoint" not in fresh
+    assert f"cancelled: the next run starts fresh, as {changed}" in fresh
+
+
+def test_why_a_run_starts_fresh_comes_before_its_run_id_and_path(tmp_path: Path) -> None:
+    from ai_lsp_tune.server.finetune.messages import started_message
+
+    record = RunRecord(
+        run_id="20261203-080102-3fa2", state=JobState.PREPARING, started_at=1.0,
+        run_dir=str(tmp_path / "r2"), base_model="/models/tiny-model",
+    )  # fmt: skip
+    why = "the settings changed since the cancelled run (numLayers 16 → 2)"
+    fresh = started_message(record, resumed=False, fresh_because=why)
+    assert fresh.startswith("The settings changed since the cancelled run (numLayers 16 → 2), ")
+    assert "starting fresh" in fresh and fresh.index("starting fresh") < fresh.index(record.run_id)
+    resumed = started_message(record, resumed=True, fresh_because=None)
+    assert resumed.startswith(f"Resuming fine-tune {record.run_id} from ")
+
+
+def test_the_gate_names_the_metric_that_decided_with_its_interval() -> None:
+    from ai_lsp_tune.server.finetune.messages import deciding_metric
+
+    after = {
+        "issue_f1": 0.35, "f1_difference": -0.05, "f1_difference_low": -0.12,
+        "f1_difference_high": 0.02, "snippet_f1": 0.5, "val_loss": 1.2,
+    }  # fmt: skip
+    assert deciding_metric(after) == "issue F1 0.35 (change -0.05, 95% CI -0.12..+0.02)"
+    assert deciding_metric({"issue_f1": 0.6}) == "issue F1 0.60"
+    assert deciding_metric(None) == "no issue F1 measured"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -20,17 +21,40 @@ def finetuned(runs: Path, run_id: str) -> str:
     return str(model)
 
 
-def test_rollback_steps_back_one_model_per_call_down_to_the_base(tmp_path: Path) -> None:
+def test_rollback_steps_down_the_lineage_not_back_through_what_served(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path)
-    assert registry.model_to_serve("base") == "base"
+    assert registry.start_serving("base") == "base"
+    for run in ("ft1", "ft2"):  # two fine-tunes, each from the base
+        registry.record_model(ModelEntry(path=run, run_id=run, base_model="base"))
     registry.record_swap("ft1", "base")
     registry.record_swap("ft2", "ft1")
+    registry.record_swap("ft1", "ft2")  # the user picks ft1 again in the model list
     restarted = ModelRegistry(tmp_path)  # persisted
-    assert (restarted.served, restarted.previous) == ("ft2", "ft1")
+    assert (restarted.served, restarted.previous) == ("ft1", "base")  # its parent, not ft2
     restarted.record_rollback()
-    assert (restarted.served, restarted.previous) == ("ft1", "base")
-    restarted.record_rollback()
-    assert (restarted.served, restarted.previous) == ("base", None)  # no toggling back to ft2
+    assert (restarted.served, restarted.previous) == ("base", None)  # never below the base
+    assert ModelRegistry(tmp_path).model_to_serve("base") == "base"
+
+
+def test_a_fine_tune_of_a_fine_tune_rolls_back_to_its_parent(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    registry.start_serving("base")
+    registry.record_model(ModelEntry(path="ft1", run_id="r1", base_model="base"))
+    registry.record_model(ModelEntry(path="ft2", run_id="r2", base_model="ft1"))  # continued
+    registry.record_swap("ft2", "base")
+    assert registry.previous == "ft1"
+    registry.record_rollback()
+    assert (registry.served, registry.previous) == ("ft1", "base")
+
+
+def test_a_model_the_workspace_did_not_make_rolls_back_to_what_served_before(
+    tmp_path: Path,
+) -> None:
+    registry = ModelRegistry(tmp_path)
+    registry.record_swap("other", "base")
+    assert registry.previous == "base"
+    registry.record_rollback()
+    assert (registry.served, registry.previous) == ("base", None)
 
 
 def test_a_version_1_registry_still_rolls_back(tmp_path: Path) -> None:
@@ -98,6 +122,61 @@ def test_the_model_list_puts_the_base_first_and_marks_what_serves(tmp_path: Path
     assert rows[1]["metrics"] == {"n": 3} and rows[1]["baseModel"] == "base"
     assert find_listed(rows, ft + "/") == ft  # the same folder, spelled differently
     assert find_listed(rows, str(tmp_path)) is None
+
+
+CONSTRAINED = {"schema_valid_rate": 1.0, "unconstrained_valid_json_rate": 0.0, "n": 8}
+
+
+def test_model_rows_read_as_names_and_metrics_a_person_can_compare(tmp_path: Path) -> None:
+    """Two fine-tunes of one base do not look the same: each row says its base's name, when it
+    was made (local time), its issue F1 with the interval and val loss; the base row has the
+    metrics measured when it served; a run the gate kept out says so; schema-valid, always
+    100 % under constrained decoding, is left out."""
+    registry = ModelRegistry(tmp_path)
+    base = "/models/SmolLM2-135M-Instruct"
+    kept = {**CONSTRAINED, "issue_f1": 0.42, "f1_difference_low": 0.1, "f1_difference_high": 0.31}
+    registry.record_model(
+        ModelEntry(
+            path="/runs/r1/output/model",
+            run_id="r1",
+            base_model=base,
+            created_at="2026-12-03T14:05:00+00:00",
+            metrics={**kept, "val_loss": 1.349},
+            baseline_model=base,
+            baseline_metrics={**CONSTRAINED, "issue_f1": 0.0, "val_loss": 3.2},
+            gate="passed",
+        )
+    )
+    worse = {**CONSTRAINED, "issue_f1": 0.1, "f1_difference_low": -0.5, "f1_difference_high": 0.0}
+    registry.record_model(
+        ModelEntry(
+            path="/runs/r2/output/model",
+            run_id="r2",
+            base_model=base,
+            created_at="2026-12-03T15:30:00+00:00",
+            metrics={**worse, "val_loss": 2.0, "n": 1},
+            gate="failed",
+        )
+    )
+    base_row, first, second = model_list(registry, base=base, serving="/runs/r1/output/model")
+    local = datetime.fromisoformat("2026-12-03T14:05:00+00:00").astimezone()
+    assert base_row["label"] == "SmolLM2-135M-Instruct (base model)"
+    assert first["label"] == f"SmolLM2-135M-Instruct fine-tune · {local:%b} 3 {local:%H:%M}"
+    assert first["label"] != second["label"]
+    assert base_row["detail"] == "issue F1 0.00 · val loss 3.20 · 8 test examples"
+    assert first["detail"] == (
+        "issue F1 0.42 (change +0.10..+0.31) · val loss 1.35 · 8 test examples"
+    )
+    assert second["detail"].endswith("1 test example · not swapped in: it scored worse")
+    assert second["gate"] == "failed"
+    assert not any("schema-valid" in row["detail"] for row in (base_row, first, second))
+    registry.record_model(
+        ModelEntry(path="/runs/r3", run_id="r3", base_model=base, created_at="2026-12-03T15:30:09")
+    )
+    *_, made_then, made_same_minute = model_list(registry, base=base, serving=None)
+    assert made_then["label"].endswith(":00") and made_same_minute["label"].endswith(":09")
+    (never_evaluated,) = model_list(None, base="b", serving=None)
+    assert never_evaluated["detail"] == "not evaluated yet"
 
 
 def test_long_paths_are_shortened_for_messages() -> None:

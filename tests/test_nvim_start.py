@@ -114,7 +114,13 @@ for i = 1, 8 do
   progress(token, { kind = 'end', message = '100%% · now serving the fine-tuned model' })
 end
 local last = 'ai-lsp.finetune/20261199'
-progress(last, { kind = 'begin', title = 'Fine-tune', message = '0%% · preparing' })
+progress(last, { kind = 'begin', title = 'Fine-tune', message = '0%% · preparing', percentage = 0,
+  aiLsp = { phase = 'preparing', percent = 0, message = '0%% · preparing' } })
+table.insert(seen, ai.statusline())
+-- The server's fields, not its message (here worded otherwise), make the statusline.
+progress(last, { kind = 'report', message = '42%% · step two of three', percentage = 42,
+  aiLsp = { phase = 'training', percent = 42, step = 2, totalSteps = 3, loss = 0.8412,
+            message = '42%% · step two of three' } })
 table.insert(seen, ai.statusline())
 progress(last, { kind = 'end', message = 'Fine-tune cancelled at 12%%; the next resumes' })
 for _ = 1, 20 do table.insert(seen, ai.statusline()) end
@@ -136,6 +142,7 @@ def test_the_statusline_shows_the_run_that_ended_last(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    running, *ended = json.loads(out.read_text())
-    assert running.startswith("AI 0%") or "preparing" in running, running
+    running, training, *ended = json.loads(out.read_text())
+    # A statusline item: '%' is written '%%'.
+    assert (running, training) == ("AI 0%% preparing", "AI 42%% training 2/3 · loss 0.84")
     assert all("Fine-tune cancelled at 12%" in line for line in ended), ended

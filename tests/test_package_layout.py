@@ -3,8 +3,9 @@
 Each layer imports only the layers before it (type-only imports included), there is no import
 circle, no module grows past what one reader holds in mind (~400 lines), and a module's name
 says its one job: two modules share a name only for the same role in sibling folders (each
-worker's ``protocol``, ``runner`` and ``worker``). Tests import shared code from
-``tests/helpers/`` only, never from another test module.
+worker's ``protocol``, ``runner`` and ``worker``). Each worker process is laid out as messages,
+parent and child (``WORKERS``). Tests import shared code from ``tests/helpers/`` only, never
+from another test module.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ LAYERS = {
 MAX_LINES = 420
 # The names a worker's modules share with its siblings': its messages, its parent side, its child.
 SHARED_ROLES = {"protocol", "runner", "worker"}
+# Each worker process, laid out the same way: its messages (versioned, one ``LineReader`` per
+# channel), the parent side that starts it (``python -m``) and stops it (``stopping``), the child.
+WORKERS = {
+    "dataset": {"messages": ("protocol",), "parent": "runner", "child": "worker"},
+    "training": {"messages": ("request", "events"), "parent": "runner", "child": "worker"},
+    "serving": {"messages": ("protocol",), "parent": "client", "child": "host"},
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -132,13 +140,19 @@ def test_a_module_name_means_one_thing() -> None:
 
 
 def _test_imports(path: Path) -> set[str]:
+    """The ``tests`` modules ``path`` imports, relative imports (``from . import x``) resolved."""
+    package = path.parent.relative_to(TESTS.parent).parts
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package[: len(package) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.update([base, *(f"{base}.{alias.name}" for alias in node.names)])
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-    return {name for name in found if name == "tests" or name.startswith("tests.")}
+    return {name for name in found if name.startswith("tests.")}
 
 
 def test_tests_share_code_through_helpers_only() -> None:
@@ -150,3 +164,29 @@ def test_tests_share_code_through_helpers_only() -> None:
         if not target.startswith("tests.helpers")
     }
     assert sorted(crossing) == []
+
+
+def test_each_worker_is_messages_parent_and_child() -> None:
+    """One supervisor pattern: the parent starts the child as ``python -m``, reads and writes
+    the messages module's versioned lines (``wire``), and stops it with ``stopping``."""
+    graph, problems = _graph(), []
+    for folder, roles in WORKERS.items():
+        package = f"ai_lsp_tune.{folder}"
+        parent, child = f"{package}.{roles['parent']}", f"{package}.{roles['child']}"
+        messages = [f"{package}.{name}" for name in roles["messages"]]
+        if "LineReader(" not in "".join(
+            (PACKAGE / folder / f"{m}.py").read_text() for m in roles["messages"]
+        ):
+            problems.append(f"{folder}: no versioned LineReader in {roles['messages']}")
+        if not {*messages[:1], "ai_lsp_tune.stopping"} <= graph[parent]:
+            problems.append(f"{parent} does not use {messages[0]} and ai_lsp_tune.stopping")
+        if f'"{child}"' not in (PACKAGE / folder / f"{roles['parent']}.py").read_text():
+            problems.append(f"{parent} does not start python -m {child}")
+        if (
+            'if __name__ == "__main__":'
+            not in (PACKAGE / folder / f"{roles['child']}.py").read_text()
+        ):
+            problems.append(f"{child} is not runnable with python -m")
+        if not graph[child] & set(messages):
+            problems.append(f"{child} does not speak {messages}")
+    assert problems == []

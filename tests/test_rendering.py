@@ -47,7 +47,7 @@ async def test_the_model_host_is_prompted_in_the_tokens_the_trainer_learned_from
 ) -> None:
     from mlx_lm import load
 
-    from ai_lsp_tune.serving.host import Engine
+    from ai_lsp_tune.serving.engine import Engine
     from ai_lsp_tune.training.data import example_tokens
 
     example = sample_analyses(1, seed=5)[0]

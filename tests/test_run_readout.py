@@ -18,7 +18,7 @@ from ai_lsp_tune.server.finetune.progress import (
 )
 from ai_lsp_tune.server.finetune.train_step import progress_step
 from ai_lsp_tune.training.evaluate import EvalMetrics
-from ai_lsp_tune.training.events import PHASES, TrainingEvent, at
+from ai_lsp_tune.training.events import PHASES, EvaluatingEvent, TrainingEvent, at
 
 
 def test_a_training_step_reads_the_same_in_the_terminal_and_in_the_editor() -> None:
@@ -66,3 +66,21 @@ def test_a_step_without_an_overall_fraction_is_placed_in_the_workers_own_phase_b
     assert ProgressMeter().worker(ProgressStep("training", iteration=0, total=60)) == int(
         5 + 85 * low
     )
+
+
+def test_evaluating_counts_examples_and_says_which_pass() -> None:
+    """Under constrained decoding each example is answered twice (as written, as served)."""
+    said = []
+    for done in (0, 8, 10, 16):
+        event = EvaluatingEvent(stage="after", done=done, total=16, examples=8)
+        step = progress_step(event)
+        assert step is not None
+        said.append(format_progress(50, step))
+    assert said == [
+        "50% · evaluating 0/8 · new model, pass 1 of 2",
+        "50% · evaluating 0/8 · new model, pass 2 of 2",
+        "50% · evaluating 2/8 · new model, pass 2 of 2",
+        "50% · evaluating 8/8 · new model, pass 2 of 2",
+    ]
+    once = progress_step(EvaluatingEvent(stage="before", done=3, total=8, examples=8))
+    assert once is not None and format_progress(9, once) == "9% · evaluating 3/8 · served model"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 
-from ai_lsp_tune.server.commands import DISMISS
+from ai_lsp_tune.server.commands import DISMISS, FINETUNE_STATUS
 from tests.helpers.lsp_session import Session, start_session, stop_session
 from tests.helpers.scripted_openai import (
     Answer,
@@ -172,6 +172,23 @@ async def test_quick_fix_applies_and_dismiss_removes(
     assert [d.range.start for d in totals] == [pos(2, 12)], after_edit
 
 
+async def test_closing_a_file_keeps_its_issues_in_the_problems_list(
+    session: Session, endpoint: ScriptedEndpoint
+) -> None:
+    endpoint.script = answers({"price": json.dumps(ANSWER)})
+    uri = session.open("shop.py", CODE)
+    shown = len(await session.wait_for_diagnostics(uri))
+    assert shown > 0
+    session.client.text_document_did_close(
+        types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+    # A request after the close is answered after it was handled: nothing cleared the issues.
+    await session.client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command=FINETUNE_STATUS)
+    )
+    assert [len(sent) for sent in session.diagnostics_sent(uri)] == [shown]
+
+
 async def test_newer_edit_cancels_the_stale_analysis(
     session: Session, endpoint: ScriptedEndpoint
 ) -> None:
@@ -191,6 +208,27 @@ async def test_newer_edit_cancels_the_stale_analysis(
     assert all(d.message != "STALE" for sent in session.diagnostics_sent(uri) for d in sent)
     analysed = [r.user_texts[0] for r in endpoint.requests]
     assert sum("fast = " in t for t in analysed) == 1 and "fast = 4" in analysed[-1]
+
+
+async def test_an_edit_back_to_the_analysed_text_is_answered_at_once_for_its_version(
+    session: Session, endpoint: ScriptedEndpoint
+) -> None:
+    """Typed and undone within the debounce: the diagnostics of that text are published again
+    for the new version (an editor's "analysing…" ends), and the model is not asked again."""
+    found = {"issues": [{"issue_snippet": "fast", "severity": "warning", "message": "FOUND"}]}
+    endpoint.script = answers({"fast": json.dumps(found)})
+    uri = session.open("back.py", "fast = 1\n")
+    await session.wait_for_diagnostics(uri)
+    asked = len(endpoint.requests)
+    session.replace_all(uri, "fast = 12\n")  # version 2
+    session.replace_all(uri, "fast = 1\n")  # version 3: the analysed text again
+    latest = await session.wait_for(
+        lambda: [p for p in session.published if p.uri == uri and p.version == 3],
+        what="the diagnostics of version 3",
+    )
+    assert [d.message for d in latest[-1].diagnostics] == ["FOUND"]
+    await asyncio.sleep(0.5)  # past the debounce of version 2: it was dropped, never asked
+    assert len(endpoint.requests) == asked
 
 
 async def test_invalid_output_retries_once_with_the_error_then_publishes_nothing(

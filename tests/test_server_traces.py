@@ -10,7 +10,7 @@ from lsprotocol import types
 
 from ai_lsp_tune.dataset.prepare import prepare_dataset
 from ai_lsp_tune.dataset.reader import load_examples
-from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
+from ai_lsp_tune.prompts import LOCAL_SYSTEM_PROMPT, user_prompt
 from ai_lsp_tune.schema import DiagnosticResult
 from ai_lsp_tune.server.commands import DISMISS
 from ai_lsp_tune.traces import genai, otlp
@@ -135,5 +135,5 @@ async def test_trace_file_round_trips_to_the_sessions_examples(
         expected(AUTH, "auth.py", auth_kept),
         expected(fixed, "auth.py", {"issues": []}),
     }
-    assert {e.system for e in examples} == {SYSTEM_PROMPT}
+    assert {e.system for e in examples} == {LOCAL_SYSTEM_PROMPT}  # what a local model is served
     assert report.examples == 3

@@ -103,7 +103,8 @@ def test_the_model_host_serves_a_4bit_model_dequantized_with_the_4bit_greedy_ans
     from mlx_lm import load
 
     from ai_lsp_tune.decoding.decode import decode_answer
-    from ai_lsp_tune.serving.host import load_engine
+    from ai_lsp_tune.serving.engine import load_engine
+    from ai_lsp_tune.serving.loading import read_weights
 
     quantized, tokenizer = load(str(tiny_4bit))
     engine = load_engine(str(tiny_4bit))
@@ -116,6 +117,6 @@ def test_the_model_host_serves_a_4bit_model_dequantized_with_the_4bit_greedy_ans
         served = decode_answer(engine.model, engine.tokenizer, prompt, 16)
         assert served == decode_answer(quantized, tokenizer, prompt, 16)
     # A fine-tune saved 4-bit (as training saves it) loads into the dequantized model.
-    weights = engine._read_weights(tiny_4bit)
+    weights = read_weights(engine.model, tiny_4bit, engine.plan)
     assert not any(key.endswith(".scales") for key in weights)
     engine.model.load_weights(list(weights.items()), strict=True)

@@ -22,7 +22,7 @@ from ai_lsp_tune.dataset.crop import answer_json, crop_example
 from ai_lsp_tune.dataset.redact import Redactor
 from ai_lsp_tune.dataset.report import DatasetReport
 from ai_lsp_tune.files import private_binary_writer
-from ai_lsp_tune.prompts import code_of
+from ai_lsp_tune.prompts import LOCAL_SYSTEM_PROMPT, code_of, parse_user_prompt
 from ai_lsp_tune.schema import DiagnosticResult, snippet_grounded
 from ai_lsp_tune.tokens import TokenCounter, estimate_counter
 
@@ -214,7 +214,10 @@ def _clean(
     DiagnosticResult.model_validate(result)  # still valid: only whole issues were removed
     meta["file"] = key
     assistant = answer_json(result)
-    return candidate["system"], user, result, assistant, meta
+    # A local model is trained on the prompt it is served with (LOCAL_SYSTEM_PROMPT), whatever
+    # the teacher was asked with: the recorded code window and answer are what it learns from.
+    system = LOCAL_SYSTEM_PROMPT if parse_user_prompt(user) else candidate["system"]
+    return system, user, result, assistant, meta
 
 
 def _is_dismissed(issue: dict[str, Any], dismissed: list[tuple[str, str]]) -> bool:

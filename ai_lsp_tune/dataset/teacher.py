@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +52,29 @@ RULES: dict[str, Severity] = {
     "S324": "warning",  # insecure hash (md5, sha1)
     "S602": "error",  # subprocess with shell=True
 }
+# Rules a reviewer can see on the flagged line itself (or the line before it): the teacher for
+# small local models, which cannot follow a name through a function (PLW2901, B007, F841 can't).
+LOCAL_RULES: dict[str, Severity] = {
+    "B006": "warning",  # mutable default argument
+    "B009": "info",  # getattr with a constant attribute
+    "B010": "info",  # setattr with a constant attribute
+    "B011": "warning",  # assert False (removed by python -O)
+    "B904": "info",  # raise inside except without from
+    "B905": "info",  # zip() without strict=
+    "E711": "info",  # comparison to None with ==
+    "E712": "info",  # comparison to True/False with ==
+    "E721": "warning",  # type comparison with ==
+    "E722": "warning",  # bare except
+    "E741": "info",  # ambiguous variable name (l, O, I)
+    "S102": "error",  # exec
+    "S105": "error",  # hard-coded password string
+    "S110": "warning",  # try/except/pass
+    "S301": "error",  # pickle loads untrusted data
+    "S307": "error",  # eval
+    "S311": "warning",  # random is not for cryptography
+    "S324": "warning",  # insecure hash (md5, sha1)
+}
+SEVERITY: dict[str, Severity] = RULES | LOCAL_RULES
 TEACHER_MODEL = "ruff-teacher"  # the model name the teacher's traces record
 
 
@@ -68,8 +91,10 @@ class Finding:
     message: str
 
 
-def ruff_findings(files: Sequence[Path]) -> dict[Path, list[Finding]]:
-    """The teacher's findings for each file (every file is a key), from one ruff run."""
+def ruff_findings(
+    files: Sequence[Path], rules: Mapping[str, Severity] = RULES
+) -> dict[Path, list[Finding]]:
+    """The teacher's findings (``rules``) for each file (every file is a key), from one ruff run."""
     if not files:
         return {}
     command = [
@@ -79,7 +104,7 @@ def ruff_findings(files: Sequence[Path]) -> dict[Path, list[Finding]]:
         "--no-cache",
         "--exit-zero",
         "--output-format=json",
-        f"--select={','.join(RULES)}",
+        f"--select={','.join(rules)}",
         *map(str, files),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -88,7 +113,7 @@ def ruff_findings(files: Sequence[Path]) -> dict[Path, list[Finding]]:
     found: dict[Path, list[Finding]] = {Path(f).resolve(): [] for f in files}
     for item in json.loads(done.stdout or "[]"):
         code, path = item.get("code"), Path(item["filename"]).resolve()
-        if code in RULES and path in found:
+        if code in rules and path in found:
             found[path].append(Finding(item["location"]["row"], code, item["message"]))
     return found
 
@@ -118,7 +143,7 @@ def answer(findings: Sequence[Finding], lines: Lines, window: Window) -> Diagnos
         snippet = lines.text(line, line + 1).strip()
         if not snippet:
             continue
-        severity = max((RULES[f.code] for f in found), key=_RANK.__getitem__)
+        severity = max((SEVERITY[f.code] for f in found), key=_RANK.__getitem__)
         message = "; ".join(f"{f.message} ({f.code})" for f in found)
         issues.append(Issue(issue_snippet=snippet, severity=severity, message=message))
     return DiagnosticResult(issues=issues)
@@ -135,23 +160,19 @@ class TeacherAnalysis:
 
 
 def analyses(
-    name: str, code: str, findings: Sequence[Finding], *, budget: int
+    name: str, code: str, findings: Sequence[Finding], *, budget: int, system: str = SYSTEM_PROMPT
 ) -> list[TeacherAnalysis]:
-    """The windows the server asks about for ``code`` (prompts of ``budget`` estimated tokens),
-    each answered by the teacher."""
+    """The windows the server asks about for ``code`` (prompts of ``budget`` estimated tokens
+    with ``system`` as system prompt), each answered by the teacher."""
     count = estimate_counter().count
     lines = Lines(code)
     parts = PromptParts("python", code, name)
 
     def cost(first: int, end: int) -> int:
         user = window_prompt(parts, lines, lines.window(first, end))
-        return count(
-            [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
-        )
+        return count([{"role": "system", "content": system}, {"role": "user", "content": user}])
 
     return [
-        TeacherAnalysis(
-            name, SYSTEM_PROMPT, window_prompt(parts, lines, w), answer(findings, lines, w)
-        )
+        TeacherAnalysis(name, system, window_prompt(parts, lines, w), answer(findings, lines, w))
         for w in cover(lines, cost, budget, overlap=0.0)
     ]

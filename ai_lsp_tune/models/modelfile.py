@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from ai_lsp_tune.prompts import SYSTEM_PROMPT
+from ai_lsp_tune.prompts import LOCAL_SYSTEM_PROMPT
 
 CHATML_TEMPLATE = """{{- range .Messages }}<|im_start|>{{ .Role }}
 {{ .Content }}<|im_end|>
@@ -46,7 +46,7 @@ def modelfile_text(gguf_name: str, folder: Path) -> str:
     template = ollama_template(chat if isinstance(chat, str) else None)
     if template is not None:
         lines += [f'TEMPLATE """{template}"""', ""]
-    lines += [f'SYSTEM """{SYSTEM_PROMPT}"""', ""]
+    lines += [f'SYSTEM """{LOCAL_SYSTEM_PROMPT}"""', ""]  # what it was trained on
     stops = ["<|im_end|>"] if template == CHATML_TEMPLATE else []
     stops += ["<end_of_turn>"] if template == GEMMA_TEMPLATE else []
     eos = settings.get("eos_token")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
@@ -93,7 +93,9 @@ def detect_applied_fixes(ls: AiLspServer, document: DocumentState, old: str, new
                 break
 
 
-def _feedback(ls: AiLspServer, kind: Any, document: DocumentState, issue: PublishedIssue) -> None:
+def _feedback(
+    ls: AiLspServer, kind: genai.FeedbackKind, document: DocumentState, issue: PublishedIssue
+) -> None:
     ls.state.telemetry.record_feedback(
         genai.FeedbackRecord(
             kind=kind,

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
-from ai_lsp_tune.prompts import SYSTEM_PROMPT
 from ai_lsp_tune.schema import DiagnosticResult
 from ai_lsp_tune.server import windowed
 from ai_lsp_tune.server.placement import LineIndex
 from ai_lsp_tune.server.retry import AnalysisOutcome, analyze
+from ai_lsp_tune.server.settings import DEFAULT_LANGUAGES
 from ai_lsp_tune.server.state import DocumentState, PublishedIssue
 from ai_lsp_tune.serving.backend import Backend
 from ai_lsp_tune.serving.protocol import ChatMessage
@@ -37,22 +37,30 @@ SEVERITY = {
 }
 
 
-def schedule(ls: AiLspServer, document: DocumentState, *, debounce: bool = True) -> None:
-    """(Re)start the analysis of ``document`` after the debounce delay."""
+def schedule(
+    ls: AiLspServer, document: DocumentState, *, debounce: bool = True, save: bool = False
+) -> None:
+    """(Re)start the analysis of ``document`` after the debounce delay. A save analyses at once,
+    a text analysed before too (the user asked); an edit back to the analysed text republishes
+    its diagnostics for the new version (the editor sees the answer is current)."""
     state = ls.state
-    languages = state.settings.languages
-    if languages and document.language not in languages:
+    if document.language not in (state.settings.languages or DEFAULT_LANGUAGES):
         return
     text = document.text
     if _too_large(ls, document, text):
         return
     running = document.task is not None and not document.task.done()
-    if text in (document.pending_text if running else None, document.analysed_text):
-        return  # e.g. didSave right after the didChange that already triggered this text
+    now = asyncio.get_running_loop().time()
+    if running and text == document.pending_text and not (save and now < document.answer_at):
+        return  # on its way: e.g. didSave right after the didChange that started it
     if running and document.task is not None:
         document.task.cancel()
+    if text == document.analysed_text and not save:
+        document.pending_text = None
+        republish(ls, document, document.version)
+        return
     delay = state.settings.debounce_ms / 1000 if debounce else 0.0
-    document.pending_text = text
+    document.pending_text, document.answer_at = text, now + delay
     document.task = asyncio.create_task(
         _run(ls, document, text, document.version, delay), name=f"analyse {document.uri}"
     )
@@ -145,7 +153,7 @@ async def _analyse(
 ) -> tuple[DiagnosticResult | None, str, str]:
     state, telemetry = ls.state, ls.state.telemetry
     messages = [
-        ChatMessage(role="system", content=SYSTEM_PROMPT),
+        ChatMessage(role="system", content=backend.system_prompt),
         ChatMessage(role="user", content=user),
     ]
     model, provider = backend.model_name, backend.provider
@@ -162,7 +170,7 @@ async def _analyse(
             genai.AnalysisRecord(
                 model=model,
                 provider=provider,
-                system=SYSTEM_PROMPT,
+                system=backend.system_prompt,
                 user=user,
                 output=outcome.result.to_json() if outcome.result else outcome.final_text,
                 valid=outcome.result is not None,
@@ -248,7 +256,7 @@ def publish(
     """Place every issue's snippet and publish the diagnostics (none when there is no result)."""
     index = LineIndex(text, ls.workspace.position_encoding)
     document.issues = {}
-    _place(document, index, result, trace_id, span_id)
+    _said_unplaced(document, _place(document, index, result, trace_id, span_id))
     republish(ls, document, version)
 
 
@@ -267,9 +275,26 @@ def publish_windows(
     index = LineIndex(text, ls.workspace.position_encoding)
     document.issues = {}
     placed: set[tuple[str, int, int]] = set()
+    unplaced = []
     for (result, trace_id, span_id), within in answers:
-        _place(document, index, result, trace_id, span_id, within, placed)
+        unplaced += _place(document, index, result, trace_id, span_id, within, placed)
+    _said_unplaced(document, unplaced)
     republish(ls, document, version)
+
+
+def _said_unplaced(document: DocumentState, snippets: list[str]) -> None:
+    """Issues whose snippet is not in the code cannot be shown: the log says so (the editor's
+    output), and the status counts them (``issuesNotInCode``)."""
+    document.unplaced = len(snippets)
+    if snippets:
+        shown = ", ".join(repr(s[:40]) for s in snippets[:3]) + (", …" if len(snippets) > 3 else "")
+        log.info(
+            "%d issue%s of the answer for %s not shown: the snippet is not in the code (%s)",
+            len(snippets),
+            "" if len(snippets) == 1 else "s",
+            document.name,
+            shown,
+        )
 
 
 def _place(
@@ -280,8 +305,10 @@ def _place(
     span_id: str,
     within: tuple[int, int] | None = None,
     placed: set[tuple[str, int, int]] | None = None,
-) -> None:
+) -> list[str]:
+    """Put each issue on its snippet's occurrences; return the snippets found nowhere."""
     text = index.text
+    unplaced = []
     for number, issue in enumerate(result.issues if result else []):
         occurrences = [
             o
@@ -289,7 +316,7 @@ def _place(
             if within is None or (within[0] <= o.start and o.end <= within[1])
         ]
         if not occurrences:
-            log.info("issue snippet %r is not in %s; not shown", issue.issue_snippet, document.uri)
+            unplaced.append(issue.issue_snippet)
         for occurrence_number, occurrence in enumerate(occurrences):
             if placed is not None:
                 if (issue.issue_snippet, occurrence.start, occurrence.end) in placed:
@@ -321,6 +348,7 @@ def _place(
                 trace_id=trace_id,
                 span_id=span_id,
             )
+    return unplaced
 
 
 def republish(ls: AiLspServer, document: DocumentState, version: int | None = None) -> None:

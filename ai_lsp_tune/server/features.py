@@ -93,17 +93,15 @@ def did_change(ls: AiLspServer, params: types.DidChangeTextDocumentParams) -> No
 def did_save(ls: AiLspServer, params: types.DidSaveTextDocumentParams) -> None:
     document = ls.state.documents.get(params.text_document.uri)
     if document is not None:
-        analysis.schedule(ls, document, debounce=False)
+        analysis.schedule(ls, document, debounce=False, save=True)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: AiLspServer, params: types.DidCloseTextDocumentParams) -> None:
+    """Stop analysing it; its issues stay in the Problems list, as a linter's do."""
     document = ls.state.documents.pop(params.text_document.uri, None)
     if document is not None and document.task is not None:
         document.task.cancel()
-    ls.text_document_publish_diagnostics(
-        types.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[])
-    )
 
 
 @server.feature(

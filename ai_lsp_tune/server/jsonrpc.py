@@ -13,6 +13,7 @@ import logging
 from concurrent.futures import Future
 from typing import Any
 
+import attrs
 from cattrs.errors import ClassValidationError
 from lsprotocol import types
 from lsprotocol.types import ResponseErrorMessage
@@ -37,12 +38,27 @@ log = logging.getLogger(__name__)
 MAX_NESTING = 200  # LSP messages nest a dozen levels; settings and arguments a few more
 
 
+@attrs.define
+class MessageAction(types.MessageActionItem):
+    """A message's action with a stable ``id`` (the command it amounts to) beside its title, as
+    LSP's additional properties (``messageActionItem.additionalPropertiesSupport``): an editor
+    acts on the id, never on the English title."""
+
+    id: str = ""
+
+
+def _action_json(item: types.MessageActionItem) -> dict[str, Any]:
+    """lsprotocol's converter writes a subclass as its declared class: the id would be lost."""
+    return {"title": item.title, **({"id": item.id} if isinstance(item, MessageAction) else {})}
+
+
 class AiLspProtocol(LanguageServerProtocol):
     """Reads one message body at a time (``receive``), answering what cannot be handled."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._initialize_received = False
+        self._converter.register_unstructure_hook(types.MessageActionItem, _action_json)
 
     def receive(self, body: bytes) -> bool:
         """Handle one frame's body; False when it is not JSON at all (its length probably lied)."""

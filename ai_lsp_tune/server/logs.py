@@ -26,6 +26,8 @@ def setup_logging(log_file: Path | None = None, level: str = "INFO") -> None:
     rpc = logging.getLogger("pygls.protocol.json_rpc")
     if not any(isinstance(f, ExpectedRefusals) for f in rpc.filters):
         rpc.addFilter(ExpectedRefusals())
+    if not any(isinstance(f, LateCancels) for f in rpc.filters):
+        rpc.addFilter(LateCancels())
 
 
 class ExpectedRefusals(logging.Filter):
@@ -41,6 +43,18 @@ class ExpectedRefusals(logging.Filter):
             record.msg, record.args = "refused (%s): %s", (exc.code, exc.message)
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.exc_info, record.exc_text = None, None
+        return True
+
+
+class LateCancels(logging.Filter):
+    """An editor cancels requests it no longer needs (code actions, hovers as the cursor moves);
+    one answered just before its ``$/cancelRequest`` arrived is no longer known to pygls, which
+    warns. The race is harmless (the answer was sent and is ignored), so it is logged at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == 'Cancel notification for unknown message id "%s"':
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger("ai_lsp_tune").isEnabledFor(logging.DEBUG)
         return True
 
 

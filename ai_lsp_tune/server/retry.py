@@ -7,7 +7,8 @@ The backends only generate (``serving/backend.py``); this policy is the server's
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +69,7 @@ async def analyze(
     max_tokens: int,
     *,
     retries: int = 1,
-    on_attempt: Any = None,
+    on_attempt: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> AnalysisOutcome:
     """Ask for a DiagnosticResult; on invalid output retry with the validation error, then give up.
 

@@ -16,6 +16,16 @@ from pydantic.fields import FieldInfo
 
 from ai_lsp_tune.hyperparams import DEFAULT_MODEL, EDITOR_DEFAULTS, Hyperparameters
 
+# Analysed when ``languages`` is empty: code, not prose or data files. Language ids as VS Code
+# sends them and as Neovim does (its filetype): ``shellscript``/``sh``, ``csharp``/``cs``. The
+# editors attach to these (``settings.ts``, ``init.lua``; a test keeps them equal), the server
+# decides: another client that attaches to every file gets the same analyses.
+DEFAULT_LANGUAGES = (
+    "python", "javascript", "javascriptreact", "typescript", "typescriptreact", "go", "rust",
+    "lua", "c", "cpp", "java", "ruby", "php", "shellscript", "sh", "swift", "kotlin", "csharp",
+    "cs",
+)  # fmt: skip
+
 
 class CamelModel(BaseModel):
     """snake_case in Python, camelCase on the wire: the settings editors send, the status and
@@ -97,7 +107,9 @@ class Settings(CamelModel):
         description="Larger documents are not analysed (UTF-8 bytes).",
     )
     languages: list[str] = Field(
-        default_factory=list, description="Language ids to analyse; empty means all."
+        default_factory=list,
+        description="Language ids to analyse; empty: the usual programming languages "
+        "(DEFAULT_LANGUAGES).",
     )
     telemetry: bool = Field(True, description="Record analyses as OpenTelemetry spans.")
     trace_file: str | None = Field(

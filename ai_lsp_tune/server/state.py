@@ -64,8 +64,10 @@ class DocumentState:
     version: int | None = None
     task: asyncio.Task[None] | None = None
     pending_text: str | None = None  # the text the running analysis looks at
+    answer_at: float = 0.0  # loop time its debounce ends (the model is asked then)
     analysed_text: str | None = None  # the text the published diagnostics belong to
     issues: dict[str, PublishedIssue] = field(default_factory=dict)
+    unplaced: int = 0  # issues of the last answer whose snippet is not in the code (not shown)
     unusable_shown: int | None = None  # the version whose unusable answer the user was told of
     too_large_shown: bool = False  # the "over aiLsp.maxDocumentBytes" message, once per document
     # Issues the user dismissed, as (snippet, message, occurrence): not shown again after edits

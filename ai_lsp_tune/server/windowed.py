@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ai_lsp_tune.prompts import SYSTEM_PROMPT, PromptParts, user_prompt
+from ai_lsp_tune.prompts import PromptParts, user_prompt
 from ai_lsp_tune.server.settings import Settings
 from ai_lsp_tune.serving.backend import Backend, LocalBackend
 from ai_lsp_tune.tokens import estimate_counter
@@ -43,7 +43,10 @@ def prompts_for(
 
     def tokens(user: str) -> int:
         return count(
-            [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+            [
+                {"role": "system", "content": backend.system_prompt},
+                {"role": "user", "content": user},
+            ]
         )
 
     if budget is None or tokens(plain) <= budget:

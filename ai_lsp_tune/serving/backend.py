@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ai_lsp_tune.prompts import LOCAL_SYSTEM_PROMPT, SYSTEM_PROMPT
 from ai_lsp_tune.serving.protocol import ChatMessage
 from ai_lsp_tune.serving.served_model import ServedModel
 from ai_lsp_tune.traces.genai import LOCAL_PROVIDER
@@ -31,6 +32,7 @@ class Backend(Protocol):
     """Anything that can answer a chat: the served local model, a remote provider."""
 
     provider: str
+    system_prompt: str  # what it is asked with: the original prompt, or the local model's
 
     @property
     def model_name(self) -> str: ...
@@ -44,6 +46,7 @@ class LocalBackend:
     """The MLX model served by our own model host (hot-swappable)."""
 
     provider = LOCAL_PROVIDER  # recorded on its analyses: prepare-dataset tells them apart by it
+    system_prompt = LOCAL_SYSTEM_PROMPT  # the prompt a local model is trained on (dataset)
 
     def __init__(self, served: ServedModel, *, constrained: Callable[[], bool] = lambda: True):
         self.served = served
@@ -90,6 +93,7 @@ class RemoteBackend:
             model = "google:" + model.removeprefix(LEGACY_GOOGLE_PREFIX)
         self._model = infer_model(model)  # raises with a clear message for unknown providers
         self._name = model
+        self.system_prompt = SYSTEM_PROMPT  # the original tool's, word for word
         self.provider = model.split(":", 1)[0] if ":" in model else self._model.system
 
     @property

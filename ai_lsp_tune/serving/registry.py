@@ -2,9 +2,11 @@
 
 Only the served model (``serving/served_model.py``) writes it, under its one lock.
 
-``trail`` is the order models were served in (the last one serves now): a swap appends, a
-rollback steps back one entry, so rolling back twice after two fine-tunes reaches the base.
-``models`` describes each fine-tuned model (run, base model, dataset size, metrics).
+``trail`` is the order models were served in (the last one serves now; a restart serves it).
+``models`` describes each fine-tuned model (run, base model, dataset size, metrics, the gate's
+verdict). A rollback steps down the lineage: from a fine-tune to the model it was trained from,
+whatever was served in between; from a model the workspace did not make, to the one served
+before it; never below the base.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ class ModelEntry(BaseModel):
     created_at: str | None = None
     examples: dict[str, int] | None = Field(default=None, description="Examples per split.")
     metrics: dict[str, Any] | None = None
+    baseline_model: str | None = Field(default=None, description="The model served then.")
+    baseline_metrics: dict[str, Any] | None = Field(
+        default=None, description="The served model's metrics on the same test split."
+    )
+    gate: str | None = Field(default=None, description="The gate's verdict (``RunRecord.gate``).")
 
 
 class RegistryState(BaseModel):
@@ -46,6 +53,18 @@ class RegistryState(BaseModel):
     trail: list[str] = Field(default_factory=list)  # served in this order; the last serves now
     models: list[ModelEntry] = Field(default_factory=list)
     updated_at: str | None = None
+
+
+def _parent(state: RegistryState, path: str | None) -> str | None:
+    """Where a rollback from ``path`` lands: the model it was fine-tuned from; for a model the
+    workspace did not make, the one served before it; None for a base model."""
+    entry = next((m for m in state.models if m.path == path), None)
+    if path is None or entry is not None:
+        return entry.base_model if entry is not None else None
+    if path == state.configured or any(m.base_model == path for m in state.models):
+        return None
+    trail = state.trail
+    return trail[-2] if len(trail) >= 2 and trail[-1] == path else None
 
 
 def now_iso() -> str:
@@ -68,8 +87,8 @@ class ModelRegistry:
 
     @property
     def previous(self) -> str | None:
-        trail = self._state.trail
-        return trail[-2] if len(trail) >= 2 else None
+        """Where a rollback lands (the served model's parent in the lineage)."""
+        return _parent(self._state, self.served)
 
     @property
     def trail(self) -> list[str]:
@@ -110,8 +129,13 @@ class ModelRegistry:
         self._save(self._state.model_copy(update={"trail": trail}))
 
     def record_rollback(self) -> None:
-        """The model served before the current one serves again."""
-        self._save(self._state.model_copy(update={"trail": self._state.trail[:-1]}))
+        """The served model's parent serves again (the trail drops the step it undoes)."""
+        parent = self.previous
+        if parent is None:
+            return
+        trail = self._state.trail
+        rolled = trail[:-1] if trail[-2:-1] == [parent] else [*trail, parent]
+        self._save(self._state.model_copy(update={"trail": rolled}))
 
     def set_configured(self, configured: str) -> None:
         """The user chose ``configured`` in their settings; it is what is served now."""
@@ -146,10 +170,8 @@ class ModelRegistry:
 
     def _save(self, state: RegistryState) -> None:
         state.updated_at = now_iso()
-        state.served, state.previous = (
-            (state.trail[-1] if state.trail else None),
-            (state.trail[-2] if len(state.trail) >= 2 else None),
-        )
+        state.served = state.trail[-1] if state.trail else None
+        state.previous = _parent(state, state.served)
         self._state = state  # kept in memory whatever happens to the file
         try:
             atomic_write_text(self.path, json.dumps(state.model_dump(), indent=2) + "\n")

@@ -133,7 +133,8 @@ class ServedModel:
 
     @property
     def previous_path(self) -> str | None:
-        """The model a rollback serves (the registry's trail when there is one)."""
+        """The model a rollback serves: the served model's parent in the workspace's lineage
+        (its registry), else the model served before it."""
         if self._registry is not None:
             return self._registry.previous
         return self._previous_path
@@ -188,8 +189,8 @@ class ServedModel:
         await self.swap(path)
 
     async def rollback(self) -> str:
-        """Serve the model served before this one (one step back per call, down to the base);
-        return it."""
+        """Serve the served model's parent (a fine-tune's base: one step down its lineage per
+        call, whatever was served in between); return it. NoPreviousModel at a base model."""
         async with self._lock:
             previous = self.previous_path  # read under the lock: no change can come between
             if previous is None:

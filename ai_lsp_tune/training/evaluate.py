@@ -216,16 +216,33 @@ def served_answers(
     max_tokens: int = 512,
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    batch: int = 8,
 ) -> list[str]:
-    """The answers the model host would serve: the same decoding (``serving.decode``).
+    """The answers the model host would serve: the same greedy decoding under the same grammar.
 
-    The prompts' common start (the system prompt, rendered) is computed once and reused, as
-    the model host does: on a CPU it is most of each prompt's cost."""
+    Under a grammar, ``batch`` prompts decode together, each with its own grammar state (a
+    decode step reads all the weights whatever the batch: on a CPU that is most of its cost).
+    Otherwise one at a time, the prompts' common start (the system prompt, rendered) computed
+    once and reused, as the model host does."""
     from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
     from ai_lsp_tune.decoding.decode import decode_answer
 
     prompts = [prompt_tokens(tokenizer, e.system, e.user) for e in examples]
+    if grammar is not None and batch > 1:
+        answers: list[str] = []
+        for start in range(0, len(prompts), batch):
+            if should_stop is not None and should_stop():
+                break
+            chunk = prompts[start : start + batch]
+
+            def finished(count: int, base: int = len(answers)) -> None:
+                if on_progress is not None:
+                    on_progress(base + count, len(examples))
+
+            masks = [[grammar.logits_processor(max_tokens)] for _ in chunk]
+            answers += _batch_answers(model, tokenizer, chunk, max_tokens, finished, masks)
+        return answers
     prefix = _shared_prefix(prompts)
     cache = make_prompt_cache(model) if len(prefix) > 1 else None
     if cache is not None and can_trim_prompt_cache(cache):
@@ -235,7 +252,7 @@ def served_answers(
         mx.eval([c.state for c in cache])
     else:
         cache, prefix = None, []
-    answers: list[str] = []
+    answers = []
     for prompt in prompts:
         if should_stop is not None and should_stop():
             break
@@ -315,13 +332,15 @@ def _batch_answers(
     prompts: list[list[int]],
     max_tokens: int,
     finished: Callable[[int], None],
+    processors: list[list[Any]] | None = None,
 ) -> list[str]:
-    """mlx-lm's ``batch_generate``, telling ``finished`` how many answers are complete so far."""
+    """mlx-lm's ``batch_generate``, telling ``finished`` how many answers are complete so far;
+    ``processors``: each prompt's logits processors (its grammar)."""
     from mlx_lm.generate import BatchGenerator
 
     generator = BatchGenerator(model, stop_tokens=[[t] for t in tokenizer.eos_token_ids])
     try:
-        uids = generator.insert(prompts, [max_tokens] * len(prompts))
+        uids = generator.insert(prompts, [max_tokens] * len(prompts), logits_processors=processors)
         tokens: dict[int, list[int]] = {uid: [] for uid in uids}
         done = 0
         while responses := generator.next_generated():

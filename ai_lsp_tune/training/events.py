@@ -54,7 +54,8 @@ class EvaluatingEvent(_Event):
     phase: Literal["evaluating"] = "evaluating"
     stage: Literal["before", "after"]
     done: int = 0
-    total: int = 0
+    total: int = 0  # answers: each example is answered twice under constrained decoding
+    examples: int = 0  # so the editor counts examples, not answers
 
 
 class TrainingEvent(_Event):

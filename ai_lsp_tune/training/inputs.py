@@ -112,10 +112,10 @@ def fit_batch_size(request: TrainRequest, n_train: int, channel: EventChannel) -
     """A batch no larger than the training split (a first fine-tune has few examples)."""
     if request.batch_size <= n_train:
         return request
+    only = "is only 1 training example" if n_train == 1 else f"are only {n_train} training examples"
     channel.emit(
         WarningEvent(
-            message=f"Lowered --batch-size from {request.batch_size} to {n_train}: there are "
-            f"only {n_train} training examples.",
+            message=f"Lowered --batch-size from {request.batch_size} to {n_train}: there {only}.",
             fraction=at("loading", 0.9),
         )
     )

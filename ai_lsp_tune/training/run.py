@@ -99,6 +99,7 @@ def evaluate_phase(
                 stage=stage,  # type: ignore[arg-type]
                 done=done,
                 total=total,
+                examples=len(examples),
                 fraction=at(stage, 0.2 + 0.8 * done / max(total, 1)),
             )
         )

@@ -212,10 +212,16 @@ local function lineage_story(L)
   end
   step('models')
 
-  for i = 1, 2 do
+  -- The first fine-tune picked again; "Roll back" then steps down its lineage (to the base, not
+  -- to the second fine-tune served in between), and at the base there is nothing to roll back to.
+  local used_at = now()
+  vim.cmd('AiLspUseModel ' .. vim.fn.fnameescape(obs.results.status_after_swap.servedModel))
+  if not wait(L.timeout_ms, function() return notified(used_at, 'Now serving') ~= nil end,
+    'the first fine-tune to serve again') then return false end
+  for i, said in ipairs({ 'Rolled back to', 'No previous model' }) do
     local at = now()
     vim.cmd('AiLspRollback')
-    if not wait(L.timeout_ms, function() return notified(at, 'Rolled back') ~= nil end,
+    if not wait(L.timeout_ms, function() return notified(at, said) ~= nil end,
       'rollback ' .. i) then return false end
     if not status_into('status_after_rollback_' .. i) then return false end
   end

@@ -199,7 +199,8 @@ QUICK = {"numEpochs": 1, "batchSize": 4, "learningRate": 5e-4, "loraRank": 4}
 
 
 def analysis_models(workspace: Path) -> list[str]:
-    """The model of every analysis span in the workspace's trace export, in order."""
+    """The model of every analysis span in the workspace's trace export, in order; an analysis
+    cancelled before its answer (the next edit, a change of model, shutdown) names none."""
     trace_file = paths.workspace_dir(workspace) / "traces" / TRACE_FILE_NAME
     models = []
     for line in trace_file.read_text().splitlines():
@@ -207,7 +208,7 @@ def analysis_models(workspace: Path) -> list[str]:
             for scope in resource["scopeSpans"]:
                 for span in scope["spans"]:
                     attrs = {a["key"]: a["value"] for a in span.get("attributes", [])}
-                    if span["name"] == genai.ANALYSIS_SPAN_NAME:
+                    if span["name"] == genai.ANALYSIS_SPAN_NAME and genai.REQUEST_MODEL in attrs:
                         models.append(attrs[genai.REQUEST_MODEL]["stringValue"])
     return models
 

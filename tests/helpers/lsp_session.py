@@ -25,6 +25,7 @@ class Session:
         self.client = client
         self.workspace = workspace
         self.published: list[types.PublishDiagnosticsParams] = []
+        self.progress_values: dict[str, list[Any]] = {}  # $/progress values as sent, by token
         self.versions: dict[str, int] = {}
 
     def uri(self, name: str) -> str:
@@ -136,6 +137,14 @@ async def start_session(
         default_publish(client, params)
 
     features[types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS] = publish
+    default_progress = features[types.PROGRESS]
+
+    def progress(client: LanguageClient, params: types.ProgressParams) -> None:
+        # As sent: pytest-lsp's typed reports keep only the standard fields.
+        session.progress_values.setdefault(str(params.token), []).append(params.value)
+        default_progress(client, params)
+
+    features[types.PROGRESS] = progress
     register_lsp_features(client, features)
     await client.start_io(*SERVER_COMMAND, env={**os.environ, **(env or {})})
     await client.initialize_session(

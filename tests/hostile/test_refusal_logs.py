@@ -45,3 +45,13 @@ def test_an_unexpected_failure_keeps_its_traceback(log_file: Path) -> None:
         RPC.exception("Failed to handle request %s", 8)
     text = log_file.read_text()
     assert "Traceback" in text and "ERROR" in text
+
+
+def test_a_cancel_that_arrives_after_the_answer_is_not_a_warning(log_file: Path) -> None:
+    from pygls.lsp.server import LanguageServer
+
+    # pygls's own handling of a $/cancelRequest for a request it has already answered
+    LanguageServer("test", "v0").protocol._handle_cancel_notification(42)
+    assert "unknown message id" not in log_file.read_text()
+    RPC.warning("Received response to unknown message id %s", 43)  # other warnings stay
+    assert "WARNING" in log_file.read_text()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ai_lsp_tune.serving.host import Engine, load_engine
+from ai_lsp_tune.serving.engine import Engine, load_engine
 from ai_lsp_tune.serving.protocol import (
     ChatMessage,
     GenerateRequest,

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlparse
 from lsprotocol import types as lsp
 from pygls.progress import Progress
 
+from ai_lsp_tune.server.finetune.model_list import short_path
 from ai_lsp_tune.server.settings import FinetuneSettings
 from ai_lsp_tune.serving.adapters import adapter_base
 from ai_lsp_tune.serving.registry import ModelEntry
@@ -73,8 +74,11 @@ class ModelSlot(Protocol):
     async def retain(self, keep: int, *, protect: set[str | None], runs_dir: Path) -> list[str]: ...
 
 
-def resolve_allowed_path(raw: str, *, roots: list[Path], base: Path | None) -> Path:
-    """A path or file URI from a command argument, resolved; refused outside ``roots``.
+def resolve_allowed_path(
+    raw: str, *, roots: list[Path], base: Path | None, elsewhere: str | None = None
+) -> Path:
+    """A path or file URI from a command argument, resolved; refused outside ``roots`` (the
+    refusal says ``elsewhere``: how else to use such a file, first).
 
     Relative paths are taken from ``base`` (the workspace root). Symlinks are resolved first,
     so a link inside the workspace cannot point the server at files outside it.
@@ -104,9 +108,12 @@ def resolve_allowed_path(raw: str, *, roots: list[Path], base: Path | None) -> P
         if resolved.is_relative_to(root.resolve()):
             return resolved
     allowed = " or ".join(str(root) for root in roots)
-    raise PathNotAllowed(
-        f"{shown} is outside the workspace and the server's data dir; use a path under {allowed}"
+    advice = (
+        f"{elsewhere}, or use a path under {allowed}"
+        if elsewhere
+        else f"use a path under {allowed}"
     )
+    raise PathNotAllowed(f"{shown} is outside the workspace and the server's data dir; {advice}")
 
 
 @dataclass
@@ -152,6 +159,7 @@ class JobContext:
     served: Callable[[], ModelSlot | None]  # None while the remote backend is in use
     own_traces: Callable[[], Awaitable[list[Path]]]  # flushes pending spans first
     show_message_request: Callable[[lsp.ShowMessageRequestParams], Awaitable[Any]]
+    name_of: Callable[[str | None], str] = short_path  # a model's readable name for messages
 
     @property
     def record_path(self) -> Path:

@@ -37,9 +37,10 @@ from ai_lsp_tune.server.finetune.context import (
     resolve_allowed_path,
 )
 from ai_lsp_tune.server.finetune.job import FinetuneJob
-from ai_lsp_tune.server.finetune.model_list import find_listed, model_list
+from ai_lsp_tune.server.finetune.model_list import find_listed, model_list, model_name
+from ai_lsp_tune.server.finetune.states import resumable
 from ai_lsp_tune.server.language_server import AiLspServer
-from ai_lsp_tune.server.settings import FINETUNE_REFUSED
+from ai_lsp_tune.server.settings import DEFAULT_LANGUAGES, FINETUNE_REFUSED
 from ai_lsp_tune.serving.adapters import adapter_base
 from ai_lsp_tune.traces.otlp import TraceInputError, expand_trace_paths
 
@@ -108,7 +109,7 @@ async def status(ls: AiLspServer, *args: Any) -> dict[str, Any]:
     job = await _job(ls, wait_backend=False)
     trace_file = ls.state.trace_file
     settings = ls.state.settings
-    wire = job.status().wire()
+    wire = job.status(starts_fresh=_starts_fresh(ls, job)).wire()
     served = wire.get("servedModel")
     note = None
     if isinstance(served, str) and served.lower().endswith(".gguf"):
@@ -119,9 +120,12 @@ async def status(ls: AiLspServer, *args: Any) -> dict[str, Any]:
         # what is in effect, for :checkhealth and status views
         "backend": settings.backend,
         "configuredModel": settings.model,
+        "languages": list(settings.languages or DEFAULT_LANGUAGES),  # the ones analysed
         "traceFile": str(trace_file),
         "traceFileBytes": trace_file.stat().st_size if trace_file.is_file() else None,
         "blas": blas.status().describe(),  # what a local model's CPU matmuls run on
+        # the last answers' issues whose snippet is not in the code (not shown), per file
+        "issuesNotInCode": {d.name: d.unplaced for d in ls.state.documents.values() if d.unplaced},
     }
 
 
@@ -163,6 +167,16 @@ async def rollback(ls: AiLspServer, *args: Any) -> dict[str, Any]:
     return {**job.status().wire(), "message": message}
 
 
+def _starts_fresh(ls: AiLspServer, job: FinetuneJob) -> str | None:
+    """Why the next run would not resume the last, cancelled one (settings changed since)."""
+    served = ls.state.served_model
+    try:
+        options = _finetune_options(ls, ())
+        return resumable(job.record, options, served.current_path if served else None)[1]
+    except (ValueError, JsonRpcException):  # a setting the run itself will refuse
+        return None
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
@@ -198,11 +212,11 @@ def _roots(ls: AiLspServer) -> list[Path]:
     return roots
 
 
-def _allowed(ls: AiLspServer, raw: str) -> Path:
+def _allowed(ls: AiLspServer, raw: str, *, elsewhere: str | None = None) -> Path:
     root = ls.state.workspace_root
     base = Path(root) if root else None
     try:
-        return resolve_allowed_path(raw, roots=_roots(ls), base=base)
+        return resolve_allowed_path(raw, roots=_roots(ls), base=base, elsewhere=elsewhere)
     except PathNotAllowed as exc:
         message = str(exc)
         if root and not paths.is_project_root(root):
@@ -243,7 +257,8 @@ def _finetune_options(ls: AiLspServer, args: tuple[Any, ...]) -> FinetuneOptions
 def _trace_files(ls: AiLspServer, traces: list[str]) -> list[Path]:
     """The trace files named, a folder as the files in it: each confined after its links are
     resolved (a link in a workspace folder cannot reach a file outside it)."""
-    named = [_allowed(ls, t) for t in traces]
+    # A command's paths are confined; the user's own settings may name any file.
+    named = [_allowed(ls, t, elsewhere="list it in aiLsp.finetune.extraTraces") for t in traces]
     missing = [str(p) for p in named if not p.exists()]
     if missing:
         listed = ", ".join(missing[:5]) + (
@@ -293,9 +308,15 @@ def _context(ls: AiLspServer) -> JobContext:
     async def show_message_request(params: lsp.ShowMessageRequestParams) -> Any:
         return await ls.window_show_message_request_async(params)
 
+    def name_of(path: str | None) -> str:
+        settings = ls.state.settings
+        base = settings.finetune.base_model or settings.model
+        return model_name(path, ls.state.registry.models, base=base)
+
     return JobContext(
         data_dir=ls.state.workspace_dir,
         served=lambda: ls.state.served_model,
         own_traces=own_traces,
         show_message_request=show_message_request,
+        name_of=name_of,
     )

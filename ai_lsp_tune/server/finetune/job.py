@@ -3,8 +3,9 @@
 traces (own export + extra files) -> dataset (``dataset_step``, a child process) -> TrainingRunner
 (``train_step``, a worker: train, evaluate candidate and served model on the test split, fuse) ->
 the gate (``gate``) -> the served model swaps it in (``swaps``, the registry's only writer) -> a
-message with metrics and "Roll back" (``messages``). One run at a time, its state in its record;
-every change is visible; a failure ends the progress with its reason, the old model serving.
+message with metrics and "Roll back" (``messages``); ``flow`` runs those steps in order. Here: one
+run at a time, its state in its record; every change is visible; a failure ends the progress
+with its reason, the old model serving.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import logging
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 from lsprotocol import types as lsp
 
-from ai_lsp_tune.dataset.runner import PreparationFailed
 from ai_lsp_tune.hyperparams import misfit, setting
 from ai_lsp_tune.server.finetune import swaps
 from ai_lsp_tune.server.finetune.context import (
@@ -30,7 +31,7 @@ from ai_lsp_tune.server.finetune.context import (
     new_run_id,
 )
 from ai_lsp_tune.server.finetune.dataset_step import DatasetStep
-from ai_lsp_tune.server.finetune.gate import judge
+from ai_lsp_tune.server.finetune.flow import run_flow
 from ai_lsp_tune.server.finetune.messages import (
     TITLE,
     FollowUps,
@@ -41,8 +42,8 @@ from ai_lsp_tune.server.finetune.progress import (
     ProgressChannel,
     ProgressMeter,
     ProgressStep,
-    describe_change,
     format_progress,
+    progress_fields,
 )
 from ai_lsp_tune.server.finetune.states import (
     ACTIVE_STATES,
@@ -57,13 +58,6 @@ from ai_lsp_tune.server.finetune.states import (
     resumable,
     run_inputs,
 )
-from ai_lsp_tune.server.finetune.train_step import (
-    TrainOutcome,
-    launch_of,
-    remove_stale_partials,
-    train_candidate,
-)
-from ai_lsp_tune.training.request import TrainRequest
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +66,13 @@ STOP_TIMEOUT_S = 5.0
 _END_KIND = {
     JobState.FAILED: lsp.MessageType.Error,
     JobState.REJECTED: lsp.MessageType.Warning,
+}
+# The end of the progress in a few words (``aiLsp.outcome``); the summary line says the rest.
+_OUTCOME = {
+    JobState.SUCCEEDED: "now serving the fine-tuned model",
+    JobState.REJECTED: "kept the current model",
+    JobState.CANCELLED: "cancelled",
+    JobState.FAILED: "failed",
 }
 
 
@@ -86,19 +87,20 @@ class FinetuneJob:
         if self.record is not None and self.record.state in ACTIVE_STATES:
             self.record.state = JobState.FAILED  # the server died mid-run: that run is over
             self.record.reason = "the server stopped while this run was active"
-        self._meter = ProgressMeter()
+        self.meter = ProgressMeter()
         self._message: str | None = None
+        self._fields: dict[str, Any] | None = None  # the structured side of ``_message``
         self._progress: ProgressChannel | None = None
         self._task: asyncio.Task[None] | None = None
-        self._runner: Cancellable | None = None
-        self._dataset = DatasetStep(
-            lambda step, fraction: self._report(step, self._meter.preparing(fraction)),
+        self.runner: Cancellable | None = None
+        self.dataset = DatasetStep(
+            lambda step, fraction: self.report(step, self.meter.preparing(fraction)),
             live=lambda: self.state == JobState.PREPARING,
         )
-        self._cancel_requested = False
+        self.cancel_requested = False
         self._resumed = False
         self._fresh_because: str | None = None
-        self._follow_ups = FollowUps(ls, ctx.show_message_request)
+        self.follow_ups = FollowUps(ls, ctx.show_message_request)
 
     # --- the commands' side ----------------------------------------------------------------
     @property
@@ -151,11 +153,11 @@ class FinetuneJob:
             examples=resumed.examples if resumed else None,
             inputs=run_inputs(options, base_model),
         )
-        self._meter = ProgressMeter()
-        self._cancel_requested = False
+        self.meter = ProgressMeter()
+        self.cancel_requested = False
         token = f"ai-lsp.finetune/{run_id}/{secrets.token_hex(3)}"  # unique per attempt
         self._progress = ProgressChannel(self._ls, token, TITLE, self.cancel)
-        self._transition(JobState.PREPARING, phase="preparing")
+        self.transition(JobState.PREPARING, phase="preparing")
         self._task = asyncio.create_task(self._run(options, resume=resumed is not None))
         return run_id
 
@@ -163,11 +165,11 @@ class FinetuneJob:
         """Ask the run to stop (the worker keeps a checkpoint); False when nothing can stop."""
         if self.state not in (JobState.PREPARING, JobState.TRAINING):
             return False
-        self._cancel_requested = True
-        self._transition(JobState.CANCELLING)
-        self._dataset.cancel()
-        if self._runner is not None:
-            self._runner.cancel()
+        self.cancel_requested = True
+        self.transition(JobState.CANCELLING)
+        self.dataset.cancel()
+        if self.runner is not None:
+            self.runner.cancel()
         return True
 
     async def stop(self) -> None:
@@ -182,12 +184,14 @@ class FinetuneJob:
             with contextlib.suppress(BaseException):
                 await self._task
 
-    def status(self) -> FinetuneStatus:
-        """The JSON of ``ai-lsp.finetune.status``."""
+    def status(self, *, starts_fresh: str | None = None) -> FinetuneStatus:
+        """The JSON of ``ai-lsp.finetune.status`` (``starts_fresh``: why a checkpoint is not)."""
         served = self.ctx.served()
         progress = None
         if self.active and self._message is not None:
-            progress = ProgressSnapshot(percentage=self._meter.percentage, message=self._message)
+            progress = ProgressSnapshot(
+                percentage=self.meter.percentage, message=self._message, fields=self._fields
+            )
         serving = served.current_path if served else None
         return FinetuneStatus(
             state=self.state,
@@ -198,7 +202,7 @@ class FinetuneJob:
             served_model=serving,
             previous_model=served.previous_path if served else None,
             message=status_line(
-                self.record, active=self.active, progress=self._message, serving=serving
+                self.record, self.active, self._message, serving, self.ctx.name_of, starts_fresh
             ),
         )
 
@@ -210,11 +214,12 @@ class FinetuneJob:
         )
 
     # --- the run ---------------------------------------------------------------------------
-    def _transition(self, new: JobState, *, phase: str | None = None, reason: str = "") -> None:
+    def transition(self, new: JobState, *, phase: str | None = None, reason: str = "") -> None:
         record = self.record
         assert record is not None  # a run's transitions follow ``start``
         check_transition(record.state, new)
-        logger.info("fine-tune %s: %s -> %s %s", record.run_id, record.state, new, reason)
+        why = f" ({reason})" if reason else ""
+        logger.info("fine-tune %s: %s -> %s%s", record.run_id, record.state, new, why)
         record.state = new
         if phase is not None:
             record.phase = phase
@@ -223,7 +228,7 @@ class FinetuneJob:
         self._save()
 
     @property
-    def _run_id(self) -> str:
+    def run_id(self) -> str:
         return self.record.run_id if self.record else "-"
 
     def _save(self) -> None:
@@ -231,183 +236,77 @@ class FinetuneJob:
             return
         self._record_file.save(self.record)
 
-    def _report(self, step: ProgressStep, percentage: int, *, cancellable: bool = True) -> None:
+    def report(self, step: ProgressStep, percentage: int, *, cancellable: bool = True) -> None:
         self._message = format_progress(percentage, step)
+        self._fields = progress_fields(percentage, step, self._message)
         if self._progress is not None:
             self._progress.report(
-                percentage, self._message, phase=step.phase, cancellable=cancellable
+                percentage,
+                self._message,
+                phase=step.phase,
+                cancellable=cancellable,
+                fields=self._fields,
             )
 
     async def _run(self, options: FinetuneOptions, *, resume: bool) -> None:
         assert self._progress is not None and self.record is not None
         summary = "stopped"
         try:
-            fresh = f" (starting fresh: {self._fresh_because})" if self._fresh_because else ""
-            await self._progress.begin(f"0% · preparing the dataset{fresh}")
-            summary = await self._flow(options, resume=resume)
+            note = f"starting fresh: {self._fresh_because}" if self._fresh_because else None
+            begun = f"0% · preparing the dataset{f' ({note})' if note else ''}"
+            step = ProgressStep("preparing", note=note)
+            await self._progress.begin(begun, fields=progress_fields(0, step, begun))
+            summary = await run_flow(self, options, resume=resume)
         except asyncio.CancelledError:
             summary = "stopped: the server is shutting down"
-            self._finish(JobState.CANCELLED, summary)
+            self.finish(JobState.CANCELLED, summary)
             raise
         except Exception as exc:
-            logger.exception("fine-tune %s failed", self._run_id)
+            logger.exception("fine-tune %s failed", self.run_id)
             summary = f"failed: {exc}"
-            self._finish(JobState.FAILED, str(exc))
+            self.finish(JobState.FAILED, str(exc))
         finally:
-            self._runner = None
+            self.runner = None
             if self.record is not None:
                 self.record.finished_at = time.time()
                 self.record.summary = summary
                 self._save()
             # A cancel has no follow-up message: its end state is shown, not only the bar's end.
+            outcome = _OUTCOME.get(self.state, str(self.state))
             self._progress.end(
                 summary,
                 kind=_END_KIND.get(self.state, lsp.MessageType.Info),
                 show=self.state == JobState.CANCELLED,
+                fields=progress_fields(
+                    self.meter.percentage, ProgressStep(str(self.state)), summary, outcome=outcome
+                ),
             )
 
-    async def _flow(self, options: FinetuneOptions, *, resume: bool) -> str:
-        """The run itself; returns the line that ends the progress."""
-        record = self.record
-        assert record is not None
-        run_dir = Path(record.run_dir)
-        dataset_dir = run_dir / "dataset"
-        if not resume:
-            stale = await asyncio.to_thread(remove_stale_partials, self.ctx.runs_dir, run_dir)
-            if stale:
-                logger.info("removed the partial outputs of earlier runs: %s", stale)
-            try:
-                await self._prepare(options, dataset_dir)
-            except PreparationFailed as exc:
-                if not self._cancel_requested:
-                    raise
-                logger.info("preparation stopped: %s", exc)
-        else:
-            self._report(ProgressStep("preparing", note="resuming"), self._meter.preparing(1.0))
-        if self._cancel_requested:
-            self._finish(JobState.CANCELLED, "cancelled before training started")
-            return "Fine-tune cancelled before training started; the next run starts over"
-
-        self._transition(JobState.TRAINING, phase="loading")
-        outcome = await self._train(options, dataset_dir, run_dir / "output", resume)
-        if self._cancel_requested or outcome.cancelled:
-            record.resumable = outcome.checkpoint_kept
-            if outcome.checkpoint_kept:
-                self._finish(
-                    JobState.CANCELLED, "cancelled; the next run resumes from its checkpoint"
-                )
-                at = self._meter.percentage
-                return f"Fine-tune cancelled at {at}%; the next run resumes from its checkpoint"
-            self._finish(JobState.CANCELLED, "cancelled before the first checkpoint")
-            return "Fine-tune cancelled before its first checkpoint; the next run starts over"
-        if outcome.error is not None:
-            self._finish(JobState.FAILED, outcome.error)
-            return f"failed: {outcome.error}; still serving {record.baseline_model}"
-
-        record.candidate_model = str(outcome.model_path)
-        record.metrics_before, record.metrics_after = outcome.metrics_before, outcome.metrics_after
-        await swaps.remember(self.ctx, record)
-        why = judge(record, options.settings, not_worse=outcome.not_worse)
-        change = describe_change(record.metrics_before, record.metrics_after)
-        if why is not None:
-            self._transition(JobState.REJECTED, reason=f"{why}; not swapped")
-            await swaps.retain(self.ctx, record, options)
-            self._follow_ups.after_rejection(why, change, lambda: self._use_anyway(record))
-            return f"Kept the current model: {why} ({change})"
-
-        self._transition(JobState.SWAPPING, phase="swapping")
-        self._report(
-            ProgressStep("swapping", note="loading the new model"),
-            self._meter.swapping(0.1),
-            cancellable=False,
-        )
-        try:
-            await self.ctx.served_model().swap(record.candidate_model)
-        except Exception as exc:
-            reason = f"the new model failed to load ({exc}); still serving {record.baseline_model}"
-            self._transition(JobState.FAILED, reason=reason)
-            return f"failed: {reason}"
-        record.swapped = True
-        self._meter.finish()
-        self._transition(JobState.SUCCEEDED, phase="done")
-        await swaps.retain(self.ctx, record, options)
-        self._follow_ups.after_swap(record.metrics_before, record.metrics_after, self.rollback)
-        return f"100% · now serving the fine-tuned model ({change})"
-
-    async def _prepare(self, options: FinetuneOptions, dataset_dir: Path) -> None:
-        assert self.record is not None
-        traces = [*await self.ctx.own_traces(), *options.extra_traces]
-        self.record.examples, note = await self._dataset.run(
-            traces,
-            dataset_dir,
-            base_model=self.record.base_model,
-            max_seq_length=options.settings.max_seq_length,
-            include_local_answers=options.settings.include_local_answers,
-        )
-        if note:
-            logger.info("fine-tune %s: %s", self._run_id, note)
-            self.record.notes.append(note)
-
-    async def _train(
-        self, options: FinetuneOptions, dataset_dir: Path, output_dir: Path, resume: bool
-    ) -> TrainOutcome:
-        assert self.record is not None
-
-        def on_step(step: ProgressStep) -> None:
-            if self.record is not None:
-                self.record.phase = step.phase
-            self._report(step, self._meter.worker(step), cancellable=True)
-
-        def on_runner(runner: Cancellable) -> None:
-            self._runner = runner
-            if self._cancel_requested:
-                runner.cancel()
-
-        request = TrainRequest(
-            **options.settings.hyperparameters(),  # aiLsp.finetune.*, bounds checked there
-            dataset=dataset_dir,
-            model_name=self.record.base_model,
-            baseline_model=self.record.baseline_model,
-            output_dir=output_dir,
-            resume=resume,
-            eval_max_tokens=options.eval_max_tokens,
-            constrained_decoding=options.constrained_decoding,
-        )
-
-        def on_warning(message: str) -> None:
-            logger.warning("fine-tune %s: %s", self._run_id, message)  # the editor's log too
-            if self.record is not None:
-                self.record.notes.append(message)
-
-        launch = launch_of(options.settings)  # finetune.hosts: the worker through mlx.launch
-        return await train_candidate(
-            request, on_step=on_step, on_runner=on_runner, on_warning=on_warning, launch=launch
-        )
-
-    def _finish(self, state: JobState, reason: str) -> None:
+    def finish(self, state: JobState, reason: str) -> None:
         """Move to a final state from wherever the run stands (cancel and failure paths)."""
         if self.state in FINAL_STATES:
-            logger.warning("fine-tune %s already ended (%s): %s", self._run_id, self.state, reason)
+            logger.warning("fine-tune %s already ended (%s): %s", self.run_id, self.state, reason)
             return
         if state == JobState.CANCELLED and self.state in (JobState.PREPARING, JobState.TRAINING):
-            self._transition(JobState.CANCELLING)
+            self.transition(JobState.CANCELLING)
         if state not in TRANSITIONS[self.state]:
             state = JobState.FAILED
-        self._transition(state, reason=reason)
+        self.transition(state, reason=reason)
 
     async def use_model(self, path: str) -> str:
         """Serve ``path`` (one change of model at a time); the old one stays if it cannot load."""
         self._refuse_while_swapping()
         return await swaps.use_model(self._ls, self.ctx, path)
 
-    async def _use_anyway(self, record: RunRecord) -> str:
+    async def use_anyway(self, record: RunRecord) -> str:
         """The user overrode the gate: the run's model serves; its record and status say so."""
         assert record.candidate_model is not None
         await self.use_model(record.candidate_model)
         record.state, record.swapped, record.gate = JobState.SUCCEEDED, True, "used anyway"
         record.reason, record.summary = None, "used anyway: now serving the fine-tuned model"
         self._record_file.save(record)
-        self._follow_ups.after_swap(record.metrics_before, record.metrics_after, self.rollback)
+        await swaps.remember(self.ctx, record)  # the model list marks it "used anyway"
+        self.follow_ups.after_swap(record.metrics_before, record.metrics_after, self.rollback)
         return ""  # the follow-up says it, with its metrics and "Roll back"
 
     async def rollback(self) -> str:

@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from lsprotocol import types as lsp
 
+from ai_lsp_tune.server import commands
 from ai_lsp_tune.server.finetune.context import EditorLink
 from ai_lsp_tune.server.finetune.model_list import short_path
 from ai_lsp_tune.server.finetune.progress import describe_change
-from ai_lsp_tune.server.finetune.states import RunRecord
+from ai_lsp_tune.server.finetune.states import JobState, RunRecord
+from ai_lsp_tune.server.jsonrpc import MessageAction
 
 logger = logging.getLogger(__name__)
 
 TITLE = "Fine-tune on my traces"
-ROLL_BACK = "Roll back"
-USE_ANYWAY = "Use it anyway"
+# Each action's title, and its id (the command it amounts to): editors act on the id.
+ROLL_BACK = MessageAction(title="Roll back", id=commands.MODEL_ROLLBACK)
+USE_ANYWAY = MessageAction(title="Use it anyway", id=commands.MODEL_USE)
 
 
 def test_examples(count: int) -> str:
@@ -31,29 +35,52 @@ def test_examples(count: int) -> str:
 
 
 def started_message(record: RunRecord, *, resumed: bool, fresh_because: str | None) -> str:
-    """The reply to ``ai-lsp.finetune``: which run, from which model."""
-    how = "Resuming" if resumed else "Started"
-    fresh = f" (starting fresh: {fresh_because})" if fresh_because else ""
-    return (
-        f"{how} fine-tune {record.run_id} from {short_path(record.base_model)}"
-        f"{fresh}; progress follows"
-    )
+    """The reply to ``ai-lsp.finetune``: which run, from which model; why it did not resume
+    comes first (a toast shows the start of a long line)."""
+    run = f"fine-tune {record.run_id} from {short_path(record.base_model)}; progress follows"
+    if fresh_because:
+        return f"{fresh_because[:1].upper()}{fresh_because[1:]}, so starting fresh: {run}"
+    return f"{'Resuming' if resumed else 'Started'} {run}"
 
 
 def status_line(
-    record: RunRecord | None, *, active: bool, progress: str | None, serving: str | None
+    record: RunRecord | None,
+    active: bool,
+    progress: str | None,
+    serving: str | None,
+    name_of: Callable[[str | None], str] = short_path,
+    starts_fresh: str | None = None,
 ) -> str:
-    """The ``message`` of ``ai-lsp.finetune.status``: the run, then what serves."""
-    now = f"serving {short_path(serving)}" if serving else "no local model serving"
+    """The ``message`` of ``ai-lsp.finetune.status``: the run, then what serves (by name). A
+    run's end state is said as it stands now: a model rolled back since no longer serves, a
+    checkpoint whose settings changed since (``starts_fresh``: how) is not resumed."""
+    now = f"serving {name_of(serving)}" if serving else "no local model serving"
     if record is None:
         return f"No fine-tune yet; {now}"
     if active:
         return f"Fine-tune {record.run_id}: {progress or record.state.value}; {now}"
-    what = record.summary or record.reason or record.state.value
+    what = re.sub(r"^\d+% · ", "", record.summary or record.reason or record.state.value)
     if record.swapped and record.candidate_model and record.candidate_model != serving:
         # Its summary said "now serving the fine-tuned model": no longer true after a rollback
-        what = f"its model {short_path(record.candidate_model)} no longer serves"
+        what = f"its model {name_of(record.candidate_model)} no longer serves"
+    elif starts_fresh and record.state == JobState.CANCELLED and record.resumable:
+        what = f"the next run starts fresh, as {starts_fresh}"
     return f"Last fine-tune {record.run_id} {record.state.value}: {what}; {now}"
+
+
+def deciding_metric(after: dict[str, Any] | None) -> str:
+    """``issue F1 0.35 (change -0.05, 95% CI -0.12..+0.02)``: what the gate compares."""
+    after = after or {}
+    f1 = after.get("issue_f1")
+    if f1 is None:
+        return "no issue F1 measured"
+    text = f"issue F1 {f1:.2f}"
+    low, high = after.get("f1_difference_low"), after.get("f1_difference_high")
+    if low is not None and high is not None:
+        diff = after.get("f1_difference")
+        shown = f"change {diff:+.2f}, " if diff is not None else ""
+        text += f" ({shown}95% CI {low:+.2f}..{high:+.2f})"
+    return text
 
 
 class FollowUps:
@@ -79,19 +106,28 @@ class FollowUps:
         self._later(self._offer(lsp.MessageType.Info, text, ROLL_BACK, rollback, log=True))
 
     def after_rejection(
-        self, why: str, change: str, use_anyway: Callable[[], Coroutine[Any, Any, str]]
+        self,
+        why: str,
+        record: RunRecord,
+        use_anyway: Callable[[], Coroutine[Any, Any, str]],
     ) -> None:
-        """The gate kept the old model; the user may still choose the new one."""
+        """The gate kept the old model; the user may still choose the new one. One line with
+        the metric that decided; every metric in the log."""
         more = (
             " More test data comes from more traces: keep using the editor with telemetry on, "
             "or add aiLsp.finetune.extraTraces."
             if "test example" in why
             else ""
         )
-        text = (
-            f"The fine-tuned model was not swapped in: {why} "
-            f"(set aiLsp.finetune.force to swap anyway). {change}.{more}"
+        change = describe_change(record.metrics_before, record.metrics_after)
+        self._ls.window_log_message(
+            lsp.LogMessageParams(
+                type=lsp.MessageType.Info,
+                message=f"The fine-tuned model was not swapped in: {why} (set "
+                f"aiLsp.finetune.force to swap anyway). {change}.{more}",
+            )
         )
+        text = f"Not swapped in: {why}; {deciding_metric(record.metrics_after)}"
         self._later(self._offer(lsp.MessageType.Warning, text, USE_ANYWAY, use_anyway))
 
     def _later(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -103,7 +139,7 @@ class FollowUps:
         self,
         kind: lsp.MessageType,
         text: str,
-        action: str,
+        action: MessageAction,
         run: Callable[[], Coroutine[Any, Any, str]],
         *,
         log: bool = False,
@@ -112,15 +148,13 @@ class FollowUps:
         if log:  # the swap's summary stays in VS Code's output channel and Neovim's log
             message = lsp.LogMessageParams(type=lsp.MessageType.Info, message=text)
             self._ls.window_log_message(message)
-        params = lsp.ShowMessageRequestParams(
-            type=kind, message=text, actions=[lsp.MessageActionItem(action)]
-        )
+        params = lsp.ShowMessageRequestParams(type=kind, message=text, actions=[action])
         try:
             choice = await self._show_message_request(params)
         except Exception as exc:
             logger.info("message request not answered: %s", exc)
             return
-        if getattr(choice, "title", None) != action:
+        if getattr(choice, "title", None) != action.title:
             return
         try:
             done = await run()

@@ -5,7 +5,9 @@ loading / training / evaluating / fusing phases, then the gate and the hot swap)
 maps them onto 0..100 so the bar only ever moves forward; ``format_progress`` writes the line,
 percentage first, because VS Code shows server progress only as a status-bar spinner + text.
 ``ProgressChannel`` sends it: ``$/progress`` when the client supports work-done progress, else
-``window/showMessage`` at the edges and ``window/logMessage`` in between.
+``window/showMessage`` at the edges and ``window/logMessage`` in between. Beside the line, each
+``$/progress`` value carries the same facts as fields (``aiLsp``: ``progress_fields``), so an
+editor shows them without reading numbers back out of the text.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from lsprotocol import types as lsp
 
@@ -110,6 +112,40 @@ def format_progress(percentage: int, step: ProgressStep) -> str:
     return " · ".join(parts)
 
 
+def progress_fields(
+    percentage: int, step: ProgressStep, message: str, **more: object
+) -> dict[str, Any]:
+    """The structured side of a progress value (``value.aiLsp``, camelCase, unset fields left
+    out): phase, percent, step, totalSteps, loss, valLoss, tokensPerSecond, etaSeconds, note,
+    the human ``message``, and at the end ``outcome``."""
+    fields = {
+        "phase": step.phase,
+        "percent": percentage,
+        "step": step.iteration if step.total else None,
+        "totalSteps": step.total,
+        "loss": step.train_loss,
+        "valLoss": step.val_loss,
+        "tokensPerSecond": step.tokens_per_sec,
+        "etaSeconds": step.eta_s if step.phase == "training" else None,
+        "note": step.note,
+        **more,
+        "message": message,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def _with_fields(value: Any, fields: dict[str, Any] | None) -> Any:
+    """A standard ``$/progress`` value with our fields beside its own as ``aiLsp`` (clients
+    that do not know it ignore it). pygls types the value as its attrs class; the wire's value
+    is any object, so ours goes as the dict the converter would write, plus ``aiLsp``."""
+    if fields is None:
+        return value
+    wire = {"kind": value.kind, "title": getattr(value, "title", None), "message": value.message,
+            "percentage": getattr(value, "percentage", None),
+            "cancellable": getattr(value, "cancellable", None)}  # fmt: skip
+    return cast(Any, {k: v for k, v in wire.items() if v is not None} | {"aiLsp": fields})
+
+
 class ProgressChannel:
     """One run's progress on the wire, with a fallback for clients without work-done progress.
 
@@ -135,7 +171,8 @@ class ProgressChannel:
         self._last_message: str | None = None
         self._ended = False
         self._last_logged_decile = 0
-        self._held: tuple[int, str, str, bool] | None = None  # the latest coalesced report
+        # The latest coalesced report: percentage, message, phase, cancellable, fields
+        self._held: tuple[int, str, str, bool, dict[str, Any] | None] | None = None
         self._flush: asyncio.TimerHandle | None = None
 
     def _client_supports_progress(self) -> bool:
@@ -143,7 +180,7 @@ class ProgressChannel:
         window = getattr(caps, "window", None)
         return bool(getattr(window, "work_done_progress", False))
 
-    async def begin(self, message: str) -> None:
+    async def begin(self, message: str, *, fields: dict[str, Any] | None = None) -> None:
         """Create the token and send ``begin``; fall back to messages when that is not possible."""
         if self._client_supports_progress():
             create = asyncio.ensure_future(self._ls.work_done_progress.create_async(self.token))
@@ -164,8 +201,11 @@ class ProgressChannel:
             self._watch_cancel()
             self._ls.work_done_progress.begin(
                 self.token,
-                lsp.WorkDoneProgressBegin(
-                    title=self._title, message=message, percentage=0, cancellable=True
+                _with_fields(
+                    lsp.WorkDoneProgressBegin(
+                        title=self._title, message=message, percentage=0, cancellable=True
+                    ),
+                    fields,
                 ),
             )
         else:
@@ -198,7 +238,13 @@ class ProgressChannel:
             self._on_cancel()
 
     def report(
-        self, percentage: int, message: str, *, phase: str, cancellable: bool = True
+        self,
+        percentage: int,
+        message: str,
+        *,
+        phase: str,
+        cancellable: bool = True,
+        fields: dict[str, Any] | None = None,
     ) -> None:
         """Send a report, coalescing bursts (the worker may emit many events a second)."""
         if self._ended or message == self._last_message:
@@ -206,7 +252,7 @@ class ProgressChannel:
         now = time.monotonic()
         phase_changed = phase != self._last_phase
         if not phase_changed and now - self._last_sent < self.MIN_INTERVAL_S:
-            self._held = (percentage, message, phase, cancellable)
+            self._held = (percentage, message, phase, cancellable, fields)
             if self._flush is None:
                 delay = self.MIN_INTERVAL_S - (now - self._last_sent)
                 with contextlib.suppress(RuntimeError):  # no loop (a unit test): dropped
@@ -217,8 +263,11 @@ class ProgressChannel:
         if self.uses_work_done_progress:
             self._ls.work_done_progress.report(
                 self.token,
-                lsp.WorkDoneProgressReport(
-                    message=message, percentage=percentage, cancellable=cancellable
+                _with_fields(
+                    lsp.WorkDoneProgressReport(
+                        message=message, percentage=percentage, cancellable=cancellable
+                    ),
+                    fields,
                 ),
             )
         elif phase_changed or percentage // 10 > self._last_logged_decile:
@@ -229,12 +278,17 @@ class ProgressChannel:
         self._flush = None
         held, self._held = self._held, None
         if held is not None:
-            percentage, message, phase, cancellable = held
+            percentage, message, phase, cancellable, fields = held
             self._last_sent = 0.0  # its interval has passed
-            self.report(percentage, message, phase=phase, cancellable=cancellable)
+            self.report(percentage, message, phase=phase, cancellable=cancellable, fields=fields)
 
     def end(
-        self, message: str, *, kind: lsp.MessageType = lsp.MessageType.Info, show: bool = False
+        self,
+        message: str,
+        *,
+        kind: lsp.MessageType = lsp.MessageType.Info,
+        show: bool = False,
+        fields: dict[str, Any] | None = None,
     ) -> None:
         """Close the progress with its outcome (idempotent); errors (and ``show``) also shown."""
         if self._ended:
@@ -244,7 +298,9 @@ class ProgressChannel:
             self._flush.cancel()
             self._flush = None
         if self.uses_work_done_progress:
-            self._ls.work_done_progress.end(self.token, lsp.WorkDoneProgressEnd(message=message))
+            self._ls.work_done_progress.end(
+                self.token, _with_fields(lsp.WorkDoneProgressEnd(message=message), fields)
+            )
             self._ls.work_done_progress.tokens.pop(self.token, None)
             if kind != lsp.MessageType.Error and not show:
                 return  # the bar's end says it; a success is followed up with the metrics

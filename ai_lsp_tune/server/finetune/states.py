@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 
 from ai_lsp_tune.files import atomic_write_text
 from ai_lsp_tune.hyperparams import Hyperparameters, same_run
+from ai_lsp_tune.server.finetune.context import FinetuneOptions
 from ai_lsp_tune.server.settings import CamelModel
 from ai_lsp_tune.state_files import UnreadableStateFile, read_state_file
 
@@ -100,6 +101,7 @@ class RunRecord(CamelModel):
 class ProgressSnapshot(CamelModel):
     percentage: int
     message: str
+    fields: dict[str, Any] | None = None  # as in ``$/progress``'s ``aiLsp`` (progress_fields)
 
 
 class FinetuneStatus(CamelModel):
@@ -121,8 +123,8 @@ TRAINING_SETTINGS = same_run()
 _DEFAULTS = {to_camel(k): v for k, v in Hyperparameters().hyperparameters().items()}
 
 
-def run_inputs(options: Any, base_model: str) -> dict[str, Any]:
-    """What a run is made of (``FinetuneOptions``): base model, trace sources, hyper-parameters."""
+def run_inputs(options: FinetuneOptions, base_model: str) -> dict[str, Any]:
+    """What a run is made of: base model, trace sources, hyper-parameters."""
     settings = options.settings
     inputs: dict[str, Any] = {to_camel(k): getattr(settings, k) for k in TRAINING_SETTINGS}
     inputs["baseModel"] = base_model
@@ -143,7 +145,7 @@ def changed_inputs(before: dict[str, Any] | None, now: dict[str, Any]) -> str:
 
 
 def resumable(
-    last: RunRecord | None, options: Any, serving: str | None
+    last: RunRecord | None, options: FinetuneOptions, serving: str | None
 ) -> tuple[RunRecord | None, str | None]:
     """The cancelled run to resume, or None and why the run starts fresh instead."""
     if not (options.resume and last and last.state == JobState.CANCELLED and last.resumable):

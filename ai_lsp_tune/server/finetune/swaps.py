@@ -12,7 +12,6 @@ import logging
 from lsprotocol import types as lsp
 
 from ai_lsp_tune.server.finetune.context import EditorLink, FinetuneOptions, JobContext
-from ai_lsp_tune.server.finetune.model_list import short_path
 from ai_lsp_tune.server.finetune.states import RunRecord
 from ai_lsp_tune.serving.registry import ModelEntry, now_iso
 
@@ -20,7 +19,8 @@ logger = logging.getLogger(__name__)
 
 
 async def remember(ctx: JobContext, record: RunRecord) -> None:
-    """Add a run's new model to the workspace's model history (served or not)."""
+    """Add a run's new model to the workspace's model history (served or not), with the gate's
+    verdict and the metrics of the model served then (the list shows the base's from them)."""
     if record.candidate_model is None:
         return
     await ctx.served_model().remember(
@@ -31,6 +31,9 @@ async def remember(ctx: JobContext, record: RunRecord) -> None:
             created_at=now_iso(),
             examples=record.examples,
             metrics=record.metrics_after,
+            baseline_model=record.baseline_model,
+            baseline_metrics=record.metrics_before,
+            gate=record.gate,
         )
     )
 
@@ -53,15 +56,20 @@ async def use_model(ls: EditorLink, ctx: JobContext, path: str) -> str:
     ls.window_log_message(
         lsp.LogMessageParams(type=lsp.MessageType.Info, message=f"now serving {path}")
     )
-    return f"Now serving {short_path(path)}"
+    return f"Now serving {ctx.name_of(path)}"
 
 
 async def rollback(ls: EditorLink, ctx: JobContext) -> str:
-    """Serve the model served before this one; return the line that says so."""
-    current = await ctx.served_model().rollback()  # NoPreviousModel when there is none
-    ls.window_log_message(
-        lsp.LogMessageParams(
-            type=lsp.MessageType.Info, message=f"Rolled back: now serving {current}"
-        )
-    )
-    return f"Rolled back: now serving {short_path(current)}"
+    """Serve the served model's parent (down its lineage); return the line that says where it
+    landed, or, at a base model, that there is nothing to roll back to (news, not an error)."""
+    from ai_lsp_tune.serving.served_model import NoPreviousModel  # serving's machinery: lazily
+
+    served = ctx.served_model()
+    try:
+        landed = await served.rollback()
+    except NoPreviousModel:
+        name = ctx.name_of(served.current_path)
+        return f"No previous model to roll back to: {name} serves, the start of its lineage"
+    said = f"Rolled back: now serving {landed}"
+    ls.window_log_message(lsp.LogMessageParams(type=lsp.MessageType.Info, message=said))
+    return f"Rolled back to {ctx.name_of(landed)}"

@@ -52,7 +52,7 @@ def editor_terms(text: str) -> str:
     return _FLAG.sub(lambda m: _FLAG_TO_SETTING[m.group(0)], text)
 
 
-def progress_step(event: Any) -> ProgressStep | None:
+def progress_step(event: events.WorkerEvent) -> ProgressStep | None:
     """A worker event as a progress step; None for final events and warnings."""
     if isinstance(event, events.TrainingEvent):
         return ProgressStep(
@@ -67,10 +67,16 @@ def progress_step(event: Any) -> ProgressStep | None:
         )
     if isinstance(event, events.EvaluatingEvent):
         stage = "served model" if event.stage == "before" else "new model"
+        done, total = event.done, event.total
+        if event.examples and total > event.examples:  # "8/8, pass 2 of 2", not "16/16"
+            passes = total // event.examples
+            at_pass = min(done // event.examples, passes - 1)
+            done, total = done - at_pass * event.examples, event.examples
+            stage += f", pass {at_pass + 1} of {passes}"
         return ProgressStep(
             "evaluating",
-            iteration=event.done,
-            total=event.total or None,
+            iteration=done,
+            total=total or None,
             fraction=event.fraction,
             note=stage,
         )
@@ -133,7 +139,7 @@ async def train_candidate(
                 f"({exc}); fix it or clear the setting."
             )
 
-    def on_event(event: Any) -> None:
+    def on_event(event: events.WorkerEvent) -> None:
         if isinstance(event, events.WarningEvent) and on_warning is not None:
             on_warning(editor_terms(event.message))
         step = progress_step(event)

@@ -35,6 +35,9 @@ end, {
   complete = 'file',
   desc = 'AI LSP: Export model for Ollama / llama.cpp ([model] [out.gguf]; default: the served one)',
 })
+command('AiLspUseAnyway', function()
+  ai_lsp().use_anyway()
+end, { desc = 'AI LSP: Serve the fine-tune the evaluation gate kept out (when it offers so)' })
 command('AiLspStatus', function()
   ai_lsp().status()
 end, { desc = 'AI LSP: Show fine-tune status' })
@@ -54,6 +57,14 @@ vim.api.nvim_create_autocmd('FileType', {
   desc = 'ai-lsp: say once when the server command is missing',
   callback = function(ev)
     ai_lsp().check_server_command(ev.buf)
+  end,
+})
+
+vim.api.nvim_create_autocmd('BufWritePost', {
+  group = vim.api.nvim_create_augroup('ai_lsp_analysis', { clear = true }),
+  desc = 'ai-lsp statusline: a saved buffer is analysed again',
+  callback = function(ev)
+    ai_lsp()._on_save(ev.buf)
   end,
 })
 

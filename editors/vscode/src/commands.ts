@@ -80,47 +80,33 @@ export function describeResult(result: unknown): string | undefined {
   return undefined;
 }
 
-/** A row of `ai-lsp.model.list`. */
+/** A row of `ai-lsp.model.list`: the server writes what a picker shows (`label`, `detail`). */
 export interface ModelRow {
   path: string;
   label?: string;
-  runId?: string | null;
-  createdAt?: string | null;
+  detail?: string;
   serving?: boolean;
-  metrics?: Record<string, unknown> | null;
 }
 
-/** Quick-pick items for the model list: what the model is, and its metrics in the detail line. */
-export function modelItems(result: unknown): { label: string; description?: string; detail?: string; path: string }[] {
+/** A quick-pick item for a model row. */
+export interface ModelItem {
+  label: string;
+  description?: string;
+  detail?: string;
+  path: string;
+  serving: boolean;
+}
+
+/** Quick-pick items for the model list: the server's name and detail line, the served one marked. */
+export function modelItems(result: unknown): ModelItem[] {
   const models = (result as { models?: ModelRow[] } | undefined)?.models ?? [];
-  return models.map((model) => {
-    const metrics = model.metrics ?? {};
-    const detail: string[] = [];
-    if (typeof metrics.schema_valid_rate === 'number') {
-      detail.push(`schema-valid ${Math.round(metrics.schema_valid_rate * 100)}%`);
-    }
-    if (typeof metrics.issue_f1 === 'number') {
-      const low = metrics.f1_difference_low;
-      const high = metrics.f1_difference_high;
-      const sign = (x: number): string => `${x >= 0 ? '+' : ''}${x.toFixed(2)}`;
-      const change = typeof low === 'number' && typeof high === 'number' ? ` (change ${sign(low)}..${sign(high)})` : '';
-      detail.push(`issue F1 ${metrics.issue_f1.toFixed(2)}${change}`);
-    } else if (typeof metrics.snippet_f1 === 'number') {
-      detail.push(`snippet F1 ${metrics.snippet_f1.toFixed(2)}`);
-    }
-    if (typeof metrics.n === 'number') {
-      detail.push(`${metrics.n} test example${metrics.n === 1 ? '' : 's'}`);
-    }
-    if (model.createdAt) {
-      detail.push(model.createdAt);
-    }
-    return {
-      label: `${model.serving ? '$(check) ' : ''}${model.label ?? model.path}`,
-      description: model.serving ? 'serving' : undefined,
-      detail: detail.length > 0 ? detail.join(' · ') : undefined,
-      path: model.path,
-    };
-  });
+  return models.map((model) => ({
+    label: `${model.serving ? '$(check) ' : ''}${model.label ?? model.path}`,
+    description: model.serving ? 'serving' : undefined,
+    detail: model.detail || undefined,
+    path: model.path,
+    serving: model.serving === true,
+  }));
 }
 
 /** The message of an LSP ResponseError or any thrown value. */

@@ -1,4 +1,23 @@
-// `$/progress` from the server as a status-bar item: "AI 42% · training 2/3 · loss 0.84".
+// `$/progress` from the server as a status-bar item: "AI 42% · training 2/3".
+
+/**
+ * What the server says about where its work stands, beside the standard fields of `$/progress`
+ * (`value.aiLsp`): shown as given, never parsed out of the human message.
+ */
+export interface ProgressFields {
+  phase: string;
+  percent: number;
+  step?: number;
+  totalSteps?: number;
+  loss?: number;
+  valLoss?: number;
+  tokensPerSecond?: number;
+  etaSeconds?: number;
+  note?: string;
+  /** How the work ended (`end` only): "now serving the fine-tuned model", "cancelled", ... */
+  outcome?: string;
+  message: string;
+}
 
 export interface ProgressValue {
   kind: 'begin' | 'report' | 'end';
@@ -6,6 +25,7 @@ export interface ProgressValue {
   message?: string;
   percentage?: number;
   cancellable?: boolean;
+  aiLsp?: ProgressFields;
 }
 
 /** What the status-bar item shows; `null` text means "back to idle". */
@@ -22,6 +42,7 @@ export class ProgressTracker {
   private title = '';
   private message = '';
   private percentage: number | undefined;
+  private fields: ProgressFields | undefined;
   private active = false;
 
   update(value: ProgressValue): ProgressView {
@@ -29,15 +50,17 @@ export class ProgressTracker {
       this.title = value.title ?? '';
       this.message = value.message ?? '';
       this.percentage = value.percentage;
+      this.fields = value.aiLsp;
       this.active = true;
     } else if (value.kind === 'report') {
       this.message = value.message ?? this.message;
       this.percentage = value.percentage ?? this.percentage;
+      this.fields = value.aiLsp ?? this.fields;
     } else {
       this.active = false;
       this.message = value.message ?? 'done';
       return {
-        text: `$(check) AI LSP: ${phaseOf(this.message)}`,
+        text: `$(check) AI LSP: ${value.aiLsp?.outcome ?? this.message}`,
         tooltip: `${this.title}: ${this.message}`,
         active: false,
       };
@@ -50,7 +73,7 @@ export class ProgressTracker {
       return IDLE;
     }
     const pct = this.percentage === undefined ? '' : ` ${Math.round(this.percentage)}%`;
-    const phase = phaseOf(this.message);
+    const phase = this.fields ? phaseOf(this.fields) : '';
     return {
       text: `$(sync~spin) AI${pct}${phase ? ` · ${phase}` : ''}`,
       tooltip: `${this.title}${this.message ? `: ${this.message}` : ''} (click for status)`,
@@ -64,11 +87,8 @@ export class ProgressTracker {
   }
 }
 
-/** The phase part of a progress message: "42% · training 2/3 · loss 0.84" -> "training 2/3". */
-export function phaseOf(message: string): string {
-  const parts = message
-    .split('·')
-    .map((p) => p.trim())
-    .filter((p) => p && !/^\d+(\.\d+)?\s*%$/.test(p));
-  return parts[0] ?? '';
+/** Where the work stands, short: "training 2/3", "evaluating", "preparing". */
+export function phaseOf(fields: ProgressFields): string {
+  const steps = fields.step !== undefined && fields.totalSteps ? ` ${fields.step}/${fields.totalSteps}` : '';
+  return `${fields.phase}${steps}`;
 }

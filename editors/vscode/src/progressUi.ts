@@ -25,7 +25,10 @@ export class WorkDoneProgressUi implements vscode.Disposable {
   private readonly tracker = new ProgressTracker();
   private idleTimer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly statusBar: vscode.StatusBarItem) {
+  constructor(
+    private readonly statusBar: vscode.StatusBarItem,
+    private readonly onChange?: (view: ProgressView) => void,
+  ) {
     this.show(this.tracker.idle());
   }
 
@@ -119,6 +122,7 @@ export class WorkDoneProgressUi implements vscode.Disposable {
   private show(view: ProgressView): void {
     this.statusBar.text = view.text;
     this.statusBar.tooltip = view.tooltip;
+    this.onChange?.(view);
   }
 
   dispose(): void {

@@ -100,27 +100,33 @@ test('a command answer shows only its message, never a dump of fields', () => {
   assert.equal(describeResult('ok'), 'ok');
 });
 
-test('the model list becomes quick-pick items with the metrics in the detail line', () => {
+test("the model list becomes quick-pick items with the server's name and detail line", () => {
   const items = modelItems({
     models: [
-      { path: '/m/base', label: 'base model /m/base', serving: false, metrics: null },
+      { path: '/m/base', label: 'base (base model)', detail: 'issue F1 0.00 · 8 test examples', serving: false },
       {
         path: '/runs/r2/output/model',
-        label: 'fine-tune r2 (from /m/base)',
-        runId: 'r2',
-        createdAt: '2025-01-01T10:00:00+00:00',
+        label: 'base fine-tune · Dec 3 14:05',
+        detail: 'issue F1 0.42 (change +0.10..+0.31) · val loss 1.35 · 8 test examples',
         serving: true,
-        metrics: { schema_valid_rate: 1, snippet_f1: 0.5, n: 1 },
+        metrics: { schema_valid_rate: 1, issue_f1: 0.42, n: 8 },
       },
     ],
   });
   assert.deepEqual(items, [
-    { label: 'base model /m/base', description: undefined, detail: undefined, path: '/m/base' },
     {
-      label: '$(check) fine-tune r2 (from /m/base)',
+      label: 'base (base model)',
+      description: undefined,
+      detail: 'issue F1 0.00 · 8 test examples',
+      path: '/m/base',
+      serving: false,
+    },
+    {
+      label: '$(check) base fine-tune · Dec 3 14:05',
       description: 'serving',
-      detail: 'schema-valid 100% · snippet F1 0.50 · 1 test example · 2025-01-01T10:00:00+00:00',
+      detail: 'issue F1 0.42 (change +0.10..+0.31) · val loss 1.35 · 8 test examples',
       path: '/runs/r2/output/model',
+      serving: true,
     },
   ]);
   assert.deepEqual(modelItems(undefined), []);

@@ -5,27 +5,39 @@ import { installVscodeMock, recorded, reset } from './vscodeMock';
 
 installVscodeMock();
 // Loaded after the mock: these modules import `vscode`.
-import { phaseOf, ProgressTracker } from '../src/progress';
+import { phaseOf, type ProgressFields, ProgressTracker } from '../src/progress';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { WorkDoneProgressUi } = require('../src/progressUi') as typeof import('../src/progressUi');
 
-test('the phase is the message without its leading percentage', () => {
-  assert.equal(phaseOf('42% · training 2/3 · loss 0.84 · ETA 3 min'), 'training 2/3');
-  assert.equal(phaseOf('preparing the dataset'), 'preparing the dataset');
-  assert.equal(phaseOf(''), '');
+/** The server's structured fields of a progress value (`value.aiLsp`). */
+function fields(percent: number, phase: string, more: Partial<ProgressFields> = {}): ProgressFields {
+  return { phase, percent, message: `${percent}% · ${phase}`, ...more };
+}
+
+test('the phase is the server\'s phase with its step count, nothing read from the message', () => {
+  assert.equal(phaseOf(fields(42, 'training', { step: 2, totalSteps: 3, loss: 0.84 })), 'training 2/3');
+  assert.equal(phaseOf(fields(3, 'preparing', { note: '16 examples' })), 'preparing');
+  assert.equal(phaseOf({ phase: 'evaluating', percent: 80, message: '80% · training 9/9 · odd words' }), 'evaluating');
 });
 
 test('the status bar shows percentage and phase while running, then the outcome', () => {
   const tracker = new ProgressTracker();
   assert.equal(tracker.view().active, false);
-  tracker.update({ kind: 'begin', title: 'Fine-tune on my traces', message: '0% · preparing', percentage: 0 });
-  assert.equal(tracker.update({ kind: 'report', message: '42% · training 2/3 · loss 0.84', percentage: 42 }).text,
+  tracker.update({ kind: 'begin', title: 'Fine-tune on my traces', message: '0% · preparing', percentage: 0, aiLsp: fields(0, 'preparing') });
+  assert.equal(tracker.view().text, '$(sync~spin) AI 0% · preparing');
+  const training = fields(42, 'training', { step: 2, totalSteps: 3, loss: 0.84 });
+  assert.equal(tracker.update({ kind: 'report', message: '42% · training 2/3 · loss 0.84', percentage: 42, aiLsp: training }).text,
     '$(sync~spin) AI 42% · training 2/3');
   assert.equal(tracker.update({ kind: 'report', message: '43% · training 2/3 · loss 0.80' }).text,
     '$(sync~spin) AI 42% · training 2/3');
-  const end = tracker.update({ kind: 'end', message: '100% · now serving the fine-tuned model' });
+  const end = tracker.update({
+    kind: 'end',
+    message: '100% · now serving the fine-tuned model (valid JSON 0% → 95% · snippet F1 0.00 → 0.71)',
+    aiLsp: fields(100, 'done', { outcome: 'now serving the fine-tuned model', message: '' }),
+  });
   assert.equal(end.active, false);
-  assert.match(end.text, /now serving the fine-tuned model/);
+  assert.equal(end.text, '$(check) AI LSP: now serving the fine-tuned model');
+  assert.match(end.tooltip, /snippet F1 0.00 → 0.71/);
 });
 
 /** A language client that lets the test play the server's side of work-done progress. */
@@ -64,7 +76,7 @@ test('server progress becomes a cancellable notification with a percentage and a
   fake.requests.get('window/workDoneProgress/create')!({ token: 'ft-1' });
   const send = fake.progress.get('ft-1')!;
   send({ kind: 'begin', title: 'Fine-tune on my traces', message: '0% · preparing the dataset', percentage: 0, cancellable: true });
-  send({ kind: 'report', message: '30% · training 1/3 · loss 1.20', percentage: 30 });
+  send({ kind: 'report', message: '30% · training 1/3 · loss 1.20', percentage: 30, aiLsp: fields(30, 'training', { step: 1, totalSteps: 3 }) });
   assert.equal(recorded.statusBar.text, '$(sync~spin) AI 30% · training 1/3');
   send({ kind: 'report', message: '75% · evaluating', percentage: 75 });
 

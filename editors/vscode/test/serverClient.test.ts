@@ -1,7 +1,7 @@
 import assert = require('node:assert/strict');
 import { test } from 'node:test';
 
-import { quietWhileStarting } from '../src/serverClient';
+import { quietWhileStarting, stderrLogLine } from '../src/serverClient';
 
 /** Like vscode-languageclient: a failed start reports "couldn't create connection" with 'force'. */
 class FakeClient {
@@ -34,4 +34,13 @@ test('once started, the language client shows its errors as before', async () =>
   await client.start();
   client.error('Connection to server got closed. Server will not be restarted.', undefined, 'force');
   assert.deepEqual(client.shown, ['Connection to server got closed. Server will not be restarted.']);
+});
+
+test("the server's stderr is logged at its own level, without a second timestamp", () => {
+  assert.deepEqual(stderrLogLine('2026-12-03 07:45:06,123 ai_lsp_tune.serving.client INFO model loaded', 'info'),
+    { level: 'info', text: 'ai_lsp_tune.serving.client: model loaded' });
+  assert.deepEqual(stderrLogLine('2026-12-03 07:45:06,123 pygls WARNING odd', 'info').level, 'warn');
+  assert.deepEqual(stderrLogLine('2026-12-03 07:45:06,123 x ERROR boom', 'info').level, 'error');
+  assert.deepEqual(stderrLogLine('Traceback (most recent call last):', 'info').level, 'error');
+  assert.deepEqual(stderrLogLine('  File "x.py", line 1', 'error'), { level: 'error', text: '  File "x.py", line 1' });
 });

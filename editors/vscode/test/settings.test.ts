@@ -15,7 +15,10 @@ import {
 } from '../src/settings';
 
 const packageJson = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8'));
-const properties: Record<string, { default: unknown }> = packageJson.contributes.configuration.properties;
+const properties: Record<string, { default: unknown }> = Object.assign(
+  {},
+  ...packageJson.contributes.configuration.map((category: { properties: object }) => category.properties),
+);
 
 /** A configuration reader backed by package.json's defaults; `values` are what the user set. */
 function reader(values: Record<string, unknown> = {}): ConfigurationReader {

@@ -8,6 +8,9 @@ export interface Recorded {
   withProgress: { options: { location: number; title?: string; cancellable?: boolean }; reports: { message?: string; increment?: number }[]; cancel: () => void; done: Promise<unknown> }[];
   commands: Map<string, (...args: unknown[]) => unknown>;
   statusBar: { text: string; tooltip: string; command?: string; shown: boolean };
+  warnings: { message: string; rest: unknown[] }[];
+  /** What the next warning answers (the item the user picks). */
+  pick?: (items: unknown[]) => unknown;
 }
 
 export const recorded: Recorded = {
@@ -16,6 +19,7 @@ export const recorded: Recorded = {
   withProgress: [],
   commands: new Map(),
   statusBar: { text: '', tooltip: '', shown: false },
+  warnings: [],
 };
 
 export function reset(): void {
@@ -23,6 +27,8 @@ export function reset(): void {
   recorded.errors.length = 0;
   recorded.withProgress.length = 0;
   recorded.commands.clear();
+  recorded.warnings.length = 0;
+  recorded.pick = undefined;
 }
 
 const ProgressLocation = { SourceControl: 1, Window: 10, Notification: 15 };
@@ -34,6 +40,10 @@ export const vscodeMock = {
     showInformationMessage: async (message: string) => {
       recorded.infos.push(message);
       return undefined;
+    },
+    showWarningMessage: async (message: string, ...rest: unknown[]) => {
+      recorded.warnings.push({ message, rest });
+      return recorded.pick?.(rest);
     },
     showErrorMessage: async (message: string) => {
       recorded.errors.push(message);

@@ -7,7 +7,7 @@ exports.activate = async function activate() {
   const configPath = process.env.AI_LSP_E2E_CONFIG;
   if (!configPath) return;
   const plan = JSON.parse(fs.readFileSync(configPath, 'utf8'));
-  const obs = { steps: [], diagnostics: [], results: {}, notices: [] };
+  const obs = { steps: [], diagnostics: [], results: {}, notices: [], status_items: [] };
   const now = () => Date.now() / 1000;
   const save = () => fs.writeFileSync(plan.out, JSON.stringify(obs));
   const step = (name, data) => { obs.steps.push({ t: now(), name, data }); save(); };
@@ -66,6 +66,47 @@ exports.activate = async function activate() {
     }
   }
 
+  /** The extension's status-bar item as shown: its text and its icons' classes. */
+  const STATUS_ITEM = `[...document.querySelectorAll('.statusbar-item')].map((e) => ({ text: e.innerText,
+    icons: [...e.querySelectorAll('.codicon')].map((c) => c.className) })).find((x) => x.text.includes('AI:'))`;
+  async function statusItem(what, cond) {
+    const shown = await waitFor(30000, async () => {
+      const item = await screen(STATUS_ITEM);
+      return item && cond(item) ? item : undefined;
+    }, what);
+    obs.status_items.push({ t: now(), what, ...shown });
+    save();
+    return shown;
+  }
+  /** Click `title` on the notification whose text holds every one of `parts`, as a user would;
+   * the titles of all its buttons. */
+  async function clickButton(parts, title, what) {
+    await vscode.commands.executeCommand('notifications.showList');
+    try {
+      return await waitFor(plan.message_timeout_ms, () => screen(`(() => {
+        const items = [...document.querySelectorAll('.notifications-center .notification-list-item')];
+        const item = items.find((e) => ${JSON.stringify(parts)}.every((p) =>
+          (e.querySelector('.notification-list-item-message')?.innerText || '').includes(p)));
+        const buttons = item ? [...item.querySelectorAll('.monaco-button')] : [];
+        const button = buttons.find((b) => b.innerText.trim() === ${JSON.stringify(title)});
+        if (!button) return undefined;
+        button.click();
+        return buttons.map((b) => b.innerText.trim());
+      })()`), what);
+    } finally {
+      await vscode.commands.executeCommand('notifications.hideList');
+    }
+  }
+  /** Rows of the command palette for `query` (an empty list when none match). */
+  async function paletteRows(query) {
+    void vscode.commands.executeCommand('workbench.action.quickOpen', `>${query}`);
+    await sleep(1500);  // the palette filters as it opens
+    const rows = await screen(
+      `[...document.querySelectorAll('.quick-input-widget .quick-input-list .monaco-list-row')].map((r) => r.innerText)`);
+    await vscode.commands.executeCommand('workbench.action.closeQuickOpen');
+    return rows || [];
+  }
+
   // After the first swap: a long run cancelled mid-training, a run with changed settings (fresh,
   // from the base again), the model list, and two rollbacks (the swap notification's button, then
   // the palette) down to the base. Every step through the extension's palette commands.
@@ -83,6 +124,7 @@ exports.activate = async function activate() {
       return s && s.runId === obs.results.long_run.runId && /training [1-9]\d*\//.test(s.progress?.message || '');
     }, 'the long run to train');  // a step done (not only the validation at 0): a checkpoint
     obs.cancel_at = now();
+    obs.palette_while_running = await paletteRows('Stop the running fine-tune');
     obs.results.cancel = await vscode.commands.executeCommand('aiLsp.finetuneCancel');
     obs.results.status_after_cancel = await waitFor(L.timeout_ms, async () => {
       const s = await status();
@@ -90,6 +132,7 @@ exports.activate = async function activate() {
     }, 'the cancelled run to end');
     obs.cancel_notice = await notice(['Fine-tune cancelled at', 'resumes from its checkpoint'],
       "the cancel's end state");
+    obs.palette_after_cancel = await paletteRows('Stop the running fine-tune');
     step('cancelled');
 
     await settle(L.changed_settings);
@@ -107,9 +150,9 @@ exports.activate = async function activate() {
     await vscode.commands.executeCommand('notification.acceptPrimaryAction');
     obs.results.status_after_rollback_1 = await waitFor(plan.rollback_timeout_ms, async () => {
       const s = await status();
-      return s && s.servedModel === first.servedModel ? s : undefined;
+      return s && s.servedModel === L.base_model ? s : undefined;
     }, 'the roll back chosen in the swap notification');
-    obs.rollback_notices = [await notice(['Rolled back', first.runId], 'the first rollback said')];
+    obs.rollback_notices = [await notice(['Rolled back to', L.base_name], 'the first rollback said')];
 
     // "AI LSP: Choose a model": the quick pick as the user sees it, then dismissed.
     obs.results.models = await vscode.commands.executeCommand('ai-lsp.model.list');
@@ -118,14 +161,23 @@ exports.activate = async function activate() {
       `[...document.querySelectorAll('.quick-input-widget .quick-input-list .monaco-list-row')].map((r) => r.innerText)`,
     ).then((rows) => (rows && rows.length >= obs.results.models.models.length ? rows : undefined)),
     'the model quick pick');
+    obs.model_row_active = await screen(
+      `document.querySelector('.quick-input-widget .quick-input-list .monaco-list-row.focused')?.innerText`,
+    );
     await vscode.commands.executeCommand('workbench.action.closeQuickOpen');
     await picked;
     step('models');
 
     await vscode.commands.executeCommand('aiLsp.rollback');
     obs.results.status_after_rollback_2 = await status();
-    obs.rollback_notices.push(await notice(['AI LSP: Rolled back', L.base_name], 'the second rollback said'));
+    obs.rollback_notices.push(await notice(['AI LSP: No previous model', L.base_name], 'the second rollback said'));
+    await statusItem('the base again in the status bar', (s) => s.text.includes('AI: base'));
     step('rolled_back_twice');
+
+    // "Restart server" says when the server is back
+    await vscode.commands.executeCommand('aiLsp.restart');
+    obs.restart_notice = await notice(['AI LSP: server restarted'], 'the restart said');
+    step('restarted');
   }
 
   try {
@@ -141,7 +193,7 @@ exports.activate = async function activate() {
       }
     });
     const doc = await vscode.workspace.openTextDocument(uri);
-    const editor = await vscode.window.showTextDocument(doc);
+    let editor = await vscode.window.showTextDocument(doc);
     step('opened', { languageId: doc.languageId });
     await waitFor(plan.diagnostic_timeout_ms, () => ours().length > 0, 'a first diagnostic');
     step('first_diagnostic');
@@ -160,8 +212,38 @@ exports.activate = async function activate() {
       await rewrite(text, `diagnostics after edit ${i + 1}`, true);
     }
     step('edited', { count: (plan.edits || []).length });
+    // The server's own command (registered by the language client) answers quietly.
+    const status = () => vscode.commands.executeCommand('ai-lsp.finetune.status');
 
     const config = vscode.workspace.getConfiguration('aiLsp');
+    if (plan.refusals) {
+      // Fine-tune while the teacher serves: refused naming aiLsp.backend, with "Switch to local".
+      await statusItem('the teacher in the status bar', (s) => s.text.includes('AI: teacher'));
+      obs.results.refused = await vscode.commands.executeCommand('aiLsp.finetune') ?? null;
+      obs.refusal_buttons = await clickButton(['aiLsp.backend'], 'Switch to local', 'the refusal with Switch to local');
+      await waitFor(10000, () => vscode.workspace.getConfiguration('aiLsp').get('backend') === 'local',
+        'Switch to local to set aiLsp.backend');
+      await statusItem('the base in the status bar', (s) => s.text.includes('AI: base'));
+      step('switched_to_local');
+
+      // An invalid setting starts no run; its toast opens the Settings UI at that setting.
+      const before = await status();
+      const rate = config.inspect('finetune.learningRate').globalValue;
+      await config.update('finetune.learningRate', -1, vscode.ConfigurationTarget.Global);
+      obs.results.invalid = await vscode.commands.executeCommand('aiLsp.finetune') ?? null;
+      obs.invalid_buttons = await clickButton(['invalid setting aiLsp.finetune.learningRate', 'fix it to fine-tune'], 'Open Settings',
+        'the refusal naming the setting');
+      obs.settings_rows = await waitFor(10000, () => screen(
+        `[...document.querySelectorAll('.settings-editor .setting-item-contents .setting-item-label')].map((e) => e.innerText)`,
+      ).then((rows) => (rows && rows.length > 0 ? rows : undefined)), 'the Settings UI at the setting');
+      obs.settings_tab = vscode.window.tabGroups.activeTabGroup.activeTab?.label;
+      const after = await status();
+      obs.results.invalid_status = { before: before.runId ?? null, after: after.runId ?? null, state: after.state };
+      await vscode.commands.executeCommand('workbench.action.closeActiveEditor');
+      await config.update('finetune.learningRate', rate, vscode.ConfigurationTarget.Global);
+      editor = await vscode.window.showTextDocument(doc);
+      step('invalid_setting_refused');
+    }
     for (const [key, value] of Object.entries(plan.before_finetune_settings || {})) {
       await config.update(key, value, vscode.ConfigurationTarget.Global);
     }
@@ -172,14 +254,14 @@ exports.activate = async function activate() {
     }
     obs.results.finetune = await vscode.commands.executeCommand('aiLsp.finetune');
     step('finetune_sent', obs.results.finetune);
-    // The server's own command (registered by the language client) answers quietly.
-    const status = () => vscode.commands.executeCommand('ai-lsp.finetune.status');
     const final = await waitFor(plan.finetune_timeout_ms, async () => {
       const s = await status();
       return s && ['succeeded', 'failed', 'rejected', 'cancelled'].includes(s.state) ? s : undefined;
     }, 'the fine-tune to finish');
     obs.results.status_after = final;
     step('finetune_done', final);
+    await statusItem('the fine-tune and its outcome in the status bar',
+      (s) => s.text.includes('AI: fine-tune') && s.icons.some((c) => c.includes('codicon-check')));
 
     obs.swapped_at = now();
     step('diagnostics_after_swap', await rewrite(

@@ -96,6 +96,11 @@ function M.check()
       if type(status.message) == 'string' then
         health.info(status.message)
       end
+      local unplaced = type(status.issuesNotInCode) == 'table' and status.issuesNotInCode or {}
+      for name, count in pairs(unplaced) do
+        health.warn(('%s: %d issue(s) of the last answer not shown: the snippet is not in the code')
+          :format(name, count), { 'The model quoted code that is not there; see the LSP log.' })
+      end
     end
   end
 end

@@ -42,7 +42,9 @@ M.defaults = {
 M.options = vim.deepcopy(M.defaults)
 
 --- Progress of the current server job, keyed by token; read by `statusline()`.
---- @type table<string|integer, {title: string?, message: string?, percentage: integer?, done: boolean}>
+--- The server's fields (`value.aiLsp`) sit beside the standard ones: phase, percent, step,
+--- totalSteps, loss, valLoss, tokensPerSecond, etaSeconds, note, outcome (at the end), message.
+--- @type table<string|integer, {title: string?, message: string?, percentage: integer?, fields: table?, done: boolean}>
 M.progress = {}
 
 --- The whole text of every message shown (a notice may be cut to one screen line).
@@ -76,17 +78,19 @@ end
 --- Show a message with one "ai-lsp: " prefix (the server's own is dropped).
 --- @param msg string
 --- @param level? integer
-function M.notify(msg, level)
+--- @param opts? table More `vim.notify` options (`timeout = false`: a notification plugin keeps it).
+function M.notify(msg, level, opts)
   msg = 'ai-lsp: ' .. msg:gsub('^ai%-lsp: ', '')
   table.insert(M.history, msg)
   if #M.history > 200 then
     table.remove(M.history, 1)
   end
-  vim.notify(M.fit(msg), level or vim.log.levels.INFO, { title = 'AI LSP' })
+  local options = vim.tbl_extend('force', { title = 'AI LSP' }, opts or {})
+  vim.notify(M.fit(msg), level or vim.log.levels.INFO, options)
 end
 
-local function notify(msg, level)
-  M.notify(msg, level)
+local function notify(msg, level, opts)
+  M.notify(msg, level, opts)
 end
 
 local LEVELS = { vim.log.levels.ERROR, vim.log.levels.WARN, vim.log.levels.INFO, vim.log.levels.DEBUG }
@@ -218,31 +222,15 @@ function M.use_model(model_path)
   end)
 end
 
---- One line per model for a picker: what it is, whether it serves, its metrics.
+--- One line per model for a picker: the server's name and detail line, the served one marked.
 --- @param model table A row of `ai-lsp.model.list`.
 --- @return string
 function M.format_model(model)
-  local parts = { (model.serving == true and '● ' or '  ') .. (model.label or model.path) }
-  local metrics = type(model.metrics) == 'table' and model.metrics or nil
-  if metrics then
-    if type(metrics.schema_valid_rate) == 'number' then
-      table.insert(parts, ('schema-valid %d%%'):format(math.floor(metrics.schema_valid_rate * 100 + 0.5)))
-    end
-    if type(metrics.issue_f1) == 'number' then
-      local f1 = ('issue F1 %.2f'):format(metrics.issue_f1)
-      if type(metrics.f1_difference_low) == 'number' and type(metrics.f1_difference_high) == 'number' then
-        f1 = f1 .. (' (change %+.2f..%+.2f)'):format(metrics.f1_difference_low, metrics.f1_difference_high)
-      end
-      table.insert(parts, f1)
-    end
-    if type(metrics.n) == 'number' then
-      table.insert(parts, ('%d test example%s'):format(metrics.n, metrics.n == 1 and '' or 's'))
-    end
+  local line = (model.serving == true and '● ' or '  ') .. (model.label or model.path)
+  if type(model.detail) == 'string' and model.detail ~= '' then
+    line = line .. ' · ' .. model.detail
   end
-  if type(model.createdAt) == 'string' then
-    table.insert(parts, model.createdAt)
-  end
-  return table.concat(parts, ' · ')
+  return line
 end
 
 --- :AiLspModels: pick a model of this workspace (base and fine-tunes) to serve.
@@ -266,6 +254,19 @@ function M.status()
   end)
 end
 
+--- Where the server's work stands, short, from its fields: "training 2/3", "evaluating".
+--- @param fields table|nil the `aiLsp` fields of a `$/progress` value
+--- @return string
+function M.phase(fields)
+  if type(fields) ~= 'table' or type(fields.phase) ~= 'string' then
+    return ''
+  end
+  if fields.step and fields.totalSteps then
+    return ('%s %d/%d'):format(fields.phase, fields.step, fields.totalSteps)
+  end
+  return fields.phase
+end
+
 --- Statusline component: "AI 42% training 2/3 · loss 0.84" while a job runs, its end state
 --- ("AI · Fine-tune cancelled at 40%; …") for a few seconds after, else "".
 --- Works beside fidget.nvim, which reads the same `$/progress` notifications.
@@ -279,10 +280,10 @@ function M.statusline()
       end
     else
       local pct = item.percentage and (item.percentage .. '%% ') or ''
-      -- The server's message starts with the percentage too ("42% · training 2/3"): drop it.
-      local text = (item.message or item.title or ''):gsub('^%d+%%%s*', '')
-      if vim.startswith(text, '·') then
-        text = vim.trim(text:sub(#'·' + 1))
+      local text = item.fields and M.phase(item.fields) or (item.title or '')
+      local loss = type(item.fields) == 'table' and item.fields.loss
+      if text ~= '' and type(loss) == 'number' then
+        text = ('%s · loss %.2f'):format(text, loss)
       end
       return ('AI %s%s'):format(pct, (text:gsub('%%', '%%%%')))
     end
@@ -291,6 +292,65 @@ function M.statusline()
     return ('AI · %s'):format(((ended.message or ended.title or 'done'):gsub('%%', '%%%%')))
   end
   return ''
+end
+
+--- The last diagnostics our server published per buffer: `{ version, count, seq }`.
+--- @type table<integer, {version: integer?, count: integer, seq: integer}>
+M.published = {}
+
+--- Per buffer, the sequence number of the last save (the server analyses it again).
+--- @type table<integer, integer>
+M.saved = {}
+local sequence = 0
+
+--- Statusline component for the current buffer's analysis, from what the server reports:
+--- "AI starting…" until it is up, "AI analysing…" from a change (or save) it has not answered
+--- yet, then "AI no issues" or "AI 2 issues" from its diagnostics; "" where it does not analyse.
+--- @param bufnr? integer (default: the current buffer)
+--- @return string
+function M.analysis(bufnr)
+  bufnr = (bufnr == nil or bufnr == 0) and vim.api.nvim_get_current_buf() or bufnr
+  local client = vim.lsp.get_clients({ name = M.name, bufnr = bufnr })[1]
+  if not client then
+    return ''
+  end
+  local languages = (M.section(client.settings) or {}).languages
+  if type(languages) == 'table' and #languages > 0
+    and not vim.list_contains(languages, vim.bo[bufnr].filetype) then
+    return ''
+  end
+  if not client.initialized then
+    return 'AI starting…'
+  end
+  local last = M.published[bufnr]
+  local version = vim.lsp.util.buf_versions[bufnr]
+  if not last or (M.saved[bufnr] or 0) > last.seq
+    or (type(last.version) == 'number' and type(version) == 'number' and last.version < version) then
+    return 'AI analysing…'
+  end
+  if last.count == 0 then
+    return 'AI no issues'
+  end
+  return ('AI %d issue%s'):format(last.count, last.count == 1 and '' or 's')
+end
+
+--- BufWritePost: the server analyses a saved buffer again ("analysing…" until it answers; an
+--- edit needs no mark: its version is newer than the last answer's).
+--- @param bufnr integer
+function M._on_save(bufnr)
+  if vim.lsp.get_clients({ name = M.name, bufnr = bufnr })[1] then
+    sequence = sequence + 1
+    M.saved[bufnr] = sequence
+  end
+end
+
+--- textDocument/publishDiagnostics: recorded for `analysis()`, then shown as Neovim does.
+local function publish_diagnostics(err, params, ctx)
+  local bufnr = vim.uri_to_bufnr(params.uri)
+  sequence = sequence + 1
+  M.published[bufnr] = { version = params.version, count = #(params.diagnostics or {}), seq = sequence }
+  vim.schedule(function() vim.cmd.redrawstatus() end)
+  return vim.lsp.handlers['textDocument/publishDiagnostics'](err, params, ctx)
 end
 
 --- Record `$/progress` from our server for the statusline (LspProgress autocmd).
@@ -308,6 +368,7 @@ function M._on_progress(ev)
   item.title = value.title or item.title
   item.message = value.message or item.message
   item.percentage = value.percentage or item.percentage
+  item.fields = value.aiLsp or item.fields
   item.done = value.kind == 'end'
   M.progress[token] = item
   if item.done then
@@ -323,12 +384,29 @@ function M._on_progress(ev)
   vim.cmd.redrawstatus()
 end
 
---- Actions the user can take later with a command instead of answering a modal prompt.
-M.later = { ['Roll back'] = ':AiLspRollback' }
+--- Actions the user takes later with a command, by the action's id (the command it amounts to,
+--- sent beside its title): "Roll back" after a swap.
+M.later = { [M.commands.rollback] = ':AiLspRollback' }
+
+--- A decision the server waits for ("Use it anyway" after the gate kept the old model): answered
+--- by :AiLspUseAnyway, never by a prompt that stops typing. Call with the action, or nil.
+--- @type fun(action: table|nil)|nil
+M.pending = nil
+
+--- :AiLspUseAnyway: serve the fine-tune the gate kept out (the server's pending offer).
+function M.use_anyway()
+  if not M.pending then
+    notify('no fine-tune is waiting for a decision (see :AiLspStatus)')
+    return false
+  end
+  M.pending(M.pending_action)
+  return true
+end
 
 --- window/showMessageRequest: announce it (User AiLspMessage); a "Roll back" offer is a
---- non-modal notice (it stays in :messages) with the command that does it, anything else is
---- asked as Neovim does. The server acts on the chosen action itself.
+--- non-modal notice (it stays in :messages) with the command that does it; the gate's offer
+--- waits, unanswered, for :AiLspUseAnyway; anything else is asked as Neovim does. The server
+--- acts on the chosen action itself.
 local function show_message_request(err, params, ctx)
   vim.api.nvim_exec_autocmds('User', {
     pattern = 'AiLspMessage',
@@ -336,13 +414,26 @@ local function show_message_request(err, params, ctx)
     data = { message = params.message, type = params.type, actions = params.actions },
   })
   local actions = params.actions or {}
-  if #actions == 1 and M.later[actions[1].title] then
-    local level = params.type == 1 and vim.log.levels.ERROR or params.type == 2
-      and vim.log.levels.WARN or vim.log.levels.INFO
+  local level = LEVELS[params.type] or vim.log.levels.INFO
+  local text = (params.message:gsub('^ai%-lsp: ', ''))
+  if #actions == 1 and M.later[actions[1].id] then
     -- The command first: a message cut to one line still says how to undo.
-    notify(('%s undoes it · %s'):format(M.later[actions[1].title],
-      (params.message:gsub('^ai%-lsp: ', ''))), level)
+    notify(('%s undoes it · %s'):format(M.later[actions[1].id], text), level)
     return vim.NIL
+  end
+  local offer = vim.iter(actions):find(function(a) return a.id == M.commands.use end)
+  local co, is_main = coroutine.running()
+  if offer and co and not is_main then
+    if M.pending then
+      M.pending(nil) -- a newer offer replaces the one still waiting
+    end
+    M.pending_action = offer
+    M.pending = function(action)
+      M.pending, M.pending_action = nil, nil
+      vim.schedule(function() coroutine.resume(co, action or vim.NIL) end)
+    end
+    notify((':AiLspUseAnyway swaps it in · %s'):format(text), level, { timeout = false })
+    return coroutine.yield()
   end
   return vim.lsp.handlers['window/showMessageRequest'](err, params, ctx)
 end
@@ -424,6 +515,7 @@ function M.lsp_config(o)
     handlers = {
       ['window/showMessageRequest'] = show_message_request,
       ['window/showMessage'] = show_message,
+      ['textDocument/publishDiagnostics'] = publish_diagnostics,
     },
   }
 end
