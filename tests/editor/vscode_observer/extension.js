@@ -157,8 +157,11 @@ exports.activate = async function activate() {
     // "AI LSP: Choose a model": the quick pick as the user sees it, then dismissed.
     obs.results.models = await vscode.commands.executeCommand('ai-lsp.model.list');
     const picked = vscode.commands.executeCommand('aiLsp.models');
+    // Its rows once its title shows (the palette opened earlier left its rows in the same widget)
     obs.model_rows = await waitFor(10000, () => screen(
-      `[...document.querySelectorAll('.quick-input-widget .quick-input-list .monaco-list-row')].map((r) => r.innerText)`,
+      `(document.querySelector('.quick-input-widget .quick-input-title')?.innerText || '').includes('models of this workspace')
+        ? [...document.querySelectorAll('.quick-input-widget .quick-input-list .monaco-list-row')].map((r) => r.innerText)
+        : undefined`,
     ).then((rows) => (rows && rows.length >= obs.results.models.models.length ? rows : undefined)),
     'the model quick pick');
     obs.model_row_active = await screen(
