@@ -84,3 +84,20 @@ def test_evaluating_counts_examples_and_says_which_pass() -> None:
     ]
     once = progress_step(EvaluatingEvent(stage="before", done=3, total=8, examples=8))
     assert once is not None and format_progress(9, once) == "9% · evaluating 3/8 · served model"
+
+
+def test_the_terminal_counts_evaluated_examples_as_the_editor_does() -> None:
+    """'3/8 examples · pass 2 of 2' in the terminal where the editor says 'evaluating 3/8 ·
+    new model, pass 2 of 2' (was '11/16 prompts': answers, not examples)."""
+    console = Console(file=io.StringIO())
+    progress = Progress(console=console)
+    view = _View(progress, console)
+    event = EvaluatingEvent(stage="after", done=11, total=16, examples=8)
+    view(event)
+    terminal = progress.tasks[0].fields["stats"]
+    step = progress_step(event)
+    assert step is not None
+    assert terminal == "3/8 examples · pass 2 of 2"
+    assert format_progress(50, step) == "50% · evaluating 3/8 · new model, pass 2 of 2"
+    view(EvaluatingEvent(stage="before", done=3, total=8, examples=8))
+    assert progress.tasks[0].fields["stats"] == "3/8 examples"

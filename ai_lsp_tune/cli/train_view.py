@@ -13,7 +13,7 @@ from ai_lsp_tune.training.evaluate import (
     f1_summary,
     format_metric,
 )
-from ai_lsp_tune.training.events import WorkerEvent, training_readout
+from ai_lsp_tune.training.events import WorkerEvent, evaluating_count, training_readout
 from ai_lsp_tune.training.request import TrainRequest
 from ai_lsp_tune.training.runner import RunOutcome, run_training
 
@@ -45,7 +45,8 @@ class _View:
         label = _LABELS.get(event.phase, event.phase.capitalize())
         if event.phase == "evaluating":
             label = f"Evaluating ({event.stage})"
-            stats = f"{event.done}/{event.total} prompts"
+            done, total, at_pass = evaluating_count(event)
+            stats = " · ".join([f"{done}/{total} examples"] + ([at_pass] if at_pass else []))
         elif event.phase == "training":
             self.train_loss = event.train_loss if event.train_loss is not None else self.train_loss
             self.val_loss = event.val_loss if event.val_loss is not None else self.val_loss

@@ -176,3 +176,15 @@ def training_readout(
     if eta_s is not None and not last_step:
         parts.append(format_eta(eta_s))
     return parts
+
+
+def evaluating_count(event: EvaluatingEvent) -> tuple[int, int, str]:
+    """``(3, 8, "pass 2 of 2")``: examples done of the examples, and which pass where
+    constrained decoding answers each example twice ("" for one pass); the CLI and the editor
+    both count this way, not answers ("11/16")."""
+    done, total = event.done, event.total
+    if not (event.examples and total > event.examples):
+        return done, total, ""
+    passes = total // event.examples
+    at_pass = min(done // event.examples, passes - 1)
+    return done - at_pass * event.examples, event.examples, f"pass {at_pass + 1} of {passes}"

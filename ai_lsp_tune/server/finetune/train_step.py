@@ -67,12 +67,9 @@ def progress_step(event: events.WorkerEvent) -> ProgressStep | None:
         )
     if isinstance(event, events.EvaluatingEvent):
         stage = "served model" if event.stage == "before" else "new model"
-        done, total = event.done, event.total
-        if event.examples and total > event.examples:  # "8/8, pass 2 of 2", not "16/16"
-            passes = total // event.examples
-            at_pass = min(done // event.examples, passes - 1)
-            done, total = done - at_pass * event.examples, event.examples
-            stage += f", pass {at_pass + 1} of {passes}"
+        done, total, at_pass = events.evaluating_count(event)  # "8/8, pass 2 of 2", not "16/16"
+        if at_pass:
+            stage += f", {at_pass}"
         return ProgressStep(
             "evaluating",
             iteration=done,
