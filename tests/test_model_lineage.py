@@ -107,6 +107,30 @@ def test_retention_keeps_the_newest_and_never_the_served_previous_or_base(tmp_pa
     ]
 
 
+def test_retention_keeps_every_ancestor_a_rollback_can_land_on(tmp_path: Path) -> None:
+    """A chain of continueFromServed runs: each rollback steps to the model the served one was
+    trained from, so the grandparent and further ancestors stay on disk too, not only the
+    parent; models off the lineage still go beyond keepModels."""
+    runs = tmp_path / "runs"
+    registry = ModelRegistry(tmp_path)
+    registry.start_serving("base")
+    chain = [finetuned(runs, f"c{i}") for i in range(4)]  # c0 from base, c1 from c0, ...
+    for i, path in enumerate(chain):
+        parent = chain[i - 1] if i else "base"
+        registry.record_model(ModelEntry(path=path, run_id=f"c{i}", base_model=parent))
+        registry.record_swap(path, parent)
+    side = [finetuned(runs, f"s{i}") for i in range(3)]  # newer runs from the base, not served
+    for i, path in enumerate(side):
+        registry.record_model(ModelEntry(path=path, run_id=f"s{i}", base_model="base"))
+
+    deleted = registry.prune(2, protect={chain[3], chain[2], "base"}, runs_dir=runs)
+    assert deleted == [side[0]]
+    for landing in (chain[2], chain[1], chain[0], "base"):  # roll back down to the base
+        registry.record_rollback()
+        assert registry.served == landing
+        assert landing == "base" or Path(landing).is_dir(), f"rolled back onto deleted {landing}"
+
+
 def test_the_model_list_puts_the_base_first_and_marks_what_serves(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path)
     ft = finetuned(tmp_path / "runs", "r1")

@@ -98,6 +98,15 @@ class ModelRegistry:
     def models(self) -> list[ModelEntry]:
         return list(self._state.models)
 
+    def lineage(self, path: str | None) -> list[str]:
+        """``path``, its parent, its grandparent... down to a base: where rollbacks from it land
+        (a chain of ``continueFromServed`` runs; a cycle in a hand-edited file ends it)."""
+        chain: list[str] = []
+        while path is not None and path not in chain:
+            chain.append(path)
+            path = _parent(self._state, path)
+        return chain
+
     def entry(self, path: str) -> ModelEntry | None:
         return next((m for m in self._state.models if m.path == path), None)
 
@@ -149,8 +158,10 @@ class ModelRegistry:
     def prune(self, keep: int, *, protect: set[str], runs_dir: Path) -> list[str]:
         """Delete all but the ``keep`` newest fine-tuned models (never ``protect``); return them.
 
-        Only a model inside ``runs_dir`` is deleted (its whole run folder); others are kept.
+        Only a model inside ``runs_dir`` is deleted (its whole run folder); others are kept. The
+        served model's whole lineage stays: rollbacks step down it, one parent at a time.
         """
+        protect = protect | set(self.lineage(self.served))
         runs = runs_dir.resolve()
         old = self._state.models[: max(len(self._state.models) - keep, 0)]
         doomed: list[str] = []

@@ -215,12 +215,14 @@ class ServedModel:
             self._registry.record_model(entry)
 
     async def retain(self, keep: int, *, protect: set[str | None], runs_dir: Path) -> list[str]:
-        """Delete fine-tuned models beyond the newest ``keep``; never the served or previous one,
-        nor ``protect``. Returns what was deleted (in a thread: rmtree is slow)."""
+        """Delete fine-tuned models beyond the newest ``keep``; never the served one or its
+        lineage (its parent, grandparent...), nor ``protect``. Returns what was deleted (in a
+        thread: rmtree is slow)."""
         if self._registry is None:
             return []
         async with self._lock:
             kept = {p for p in (*protect, self.current_path, self.previous_path) if p}
+            kept |= set(self._registry.lineage(self.current_path))  # rollbacks step down it
             kept |= {b for p in kept if (b := adapter_base(p))}  # an adapter's base stays
             return await asyncio.to_thread(
                 self._registry.prune, keep, protect=kept, runs_dir=runs_dir
