@@ -7,10 +7,11 @@ import contextlib
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ai_lsp_tune import paths
 from ai_lsp_tune.schema import SuggestedFix
@@ -199,8 +200,9 @@ class ServerState:
         settings = self.settings
         if settings.backend == "remote":
             try:
-                # Importing pydantic-ai takes seconds: never on the event loop.
-                self.backend = await asyncio.to_thread(RemoteBackend, settings.remote_model)
+                # Importing pydantic-ai takes seconds: never on the event loop, and never on
+                # a thread an exit waits for (the editor kills a server 2 s after ``exit``).
+                self.backend = await in_daemon_thread(RemoteBackend, settings.remote_model)
                 self._model_changed()
             except Exception as exc:
                 self._backend_failed(
@@ -276,6 +278,37 @@ class ServerState:
                 document.task.cancel()
         await self.stop_backend()
         self.telemetry.shutdown()
+
+
+T = TypeVar("T")
+
+
+async def in_daemon_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``asyncio.to_thread`` on a daemon thread: the process's exit never waits for it, where
+    it waits for the default executor's threads (a 10 s import held the server past the 2 s an
+    editor gives it after ``exit``, and the editor killed it). For work whose result is useless
+    once the server exits: it is simply dropped."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(settle: Callable[[Any], None], value: Any) -> None:
+        def settle_if_awaited() -> None:
+            if not future.done():  # not cancelled meanwhile
+                settle(value)
+
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits for it
+            loop.call_soon_threadsafe(settle_if_awaited)
+
+    def work() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # delivered to the awaiting task, raised there
+            deliver(future.set_exception, exc)
+        else:
+            deliver(future.set_result, result)
+
+    threading.Thread(target=work, name=f"ai-lsp-{fn.__name__}", daemon=True).start()
+    return await future
 
 
 def _finetune(settings: Mapping[str, Any]) -> dict[str, Any]:
