@@ -8,6 +8,8 @@ import asyncio
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.raw_lsp import RawServer
 
 # Importing pydantic-ai (the remote backend, built on a worker thread at start) takes 5-12 s on
@@ -75,3 +77,42 @@ def test_work_on_a_daemon_thread_returns_its_result_or_raises_its_error() -> Non
         return built, "no error"
 
     assert asyncio.run(both()) == ("GOOD", "unknown model 'bad'")
+
+
+def _hosts_serving(model: Path) -> list[int]:
+    """Model host processes (``ai_lsp_tune.serving.host --model <model>``) still alive."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"ai_lsp_tune.serving.host" in argv and str(model).encode() in argv:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.model
+def test_exit_while_the_model_host_loads_stops_the_host_and_exits(
+    tmp_path: Path, tiny_model: Path, isolated_home: Path
+) -> None:
+    """shutdown + exit right after initialize, while the local model is still loading: the
+    server stops its model host (no orphan) and exits promptly with code 0."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    env = {"AI_LSP_HOME": str(isolated_home), "AI_LSP_MODEL": str(tiny_model)}
+    server = RawServer(env, tmp_path / "server.log")
+    try:
+        server.initialize(workspace, {"aiLsp": {"backend": "local", "debounceMs": 0}})
+        server.request("shutdown")
+        server.notify("exit", None)
+        try:
+            code = server.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                "the server was still running 15 s after exit:\n" + server.log_text()[-2000:]
+            ) from None
+        assert code == 0, server.log_text()[-2000:]
+        assert not _hosts_serving(tiny_model), "a model host outlived the server"
+    finally:
+        server.kill()
