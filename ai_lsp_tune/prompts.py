@@ -50,7 +50,7 @@ SYSTEM_PROMPT = (
 # tokens, so a CPU trains on code, not on instructions. The remote teacher keeps SYSTEM_PROMPT;
 # the dataset renders every recorded analysis with this one for training a local model.
 LOCAL_SYSTEM_PROMPT = (
-    "You review Python code. Reply with JSON only: "
+    "You review code. Reply with JSON only: "
     '{"issues":[{"issue_snippet":"<the flagged line, copied exactly>",'
     '"severity":"info|warning|error","message":"<why>"}]}, '
     'or {"issues":[]} if nothing is wrong.'

@@ -22,7 +22,7 @@ from pydantic_ai.models.instrumented import InstrumentationSettings
 
 from ai_lsp_tune.dataset.prepare import prepare_dataset
 from ai_lsp_tune.dataset.reader import load_examples
-from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
+from ai_lsp_tune.prompts import LOCAL_SYSTEM_PROMPT, SYSTEM_PROMPT, user_prompt
 from ai_lsp_tune.schema import DiagnosticResult
 from ai_lsp_tune.traces import otlp
 from ai_lsp_tune.traces.agent_runs import RunFormat, agent_run_from_span
@@ -95,8 +95,11 @@ def test_every_instrumentation_version_gives_the_same_example(
     assert report.agent_runs == 1  # not the chat span, not the HTTP span with the leaked name
     assert report.runs_by_format == {RunFormat.PYDANTIC_AI.value: 1}
     assert report.examples == 1
+    spans = otlp.read_spans([trace_file], otlp.ReadReport())
+    (run,) = [r for s in spans if (r := agent_run_from_span(s))]
+    assert run.system == SYSTEM_PROMPT  # read exactly, whichever way the version records it
     (example,) = load_examples(tmp_path / "dataset.json")["train"]
-    assert example.system == SYSTEM_PROMPT
+    assert example.system == LOCAL_SYSTEM_PROMPT  # re-rendered: what a local model is served
     assert example.user == USER
     assert json.loads(example.assistant) == ANSWER
     assert example.metadata is not None
