@@ -34,7 +34,9 @@ async def test_finetune_hosts_setting_trains_on_two_ranks_and_swaps(
     )
     try:
         started = await student.command(commands.FINETUNE)
-        reports = await student.wait_ended(started["progressToken"], timeout_s=300)
+        reports = await student.wait_ended(
+            started["progressToken"], timeout_s=600
+        )  # 2 ranks, 2 cores
         assert any("training" in (r.message or "") for r in reports[1:-1])  # rank 0's events
         assert "now serving the fine-tuned model" in reports[-1].message
         status = await student.status()

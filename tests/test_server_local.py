@@ -28,12 +28,12 @@ async def test_tiny_local_model_answers_through_the_host_and_is_recorded(
         env={"AI_LSP_HOME": str(isolated_home), "AI_LSP_MODEL": str(tiny_model_word_split)},
         init_options={"aiLsp": {"debounceMs": 0, "maxTokens": 64}},
     )
-    code = "def f(items, key):\n    return items[key]\n"
+    code = "x = [1, 2, 3]\nprint(x[3])\n"
     try:
-        uri = s.open("a.py", code)
+        uri = s.open("a3.py", code)
         # A random-init model, decoded under the answer grammar: a valid result. This one (its
-        # tokenizer splits words first, as real ones do) names an issue at ",", which is in
-        # the code, so the editor shows it.
+        # tokenizer splits words first, as real ones do), asked with the local system prompt,
+        # names an issue at ",", which is in the code, so the editor shows it (at each ",").
         diagnostics = await s.wait_for_diagnostics(uri, timeout_s=90)
         assert not [m for m in s.client.messages if m.type.value == 1]  # no error shown
         # The model host's log reaches the editor's log at its own level (an editor shows a
@@ -52,7 +52,7 @@ async def test_tiny_local_model_answers_through_the_host_and_is_recorded(
     record = genai.analysis_from_attributes(analysis.attributes)
     assert record.model == str(tiny_model_word_split)
     assert record.provider == "mlx"
-    assert record.document_name == "a.py"
+    assert record.document_name == "a3.py"
     assert record.input_tokens and record.input_tokens > 42  # the system prompt is in there
     assert 1 <= (record.output_tokens or 0) <= 64
     assert record.valid and record.attempts == 1 and record.error is None
@@ -65,7 +65,10 @@ async def test_tiny_local_model_answers_through_the_host_and_is_recorded(
         for d in diagnostics
     ]
     expected = [
-        (i.issue_snippet, i.message) for i in issues for _ in range(code.count(i.issue_snippet))
+        (i.issue_snippet, i.message)
+        for i in issues
+        if i.issue_snippet  # an empty snippet points nowhere: not shown
+        for _ in range(code.count(i.issue_snippet))
     ]
     assert diagnostics and all(d.source == "ai-lsp" for d in diagnostics)
     assert shown == expected

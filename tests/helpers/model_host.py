@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ai_lsp_tune.prompts import SYSTEM_PROMPT, user_prompt
+from ai_lsp_tune.prompts import LOCAL_SYSTEM_PROMPT, user_prompt
 from ai_lsp_tune.serving.client import HostClient
 from ai_lsp_tune.serving.protocol import ChatMessage
 
 
 def chat(code: str) -> list[ChatMessage]:
+    """An analysis as the server asks a local model (the system prompt the host warms)."""
     return [
-        ChatMessage(role="system", content=SYSTEM_PROMPT),
+        ChatMessage(role="system", content=LOCAL_SYSTEM_PROMPT),
         ChatMessage(role="user", content=user_prompt("python", code, "a.py")),
     ]
 

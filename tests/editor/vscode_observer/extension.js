@@ -239,7 +239,11 @@ exports.activate = async function activate() {
       obs.settings_rows = await waitFor(10000, () => screen(
         `[...document.querySelectorAll('.settings-editor .setting-item-contents .setting-item-label')].map((e) => e.innerText)`,
       ).then((rows) => (rows && rows.length > 0 ? rows : undefined)), 'the Settings UI at the setting');
-      obs.settings_tab = vscode.window.tabGroups.activeTabGroup.activeTab?.label;
+      // The workbench draws the Settings UI before the extension host hears of its tab: wait for
+      // the tab to be the active one (else the label of the editor it replaced is recorded).
+      const activeLabel = () => vscode.window.tabGroups.activeTabGroup.activeTab?.label;
+      obs.settings_tab = await waitFor(10000, () => (activeLabel() === 'Settings' ? 'Settings' : undefined),
+        'the Settings tab to be active').catch(() => activeLabel());
       const after = await status();
       obs.results.invalid_status = { before: before.runId ?? null, after: after.runId ?? null, state: after.state };
       await vscode.commands.executeCommand('workbench.action.closeActiveEditor');
