@@ -243,9 +243,14 @@ def test_finetune_on_my_traces_from_vscode(tmp_path: Path, tiny_model: Path) -> 
                     if observed.get("done") or observed.get("error"):
                         break
                 time.sleep(1)
-            after_swap_models = models_after(
-                trace_file, observed.get("swapped_at"), observed.get("after_swap_until"), 15
+            # The analyses by the served fine-tune: from the swap until the story changes the
+            # model again (the cancelled run that follows changes nothing; the file's analysis
+            # after the edit may end just after its diagnostics, republished, were seen).
+            until = next(
+                (s["t"] for s in observed.get("steps", []) if s["name"] == "cancelled"),
+                observed.get("after_swap_until"),
             )
+            after_swap_models = models_after(trace_file, observed.get("swapped_at"), until, 15)
         finally:
             if browser is not None:
                 stop(browser)

@@ -267,10 +267,12 @@ exports.activate = async function activate() {
     }, 'the fine-tune to finish');
     obs.results.status_after = final;
     step('finetune_done', final);
+    // 'succeeded' is set once the new model serves: its re-analysis of the open file (on the
+    // change of model) may end before the status bar shows it.
+    obs.swapped_at = now();
     await statusItem('the fine-tune and its outcome in the status bar',
       (s) => s.text.includes('AI: fine-tune') && s.icons.some((c) => c.includes('codicon-check')));
 
-    obs.swapped_at = now();
     step('diagnostics_after_swap', await rewrite(
       plan.after_swap_text, 'diagnostics after the swap', true, plan.after_swap_timeout_ms));
     obs.after_swap_until = now();  // later steps change the model (and re-analyse open files)
