@@ -12,7 +12,6 @@ no hit-enter prompt); the command serves the fine-tune, and the follow-up names
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ import pytest
 from ai_lsp_tune import paths
 from ai_lsp_tune.server import commands
 from ai_lsp_tune.traces.telemetry import TRACE_FILE_NAME
-from tests.helpers.editors import isolated_env, nvim_binary, server_command
+from tests.helpers.editors import isolated_env, run_nvim_script, server_command
 from tests.helpers.finetune_story import QUICK, TEACHER_ANSWER, source_file
 from tests.helpers.trace_recorder import Recorder
 
@@ -63,15 +62,7 @@ def test_the_gates_offer_waits_for_a_command_not_a_prompt(
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     env = isolated_env(tmp_path, AI_LSP_E2E_CONFIG=str(tmp_path / "plan.json"))
     env["AI_LSP_HOME"] = str(isolated_home)
-    subprocess.run(
-        [nvim_binary(), "--headless", "-u", str(SCRIPT)],
-        env=env,
-        cwd=workspace,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=460,
-    )
-    seen = json.loads(Path(plan["out"]).read_text())
+    seen = run_nvim_script(SCRIPT, env, workspace, Path(plan["out"]), timeout_s=460)
     assert seen["exit_code"] == 0, (seen["exit_reason"], seen.get("error"), seen["history"][-5:])
 
     # Named as a Neovim user writes it in their config, not VS Code's aiLsp.finetune....

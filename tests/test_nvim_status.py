@@ -9,14 +9,19 @@ cancelled with a checkpoint, under a learning rate the user has changed since.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from ai_lsp_tune import paths
 from ai_lsp_tune.server.finetune.states import JobState, RunRecord, save_record
-from tests.helpers.editors import SOURCE, TEACHER_MESSAGE, isolated_env, nvim_binary, server_command
+from tests.helpers.editors import (
+    SOURCE,
+    TEACHER_MESSAGE,
+    isolated_env,
+    run_nvim_script,
+    server_command,
+)
 from tests.helpers.finetune_story import TEACHER_ANSWER
 from tests.helpers.scripted_openai import Answer, ChatRequest, scripted_endpoint
 from tests.helpers.trace_recorder import answer, issue
@@ -81,15 +86,7 @@ def test_the_statusline_save_and_status_say_what_is_true_now(
             AI_LSP_E2E_CONFIG=str(tmp_path / "plan.json"),
             AI_LSP_HOME=str(isolated_home),
         )
-        subprocess.run(
-            [nvim_binary(), "--headless", "-u", str(SCRIPT)],
-            env=env,
-            cwd=workspace,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=200,
-        )
-    seen = json.loads(Path(plan["out"]).read_text())
+        seen = run_nvim_script(SCRIPT, env, workspace, Path(plan["out"]), timeout_s=200)
     assert seen["exit_code"] == 0, (seen["exit_reason"], seen.get("error"), seen["history"][-5:])
 
     # The sign: starting / analysing until the server answers, then the count; again on :w.

