@@ -34,7 +34,7 @@ SHARED_ROLES = {"protocol", "runner", "worker"}
 # (``python -m``, SIGTERM then SIGKILL, protocol check), and the child.
 WORKERS = {
     "dataset": {"messages": ("protocol",), "parent": "runner", "child": "worker"},
-    "training": {"messages": ("request", "events"), "parent": "runner", "child": "worker"},
+    "training": {"messages": ("protocol",), "parent": "runner", "child": "worker"},
     "serving": {"messages": ("protocol",), "parent": "client", "child": "host"},
 }
 

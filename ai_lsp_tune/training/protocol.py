@@ -1,19 +1,25 @@
-"""What to train: one pydantic model shared by the CLI, the language server and the worker.
+"""What the parent and the training worker say: versioned pydantic messages, one JSON object each.
 
-Its hyper-parameters (bounds, defaults, help) are ``Hyperparameters``'s; this adds what a run
-needs besides: the dataset, the model, where to publish, resuming and evaluation.
+The parent passes one ``TrainRequest`` on the worker's command line (``--request``, read with
+``TRAIN_REQUESTS``): one pydantic model shared by the CLI, the language server and the worker;
+its hyper-parameters (bounds, defaults, help) are ``Hyperparameters``'s, and it adds what a run
+needs besides: the dataset, the model, where to publish, resuming and evaluation. The worker
+answers with events on a dedicated pipe (never stdout: mlx-lm prints there), read with
+``WORKER_EVENTS``; ``fraction`` is the share of the whole run done (0..1).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, TypeAdapter, field_validator
 
 from ai_lsp_tune.hyperparams import DEFAULT_MODEL, Hyperparameters
+from ai_lsp_tune.training.evaluate import EvalMetrics
 from ai_lsp_tune.training.packing import PAD_TO
-from ai_lsp_tune.wire import LineReader
+from ai_lsp_tune.wire import LineReader, WireMessage
 
 REQUEST_VERSION = 1  # of the JSON the worker gets on its command line
 
@@ -98,3 +104,123 @@ class TrainRequest(Hyperparameters):
 TRAIN_REQUESTS: LineReader[TrainRequest] = LineReader(
     "the training request", REQUEST_VERSION, TrainRequest
 )
+
+
+# --- the worker's events -------------------------------------------------------------------------
+EVENT_PROTOCOL_VERSION = 1
+
+ErrorKind = Literal[
+    "model_not_found",  # neither a local folder nor downloadable
+    "bad_model",  # the folder is incomplete, corrupt or of an unsupported type
+    "bad_dataset",  # missing, empty, unreadable, or nothing short enough
+    "bad_hyperparameter",  # e.g. more layers than the model has
+    "bad_request",  # e.g. --resume with no matching checkpoint
+    "busy",  # another run writes the same output dir
+    "oom",  # out of memory
+    "disk_full",  # no space left where the run writes (its partial folder is removed)
+    "distributed",  # a rank died, a host is unreachable, or the ranks' versions differ
+    "crashed",  # anything else, including a killed worker
+]
+
+
+class _Event(WireMessage):
+    v: int = EVENT_PROTOCOL_VERSION
+    fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    elapsed_s: float = 0.0
+    message: str = ""
+
+
+class LoadingEvent(_Event):
+    phase: Literal["loading"] = "loading"
+
+
+class WarningEvent(_Event):
+    """Something the user should know that does not stop the run (e.g. skipped examples)."""
+
+    phase: Literal["warning"] = "warning"
+    count: int | None = None
+
+
+class EvaluatingEvent(_Event):
+    phase: Literal["evaluating"] = "evaluating"
+    stage: Literal["before", "after"]
+    done: int = 0
+    total: int = 0  # answers: each example is answered twice under constrained decoding
+    examples: int = 0  # so the editor counts examples, not answers
+
+
+class TrainingEvent(_Event):
+    phase: Literal["training"] = "training"
+    iteration: int
+    total: int
+    train_loss: float | None = None
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_sec: float | None = None  # prompt + answer tokens, padding excluded
+    trained_tokens: int = 0
+    peak_memory_gb: float | None = None
+    eta_s: float | None = None
+
+
+class PausedEvent(_Event):
+    """Made by the parent, never sent: the worker has been stopped (SIGSTOP) a while."""
+
+    phase: Literal["paused"] = "paused"
+    pid: int
+
+
+class FusingEvent(_Event):
+    phase: Literal["fusing"] = "fusing"
+
+
+class DoneEvent(_Event):
+    phase: Literal["done"] = "done"
+    output_dir: Path
+    model_path: Path
+    run_json: Path
+    before: EvalMetrics | None = None
+    after: EvalMetrics | None = None
+    best_iteration: int = 0
+    iterations: int = 0
+
+
+class ErrorEvent(_Event):
+    phase: Literal["error"] = "error"
+    kind: ErrorKind
+
+
+class CancelledEvent(_Event):
+    phase: Literal["cancelled"] = "cancelled"
+    checkpoint_iteration: int | None = None  # None: stopped before any checkpoint
+    checkpoint_dir: Path | None = None
+
+
+WorkerEvent = Annotated[
+    LoadingEvent
+    | WarningEvent
+    | EvaluatingEvent
+    | TrainingEvent
+    | PausedEvent
+    | FusingEvent
+    | DoneEvent
+    | ErrorEvent
+    | CancelledEvent,
+    Field(discriminator="phase"),
+]
+FinalEvent = DoneEvent | ErrorEvent | CancelledEvent
+
+WORKER_EVENTS: LineReader[WorkerEvent] = LineReader(
+    "the training worker", EVENT_PROTOCOL_VERSION, TypeAdapter(WorkerEvent)
+)
+
+
+# Share of the whole run each phase is given in ``fraction``.
+PHASES = {"loading": (0.0, 0.05), "before": (0.05, 0.15), "training": (0.15, 0.85),
+          "fusing": (0.85, 0.9), "after": (0.9, 1.0)}  # fmt: skip
+
+
+def at(phase: str, done: float = 0.0) -> float:
+    """``fraction`` of the run at ``done`` (0..1) through ``phase``."""
+    start, end = PHASES[phase]
+    return round(start + (end - start) * min(max(done, 0.0), 1.0), 4)

@@ -27,16 +27,16 @@ from ai_lsp_tune.training.distributed import (
     rank_failure,
     unreachable_host,
 )
-from ai_lsp_tune.training.events import (
+from ai_lsp_tune.training.protocol import (
     WORKER_EVENTS,
     CancelledEvent,
     ErrorEvent,
     FinalEvent,
     PausedEvent,
     TrainingEvent,
+    TrainRequest,
     WorkerEvent,
 )
-from ai_lsp_tune.training.request import TrainRequest
 from ai_lsp_tune.wire import ProtocolMismatch
 
 log = logging.getLogger(__name__)
