@@ -206,7 +206,8 @@ def test_finetune_on_my_traces_from_neovim(tmp_path: Path, tiny_model: Path) -> 
 
     # :checkhealth ai_lsp names the model being served, and that it is not the configured one.
     health = "\n".join(observed["health"])
-    assert '"learningRate":0.0005' in health  # the settings in effect, not those at start-up
+    # the settings in effect, not those at start-up
+    assert f'"learningRate":{CHANGED["finetune"]["learningRate"]:g}' in health
     assert f"serving {second_model} (a fine-tune; the model setting is {tiny_model})" in health
     assert f"BLAS: {blas.status().name}" in health  # OpenBLAS on a Linux CPU
 
