@@ -88,7 +88,9 @@ def load_examples(folder: Path, n_train: int, n_test: int) -> tuple[list[Any], l
     return train, test
 
 
-def local_examples(windows: int, budget: int, cap: int) -> tuple[list[Any], list[Any]]:
+def local_examples(
+    windows: int, budget: int, cap: int, rules: list[str] | None = None
+) -> tuple[list[Any], list[Any]]:
     """The local-rules corpus (build_lint_corpus.choose_local), compact answers, a third of
     the files held out (by a hash of the file name)."""
     import hashlib
@@ -100,7 +102,7 @@ def local_examples(windows: int, budget: int, cap: int) -> tuple[list[Any], list
     from build_lint_corpus import choose_local
 
     root = Path(sysconfig.get_paths()["purelib"])
-    chosen = choose_local(root, windows, budget=budget, cap=cap)
+    chosen = choose_local(root, windows, budget=budget, cap=cap, rules=rules)
     train, test = [], []
     for a in chosen:
         example = compact(Example(system=a.system, user=a.user, assistant=a.answer.to_json()))
@@ -129,13 +131,20 @@ def by_file(examples: list[Any]) -> list[Any]:
 
 
 def evaluate(
-    model: Any, tokenizer: Any, examples: list[Any], max_tokens: int, grammar: Any = None
+    model: Any,
+    tokenizer: Any,
+    examples: list[Any],
+    max_tokens: int,
+    grammar: Any = None,
+    grounded: bool = False,
 ) -> tuple[dict, Any]:
     from ai_lsp_tune.training.evaluate import greedy_answers, score_answers, served_answers
 
     started = time.perf_counter()
     if grammar is not None:
-        answers = served_answers(model, tokenizer, examples, grammar=grammar, max_tokens=max_tokens)
+        answers = served_answers(
+            model, tokenizer, examples, grammar=grammar, max_tokens=max_tokens, grounded=grounded
+        )
     else:
         answers = greedy_answers(model, tokenizer, examples, max_tokens=max_tokens, chunk=16)
     metrics = score_answers(examples, answers)
@@ -219,8 +228,14 @@ def main() -> None:
     parser.add_argument("--constrained", action="store_true", help="answer under the grammar")
     parser.add_argument("--train-eval", type=int, default=16, help="training windows scored")
     parser.add_argument("--frozen-cache", action="store_true", help="cache the frozen layers")
+    parser.add_argument(
+        "--grounded", action="store_true", help="constrained, snippets one of the code's lines"
+    )
+    parser.add_argument("--rules", help="local: a comma-separated subset of LOCAL_RULES")
     args = parser.parse_args()
     checkpoints = sorted(int(e) for e in args.epochs.split(","))
+    args.constrained = args.constrained or args.grounded
+    rules = args.rules.split(",") if args.rules else None
 
     def report(row: dict) -> None:
         row |= {"utc": time.strftime("%H:%M:%S", time.gmtime()), "load": os.getloadavg()[:2]}
@@ -232,7 +247,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.corpus == "local":
-            train, test = local_examples(args.windows, args.budget, args.cap)
+            train, test = local_examples(args.windows, args.budget, args.cap, rules)
             train, test = by_file(train)[: args.train], by_file(test)[: args.test]
         else:
             train, test = load_examples(Path(tmp), args.train, args.test)
@@ -308,9 +323,11 @@ def main() -> None:
             epoch += 1
         model.eval()
         scored_train, _ = evaluate(
-            model, tokenizer, train[: args.train_eval], args.max_tokens, grammar
+            model, tokenizer, train[: args.train_eval], args.max_tokens, grammar, args.grounded
         )
-        scored_test, metrics = evaluate(model, tokenizer, test, args.max_tokens, grammar)
+        scored_test, metrics = evaluate(
+            model, tokenizer, test, args.max_tokens, grammar, args.grounded
+        )
         from ai_lsp_tune.training.evaluate import compare
 
         if before is None:

@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import random
 import sysconfig
+from collections.abc import Sequence
 from pathlib import Path
 
 from ai_lsp_tune.dataset.teacher import (
@@ -78,14 +79,22 @@ def choose(root: Path, files: int, seed: int) -> list[TeacherAnalysis]:
 
 
 def choose_local(
-    root: Path, windows: int, *, budget: int = 300, cap: int = 12, per_file: int = 3
+    root: Path,
+    windows: int,
+    *,
+    budget: int = 300,
+    cap: int = 12,
+    per_file: int = 3,
+    rules: Sequence[str] | None = None,
 ) -> list[TeacherAnalysis]:
     """``windows`` windows with findings of LOCAL_RULES (each rule in at most ``cap`` of them,
     at most ``per_file`` per file, so no rule dominates) and half as many clean windows of the
     same files, cut as the server cuts them for a local model (LOCAL_SYSTEM_PROMPT, ``budget``
-    estimated tokens). Files in a stable pseudo-random order; whole windows, never edited."""
+    estimated tokens). Files in a stable pseudo-random order; whole windows, never edited.
+    ``rules``: a subset of LOCAL_RULES (the teacher checks only these)."""
     paths = source_files(root)
-    findings = ruff_findings(paths, LOCAL_RULES)
+    chosen = {r: s for r, s in LOCAL_RULES.items() if rules is None or r in rules}
+    findings = ruff_findings(paths, chosen)
     order = sorted((p for p in paths if findings[p.resolve()]), key=lambda p: _stable(str(p)))
     rng = random.Random(0)
     per_rule: dict[str, int] = {}

@@ -215,3 +215,50 @@ def test_the_grammar_allows_exactly_the_tokens_llguidance_allows(
         assert allowed.tolist() == expected, step
         assert np.array_equal(np.array(masked[0])[allowed], np.array(logits[0])[allowed])
         assert reference.consume_token(answer[step])
+
+
+def test_a_grounded_answer_cannot_point_at_a_line_the_code_does_not_have(
+    tiny_model_word_split: Path,
+) -> None:
+    """Whatever the model prefers (here: random logits, 30 answers), every snippet the host
+    decodes for an analysis prompt is one of its code's lines, and the answer is valid."""
+    import json
+
+    import mlx.core as mx
+    from mlx_lm import load
+
+    from ai_lsp_tune.decoding.grammar import answer_grammar, code_lines
+    from ai_lsp_tune.prompts import LOCAL_SYSTEM_PROMPT, user_prompt
+    from ai_lsp_tune.schema import parse_diagnostic_result
+    from ai_lsp_tune.serving.engine import grounded_in_prompt
+    from ai_lsp_tune.serving.protocol import ChatMessage
+
+    model, tokenizer = load(str(tiny_model_word_split))[:2]
+    grammar = answer_grammar(tokenizer, model.args.vocab_size)
+    code = document(3)
+    messages = [
+        ChatMessage(role="system", content=LOCAL_SYSTEM_PROMPT),
+        ChatMessage(role="user", content=user_prompt("python", code, "a.py")),
+    ]
+    grounded = grounded_in_prompt(grammar, messages)
+    outside = '{"issues":[{"issue_snippet":"assert False"'
+    assert not grounded.matcher.deep_copy().consume_tokens(tokenizer.encode(outside))
+    assert grammar.matcher.deep_copy().consume_tokens(tokenizer.encode(outside))
+    mx.random.seed(0)
+    snippets = []
+    for _ in range(30):
+        processor = grounded.logits_processor(120)
+        answer: list[int] = []
+        for _ in range(120):
+            logits = processor(
+                mx.array([1, 2, 3, *answer]), mx.random.normal((1, grammar.vocab_size))
+            )
+            token = int(mx.argmax(logits[0]).item())
+            if token in grammar.eos:
+                break
+            answer.append(token)
+        text = tokenizer.decode(answer)
+        snippets += [i.issue_snippet for i in parse_diagnostic_result(text).issues]
+    assert snippets and set(snippets) <= set(code_lines(code)), json.dumps(snippets)
+    # Not an analysis prompt: the plain grammar.
+    assert grounded_in_prompt(grammar, messages[:1]) is grammar

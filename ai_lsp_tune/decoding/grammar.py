@@ -12,8 +12,9 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ai_lsp_tune.schema import answer_json_schema
@@ -51,10 +52,53 @@ class AnswerGrammar:
     closers: list[int]  # token ids of CLOSERS (those the tokenizer has as one token)
     reserve: int  # tokens kept for closing an answer beyond what closing it needs now
     compile_s: float
+    lltokenizer: Any = None  # llguidance's view of the tokenizer (compiles per-code grammars)
 
     def logits_processor(self, max_tokens: int) -> LogitsProcessor:
         """A fresh processor for one answer (it is stateful: it follows the tokens chosen)."""
         return _Constrainer(self, self.matcher.deep_copy(), max_tokens)
+
+    def grounded(self, code: str) -> AnswerGrammar:
+        """This grammar with every issue_snippet one of ``code``'s non-blank lines, stripped
+        (the local prompt's "the flagged line, copied exactly"): an answer cannot point at a
+        line the code does not have. Compiled per code (milliseconds; the tokenizer is shared).
+        Raises GrammarUnavailable when llguidance cannot compile it."""
+        import llguidance
+
+        if self.lltokenizer is None:
+            raise GrammarUnavailable("the answer grammar was compiled without its tokenizer")
+        started = time.perf_counter()
+        try:
+            matcher = llguidance.LLMatcher(
+                self.lltokenizer, grammar_for(grounded_schema(code)), log_level=0
+            )
+            if matcher.is_error():
+                raise ValueError(matcher.get_error())
+        except ValueError as exc:
+            raise GrammarUnavailable(
+                f"llguidance cannot compile the grounded answer schema ({_first_line(exc)})"
+            ) from exc
+        return replace(self, matcher=matcher, compile_s=time.perf_counter() - started)
+
+
+def code_lines(code: str) -> list[str]:
+    """The code's distinct non-blank lines, stripped, in order: the snippets a grounded answer
+    may give (the lint teacher's snippets are exactly these)."""
+    return list(dict.fromkeys(line.strip() for line in code.splitlines() if line.strip()))
+
+
+def grounded_schema(code: str) -> dict[str, Any]:
+    """The answer schema with issue_snippet an enum of ``code``'s lines (no issue allowed
+    when it has none)."""
+    schema = answer_json_schema()
+    lines = code_lines(code)
+    if lines:
+        snippet = schema["$defs"]["Issue"]["properties"]["issue_snippet"]
+        snippet.pop("type", None)
+        snippet["enum"] = lines
+    else:
+        schema["properties"]["issues"]["maxItems"] = 0
+    return schema
 
 
 class _Constrainer:
@@ -184,8 +228,6 @@ def answer_grammar(
 
 
 def _compile(hf: Any, eos: list[int], vocab_size: int, schema: dict[str, Any]) -> AnswerGrammar:
-    import time
-
     try:
         import llguidance
         import llguidance.hf
@@ -211,7 +253,7 @@ def _compile(hf: Any, eos: list[int], vocab_size: int, schema: dict[str, Any]) -
     # Computing the first mask builds the lexer's start state: pay for it now, not in an analysis.
     matcher.compute_bitmask()
     closers = [ids[0] for text in CLOSERS if len(ids := lltokenizer.tokenize_str(text)) == 1]
-    grammar = AnswerGrammar(matcher, n_vocab, eos, closers, 0, 0.0)
+    grammar = AnswerGrammar(matcher, n_vocab, eos, closers, 0, 0.0, lltokenizer)
     deepest = matcher.deep_copy()
     if deepest.consume_tokens(lltokenizer.tokenize_str(DEEPEST_OPENING)):
         grammar.reserve = closing_length(deepest, grammar)
