@@ -59,46 +59,58 @@ class AnswerGrammar:
         return _Constrainer(self, self.matcher.deep_copy(), max_tokens)
 
     def grounded(self, code: str) -> AnswerGrammar:
-        """This grammar with every issue_snippet one of ``code``'s non-blank lines, stripped
-        (the local prompt's "the flagged line, copied exactly"): an answer cannot point at a
-        line the code does not have. Compiled per code (milliseconds; the tokenizer is shared).
-        Raises GrammarUnavailable when llguidance cannot compile it."""
+        """This grammar with every issue_snippet a non-empty piece of ``code`` (what the dataset
+        keeps and the LSP can place): an answer cannot point at text the code does not have.
+        Compiled per code (milliseconds; the tokenizer is shared). Raises GrammarUnavailable
+        when llguidance cannot compile it."""
         import llguidance
 
         if self.lltokenizer is None:
             raise GrammarUnavailable("the answer grammar was compiled without its tokenizer")
         started = time.perf_counter()
         try:
-            matcher = llguidance.LLMatcher(
-                self.lltokenizer, grammar_for(grounded_schema(code)), log_level=0
-            )
+            matcher = llguidance.LLMatcher(self.lltokenizer, grounded_lark(code), log_level=0)
             if matcher.is_error():
                 raise ValueError(matcher.get_error())
         except ValueError as exc:
             raise GrammarUnavailable(
-                f"llguidance cannot compile the grounded answer schema ({_first_line(exc)})"
+                f"llguidance cannot compile the grounded answer grammar ({_first_line(exc)})"
             ) from exc
         return replace(self, matcher=matcher, compile_s=time.perf_counter() - started)
 
 
-def code_lines(code: str) -> list[str]:
-    """The code's distinct non-blank lines, stripped, in order: the snippets a grounded answer
-    may give (the lint teacher's snippets are exactly these)."""
-    return list(dict.fromkeys(line.strip() for line in code.splitlines() if line.strip()))
-
-
-def grounded_schema(code: str) -> dict[str, Any]:
-    """The answer schema with issue_snippet an enum of ``code``'s lines (no issue allowed
-    when it has none)."""
+def grounded_lark(code: str) -> str:
+    """An llguidance (Lark) grammar for compact answers, keys in the schema's order, whose
+    issue_snippet is any non-empty substring of ``code`` as JSON writes it (each character's
+    JSON form is one chunk, so an escape is never cut in half)."""
     schema = answer_json_schema()
-    lines = code_lines(code)
-    if lines:
-        snippet = schema["$defs"]["Issue"]["properties"]["issue_snippet"]
-        snippet.pop("type", None)
-        snippet["enum"] = lines
-    else:
-        schema["properties"]["issues"]["maxItems"] = 0
-    return schema
+    issue = schema["$defs"]["Issue"]["properties"]
+    fix = schema["$defs"]["SuggestedFix"]
+    fixes = {
+        "anyOf": [{"type": "array", "items": fix}, {"type": "null"}],
+        "x-guidance": {"whitespace_flexible": False},
+    }
+    chunks = [json.dumps(c, ensure_ascii=False)[1:-1] for c in code]
+
+    def literal(text: str) -> str:
+        return json.dumps(text, ensure_ascii=False)
+
+    severities = " | ".join(literal(json.dumps(s)) for s in issue["severity"]["enum"])
+    answer = (literal('{"issues":['), literal(","), literal("]}"))
+    keys = [literal(k) for k in ('{"issue_snippet":"', '","severity":', ',"message":')]
+    fixes_key, close = literal(',"suggested_fixes":'), literal("}")
+    return "\n".join(
+        [
+            f"start: {answer[0]} (issue ({answer[1]} issue)*)? {answer[2]}",
+            f"issue: {keys[0]} SNIPPET {keys[1]} severity {keys[2]} message fixes? {close}",
+            f"fixes: {fixes_key} fix_list",
+            f"severity: {severities}",
+            'message: %json {"type": "string"}',
+            f"fix_list: %json {json.dumps(fixes)}",
+            r"SNIPPET: CODE_PIECE & /(.|\n)+/",
+            f"CODE_PIECE: %regex {json.dumps({'substring_chunks': chunks})}",
+        ]
+    )
 
 
 class _Constrainer:
