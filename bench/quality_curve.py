@@ -136,14 +136,19 @@ def evaluate(
     examples: list[Any],
     max_tokens: int,
     grammar: Any = None,
-    grounded: bool = False,
+    grounded: str | None = None,
 ) -> tuple[dict, Any]:
     from ai_lsp_tune.training.evaluate import greedy_answers, score_answers, served_answers
 
     started = time.perf_counter()
     if grammar is not None:
         answers = served_answers(
-            model, tokenizer, examples, grammar=grammar, max_tokens=max_tokens, grounded=grounded
+            model,
+            tokenizer,
+            examples,
+            grammar=grammar,
+            max_tokens=max_tokens,
+            grounded=bool(grounded),
         )
     else:
         answers = greedy_answers(model, tokenizer, examples, max_tokens=max_tokens, chunk=16)
@@ -196,6 +201,30 @@ class FrozenPrefix:
         return total / count
 
 
+def line_grounded() -> type:
+    """AnswerGrammar whose grounded() allows only the code's non-blank lines, stripped, as the
+    line-local teacher copies them (an enum in the answer schema), instead of any piece."""
+    from dataclasses import dataclass, replace
+
+    import llguidance
+
+    from ai_lsp_tune.decoding.grammar import AnswerGrammar, grammar_for
+    from ai_lsp_tune.schema import answer_json_schema
+
+    @dataclass
+    class Lines(AnswerGrammar):
+        def grounded(self, code: str) -> AnswerGrammar:
+            lines = list(dict.fromkeys(ln.strip() for ln in code.splitlines() if ln.strip()))
+            schema = answer_json_schema()
+            snippet = schema["$defs"]["Issue"]["properties"]["issue_snippet"]
+            snippet.pop("type")
+            snippet["enum"] = lines or [" "]
+            matcher = llguidance.LLMatcher(self.lltokenizer, grammar_for(schema), log_level=0)
+            return replace(self, matcher=matcher)
+
+    return Lines
+
+
 def main() -> None:
     import mlx.core as mx
     import mlx.nn as nn
@@ -229,8 +258,12 @@ def main() -> None:
     parser.add_argument("--train-eval", type=int, default=16, help="training windows scored")
     parser.add_argument("--frozen-cache", action="store_true", help="cache the frozen layers")
     parser.add_argument(
-        "--grounded", action="store_true", help="constrained, snippets one of the code's lines"
+        "--grounded",
+        choices=("code", "lines"),
+        help="constrained, each snippet a piece of the code (the product) or one of its lines",
     )
+    parser.add_argument("--save", type=Path, help="the LoRA weights at each checkpoint here")
+    parser.add_argument("--load", type=Path, help="start from these LoRA weights")
     parser.add_argument("--rules", help="local: a comma-separated subset of LOCAL_RULES")
     args = parser.parse_args()
     checkpoints = sorted(int(e) for e in args.epochs.split(","))
@@ -273,6 +306,8 @@ def main() -> None:
 
         grammar, why = serving_grammar(model, tokenizer)
         assert grammar is not None, why
+        if args.grounded == "lines":
+            grammar = line_grounded()(**vars(grammar))
     before = None
     report(
         {
@@ -289,6 +324,8 @@ def main() -> None:
         }
     )
     _prepare(model, request)
+    if args.load:
+        model.load_weights(str(args.load), strict=False)
     loss_fn = make_loss(model, chunked=False)
     value_and_grad = nn.value_and_grad(model, lambda m, *batch: loss_fn(m, *batch)[0])
     started = time.perf_counter()
@@ -322,6 +359,12 @@ def main() -> None:
             trained_seconds += time.perf_counter() - started
             epoch += 1
         model.eval()
+        if args.save:
+            from mlx.utils import tree_flatten
+
+            args.save.mkdir(parents=True, exist_ok=True)
+            weights = dict(tree_flatten(model.trainable_parameters()))
+            mx.save_safetensors(str(args.save / f"epoch{epoch}.safetensors"), weights)
         scored_train, _ = evaluate(
             model, tokenizer, train[: args.train_eval], args.max_tokens, grammar, args.grounded
         )

@@ -231,17 +231,11 @@ def test_a_grounded_answer_cannot_point_at_a_line_the_code_does_not_have(
     from ai_lsp_tune.decoding.grammar import answer_grammar
     from ai_lsp_tune.prompts import LOCAL_SYSTEM_PROMPT, user_prompt
     from ai_lsp_tune.schema import parse_diagnostic_result
-    from ai_lsp_tune.serving.engine import grounded_in_prompt
-    from ai_lsp_tune.serving.protocol import ChatMessage
 
     model, tokenizer = load(str(tiny_model_word_split))[:2]
     grammar = answer_grammar(tokenizer, model.args.vocab_size)
     code = document(3) + '    password = "a\\\\b\\"c"  # é\n'
-    messages = [
-        ChatMessage(role="system", content=LOCAL_SYSTEM_PROMPT),
-        ChatMessage(role="user", content=user_prompt("python", code, "a.py")),
-    ]
-    grounded = grounded_in_prompt(grammar, messages)
+    grounded = grammar.for_prompt(user_prompt("python", code, "a.py"))
     outside = '{"issues":[{"issue_snippet":"assert False"'
     assert not grounded.matcher.deep_copy().consume_tokens(tokenizer.encode(outside))
     assert grammar.matcher.deep_copy().consume_tokens(tokenizer.encode(outside))
@@ -269,4 +263,4 @@ def test_a_grounded_answer_cannot_point_at_a_line_the_code_does_not_have(
         snippets += [i.issue_snippet for i in parse_diagnostic_result(text).issues]
     assert snippets and all(s and s in code for s in snippets), json.dumps(snippets)
     # Not an analysis prompt: the plain grammar.
-    assert grounded_in_prompt(grammar, messages[:1]) is grammar
+    assert grammar.for_prompt(LOCAL_SYSTEM_PROMPT) is grammar

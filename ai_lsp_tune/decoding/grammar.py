@@ -58,6 +58,21 @@ class AnswerGrammar:
         """A fresh processor for one answer (it is stateful: it follows the tokens chosen)."""
         return _Constrainer(self, self.matcher.deep_copy(), max_tokens)
 
+    def for_prompt(self, user: str) -> AnswerGrammar:
+        """The grammar for one request whose user message is ``user``: for an analysis prompt,
+        grounded in the code it shows (a small model cannot point at text that is not there);
+        any other prompt, or a code llguidance cannot compile, keeps this grammar."""
+        from ai_lsp_tune.prompts import parse_user_prompt
+
+        parts = parse_user_prompt(user)
+        if parts is None:
+            return self
+        try:
+            return self.grounded(parts.code)
+        except GrammarUnavailable as exc:
+            log.warning("answers not grounded in the code: %s", exc.reason)
+            return self
+
     def grounded(self, code: str) -> AnswerGrammar:
         """This grammar with every issue_snippet a non-empty piece of ``code`` (what the dataset
         keeps and the LSP can place): an answer cannot point at text the code does not have.

@@ -19,12 +19,7 @@ from ai_lsp_tune.decoding.decode import decode_answer, model_vocab_size
 from ai_lsp_tune.decoding.grammar import AnswerGrammar, GrammarUnavailable, answer_grammar
 from ai_lsp_tune.models.load import load_model
 from ai_lsp_tune.models.resolve import resolve_model
-from ai_lsp_tune.prompts import (
-    LOCAL_SYSTEM_PROMPT,
-    has_chat_template,
-    parse_user_prompt,
-    render_chat,
-)
+from ai_lsp_tune.prompts import LOCAL_SYSTEM_PROMPT, has_chat_template, render_chat
 from ai_lsp_tune.serving.adapters import Adapter
 from ai_lsp_tune.serving.compatibility import architecture_difference, tokenizer_identity
 from ai_lsp_tune.serving.loading import describe_load_error, read_weights, set_weights
@@ -41,21 +36,6 @@ from ai_lsp_tune.shorten import NAME_CHARS, shorten
 
 log = logging.getLogger("ai_lsp_tune.host")
 NO_CHAT_TEMPLATE = "it has no chat template, so prompts are sent to it as plain text"
-
-
-def grounded_in_prompt(grammar: AnswerGrammar, messages: list[ChatMessage]) -> AnswerGrammar:
-    """The grammar for one request: for an analysis prompt, its snippets limited to the lines
-    of the code analysed (AnswerGrammar.grounded: a small model cannot point at a line that is
-    not there); any other prompt, or a code llguidance cannot compile, keeps ``grammar``."""
-    user = next((m.content for m in reversed(messages) if m.role == "user"), None)
-    parts = parse_user_prompt(user) if user is not None else None
-    if parts is None:
-        return grammar
-    try:
-        return grammar.grounded(parts.code)
-    except GrammarUnavailable as exc:
-        log.warning("answers not grounded in the code: %s", exc.reason)
-        return grammar
 
 
 class Engine:
@@ -123,8 +103,9 @@ class Engine:
         cache = self.cache if use_cache else make_prompt_cache(self.model)
         prompt = tokens[prefix:] if use_cache else tokens
         grammar = self.grammar if request.constrained else None
-        if grammar is not None:
-            grammar = grounded_in_prompt(grammar, request.messages)
+        user = next((m.content for m in reversed(request.messages) if m.role == "user"), None)
+        if grammar is not None and user is not None:
+            grammar = grammar.for_prompt(user)  # snippets limited to the code analysed
         try:
             answer = decode_answer(
                 self.model,

@@ -217,10 +217,10 @@ def served_answers(
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     batch: int = 8,
-    grounded: bool = False,
+    grounded: bool = True,
 ) -> list[str]:
     """The answers the model host would serve: the same greedy decoding under the same grammar
-    (``grounded``: each answer's snippets limited to its code's lines, AnswerGrammar.grounded).
+    (``grounded``, as the host does: each analysis's snippets limited to its code).
 
     Under a grammar, ``batch`` prompts decode together, each with its own grammar state (a
     decode step reads all the weights whatever the batch: on a CPU that is most of its cost).
@@ -232,7 +232,7 @@ def served_answers(
 
     prompts = [prompt_tokens(tokenizer, e.system, e.user) for e in examples]
     grammars = [
-        grammar.grounded(code_of(e.user)) if grammar is not None and grounded else grammar
+        grammar.for_prompt(e.user) if grammar is not None and grounded else grammar
         for e in examples
     ]
     if grammar is not None and batch > 1:
