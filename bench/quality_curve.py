@@ -262,6 +262,7 @@ def main() -> None:
         choices=("code", "lines"),
         help="constrained, each snippet a piece of the code (the product) or one of its lines",
     )
+    parser.add_argument("--no-clean-train", action="store_true", help="local: train on flagged")
     parser.add_argument("--save", type=Path, help="the LoRA weights at each checkpoint here")
     parser.add_argument("--load", type=Path, help="start from these LoRA weights")
     parser.add_argument("--rules", help="local: a comma-separated subset of LOCAL_RULES")
@@ -281,6 +282,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.corpus == "local":
             train, test = local_examples(args.windows, args.budget, args.cap, rules)
+            if args.no_clean_train:  # learn where the flagged line is, not whether there is one
+                train = [e for e in train if '"issues":[]' not in e.assistant.replace(" ", "")]
             train, test = by_file(train)[: args.train], by_file(test)[: args.test]
         else:
             train, test = load_examples(Path(tmp), args.train, args.test)
@@ -311,7 +314,7 @@ def main() -> None:
     before = None
     report(
         {
-            "setup": vars(args) | {"out": str(args.out)},
+            "setup": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "train_examples": len(tokens),
             "test_examples": len(test_tokens),
             "tokens_per_example": round(sum(lengths) / len(lengths)),

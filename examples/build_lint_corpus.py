@@ -168,10 +168,17 @@ def main() -> None:
         metavar="WINDOWS",
         help="instead: WINDOWS flagged windows of LOCAL_RULES (balanced) and half as many clean",
     )
+    parser.add_argument("--cap", type=int, default=12, help="--local: windows per rule")
+    parser.add_argument("--rules", help="--local: a comma-separated subset of LOCAL_RULES")
     parser.add_argument("--output", type=Path, default=TRACES / "lint-teacher-otel.jsonl")
     args = parser.parse_args()
     root = Path(sysconfig.get_paths()["purelib"])
-    chosen = choose_local(root, args.local) if args.local else choose(root, args.files, args.seed)
+    rules = args.rules.split(",") if args.rules else None
+    chosen = (
+        choose_local(root, args.local, cap=args.cap, rules=rules)
+        if args.local
+        else choose(root, args.files, args.seed)
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.unlink(missing_ok=True)  # the exporter appends
     record(args.output, chosen)
