@@ -221,8 +221,9 @@ def test_a_grounded_answer_cannot_point_at_a_line_the_code_does_not_have(
     tiny_model_word_split: Path,
 ) -> None:
     """Whatever the model prefers (here: random logits, 30 answers), every snippet the host
-    decodes for an analysis prompt is a piece of its code, and the answer is valid; the
-    teacher's answers (a line with quotes and a backslash, a token, a fix) stay possible."""
+    decodes for an analysis prompt is a piece of one of its code's lines, and the answer is
+    valid; the teacher's answers (a line with quotes and a backslash, a token, a fix) stay
+    possible."""
     import json
 
     import mlx.core as mx
@@ -261,6 +262,7 @@ def test_a_grounded_answer_cannot_point_at_a_line_the_code_does_not_have(
             answer.append(token)
         text = tokenizer.decode(answer)
         snippets += [i.issue_snippet for i in parse_diagnostic_result(text).issues]
-    assert snippets and all(s and s in code for s in snippets), json.dumps(snippets)
+    lines = code.splitlines()
+    assert snippets and all(any(s in ln for ln in lines) for s in snippets), json.dumps(snippets)
     # Not an analysis prompt: the plain grammar.
     assert grammar.for_prompt(LOCAL_SYSTEM_PROMPT) is grammar

@@ -74,8 +74,8 @@ class AnswerGrammar:
             return self
 
     def grounded(self, code: str) -> AnswerGrammar:
-        """This grammar with every issue_snippet a non-empty piece of ``code`` (what the dataset
-        keeps and the LSP can place): an answer cannot point at text the code does not have.
+        """This grammar with every issue_snippet a non-empty piece of one of ``code``'s lines
+        (what the LSP can place): an answer cannot point at text the code does not have.
         Compiled per code (milliseconds; the tokenizer is shared). Raises GrammarUnavailable
         when llguidance cannot compile it."""
         import llguidance
@@ -84,7 +84,12 @@ class AnswerGrammar:
             raise GrammarUnavailable("the answer grammar was compiled without its tokenizer")
         started = time.perf_counter()
         try:
-            matcher = llguidance.LLMatcher(self.lltokenizer, grounded_lark(code), log_level=0)
+            matcher = llguidance.LLMatcher(
+                self.lltokenizer,
+                grounded_lark(code),
+                log_level=0,
+                limits=llguidance.LLParserLimits(precompute_large_lexemes=False),
+            )
             if matcher.is_error():
                 raise ValueError(matcher.get_error())
         except ValueError as exc:
@@ -96,8 +101,9 @@ class AnswerGrammar:
 
 def grounded_lark(code: str) -> str:
     """An llguidance (Lark) grammar for compact answers, keys in the schema's order, whose
-    issue_snippet is any non-empty substring of ``code`` as JSON writes it (each character's
-    JSON form is one chunk, so an escape is never cut in half)."""
+    issue_snippet is a non-empty piece of one line of ``code`` as JSON writes it (each
+    character's JSON form is one chunk, so an escape is never cut in half); no issue at all
+    when the code has no non-blank line."""
     schema = answer_json_schema()
     issue = schema["$defs"]["Issue"]["properties"]
     fix = schema["$defs"]["SuggestedFix"]
@@ -105,15 +111,22 @@ def grounded_lark(code: str) -> str:
         "anyOf": [{"type": "array", "items": fix}, {"type": "null"}],
         "x-guidance": {"whitespace_flexible": False},
     }
-    chunks = [json.dumps(c, ensure_ascii=False)[1:-1] for c in code]
 
     def literal(text: str) -> str:
         return json.dumps(text, ensure_ascii=False)
 
+    lines = [line for line in dict.fromkeys(code.splitlines()) if line.strip()]
+    pieces = [
+        f"LINE_{n}: %regex "
+        + json.dumps({"substring_chunks": [literal(c)[1:-1] for c in line]}, ensure_ascii=False)
+        for n, line in enumerate(lines)
+    ]
     severities = " | ".join(literal(json.dumps(s)) for s in issue["severity"]["enum"])
     answer = (literal('{"issues":['), literal(","), literal("]}"))
     keys = [literal(k) for k in ('{"issue_snippet":"', '","severity":', ',"message":')]
     fixes_key, close = literal(',"suggested_fixes":'), literal("}")
+    if not lines:
+        return f"start: {answer[0]} {answer[2]}"
     return "\n".join(
         [
             f"start: {answer[0]} (issue ({answer[1]} issue)*)? {answer[2]}",
@@ -122,8 +135,8 @@ def grounded_lark(code: str) -> str:
             f"severity: {severities}",
             'message: %json {"type": "string"}',
             f"fix_list: %json {json.dumps(fixes)}",
-            r"SNIPPET: CODE_PIECE & /(.|\n)+/",
-            f"CODE_PIECE: %regex {json.dumps({'substring_chunks': chunks})}",
+            "SNIPPET: (" + " | ".join(f"LINE_{n}" for n in range(len(lines))) + ") & /.+/",
+            *pieces,
         ]
     )
 
