@@ -162,6 +162,7 @@ def evaluate(
         "matched_predicted_expected": [sum(c[i] for c in metrics.files.values()) for i in range(3)],
         "seconds": round(time.perf_counter() - started, 1),
         "answers": answers[:3],
+        "all_answers": answers,
     }, metrics
 
 
@@ -234,6 +235,7 @@ def main() -> None:
     from ai_lsp_tune.hyperparams import default
     from ai_lsp_tune.training import precision
     from ai_lsp_tune.training.data import TokenizedSplit, collate, make_loss, split_loss
+    from ai_lsp_tune.training.evaluate import compare
     from ai_lsp_tune.training.loop import _prepare
     from ai_lsp_tune.training.modelio import load_model
     from ai_lsp_tune.training.request import TrainRequest
@@ -327,8 +329,25 @@ def main() -> None:
         }
     )
     _prepare(model, request)
-    if args.load:
-        model.load_weights(str(args.load), strict=False)
+    if args.load:  # no training: the base (LoRA at zero) against these weights, same windows
+        model.eval()
+        rows = []
+        for weights in (None, args.load):
+            if weights is not None:
+                model.load_weights(str(weights), strict=False)
+            row, metrics = evaluate(model, tokenizer, test, args.max_tokens, grammar, args.grounded)
+            rows.append((row, metrics))
+        versus = compare(rows[1][1], rows[0][1])
+        interval = (versus.f1_difference, versus.f1_difference_low, versus.f1_difference_high)
+        report(
+            {
+                "base": rows[0][0],
+                "loaded": rows[1][0],
+                "test_files": rows[1][1].test_files,
+                "delta_f1": [round(x or 0, 3) for x in interval],
+            }
+        )
+        return
     loss_fn = make_loss(model, chunked=False)
     value_and_grad = nn.value_and_grad(model, lambda m, *batch: loss_fn(m, *batch)[0])
     started = time.perf_counter()
@@ -374,8 +393,6 @@ def main() -> None:
         scored_test, metrics = evaluate(
             model, tokenizer, test, args.max_tokens, grammar, args.grounded
         )
-        from ai_lsp_tune.training.evaluate import compare
-
         if before is None:
             before = metrics
         versus = compare(metrics, before)
