@@ -4,7 +4,7 @@ One field per hyper-parameter: name, type, default, bounds, help, and the CLI co
 it. Everything else is derived from it: the options of ``ai-lsp finetune train|pipeline``
 (``cli/options.py``; the flag is ``flag(name)``: ``--lora-rank``), the editor settings
 (``server.settings.FinetuneSettings`` subclasses it; the setting is ``setting(name)``:
-``aiLsp.finetune.loraRank``), ``training.request.TrainRequest`` (subclasses it) and the
+``aiLsp.finetune.loraRank``), ``training.protocol.TrainRequest`` (subclasses it) and the
 extension's package.json (a test holds them equal). A value one of them accepts the others
 accept too. ``misfit`` checks the values against the model's ``config.json`` (read as JSON, no
 model load) before any expensive step, naming each field as the user knows it.

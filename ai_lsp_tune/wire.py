@@ -1,6 +1,6 @@
 """What our processes send each other: versioned pydantic messages, one JSON object per line.
 
-The model host (``serving/protocol.py``), the training worker (``training/events.py``) and
+The model host (``serving/protocol.py``), the training worker (``training/protocol.py``) and
 dataset preparation (``dataset/protocol.py``) each define their messages on this base, with their
 own protocol version in ``v``. Every channel end writes with one ``LineWriter`` and reads with
 one ``LineReader``, which checks ``v`` before anything else, so a peer from another version of

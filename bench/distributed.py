@@ -28,7 +28,7 @@ from pathlib import Path
 from train import write_dataset  # bench/train.py
 
 from ai_lsp_tune.cli.tiny_model import ensure_tiny_model
-from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.protocol import TrainRequest
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BIN = Path(sys.executable).parent

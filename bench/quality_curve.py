@@ -238,7 +238,7 @@ def main() -> None:
     from ai_lsp_tune.training.evaluate import compare
     from ai_lsp_tune.training.loop import _prepare
     from ai_lsp_tune.training.modelio import load_model
-    from ai_lsp_tune.training.request import TrainRequest
+    from ai_lsp_tune.training.protocol import TrainRequest
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--train", type=int, default=16)

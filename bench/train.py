@@ -193,7 +193,7 @@ def run_ours(
     grad_checkpoint: bool = False,
     env: dict[str, str] | None = None,
 ) -> tuple[float, float, dict]:
-    from ai_lsp_tune.training.request import TrainRequest
+    from ai_lsp_tune.training.protocol import TrainRequest
 
     request = TrainRequest(
         dataset=data,

@@ -14,7 +14,7 @@ from ai_lsp_tune.training.evaluate import (
     greedy_answers,
     score_answers,
 )
-from ai_lsp_tune.training.events import WORKER_EVENTS, DoneEvent, TrainingEvent
+from ai_lsp_tune.training.protocol import WORKER_EVENTS, DoneEvent, TrainingEvent
 from ai_lsp_tune.wire import ProtocolMismatch, encode_line
 
 parse_event = WORKER_EVENTS.parse

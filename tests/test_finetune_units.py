@@ -26,7 +26,7 @@ from ai_lsp_tune.server.finetune.states import (
     load_record,
     save_record,
 )
-from ai_lsp_tune.training.events import format_eta, format_rate
+from ai_lsp_tune.training.readout import format_eta, format_rate
 
 PHASES = ["loading", "evaluating", "training", "evaluating", "fusing"]
 
@@ -278,8 +278,7 @@ def test_a_cancelled_worker_with_slow_steps_gets_time_to_save_its_checkpoint(
     """A worker whose steps take 20 s (a big model, or low priority on a busy machine) is not
     killed 5 s after Cancel, which would lose the checkpoint it is about to save."""
     from ai_lsp_tune.training import runner as runner_module
-    from ai_lsp_tune.training.events import TrainingEvent
-    from ai_lsp_tune.training.request import TrainRequest
+    from ai_lsp_tune.training.protocol import TrainingEvent, TrainRequest
 
     clock = [1000.0]
     monkeypatch.setattr(runner_module.time, "monotonic", lambda: clock[0])

@@ -25,7 +25,7 @@ from ai_lsp_tune.hyperparams import (
 from ai_lsp_tune.server.finetune.context import FinetuneOptions
 from ai_lsp_tune.server.finetune.states import changed_inputs, run_inputs
 from ai_lsp_tune.server.settings import FinetuneSettings, validate_settings
-from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.protocol import TrainRequest
 
 VSCODE = Path(__file__).resolve().parents[1] / "editors" / "vscode"
 PACKAGE = VSCODE / "package.json"

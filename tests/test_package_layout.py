@@ -30,10 +30,11 @@ MAX_LINES = 420
 # The names a worker's modules share with its siblings': its messages, its parent side, its child.
 SHARED_ROLES = {"protocol", "runner", "worker"}
 # Each worker process, laid out the same way: its messages (versioned, one ``LineReader`` per
-# channel), the parent side that starts it (``python -m``) and stops it (``stopping``), the child.
+# channel), the parent side that starts, follows and stops it through the one ``supervisor``
+# (``python -m``, SIGTERM then SIGKILL, protocol check), and the child.
 WORKERS = {
     "dataset": {"messages": ("protocol",), "parent": "runner", "child": "worker"},
-    "training": {"messages": ("request", "events"), "parent": "runner", "child": "worker"},
+    "training": {"messages": ("protocol",), "parent": "runner", "child": "worker"},
     "serving": {"messages": ("protocol",), "parent": "client", "child": "host"},
 }
 
@@ -167,8 +168,9 @@ def test_tests_share_code_through_helpers_only() -> None:
 
 
 def test_each_worker_is_messages_parent_and_child() -> None:
-    """One supervisor pattern: the parent starts the child as ``python -m``, reads and writes
-    the messages module's versioned lines (``wire``), and stops it with ``stopping``."""
+    """One supervisor for the three: the parent starts the child as ``python -m`` through
+    ``supervisor.Child`` (never a process of its own), follows the messages module's versioned
+    lines with it, and stops it with it."""
     graph, problems = _graph(), []
     for folder, roles in WORKERS.items():
         package = f"ai_lsp_tune.{folder}"
@@ -178,10 +180,13 @@ def test_each_worker_is_messages_parent_and_child() -> None:
             (PACKAGE / folder / f"{m}.py").read_text() for m in roles["messages"]
         ):
             problems.append(f"{folder}: no versioned LineReader in {roles['messages']}")
-        if not {*messages[:1], "ai_lsp_tune.stopping"} <= graph[parent]:
-            problems.append(f"{parent} does not use {messages[0]} and ai_lsp_tune.stopping")
-        if f'"{child}"' not in (PACKAGE / folder / f"{roles['parent']}.py").read_text():
+        if not {*messages[:1], "ai_lsp_tune.supervisor"} <= graph[parent]:
+            problems.append(f"{parent} does not use {messages[0]} and ai_lsp_tune.supervisor")
+        parent_source = (PACKAGE / folder / f"{roles['parent']}.py").read_text()
+        if f'"{child}"' not in parent_source:
             problems.append(f"{parent} does not start python -m {child}")
+        if "create_subprocess" in parent_source or "Popen" in parent_source:
+            problems.append(f"{parent} starts a process itself, not through supervisor.Child")
         if (
             'if __name__ == "__main__":'
             not in (PACKAGE / folder / f"{roles['child']}.py").read_text()

@@ -18,7 +18,7 @@ from ai_lsp_tune.server.finetune.progress import (
 )
 from ai_lsp_tune.server.finetune.train_step import progress_step
 from ai_lsp_tune.training.evaluate import EvalMetrics
-from ai_lsp_tune.training.events import PHASES, EvaluatingEvent, TrainingEvent, at
+from ai_lsp_tune.training.protocol import PHASES, EvaluatingEvent, TrainingEvent, at
 
 
 def test_a_training_step_reads_the_same_in_the_terminal_and_in_the_editor() -> None:

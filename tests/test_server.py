@@ -20,6 +20,9 @@ from tests.helpers.scripted_openai import (
     scripted_endpoint,
 )
 
+# Every test here starts the language server over stdio: ~10 s each on the 2-core machine.
+pytestmark = pytest.mark.slow
+
 CODE = (
     'label = "naïve 😀"; total = price * qty\n'
     "for i in range(len(xs)):\n"

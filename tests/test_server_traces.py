@@ -6,6 +6,7 @@ import json
 import stat
 from pathlib import Path
 
+import pytest
 from lsprotocol import types
 
 from ai_lsp_tune.dataset.prepare import prepare_dataset
@@ -17,6 +18,9 @@ from ai_lsp_tune.traces import genai, otlp
 from ai_lsp_tune.traces.telemetry import default_trace_file
 from tests.helpers.lsp_session import start_session, stop_session
 from tests.helpers.scripted_openai import answers, remote_env, scripted_endpoint
+
+# Every test here starts the language server over stdio: ~10 s each on the 2-core machine.
+pytestmark = pytest.mark.slow
 
 ORDERS = "def total(order):\n    return order.price * order.qty\n"
 AUTH = "def login(user, password):\n    return password == user.password\n"

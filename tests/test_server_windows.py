@@ -22,6 +22,9 @@ from tests.helpers.scripted_openai import (
     scripted_endpoint,
 )
 
+# Every test here starts the language server over stdio: ~10 s each on the 2-core machine.
+pytestmark = pytest.mark.slow
+
 MAX_INPUT, MAX_ANSWER = 4096, 1024
 BUG_EVERY = 37  # function numbers with a bug: some fall where two windows overlap
 

@@ -13,8 +13,7 @@ import pytest
 
 from ai_lsp_tune.cli.demo import sample_analyses
 from ai_lsp_tune.schema import parse_diagnostic_result
-from ai_lsp_tune.training.events import ErrorEvent, TrainingEvent, WorkerEvent
-from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.protocol import ErrorEvent, TrainingEvent, TrainRequest, WorkerEvent
 from ai_lsp_tune.training.runner import TrainingRunner, run_training
 from tests.helpers.training import fast_request, write_splits
 

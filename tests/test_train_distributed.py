@@ -16,8 +16,13 @@ from typing import Any
 import pytest
 
 from ai_lsp_tune.training.distributed import Launch
-from ai_lsp_tune.training.events import ErrorEvent, FinalEvent, TrainingEvent, WorkerEvent
-from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.protocol import (
+    ErrorEvent,
+    FinalEvent,
+    TrainingEvent,
+    TrainRequest,
+    WorkerEvent,
+)
 from ai_lsp_tune.training.runner import run_training
 from tests.helpers.training import BIN, ONE_THREAD, free_ports, write_splits
 

@@ -21,8 +21,12 @@ from ai_lsp_tune.dataset.protocol import PROTOCOL_VERSION, PrepareRequest
 from ai_lsp_tune.dataset.runner import DatasetPreparation, PreparationFailed
 from ai_lsp_tune.serving import protocol
 from ai_lsp_tune.serving.client import HostClient, HostGone, ModelLoadError
-from ai_lsp_tune.training.events import EVENT_PROTOCOL_VERSION, ErrorEvent
-from ai_lsp_tune.training.request import REQUEST_VERSION, TrainRequest
+from ai_lsp_tune.training.protocol import (
+    EVENT_PROTOCOL_VERSION,
+    REQUEST_VERSION,
+    ErrorEvent,
+    TrainRequest,
+)
 from ai_lsp_tune.training.runner import TrainingRunner
 
 OTHER = 99  # the protocol version of a peer from some other version of the package

@@ -29,7 +29,7 @@ from ai_lsp_tune.hyperparams import DEFAULT_MODEL, flag
 
 if TYPE_CHECKING:
     from ai_lsp_tune.training.distributed import Launch
-    from ai_lsp_tune.training.request import TrainRequest
+    from ai_lsp_tune.training.protocol import TrainRequest
 
 app = typer.Typer(
     name="ai-lsp",
@@ -139,7 +139,7 @@ def _train_request(dataset: Path, hyper: dict[str, Any], **fields: Any) -> Train
     from pydantic import ValidationError
 
     from ai_lsp_tune.hyperparams import misfit, refusal
-    from ai_lsp_tune.training.request import TrainRequest
+    from ai_lsp_tune.training.protocol import TrainRequest
 
     try:
         request = TrainRequest.model_validate({**hyper, **fields, "dataset": dataset})

@@ -132,7 +132,7 @@ def run_demo(workdir: Path | None = None) -> int:
     from ai_lsp_tune.cli.prepare_view import run_prepare_dataset
     from ai_lsp_tune.cli.tiny_model import ensure_tiny_model
     from ai_lsp_tune.cli.train_view import report_outcome, train_with_progress
-    from ai_lsp_tune.training.request import TrainRequest
+    from ai_lsp_tune.training.protocol import TrainRequest
 
     console = Console()
     workdir = workdir or paths.data_dir() / "demo"

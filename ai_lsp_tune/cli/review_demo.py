@@ -43,7 +43,7 @@ def run_review_demo(workdir: Path, model: Path | None = None) -> int:
     from ai_lsp_tune.cli.prepare_view import run_prepare_dataset
     from ai_lsp_tune.cli.train_view import report_outcome, train_with_progress
     from ai_lsp_tune.models.resolve import resolve_model
-    from ai_lsp_tune.training.request import TrainRequest
+    from ai_lsp_tune.training.protocol import TrainRequest
 
     console, errors = Console(), Console(stderr=True)
     model = model or bundled_model()

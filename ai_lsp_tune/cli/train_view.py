@@ -13,8 +13,8 @@ from ai_lsp_tune.training.evaluate import (
     f1_summary,
     format_metric,
 )
-from ai_lsp_tune.training.events import WorkerEvent, evaluating_count, training_readout
-from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.protocol import TrainRequest, WorkerEvent
+from ai_lsp_tune.training.readout import evaluating_count, training_readout
 from ai_lsp_tune.training.runner import RunOutcome, run_training
 
 EXIT_ERROR, EXIT_CANCELLED = 1, 130

@@ -3,7 +3,7 @@
 Reading and cleaning traces is pure-Python work that can take seconds to minutes on a large
 export; in a thread of the server it would hold the GIL and make every request wait. So the
 server runs ``python -m ai_lsp_tune.dataset.worker`` and reads typed messages (``protocol``)
-from its stdout.
+from its stdout, through the workers' one supervisor (``supervisor.Child``).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from ai_lsp_tune.dataset.protocol import (
     PREPARE_MESSAGES,
     PrepareDone,
     PrepareFailed,
+    PrepareMessage,
     PrepareProgress,
     PrepareRequest,
 )
-from ai_lsp_tune.stopping import terminate_then_kill
+from ai_lsp_tune.supervisor import Child, python_module
 from ai_lsp_tune.wire import ProtocolMismatch
 
 CANCEL_GRACE_S = 3.0  # to remove its temp files and end: less than the server's STOP_TIMEOUT_S
@@ -44,34 +45,35 @@ class DatasetPreparation:
         self.request = request
         self.python = python
         self._on_progress = on_progress
-        self._process: asyncio.subprocess.Process | None = None
+        self._child: Child[PrepareMessage] | None = None
         self._cancelled = False
-        self._terminated = False
 
     async def run(self) -> PrepareDone:
         """Prepare the dataset; raise PreparationFailed with the child's reason."""
-        self._process = await asyncio.create_subprocess_exec(
-            self.python,
-            "-m",
-            "ai_lsp_tune.dataset.worker",
-            self.request.model_dump_json(),
+        child = self._child = await Child.start(
+            python_module(
+                "ai_lsp_tune.dataset.worker", self.request.model_dump_json(), python=self.python
+            ),
+            PREPARE_MESSAGES,
+            grace_s=CANCEL_GRACE_S,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        assert self._process.stdout is not None and self._process.stderr is not None
-        stderr = asyncio.create_task(self._process.stderr.read())
+        if self._cancelled:
+            child.stop()
+        assert child.process.stderr is not None
+        stderr = asyncio.create_task(child.process.stderr.read())
         final: PrepareDone | PrepareFailed | None = None
         try:
-            async for message in PREPARE_MESSAGES.aread(self._process.stdout):
+            async for message in child.messages():
                 if isinstance(message, PrepareProgress):
                     self._on_progress(message.done / message.total if message.total else 1.0)
                 else:
                     final = message
-        except ProtocolMismatch as exc:  # what it says cannot be trusted: stop it
+        except ProtocolMismatch as exc:  # the child is stopped: what it says cannot be trusted
             final = PrepareFailed(message=str(exc))
-            self.cancel()
-        code = await self._process.wait()
+        code = await child.process.wait()
         log = (await stderr).decode(errors="replace").strip()
         if log:
             logger.debug("dataset preparation log:\n%s", log)
@@ -91,7 +93,5 @@ class DatasetPreparation:
         CANCEL_GRACE_S (the next run then removes what it left).
         """
         self._cancelled = True
-        process = self._process
-        if process is not None and process.returncode is None and not self._terminated:
-            self._terminated = True  # once: a second SIGTERM would cut its cleanup short
-            terminate_then_kill(process, CANCEL_GRACE_S)
+        if self._child is not None:
+            self._child.stop()

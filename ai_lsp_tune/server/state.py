@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from lsprotocol import types as lsp
+
 from ai_lsp_tune import paths
 from ai_lsp_tune.schema import SuggestedFix
 from ai_lsp_tune.server.settings import (
@@ -45,7 +47,7 @@ class PublishedIssue:
     """A diagnostic we published, with what the code actions and feedback spans need."""
 
     id: str
-    diagnostic: Any  # lsprotocol Diagnostic
+    diagnostic: lsp.Diagnostic
     snippet: str
     message: str
     start: int

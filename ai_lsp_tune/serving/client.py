@@ -1,4 +1,8 @@
-"""The server's side of one model-host process: start it, send requests, match the answers."""
+"""The server's side of one model-host process: start it, send requests, match the answers.
+
+The host is started, followed and stopped through the workers' one supervisor
+(``supervisor.Child``); it is asked to stop with a message, and killed when it does not.
+"""
 
 from __future__ import annotations
 
@@ -29,12 +33,13 @@ from ai_lsp_tune.serving.protocol import (
     SwitchRefused,
     SwitchRequest,
 )
-from ai_lsp_tune.stopping import kill
+from ai_lsp_tune.supervisor import Child, python_module
 from ai_lsp_tune.wire import LineWriter, ProtocolMismatch
 
 log = logging.getLogger(__name__)
 
 STREAM_LIMIT = 64 * 2**20  # a generation line can be long
+MISMATCH_GRACE_S = 5.0  # a host of another protocol version: SIGTERM, then SIGKILL
 
 
 class ModelLoadError(RuntimeError):
@@ -54,9 +59,10 @@ class HostGone(RuntimeError):
 class HostClient:
     """One running model host; requests are multiplexed over its pipes by id."""
 
-    def __init__(self, model: str, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, model: str, child: Child[HostEvent]) -> None:
         self.model = model
-        self.process = process
+        self.child = child
+        self.process = process = child.process
         self.ready: Ready | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Generation | Cancelled]] = {}
@@ -86,20 +92,21 @@ class HostClient:
 
         Raises ModelLoadError when the model cannot be loaded.
         """
-        process = await asyncio.create_subprocess_exec(
-            python,
-            "-m",
-            "ai_lsp_tune.serving.host",
-            "--model",
-            model,
-            *(["--adapter", adapter] if adapter else []),
+        child = await Child.start(
+            python_module(
+                "ai_lsp_tune.serving.host",
+                *("--model", model, *(["--adapter", adapter] if adapter else [])),
+                python=python,
+            ),
+            HOST_EVENTS,
+            grace_s=MISMATCH_GRACE_S,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,  # its log lines, relayed at their level (relay_log)
             limit=STREAM_LIMIT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        client = cls(adapter or model, process)  # the path reported: the adapter's
+        client = cls(adapter or model, child)  # the path reported: the adapter's
         try:
             client.ready = await asyncio.wait_for(
                 asyncio.shield(client._ready_future), load_timeout_s
@@ -109,7 +116,7 @@ class HostClient:
             raise
         log.info(
             "model host %d ready: %s (%.1f s, %d cached prompt tokens)",
-            process.pid,
+            child.pid,
             model,
             client.ready.load_s,
             client.ready.prompt_cache_tokens,
@@ -193,14 +200,7 @@ class HostClient:
                 self._send(ShutdownRequest())
                 assert self.process.stdin is not None
                 self.process.stdin.close()
-            try:
-                await asyncio.wait_for(self.process.wait(), timeout_s)
-            except TimeoutError:
-                log.warning(
-                    "model host %d did not stop in %.0f s; killing it", self.process.pid, timeout_s
-                )
-                kill(self.process)
-                await self.process.wait()
+            await self.child.ended(timeout_s)
         self._watchdog.cancel()
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -227,15 +227,11 @@ class HostClient:
         self._requests.send(message)
 
     async def _read_events(self) -> None:
-        assert self.process.stdout is not None
         try:
-            async for event in HOST_EVENTS.aread(self.process.stdout):
+            async for event in self.child.messages():
                 self._dispatch(event)
-        except ProtocolMismatch as exc:  # nothing it says can be trusted: stop it
-            log.error("model host %d: %s", self.process.pid, exc)
+        except ProtocolMismatch as exc:  # the child is stopped: nothing it says can be trusted
             self._mismatch = exc
-            with contextlib.suppress(ProcessLookupError):
-                self.process.terminate()
         finally:
             await self.process.wait()
             self._fail_all()

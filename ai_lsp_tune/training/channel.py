@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from ai_lsp_tune.training.events import ErrorKind, WorkerEvent
+from ai_lsp_tune.training.protocol import ErrorKind, WorkerEvent
 from ai_lsp_tune.wire import LineWriter
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from ai_lsp_tune.files import atomic_write_text, publish_dir
 from ai_lsp_tune.training.evaluate import EvalMetrics
-from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.protocol import TrainRequest
 
 if TYPE_CHECKING:
     import mlx.core as mx

@@ -8,8 +8,7 @@ from typing import Any
 from ai_lsp_tune.dataset.example import Example
 from ai_lsp_tune.training.channel import EventChannel, WorkerError
 from ai_lsp_tune.training.data import TokenizedSplit, crop_to_fit
-from ai_lsp_tune.training.events import WarningEvent, at
-from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.protocol import TrainRequest, WarningEvent, at
 from ai_lsp_tune.training.splits import (
     BadDataset,
     InvalidAnswers,

@@ -29,8 +29,7 @@ from ai_lsp_tune.training.data import (
 )
 from ai_lsp_tune.training.distributed import World, any_stopped
 from ai_lsp_tune.training.evaluate import EvalMetrics
-from ai_lsp_tune.training.events import TrainingEvent, at
-from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.protocol import TrainingEvent, TrainRequest, at
 
 VALIDATIONS_PER_RUN = 8
 

@@ -18,7 +18,7 @@ from ai_lsp_tune import blas
 from ai_lsp_tune.files import atomic_write_text, make_private, publish_dir
 from ai_lsp_tune.training.channel import Cancelled, WorkerError
 from ai_lsp_tune.training.evaluate import EvalMetrics
-from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.protocol import TrainRequest
 
 if TYPE_CHECKING:
     import mlx.core as mx

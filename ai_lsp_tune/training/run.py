@@ -30,17 +30,17 @@ from ai_lsp_tune.training.evaluate import (
     serving_grammar,
     valid_json_rate,
 )
-from ai_lsp_tune.training.events import (
+from ai_lsp_tune.training.loop import LoraTraining, check_fits, fit_layers, train_lora
+from ai_lsp_tune.training.modelio import load_model
+from ai_lsp_tune.training.protocol import (
     DoneEvent,
     EvaluatingEvent,
     FusingEvent,
     LoadingEvent,
+    TrainRequest,
     WarningEvent,
     at,
 )
-from ai_lsp_tune.training.loop import LoraTraining, check_fits, fit_layers, train_lora
-from ai_lsp_tune.training.modelio import load_model
-from ai_lsp_tune.training.request import TrainRequest
 from ai_lsp_tune.training.splits import dataset_sha256
 
 

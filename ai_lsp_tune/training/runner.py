@@ -1,7 +1,8 @@
 """The parent side: spawn the training worker, read its events, cancel it, never hang.
 
 Used by the CLI (``run_training``, synchronous) and by the language server (``TrainingRunner``,
-asyncio). Imports no MLX: the parent stays light and its event loop never waits on training.
+asyncio), through the workers' one supervisor (``supervisor.Child``). Imports no MLX: the parent
+stays light and its event loop never waits on training.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ai_lsp_tune import watchdog
-from ai_lsp_tune.stopping import terminate_then_kill
+from ai_lsp_tune.supervisor import Child, python_module
 from ai_lsp_tune.training.distributed import (
     Launch,
     launch_command,
@@ -26,16 +27,16 @@ from ai_lsp_tune.training.distributed import (
     rank_failure,
     unreachable_host,
 )
-from ai_lsp_tune.training.events import (
+from ai_lsp_tune.training.protocol import (
     WORKER_EVENTS,
     CancelledEvent,
     ErrorEvent,
     FinalEvent,
     PausedEvent,
     TrainingEvent,
+    TrainRequest,
     WorkerEvent,
 )
-from ai_lsp_tune.training.request import TrainRequest
 from ai_lsp_tune.wire import ProtocolMismatch
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ class TrainingRunner:
         self.on_log = on_log
         self.python = python
         self.env = env
-        self._process: asyncio.subprocess.Process | None = None
+        self._child: Child[WorkerEvent] | None = None
+        self._process: asyncio.subprocess.Process | None = None  # the child's, once started
         self._cancel_requested = False
         self._log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self._launch_notes: list[str] = []
@@ -87,11 +89,8 @@ class TrainingRunner:
     def cancel(self) -> None:
         """Ask the worker to stop (it saves a checkpoint); kill it if it does not in time."""
         self._cancel_requested = True
-        process = self._process
-        if process is None or process.returncode is not None:
-            return
-        # Launched: every local rank (mlx.launch itself ignores SIGTERM and waits for them).
-        terminate_then_kill(process, self.cancel_grace_s(), group=self.launch is not None)
+        if self._child is not None:  # launched: every local rank (mlx.launch ignores SIGTERM)
+            self._child.stop(self.cancel_grace_s())
 
     def cancel_grace_s(self) -> float:
         """How long a cancelled worker may take to stop before it is killed."""
@@ -103,14 +102,14 @@ class TrainingRunner:
             return await self._run_launched(self.launch)
         read_fd, write_fd = os.pipe()
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                self.python,
-                "-m",
-                "ai_lsp_tune.training.worker",
-                "--events-fd",
-                str(write_fd),
-                "--request",
-                self.request.model_dump_json(),
+            self._child = await Child.start(
+                python_module(
+                    "ai_lsp_tune.training.worker",
+                    *("--events-fd", str(write_fd), "--request", self.request.model_dump_json()),
+                    python=self.python,
+                ),
+                WORKER_EVENTS,
+                grace_s=CANCEL_GRACE_S,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
@@ -120,6 +119,7 @@ class TrainingRunner:
             )
         finally:
             os.close(write_fd)
+        self._process = self._child.process
         if self._cancel_requested:
             self.cancel()
         loop = asyncio.get_running_loop()
@@ -163,15 +163,18 @@ class TrainingRunner:
             hostfile=launch.hostfile,
             backend=launch.backend,
         )
-        self._process = await asyncio.create_subprocess_exec(
-            *command,
+        self._child = await Child.start(
+            command,
+            WORKER_EVENTS,
+            grace_s=CANCEL_GRACE_S,
+            group=True,  # its own process group: cancel reaches every local rank
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # its own process group: cancel reaches every local rank
             env=self.env,
             limit=1 << 24,
         )
+        self._process = self._child.process
         if self._cancel_requested:
             self.cancel()
         assert self._process.stdout is not None
@@ -192,18 +195,17 @@ class TrainingRunner:
         return RunOutcome(status, final, returncode, list(self._log_tail))
 
     async def _pump(self, events: asyncio.StreamReader) -> FinalEvent | None:
-        assert self._process is not None and self._process.stderr is not None
-        logs = asyncio.create_task(self._read_log(self._process.stderr))
+        assert self._child is not None and self._child.process.stderr is not None
+        logs = asyncio.create_task(self._read_log(self._child.process.stderr))
         final: FinalEvent | None = None
         try:
-            async for event in WORKER_EVENTS.aread(events, other=self._launcher_note):
+            async for event in self._child.messages(events, other=self._launcher_note):
                 if isinstance(event, FinalEvent):
                     final = event
                     if self.launch is not None:
                         continue
                 self._deliver(event)
         except ProtocolMismatch as exc:  # its events cannot be followed: the run ends here
-            log.error("%s", exc)
             final = ErrorEvent(kind="crashed", message=str(exc))
             if self.launch is None:
                 self._deliver(final)

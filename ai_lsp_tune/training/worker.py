@@ -18,7 +18,7 @@ import traceback
 
 from ai_lsp_tune.training.channel import Cancelled, EventChannel, WorkerError
 from ai_lsp_tune.training.distributed import launched_rank
-from ai_lsp_tune.training.events import CancelledEvent, ErrorEvent
+from ai_lsp_tune.training.protocol import CancelledEvent, ErrorEvent
 from ai_lsp_tune.wire import ProtocolMismatch
 
 EXIT_DONE, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 3
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     channel.shares_stdout = args.events_fd == 1
     threading.Thread(target=_watch_signals, args=(channel, stop, done), daemon=True).start()
     try:
-        from ai_lsp_tune.training.request import TRAIN_REQUESTS
+        from ai_lsp_tune.training.protocol import TRAIN_REQUESTS
 
         try:
             request = TRAIN_REQUESTS.parse(args.request)

@@ -4,31 +4,17 @@
 -- Run as `nvim --headless -u nvim_decisions.lua` with AI_LSP_E2E_CONFIG pointing at a JSON plan.
 -- It records what the user saw (the messages' whole text, the message area, any prompt that
 -- would stop typing) to plan.out; pytest asserts on it.
-local plan = vim.json.decode(assert(io.open(assert(os.getenv('AI_LSP_E2E_CONFIG')))):read('*a'))
-vim.opt.rtp:prepend(plan.plugin_dir)
-vim.opt.swapfile = false
-vim.opt.shortmess:append('F')
+local h = dofile(vim.fs.dirname(debug.getinfo(1, 'S').source:sub(2)) .. '/nvim_harness.lua')
+local plan = h.plan
+local finish = h.finish
 
-local obs = { steps = {}, prompts = {}, selects = {}, offers = {}, results = {} }
-
-local function now()
-  local sec, usec = vim.uv.gettimeofday()
-  return sec + usec / 1e6
-end
-
-local function finish(code, reason)
-  obs.exit_code, obs.exit_reason = code, reason
+local obs = h.observe({ steps = {}, prompts = {}, selects = {}, offers = {}, results = {} })
+h.before_finish = function()
   local ok, ai = pcall(require, 'ai_lsp')
   obs.history = ok and ai.history or {}
   obs.screen = vim.fn.execute('messages')
   obs.echospace = vim.v.echospace
-  local f = assert(io.open(plan.out, 'w'))
-  f:write(vim.json.encode(obs))
-  f:close()
-  vim.cmd('qall!')
 end
-
-vim.defer_fn(function() finish(3, 'global timeout') end, plan.timeout_ms)
 
 -- A modal prompt stops typing until answered: record it if anything asks one.
 vim.fn.inputlist = function(items)
@@ -50,8 +36,7 @@ vim.api.nvim_create_autocmd('User', {
 })
 
 local function wait(ms, cond, what)
-  if not vim.wait(ms, cond, 100) then
-    finish(2, 'timed out waiting for ' .. what)
+  if not h.wait(ms, cond, what, 100) then
     return false
   end
   table.insert(obs.steps, what)
@@ -114,15 +99,4 @@ local function run()
   finish(0, 'done')
 end
 
-vim.api.nvim_create_autocmd('VimEnter', {
-  once = true,
-  callback = function()
-    vim.schedule(function()
-      local ok, err = xpcall(run, debug.traceback)
-      if not ok then
-        obs.error = err
-        finish(4, 'lua error')
-      end
-    end)
-  end,
-})
+h.run(run)

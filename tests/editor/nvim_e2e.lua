@@ -4,13 +4,11 @@
 -- (plugin dir, server cmd, settings, file to open, timeouts). It drives the real plugin and the
 -- real server like a user would and writes everything it observed to plan.out (JSON); pytest
 -- asserts on that file. A global timer guarantees an exit code even if something hangs.
-local plan = vim.json.decode(assert(io.open(assert(os.getenv('AI_LSP_E2E_CONFIG')))):read('*a'))
+local h = dofile(vim.fs.dirname(debug.getinfo(1, 'S').source:sub(2)) .. '/nvim_harness.lua')
+local plan = h.plan
+local now, write_out, finish = h.now, h.write_out, h.finish
 
-vim.opt.rtp:prepend(plan.plugin_dir)
-vim.opt.swapfile = false
-vim.opt.shortmess:append('F')
-
-local obs = {
+local obs = h.observe({
   steps = {},
   diagnostics = {}, -- every change of our diagnostics: {t, items = {{lnum, message, source}}}
   progress = {}, -- {t, token, kind, title, message, percentage}
@@ -21,42 +19,12 @@ local obs = {
   statusline_at_end = {}, -- token -> the statusline as the progress ended
   health = {}, -- the :checkhealth ai_lsp report's lines
   results = {}, -- command answers
-}
-
-local function now()
-  local sec, usec = vim.uv.gettimeofday()
-  return sec + usec / 1e6
-end
-
-local function write_out()
-  local f = assert(io.open(plan.out, 'w'))
-  f:write(vim.json.encode(obs))
-  f:close()
-end
-
-local finished = false
-local function finish(code, reason)
-  if finished then
-    return
-  end
-  finished = true
-  obs.exit_reason = reason
-  obs.exit_code = code
-  obs.t_end = now()
-  write_out()
-  pcall(vim.cmd, code == 0 and 'qall!' or ('cquit ' .. code))
-  os.exit(code) -- only reached if :quit could not run from here
-end
+})
 
 local function step(name, data)
   table.insert(obs.steps, { t = now(), name = name, data = data })
   write_out()
 end
-
--- The global timeout: whatever happens, nvim exits and pytest gets the observations.
-vim.defer_fn(function()
-  finish(3, 'global timeout after ' .. plan.timeout_ms .. ' ms')
-end, plan.timeout_ms)
 
 -- Observe what a user would see.
 local real_notify = vim.notify
@@ -110,11 +78,7 @@ end
 
 --- Wait for `cond`; on timeout end the run with `reason` (exit code 2).
 local function wait(ms, cond, reason)
-  if not vim.wait(ms, cond, 50) then
-    finish(2, 'timed out waiting for ' .. reason)
-    return false
-  end
-  return true
+  return h.wait(ms, cond, reason, 50)
 end
 
 --- The token of the first progress that began after obs.progress[from].
@@ -352,15 +316,4 @@ local function run()
   finish(0, 'done')
 end
 
-vim.api.nvim_create_autocmd('VimEnter', {
-  once = true,
-  callback = function()
-    vim.schedule(function()
-      local ok, err = xpcall(run, debug.traceback)
-      if not ok then
-        obs.error = err
-        finish(4, 'lua error')
-      end
-    end)
-  end,
-})
+h.run(run)

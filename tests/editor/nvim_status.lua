@@ -1,30 +1,20 @@
 -- Headless Neovim script for tests/test_nvim_status.py: what a user reads at a glance while
 -- working (the statusline component), on :w, and from :AiLspStatus after a restart with other
 -- settings. Records to plan.out (JSON); pytest asserts on it.
-local plan = vim.json.decode(assert(io.open(assert(os.getenv('AI_LSP_E2E_CONFIG')))):read('*a'))
-vim.opt.rtp:prepend(plan.plugin_dir)
-vim.opt.swapfile = false
-vim.opt.shortmess:append('F')
+local h = dofile(vim.fs.dirname(debug.getinfo(1, 'S').source:sub(2)) .. '/nvim_harness.lua')
+local plan = h.plan
+local finish = h.finish
 
-local obs = { steps = {}, statusline = {}, results = {} }
+local obs = h.observe({ steps = {}, statusline = {}, results = {} })
 local bufnr
-
-local function finish(code, reason)
-  obs.exit_code, obs.exit_reason = code, reason
+h.before_finish = function()
   local ok, ai = pcall(require, 'ai_lsp')
   obs.history = ok and ai.history or {}
-  local f = assert(io.open(plan.out, 'w'))
-  f:write(vim.json.encode(obs))
-  f:close()
-  vim.cmd('qall!')
 end
-
-vim.defer_fn(function() finish(3, 'global timeout') end, plan.timeout_ms)
 
 local sample
 local function wait(ms, cond, what)
-  if not vim.wait(ms, function() sample() return cond() end, 20) then
-    finish(2, 'timed out waiting for ' .. what)
+  if not h.wait(ms, function() sample() return cond() end, what, 20) then
     return false
   end
   table.insert(obs.steps, what)
@@ -80,15 +70,4 @@ local function run()
   finish(0, 'done')
 end
 
-vim.api.nvim_create_autocmd('VimEnter', {
-  once = true,
-  callback = function()
-    vim.schedule(function()
-      local ok, err = xpcall(run, debug.traceback)
-      if not ok then
-        obs.error = err
-        finish(4, 'lua error')
-      end
-    end)
-  end,
-})
+h.run(run)

@@ -61,10 +61,10 @@ EDITOR_FINETUNE = {**TINY_FINETUNE, **LEARN, "force": True}
 LONG_RUN = {"finetune": {"numEpochs": 200}}
 
 
-CHANGED = {"finetune": {"numEpochs": 2, "learningRate": 5e-4}}
+CHANGED = {"finetune": {"numEpochs": 2, "learningRate": 2e-4}}
 
 
-CHANGE_SAID = "learningRate 0.001 → 0.0005"
+CHANGE_SAID = "learningRate 0.0005 → 0.0002"
 
 
 def nvim_binary() -> str:

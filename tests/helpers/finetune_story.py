@@ -20,8 +20,12 @@ from tests.helpers.lsp_session import Session, start_session, stop_session
 from tests.helpers.scripted_openai import Answer, ChatRequest, scripted_endpoint
 
 FLAW = "eval(data)"
+# The message shares no word with the snippet: with "eval runs any code." the tiny model had to
+# tell the snippet's `eval` from the message's by position alone, and in some runs (seeds, or
+# another CPU's rounding) wrote "eval run code." or ":" for a file it had not seen.
+MESSAGE = "Runs any code it is given."
 TEACHER_ANSWER = json.dumps(
-    {"issues": [{"issue_snippet": FLAW, "severity": "error", "message": "eval runs any code."}]}
+    {"issues": [{"issue_snippet": FLAW, "severity": "error", "message": MESSAGE}]}
 )
 # Tiny training: the tiny model learns the teacher's fixed answer within a few dozen steps.
 TINY_FINETUNE = {
@@ -33,13 +37,15 @@ TINY_FINETUNE = {
     "maxSeqLength": 1024,
 }
 # Enough training for the tiny model to learn the teacher's answer (flags FLAW) for a file it
-# has not seen, in ~30 s: with 8 epochs at 5e-4 it sometimes wrote the answer's keys mixed up.
+# has not seen, in ~30 s. Measured over training seeds on one editor story's traces (answers to
+# 8 unseen files each): at 1e-3 one seed in four garbled every answer; at 5e-4, 62 of 64 right
+# and the story's after-swap file right for all 8 seeds.
 # Its 16 teacher files leave 2 test examples: too few for the default gate (minTestExamples 5),
 # so the story lowers it to see the swap; tests of the gate itself raise it again.
 LEARN = {
     "numEpochs": 12,
     "batchSize": 1,
-    "learningRate": 1e-3,
+    "learningRate": 5e-4,
     "loraRank": 16,
     "minTestExamples": 1,
 }

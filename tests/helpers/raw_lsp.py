@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,18 @@ def frame(message: dict[str, Any] | bytes, *, length: int | None = None) -> byte
     body = message if isinstance(message, bytes) else json.dumps(message).encode()
     size = len(body) if length is None else length
     return f"Content-Length: {size}\r\n\r\n".encode() + body
+
+
+# A frame broken each way a client (or a line on the wire) can break one.
+BROKEN_FRAMES: dict[str, Callable[[bytes], bytes]] = {
+    "no Content-Length": lambda body: b"Content-Type: application/json\r\n\r\n" + body,
+    "Content-Length: abc": lambda body: b"Content-Length: abc\r\n\r\n" + body,
+    "Content-Length: -5": lambda body: b"Content-Length: -5\r\n\r\n" + body,
+    "20 bytes short": lambda body: frame(body, length=len(body) - 20),
+    "40 bytes long": lambda body: frame(body, length=len(body) + 40),
+    "LF-only headers": lambda body: f"Content-Length: {len(body)}\n\n".encode() + body,
+    "a terabyte": lambda body: b"Content-Length: 1000000000000\r\n\r\n" + body,
+}
 
 
 class RawServer:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ai_lsp_tune.cli.demo import sample_analyses
 from ai_lsp_tune.training.data import TokenizedSplit
-from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.protocol import TrainRequest
 
 # What the tiny model needs to learn the fixed answer pattern in ~120 steps.
 FAST = {"batch_size": 4, "learning_rate": 5e-4, "lora_rank": 8, "num_layers": -1}

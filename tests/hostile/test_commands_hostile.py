@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ai_lsp_tune import paths
 from ai_lsp_tune.server.commands import (
     DISMISS,
@@ -32,6 +34,9 @@ from tests.helpers.raw_lsp import (
     open_document,
     published,
 )
+
+# Every test here starts the language server over stdio: ~10 s each on the 2-core machine.
+pytestmark = pytest.mark.slow
 
 LOG_MESSAGE = "window/logMessage"
 POPUP_CHARS = 350  # ~300 and a pointer to the log

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ai_lsp_tune.training.events import ErrorEvent
+from ai_lsp_tune.training.protocol import ErrorEvent
 from ai_lsp_tune.training.runner import run_training
 from tests.helpers.training import fast_request, write_splits
 

@@ -396,6 +396,7 @@ def assert_nothing_leaked(out: Path, plants: list[Plant]) -> None:
         assert len(issues) == 2 and all(i["issue_snippet"] in row["user"] for i in issues), row
 
 
+@pytest.mark.slow  # three runs of the whole CLI: ~12 s on the 2-core machine
 @settings(
     max_examples=3,
     deadline=None,

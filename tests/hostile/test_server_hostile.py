@@ -7,7 +7,6 @@ exit by itself once its stdin closes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from ai_lsp_tune.server.commands import DISMISS, FINETUNE, FINETUNE_STATUS, MODEL_USE
 from tests.helpers.raw_lsp import (
+    BROKEN_FRAMES,
     INVALID_PARAMS,
     INVALID_REQUEST,
     PARSE_ERROR,
@@ -30,6 +30,8 @@ from tests.helpers.raw_lsp import (
 )
 from tests.helpers.scripted_openai import ScriptedEndpoint
 
+# Every test here starts the language server over stdio: ~10 s each on the 2-core machine.
+pytestmark = pytest.mark.slow
 WARNING = 2
 
 
@@ -42,15 +44,6 @@ def assert_exits_cleanly(server: RawServer) -> None:
 
 
 # --- framing -------------------------------------------------------------------------------------
-BROKEN_FRAMES: dict[str, Callable[[bytes], bytes]] = {
-    "no Content-Length": lambda body: b"Content-Type: application/json\r\n\r\n" + body,
-    "Content-Length: abc": lambda body: b"Content-Length: abc\r\n\r\n" + body,
-    "Content-Length: -5": lambda body: b"Content-Length: -5\r\n\r\n" + body,
-    "20 bytes short": lambda body: frame(body, length=len(body) - 20),
-    "40 bytes long": lambda body: frame(body, length=len(body) + 40),
-    "LF-only headers": lambda body: f"Content-Length: {len(body)}\n\n".encode() + body,
-    "a terabyte": lambda body: b"Content-Length: 1000000000000\r\n\r\n" + body,
-}
 
 
 @pytest.mark.parametrize("broken", BROKEN_FRAMES)
@@ -264,31 +257,3 @@ def test_the_document_size_limit_is_a_setting(
     server.wait_for(lambda: [m for m in server.shown(WARNING) if "mid.py" in m], what="a warning")
     assert not [r for r in endpoint.requests if "MIDDOC" in "".join(r.user_texts)]
     assert_exits_cleanly(server)
-
-
-# --- the frame reader, fed one byte at a time ---------------------------------------------------
-def test_the_frame_reader_finds_every_good_frame_between_broken_ones_byte_by_byte() -> None:
-    from ai_lsp_tune.server.stdio import FrameReader
-
-    good = [json.dumps({"jsonrpc": "2.0", "id": n, "method": "m"}).encode() for n in range(3)]
-    bad = b'{"jsonrpc": "2.0", "id": 99, "method": "bad"}'
-    stream = b"garbage\r\n" + frame(good[0])
-    for broken in ("no Content-Length", "Content-Length: -5", "20 bytes short", "a terabyte"):
-        stream += BROKEN_FRAMES[broken](bad)
-    stream += frame(good[1]) + b"CONTENT-LENGTH: x\r\n\r\n" + frame(good[2]) + b"Content-Len"
-    chunks = iter([stream[i : i + 1] for i in range(len(stream))])
-
-    async def read_chunk() -> bytes:
-        return next(chunks, b"")
-
-    async def bodies() -> list[bytes]:
-        reader, found = FrameReader(read_chunk, max_message_bytes=1000), []
-        while (body := await reader.next_body()) is not None:
-            try:
-                json.loads(body)
-                found.append(body)
-            except ValueError:
-                reader.reject(body)
-        return found
-
-    assert asyncio.run(bodies()) == good

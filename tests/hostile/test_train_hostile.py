@@ -18,9 +18,8 @@ from ai_lsp_tune.cli.demo import sample_analyses
 from ai_lsp_tune.training import publish
 from ai_lsp_tune.training.data import TokenizedSplit
 from ai_lsp_tune.training.evaluate import EvalMetrics
-from ai_lsp_tune.training.events import EvaluatingEvent, WarningEvent, WorkerEvent
 from ai_lsp_tune.training.loop import TrainResult
-from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.protocol import EvaluatingEvent, TrainRequest, WarningEvent, WorkerEvent
 from ai_lsp_tune.training.runner import run_training
 from tests.helpers.training import fast_request, write_splits
 

@@ -16,7 +16,7 @@ from ai_lsp_tune.server.finetune.progress import format_progress
 from ai_lsp_tune.server.finetune.train_step import progress_step
 from ai_lsp_tune.serving.client import HostClient, HostGone
 from ai_lsp_tune.serving.served_model import ServedModel
-from ai_lsp_tune.training.events import PausedEvent, TrainingEvent, WorkerEvent
+from ai_lsp_tune.training.protocol import PausedEvent, TrainingEvent, WorkerEvent
 from ai_lsp_tune.training.runner import TrainingRunner
 from tests.helpers.model_host import chat
 from tests.helpers.training import fast_request, write_splits

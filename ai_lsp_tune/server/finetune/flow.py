@@ -24,7 +24,7 @@ from ai_lsp_tune.server.finetune.train_step import (
     remove_stale_partials,
     train_candidate,
 )
-from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.protocol import TrainRequest
 
 logger = logging.getLogger("ai_lsp_tune.server.finetune.job")  # one log name for a run
 

@@ -26,7 +26,8 @@ from lsprotocol import types as lsp
 
 from ai_lsp_tune.server.finetune.context import EditorLink
 from ai_lsp_tune.training.evaluate import METRIC_LABELS, format_metric
-from ai_lsp_tune.training.events import PHASES, at, training_readout
+from ai_lsp_tune.training.protocol import PHASES, at
+from ai_lsp_tune.training.readout import training_readout
 
 logger = logging.getLogger(__name__)
 

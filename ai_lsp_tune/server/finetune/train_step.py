@@ -21,10 +21,11 @@ from ai_lsp_tune.hyperparams import flag, setting
 from ai_lsp_tune.server.finetune.context import Cancellable
 from ai_lsp_tune.server.finetune.progress import ProgressStep, metrics_dict
 from ai_lsp_tune.server.settings import FinetuneSettings
-from ai_lsp_tune.training import events
+from ai_lsp_tune.training import protocol
 from ai_lsp_tune.training.distributed import Launch, hostfile_hosts
 from ai_lsp_tune.training.evaluate import EvalMetrics, not_worse
-from ai_lsp_tune.training.request import TrainRequest
+from ai_lsp_tune.training.protocol import TrainRequest
+from ai_lsp_tune.training.readout import evaluating_count
 
 
 @dataclass
@@ -52,9 +53,9 @@ def editor_terms(text: str) -> str:
     return _FLAG.sub(lambda m: _FLAG_TO_SETTING[m.group(0)], text)
 
 
-def progress_step(event: events.WorkerEvent) -> ProgressStep | None:
+def progress_step(event: protocol.WorkerEvent) -> ProgressStep | None:
     """A worker event as a progress step; None for final events and warnings."""
-    if isinstance(event, events.TrainingEvent):
+    if isinstance(event, protocol.TrainingEvent):
         return ProgressStep(
             "training",
             iteration=event.iteration,
@@ -65,9 +66,9 @@ def progress_step(event: events.WorkerEvent) -> ProgressStep | None:
             eta_s=event.eta_s,
             fraction=event.fraction,
         )
-    if isinstance(event, events.EvaluatingEvent):
+    if isinstance(event, protocol.EvaluatingEvent):
         stage = "served model" if event.stage == "before" else "new model"
-        done, total, at_pass = events.evaluating_count(event)  # "8/8, pass 2 of 2", not "16/16"
+        done, total, at_pass = evaluating_count(event)  # "8/8, pass 2 of 2", not "16/16"
         if at_pass:
             stage += f", {at_pass}"
         return ProgressStep(
@@ -77,16 +78,16 @@ def progress_step(event: events.WorkerEvent) -> ProgressStep | None:
             fraction=event.fraction,
             note=stage,
         )
-    if isinstance(event, events.PausedEvent):  # no ETA while it cannot move
+    if isinstance(event, protocol.PausedEvent):  # no ETA while it cannot move
         return ProgressStep("paused", note=f"the training worker (pid {event.pid}) is stopped")
-    if isinstance(event, events.LoadingEvent | events.FusingEvent):
+    if isinstance(event, protocol.LoadingEvent | protocol.FusingEvent):
         return ProgressStep(event.phase, fraction=event.fraction)
     return None
 
 
-def outcome_of(final: events.FinalEvent) -> TrainOutcome:
+def outcome_of(final: protocol.FinalEvent) -> TrainOutcome:
     """The worker's final event (the runner makes one up for a dead worker) as an outcome."""
-    if isinstance(final, events.DoneEvent):
+    if isinstance(final, protocol.DoneEvent):
         before, after = final.before, final.after
         passed = _gate(after, before)
         return TrainOutcome(
@@ -95,7 +96,7 @@ def outcome_of(final: events.FinalEvent) -> TrainOutcome:
             metrics_after=metrics_dict(after),
             not_worse=passed,
         )
-    if isinstance(final, events.CancelledEvent):
+    if isinstance(final, protocol.CancelledEvent):
         return TrainOutcome(cancelled=True, checkpoint_kept=final.checkpoint_iteration is not None)
     return TrainOutcome(error=f"{editor_terms(final.message)} ({final.kind})")
 
@@ -136,8 +137,8 @@ async def train_candidate(
                 f"({exc}); fix it or clear the setting."
             )
 
-    def on_event(event: events.WorkerEvent) -> None:
-        if isinstance(event, events.WarningEvent) and on_warning is not None:
+    def on_event(event: protocol.WorkerEvent) -> None:
+        if isinstance(event, protocol.WarningEvent) and on_warning is not None:
             on_warning(editor_terms(event.message))
         step = progress_step(event)
         if step is not None:

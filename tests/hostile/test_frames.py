@@ -1,0 +1,37 @@
+"""The server's frame reader on hostile bytes, without a server: every good frame between
+broken ones is found, fed one byte at a time (the server-level checks are in
+``test_server_hostile``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from tests.helpers.raw_lsp import BROKEN_FRAMES, frame
+
+
+def test_the_frame_reader_finds_every_good_frame_between_broken_ones_byte_by_byte() -> None:
+    from ai_lsp_tune.server.stdio import FrameReader
+
+    good = [json.dumps({"jsonrpc": "2.0", "id": n, "method": "m"}).encode() for n in range(3)]
+    bad = b'{"jsonrpc": "2.0", "id": 99, "method": "bad"}'
+    stream = b"garbage\r\n" + frame(good[0])
+    for broken in ("no Content-Length", "Content-Length: -5", "20 bytes short", "a terabyte"):
+        stream += BROKEN_FRAMES[broken](bad)
+    stream += frame(good[1]) + b"CONTENT-LENGTH: x\r\n\r\n" + frame(good[2]) + b"Content-Len"
+    chunks = iter([stream[i : i + 1] for i in range(len(stream))])
+
+    async def read_chunk() -> bytes:
+        return next(chunks, b"")
+
+    async def bodies() -> list[bytes]:
+        reader, found = FrameReader(read_chunk, max_message_bytes=1000), []
+        while (body := await reader.next_body()) is not None:
+            try:
+                json.loads(body)
+                found.append(body)
+            except ValueError:
+                reader.reject(body)
+        return found
+
+    assert asyncio.run(bodies()) == good
