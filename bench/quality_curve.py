@@ -88,7 +88,9 @@ def load_examples(folder: Path, n_train: int, n_test: int) -> tuple[list[Any], l
     return train, test
 
 
-def local_examples(windows: int, budget: int, cap: int) -> tuple[list[Any], list[Any]]:
+def local_examples(
+    windows: int, budget: int, cap: int, rules: list[str] | None = None
+) -> tuple[list[Any], list[Any]]:
     """The local-rules corpus (build_lint_corpus.choose_local), compact answers, a third of
     the files held out (by a hash of the file name)."""
     import hashlib
@@ -100,7 +102,7 @@ def local_examples(windows: int, budget: int, cap: int) -> tuple[list[Any], list
     from build_lint_corpus import choose_local
 
     root = Path(sysconfig.get_paths()["purelib"])
-    chosen = choose_local(root, windows, budget=budget, cap=cap)
+    chosen = choose_local(root, windows, budget=budget, cap=cap, rules=rules)
     train, test = [], []
     for a in chosen:
         example = compact(Example(system=a.system, user=a.user, assistant=a.answer.to_json()))
@@ -129,13 +131,25 @@ def by_file(examples: list[Any]) -> list[Any]:
 
 
 def evaluate(
-    model: Any, tokenizer: Any, examples: list[Any], max_tokens: int, grammar: Any = None
+    model: Any,
+    tokenizer: Any,
+    examples: list[Any],
+    max_tokens: int,
+    grammar: Any = None,
+    grounded: str | None = None,
 ) -> tuple[dict, Any]:
     from ai_lsp_tune.training.evaluate import greedy_answers, score_answers, served_answers
 
     started = time.perf_counter()
     if grammar is not None:
-        answers = served_answers(model, tokenizer, examples, grammar=grammar, max_tokens=max_tokens)
+        answers = served_answers(
+            model,
+            tokenizer,
+            examples,
+            grammar=grammar,
+            max_tokens=max_tokens,
+            grounded=bool(grounded),
+        )
     else:
         answers = greedy_answers(model, tokenizer, examples, max_tokens=max_tokens, chunk=16)
     metrics = score_answers(examples, answers)
@@ -148,6 +162,7 @@ def evaluate(
         "matched_predicted_expected": [sum(c[i] for c in metrics.files.values()) for i in range(3)],
         "seconds": round(time.perf_counter() - started, 1),
         "answers": answers[:3],
+        "all_answers": answers,
     }, metrics
 
 
@@ -187,6 +202,30 @@ class FrozenPrefix:
         return total / count
 
 
+def line_grounded() -> type:
+    """AnswerGrammar whose grounded() allows only the code's non-blank lines, stripped, as the
+    line-local teacher copies them (an enum in the answer schema), instead of any piece."""
+    from dataclasses import dataclass, replace
+
+    import llguidance
+
+    from ai_lsp_tune.decoding.grammar import AnswerGrammar, grammar_for
+    from ai_lsp_tune.schema import answer_json_schema
+
+    @dataclass
+    class Lines(AnswerGrammar):
+        def grounded(self, code: str) -> AnswerGrammar:
+            lines = list(dict.fromkeys(ln.strip() for ln in code.splitlines() if ln.strip()))
+            schema = answer_json_schema()
+            snippet = schema["$defs"]["Issue"]["properties"]["issue_snippet"]
+            snippet.pop("type")
+            snippet["enum"] = lines or [" "]
+            matcher = llguidance.LLMatcher(self.lltokenizer, grammar_for(schema), log_level=0)
+            return replace(self, matcher=matcher)
+
+    return Lines
+
+
 def main() -> None:
     import mlx.core as mx
     import mlx.nn as nn
@@ -196,6 +235,7 @@ def main() -> None:
     from ai_lsp_tune.hyperparams import default
     from ai_lsp_tune.training import precision
     from ai_lsp_tune.training.data import TokenizedSplit, collate, make_loss, split_loss
+    from ai_lsp_tune.training.evaluate import compare
     from ai_lsp_tune.training.loop import _prepare
     from ai_lsp_tune.training.modelio import load_model
     from ai_lsp_tune.training.protocol import TrainRequest
@@ -219,8 +259,19 @@ def main() -> None:
     parser.add_argument("--constrained", action="store_true", help="answer under the grammar")
     parser.add_argument("--train-eval", type=int, default=16, help="training windows scored")
     parser.add_argument("--frozen-cache", action="store_true", help="cache the frozen layers")
+    parser.add_argument(
+        "--grounded",
+        choices=("code", "lines"),
+        help="constrained, each snippet a piece of the code (the product) or one of its lines",
+    )
+    parser.add_argument("--no-clean-train", action="store_true", help="local: train on flagged")
+    parser.add_argument("--save", type=Path, help="the LoRA weights at each checkpoint here")
+    parser.add_argument("--load", type=Path, help="start from these LoRA weights")
+    parser.add_argument("--rules", help="local: a comma-separated subset of LOCAL_RULES")
     args = parser.parse_args()
     checkpoints = sorted(int(e) for e in args.epochs.split(","))
+    args.constrained = args.constrained or args.grounded
+    rules = args.rules.split(",") if args.rules else None
 
     def report(row: dict) -> None:
         row |= {"utc": time.strftime("%H:%M:%S", time.gmtime()), "load": os.getloadavg()[:2]}
@@ -232,7 +283,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.corpus == "local":
-            train, test = local_examples(args.windows, args.budget, args.cap)
+            train, test = local_examples(args.windows, args.budget, args.cap, rules)
+            if args.no_clean_train:  # learn where the flagged line is, not whether there is one
+                train = [e for e in train if '"issues":[]' not in e.assistant.replace(" ", "")]
             train, test = by_file(train)[: args.train], by_file(test)[: args.test]
         else:
             train, test = load_examples(Path(tmp), args.train, args.test)
@@ -258,10 +311,12 @@ def main() -> None:
 
         grammar, why = serving_grammar(model, tokenizer)
         assert grammar is not None, why
+        if args.grounded == "lines":
+            grammar = line_grounded()(**vars(grammar))
     before = None
     report(
         {
-            "setup": vars(args) | {"out": str(args.out)},
+            "setup": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "train_examples": len(tokens),
             "test_examples": len(test_tokens),
             "tokens_per_example": round(sum(lengths) / len(lengths)),
@@ -274,6 +329,25 @@ def main() -> None:
         }
     )
     _prepare(model, request)
+    if args.load:  # no training: the base (LoRA at zero) against these weights, same windows
+        model.eval()
+        rows = []
+        for weights in (None, args.load):
+            if weights is not None:
+                model.load_weights(str(weights), strict=False)
+            row, metrics = evaluate(model, tokenizer, test, args.max_tokens, grammar, args.grounded)
+            rows.append((row, metrics))
+        versus = compare(rows[1][1], rows[0][1])
+        interval = (versus.f1_difference, versus.f1_difference_low, versus.f1_difference_high)
+        report(
+            {
+                "base": rows[0][0],
+                "loaded": rows[1][0],
+                "test_files": rows[1][1].test_files,
+                "delta_f1": [round(x or 0, 3) for x in interval],
+            }
+        )
+        return
     loss_fn = make_loss(model, chunked=False)
     value_and_grad = nn.value_and_grad(model, lambda m, *batch: loss_fn(m, *batch)[0])
     started = time.perf_counter()
@@ -307,12 +381,18 @@ def main() -> None:
             trained_seconds += time.perf_counter() - started
             epoch += 1
         model.eval()
-        scored_train, _ = evaluate(
-            model, tokenizer, train[: args.train_eval], args.max_tokens, grammar
-        )
-        scored_test, metrics = evaluate(model, tokenizer, test, args.max_tokens, grammar)
-        from ai_lsp_tune.training.evaluate import compare
+        if args.save:
+            from mlx.utils import tree_flatten
 
+            args.save.mkdir(parents=True, exist_ok=True)
+            weights = dict(tree_flatten(model.trainable_parameters()))
+            mx.save_safetensors(str(args.save / f"epoch{epoch}.safetensors"), weights)
+        scored_train, _ = evaluate(
+            model, tokenizer, train[: args.train_eval], args.max_tokens, grammar, args.grounded
+        )
+        scored_test, metrics = evaluate(
+            model, tokenizer, test, args.max_tokens, grammar, args.grounded
+        )
         if before is None:
             before = metrics
         versus = compare(metrics, before)

@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import random
 import sysconfig
+from collections.abc import Sequence
 from pathlib import Path
 
 from ai_lsp_tune.dataset.teacher import (
@@ -78,14 +79,22 @@ def choose(root: Path, files: int, seed: int) -> list[TeacherAnalysis]:
 
 
 def choose_local(
-    root: Path, windows: int, *, budget: int = 300, cap: int = 12, per_file: int = 3
+    root: Path,
+    windows: int,
+    *,
+    budget: int = 300,
+    cap: int = 12,
+    per_file: int = 3,
+    rules: Sequence[str] | None = None,
 ) -> list[TeacherAnalysis]:
     """``windows`` windows with findings of LOCAL_RULES (each rule in at most ``cap`` of them,
     at most ``per_file`` per file, so no rule dominates) and half as many clean windows of the
     same files, cut as the server cuts them for a local model (LOCAL_SYSTEM_PROMPT, ``budget``
-    estimated tokens). Files in a stable pseudo-random order; whole windows, never edited."""
+    estimated tokens). Files in a stable pseudo-random order; whole windows, never edited.
+    ``rules``: a subset of LOCAL_RULES (the teacher checks only these)."""
     paths = source_files(root)
-    findings = ruff_findings(paths, LOCAL_RULES)
+    chosen = {r: s for r, s in LOCAL_RULES.items() if rules is None or r in rules}
+    findings = ruff_findings(paths, chosen)
     order = sorted((p for p in paths if findings[p.resolve()]), key=lambda p: _stable(str(p)))
     rng = random.Random(0)
     per_rule: dict[str, int] = {}
@@ -159,10 +168,17 @@ def main() -> None:
         metavar="WINDOWS",
         help="instead: WINDOWS flagged windows of LOCAL_RULES (balanced) and half as many clean",
     )
+    parser.add_argument("--cap", type=int, default=12, help="--local: windows per rule")
+    parser.add_argument("--rules", help="--local: a comma-separated subset of LOCAL_RULES")
     parser.add_argument("--output", type=Path, default=TRACES / "lint-teacher-otel.jsonl")
     args = parser.parse_args()
     root = Path(sysconfig.get_paths()["purelib"])
-    chosen = choose_local(root, args.local) if args.local else choose(root, args.files, args.seed)
+    rules = args.rules.split(",") if args.rules else None
+    chosen = (
+        choose_local(root, args.local, cap=args.cap, rules=rules)
+        if args.local
+        else choose(root, args.files, args.seed)
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.unlink(missing_ok=True)  # the exporter appends
     record(args.output, chosen)

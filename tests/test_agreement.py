@@ -39,6 +39,14 @@ def test_a_model_issue_matches_a_teacher_issue_on_the_same_or_next_line(
     assert counts == IssueCounts(matched, len(predicted), len(expected))
 
 
+def test_a_snippet_found_all_over_the_code_is_one_prediction_per_place_it_is_shown() -> None:
+    """A grounded but ambiguous snippet ("(" occurs four times) makes a diagnostic at each: four
+    predictions, one of them by the teacher's line. Counted once, it would score precision 1."""
+    counts = count_issues(["("], ["    value = eval(data)"], CODE)
+    assert counts == IssueCounts(1, 4, 1)
+    assert counts.precision == pytest.approx(1 / 4)
+
+
 def test_matching_is_a_maximum_matching_not_first_come() -> None:
     """ "data" sits near both flagged lines; a greedy matcher would spend it on the first one
     and leave "pass" unmatched (2 of 2 is right, 1 of 2 is what greedy gives)."""

@@ -215,3 +215,54 @@ def test_the_grammar_allows_exactly_the_tokens_llguidance_allows(
         assert allowed.tolist() == expected, step
         assert np.array_equal(np.array(masked[0])[allowed], np.array(logits[0])[allowed])
         assert reference.consume_token(answer[step])
+
+
+def test_a_grounded_answer_cannot_point_at_a_line_the_code_does_not_have(
+    tiny_model_word_split: Path,
+) -> None:
+    """Whatever the model prefers (here: random logits, 30 answers), every snippet the host
+    decodes for an analysis prompt is a piece of one of its code's lines, and the answer is
+    valid; the teacher's answers (a line with quotes and a backslash, a token, a fix) stay
+    possible."""
+    import json
+
+    import mlx.core as mx
+    from mlx_lm import load
+
+    from ai_lsp_tune.decoding.grammar import answer_grammar
+    from ai_lsp_tune.prompts import LOCAL_SYSTEM_PROMPT, user_prompt
+    from ai_lsp_tune.schema import parse_diagnostic_result
+
+    model, tokenizer = load(str(tiny_model_word_split))[:2]
+    grammar = answer_grammar(tokenizer, model.args.vocab_size)
+    code = document(3) + '    password = "a\\\\b\\"c"  # é\n'
+    grounded = grammar.for_prompt(user_prompt("python", code, "a.py"))
+    outside = '{"issues":[{"issue_snippet":"assert False"'
+    assert not grounded.matcher.deep_copy().consume_tokens(tokenizer.encode(outside))
+    assert grammar.matcher.deep_copy().consume_tokens(tokenizer.encode(outside))
+    fix = {"title": "t", "target_snippet": "x", "replacement_snippet": "y"}
+    for snippet, fixes in [(code.splitlines()[-1].strip(), None), ("eval(str(", [fix])]:
+        issue = {"issue_snippet": snippet, "severity": "error", "message": "m"}
+        answer = {"issues": [issue | ({"suggested_fixes": fixes} if fixes else {})]}
+        text = json.dumps(answer, separators=(",", ":"), ensure_ascii=False)
+        matcher = grounded.matcher.deep_copy()
+        assert matcher.consume_tokens(tokenizer.encode(text)) and matcher.is_accepting(), text
+    mx.random.seed(0)
+    snippets = []
+    for _ in range(30):
+        processor = grounded.logits_processor(120)
+        answer: list[int] = []
+        for _ in range(120):
+            logits = processor(
+                mx.array([1, 2, 3, *answer]), mx.random.normal((1, grammar.vocab_size))
+            )
+            token = int(mx.argmax(logits[0]).item())
+            if token in grammar.eos:
+                break
+            answer.append(token)
+        text = tokenizer.decode(answer)
+        snippets += [i.issue_snippet for i in parse_diagnostic_result(text).issues]
+    lines = code.splitlines()
+    assert snippets and all(any(s in ln for ln in lines) for s in snippets), json.dumps(snippets)
+    # Not an analysis prompt: the plain grammar.
+    assert grammar.for_prompt(LOCAL_SYSTEM_PROMPT) is grammar

@@ -114,7 +114,8 @@ def test_served_answers_reuse_the_system_prompt_and_answer_as_without(tiny_model
 @pytest.mark.training
 def test_served_answers_under_the_grammar_decode_in_batches_as_alone(tiny_model: Path) -> None:
     """Batched constrained answers are those the model host decodes one at a time: each prompt
-    keeps its own grammar state (a shared one would corrupt the others' JSON)."""
+    keeps its own grammar state (a shared one would corrupt the others' JSON), grounded in its
+    own code as the host grounds it."""
     from mlx_lm import load
 
     from ai_lsp_tune.decoding.decode import decode_answer
@@ -128,7 +129,11 @@ def test_served_answers_under_the_grammar_decode_in_batches_as_alone(tiny_model:
     answers = served_answers(model, tokenizer, examples, grammar=grammar, max_tokens=40, batch=3)
     alone = [
         decode_answer(
-            model, tokenizer, prompt_tokens(tokenizer, e.system, e.user), 40, grammar=grammar
+            model,
+            tokenizer,
+            prompt_tokens(tokenizer, e.system, e.user),
+            40,
+            grammar=grammar.for_prompt(e.user),
         ).text
         for e in examples
     ]

@@ -12,8 +12,9 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ai_lsp_tune.schema import answer_json_schema
@@ -51,10 +52,93 @@ class AnswerGrammar:
     closers: list[int]  # token ids of CLOSERS (those the tokenizer has as one token)
     reserve: int  # tokens kept for closing an answer beyond what closing it needs now
     compile_s: float
+    lltokenizer: Any = None  # llguidance's view of the tokenizer (compiles per-code grammars)
 
     def logits_processor(self, max_tokens: int) -> LogitsProcessor:
         """A fresh processor for one answer (it is stateful: it follows the tokens chosen)."""
         return _Constrainer(self, self.matcher.deep_copy(), max_tokens)
+
+    def for_prompt(self, user: str) -> AnswerGrammar:
+        """The grammar for one request whose user message is ``user``: for an analysis prompt,
+        grounded in the code it shows (a small model cannot point at text that is not there);
+        any other prompt, or a code llguidance cannot compile, keeps this grammar."""
+        from ai_lsp_tune.prompts import parse_user_prompt
+
+        parts = parse_user_prompt(user)
+        if parts is None:
+            return self
+        try:
+            return self.grounded(parts.code)
+        except GrammarUnavailable as exc:
+            log.warning("answers not grounded in the code: %s", exc.reason)
+            return self
+
+    def grounded(self, code: str) -> AnswerGrammar:
+        """This grammar with every issue_snippet a non-empty piece of one of ``code``'s lines
+        (what the LSP can place): an answer cannot point at text the code does not have.
+        Compiled per code (milliseconds; the tokenizer is shared). Raises GrammarUnavailable
+        when llguidance cannot compile it."""
+        import llguidance
+
+        if self.lltokenizer is None:
+            raise GrammarUnavailable("the answer grammar was compiled without its tokenizer")
+        started = time.perf_counter()
+        try:
+            matcher = llguidance.LLMatcher(
+                self.lltokenizer,
+                grounded_lark(code),
+                log_level=0,
+                limits=llguidance.LLParserLimits(precompute_large_lexemes=False),
+            )
+            if matcher.is_error():
+                raise ValueError(matcher.get_error())
+        except ValueError as exc:
+            raise GrammarUnavailable(
+                f"llguidance cannot compile the grounded answer grammar ({_first_line(exc)})"
+            ) from exc
+        return replace(self, matcher=matcher, compile_s=time.perf_counter() - started)
+
+
+def grounded_lark(code: str) -> str:
+    """An llguidance (Lark) grammar for compact answers, keys in the schema's order, whose
+    issue_snippet is a non-empty piece of one line of ``code`` as JSON writes it (each
+    character's JSON form is one chunk, so an escape is never cut in half); no issue at all
+    when the code has no non-blank line."""
+    schema = answer_json_schema()
+    issue = schema["$defs"]["Issue"]["properties"]
+    fix = schema["$defs"]["SuggestedFix"]
+    fixes = {
+        "anyOf": [{"type": "array", "items": fix}, {"type": "null"}],
+        "x-guidance": {"whitespace_flexible": False},
+    }
+
+    def literal(text: str) -> str:
+        return json.dumps(text, ensure_ascii=False)
+
+    lines = [line for line in dict.fromkeys(code.splitlines()) if line.strip()]
+    pieces = [
+        f"LINE_{n}: %regex "
+        + json.dumps({"substring_chunks": [literal(c)[1:-1] for c in line]}, ensure_ascii=False)
+        for n, line in enumerate(lines)
+    ]
+    severities = " | ".join(literal(json.dumps(s)) for s in issue["severity"]["enum"])
+    answer = (literal('{"issues":['), literal(","), literal("]}"))
+    keys = [literal(k) for k in ('{"issue_snippet":"', '","severity":', ',"message":')]
+    fixes_key, close = literal(',"suggested_fixes":'), literal("}")
+    if not lines:
+        return f"start: {answer[0]} {answer[2]}"
+    return "\n".join(
+        [
+            f"start: {answer[0]} (issue ({answer[1]} issue)*)? {answer[2]}",
+            f"issue: {keys[0]} SNIPPET {keys[1]} severity {keys[2]} message fixes? {close}",
+            f"fixes: {fixes_key} fix_list",
+            f"severity: {severities}",
+            'message: %json {"type": "string"}',
+            f"fix_list: %json {json.dumps(fixes)}",
+            "SNIPPET: (" + " | ".join(f"LINE_{n}" for n in range(len(lines))) + ") & /.+/",
+            *pieces,
+        ]
+    )
 
 
 class _Constrainer:
@@ -184,8 +268,6 @@ def answer_grammar(
 
 
 def _compile(hf: Any, eos: list[int], vocab_size: int, schema: dict[str, Any]) -> AnswerGrammar:
-    import time
-
     try:
         import llguidance
         import llguidance.hf
@@ -211,7 +293,7 @@ def _compile(hf: Any, eos: list[int], vocab_size: int, schema: dict[str, Any]) -
     # Computing the first mask builds the lexer's start state: pay for it now, not in an analysis.
     matcher.compute_bitmask()
     closers = [ids[0] for text in CLOSERS if len(ids := lltokenizer.tokenize_str(text)) == 1]
-    grammar = AnswerGrammar(matcher, n_vocab, eos, closers, 0, 0.0)
+    grammar = AnswerGrammar(matcher, n_vocab, eos, closers, 0, 0.0, lltokenizer)
     deepest = matcher.deep_copy()
     if deepest.consume_tokens(lltokenizer.tokenize_str(DEEPEST_OPENING)):
         grammar.reserve = closing_length(deepest, grammar)

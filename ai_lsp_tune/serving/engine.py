@@ -103,6 +103,9 @@ class Engine:
         cache = self.cache if use_cache else make_prompt_cache(self.model)
         prompt = tokens[prefix:] if use_cache else tokens
         grammar = self.grammar if request.constrained else None
+        user = next((m.content for m in reversed(request.messages) if m.role == "user"), None)
+        if grammar is not None and user is not None:
+            grammar = grammar.for_prompt(user)  # snippets limited to the code analysed
         try:
             answer = decode_answer(
                 self.model,

@@ -2,9 +2,11 @@
 
 An answer locates an issue only by its snippet, so the matching rule is about lines: a model
 issue matches a teacher issue when the model's snippet occurs in the analysed code on a line
-within ±1 of a line holding the teacher's snippet (any occurrence of either counts). Matching is
-one-to-one (a maximum matching), so repeating one snippet five times earns one match, not five.
-A snippet that is empty, only whitespace, or not in the code matches nothing.
+within ±1 of a line holding the teacher's snippet. A model snippet counts once per occurrence in
+the code, as the editor shows a diagnostic at each: ``,`` (found on every other line) is a dozen
+predictions, not one that matches anything. Matching is one-to-one (a maximum matching), so
+repeating one snippet five times earns one match, not five. A snippet that is empty, only
+whitespace, or not in the code is one prediction that matches nothing.
 
 Counts are kept per file (the document an analysis is of), so two models scored on the same
 files can be compared with a paired bootstrap over files: resample files with replacement, and
@@ -69,12 +71,32 @@ def snippet_lines(snippet: str, code: str) -> set[int]:
     return lines
 
 
+def shown_places(predicted: Sequence[str], code: str) -> list[set[int]]:
+    """The line of each diagnostic the model's snippets make (one per occurrence in the code;
+    an empty set for a snippet that is blank or not in the code)."""
+    places: list[set[int]] = []
+    for snippet in predicted:
+        found = [] if not snippet.strip() else _occurrence_lines(snippet, code)
+        places += [{line} for line in found] or [set()]
+    return places
+
+
+def _occurrence_lines(snippet: str, code: str) -> list[int]:
+    lines = []
+    at = code.find(snippet)
+    while at >= 0:
+        lines.append(code.count("\n", 0, at))
+        at = code.find(snippet, at + 1)
+    return lines
+
+
 def match_issues(predicted: Sequence[str], expected: Sequence[str], code: str) -> int:
-    """How many model snippets match teacher snippets one-to-one (a maximum matching)."""
+    """How many model diagnostics (``shown_places``) match teacher snippets one-to-one (a
+    maximum matching)."""
     expected_lines = [snippet_lines(s, code) for s in expected]
     candidates = []
-    for snippet in predicted:
-        lines = snippet_lines(snippet, code)
+    shown = shown_places(predicted, code)
+    for lines in shown:
         candidates.append(
             [
                 j
@@ -94,12 +116,13 @@ def match_issues(predicted: Sequence[str], expected: Sequence[str], code: str) -
                 return True
         return False
 
-    return sum(augment(i, set()) for i in range(len(predicted)))
+    return sum(augment(i, set()) for i in range(len(shown)))
 
 
 def count_issues(predicted: Sequence[str], expected: Sequence[str], code: str) -> IssueCounts:
-    """The counts of one analysis."""
-    return IssueCounts(match_issues(predicted, expected, code), len(predicted), len(expected))
+    """The counts of one analysis (a model snippet counts once per occurrence)."""
+    shown = len(shown_places(predicted, code))
+    return IssueCounts(match_issues(predicted, expected, code), shown, len(expected))
 
 
 def file_key(user: str) -> str:

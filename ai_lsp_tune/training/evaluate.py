@@ -217,8 +217,10 @@ def served_answers(
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     batch: int = 8,
+    grounded: bool = True,
 ) -> list[str]:
-    """The answers the model host would serve: the same greedy decoding under the same grammar.
+    """The answers the model host would serve: the same greedy decoding under the same grammar
+    (``grounded``, as the host does: each analysis's snippets limited to its code).
 
     Under a grammar, ``batch`` prompts decode together, each with its own grammar state (a
     decode step reads all the weights whatever the batch: on a CPU that is most of its cost).
@@ -229,6 +231,10 @@ def served_answers(
     from ai_lsp_tune.decoding.decode import decode_answer
 
     prompts = [prompt_tokens(tokenizer, e.system, e.user) for e in examples]
+    grammars = [
+        grammar.for_prompt(e.user) if grammar is not None and grounded else grammar
+        for e in examples
+    ]
     if grammar is not None and batch > 1:
         answers: list[str] = []
         for start in range(0, len(prompts), batch):
@@ -240,7 +246,8 @@ def served_answers(
                 if on_progress is not None:
                     on_progress(base + count, len(examples))
 
-            masks = [[grammar.logits_processor(max_tokens)] for _ in chunk]
+            chosen = grammars[start : start + batch]
+            masks = [[g.logits_processor(max_tokens)] for g in chosen if g is not None]
             answers += _batch_answers(model, tokenizer, chunk, max_tokens, finished, masks)
         return answers
     prefix = _shared_prefix(prompts)
@@ -253,7 +260,7 @@ def served_answers(
     else:
         cache, prefix = None, []
     answers = []
-    for prompt in prompts:
+    for prompt, grammar in zip(prompts, grammars, strict=True):
         if should_stop is not None and should_stop():
             break
         if cache is None:
