@@ -61,14 +61,7 @@ class IssueCounts:
 
 def snippet_lines(snippet: str, code: str) -> set[int]:
     """0-based lines on which ``snippet`` starts anywhere in ``code`` (empty: not there)."""
-    if not snippet.strip():
-        return set()
-    lines: set[int] = set()
-    at = code.find(snippet)
-    while at >= 0:
-        lines.add(code.count("\n", 0, at))
-        at = code.find(snippet, at + 1)
-    return lines
+    return set(_occurrence_lines(snippet, code))
 
 
 def shown_places(predicted: Sequence[str], code: str) -> list[set[int]]:
@@ -76,12 +69,14 @@ def shown_places(predicted: Sequence[str], code: str) -> list[set[int]]:
     an empty set for a snippet that is blank or not in the code)."""
     places: list[set[int]] = []
     for snippet in predicted:
-        found = [] if not snippet.strip() else _occurrence_lines(snippet, code)
-        places += [{line} for line in found] or [set()]
+        places += [{line} for line in _occurrence_lines(snippet, code)] or [set()]
     return places
 
 
 def _occurrence_lines(snippet: str, code: str) -> list[int]:
+    """The 0-based line of each place ``snippet`` starts in ``code`` (none when it is blank)."""
+    if not snippet.strip():
+        return []
     lines = []
     at = code.find(snippet)
     while at >= 0:
