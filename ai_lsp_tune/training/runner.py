@@ -79,12 +79,16 @@ class TrainingRunner:
         self.python = python
         self.env = env
         self._child: Child[WorkerEvent] | None = None
-        self._process: asyncio.subprocess.Process | None = None  # the child's, once started
         self._cancel_requested = False
         self._log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self._launch_notes: list[str] = []
         self._last_step_at: float | None = None
         self._slowest_step_s = 0.0
+
+    @property
+    def _process(self) -> asyncio.subprocess.Process | None:
+        """The worker's process (the launcher's, across machines), once started."""
+        return self._child.process if self._child is not None else None
 
     def cancel(self) -> None:
         """Ask the worker to stop (it saves a checkpoint); kill it if it does not in time."""
@@ -102,7 +106,7 @@ class TrainingRunner:
             return await self._run_launched(self.launch)
         read_fd, write_fd = os.pipe()
         try:
-            self._child = await Child.start(
+            child = self._child = await Child.start(
                 python_module(
                     "ai_lsp_tune.training.worker",
                     *("--events-fd", str(write_fd), "--request", self.request.model_dump_json()),
@@ -119,7 +123,6 @@ class TrainingRunner:
             )
         finally:
             os.close(write_fd)
-        self._process = self._child.process
         if self._cancel_requested:
             self.cancel()
         loop = asyncio.get_running_loop()
@@ -127,7 +130,7 @@ class TrainingRunner:
         transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(events), os.fdopen(read_fd, "rb", 0)
         )
-        watch = asyncio.create_task(self._report_stopped(self._process.pid))
+        watch = asyncio.create_task(self._report_stopped(child.pid))
         try:
             final = await self._pump(events)
         finally:
@@ -163,7 +166,7 @@ class TrainingRunner:
             hostfile=launch.hostfile,
             backend=launch.backend,
         )
-        self._child = await Child.start(
+        child = self._child = await Child.start(
             command,
             WORKER_EVENTS,
             grace_s=CANCEL_GRACE_S,
@@ -174,11 +177,10 @@ class TrainingRunner:
             env=self.env,
             limit=1 << 24,
         )
-        self._process = self._child.process
         if self._cancel_requested:
             self.cancel()
-        assert self._process.stdout is not None
-        return await self._finish(await self._pump(self._process.stdout))
+        assert child.process.stdout is not None
+        return await self._finish(await self._pump(child.process.stdout))
 
     async def _finish(self, final: FinalEvent | None) -> RunOutcome:
         assert self._process is not None
