@@ -327,7 +327,8 @@ def train_lora(training: LoraTraining) -> TrainResult:
     )
     if total > start:
         batches.frozen, frozen = cache_frozen(model, request, tokens["train"], reporter.caching)
-        batching |= frozen
+        batching |= frozen  # its seconds are recorded there, not in the steps' tokens/s
+        reporter.last_report = time.perf_counter()
     loss = make_loss(
         model, training.world.group, chunked=batching["chunked"], frozen=batches.frozen
     )
