@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from ai_lsp_tune.cli.demo import sample_analyses
+from ai_lsp_tune.dataset.prepare import prepare_dataset
 from ai_lsp_tune.schema import parse_diagnostic_result
 from ai_lsp_tune.training.protocol import ErrorEvent, TrainingEvent, TrainRequest, WorkerEvent
 from ai_lsp_tune.training.runner import TrainingRunner, run_training
+from tests.helpers.trace_recorder import CODE, Recorder, answer, issue
 from tests.helpers.training import fast_request, write_splits
 
 pytestmark = pytest.mark.training
@@ -77,6 +79,55 @@ def test_the_original_dataset_json_format_trains(tiny_model: Path, tmp_path: Pat
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert sum(run["examples"].values()) == 30
     assert run["examples"]["train"] >= 20
+
+
+@pytest.mark.parametrize("given", ["split folder", "dataset.json"])
+def test_examples_are_cropped_once_a_split_folders_rows_are_trained_as_written(
+    tiny_model: Path, tmp_path: Path, given: str
+) -> None:
+    """prepare-dataset crops a long file into windows for --max-seq-length 1024; a run at 512
+    leaves a window over 512 out (counted, with the flag named) instead of cropping it again,
+    and crops only dataset.json, which holds the file whole."""
+    recorder = Recorder(tmp_path / "traces" / "ai-lsp-otel.jsonl")
+    for n in range(12):
+        code = CODE + f"value = {n}\n"
+        recorder.analysis(code=code, output=answer(issue("len(xs)")), uri=f"file:///p/m{n}.py")
+    far_apart = (
+        "def first(a):\n    return a / 0\n\n"
+        + "".join(f"def pad{n}(v):\n    return v + {n}\n\n" for n in range(600))
+        + "def last(b):\n    return b ** 99\n"
+    )
+    two_issues = answer(issue("a / 0", "Divides by zero."), issue("b ** 99", "Huge."))
+    recorder.analysis(code=far_apart, output=two_issues, uri="file:///p/long.py")
+    recorder.close()
+    report = prepare_dataset(
+        [tmp_path / "traces"],
+        output_file=tmp_path / "dataset.json",
+        output_dir=tmp_path / "splits",
+        max_seq_length=1024,
+        tokenizer=str(tiny_model),
+    )
+    assert (report.examples, report.cropped, report.crop_windows) == (13, 1, 2)
+    rows = sum(report.splits.values())  # 12 short examples and the long file's 2 windows
+    dataset = tmp_path / ("splits" if given == "split folder" else "dataset.json")
+    request = fast_request(
+        tiny_model, tmp_path, dataset, num_epochs=1, eval_max_examples=2, eval_max_tokens=16,
+        max_seq_length=512,
+    )  # fmt: skip
+    events: list[WorkerEvent] = []
+    outcome = run_training(request, events.append)
+    assert outcome.status == "done", outcome.event
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    trained, skipped = sum(run["examples"].values()), sum(run["skipped_too_long"].values())
+    warnings = [e.message for e in events if e.phase == "warning"]
+    if given == "split folder":  # each row used as written, or left out: never cropped again
+        assert (trained, skipped, sum(run["cropped_too_long"].values())) == (rows - 2, 2, 0)
+        assert any(m.startswith("Left out 2 of 14 examples longer than --max-seq-length 512")
+                   for m in warnings), warnings  # fmt: skip
+    else:  # the whole file cropped once, to windows of 512
+        assert (skipped, sum(run["cropped_too_long"].values())) == (0, 1)
+        assert trained > 13
+        assert any(m.startswith("Cropped 1 of 13 examples") for m in warnings), warnings
 
 
 async def test_cancel_keeps_a_checkpoint_and_resume_continues(

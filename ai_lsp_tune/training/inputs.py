@@ -1,13 +1,20 @@
-"""A run's inputs: the dataset's examples checked, cropped and tokenized, and the batch size
-and evaluation split that fit them; each problem is a warning event or a ``bad_dataset`` error."""
+"""A run's inputs: the dataset's examples checked and tokenized, and the batch size and
+evaluation split that fit them; each problem is a warning event or a ``bad_dataset`` error.
+
+A split folder's rows are used as ``prepare-dataset`` wrote them: its windows were cropped there,
+once; a row still longer than ``--max-seq-length`` is left out and counted, never cropped again.
+Only a dataset.json, which holds whole examples by design, is cropped here (the dataset's
+``fit_examples``), once, with the model's own tokenizer."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ai_lsp_tune.dataset.crop import fit_examples
 from ai_lsp_tune.dataset.example import Example
+from ai_lsp_tune.prompts import render_chat
 from ai_lsp_tune.training.channel import EventChannel, WorkerError
-from ai_lsp_tune.training.data import TokenizedSplit, crop_to_fit
+from ai_lsp_tune.training.data import TokenizedSplit
 from ai_lsp_tune.training.protocol import TrainRequest, WarningEvent, at
 from ai_lsp_tune.training.splits import (
     BadDataset,
@@ -59,17 +66,21 @@ def tokenized(
     invalid: InvalidAnswers,
     channel: EventChannel,
 ) -> dict[str, Any]:
-    """Every split cropped to ``max_seq_length`` and tokenized; no training example left is
-    a ``bad_dataset`` error."""
+    """Every split tokenized (a dataset.json's whole examples cropped first); no training
+    example left is a ``bad_dataset`` error."""
     limit = request.max_seq_length
     total = sum(len(examples) for examples in splits.values())
-    cropped: dict[str, int] = {}
-    for name in ("train", "valid", "test"):
-        splits[name], cropped[name], _ = crop_to_fit(
-            tokenizer, splits.get(name, []), max_seq_length=limit
-        )
+    whole = not request.dataset.is_dir()  # dataset.json: whole examples, never cropped yet
+    cropped = {name: 0 for name in ("train", "valid", "test")}
+    if whole:
+
+        def count(messages: list[dict[str, str]]) -> int:  # as example_tokens renders them
+            return len(render_chat(tokenizer, messages, add_generation_prompt=False))
+
+        for name in cropped:
+            splits[name], cropped[name] = fit_examples(splits.get(name, []), count, limit)
     tokenized = {
-        name: TokenizedSplit.build(tokenizer, splits[name], max_seq_length=limit)
+        name: TokenizedSplit.build(tokenizer, splits.get(name, []), max_seq_length=limit)
         for name in ("train", "valid", "test")
     }
     too_long = sum(s.too_long for s in tokenized.values())
@@ -83,10 +94,17 @@ def tokenized(
             )
         )
     if too_long:
+        why = (
+            "that no window can hold (an issue snippet alone is too long)"
+            if whole
+            else "by the model's tokenizer: the splits were prepared for a larger "
+            "--max-seq-length or with the token estimate; prepare them with the model's "
+            "tokenizer and this --max-seq-length to keep them"
+        )
         channel.emit(
             WarningEvent(
                 message=f"Left out {too_long} of {total} examples longer than --max-seq-length "
-                f"{limit} tokens that no window can hold (an issue snippet alone is too long).",
+                f"{limit} tokens {why}.",
                 count=too_long,
                 fraction=at("loading", 0.8),
             )
