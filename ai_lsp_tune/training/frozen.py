@@ -1,6 +1,7 @@
 """The frozen layers' output, computed once per run: LoRA on the last ``k`` layers of ``n``
 leaves the first ``n - k`` unchanged, so what they give each training example is computed once
-(each example alone, causal, no gradient) and each step runs only the last ``k`` layers, the
+(each example alone, causal, no gradient; the tokens every example starts with, the
+system prompt, once) and each step runs only the last ``k`` layers, the
 final norm and the head (``forward.FrozenCache``). Exact: the step's rows are assembled from
 the cached states laid out as its tokens are (packed rows, a shared prefix, query chunks), and
 ``frozen_fault`` checks once per model that the outputs are the plain pass's.
@@ -27,8 +28,8 @@ from ai_lsp_tune.training.data import (
     chunks,
     packs,
 )
-from ai_lsp_tune.training.forward import FrozenCache, run
-from ai_lsp_tune.training.packing import collate_rows, layout
+from ai_lsp_tune.training.forward import FrozenCache, GradKV, run
+from ai_lsp_tune.training.packing import collate_rows, layout, shared_prefix
 
 if TYPE_CHECKING:
     from ai_lsp_tune.training.protocol import TrainRequest
@@ -108,22 +109,31 @@ def _activation_bytes(model: Any) -> int:
 def build_cache(
     model: Any, split: int, train: TokenizedSplit, progress: Progress | None = None
 ) -> FrozenCache:
-    """What the first ``split`` layers give each example of ``train``, each alone; ``progress``
-    hears of it about once a second (and may raise to stop)."""
+    """What the first ``split`` layers give each example of ``train``, each alone (the tokens
+    all of them start with once, their keys and values then seen by each example, as a step's
+    shared prefix is); ``progress`` hears of it about once a second (and may raise to stop)."""
     import mlx.core as mx
 
     started = time.perf_counter()
     inner = model.model
+    shared = shared_prefix(train.items) if chunks(model) else 0
     rows: list[mx.array] = []
     starts: dict[int, int] = {}
-    next_row, last = 1, started
+    next_row, last = 1 + shared, started
     with _first_layers(inner, split):
+        prefix = [GradKV() for _ in range(split)]
+        if shared:
+            rows.append(inner(mx.array([train.items[0][0][:shared]]), cache=prefix)[0])
+            mx.eval(rows, [(c.keys, c.values) for c in prefix])
         for done, (tokens, _) in enumerate(train.items, 1):
-            hidden = mx.stop_gradient(inner(mx.array([tokens]))[0])
+            caches = [GradKV() for _ in range(split)] if shared else None
+            for cache, seen in zip(caches or [], prefix, strict=True):
+                cache.keys, cache.values, cache.offset = seen.keys, seen.values, shared
+            hidden = mx.stop_gradient(inner(mx.array([tokens[shared:]]), cache=caches)[0])
             mx.eval(hidden)
             rows.append(hidden)
             starts[id(tokens)] = next_row
-            next_row += len(tokens)
+            next_row += len(tokens) - shared
             now = time.perf_counter()
             if progress is not None and (now - last > 1.0 or done == len(train)):
                 progress(done, len(train), now - started)
@@ -132,7 +142,7 @@ def build_cache(
     dtype = rows[0].dtype if rows else mx.float32
     table = mx.concatenate([mx.zeros((1, width), dtype), *rows], axis=0)
     mx.eval(table)
-    return FrozenCache(split, table, starts, time.perf_counter() - started)
+    return FrozenCache(split, table, starts, time.perf_counter() - started, shared)
 
 
 @contextlib.contextmanager
