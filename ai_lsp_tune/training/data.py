@@ -23,7 +23,7 @@ import numpy as np
 
 from ai_lsp_tune.prompts import chat_messages, prompt_tokens, render_chat
 from ai_lsp_tune.training.distributed import shard
-from ai_lsp_tune.training.forward import CHUNK_ENV, chunk_size, forward_fault, run
+from ai_lsp_tune.training.forward import CHUNK_ENV, FrozenCache, chunk_size, forward_fault, run
 from ai_lsp_tune.training.packing import (
     Item,
     Layout,
@@ -120,12 +120,14 @@ class LengthGroupedBatches:
         pack: bool = False,
         share: bool = False,
         max_batch_tokens: int | None = None,
+        frozen: FrozenCache | None = None,
     ) -> None:
         self.seed = seed
         self.skip = skip
         self.pack = pack
         self.share = share
         self.max_batch_tokens = max_batch_tokens or (1 << 62)
+        self.frozen = frozen  # training batches then also carry their cache columns
         self.trained_tokens = 0
         self.padded_tokens = 0  # input columns x rows of the training batches
         self.rows = 0
@@ -139,6 +141,17 @@ class LengthGroupedBatches:
             return []
         rows, prefix = layout(items, pack=self.pack, share=self.share)
         return [(batch, prefix) for batch in micro_batches(rows, self.max_batch_tokens, prefix)]
+
+    def columns_of(self, rows: list[list[Item]], prefix: int) -> tuple[Any, ...]:
+        """The cache rows of the batch's columns and of its prefix (``FrozenCache``); none
+        without a cache. An empty batch's are the padding's."""
+        if self.frozen is None:
+            return ()
+        if not rows:
+            return (empty_batch()[0][:, :-1], None)
+        frozen = self.frozen
+        columns = collate_rows([[frozen.columns(item) for item in row] for row in rows], prefix)
+        return columns[0][:, :-1], columns[4]
 
     def steps_per_update(self, dataset: TokenizedSplit, batch_size: int, size: int = 1) -> int:
         """Micro-batches per optimizer step: the most any step needs on any rank."""
@@ -192,9 +205,9 @@ class LengthGroupedBatches:
                     batch = collate_rows(rows, prefix)
                     self.rows += batch[0].shape[0]
                     self.padded_tokens += batch[0].shape[0] * (batch[0].shape[1] - 1) + prefix
-                    yield (*batch, weight)
+                    yield (*batch, weight, *self.columns_of(rows, prefix))
                 for _ in range(per_update - len(micro)):
-                    yield (*empty_batch(), weight)
+                    yield (*empty_batch(), weight, *self.columns_of([], 0))
             epoch += 1
 
 
@@ -204,7 +217,11 @@ def iterations_for(n_train: int, num_epochs: int, batch_size: int) -> int:
 
 
 def make_loss(
-    model: nn.Module, group: Any = None, *, chunked: bool = True
+    model: nn.Module,
+    group: Any = None,
+    *,
+    chunked: bool = True,
+    frozen: FrozenCache | None = None,
 ) -> Callable[..., tuple[mx.array, mx.array]]:
     """Cross-entropy on the answer tokens, computing logits only at the answer's positions.
 
@@ -215,7 +232,9 @@ def make_loss(
     rank's and every micro-batch's answer tokens (``LengthGroupedBatches``). Packed rows
     (``segments``) attend within each example only (``packing.py``); a shared ``prefix`` runs
     once and, with ``chunked`` (a model ``forward_fault`` passes), rows run in query chunks
-    (``forward.py``).
+    (``forward.py``). With a ``frozen`` cache, a batch that carries its cache ``columns``
+    runs only the layers after the cached ones (``FrozenCache.tail``); one without (validation)
+    runs them all.
     """
     import mlx.core as mx
     import mlx.nn as nn
@@ -231,11 +250,19 @@ def make_loss(
         segments: mx.array | None = None,
         prefix: mx.array | None = None,
         weight: mx.array | None = None,
+        columns: mx.array | None = None,
+        prefix_columns: mx.array | None = None,
     ) -> tuple[mx.array, mx.array]:
         inputs, targets = batch[:, :-1], batch[:, 1:]
         chunk = chunk_size(inputs.shape[1]) if chunked else None
         forward = model.model if head is not None else model
-        outputs = run(forward, inputs, segments=segments, prefix=prefix, chunk=chunk)
+        if frozen is not None and head is not None and columns is not None:
+            with frozen.tail(forward):
+                outputs = run(
+                    forward, columns, segments=segments, prefix=prefix_columns, chunk=chunk
+                )
+        else:
+            outputs = run(forward, inputs, segments=segments, prefix=prefix, chunk=chunk)
         logits = mx.take_along_axis(outputs, positions[..., None], axis=1)
         if head is not None:
             logits = head(logits)

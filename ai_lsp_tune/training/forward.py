@@ -19,13 +19,21 @@ hands the model the RoPE offset of the chunk, the attention mask, and the keys a
 the earlier chunks, with their gradients (nothing is detached: this is training, not a cache).
 ``forward_fault`` checks on the model that the outputs are the plain pass's; a model where
 they are not runs rows whole.
+
+* **Frozen layers.** With LoRA on the last ``k`` layers only, the layers before them are the
+  same every step: ``FrozenCache`` holds what enters the first LoRA layer, computed once per
+  example (``frozen.py``), and ``FrozenCache.tail`` makes the model's own stack run only the
+  last ``k`` layers on it: its embedding looks columns up in the cache (a batch of column ids
+  laid out as the token batch is), so the prefix, chunks and packed rows above still apply.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -163,3 +171,45 @@ def forward_fault(model: Any) -> str | None:
             f"difference {error:.3g} of {scale:.3g})"
         )
     return None
+
+
+@dataclass
+class FrozenCache:
+    """What enters layer ``split`` for every token of every training example, each example
+    computed alone: row 0 of ``table`` is the padding's (zeros), an example's rows start at
+    ``starts[id(its tokens)]``."""
+
+    split: int
+    table: mx.array  # (1 + tokens, hidden)
+    starts: dict[int, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def columns(self, item: tuple[list[int], int]) -> tuple[list[int], int]:
+        """``item`` with each token replaced by its row in ``table`` (collated as tokens are)."""
+        tokens, offset = item
+        start = self.starts[id(tokens)]
+        return list(range(start, start + len(tokens))), offset
+
+    @contextlib.contextmanager
+    def tail(self, inner: Any) -> Iterator[None]:
+        """``inner`` (the model's layer stack) runs its last layers on rows of ``table``: its
+        embedding becomes a look-up, its layers the ones from ``split`` on; put back after."""
+        embed, layers = inner["embed_tokens"], inner["layers"]
+        inner["embed_tokens"] = _Rows(self.table)
+        inner["layers"] = layers[self.split :]
+        try:
+            yield
+        finally:
+            inner["embed_tokens"], inner["layers"] = embed, layers
+
+
+class _Rows:
+    """Stands in for the embedding: column ids -> rows of the cache (never a parameter)."""
+
+    def __init__(self, table: mx.array) -> None:
+        self.table = table
+
+    def __call__(self, columns: mx.array) -> mx.array:
+        import mlx.core as mx
+
+        return mx.stop_gradient(self.table[columns])

@@ -29,6 +29,7 @@ from ai_lsp_tune.training.data import (
 )
 from ai_lsp_tune.training.distributed import World, any_stopped
 from ai_lsp_tune.training.evaluate import EvalMetrics
+from ai_lsp_tune.training.frozen import cache_frozen
 from ai_lsp_tune.training.protocol import TrainingEvent, TrainRequest, at
 
 VALIDATIONS_PER_RUN = 8
@@ -96,6 +97,7 @@ class _Reporter:
         self.last_checkpoint = time.monotonic()
         self.val_seconds = 0.0
         self.sec_per_iter: float | None = None
+        self.layers = len(training.model.layers)  # read now: caching runs fewer
 
     def _trainable(self) -> dict[str, Any]:
         from mlx.utils import tree_flatten
@@ -136,6 +138,28 @@ class _Reporter:
                 eta_s=None if eta is None else round(eta, 1),
                 fraction=at("training", iteration / max(total, 1)),
                 **fields,
+            )
+        )
+
+    def caching(self, done: int, of: int, seconds: float) -> None:
+        """The frozen layers' cache being built, as a training event at the first step; the
+        ETA models a step as 3x (forward + backward) the cache's time per example over the
+        LoRA'd layers, until real steps measure it. Stops here when asked (one process)."""
+        if self.training.world.size == 1 and self.training.stop.is_set():
+            raise Cancelled("Cancelled while caching the frozen layers, before training.")
+        request = self.training.request
+        per_example = seconds / max(done, 1)
+        frozen = self.layers - request.num_layers
+        step = 3 * per_example * request.num_layers / frozen * request.batch_size
+        eta = per_example * (of - done) + step * (self.state.total - self.start)
+        self.training.channel.emit(
+            TrainingEvent(
+                iteration=self.start,
+                total=self.state.total,
+                trained_tokens=self.state.trained_tokens,
+                eta_s=round(eta + self.after_eval_s, 1),
+                fraction=at("training", self.start / max(self.state.total, 1)),
+                message=f"Caching frozen layers 1-{frozen} of {self.layers}: {done}/{of} examples",
             )
         )
 
@@ -301,7 +325,13 @@ def train_lora(training: LoraTraining) -> TrainResult:
         max_seq_length=request.max_seq_length,
         adapter_file=str(request.partial_dir / "mlx-lm-adapters.safetensors"),
     )
-    loss = make_loss(model, training.world.group, chunked=batching["chunked"])
+    if total > start:
+        batches.frozen, frozen = cache_frozen(model, request, tokens["train"], reporter.caching)
+        batching |= frozen  # its seconds are recorded there, not in the steps' tokens/s
+        reporter.last_report = time.perf_counter()
+    loss = make_loss(
+        model, training.world.group, chunked=batching["chunked"], frozen=batches.frozen
+    )
     if total > start:
         try:
             with checkpointed_layers(model, request.grad_checkpoint):
