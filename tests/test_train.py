@@ -81,13 +81,16 @@ def test_the_original_dataset_json_format_trains(tiny_model: Path, tmp_path: Pat
     assert run["examples"]["train"] >= 20
 
 
-@pytest.mark.parametrize("given", ["split folder", "dataset.json"])
+@pytest.mark.parametrize(
+    ("given", "limit"), [("split folder", 1024), ("split folder", 512), ("dataset.json", 512)]
+)
 def test_examples_are_cropped_once_a_split_folders_rows_are_trained_as_written(
-    tiny_model: Path, tmp_path: Path, given: str
+    tiny_model: Path, tmp_path: Path, given: str, limit: int
 ) -> None:
-    """prepare-dataset crops a long file into windows for --max-seq-length 1024; a run at 512
-    leaves a window over 512 out (counted, with the flag named) instead of cropping it again,
-    and crops only dataset.json, which holds the file whole."""
+    """prepare-dataset crops a long file into 2 windows for --max-seq-length 1024 with the
+    model's tokenizer; a run at 1024 trains every row as written. At 512 only what is over 512
+    is cropped (and said why): the 2 windows of the split folder, the whole file in dataset.json;
+    nothing is left out."""
     recorder = Recorder(tmp_path / "traces" / "ai-lsp-otel.jsonl")
     for n in range(12):
         code = CODE + f"value = {n}\n"
@@ -108,26 +111,31 @@ def test_examples_are_cropped_once_a_split_folders_rows_are_trained_as_written(
         tokenizer=str(tiny_model),
     )
     assert (report.examples, report.cropped, report.crop_windows) == (13, 1, 2)
-    rows = sum(report.splits.values())  # 12 short examples and the long file's 2 windows
+    assert sum(report.splits.values()) == 14  # 12 short examples and the long file's 2 windows
     dataset = tmp_path / ("splits" if given == "split folder" else "dataset.json")
     request = fast_request(
-        tiny_model, tmp_path, dataset, num_epochs=1, eval_max_examples=2, eval_max_tokens=16,
-        max_seq_length=512,
+        tiny_model, tmp_path, dataset, num_epochs=1, eval_max_examples=1, eval_max_tokens=8,
+        max_seq_length=limit,
     )  # fmt: skip
     events: list[WorkerEvent] = []
     outcome = run_training(request, events.append)
     assert outcome.status == "done", outcome.event
     run = json.loads((tmp_path / "out" / "run.json").read_text())
-    trained, skipped = sum(run["examples"].values()), sum(run["skipped_too_long"].values())
-    warnings = [e.message for e in events if e.phase == "warning"]
-    if given == "split folder":  # each row used as written, or left out: never cropped again
-        assert (trained, skipped, sum(run["cropped_too_long"].values())) == (rows - 2, 2, 0)
-        assert any(m.startswith("Left out 2 of 14 examples longer than --max-seq-length 512")
-                   for m in warnings), warnings  # fmt: skip
-    else:  # the whole file cropped once, to windows of 512
-        assert (skipped, sum(run["cropped_too_long"].values())) == (0, 1)
-        assert trained > 13
-        assert any(m.startswith("Cropped 1 of 13 examples") for m in warnings), warnings
+    trained, cropped = sum(run["examples"].values()), sum(run["cropped_too_long"].values())
+    assert sum(run["skipped_too_long"].values()) == 0
+    warnings = [e.message for e in events if e.phase == "warning" and "Cropped" in e.message]
+    if limit == 1024:  # every row as prepare-dataset wrote it, none cropped again
+        assert (trained, cropped, warnings) == (14, 0, [])
+    elif given == "split folder":  # each window over 512 cropped to a smaller one, said why
+        assert (trained, cropped) == (14, 2)
+        assert warnings == ["Cropped 2 of 14 examples longer than --max-seq-length 512 tokens "
+                            "to windows of their code around their issues (the splits' windows "
+                            "were sized for a larger --max-seq-length or with the token estimate, "
+                            "not the model's tokenizer)."]  # fmt: skip
+    else:  # dataset.json holds the file whole: cropped once, on load
+        assert cropped == 1 and trained > 13
+        assert warnings == ["Cropped 1 of 13 examples longer than --max-seq-length 512 tokens "
+                            "to windows of their code around their issues."]  # fmt: skip
 
 
 async def test_cancel_keeps_a_checkpoint_and_resume_continues(

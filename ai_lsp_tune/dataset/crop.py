@@ -3,8 +3,9 @@
 Each window holds whole lines around some of the issues' snippets and is shown in the window
 prompt the server uses for long files; its answer holds the issues whose snippets are in that
 window. The answer is never cut: a window's token count includes it. Examples are cropped once:
-``prepare-dataset`` writes the windows into the splits (``clean``), which training uses as they
-are; a dataset.json (whole examples, by design) is cropped once on load (``fit_examples``).
+``prepare-dataset`` writes the windows into the splits (``clean``) and training uses them as
+written; it gives ``fit_examples`` only an example its model's tokenizer counts over the limit
+(a dataset.json's whole ones, a window sized with the token estimate or for a larger limit).
 """
 
 from __future__ import annotations
@@ -110,10 +111,10 @@ def crop_example(
 def fit_examples(
     examples: Sequence[Example], count: CountChat, max_tokens: int
 ) -> tuple[list[Example], int]:
-    """Whole examples (a dataset.json) with each one longer than ``max_tokens`` replaced by the
-    windows ``crop_example`` makes of it, as ``prepare-dataset`` writes them into the splits;
-    with how many were cropped. One that cannot be cropped is kept whole: training counts it
-    as too long."""
+    """``examples`` with each one longer than ``max_tokens`` replaced by the windows
+    ``crop_example`` makes of it, as ``prepare-dataset`` writes them into the splits; with how
+    many were cropped. One that cannot be cropped is kept whole: training counts it as too
+    long."""
     out: list[Example] = []
     cropped = 0
     for example in examples:

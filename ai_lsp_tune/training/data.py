@@ -71,14 +71,17 @@ class TokenizedSplit:
     ) -> TokenizedSplit:
         split = cls()
         for example in examples:
-            tokens, offset = example_tokens(tokenizer, example)
-            if len(tokens) > max_seq_length:
-                split.too_long += 1
-            elif offset >= len(tokens) - 1:
-                split.no_answer += 1
-            else:
-                split.items.append((tokens, offset))
+            split.add(*example_tokens(tokenizer, example), max_seq_length=max_seq_length)
         return split
+
+    def add(self, tokens: list[int], offset: int, *, max_seq_length: int) -> None:
+        """One example's tokens and answer offset: kept, or counted as too long or empty."""
+        if len(tokens) > max_seq_length:
+            self.too_long += 1
+        elif offset >= len(tokens) - 1:
+            self.no_answer += 1
+        else:
+            self.items.append((tokens, offset))
 
     def __len__(self) -> int:
         return len(self.items)
