@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ai_lsp_tune.training.data import (
     LengthGroupedBatches,
@@ -38,7 +38,17 @@ FROZEN_ENV = "AI_LSP_TRAIN_FROZEN"  # "0": every step runs every layer (benchmar
 # A quarter of the machine's memory: a 135M model in float32 with its optimizer takes ~2 GB
 # of 8, and the cache of a few hundred analyses ~0.3 GB; past this, plain steps.
 CACHE_SHARE = 0.25
-Progress = Callable[[int, int, float], None]  # examples done, of, seconds so far
+
+
+class CacheProgress(NamedTuple):
+    done: int  # examples
+    of: int
+    seconds: float
+    rows: int  # tokens computed so far (the shared prefix's once)
+    shared: int  # tokens every example starts with
+
+
+Progress = Callable[[CacheProgress], None]
 
 
 def frozen_layers(model: Any, request: TrainRequest) -> int:
@@ -136,7 +146,7 @@ def build_cache(
             next_row += len(tokens) - shared
             now = time.perf_counter()
             if progress is not None and (now - last > 1.0 or done == len(train)):
-                progress(done, len(train), now - started)
+                progress(CacheProgress(done, len(train), now - started, next_row - 1, shared))
                 last = now
     width = rows[0].shape[-1] if rows else int(model.args.hidden_size)
     dtype = rows[0].dtype if rows else mx.float32
