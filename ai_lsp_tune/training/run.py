@@ -114,18 +114,21 @@ def evaluate_phase(
                 "will serve this model unconstrained too."
             )
         )
-    total = len(examples) * (2 if grammar is not None else 1)
+    answer_free = grammar is None or request.eval_unconstrained
+    total = len(examples) * ((grammar is not None) + answer_free)
     progress(0, total)
     started = time.perf_counter()
     loss = split_loss(model, data["tokens"][split], batch_size=request.batch_size)
-    free = greedy_answers(
-        model,
-        tokenizer,
-        examples,
-        max_tokens=request.eval_max_tokens,
-        on_progress=lambda done, _: progress(done, total),
-        should_stop=stop.is_set,
-    )
+    free = []
+    if answer_free:
+        free = greedy_answers(
+            model,
+            tokenizer,
+            examples,
+            max_tokens=request.eval_max_tokens,
+            on_progress=lambda done, _: progress(done, total),
+            should_stop=stop.is_set,
+        )
     answers = free
     if grammar is not None and not stop.is_set():
         # The gate scores what users get: the answers decoded as the model host serves them.
@@ -135,13 +138,13 @@ def evaluate_phase(
             examples,
             grammar=grammar,
             max_tokens=request.eval_max_tokens,
-            on_progress=lambda done, _: progress(len(examples) + done, total),
+            on_progress=lambda done, _: progress(len(free) + done, total),
             should_stop=stop.is_set,
         )
     if stop.is_set():
         raise Cancelled(f"Cancelled while evaluating ({stage}).")
     metrics = score_answers(examples, answers, val_loss=loss)
-    update = {"unconstrained_valid_json_rate": valid_json_rate(free)}
+    update = {"unconstrained_valid_json_rate": valid_json_rate(free) if answer_free else None}
     return metrics.model_copy(update=update | {"seconds": round(time.perf_counter() - started, 3)})
 
 
