@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ai_lsp_tune.cli.tiny_model import build_tiny_model
-from ai_lsp_tune.serving.client import HostClient
+from ai_lsp_tune.serving.runner import HostClient
 from bench.swap import write_section
 from tests.test_serving import chat, same_shape_model
 

@@ -93,7 +93,7 @@ def worker(max_tokens: int) -> dict[str, Any]:
 
     try:
         from ai_lsp_tune.serving.engine import load_engine
-    except ImportError:  # a --before revision from when the engine lived in the host module
+    except ImportError:  # a --before revision from when the engine lived in serving/host.py
         from ai_lsp_tune.serving.host import load_engine  # type: ignore[attr-defined,no-redef]
 
     gguf = smollm2_gguf()

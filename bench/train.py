@@ -18,6 +18,8 @@ number of iterations over the same split folder, in fresh processes, one after t
   without packing (``AI_LSP_TRAIN_PACK=0``: one padded row per example) and with
   ``--grad-checkpoint``; all train the same tokens, and so does mlx-lm (same examples, none
   cropped or skipped). ``--peer-only`` runs only mlx-lm and ours as shipped (long sets).
+  ``--frozen-layers K`` instead compares ours with LoRA on the last K layers, the frozen
+  layers cached (as shipped) vs run every step (``bench/train_frozen.py``).
 
 Results go to the "train" section of bench/RESULTS.md.
 """
@@ -192,6 +194,7 @@ def run_ours(
     *,
     grad_checkpoint: bool = False,
     env: dict[str, str] | None = None,
+    **settings: int,
 ) -> tuple[float, float, dict]:
     from ai_lsp_tune.training.protocol import TrainRequest
 
@@ -205,7 +208,7 @@ def run_ours(
         eval_every=1_000_000,
         val_batches=1,
         grad_checkpoint=grad_checkpoint,
-        **SETTINGS,  # type: ignore[arg-type]
+        **(SETTINGS | settings),  # type: ignore[arg-type]
     )
     read_fd, write_fd = os.pipe()
     cmd = [sys.executable, "-m", "ai_lsp_tune.training.worker", "--events-fd", str(write_fd),
@@ -259,7 +262,22 @@ def main() -> None:
         default="installed",
         help="mlx_lm as installed (MLX's reference BLAS) or given our OpenBLAS (LD_PRELOAD)",
     )
+    parser.add_argument(
+        "--frozen-layers",
+        type=int,
+        help="LoRA on the last K layers: ours with the frozen layers cached vs every layer "
+        "every step (bench/train_frozen.py; no mlx-lm run)",
+    )
     args = parser.parse_args()
+    if args.frozen_layers:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import smollm2
+        import train_frozen
+
+        with tempfile.TemporaryDirectory(prefix="bench-train-frozen-") as tmp:
+            model = smollm2.smollm2_shaped() if args.model == "smollm2" else None
+            train_frozen.compare(args, model or ensure_tiny_model(Path(tmp) / "cache"), Path(tmp))
+        return
     batch = SETTINGS["batch_size"]
     rows, notes, memory, shares = [], [], [], []
     load_before = os.getloadavg()

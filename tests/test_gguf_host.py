@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ai_lsp_tune.serving.client import HostClient, ModelLoadError
+from ai_lsp_tune.serving.runner import HostClient, ModelLoadError
 from tests.helpers.gguf_files import gguf_of
 from tests.helpers.model_host import chat, host_answers
 from tests.helpers.trace_recorder import CODE

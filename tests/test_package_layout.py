@@ -4,8 +4,8 @@ Each layer imports only the layers before it (type-only imports included), there
 circle, no module grows past what one reader holds in mind (~400 lines), and a module's name
 says its one job: two modules share a name only for the same role in sibling folders (each
 worker's ``protocol``, ``runner`` and ``worker``). Each worker process is laid out as messages,
-parent and child (``WORKERS``). Tests import shared code from ``tests/helpers/`` only, never
-from another test module.
+parent and child under those same three names (``WORKERS``, ``ROLES``). Tests import shared
+code from ``tests/helpers/`` only, never from another test module.
 """
 
 from __future__ import annotations
@@ -27,16 +27,13 @@ LAYERS = {
     "cli": 7,
 }
 MAX_LINES = 420
-# The names a worker's modules share with its siblings': its messages, its parent side, its child.
-SHARED_ROLES = {"protocol", "runner", "worker"}
-# Each worker process, laid out the same way: its messages (versioned, one ``LineReader`` per
-# channel), the parent side that starts, follows and stops it through the one ``supervisor``
-# (``python -m``, SIGTERM then SIGKILL, protocol check), and the child.
-WORKERS = {
-    "dataset": {"messages": ("protocol",), "parent": "runner", "child": "worker"},
-    "training": {"messages": ("protocol",), "parent": "runner", "child": "worker"},
-    "serving": {"messages": ("protocol",), "parent": "client", "child": "host"},
-}
+# Each worker process, laid out the same way under the same three names: its messages (versioned,
+# one ``LineReader`` per channel), the parent side that starts, follows and stops it through the
+# one ``supervisor`` (``python -m``, SIGTERM then SIGKILL, protocol check), and the child.
+ROLES = {"messages": "protocol", "parent": "runner", "child": "worker"}
+WORKERS = ("dataset", "training", "serving")
+# The names a worker's modules share with its siblings'.
+SHARED_ROLES = set(ROLES.values())
 
 
 def _modules() -> dict[str, Path]:
@@ -172,26 +169,44 @@ def test_each_worker_is_messages_parent_and_child() -> None:
     ``supervisor.Child`` (never a process of its own), follows the messages module's versioned
     lines with it, and stops it with it."""
     graph, problems = _graph(), []
-    for folder, roles in WORKERS.items():
+    for folder in WORKERS:
         package = f"ai_lsp_tune.{folder}"
-        parent, child = f"{package}.{roles['parent']}", f"{package}.{roles['child']}"
-        messages = [f"{package}.{name}" for name in roles["messages"]]
-        if "LineReader(" not in "".join(
-            (PACKAGE / folder / f"{m}.py").read_text() for m in roles["messages"]
-        ):
-            problems.append(f"{folder}: no versioned LineReader in {roles['messages']}")
-        if not {*messages[:1], "ai_lsp_tune.supervisor"} <= graph[parent]:
-            problems.append(f"{parent} does not use {messages[0]} and ai_lsp_tune.supervisor")
-        parent_source = (PACKAGE / folder / f"{roles['parent']}.py").read_text()
+        parent, child = f"{package}.{ROLES['parent']}", f"{package}.{ROLES['child']}"
+        messages = f"{package}.{ROLES['messages']}"
+        if "LineReader(" not in (PACKAGE / folder / f"{ROLES['messages']}.py").read_text():
+            problems.append(f"{folder}: no versioned LineReader in {messages}")
+        if not {messages, "ai_lsp_tune.supervisor"} <= graph[parent]:
+            problems.append(f"{parent} does not use {messages} and ai_lsp_tune.supervisor")
+        parent_source = (PACKAGE / folder / f"{ROLES['parent']}.py").read_text()
         if f'"{child}"' not in parent_source:
             problems.append(f"{parent} does not start python -m {child}")
         if "create_subprocess" in parent_source or "Popen" in parent_source:
             problems.append(f"{parent} starts a process itself, not through supervisor.Child")
         if (
             'if __name__ == "__main__":'
-            not in (PACKAGE / folder / f"{roles['child']}.py").read_text()
+            not in (PACKAGE / folder / f"{ROLES['child']}.py").read_text()
         ):
             problems.append(f"{child} is not runnable with python -m")
-        if not graph[child] & set(messages):
+        if messages not in graph[child]:
             problems.append(f"{child} does not speak {messages}")
     assert problems == []
+
+
+def test_sibling_workers_use_the_same_three_names() -> None:
+    """Every process the package starts as ``python -m`` (the CLI aside) is a worker named like
+    its siblings: ``serving`` once said ``client`` / ``host`` where the others say ``runner`` /
+    ``worker``, and a reader looked for the model host's parent in the wrong file."""
+    children = {
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if 'if __name__ == "__main__":' in path.read_text() and path.parent.name != "cli"
+    }
+    expected = {f"{folder}/{ROLES['child']}.py" for folder in WORKERS}
+    assert children == expected
+    missing = [
+        f"{folder}/{name}.py"
+        for folder in WORKERS
+        for name in ROLES.values()
+        if not (PACKAGE / folder / f"{name}.py").exists()
+    ]
+    assert missing == []

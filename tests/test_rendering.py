@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ai_lsp_tune.cli.demo import sample_analyses
-from ai_lsp_tune.serving.client import HostClient
 from ai_lsp_tune.serving.protocol import ChatMessage
+from ai_lsp_tune.serving.runner import HostClient
 
 # Gemma's shape: a template that refuses a system turn.
 NO_SYSTEM_ROLE_TEMPLATE = (

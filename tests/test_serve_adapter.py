@@ -15,8 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from ai_lsp_tune.serving.client import ModelLoadError
 from ai_lsp_tune.serving.registry import ModelEntry, ModelRegistry
+from ai_lsp_tune.serving.runner import ModelLoadError
 from ai_lsp_tune.serving.served_model import ServedModel
 from tests.helpers.model_host import chat, host_answers
 from tests.helpers.models import same_shape_model, three_layer_model
@@ -51,7 +51,7 @@ def make_adapter(base: Path, folder: Path, *, seed: int) -> Path:
 
 async def adapter_answers(base: Path, adapter: Path) -> list[str]:
     """What a host of its own answers for base + adapter."""
-    from ai_lsp_tune.serving.client import HostClient
+    from ai_lsp_tune.serving.runner import HostClient
 
     host = await HostClient.start(str(base), adapter=str(adapter))
     try:

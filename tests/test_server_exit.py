@@ -80,14 +80,14 @@ def test_work_on_a_daemon_thread_returns_its_result_or_raises_its_error() -> Non
 
 
 def _hosts_serving(model: Path) -> list[int]:
-    """Model host processes (``ai_lsp_tune.serving.host --model <model>``) still alive."""
+    """Model host processes (``ai_lsp_tune.serving.worker --model <model>``) still alive."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"ai_lsp_tune.serving.host" in argv and str(model).encode() in argv:
+        if b"ai_lsp_tune.serving.worker" in argv and str(model).encode() in argv:
             found.append(int(proc.name))
     return found
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ai_lsp_tune.serving.client import HostClient, ModelLoadError
 from ai_lsp_tune.serving.registry import ModelRegistry
+from ai_lsp_tune.serving.runner import HostClient, ModelLoadError
 from ai_lsp_tune.serving.served_model import NoPreviousModel, ServedModel
 from tests.helpers.model_host import chat, host_answers
 from tests.helpers.models import same_shape_model, three_layer_model
@@ -168,7 +168,7 @@ async def test_a_killed_host_is_started_again_but_not_in_a_crash_loop(
     tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ai_lsp_tune.serving import served_model
-    from ai_lsp_tune.serving.client import HostGone
+    from ai_lsp_tune.serving.runner import HostGone
 
     monkeypatch.setattr(served_model, "MAX_RESTARTS", 1)
     served = await ServedModel.start(str(tiny_model))

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from ai_lsp_tune.cli.demo import sample_analyses
+from ai_lsp_tune.dataset.prepare import prepare_dataset
 from ai_lsp_tune.schema import parse_diagnostic_result
 from ai_lsp_tune.training.protocol import ErrorEvent, TrainingEvent, TrainRequest, WorkerEvent
 from ai_lsp_tune.training.runner import TrainingRunner, run_training
+from tests.helpers.trace_recorder import CODE, Recorder, answer, issue
 from tests.helpers.training import fast_request, write_splits
 
 pytestmark = pytest.mark.training
@@ -96,6 +98,63 @@ def test_the_original_dataset_json_format_trains(tiny_model: Path, tmp_path: Pat
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert sum(run["examples"].values()) == 30
     assert run["examples"]["train"] >= 20
+
+
+@pytest.mark.parametrize(
+    ("given", "limit"), [("split folder", 1024), ("split folder", 512), ("dataset.json", 512)]
+)
+def test_examples_are_cropped_once_a_split_folders_rows_are_trained_as_written(
+    tiny_model: Path, tmp_path: Path, given: str, limit: int
+) -> None:
+    """prepare-dataset crops a long file into 2 windows for --max-seq-length 1024 with the
+    model's tokenizer; a run at 1024 trains every row as written. At 512 only what is over 512
+    is cropped (and said why): the 2 windows of the split folder, the whole file in dataset.json;
+    nothing is left out."""
+    recorder = Recorder(tmp_path / "traces" / "ai-lsp-otel.jsonl")
+    for n in range(12):
+        code = CODE + f"value = {n}\n"
+        recorder.analysis(code=code, output=answer(issue("len(xs)")), uri=f"file:///p/m{n}.py")
+    far_apart = (
+        "def first(a):\n    return a / 0\n\n"
+        + "".join(f"def pad{n}(v):\n    return v + {n}\n\n" for n in range(600))
+        + "def last(b):\n    return b ** 99\n"
+    )
+    two_issues = answer(issue("a / 0", "Divides by zero."), issue("b ** 99", "Huge."))
+    recorder.analysis(code=far_apart, output=two_issues, uri="file:///p/long.py")
+    recorder.close()
+    report = prepare_dataset(
+        [tmp_path / "traces"],
+        output_file=tmp_path / "dataset.json",
+        output_dir=tmp_path / "splits",
+        max_seq_length=1024,
+        tokenizer=str(tiny_model),
+    )
+    assert (report.examples, report.cropped, report.crop_windows) == (13, 1, 2)
+    assert sum(report.splits.values()) == 14  # 12 short examples and the long file's 2 windows
+    dataset = tmp_path / ("splits" if given == "split folder" else "dataset.json")
+    request = fast_request(
+        tiny_model, tmp_path, dataset, num_epochs=1, eval_max_examples=1, eval_max_tokens=8,
+        max_seq_length=limit,
+    )  # fmt: skip
+    events: list[WorkerEvent] = []
+    outcome = run_training(request, events.append)
+    assert outcome.status == "done", outcome.event
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    trained, cropped = sum(run["examples"].values()), sum(run["cropped_too_long"].values())
+    assert sum(run["skipped_too_long"].values()) == 0
+    warnings = [e.message for e in events if e.phase == "warning" and "Cropped" in e.message]
+    if limit == 1024:  # every row as prepare-dataset wrote it, none cropped again
+        assert (trained, cropped, warnings) == (14, 0, [])
+    elif given == "split folder":  # each window over 512 cropped to a smaller one, said why
+        assert (trained, cropped) == (14, 2)
+        assert warnings == ["Cropped 2 of 14 examples longer than --max-seq-length 512 tokens "
+                            "to windows of their code around their issues (the splits' windows "
+                            "were sized for a larger --max-seq-length or with the token estimate, "
+                            "not the model's tokenizer)."]  # fmt: skip
+    else:  # dataset.json holds the file whole: cropped once, on load
+        assert cropped == 1 and trained > 13
+        assert warnings == ["Cropped 1 of 13 examples longer than --max-seq-length 512 tokens "
+                            "to windows of their code around their issues."]  # fmt: skip
 
 
 async def test_cancel_keeps_a_checkpoint_and_resume_continues(

@@ -20,7 +20,7 @@ import pytest
 from ai_lsp_tune.dataset.protocol import PROTOCOL_VERSION, PrepareRequest
 from ai_lsp_tune.dataset.runner import DatasetPreparation, PreparationFailed
 from ai_lsp_tune.serving import protocol
-from ai_lsp_tune.serving.client import HostClient, HostGone, ModelLoadError
+from ai_lsp_tune.serving.runner import HostClient, HostGone, ModelLoadError
 from ai_lsp_tune.training.protocol import (
     EVENT_PROTOCOL_VERSION,
     REQUEST_VERSION,

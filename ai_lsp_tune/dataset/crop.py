@@ -2,19 +2,23 @@
 
 Each window holds whole lines around some of the issues' snippets and is shown in the window
 prompt the server uses for long files; its answer holds the issues whose snippets are in that
-window. The answer is never cut: a window's token count includes it. Used by
-``prepare-dataset`` (``dataset_chunks``) and by ``train`` for a dataset it is given.
+window. The answer is never cut: a window's token count includes it. Examples are cropped once:
+``prepare-dataset`` writes the windows into the splits (``clean``) and training uses them as
+written; it gives ``fit_examples`` only an example its model's tokenizer counts over the limit
+(a dataset.json's whole ones, a window sized with the token estimate or for a larger limit).
 """
 
 from __future__ import annotations
 
 import json
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ai_lsp_tune.dataset.example import Example
 from ai_lsp_tune.prompts import chat_messages, parse_user_prompt
+from ai_lsp_tune.schema import parse_json_text
 from ai_lsp_tune.windows import Lines, Window, crop, window_prompt
 
 CountChat = Callable[[list[dict[str, str]]], int]
@@ -102,6 +106,36 @@ def crop_example(
             Crop(prompt, answer, assistant, count(chat_messages(system, prompt, assistant)))
         )
     return crops
+
+
+def fit_examples(
+    examples: Sequence[Example], count: CountChat, max_tokens: int
+) -> tuple[list[Example], int]:
+    """``examples`` with each one longer than ``max_tokens`` replaced by the windows
+    ``crop_example`` makes of it, as ``prepare-dataset`` writes them into the splits; with how
+    many were cropped. One that cannot be cropped is kept whole: training counts it as too
+    long."""
+    out: list[Example] = []
+    cropped = 0
+    for example in examples:
+        if count(example.messages()) <= max_tokens:
+            out.append(example)
+            continue
+        try:
+            result = parse_json_text(example.assistant)
+        except ValueError:
+            result = None
+        crops = None
+        if isinstance(result, dict):
+            crops = crop_example(example.system, example.user, result, count, max_tokens)
+        if not crops:
+            out.append(example)
+            continue
+        cropped += 1
+        out.extend(
+            example.model_copy(update={"user": c.user, "assistant": c.assistant}) for c in crops
+        )
+    return out, cropped
 
 
 def _starts(code: str, snippet: str) -> list[int]:

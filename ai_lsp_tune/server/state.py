@@ -25,8 +25,8 @@ from ai_lsp_tune.server.settings import (
     validate_settings,
 )
 from ai_lsp_tune.serving.backend import Backend, LocalBackend, RemoteBackend
-from ai_lsp_tune.serving.client import ModelLoadError
 from ai_lsp_tune.serving.registry import ModelRegistry
+from ai_lsp_tune.serving.runner import ModelLoadError
 from ai_lsp_tune.serving.served_model import ServedModel
 from ai_lsp_tune.shorten import NAME_CHARS, shorten
 from ai_lsp_tune.traces.telemetry import Telemetry, default_trace_file

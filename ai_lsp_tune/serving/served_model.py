@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ai_lsp_tune.serving.adapters import adapter_base
-from ai_lsp_tune.serving.client import HostClient, HostGone, ModelLoadError
 from ai_lsp_tune.serving.protocol import ChatMessage, Generation
 from ai_lsp_tune.serving.registry import ModelEntry, ModelRegistry
+from ai_lsp_tune.serving.runner import HostClient, HostGone, ModelLoadError
 
 log = logging.getLogger(__name__)
 MAX_RESTARTS = 3

@@ -38,8 +38,6 @@ if TYPE_CHECKING:
     import mlx.core as mx
     import mlx.nn as nn
 
-    from ai_lsp_tune.dataset.example import Example
-
 
 class ChatExample(Protocol):
     system: str
@@ -59,42 +57,6 @@ def example_tokens(tokenizer: Any, example: ChatExample) -> tuple[list[int], int
     return full, offset
 
 
-def crop_to_fit(
-    tokenizer: Any, examples: Sequence[Example], *, max_seq_length: int
-) -> tuple[list[Example], int, int]:
-    """Examples longer than ``max_seq_length`` replaced by windows of their code that fit,
-    answers whole; with how many were cropped and how many could not be (left in, too long)."""
-    from ai_lsp_tune.dataset.crop import crop_example
-    from ai_lsp_tune.schema import parse_json_text
-
-    def count(messages: list[dict[str, str]]) -> int:
-        return len(render_chat(tokenizer, messages, add_generation_prompt=False))
-
-    out: list[Example] = []
-    cropped = failed = 0
-    for example in examples:
-        tokens, _ = example_tokens(tokenizer, example)
-        if len(tokens) <= max_seq_length:
-            out.append(example)
-            continue
-        try:
-            result = parse_json_text(example.assistant)
-        except ValueError:
-            result = None
-        crops = None
-        if isinstance(result, dict):
-            crops = crop_example(example.system, example.user, result, count, max_seq_length)
-        if not crops:
-            failed += 1
-            out.append(example)  # TokenizedSplit counts it as too long
-            continue
-        cropped += 1
-        out.extend(
-            example.model_copy(update={"user": c.user, "assistant": c.assistant}) for c in crops
-        )
-    return out, cropped, failed
-
-
 @dataclass
 class TokenizedSplit:
     """One split as (tokens, answer offset) pairs; too-long and empty examples are skipped."""
@@ -109,14 +71,17 @@ class TokenizedSplit:
     ) -> TokenizedSplit:
         split = cls()
         for example in examples:
-            tokens, offset = example_tokens(tokenizer, example)
-            if len(tokens) > max_seq_length:
-                split.too_long += 1
-            elif offset >= len(tokens) - 1:
-                split.no_answer += 1
-            else:
-                split.items.append((tokens, offset))
+            split.add(*example_tokens(tokenizer, example), max_seq_length=max_seq_length)
         return split
+
+    def add(self, tokens: list[int], offset: int, *, max_seq_length: int) -> None:
+        """One example's tokens and answer offset: kept, or counted as too long or empty."""
+        if len(tokens) > max_seq_length:
+            self.too_long += 1
+        elif offset >= len(tokens) - 1:
+            self.no_answer += 1
+        else:
+            self.items.append((tokens, offset))
 
     def __len__(self) -> int:
         return len(self.items)

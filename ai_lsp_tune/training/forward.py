@@ -176,19 +176,22 @@ def forward_fault(model: Any) -> str | None:
 @dataclass
 class FrozenCache:
     """What enters layer ``split`` for every token of every training example, each example
-    computed alone: row 0 of ``table`` is the padding's (zeros), an example's rows start at
-    ``starts[id(its tokens)]``."""
+    computed alone: row 0 of ``table`` is the padding's (zeros), rows 1 to ``shared`` the
+    tokens every example starts with (computed once), and an example's own tokens' rows start
+    at ``starts[id(its tokens)]``."""
 
     split: int
     table: mx.array  # (1 + tokens, hidden)
     starts: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
+    shared: int = 0
 
     def columns(self, item: tuple[list[int], int]) -> tuple[list[int], int]:
         """``item`` with each token replaced by its row in ``table`` (collated as tokens are)."""
         tokens, offset = item
         start = self.starts[id(tokens)]
-        return list(range(start, start + len(tokens))), offset
+        own = range(start, start + len(tokens) - self.shared)
+        return [*range(1, 1 + self.shared), *own], offset
 
     @contextlib.contextmanager
     def tail(self, inner: Any) -> Iterator[None]:

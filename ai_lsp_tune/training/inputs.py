@@ -1,13 +1,23 @@
-"""A run's inputs: the dataset's examples checked, cropped and tokenized, and the batch size
-and evaluation split that fit them; each problem is a warning event or a ``bad_dataset`` error."""
+"""A run's inputs: the dataset's examples checked and tokenized, and the batch size and
+evaluation split that fit them; each problem is a warning event or a ``bad_dataset`` error.
+
+Examples are cropped once, by the dataset (``dataset.crop``): a split folder's rows are used as
+``prepare-dataset`` wrote them and tokenized once. Only an example the model's tokenizer counts
+over ``--max-seq-length`` goes to the dataset's ``fit_examples``: a dataset.json's whole ones,
+and a row whose window was sized with the token estimate (``prepare-dataset`` without
+``--tokenizer``) or for a larger limit. Leaving such a row out would lose it: SmolLM2's
+tokenizer counts 246 of 1,066 estimate-sized windows over the limit (bench/RESULTS.md).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ai_lsp_tune.dataset.crop import fit_examples
 from ai_lsp_tune.dataset.example import Example
+from ai_lsp_tune.prompts import render_chat
 from ai_lsp_tune.training.channel import EventChannel, WorkerError
-from ai_lsp_tune.training.data import TokenizedSplit, crop_to_fit
+from ai_lsp_tune.training.data import TokenizedSplit, example_tokens
 from ai_lsp_tune.training.protocol import TrainRequest, WarningEvent, at
 from ai_lsp_tune.training.splits import (
     BadDataset,
@@ -59,25 +69,29 @@ def tokenized(
     invalid: InvalidAnswers,
     channel: EventChannel,
 ) -> dict[str, Any]:
-    """Every split cropped to ``max_seq_length`` and tokenized; no training example left is
-    a ``bad_dataset`` error."""
+    """Every split tokenized, an example over ``max_seq_length`` cropped by the dataset's
+    ``fit_examples``; no training example left is a ``bad_dataset`` error."""
     limit = request.max_seq_length
     total = sum(len(examples) for examples in splits.values())
+    tokenized: dict[str, TokenizedSplit] = {}
     cropped: dict[str, int] = {}
     for name in ("train", "valid", "test"):
-        splits[name], cropped[name], _ = crop_to_fit(
-            tokenizer, splits.get(name, []), max_seq_length=limit
+        splits[name], tokenized[name], cropped[name] = _fit_split(
+            tokenizer, splits.get(name, []), limit
         )
-    tokenized = {
-        name: TokenizedSplit.build(tokenizer, splits[name], max_seq_length=limit)
-        for name in ("train", "valid", "test")
-    }
     too_long = sum(s.too_long for s in tokenized.values())
     if sum(cropped.values()):
+        why = (
+            ""
+            if not request.dataset.is_dir()
+            else " (the splits' windows were sized for a larger --max-seq-length or with the "
+            "token estimate, not the model's tokenizer)"
+        )
         channel.emit(
             WarningEvent(
                 message=f"Cropped {sum(cropped.values())} of {total} examples longer than "
-                f"--max-seq-length {limit} tokens to windows of their code around their issues.",
+                f"--max-seq-length {limit} tokens to windows of their code around their "
+                f"issues{why}.",
                 count=sum(cropped.values()),
                 fraction=at("loading", 0.8),
             )
@@ -105,6 +119,31 @@ def tokenized(
         "invalid_answers": invalid.by_split,
         "cropped": cropped,
     }
+
+
+def _fit_split(
+    tokenizer: Any, examples: list[Example], limit: int
+) -> tuple[list[Example], TokenizedSplit, int]:
+    """A split's examples as trained (in order, windows where a cropped one stood), each
+    tokenized once, and how many were cropped."""
+
+    def count(messages: list[dict[str, str]]) -> int:  # as example_tokens renders them
+        return len(render_chat(tokenizer, messages, add_generation_prompt=False))
+
+    kept: list[Example] = []
+    split, cropped = TokenizedSplit(), 0
+    for example in examples:
+        tokens, offset = example_tokens(tokenizer, example)
+        if len(tokens) <= limit:
+            kept.append(example)
+            split.add(tokens, offset, max_seq_length=limit)
+            continue
+        windows, was_cropped = fit_examples([example], count, limit)
+        cropped += was_cropped
+        for window in windows:  # the example itself when it cannot be cropped: too long
+            kept.append(window)
+            split.add(*example_tokens(tokenizer, window), max_seq_length=limit)
+    return kept, split, cropped
 
 
 def fit_batch_size(request: TrainRequest, n_train: int, channel: EventChannel) -> TrainRequest:

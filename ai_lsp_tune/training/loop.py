@@ -29,7 +29,7 @@ from ai_lsp_tune.training.data import (
 )
 from ai_lsp_tune.training.distributed import World, any_stopped
 from ai_lsp_tune.training.evaluate import EvalMetrics
-from ai_lsp_tune.training.frozen import cache_frozen
+from ai_lsp_tune.training.frozen import CacheProgress, cache_frozen
 from ai_lsp_tune.training.protocol import TrainingEvent, TrainRequest, at
 
 VALIDATIONS_PER_RUN = 8
@@ -141,17 +141,19 @@ class _Reporter:
             )
         )
 
-    def caching(self, done: int, of: int, seconds: float) -> None:
-        """The frozen layers' cache being built, as a training event at the first step; the
-        ETA models a step as 3x (forward + backward) the cache's time per example over the
-        LoRA'd layers, until real steps measure it. Stops here when asked (one process)."""
+    def caching(self, progress: CacheProgress) -> None:
+        """The frozen layers' cache being built, as a training event at the first step. The
+        ETA prices a step's tokens (its examples' own, the prefix once) through the LoRA'd
+        layers at 3x (forward, backward) the cache's time per token and layer, until real
+        steps measure it. Stops here when asked (one process)."""
         if self.training.world.size == 1 and self.training.stop.is_set():
             raise Cancelled("Cancelled while caching the frozen layers, before training.")
-        request = self.training.request
-        per_example = seconds / max(done, 1)
+        request, (done, of, seconds, rows, shared) = self.training.request, progress
         frozen = self.layers - request.num_layers
-        step = 3 * per_example * request.num_layers / frozen * request.batch_size
-        eta = per_example * (of - done) + step * (self.state.total - self.start)
+        per_token_layer = seconds / max(rows * frozen, 1)
+        own = (rows - shared) / max(done, 1)  # an example's tokens after the shared prefix
+        step = 3 * per_token_layer * request.num_layers * (shared + request.batch_size * own)
+        eta = seconds / max(done, 1) * (of - done) + step * (self.state.total - self.start)
         self.training.channel.emit(
             TrainingEvent(
                 iteration=self.start,
@@ -327,7 +329,8 @@ def train_lora(training: LoraTraining) -> TrainResult:
     )
     if total > start:
         batches.frozen, frozen = cache_frozen(model, request, tokens["train"], reporter.caching)
-        batching |= frozen
+        batching |= frozen  # its seconds are recorded there, not in the steps' tokens/s
+        reporter.last_report = time.perf_counter()
     loss = make_loss(
         model, training.world.group, chunked=batching["chunked"], frozen=batches.frozen
     )

@@ -221,7 +221,7 @@ def analysis_models(workspace: Path) -> list[str]:
 
 def host_pids(server_pid: int) -> list[int]:
     """Model host processes started by the server (children running the host module)."""
-    return child_pids(server_pid, b"ai_lsp_tune.serving.host")
+    return child_pids(server_pid, b"ai_lsp_tune.serving.worker")
 
 
 async def serving(student: Student) -> tuple[str, list[int]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ai_lsp_tune.prompts import LOCAL_SYSTEM_PROMPT, user_prompt
-from ai_lsp_tune.serving.client import HostClient
 from ai_lsp_tune.serving.protocol import ChatMessage
+from ai_lsp_tune.serving.runner import HostClient
 
 
 def chat(code: str) -> list[ChatMessage]:

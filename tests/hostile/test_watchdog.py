@@ -14,7 +14,7 @@ import pytest
 from ai_lsp_tune import watchdog
 from ai_lsp_tune.server.finetune.progress import format_progress
 from ai_lsp_tune.server.finetune.train_step import progress_step
-from ai_lsp_tune.serving.client import HostClient, HostGone
+from ai_lsp_tune.serving.runner import HostClient, HostGone
 from ai_lsp_tune.serving.served_model import ServedModel
 from ai_lsp_tune.training.protocol import PausedEvent, TrainingEvent, WorkerEvent
 from ai_lsp_tune.training.runner import TrainingRunner

@@ -194,7 +194,7 @@ def _model_rows(ls: AiLspServer) -> list[dict[str, Any]]:
 @contextlib.contextmanager
 def _refusals() -> Iterator[None]:
     """Turn the job's expected refusals into a CommandRefused with the same message."""
-    from ai_lsp_tune.serving.client import ModelLoadError
+    from ai_lsp_tune.serving.runner import ModelLoadError
     from ai_lsp_tune.serving.served_model import NoPreviousModel
 
     try:

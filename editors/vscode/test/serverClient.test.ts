@@ -37,8 +37,8 @@ test('once started, the language client shows its errors as before', async () =>
 });
 
 test("the server's stderr is logged at its own level, without a second timestamp", () => {
-  assert.deepEqual(stderrLogLine('2026-12-03 07:45:06,123 ai_lsp_tune.serving.client INFO model loaded', 'info'),
-    { level: 'info', text: 'ai_lsp_tune.serving.client: model loaded' });
+  assert.deepEqual(stderrLogLine('2026-12-03 07:45:06,123 ai_lsp_tune.serving.runner INFO model loaded', 'info'),
+    { level: 'info', text: 'ai_lsp_tune.serving.runner: model loaded' });
   assert.deepEqual(stderrLogLine('2026-12-03 07:45:06,123 pygls WARNING odd', 'info').level, 'warn');
   assert.deepEqual(stderrLogLine('2026-12-03 07:45:06,123 x ERROR boom', 'info').level, 'error');
   assert.deepEqual(stderrLogLine('Traceback (most recent call last):', 'info').level, 'error');

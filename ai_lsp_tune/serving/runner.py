@@ -1,4 +1,5 @@
-"""The server's side of one model-host process: start it, send requests, match the answers.
+"""The parent side: the server's end of one model-host process (``python -m
+ai_lsp_tune.serving.worker``): start it, send requests (``protocol``), match the answers.
 
 The host is started, followed and stopped through the workers' one supervisor
 (``supervisor.Child``); it is asked to stop with a message, and killed when it does not.
@@ -94,7 +95,7 @@ class HostClient:
         """
         child = await Child.start(
             python_module(
-                "ai_lsp_tune.serving.host",
+                "ai_lsp_tune.serving.worker",
                 *("--model", model, *(["--adapter", adapter] if adapter else [])),
                 python=python,
             ),
@@ -288,10 +289,10 @@ class HostClient:
         self._idle.set()
 
 
-# The host's log format (serving/host.py): "<date> <time> host[<pid>] <LEVEL> <message>".
+# The host's log format (serving/worker.py): "<date> <time> host[<pid>] <LEVEL> <message>".
 _HOST_LOG_LINE = re.compile(r"^\S+ \S+ host\[\d+\] (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 _HOST_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
-host_log = logging.getLogger("ai_lsp_tune.serving.host")
+host_log = logging.getLogger("ai_lsp_tune.serving.worker")
 
 
 async def relay_log(process: asyncio.subprocess.Process) -> None:

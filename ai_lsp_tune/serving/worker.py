@@ -1,6 +1,6 @@
-"""The model host: one MLX model in its own process, answering typed JSON-lines requests.
+"""The model host process: one MLX model in its own process, answering typed JSON-lines requests.
 
-``python -m ai_lsp_tune.serving.host --model PATH_OR_HUB_NAME``. Requests arrive on stdin; events
+``python -m ai_lsp_tune.serving.worker --model PATH_OR_HUB_NAME``. Requests arrive on stdin; events
 leave on the process's original stdout, which is kept for that alone (fd 1 is pointed at stderr,
 so a stray print from a library cannot corrupt the channel). Decoding is greedy; the fixed system
 prompt is prefilled once into a KV cache that every request starts from (``engine.py``).

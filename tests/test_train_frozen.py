@@ -1,0 +1,148 @@
+"""LoRA on the last layers only: the frozen layers' output is computed once per run and each
+step runs the LoRA'd layers alone (``training/frozen.py``), with the losses and adapter of
+the plain pass; a model whose stack cannot start from cached states trains the plain way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ai_lsp_tune.training.data import LengthGroupedBatches, TokenizedSplit
+from ai_lsp_tune.training.protocol import TrainingEvent, TrainRequest, WorkerEvent
+from ai_lsp_tune.training.runner import run_training
+from tests.helpers.training import BATCH, Losses, fast_request, write_splits
+
+pytestmark = pytest.mark.training
+SYSTEM = 37  # tokens every example starts with (a system prompt)
+LENGTHS = [90, 40, 70, 52, 130, 45, 150, 60]
+
+
+def prompted_split(vocab: int) -> TokenizedSplit:
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    system = rng.integers(3, vocab, SYSTEM).tolist()
+    items = []
+    for n in LENGTHS:
+        rest = rng.integers(3, vocab, n - SYSTEM).tolist()
+        items.append((system + rest, SYSTEM + (n - SYSTEM) * 2 // 3))
+    return TokenizedSplit(items=items)
+
+
+def last_layer_lora(tiny_model: Path) -> Any:
+    """The tiny model (2 layers) with LoRA on its last layer only, the same init every time."""
+    import mlx.core as mx
+    from mlx_lm import load
+
+    from ai_lsp_tune.training.loop import _prepare
+
+    mx.random.seed(0)
+    model, _ = load(str(tiny_model))
+    request = TrainRequest(dataset=Path("d"), model_name=str(tiny_model), num_layers=1)
+    _prepare(model, request.model_copy(update={"lora_rank": 4}))
+    return model
+
+
+def trained(
+    tiny_model: Path, tmp_path: Path, *, pack: bool, share: bool, frozen: bool
+) -> tuple[dict, list[float]]:
+    """Two steps through mlx-lm's compiled step, every layer run or the first one cached (and
+    then broken: a step that ran it would give NaN)."""
+    import mlx.core as mx
+    import mlx.optimizers as optim
+    from mlx.utils import tree_flatten, tree_map
+    from mlx_lm.tuner.trainer import TrainingArgs, train
+
+    from ai_lsp_tune.training.data import make_loss
+    from ai_lsp_tune.training.frozen import build_cache
+
+    model = last_layer_lora(tiny_model)
+    split = prompted_split(model.args.vocab_size)
+    cache = build_cache(model, 1, split) if frozen else None
+    batches = LengthGroupedBatches(seed=2, pack=pack, share=share, frozen=cache)
+    steps = len(split) // BATCH
+    args = TrainingArgs(
+        batch_size=BATCH,
+        iters=steps,
+        steps_per_report=1,
+        steps_per_eval=1 << 30,
+        steps_per_save=1 << 30,
+        adapter_file=str(tmp_path / f"adapters-{frozen}.safetensors"),
+    )
+    losses = Losses()
+    loss = make_loss(model, chunked=share, frozen=cache)
+    if frozen:
+        first = model.model.layers[0]
+        first.update(tree_map(lambda a: mx.full(a.shape, mx.nan, a.dtype), first.parameters()))
+    train(model, optim.Adam(learning_rate=1e-3), split, None, args, loss, batches, losses)  # type: ignore[arg-type]
+    return dict(tree_flatten(model.trainable_parameters())), losses.train
+
+
+@pytest.mark.parametrize(
+    ("pack", "share"),
+    [(True, False), (False, True), (False, False)],
+    ids=["packed", "shared-prefix", "padded"],
+)
+def test_cached_frozen_layers_make_the_updates_of_the_plain_pass(
+    tiny_model: Path, tmp_path: Path, pack: bool, share: bool
+) -> None:
+    import mlx.core as mx
+
+    plain, plain_losses = trained(tiny_model, tmp_path, pack=pack, share=share, frozen=False)
+    mine, my_losses = trained(tiny_model, tmp_path, pack=pack, share=share, frozen=True)
+    assert my_losses == pytest.approx(plain_losses, rel=1e-4)
+    for name, value in mine.items():
+        if name.endswith("lora_b"):
+            assert mx.abs(value).max().item() > 0, name  # it trained
+        assert mx.allclose(value, plain[name], rtol=1e-3, atol=1e-5).item(), name
+
+
+def test_a_model_whose_stack_scales_its_embeddings_trains_every_layer_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Gemma-2 multiplies what its embedding gives: cached states would be scaled twice."""
+    import mlx.core as mx
+    from mlx_lm.models import gemma2
+
+    from ai_lsp_tune.training.frozen import cache_frozen
+    from ai_lsp_tune.training.loop import _prepare
+
+    shape = {"model_type": "gemma2", "hidden_size": 64, "num_hidden_layers": 3,
+             "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "head_dim": 16, "rms_norm_eps": 1e-6, "vocab_size": 256, "rope_theta": 10000.0,
+             "query_pre_attn_scalar": 16.0}  # fmt: skip
+    mx.random.seed(0)
+    model = gemma2.Model(gemma2.ModelArgs.from_dict(shape))
+    request = TrainRequest(dataset=Path("d"), model_name="tiny-gemma", num_layers=1)
+    _prepare(model, request)
+    cache, record = cache_frozen(model, request, prompted_split(256))
+    assert cache is None
+    assert record["frozen_layers"] == 0
+    assert "differ from the plain pass's" in record["frozen_off_because"]
+    said = capsys.readouterr().err.splitlines()
+    assert said == [f"every layer runs every step for tiny-gemma: {record['frozen_off_because']}"]
+
+
+def test_a_run_on_the_last_layer_caches_the_first_and_records_it(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    dataset = write_splits(tmp_path / "data", 24, 4, 2)
+    request = fast_request(
+        tiny_model, tmp_path, dataset, num_epochs=2, num_layers=1, eval_max_tokens=16
+    )
+    events: list[WorkerEvent] = []
+    outcome = run_training(request, events.append)
+    assert outcome.status == "done", outcome.event
+    caching = [e for e in events if isinstance(e, TrainingEvent) and "Caching" in e.message]
+    assert caching and caching[-1].message.endswith("24/24 examples")
+    assert caching[-1].eta_s is not None and caching[-1].iteration == 0
+
+    batching = json.loads((tmp_path / "out" / "run.json").read_text())["batching"]
+    assert batching["frozen_layers"] == 1
+    tokens = batching["frozen_cache_tokens"]
+    assert tokens > 24 * 100  # every token of every training example
+    assert batching["frozen_cache_mib"] == pytest.approx(tokens * 96 * 4 / 2**20, abs=0.1)
+    assert batching["frozen_cache_seconds"] >= 0
