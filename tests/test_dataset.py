@@ -16,7 +16,14 @@ from ai_lsp_tune.dataset.reader import assign_splits, load_examples
 from ai_lsp_tune.prompts import LOCAL_SYSTEM_PROMPT, SYSTEM_PROMPT, parse_user_prompt, user_prompt
 from ai_lsp_tune.traces.otlp import ReadReport, read_spans
 from tests.helpers.recorded_traces import TraceFacts
-from tests.helpers.trace_recorder import CODE, Recorder, answer, issue
+from tests.helpers.trace_recorder import (
+    CODE,
+    FAR_APART,
+    FAR_APART_ANSWER,
+    Recorder,
+    answer,
+    issue,
+)
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 PASSWORD = "s3cr3t-hunter2"
@@ -182,13 +189,7 @@ def test_long_examples_are_cropped_to_windows_around_their_issues(
     tmp_path: Path, recorder: Recorder
 ) -> None:
     recorder.analysis(output=answer(issue("len(xs)")))
-    far_apart = (
-        "def first(a):\n    return a / 0\n\n"
-        + "".join(f"def pad{n}(v):\n    return v + {n}\n\n" for n in range(600))
-        + "def last(b):\n    return b ** 99\n"
-    )
-    two_windows = answer(issue("a / 0", "Divides by zero."), issue("b ** 99", "Huge."))
-    recorder.analysis(code=far_apart, output=two_windows, uri="file:///p/long.py")
+    recorder.analysis(code=FAR_APART, output=FAR_APART_ANSWER, uri="file:///p/long.py")
     report, rows = prepare(tmp_path, max_seq_length=1024)
     # dataset.json keeps both examples whole; the long one became two windows in the splits
     assert (report.examples, report.over_max_seq_length, len(rows)) == (2, 1, 2)

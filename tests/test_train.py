@@ -16,7 +16,14 @@ from ai_lsp_tune.dataset.prepare import prepare_dataset
 from ai_lsp_tune.schema import parse_diagnostic_result
 from ai_lsp_tune.training.protocol import ErrorEvent, TrainingEvent, TrainRequest, WorkerEvent
 from ai_lsp_tune.training.runner import TrainingRunner, run_training
-from tests.helpers.trace_recorder import CODE, Recorder, answer, issue
+from tests.helpers.trace_recorder import (
+    CODE,
+    FAR_APART,
+    FAR_APART_ANSWER,
+    Recorder,
+    answer,
+    issue,
+)
 from tests.helpers.training import fast_request, write_splits
 
 pytestmark = pytest.mark.training
@@ -114,13 +121,7 @@ def test_examples_are_cropped_once_a_split_folders_rows_are_trained_as_written(
     for n in range(12):
         code = CODE + f"value = {n}\n"
         recorder.analysis(code=code, output=answer(issue("len(xs)")), uri=f"file:///p/m{n}.py")
-    far_apart = (
-        "def first(a):\n    return a / 0\n\n"
-        + "".join(f"def pad{n}(v):\n    return v + {n}\n\n" for n in range(600))
-        + "def last(b):\n    return b ** 99\n"
-    )
-    two_issues = answer(issue("a / 0", "Divides by zero."), issue("b ** 99", "Huge."))
-    recorder.analysis(code=far_apart, output=two_issues, uri="file:///p/long.py")
+    recorder.analysis(code=FAR_APART, output=FAR_APART_ANSWER, uri="file:///p/long.py")
     recorder.close()
     report = prepare_dataset(
         [tmp_path / "traces"],

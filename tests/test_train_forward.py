@@ -8,26 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ai_lsp_tune.training.data import LengthGroupedBatches, TokenizedSplit
+from ai_lsp_tune.training.data import LengthGroupedBatches
 from tests.helpers.models import absolute_positions_model, lora_model
-from tests.helpers.training import BATCH, Losses
+from tests.helpers.training import BATCH, Losses, prompted_split
 
 pytestmark = pytest.mark.training
-SYSTEM = 37  # tokens every example starts with (a system prompt)
-LENGTHS = [90, 40, 70, 52, 130, 45, 150, 60]
-
-
-def prompted_split(vocab: int) -> TokenizedSplit:
-    """Examples that share a system prompt, then differ (code), then answer."""
-    import numpy as np
-
-    rng = np.random.default_rng(5)
-    system = rng.integers(3, vocab, SYSTEM).tolist()
-    items = []
-    for n in LENGTHS:
-        rest = rng.integers(3, vocab, n - SYSTEM).tolist()
-        items.append((system + rest, SYSTEM + (n - SYSTEM) * 2 // 3))
-    return TokenizedSplit(items=items)
 
 
 def trained(

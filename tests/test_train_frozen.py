@@ -6,44 +6,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from ai_lsp_tune.training.data import LengthGroupedBatches, TokenizedSplit
+from ai_lsp_tune.training.data import LengthGroupedBatches
 from ai_lsp_tune.training.protocol import TrainingEvent, TrainRequest, WorkerEvent
 from ai_lsp_tune.training.runner import run_training
-from tests.helpers.training import BATCH, Losses, fast_request, write_splits
+from tests.helpers.models import lora_model
+from tests.helpers.training import BATCH, Losses, fast_request, prompted_split, write_splits
 
 pytestmark = pytest.mark.training
-SYSTEM = 37  # tokens every example starts with (a system prompt)
-LENGTHS = [90, 40, 70, 52, 130, 45, 150, 60]
-
-
-def prompted_split(vocab: int) -> TokenizedSplit:
-    import numpy as np
-
-    rng = np.random.default_rng(5)
-    system = rng.integers(3, vocab, SYSTEM).tolist()
-    items = []
-    for n in LENGTHS:
-        rest = rng.integers(3, vocab, n - SYSTEM).tolist()
-        items.append((system + rest, SYSTEM + (n - SYSTEM) * 2 // 3))
-    return TokenizedSplit(items=items)
-
-
-def last_layer_lora(tiny_model: Path) -> Any:
-    """The tiny model (2 layers) with LoRA on its last layer only, the same init every time."""
-    import mlx.core as mx
-    from mlx_lm import load
-
-    from ai_lsp_tune.training.loop import _prepare
-
-    mx.random.seed(0)
-    model, _ = load(str(tiny_model))
-    request = TrainRequest(dataset=Path("d"), model_name=str(tiny_model), num_layers=1)
-    _prepare(model, request.model_copy(update={"lora_rank": 4}))
-    return model
 
 
 def trained(
@@ -59,7 +31,7 @@ def trained(
     from ai_lsp_tune.training.data import make_loss
     from ai_lsp_tune.training.frozen import build_cache
 
-    model = last_layer_lora(tiny_model)
+    model = lora_model(tiny_model, num_layers=1)  # LoRA on the last of 2 layers
     split = prompted_split(model.args.vocab_size)
     cache = build_cache(model, 1, split) if frozen else None
     batches = LengthGroupedBatches(seed=2, pack=pack, share=share, frozen=cache)

@@ -9,8 +9,9 @@ from typing import Any
 from ai_lsp_tune.training.protocol import TrainRequest
 
 
-def lora_model(tiny_model: Path) -> Any:
-    """The tiny model with rank-4 LoRA layers as a run puts them on, the same init every time."""
+def lora_model(tiny_model: Path, **request: Any) -> Any:
+    """The tiny model with rank-4 LoRA layers as a run puts them on (on the layers ``request``
+    names, e.g. ``num_layers=1``: the last one only), the same init every time."""
     import mlx.core as mx
     from mlx_lm import load
 
@@ -18,7 +19,8 @@ def lora_model(tiny_model: Path) -> Any:
 
     mx.random.seed(0)
     model, _ = load(str(tiny_model))
-    _prepare(model, TrainRequest(dataset=Path("d"), model_name=str(tiny_model), lora_rank=4))
+    options = {"lora_rank": 4, **request}
+    _prepare(model, TrainRequest(dataset=Path("d"), model_name=str(tiny_model), **options))
     return model
 
 

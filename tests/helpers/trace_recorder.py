@@ -26,6 +26,16 @@ def answer(*issues: dict, spaced: bool = False) -> str:
     return json.dumps({"issues": list(issues)}, separators=separators)
 
 
+# A file too long for --max-seq-length 1024 with an issue at each end: cropped, it becomes two
+# windows, one around each issue (FAR_APART_ANSWER).
+FAR_APART = (
+    "def first(a):\n    return a / 0\n\n"
+    + "".join(f"def pad{n}(v):\n    return v + {n}\n\n" for n in range(600))
+    + "def last(b):\n    return b ** 99\n"
+)
+FAR_APART_ANSWER = answer(issue("a / 0", "Divides by zero."), issue("b ** 99", "Huge."))
+
+
 class Recorder:
     """Writes analyses and feedback as this project's server does: real SDK, our exporter."""
 

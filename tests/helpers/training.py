@@ -88,6 +88,24 @@ def skewed_split(vocab: int) -> TokenizedSplit:
     return TokenizedSplit(items=items)
 
 
+# Examples that share a system prompt of SYSTEM tokens, then differ (code), then answer.
+SYSTEM = 37
+PROMPTED_LENGTHS = [90, 40, 70, 52, 130, 45, 150, 60]
+
+
+def prompted_split(vocab: int) -> TokenizedSplit:
+    """Examples that share a system prompt, then differ (code), then answer."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    system = rng.integers(3, vocab, SYSTEM).tolist()
+    items = []
+    for n in PROMPTED_LENGTHS:
+        rest = rng.integers(3, vocab, n - SYSTEM).tolist()
+        items.append((system + rest, SYSTEM + (n - SYSTEM) * 2 // 3))
+    return TokenizedSplit(items=items)
+
+
 class Losses:
     """mlx-lm's training callback: the loss of every optimizer step."""
 
