@@ -73,3 +73,35 @@ def test_demo_runs_offline_and_shows_learning(tmp_path: Path) -> None:
     assert before["unconstrained_valid_json_rate"] < 0.2  # on its own, without the grammar
     assert after["schema_valid_rate"] >= 0.9
     assert after["val_loss"] < before["val_loss"]
+
+
+@pytest.mark.slow
+@pytest.mark.training
+@pytest.mark.parametrize("flag", ["--eval-unconstrained", "--no-eval-unconstrained"])
+def test_the_unconstrained_pass_can_be_skipped_from_the_cli(
+    tiny_model: Path, tmp_path: Path, flag: str
+) -> None:
+    """--no-eval-unconstrained (as the real demo evaluates): the answers as served only, so the
+    unconstrained JSON rate is not measured, in run.json and in the table."""
+    from tests.helpers.training import write_splits
+
+    dataset = write_splits(tmp_path / "data", 4, 2, 2)
+    result = CliRunner().invoke(
+        app,
+        [
+            "finetune", "train", str(dataset), "--model-name", str(tiny_model),
+            "--output-dir", str(tmp_path / "out"), "--num-epochs", "1", "--batch-size", "4",
+            "--num-layers", "1", "--eval-max-examples", "2", "--eval-max-tokens", "16", flag,
+        ],
+        env={"COLUMNS": "120"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    measured = flag == "--eval-unconstrained"
+    for stage in ("before", "after"):
+        rate = run["metrics"][stage]["unconstrained_valid_json_rate"]
+        assert (rate is not None) is measured, (stage, rate)
+        assert run["metrics"][stage]["schema_valid_rate"] == 1.0  # answered as served either way
+    row = next(line for line in result.output.splitlines() if "unconstrained JSON" in line)
+    cells = [cell.strip() for cell in row.split("│") if cell.strip()][1:]
+    assert (cells == ["-", "-"]) is not measured, row

@@ -16,6 +16,7 @@ from ai_lsp_tune.cli.options import (
     BackendOption,
     EvalMaxExamplesOption,
     EvalMaxTokensOption,
+    EvalUnconstrainedOption,
     HostfileOption,
     HostsOption,
     ModelNameOption,
@@ -224,6 +225,7 @@ def train(
     resume: ResumeOption = False,
     eval_max_tokens: EvalMaxTokensOption = 512,
     eval_max_examples: EvalMaxExamplesOption = 50,
+    eval_unconstrained: EvalUnconstrainedOption = True,
     hosts: HostsOption = None,
     hostfile: HostfileOption = None,
     backend: BackendOption = None,
@@ -243,6 +245,7 @@ def train(
     """
     options = {"model_name": model_name, "output_dir": output_dir, "resume": resume}
     options |= {"eval_max_tokens": eval_max_tokens, "eval_max_examples": eval_max_examples}
+    options |= {"eval_unconstrained": eval_unconstrained}
     request = _train_request(dataset, hyper, **options)
     _local_tokenizer(model_name)  # a GGUF converted (once) here, with its note if any
     _run_train(request, _launch(hosts, hostfile, backend))
@@ -265,6 +268,7 @@ def pipeline(
     redact: RedactOption = True,
     eval_max_tokens: EvalMaxTokensOption = 512,
     eval_max_examples: EvalMaxExamplesOption = 50,
+    eval_unconstrained: EvalUnconstrainedOption = True,
     hosts: HostsOption = None,
     hostfile: HostfileOption = None,
     backend: BackendOption = None,
@@ -273,6 +277,7 @@ def pipeline(
     """prepare-dataset + train in one go (same options as both)."""
     options = {"model_name": model_name, "output_dir": output_dir, "resume": resume}
     options |= {"eval_max_tokens": eval_max_tokens, "eval_max_examples": eval_max_examples}
+    options |= {"eval_unconstrained": eval_unconstrained}
     request = _train_request(dataset_dir, hyper, **options)  # checked before any work is done
     launch = _launch(hosts, hostfile, backend)
     # Exact token counts when the model's tokenizer is at hand; an estimate otherwise.

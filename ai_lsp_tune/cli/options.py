@@ -81,6 +81,16 @@ EvalMaxTokensOption = Annotated[
 EvalMaxExamplesOption = Annotated[
     int, typer.Option(min=0, help="Test prompts answered before and after training (0: skip).")
 ]
+EvalUnconstrainedOption = Annotated[
+    bool,
+    typer.Option(
+        "--eval-unconstrained/--no-eval-unconstrained",
+        help="Also answer each test prompt without the grammar, to report the unconstrained "
+        "JSON rate (what the model writes on its own). --no-eval-unconstrained answers only as "
+        "served, which halves the evaluation (an untrained model's free answers run to "
+        "--eval-max-tokens); that rate is then not measured (null in run.json).",
+    ),
+]
 ResumeOption = Annotated[
     bool, typer.Option(help="Continue an interrupted run (Ctrl-C) from its checkpoint.")
 ]
