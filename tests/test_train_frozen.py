@@ -118,3 +118,101 @@ def test_a_run_on_the_last_layer_caches_the_first_and_records_it(
     assert tokens > 24 * 100  # every token of every training example
     assert batching["frozen_cache_mib"] == pytest.approx(tokens * 96 * 4 / 2**20, abs=0.1)
     assert batching["frozen_cache_seconds"] >= 0
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+async def test_a_cancel_while_the_cache_is_built_stops_before_training_and_keeps_the_last_model(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """Cancelled at the first caching event (0 of 200 examples cached): the run stops within
+    an example, no step runs, and the model published before is untouched."""
+    from ai_lsp_tune.training.runner import TrainingRunner
+
+    earlier = tmp_path / "out"
+    for name, content in [("model/model.safetensors", b"weights"), ("run.json", b"{}")]:
+        (earlier / name).parent.mkdir(parents=True, exist_ok=True)
+        (earlier / name).write_bytes(content)
+    published = _files(earlier)
+    dataset = write_splits(tmp_path / "data", 200, 2, 2)
+    request = fast_request(tiny_model, tmp_path, dataset, num_layers=1, eval_max_examples=0)
+    caching: list[str] = []
+    stepped: list[int] = []
+
+    def on_event(event: WorkerEvent) -> None:
+        if isinstance(event, TrainingEvent) and "Caching" in event.message:
+            if not caching:
+                runner.cancel()
+            caching.append(event.message)
+        if isinstance(event, TrainingEvent) and event.train_loss is not None:
+            stepped.append(event.iteration)
+
+    runner = TrainingRunner(request, on_event)
+    outcome = await runner.run()
+
+    assert outcome.status == "cancelled", outcome.event
+    assert outcome.event.message == "Cancelled while caching the frozen layers, before training."
+    assert caching[0].endswith(": 0/200 examples")  # shown as it starts
+    assert not caching[-1].endswith("200/200 examples") and stepped == []
+    assert _files(earlier) == published
+    assert _files(request.partial_dir) == {}  # no half adapter or model beside it
+
+
+@pytest.mark.slow
+async def test_a_run_resumed_with_the_cache_on_ends_as_the_run_never_stopped(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """Cancelled mid-training, resumed: the cache is built again and the run ends with the
+    losses and adapter of an uninterrupted one."""
+    import mlx.core as mx
+
+    from ai_lsp_tune.training.runner import TrainingRunner
+
+    dataset = write_splits(tmp_path / "data", 24, 4, 2)
+    options = {"num_epochs": 2, "num_layers": 1, "eval_max_examples": 0, "fuse": False}
+    whole = fast_request(tiny_model, tmp_path / "whole", dataset, **options)
+    assert (await TrainingRunner(whole, lambda _: None).run()).status == "done"
+
+    request = fast_request(tiny_model, tmp_path, dataset, **options)
+
+    cancelled: list[int] = []
+
+    def on_event(event: WorkerEvent) -> None:
+        if isinstance(event, TrainingEvent) and event.iteration >= 2 and not cancelled:
+            cancelled.append(event.iteration)
+            runner.cancel()
+
+    runner = TrainingRunner(request, on_event)
+    outcome = await runner.run()
+    assert outcome.status == "cancelled", outcome.event
+    stopped = outcome.event.checkpoint_iteration
+    assert stopped is not None and 2 <= stopped < 12  # in steps: no flaky timing
+
+    caching: list[str] = []
+
+    def record(event: WorkerEvent) -> None:
+        if isinstance(event, TrainingEvent) and "Caching" in event.message:
+            caching.append(event.message)
+
+    resume = request.model_copy(update={"resume": True})
+    outcome = await TrainingRunner(resume, record).run()
+    assert outcome.status == "done", outcome.event
+    assert caching and caching[-1].endswith("24/24 examples")
+
+    runs = [
+        json.loads((root / "out" / "run.json").read_text())
+        for root in (tmp_path / "whole", tmp_path)
+    ]
+    assert runs[1]["batching"]["frozen_layers"] == 1
+    steps = [[step for step, _ in run["train_loss_history"]] for run in runs]
+    assert steps[0] == steps[1] == list(range(1, 13))
+    losses = [[loss for _, loss in run["train_loss_history"]] for run in runs]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    adapters = [
+        mx.load(str(root / "out" / "adapters" / "adapters.safetensors"))
+        for root in (tmp_path / "whole", tmp_path)
+    ]
+    for name, value in adapters[0].items():
+        assert mx.allclose(adapters[1][name], value, rtol=1e-3, atol=1e-5).item(), name

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ai_lsp_tune.training.channel import Cancelled
 from ai_lsp_tune.training.data import (
     LengthGroupedBatches,
     TokenizedSplit,
@@ -71,7 +72,11 @@ def memory_bytes() -> int:
 
 
 def cache_frozen(
-    model: Any, request: TrainRequest, train: TokenizedSplit, progress: Progress | None = None
+    model: Any,
+    request: TrainRequest,
+    train: TokenizedSplit,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[FrozenCache | None, dict[str, Any]]:
     """The cache for ``train`` when it applies and fits (else None, and one stderr line when
     it would apply), with what run.json records about it."""
@@ -100,7 +105,7 @@ def cache_frozen(
     if why:
         print(f"every layer runs every step for {request.model_name}: {why}", file=sys.stderr)
         return None, {**record, "frozen_layers": 0, "frozen_off_because": why}
-    cache = build_cache(model, split, train, progress)
+    cache = build_cache(model, split, train, progress, should_stop)
     return cache, {
         **record,
         "frozen_cache_tokens": int(cache.table.shape[0] - 1),
@@ -117,11 +122,16 @@ def _activation_bytes(model: Any) -> int:
 
 
 def build_cache(
-    model: Any, split: int, train: TokenizedSplit, progress: Progress | None = None
+    model: Any,
+    split: int,
+    train: TokenizedSplit,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> FrozenCache:
     """What the first ``split`` layers give each example of ``train``, each alone (the tokens
     all of them start with once, their keys and values then seen by each example, as a step's
-    shared prefix is); ``progress`` hears of it about once a second (and may raise to stop)."""
+    shared prefix is); ``progress`` hears of it at once and about once a second;
+    ``should_stop`` is asked before each example (a large cache takes minutes)."""
     import mlx.core as mx
 
     started = time.perf_counter()
@@ -130,12 +140,16 @@ def build_cache(
     rows: list[mx.array] = []
     starts: dict[int, int] = {}
     next_row, last = 1 + shared, started
+    if progress is not None:
+        progress(CacheProgress(0, len(train), 0.0, 0, shared))
     with _first_layers(inner, split):
         prefix = [GradKV() for _ in range(split)]
         if shared:
             rows.append(inner(mx.array([train.items[0][0][:shared]]), cache=prefix)[0])
             mx.eval(rows, [(c.keys, c.values) for c in prefix])
         for done, (tokens, _) in enumerate(train.items, 1):
+            if should_stop is not None and should_stop():
+                raise Cancelled("Cancelled while caching the frozen layers, before training.")
             caches = [GradKV() for _ in range(split)] if shared else None
             for cache, seen in zip(caches or [], prefix, strict=True):
                 cache.keys, cache.values, cache.offset = seen.keys, seen.values, shared

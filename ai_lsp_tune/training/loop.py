@@ -145,9 +145,7 @@ class _Reporter:
         """The frozen layers' cache being built, as a training event at the first step. The
         ETA prices a step's tokens (its examples' own, the prefix once) through the LoRA'd
         layers at 3x (forward, backward) the cache's time per token and layer, until real
-        steps measure it. Stops here when asked (one process)."""
-        if self.training.world.size == 1 and self.training.stop.is_set():
-            raise Cancelled("Cancelled while caching the frozen layers, before training.")
+        steps measure it; unknown until the first examples are cached."""
         request, (done, of, seconds, rows, shared) = self.training.request, progress
         frozen = self.layers - request.num_layers
         per_token_layer = seconds / max(rows * frozen, 1)
@@ -159,7 +157,7 @@ class _Reporter:
                 iteration=self.start,
                 total=self.state.total,
                 trained_tokens=self.state.trained_tokens,
-                eta_s=round(eta + self.after_eval_s, 1),
+                eta_s=round(eta + self.after_eval_s, 1) if done else None,
                 fraction=at("training", self.start / max(self.state.total, 1)),
                 message=f"Caching frozen layers 1-{frozen} of {self.layers}: {done}/{of} examples",
             )
@@ -328,7 +326,11 @@ def train_lora(training: LoraTraining) -> TrainResult:
         adapter_file=str(request.partial_dir / "mlx-lm-adapters.safetensors"),
     )
     if total > start:
-        batches.frozen, frozen = cache_frozen(model, request, tokens["train"], reporter.caching)
+        # One process stops within an example; ranks stop together, at the first step.
+        stop = training.stop.is_set if training.world.size == 1 else None
+        batches.frozen, frozen = cache_frozen(
+            model, request, tokens["train"], reporter.caching, stop
+        )
         batching |= frozen  # its seconds are recorded there, not in the steps' tokens/s
         reporter.last_report = time.perf_counter()
     loss = make_loss(
