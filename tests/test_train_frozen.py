@@ -72,6 +72,46 @@ def test_cached_frozen_layers_make_the_updates_of_the_plain_pass(
         assert mx.allclose(value, plain[name], rtol=1e-3, atol=1e-5).item(), name
 
 
+def test_validation_over_the_cache_gives_the_plain_loss(tiny_model: Path) -> None:
+    """Validation examples are cached with the training ones, so each validation runs the last
+    layers only (the first one broken: had it run, the loss would be NaN) to the same loss."""
+    import math
+
+    import mlx.core as mx
+    from mlx.utils import tree_map
+    from mlx_lm.tuner.trainer import evaluate
+
+    from ai_lsp_tune.training.data import TokenizedSplit, make_loss
+    from ai_lsp_tune.training.frozen import cache_frozen
+
+    model = lora_model(tiny_model, num_layers=1)
+    split = prompted_split(model.args.vocab_size)
+    train, valid = TokenizedSplit(items=split.items[:-4]), TokenizedSplit(items=split.items[-4:])
+
+    def validation_loss(frozen: object, loss: object) -> float:
+        return float(
+            evaluate(
+                model=model,
+                dataset=valid,
+                loss=loss,  # type: ignore[arg-type]
+                batch_size=2,
+                num_batches=-1,
+                max_seq_length=1 << 30,
+                iterate_batches=LengthGroupedBatches(share=True, frozen=frozen),  # type: ignore[arg-type]
+            )
+        )
+
+    plain = validation_loss(None, make_loss(model))
+    request = TrainRequest(dataset=Path("d"), model_name="tiny", num_layers=1)
+    cache, record = cache_frozen(model, request, train, valid=valid)
+    assert cache is not None, record
+    loss = make_loss(model, frozen=cache)  # as training does: before any step
+    first = model.model.layers[0]
+    first.update(tree_map(lambda a: mx.full(a.shape, mx.nan, a.dtype), first.parameters()))
+    cached = validation_loss(cache, loss)
+    assert math.isfinite(plain) and cached == pytest.approx(plain, rel=1e-4)
+
+
 def test_a_model_whose_stack_scales_its_embeddings_trains_every_layer_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -109,7 +149,7 @@ def test_a_run_on_the_last_layer_caches_the_first_and_records_it(
     outcome = run_training(request, events.append)
     assert outcome.status == "done", outcome.event
     caching = [e for e in events if isinstance(e, TrainingEvent) and "Caching" in e.message]
-    assert caching and caching[-1].message.endswith("24/24 examples")
+    assert caching and caching[-1].message.endswith("28/28 examples")  # training + validation
     assert caching[-1].eta_s is not None and caching[-1].iteration == 0
 
     batching = json.loads((tmp_path / "out" / "run.json").read_text())["batching"]

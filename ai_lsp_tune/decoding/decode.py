@@ -6,6 +6,7 @@ exactly what users get.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,43 @@ def decode_answer(
         if should_stop is not None and should_stop():
             break
     return DecodedAnswer("".join(pieces), output_tokens, finish)
+
+
+def prefilled_caches(model: Any, prompts: list[list[int]]) -> list[list[Any]]:
+    """Each prompt's KV cache holding all its tokens but the last (a batch decodes from there),
+    the tokens they all start with computed once. mlx-lm's batch prefill pads every prompt to
+    the longest, recomputes the shared system prompt per prompt and runs the LM head over every
+    prompt token; the keys and values are those of the layers alone, so the head is skipped."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import make_prompt_cache
+
+    layers = getattr(model, "model", None)
+    forward = layers if callable(layers) else model  # the layer stack of mlx-lm's usual layout
+
+    def extend(cache: list[Any], tokens: list[int]) -> None:
+        for start in range(0, len(tokens), PREFILL_STEP_SIZE):
+            forward(mx.array(tokens[start : start + PREFILL_STEP_SIZE])[None], cache=cache)
+            mx.eval([c.state for c in cache])
+
+    shared = _common_start(prompts)
+    start = make_prompt_cache(model)
+    extend(start, prompts[0][:shared] if prompts else [])
+    caches = []
+    for prompt in prompts:
+        cache = copy.deepcopy(start)  # a cache grows in place: each prompt needs its own
+        extend(cache, prompt[shared:-1])
+        caches.append(cache)
+    return caches
+
+
+def _common_start(prompts: list[list[int]]) -> int:
+    """How many tokens every prompt starts with, each keeping at least one to decode from."""
+    if not prompts:
+        return 0
+    first, shared = prompts[0], min(len(p) for p in prompts) - 1
+    for prompt in prompts[1:]:
+        shared = next((i for i in range(shared) if prompt[i] != first[i]), shared)
+    return max(shared, 0)
 
 
 def model_vocab_size(model: Any) -> int:

@@ -178,7 +178,10 @@ class LengthGroupedBatches:
             for group in groups:
                 if group[rank::size]:  # losses are summed over ranks: no repeats here
                     items = [dataset[i] for i in group[rank::size]]
-                    yield collate_rows(*layout(items, pack=self.pack, share=self.share))
+                    rows, prefix = layout(items, pack=self.pack, share=self.share)
+                    cached = self.frozen is not None and all(map(self.frozen.covers, items))
+                    columns = (None, *self.columns_of(rows, prefix)) if cached else ()
+                    yield (*collate_rows(rows, prefix), *columns)  # weight None: a token mean
             return
         import mlx.core as mx
 

@@ -216,7 +216,7 @@ def served_answers(
     max_tokens: int = 512,
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    batch: int = 8,
+    batch: int = 16,
     grounded: bool = True,
 ) -> list[str]:
     """The answers the model host would serve: the same greedy decoding under the same grammar
@@ -310,7 +310,7 @@ def greedy_answers(
     examples: Sequence[ChatExample],
     *,
     max_tokens: int = 512,
-    chunk: int = 8,
+    chunk: int = 16,
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[str]:
@@ -342,12 +342,24 @@ def _batch_answers(
     processors: list[list[Any]] | None = None,
 ) -> list[str]:
     """mlx-lm's ``batch_generate``, telling ``finished`` how many answers are complete so far;
-    ``processors``: each prompt's logits processors (its grammar)."""
+    ``processors``: each prompt's logits processors (its grammar). The prompts are prefilled
+    first (``prefilled_caches``: no padding, the system prompt once), all decode together."""
     from mlx_lm.generate import BatchGenerator
 
-    generator = BatchGenerator(model, stop_tokens=[[t] for t in tokenizer.eos_token_ids])
+    from ai_lsp_tune.decoding.decode import prefilled_caches
+
+    generator = BatchGenerator(
+        model,
+        stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+        prefill_batch_size=max(len(prompts), 1),
+    )
     try:
-        uids = generator.insert(prompts, [max_tokens] * len(prompts), logits_processors=processors)
+        uids = generator.insert(
+            [p[-1:] for p in prompts],
+            [max_tokens] * len(prompts),
+            caches=prefilled_caches(model, prompts),
+            logits_processors=processors,
+        )
         tokens: dict[int, list[int]] = {uid: [] for uid in uids}
         done = 0
         while responses := generator.next_generated():

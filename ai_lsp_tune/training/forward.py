@@ -193,6 +193,10 @@ class FrozenCache:
         own = range(start, start + len(tokens) - self.shared)
         return [*range(1, 1 + self.shared), *own], offset
 
+    def covers(self, item: tuple[list[int], int]) -> bool:
+        """Whether ``item``'s tokens are in the table (the training and validation examples)."""
+        return id(item[0]) in self.starts
+
     @contextlib.contextmanager
     def tail(self, inner: Any) -> Iterator[None]:
         """``inner`` (the model's layer stack) runs its last layers on rows of ``table``: its

@@ -10,7 +10,8 @@ It applies when ``--num-layers`` is fewer than the model's layers and ``--grad-c
 off (that option trades compute for memory; the cache trades memory for compute). The cache
 is tokens x hidden size x the activations' bytes, at most ``CACHE_SHARE`` of the machine's
 memory: the model, its gradients and the step's activations need the rest, and past that the
-plain path is the safer one. Validation runs the plain path (its batches carry no columns).
+plain path is the safer one. The validation examples are cached too: a validation pass is
+then as cheap as a step's forward (the before/after evaluations run the plain path).
 """
 
 from __future__ import annotations
@@ -77,9 +78,13 @@ def cache_frozen(
     train: TokenizedSplit,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    valid: TokenizedSplit | None = None,
 ) -> tuple[FrozenCache | None, dict[str, Any]]:
-    """The cache for ``train`` when it applies and fits (else None, and one stderr line when
-    it would apply), with what run.json records about it."""
+    """The cache for ``train`` and ``valid`` (each validation then runs the last layers only)
+    when it applies and fits (else None, and one stderr line when it would apply), with what
+    run.json records about it."""
+    if valid is not None and len(valid):
+        train = TokenizedSplit(items=[*train.items, *valid.items])
     split = frozen_layers(model, request)
     hidden = int(getattr(getattr(model, "args", None), "hidden_size", 0) or 0)
     tokens = train.total_tokens

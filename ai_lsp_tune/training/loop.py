@@ -25,7 +25,6 @@ from ai_lsp_tune.training.data import (
     chunks,
     make_loss,
     packs,
-    split_loss,
 )
 from ai_lsp_tune.training.distributed import World, any_stopped
 from ai_lsp_tune.training.evaluate import EvalMetrics
@@ -273,7 +272,7 @@ def train_lora(training: LoraTraining) -> TrainResult:
     import mlx.core as mx
     import mlx.optimizers as optim
     from mlx.utils import tree_unflatten
-    from mlx_lm.tuner.trainer import TrainingArgs, train
+    from mlx_lm.tuner.trainer import TrainingArgs, evaluate, train
 
     request, model, tokens, total = (
         training.request,
@@ -329,7 +328,7 @@ def train_lora(training: LoraTraining) -> TrainResult:
         # One process stops within an example; ranks stop together, at the first step.
         stop = training.stop.is_set if training.world.size == 1 else None
         batches.frozen, frozen = cache_frozen(
-            model, request, tokens["train"], reporter.caching, stop
+            model, request, tokens["train"], reporter.caching, stop, valid=valid
         )
         batching |= frozen  # its seconds are recorded there, not in the steps' tokens/s
         reporter.last_report = time.perf_counter()
@@ -344,11 +343,17 @@ def train_lora(training: LoraTraining) -> TrainResult:
             raise Cancelled(f"Cancelled at iteration {state.iteration} of {total}.") from None
         finally:
             Path(args.adapter_file).unlink(missing_ok=True)  # mlx-lm's last weights; ours differ
-        if valid is not None:
-            final = split_loss(
-                model, valid, batch_size=request.batch_size, num_batches=request.val_batches
+        if valid is not None:  # mlx-lm's last validation ran before the last step
+            final = evaluate(
+                model=model,
+                dataset=valid,
+                loss=loss,
+                batch_size=args.batch_size,
+                num_batches=args.val_batches,
+                max_seq_length=args.max_seq_length,
+                iterate_batches=batches,  # type: ignore[arg-type]
             )
-            reporter.record_val(total, final)
+            reporter.record_val(total, float(final))
         else:
             reporter.keep_last(total)
         reporter.checkpoint(total)
