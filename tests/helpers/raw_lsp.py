@@ -40,7 +40,12 @@ class RawServer:
     """The real server process; a thread splits its stdout into messages."""
 
     def __init__(
-        self, env: dict[str, str], log_file: Path, command: list[str] = SERVER_COMMAND
+        self,
+        env: dict[str, str],
+        log_file: Path,
+        command: list[str] = SERVER_COMMAND,
+        *,
+        first_id: int = 0,
     ) -> None:
         self.log_file = log_file
         self._log = log_file.open("wb")
@@ -54,7 +59,7 @@ class RawServer:
         self.inbox: queue.Queue[dict[str, Any]] = queue.Queue()
         self.notifications: list[dict[str, Any]] = []
         self.responses: dict[Any, dict[str, Any]] = {}
-        self._next_id = 0
+        self._next_id = first_id  # the ids of its requests count on from here
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:

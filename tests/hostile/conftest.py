@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.raw_lsp import SETTINGS, RawServer
-from tests.helpers.scripted_openai import Answer, ScriptedEndpoint, scripted_endpoint
+from tests.helpers.scripted_openai import Answer, ScriptedEndpoint, remote_env, scripted_endpoint
 
 EMPTY = Answer('{"issues": []}')
 
@@ -57,3 +57,23 @@ def server(start: Callable[..., RawServer], workspace: Path) -> RawServer:
     assert "result" in server.initialize(workspace, SETTINGS)
     server.wait_until_ready()
     return server
+
+
+@pytest.fixture(scope="module")
+def refusing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawServer]:
+    """One server for a module's requests that it must refuse and that change nothing: refused
+    one after another, it keeps serving; it must exit cleanly when stdin closes at the end."""
+    root = tmp_path_factory.mktemp("refusing")
+    (root / "project").mkdir()
+    with scripted_endpoint(lambda request: EMPTY) as endpoint:
+        # Its own requests' ids start above those the tests write by hand (7, 77).
+        env = remote_env(endpoint, root / "home")
+        server = RawServer(env, root / "server.log", first_id=1000)
+        try:
+            assert "result" in server.initialize(root / "project", SETTINGS)
+            server.wait_until_ready()
+            yield server
+            server.close_stdin_and_wait(timeout_s=30)
+            assert "Traceback" not in server.log_text(), server.log_text()[-3000:]
+        finally:
+            server.kill()

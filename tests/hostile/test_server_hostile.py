@@ -120,29 +120,32 @@ def children(pid: int) -> list[int]:
     ids=["method is a number", "params is a string", "jsonrpc 1.0", "params of the wrong shape"],
 )
 def test_a_malformed_request_is_answered_with_its_error(
-    server: RawServer, message: dict[str, Any], code: int
+    refusing_server: RawServer, message: dict[str, Any], code: int
 ) -> None:
+    server = refusing_server
+    server.responses.pop(7, None)
     server.send(message)
     assert error_code(server.response(7)) == code
     assert server.command(FINETUNE_STATUS)["result"]["state"] == "idle"
-    assert_exits_cleanly(server)
 
 
-def test_a_body_that_is_not_utf8_is_a_parse_error_for_its_id(server: RawServer) -> None:
+def test_a_body_that_is_not_utf8_is_a_parse_error_for_its_id(refusing_server: RawServer) -> None:
+    server = refusing_server
+    server.responses.pop(7, None)
     body = b'{"jsonrpc": "2.0", "id": 7, "method": "workspace/executeCommand", "params": '
     body += b'{"command": "ai-lsp.dismiss", "arguments": ["\xff\xfe", "x"]}}'
     server.send_bytes(frame(body))
     assert error_code(server.response(7)) == PARSE_ERROR
     assert server.command(FINETUNE_STATUS)["result"]["state"] == "idle"
-    assert_exits_cleanly(server)
 
 
-def test_a_request_whose_id_is_an_object_is_invalid(server: RawServer) -> None:
+def test_a_request_whose_id_is_an_object_is_invalid(refusing_server: RawServer) -> None:
+    server = refusing_server
+    server.responses.pop(None, None)
     message = {"jsonrpc": "2.0", "id": {"n": 7}, "method": "workspace/executeCommand"}
     server.send({**message, "params": {"command": FINETUNE_STATUS}})
     assert error_code(server.response(None)) == INVALID_REQUEST
     assert server.command(FINETUNE_STATUS)["result"]["state"] == "idle"
-    assert_exits_cleanly(server)
 
 
 @pytest.mark.parametrize(
@@ -161,14 +164,15 @@ def test_a_request_whose_id_is_an_object_is_invalid(server: RawServer) -> None:
     ids=lambda value: repr(value)[:40],
 )
 def test_bad_command_arguments_are_invalid_params_logged_without_a_traceback(
-    server: RawServer, command: str, arguments: list[Any]
+    refusing_server: RawServer, command: str, arguments: list[Any]
 ) -> None:
+    server = refusing_server
+    logged_before = len(server.log_text())
     answer = server.command(command, *arguments)
     assert error_code(answer) == INVALID_PARAMS, answer
     assert server.command(FINETUNE_STATUS)["result"]["state"] == "idle"
-    log = server.log_text()
+    log = server.log_text()[logged_before:]
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
-    assert_exits_cleanly(server)
 
 
 # --- the workspace root --------------------------------------------------------------------------
