@@ -167,8 +167,9 @@ def _files(folder: Path) -> dict[str, bytes]:
 async def test_a_cancel_while_the_cache_is_built_stops_before_training_and_keeps_the_last_model(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    """Cancelled at the first caching event (0 of 200 examples cached): the run stops within
-    an example, no step runs, and the model published before is untouched."""
+    """Cancelled at the first caching event (0 of 202 examples cached: 200 training, 2
+    validation): the run stops within an example, no step runs, and the model published before
+    is untouched."""
     from ai_lsp_tune.training.runner import TrainingRunner
 
     earlier = tmp_path / "out"
@@ -194,8 +195,8 @@ async def test_a_cancel_while_the_cache_is_built_stops_before_training_and_keeps
 
     assert outcome.status == "cancelled", outcome.event
     assert outcome.event.message == "Cancelled while caching the frozen layers, before training."
-    assert caching[0].endswith(": 0/200 examples")  # shown as it starts
-    assert not caching[-1].endswith("200/200 examples") and stepped == []
+    assert caching[0].endswith(": 0/202 examples")  # shown as it starts
+    assert not caching[-1].endswith("202/202 examples") and stepped == []
     assert _files(earlier) == published
     assert _files(request.partial_dir) == {}  # no half adapter or model beside it
 
@@ -239,7 +240,7 @@ async def test_a_run_resumed_with_the_cache_on_ends_as_the_run_never_stopped(
     resume = request.model_copy(update={"resume": True})
     outcome = await TrainingRunner(resume, record).run()
     assert outcome.status == "done", outcome.event
-    assert caching and caching[-1].endswith("24/24 examples")
+    assert caching and caching[-1].endswith("28/28 examples")  # 24 training, 4 validation
 
     runs = [
         json.loads((root / "out" / "run.json").read_text())
