@@ -40,6 +40,9 @@ REVIEW_DEMO_HYPERPARAMETERS: dict[str, Any] = {
     "eval_max_tokens": 160,
     "eval_max_examples": 14,
     "eval_unconstrained": False,
+    # Its validation split (4 windows of one rule) picks by noise: the last step's adapter
+    # scored F1 0.37 and 0.50 (seeds 0, 1) where the best-validation one scored 0.26 and 0.31.
+    "keep_last_adapter": True,
 }
 SIDE_BY_SIDE = 3
 
