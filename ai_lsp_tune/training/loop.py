@@ -194,9 +194,11 @@ class _Reporter:
         if iteration > self.start:
             self.checkpoint(iteration)
 
-    def keep_last(self, iteration: int) -> None:
-        """Without validation the adapter kept is the last one."""
+    def keep_last(self, iteration: int, val_loss: float | None = None) -> None:
+        """The adapter kept is the last one: without validation, or when the request says so."""
         self.state.best_iteration = iteration
+        if val_loss is not None:
+            self.state.best_val_loss = val_loss
         self.best_weights = self._trainable()
 
     def record_val(self, iteration: int, val_loss: float) -> None:
@@ -354,8 +356,8 @@ def train_lora(training: LoraTraining) -> TrainResult:
                 iterate_batches=batches,  # type: ignore[arg-type]
             )
             reporter.record_val(total, float(final))
-        else:
-            reporter.keep_last(total)
+        if valid is None or request.keep_last_adapter:
+            reporter.keep_last(total, float(final) if valid is not None else None)
         reporter.checkpoint(total)
     return TrainResult(
         iterations=total,

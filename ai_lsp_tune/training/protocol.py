@@ -56,6 +56,11 @@ class TrainRequest(Hyperparameters):
         "rate); false: only as served, which halves the evaluation (an untrained model's free "
         "answers run to eval_max_tokens).",
     )
+    keep_last_adapter: bool = Field(
+        default=False,
+        description="Publish the last step's adapter, not the one of the best validation loss "
+        "(a validation split of a few windows of one rule picks by noise; bench/RESULTS.md).",
+    )
     eval_max_examples: int = Field(
         default=50, ge=0, description="Test prompts answered greedily before and after (0: skip)."
     )

@@ -204,7 +204,14 @@ def _run(
     )
     if not world.leader:
         return _follow_to_the_end(request, model, plan, data, eval_split, trained, world)
-    channel.emit(FusingEvent(message="Fusing the best adapter", fraction=at("fusing")))
+    channel.emit(
+        FusingEvent(
+            message="Fusing the last adapter"
+            if request.keep_last_adapter
+            else "Fusing the best adapter",
+            fraction=at("fusing"),
+        )
+    )
     publish.write_adapters(partial / "adapters", model, request, trained.best_weights)
     if request.fuse:
         publish.fuse(model)
