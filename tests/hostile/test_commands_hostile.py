@@ -35,7 +35,8 @@ from tests.helpers.raw_lsp import (
     published,
 )
 
-# Every test here starts the language server over stdio: ~10 s each on the 2-core machine.
+# Every test here talks to the language server over stdio (~10 s a start on the 2-core machine);
+# requests it must refuse share one server per module (refusing_server); others start their own.
 pytestmark = pytest.mark.slow
 
 LOG_MESSAGE = "window/logMessage"

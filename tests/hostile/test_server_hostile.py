@@ -30,7 +30,8 @@ from tests.helpers.raw_lsp import (
 )
 from tests.helpers.scripted_openai import ScriptedEndpoint
 
-# Every test here starts the language server over stdio: ~10 s each on the 2-core machine.
+# Every test here talks to the language server over stdio (~10 s a start on the 2-core machine);
+# requests it must refuse share one server per module (refusing_server); others start their own.
 pytestmark = pytest.mark.slow
 WARNING = 2
 
