@@ -58,6 +58,30 @@ def tiny_model_word_split(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_tiny_model(tmp_path_factory.mktemp("tiny-model-cache"), word_split=True)
 
 
+@pytest.fixture(scope="session")
+def teacher_traces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One teacher session's trace export (16 files, a scripted remote model), recorded once
+    per session over stdio and copied into the workspaces that learn from it."""
+    import asyncio
+
+    from tests.helpers.finetune_story import record_teacher_traces
+
+    root = tmp_path_factory.mktemp("teacher")
+    (root / "ws").mkdir()
+    return asyncio.run(record_teacher_traces(root / "ws", root / "home", files=16))
+
+
+@pytest.fixture
+def taught_workspace(tmp_path: Path, teacher_traces: Path) -> Path:
+    """A fresh project whose trace export already holds the teacher's session."""
+    from tests.helpers.finetune_story import place_traces
+
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    place_traces(teacher_traces, workspace)
+    return workspace
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own data and cache dirs (never the user's)."""

@@ -18,7 +18,6 @@ from tests.helpers.finetune_story import (
     LEARN,
     Student,
     analysis_models,
-    record_teacher_traces,
     serving,
     source_file,
     start_student,
@@ -40,11 +39,9 @@ async def flags_the_flaw(student: Student, n: int) -> bool:
 
 
 async def test_without_fusing_a_fine_tune_serves_base_plus_adapter_in_the_running_host(
-    tmp_path: Path, isolated_home: Path, tiny_model: Path
+    taught_workspace: Path, isolated_home: Path, tiny_model: Path
 ) -> None:
-    workspace = tmp_path / "project"
-    workspace.mkdir()
-    await record_teacher_traces(workspace, isolated_home, files=16)
+    workspace = taught_workspace
     student = await start_student(workspace, isolated_home, tiny_model, **LEARN, fuse=False)
     try:
         served, hosts = await serving(student)

@@ -7,7 +7,6 @@ the progress, and the server swaps in a model that now finds what the teacher fo
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import signal
@@ -28,8 +27,6 @@ from tests.helpers.finetune_story import (
     QUICK,
     Student,
     analysis_models,
-    place_traces,
-    record_teacher_traces,
     source_file,
     start_student,
     student_settings,
@@ -40,23 +37,6 @@ from tests.helpers.lsp_session import stop_session
 pytestmark = [pytest.mark.training, pytest.mark.model]
 TRAINING_STEP = re.compile(r"training (\d+)/")
 record_progress = DEFAULT_CLIENT_FEATURES[types.PROGRESS]
-
-
-@pytest.fixture(scope="module")
-def teacher_traces(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One teacher session's trace export, recorded once and copied into later workspaces."""
-    root = tmp_path_factory.mktemp("teacher")
-    (root / "ws").mkdir()
-    return asyncio.run(record_teacher_traces(root / "ws", root / "home", files=16))
-
-
-@pytest.fixture
-def taught_workspace(tmp_path: Path, teacher_traces: Path) -> Path:
-    """A fresh project whose trace export already holds the teacher's session."""
-    workspace = tmp_path / "project"
-    workspace.mkdir()
-    place_traces(teacher_traces, workspace)
-    return workspace
 
 
 def check_progress(reports: list[Any]) -> list[int]:
@@ -80,11 +60,9 @@ async def refused(student: Student, command: str, *args: Any) -> str:
 
 
 async def test_fine_tune_on_own_traces_swaps_in_a_model_that_learned(
-    tmp_path: Path, isolated_home: Path, tiny_model: Path
+    taught_workspace: Path, isolated_home: Path, tiny_model: Path
 ) -> None:
-    workspace = tmp_path / "project"
-    workspace.mkdir()
-    await record_teacher_traces(workspace, isolated_home, files=16)
+    workspace = taught_workspace
     student = await start_student(workspace, isolated_home, tiny_model, **LEARN)
     try:
         # (No analysis by the tiny model before the fine-tune: under the answer grammar its

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ai_lsp_tune.server import commands
-from tests.helpers.finetune_story import place_traces, record_teacher_traces, start_student
+from tests.helpers.finetune_story import start_student
 from tests.helpers.lsp_session import stop_session
 from tests.helpers.training import ONE_THREAD
 
@@ -18,16 +18,11 @@ QUICK = {"numEpochs": 1, "batchSize": 4, "learningRate": 5e-4, "loraRank": 4}
 
 
 async def test_finetune_hosts_setting_trains_on_two_ranks_and_swaps(
-    tmp_path: Path, isolated_home: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+    taught_workspace: Path, isolated_home: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name, value in ONE_THREAD.items():
         monkeypatch.setenv(name, value)
-    teacher = tmp_path / "teacher"
-    teacher.mkdir()
-    traces = await record_teacher_traces(teacher, tmp_path / "teacher-home", files=16)
-    workspace = tmp_path / "project"
-    workspace.mkdir()
-    place_traces(traces, workspace)
+    workspace = taught_workspace
     hosts = ["127.0.0.1", "127.0.0.1"]
     student = await start_student(
         workspace, isolated_home, tiny_model, **QUICK, force=True, hosts=hosts, backend="ring"

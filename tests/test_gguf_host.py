@@ -20,14 +20,18 @@ async def test_a_gguf_is_served_like_its_folder(
 ) -> None:
     source = gguf_of(tiny_model_word_split, tmp_path / "tiny.gguf")
     codes = [CODE, CODE + "value = 1\n"]
-    assert await host_answers(source, codes) == await host_answers(tiny_model_word_split, codes)
     host = await HostClient.start(str(source))
     try:
         assert host.ready is not None and host.ready.model == str(source)
+        served = [
+            (await host.generate(chat(code), max_tokens=12, constrained=False)).text
+            for code in codes
+        ]
         answer = await host.generate(chat(CODE), max_tokens=8, constrained=True)
         assert answer.constrained
     finally:
         await host.close()
+    assert served == await host_answers(tiny_model_word_split, codes)  # as a host of its own
 
 
 async def test_a_broken_gguf_is_one_clear_line(tmp_path: Path) -> None:

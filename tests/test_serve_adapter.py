@@ -18,7 +18,7 @@ import pytest
 from ai_lsp_tune.serving.registry import ModelEntry, ModelRegistry
 from ai_lsp_tune.serving.runner import ModelLoadError
 from ai_lsp_tune.serving.served_model import ServedModel
-from tests.helpers.model_host import chat, host_answers
+from tests.helpers.model_host import chat
 from tests.helpers.models import same_shape_model, three_layer_model
 
 CODES = ["x = 1\n", "def f(a):\n    return a\n"]
@@ -68,14 +68,16 @@ async def test_an_adapter_is_served_on_the_running_hosts_base_and_rolled_back(
 ) -> None:
     base = same_shape_model(tiny_model, tmp_path / "base", seed=0, bits=bits)
     adapter = make_adapter(base, tmp_path / "runs" / "r1" / "output" / "adapters", seed=3)
-    expected_base = await host_answers(base, CODES)
     expected_adapter = await adapter_answers(base, adapter)
-    assert expected_adapter != expected_base  # the adapter changes what the model answers
 
     registry = ModelRegistry(tmp_path / "ws")
     served = await ServedModel.start(str(base), registry=registry)
     try:
         host = served._host
+        expected_base = [
+            (await served.generate(chat(c), 12, constrained=False)).text for c in CODES
+        ]
+        assert expected_adapter != expected_base  # the adapter changes what the model answers
         in_flight = asyncio.create_task(
             served.generate(chat(CODES[0]), max_tokens=12, constrained=False)
         )
@@ -152,9 +154,9 @@ async def test_an_adapter_that_does_not_fit_leaves_the_old_model_serving(
     config = json.loads((misfit / "adapter_config.json").read_text())
     (misfit / "adapter_config.json").write_text(json.dumps({**config, "model": str(tiny_model)}))
     fused = same_shape_model(tiny_model, tmp_path / "fused", seed=1)
-    expected = await host_answers(fused, CODES)
     served = await ServedModel.start(str(fused))
     try:
+        expected = [(await served.generate(chat(c), 12, constrained=False)).text for c in CODES]
         with pytest.raises(ModelLoadError, match="does not fit"):
             await served.swap(str(misfit))  # the base's weights were loaded, then put back
         assert served.current_path == str(fused)

@@ -76,16 +76,16 @@ async def test_a_swap_to_the_same_architecture_happens_in_the_running_host(
     )
     tuned = same_shape_model(tiny_model, tmp_path / "fine-tuned", seed=1, bits=bits)
     codes = ["x = 1\n", "def f(a):\n    return a\n"]
-    expected_base, expected_tuned = (
-        await host_answers(base, codes),
-        await host_answers(tuned, codes),
-    )
-    assert expected_base != expected_tuned  # other weights: other answers
+    expected_tuned = await host_answers(tuned, codes)
 
     registry = ModelRegistry(tmp_path / "ws")
     served = await ServedModel.start(str(base), registry=registry)
     try:
         host = served._host
+        expected_base = [
+            (await served.generate(chat(c), max_tokens=12, constrained=False)).text for c in codes
+        ]
+        assert expected_base != expected_tuned  # other weights: other answers
         in_flight = asyncio.create_task(
             served.generate(chat(codes[0]), max_tokens=12, constrained=False)
         )

@@ -17,7 +17,6 @@ from tests.helpers.finetune_story import (
     QUICK,
     analysis_models,
     host_pids,
-    record_teacher_traces,
     serving,
     source_file,
     start_student,
@@ -29,11 +28,9 @@ pytestmark = [pytest.mark.training, pytest.mark.model]
 
 
 async def test_a_fine_tune_is_served_by_the_running_host_and_another_architecture_by_a_new_one(
-    tmp_path: Path, isolated_home: Path, tiny_model: Path
+    tmp_path: Path, taught_workspace: Path, isolated_home: Path, tiny_model: Path
 ) -> None:
-    workspace = tmp_path / "project"
-    workspace.mkdir()
-    await record_teacher_traces(workspace, isolated_home, files=16)
+    workspace = taught_workspace
     other = three_layer_model(tmp_path / "three-layers")
     student = await start_student(workspace, isolated_home, tiny_model, **QUICK, force=True)
     try:

@@ -35,14 +35,18 @@ from tests.helpers.raw_lsp import (
     published,
 )
 
-# Every test here starts the language server over stdio: ~10 s each on the 2-core machine.
+# Every test here talks to the language server over stdio (~10 s a start on the 2-core machine);
+# requests it must refuse share one server per module (refusing_server); others start their own.
 pytestmark = pytest.mark.slow
 
 LOG_MESSAGE = "window/logMessage"
 POPUP_CHARS = 350  # ~300 and a pointer to the log
 
 
-def test_arguments_of_the_wrong_type_are_invalid_params_not_truthy(server: RawServer) -> None:
+def test_arguments_of_the_wrong_type_are_invalid_params_not_truthy(
+    refusing_server: RawServer,
+) -> None:
+    server = refusing_server
     wrong: list[tuple[str, list[Any]]] = [
         (FINETUNE, [{"continueFromServed": "false"}]),  # once bool("false"): trained on top
         (FINETUNE, [{"force": "false"}]),
@@ -94,7 +98,8 @@ def test_a_trace_folder_is_confined_file_by_file_after_links_are_resolved(
     assert error_code(accepted) != INVALID_PARAMS, accepted  # refused later: no local model
 
 
-def test_a_request_nested_thousands_deep_is_answered(server: RawServer) -> None:
+def test_a_request_nested_thousands_deep_is_answered(refusing_server: RawServer) -> None:
+    server = refusing_server
     nested = "[" * 5000 + "]" * 5000
     body = (
         '{"jsonrpc": "2.0", "id": 77, "method": "workspace/executeCommand", "params": '
