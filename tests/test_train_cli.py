@@ -77,12 +77,19 @@ def test_demo_runs_offline_and_shows_learning(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.training
-@pytest.mark.parametrize("flag", ["--eval-unconstrained", "--no-eval-unconstrained"])
+@pytest.mark.parametrize(
+    ("flag", "adapter"),
+    [
+        ("--eval-unconstrained", "--keep-best-adapter"),
+        ("--no-eval-unconstrained", "--keep-last-adapter"),
+    ],
+)
 def test_the_unconstrained_pass_can_be_skipped_from_the_cli(
-    tiny_model: Path, tmp_path: Path, flag: str
+    tiny_model: Path, tmp_path: Path, flag: str, adapter: str
 ) -> None:
     """--no-eval-unconstrained (as the real demo evaluates): the answers as served only, so the
-    unconstrained JSON rate is not measured, in run.json and in the table."""
+    unconstrained JSON rate is not measured, in run.json and in the table; and the adapter the
+    run published (the demo keeps the last) is the one asked for."""
     from tests.helpers.training import write_splits
 
     dataset = write_splits(tmp_path / "data", 4, 2, 2)
@@ -92,12 +99,14 @@ def test_the_unconstrained_pass_can_be_skipped_from_the_cli(
             "finetune", "train", str(dataset), "--model-name", str(tiny_model),
             "--output-dir", str(tmp_path / "out"), "--num-epochs", "1", "--batch-size", "4",
             "--num-layers", "1", "--eval-max-examples", "2", "--eval-max-tokens", "16", flag,
+            adapter,
         ],
         env={"COLUMNS": "120"},
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     measured = flag == "--eval-unconstrained"
+    assert run["published_adapter"] == adapter.removeprefix("--keep-").removesuffix("-adapter")
     for stage in ("before", "after"):
         rate = run["metrics"][stage]["unconstrained_valid_json_rate"]
         assert (rate is not None) is measured, (stage, rate)

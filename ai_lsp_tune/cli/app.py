@@ -19,6 +19,7 @@ from ai_lsp_tune.cli.options import (
     EvalUnconstrainedOption,
     HostfileOption,
     HostsOption,
+    KeepLastAdapterOption,
     ModelNameOption,
     OutputDirOption,
     RedactOption,
@@ -226,6 +227,7 @@ def train(
     eval_max_tokens: EvalMaxTokensOption = 512,
     eval_max_examples: EvalMaxExamplesOption = 50,
     eval_unconstrained: EvalUnconstrainedOption = True,
+    keep_last_adapter: KeepLastAdapterOption = False,
     hosts: HostsOption = None,
     hostfile: HostfileOption = None,
     backend: BackendOption = None,
@@ -245,7 +247,7 @@ def train(
     """
     options = {"model_name": model_name, "output_dir": output_dir, "resume": resume}
     options |= {"eval_max_tokens": eval_max_tokens, "eval_max_examples": eval_max_examples}
-    options |= {"eval_unconstrained": eval_unconstrained}
+    options |= {"eval_unconstrained": eval_unconstrained, "keep_last_adapter": keep_last_adapter}
     request = _train_request(dataset, hyper, **options)
     _local_tokenizer(model_name)  # a GGUF converted (once) here, with its note if any
     _run_train(request, _launch(hosts, hostfile, backend))
@@ -269,6 +271,7 @@ def pipeline(
     eval_max_tokens: EvalMaxTokensOption = 512,
     eval_max_examples: EvalMaxExamplesOption = 50,
     eval_unconstrained: EvalUnconstrainedOption = True,
+    keep_last_adapter: KeepLastAdapterOption = False,
     hosts: HostsOption = None,
     hostfile: HostfileOption = None,
     backend: BackendOption = None,
@@ -277,7 +280,7 @@ def pipeline(
     """prepare-dataset + train in one go (same options as both)."""
     options = {"model_name": model_name, "output_dir": output_dir, "resume": resume}
     options |= {"eval_max_tokens": eval_max_tokens, "eval_max_examples": eval_max_examples}
-    options |= {"eval_unconstrained": eval_unconstrained}
+    options |= {"eval_unconstrained": eval_unconstrained, "keep_last_adapter": keep_last_adapter}
     request = _train_request(dataset_dir, hyper, **options)  # checked before any work is done
     launch = _launch(hosts, hostfile, backend)
     # Exact token counts when the model's tokenizer is at hand; an estimate otherwise.

@@ -91,6 +91,15 @@ EvalUnconstrainedOption = Annotated[
         "--eval-max-tokens); that rate is then not measured (null in run.json).",
     ),
 ]
+KeepLastAdapterOption = Annotated[
+    bool,
+    typer.Option(
+        "--keep-last-adapter/--keep-best-adapter",
+        help="Which adapter the run publishes: the last step's (as `mlx_lm lora` does), or "
+        "the one of the best validation loss (the default). Keep the last when the validation "
+        "split is a few windows of a few files: its best then picks by noise.",
+    ),
+]
 ResumeOption = Annotated[
     bool, typer.Option(help="Continue an interrupted run (Ctrl-C) from its checkpoint.")
 ]

@@ -108,6 +108,8 @@ def write_run_json(
         "iterations": trained.iterations,
         "best_iteration": trained.best_iteration,
         "best_val_loss": trained.best_val_loss,
+        # the adapter published: the best validation loss's, or the last (--keep-last-adapter)
+        "published_adapter": "last" if request.keep_last_adapter else "best",
         "val_loss_history": trained.val_history,
         "train_loss_history": trained.train_history,
         "trained_tokens": trained.trained_tokens,
