@@ -10,7 +10,7 @@ import pytest
 
 from ai_lsp_tune.training.data import LengthGroupedBatches
 from tests.helpers.models import absolute_positions_model, lora_model
-from tests.helpers.training import BATCH, Losses, prompted_split
+from tests.helpers.training import BATCH, Losses, prompted_split, step_args
 
 pytestmark = pytest.mark.training
 
@@ -22,7 +22,7 @@ def trained(
     and query chunks of ``chunk`` tokens."""
     import mlx.optimizers as optim
     from mlx.utils import tree_flatten
-    from mlx_lm.tuner.trainer import TrainingArgs, train
+    from mlx_lm.tuner.trainer import train
 
     from ai_lsp_tune.training.data import make_loss
 
@@ -31,14 +31,7 @@ def trained(
     split = prompted_split(model.args.vocab_size)
     batches = LengthGroupedBatches(seed=2, pack=True, share=bool(chunk))
     steps = 2 * len(split) // BATCH
-    args = TrainingArgs(
-        batch_size=BATCH,
-        iters=steps,
-        steps_per_report=1,
-        steps_per_eval=1 << 30,
-        steps_per_save=1 << 30,
-        adapter_file=str(tmp_path / f"adapters-{chunk}.safetensors"),
-    )
+    args = step_args(tmp_path / f"adapters-{chunk}.safetensors", steps)
     losses = Losses()
     optimizer = optim.Adam(learning_rate=1e-3)
     loss = make_loss(model, chunked=bool(chunk))

@@ -13,7 +13,14 @@ from ai_lsp_tune.training.data import LengthGroupedBatches
 from ai_lsp_tune.training.protocol import TrainingEvent, TrainRequest, WorkerEvent
 from ai_lsp_tune.training.runner import run_training
 from tests.helpers.models import lora_model
-from tests.helpers.training import BATCH, Losses, fast_request, prompted_split, write_splits
+from tests.helpers.training import (
+    BATCH,
+    Losses,
+    fast_request,
+    prompted_split,
+    step_args,
+    write_splits,
+)
 
 pytestmark = pytest.mark.training
 
@@ -26,7 +33,7 @@ def trained(
     import mlx.core as mx
     import mlx.optimizers as optim
     from mlx.utils import tree_flatten, tree_map
-    from mlx_lm.tuner.trainer import TrainingArgs, train
+    from mlx_lm.tuner.trainer import train
 
     from ai_lsp_tune.training.data import make_loss
     from ai_lsp_tune.training.frozen import build_cache
@@ -36,14 +43,7 @@ def trained(
     cache = build_cache(model, 1, split) if frozen else None
     batches = LengthGroupedBatches(seed=2, pack=pack, share=share, frozen=cache)
     steps = len(split) // BATCH
-    args = TrainingArgs(
-        batch_size=BATCH,
-        iters=steps,
-        steps_per_report=1,
-        steps_per_eval=1 << 30,
-        steps_per_save=1 << 30,
-        adapter_file=str(tmp_path / f"adapters-{frozen}.safetensors"),
-    )
+    args = step_args(tmp_path / f"adapters-{frozen}.safetensors", steps)
     losses = Losses()
     loss = make_loss(model, chunked=share, frozen=cache)
     if frozen:

@@ -10,7 +10,7 @@ import pytest
 
 from ai_lsp_tune.training.data import LengthGroupedBatches
 from tests.helpers.models import absolute_positions_model, lora_model
-from tests.helpers.training import BATCH, LENGTHS, Losses, skewed_split
+from tests.helpers.training import BATCH, LENGTHS, Losses, skewed_split, step_args
 
 pytestmark = pytest.mark.training
 
@@ -21,7 +21,7 @@ def trained(
     """Two epochs as ``train_lora`` runs them: mlx-lm's compiled step over our batches."""
     import mlx.optimizers as optim
     from mlx.utils import tree_flatten
-    from mlx_lm.tuner.trainer import TrainingArgs, train
+    from mlx_lm.tuner.trainer import train
 
     from ai_lsp_tune.training.data import make_loss
 
@@ -30,14 +30,8 @@ def trained(
     batches = LengthGroupedBatches(seed=1, pack=pack, max_batch_tokens=max_batch_tokens)
     per_update = batches.steps_per_update(split, BATCH)
     steps = 2 * len(split) // BATCH
-    args = TrainingArgs(
-        batch_size=BATCH,
-        iters=steps * per_update,
-        steps_per_report=per_update,
-        steps_per_eval=1 << 30,
-        steps_per_save=1 << 30,
-        grad_accumulation_steps=per_update,
-        adapter_file=str(tmp_path / f"adapters-{pack}-{max_batch_tokens}.safetensors"),
+    args = step_args(
+        tmp_path / f"adapters-{pack}-{max_batch_tokens}.safetensors", steps, per_update=per_update
     )
     losses = Losses()
     optimizer = optim.Adam(learning_rate=1e-3)

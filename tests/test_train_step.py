@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.models import lora_model
+from tests.helpers.training import step_args
 
 pytestmark = pytest.mark.training
 STEPS = 4
@@ -32,7 +33,7 @@ def batches(vocab: int) -> list[tuple[Any, Any, Any]]:
 def trained_with_mlx_lm(tiny_model: Path, tmp_path: Path, grad_checkpoint: bool) -> dict:
     import mlx.optimizers as optim
     from mlx.utils import tree_flatten
-    from mlx_lm.tuner.trainer import TrainingArgs, train
+    from mlx_lm.tuner.trainer import train
 
     from ai_lsp_tune.training.data import make_loss
     from ai_lsp_tune.training.loop import checkpointed_layers
@@ -43,13 +44,11 @@ def trained_with_mlx_lm(tiny_model: Path, tmp_path: Path, grad_checkpoint: bool)
     def iterate(**_: Any) -> Iterator[tuple[Any, Any, Any]]:
         yield from fixed
 
-    args = TrainingArgs(
+    args = step_args(
+        tmp_path / f"adapters-{grad_checkpoint}.safetensors",
+        STEPS,
         batch_size=2,
-        iters=STEPS,
         steps_per_report=STEPS,
-        steps_per_eval=1 << 30,
-        steps_per_save=1 << 30,
-        adapter_file=str(tmp_path / f"adapters-{grad_checkpoint}.safetensors"),
     )
     layer_call = type(model.layers[0]).__call__
     with checkpointed_layers(model, grad_checkpoint):

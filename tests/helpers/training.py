@@ -106,6 +106,29 @@ def prompted_split(vocab: int) -> TokenizedSplit:
     return TokenizedSplit(items=items)
 
 
+def step_args(
+    adapter_file: Path,
+    steps: int,
+    *,
+    batch_size: int = BATCH,
+    per_update: int = 1,
+    steps_per_report: int | None = None,
+) -> Any:
+    """mlx-lm's ``TrainingArgs`` for ``steps`` optimizer steps of ``per_update`` micro-batches,
+    a loss report per step (or per ``steps_per_report``), no validation and no saves."""
+    from mlx_lm.tuner.trainer import TrainingArgs
+
+    return TrainingArgs(
+        batch_size=batch_size,
+        iters=steps * per_update,
+        steps_per_report=steps_per_report or per_update,
+        steps_per_eval=1 << 30,
+        steps_per_save=1 << 30,
+        grad_accumulation_steps=per_update,
+        adapter_file=str(adapter_file),
+    )
+
+
 class Losses:
     """mlx-lm's training callback: the loss of every optimizer step."""
 
