@@ -7,7 +7,7 @@ exactly what users get.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +79,7 @@ def prefilled_caches(model: Any, prompts: list[list[int]]) -> list[list[Any]]:
             forward(mx.array(tokens[start : start + PREFILL_STEP_SIZE])[None], cache=cache)
             mx.eval([c.state for c in cache])
 
-    shared = _common_start(prompts)
+    shared = common_start(prompts)
     start = make_prompt_cache(model)
     extend(start, prompts[0][:shared] if prompts else [])
     caches = []
@@ -90,7 +90,7 @@ def prefilled_caches(model: Any, prompts: list[list[int]]) -> list[list[Any]]:
     return caches
 
 
-def _common_start(prompts: list[list[int]]) -> int:
+def common_start(prompts: Sequence[list[int]]) -> int:
     """How many tokens every prompt starts with, each keeping at least one to decode from."""
     if not prompts:
         return 0

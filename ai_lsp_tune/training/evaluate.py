@@ -228,7 +228,7 @@ def served_answers(
     once and reused, as the model host does."""
     from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
-    from ai_lsp_tune.decoding.decode import decode_answer
+    from ai_lsp_tune.decoding.decode import common_start, decode_answer
 
     prompts = [prompt_tokens(tokenizer, e.system, e.user) for e in examples]
     grammars = [
@@ -250,7 +250,7 @@ def served_answers(
             masks = [[g.logits_processor(max_tokens)] for g in chosen if g is not None]
             answers += _batch_answers(model, tokenizer, chunk, max_tokens, finished, masks)
         return answers
-    prefix = _shared_prefix(prompts)
+    prefix = prompts[0][: common_start(prompts)] if prompts else []
     cache = make_prompt_cache(model) if len(prefix) > 1 else None
     if cache is not None and can_trim_prompt_cache(cache):
         import mlx.core as mx
@@ -281,16 +281,6 @@ def served_answers(
         if on_progress is not None:
             on_progress(len(answers), len(examples))
     return answers
-
-
-def _shared_prefix(prompts: Sequence[list[int]]) -> list[int]:
-    """The tokens every prompt starts with, less one (each prompt keeps a token to decode from)."""
-    if not prompts:
-        return []
-    first, shared = prompts[0], min(len(p) for p in prompts) - 1
-    for prompt in prompts[1:]:
-        shared = next((i for i in range(shared) if prompt[i] != first[i]), shared)
-    return first[: max(shared, 0)]
 
 
 def serving_grammar(model: nn.Module, tokenizer: Any) -> tuple[AnswerGrammar | None, str | None]:
