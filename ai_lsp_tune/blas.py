@@ -11,7 +11,9 @@ in the user cache folder. macOS (Accelerate) and CUDA builds are left alone.
 
 ``AI_LSP_BLAS``: ``auto`` (the default), ``reference`` (keep MLX's own), or the path of a library
 that exports the standard CBLAS names (e.g. Debian's ``libopenblas.so.0``).
-``OPENBLAS_NUM_THREADS``: OpenBLAS's threads (default: half the cores this process may use).
+``OPENBLAS_NUM_THREADS``: OpenBLAS's threads (default: half the cores this process may use; a
+run the user waits on, the CLI's, takes the cores no other process is busy on:
+``foreground_threads``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -205,6 +208,38 @@ def default_threads() -> int:
     fp32 matmul ran 20.6 GFLOP/s on one thread, 0.7 on two.
     """
     return max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+def foreground_threads(sample_s: float = 0.25) -> int:
+    """For a run the user waits on (the CLI's worker, the demo): every core this process may use
+    that other processes are not busy on right now (sampled from ``/proc/stat``), at least one.
+
+    The half-the-cores rule keeps the model host's core free while an editor is open; a
+    foreground run on an idle machine may take them all. Measured on the idle 2-core machine:
+    ``ai-lsp demo`` on SmolLM2 took 4 min 32 s of wall time with two threads, ~7.8 with one
+    (bench/RESULTS.md, "quality"). A busy core stays busy: two threads where another process
+    holds one core ran ~3x slower than one (the spinning threads wait for each other)."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        first = _cpu_times()
+        time.sleep(sample_s)
+        second = _cpu_times()
+    except (OSError, ValueError):
+        return default_threads()
+    total = second[0] - first[0]
+    if total <= 0:
+        return default_threads()
+    busy = (second[1] - first[1]) / total * (os.cpu_count() or cores)
+    return max(1, min(cores, (os.cpu_count() or cores) - round(busy)))
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(all, busy) jiffies of every CPU so far, from ``/proc/stat``'s first line."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user time
+    return total, total - idle
 
 
 # Signals a user or a parent sends to stop a process: OpenBLAS's pool threads must never take one,

@@ -5,9 +5,9 @@
 bench/quality.py runs the whole pipeline (the server's 321-token system prompt, ~540-token
 examples); at this machine's load that affords two epochs of ~30 examples and F1 stayed 0.
 This asks a smaller question, cheaply, in one process: on a few examples of the demo corpus
-(``examples/traces/lint-demo-otel.jsonl`` through ``ai-lsp finetune prepare-dataset``), with a
-compact system prompt (COMPACT, ~60 tokens) and compact answers (the teacher's issues with the
-rule code as message and no fixes; the snippet, which the metric scores, is unchanged), LoRA
+(``ai_lsp_tune/cli/corpus/lint-demo-otel.jsonl`` through ``ai-lsp finetune prepare-dataset``),
+with a compact system prompt (COMPACT, ~60 tokens) and compact answers (the teacher's issues with
+the rule code as message and no fixes; the snippet, which the metric scores, is unchanged), LoRA
 (mlx-lm's layers, the project's answer-only loss and batches) is trained epoch by epoch, and
 at each checkpoint the model answers greedily, unconstrained, capped at --max-tokens, both the
 training examples it saw (can it memorize?) and held-out files' windows (does it generalize?),
@@ -80,7 +80,7 @@ def load_examples(
     as ``prepare-dataset`` writes them for the product (no compaction, no picking)."""
     from ai_lsp_tune.training.splits import load_splits
 
-    recorded = traces or ROOT / "examples" / "traces" / "lint-demo-otel.jsonl"
+    recorded = traces or ROOT / "ai_lsp_tune" / "cli" / "corpus" / "lint-demo-otel.jsonl"
     command = [
         sys.executable, "-m", "ai_lsp_tune.cli", "finetune", "prepare-dataset", str(recorded),
         "--output-file", str(folder / "dataset.json"), "--output-dir", str(folder / "ds"),

@@ -8,9 +8,9 @@ RULES). Each answer is recorded as our analysis span, through the OpenTelemetry 
 exporter, as the remote backend records one. About a third of the windows have no issue.
 Writes examples/traces/lint-teacher-otel.jsonl (replacing it). ``--local 120`` records the
 corpus of line-local rules (``teacher.LOCAL_RULES``, windows cut for a local model's prompt, each
-rule capped) that bench/quality_curve.py measures; ``ai-lsp demo --real``'s corpus,
-examples/traces/lint-demo-otel.jsonl, is ``cli.review_demo.RECORD_COMMAND`` (13 of those rules,
-flagged windows only, 40/4/14 by prepare-dataset's split, the rule code as message).
+rule capped) that bench/quality_curve.py measures; ``ai-lsp demo``'s corpus,
+ai_lsp_tune/cli/corpus/lint-demo-otel.jsonl, is ``cli.review_demo.RECORD_COMMAND`` (13 of those
+rules, flagged windows only, 40/4/14 by prepare-dataset's split, the rule code as message).
 """
 
 from __future__ import annotations

@@ -138,3 +138,38 @@ def test_version_names_the_blas(tmp_path: Path) -> None:
     assert re.fullmatch(
         r"ai-lsp-tune \S+, mlx \S+, BLAS: OpenBLAS \S+ \w+, \d+ threads? \(.+\)\n", done.stdout
     )
+
+
+@pytest.mark.parametrize(
+    ("affinity", "busy", "threads"),
+    [
+        (4, 0.0, 4),  # an idle machine: every core
+        (4, 1.0, 3),  # another process holds one core: it keeps it
+        (4, 1.6, 2),  # ... and most of another
+        (4, 3.9, 1),  # all busy: still one thread
+        (2, 0.0, 2),  # only the cores this process may use
+    ],
+)
+def test_a_foreground_run_takes_the_cores_no_other_process_is_busy_on(
+    monkeypatch: pytest.MonkeyPatch, affinity: int, busy: float, threads: int
+) -> None:
+    samples = iter([(0, 0), (4000, int(busy * 1000))])  # 4 cores x 1000 jiffies, busy ones
+    monkeypatch.setattr(blas, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(affinity)))
+    assert blas.foreground_threads(sample_s=0) == threads
+
+
+def test_a_foreground_run_without_proc_stat_keeps_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def unreadable() -> tuple[int, int]:
+        raise OSError("no /proc/stat")
+
+    monkeypatch.setattr(blas, "_cpu_times", unreadable)
+    assert blas.foreground_threads(sample_s=0) == blas.default_threads()
+
+
+def test_cpu_times_read_this_machine() -> None:
+    total, busy = blas._cpu_times()
+    assert 0 <= busy <= total and total > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -62,13 +63,22 @@ def test_a_lora_rank_the_model_cannot_take_is_refused_before_any_work(
 
 
 @pytest.mark.training
-def test_demo_runs_offline_and_shows_learning(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path)])
+def test_the_smoke_demo_runs_offline_and_shows_learning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """And its worker's BLAS takes the cores the CLI found free (a foreground run: every core
+    here, where the editor's worker takes half)."""
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setattr(blas, "foreground_threads", lambda: cores)
+    result = CliRunner().invoke(app, ["demo", "--smoke", "--workdir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "smoke test" in result.output
     assert "--model-name mlx-community/gemma-2-2b-it-4bit\n" in result.output
     run = json.loads((tmp_path / "finetuned-model" / "run.json").read_text())
     assert run["blas"]["name"] == blas.status().name  # OpenBLAS on a Linux CPU
+    if run["blas"]["name"].startswith("OpenBLAS"):
+        assert run["blas"]["threads"] == cores
     before, after = run["metrics"]["before"], run["metrics"]["after"]
     assert before["unconstrained_valid_json_rate"] < 0.2  # on its own, without the grammar
     assert after["schema_valid_rate"] >= 0.9

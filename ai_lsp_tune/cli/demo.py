@@ -1,9 +1,10 @@
-"""``ai-lsp demo``: the whole pipeline, offline, on sample traces and the tiny local model.
+"""``ai-lsp demo --smoke``: the whole pipeline, offline, on sample traces and the tiny local model.
 
 The sample traces are analyses recorded in our span format through the real OpenTelemetry
 SDK and our exporter. Their answers follow a fixed, schema-valid pattern (one issue kind per
 snippet), so the tiny random-init model can visibly learn the task in a minute or two on a
-laptop CPU. It is a smoke test of the machinery, not a useful model.
+laptop CPU. It is a smoke test of the machinery, not a useful model (``ai-lsp demo`` without
+``--smoke`` shows a real one learn: ``cli.review_demo``).
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ REAL_COMMAND = (
 
 
 def run_demo(workdir: Path | None = None) -> int:
-    """The README's first command: prepare, train and evaluate offline; return the exit code."""
+    """The smoke run: prepare, train and evaluate offline; return the exit code."""
     from rich.console import Console
     from rich.panel import Panel
 
@@ -141,9 +142,9 @@ def run_demo(workdir: Path | None = None) -> int:
             "This is a [bold]smoke test[/bold] of the whole pipeline, offline: a tiny "
             "random-init model (built locally, no download) learns a fixed answer pattern "
             "from sample traces. It shows the machinery works and that training moves the "
-            f"metrics; it is not a useful reviewer.\n\nFor a real model, on your own traces:\n"
-            f"  [bold]{REAL_COMMAND}[/bold]",
-            title="ai-lsp demo",
+            "metrics; it is not a useful reviewer (`ai-lsp demo` without --smoke shows a real "
+            f"one learn).\n\nFor a real model, on your own traces:\n  [bold]{REAL_COMMAND}[/bold]",
+            title="ai-lsp demo --smoke",
         )
     )
     with console.status("Building the tiny model (once)"):

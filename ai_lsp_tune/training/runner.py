@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ai_lsp_tune import watchdog
+from ai_lsp_tune import blas, watchdog
 from ai_lsp_tune.supervisor import Child, python_module
 from ai_lsp_tune.training.distributed import (
     Launch,
@@ -282,10 +282,15 @@ def run_training(
     on_log: Callable[[str], None] | None = None,
     launch: Launch | None = None,
 ) -> RunOutcome:
-    """The CLI's way in: run to the end; Ctrl-C (SIGINT) or SIGTERM cancels with a checkpoint."""
+    """The CLI's way in: run to the end; Ctrl-C (SIGINT) or SIGTERM cancels with a checkpoint.
+    The user waits on it: a single worker's BLAS takes every core no other process is busy on
+    (``blas.foreground_threads``), unless ``OPENBLAS_NUM_THREADS`` says otherwise."""
+    env = None
+    if launch is None and not os.environ.get("OPENBLAS_NUM_THREADS"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": str(blas.foreground_threads())}
 
     async def main() -> RunOutcome:
-        runner = TrainingRunner(request, on_event, on_log=on_log, launch=launch)
+        runner = TrainingRunner(request, on_event, on_log=on_log, launch=launch, env=env)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, runner.cancel)
