@@ -90,19 +90,26 @@ def test_evaluating_only_as_served_answers_each_test_prompt_once(
     assert {(e.total, e.examples) for e in events if e.phase == "evaluating"} == {(6, 6)}
 
 
-def test_keep_last_adapter_publishes_the_last_step_not_the_best_validation(
-    tiny_model: Path, tmp_path: Path
-) -> None:
-    """The real demo's choice: a learning rate that overshoots makes the last validation loss
-    worse than the best one, and the last step's adapter is still the one published."""
-    dataset = write_splits(tmp_path / "data", 8, 4, 2)
+def _validation_the_training_never_teaches(n_valid: int, folder: Path) -> Path:
+    """Splits whose validation answers use messages the training answers never use: their
+    loss falls, then stops falling, so the best validation comes before the last step."""
+    dataset = write_splits(folder, 8, n_valid, 2)
     rows = [json.loads(line) for line in (dataset / "valid.jsonl").read_text().splitlines()]
-    for row in rows:  # messages the training answers never use: their loss rises as it learns
+    for row in rows:
         result = json.loads(row["messages"][2]["content"])
         for number, found in enumerate(result["issues"]):
             found["message"] = f"zq{number} vex plok quirt {number * 7} blorf"
         row["messages"][2]["content"] = json.dumps(result)
     (dataset / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return dataset
+
+
+def test_keep_last_adapter_publishes_the_last_step_not_the_best_validation(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """The real demo's choice: the last validation loss is worse than the best one, and the
+    last step's adapter is still the one published, because it was asked for."""
+    dataset = _validation_the_training_never_teaches(4, tmp_path / "data")
     request = fast_request(tiny_model, tmp_path, dataset, num_epochs=3, keep_last_adapter=True)
     outcome = run_training(request, lambda _: None)
 
@@ -112,6 +119,36 @@ def test_keep_last_adapter_publishes_the_last_step_not_the_best_validation(
     assert min(loss for _, loss in history) < history[-1][1], history  # the best was earlier
     assert run["best_iteration"] == run["iterations"] == outcome.event.best_iteration
     assert run["best_val_loss"] == pytest.approx(history[-1][1], abs=1e-4)
+    assert (run["published_adapter"], run["adapter_choice"]) == ("last", "requested")
+
+
+def test_by_default_a_run_keeps_its_best_adapter_only_when_surely_better_and_says_why(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """Six validation windows, one file each: the best validation loss comes before the last
+    step, but not lower on enough files to be sure, so the last adapter is published and
+    run.json (and the done event) say so with the difference the validation measured."""
+    dataset = _validation_the_training_never_teaches(6, tmp_path / "data")
+    request = fast_request(tiny_model, tmp_path, dataset, num_epochs=3)
+    assert request.keep_last_adapter is None  # auto
+    outcome = run_training(request, lambda _: None)
+
+    assert outcome.status == "done", outcome.event
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    history = run["val_loss_history"]
+    best_step, best = min(history, key=lambda point: point[1])
+    assert best_step < run["iterations"], history
+    assert run["published_adapter"] == "last"
+    assert run["best_iteration"] == run["iterations"]  # the published adapter's
+    reason = run["adapter_choice"]
+    assert reason.startswith(f"auto: last; best (step {best_step}) not surely lower (Δ +"), reason
+    # Δ: the last's loss minus the best's, from the same windows the validation averaged
+    delta = float(reason.split("Δ ")[1].split(" ")[0])
+    assert delta == pytest.approx(history[-1][1] - best, abs=2e-3)
+    assert reason.endswith("over 6 files)")
+    done = outcome.event
+    assert done.phase == "done"
+    assert (done.published_adapter, done.adapter_choice) == ("last", reason)
 
 
 def test_the_original_dataset_json_format_trains(tiny_model: Path, tmp_path: Path) -> None:

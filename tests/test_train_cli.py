@@ -116,7 +116,10 @@ def test_the_unconstrained_pass_can_be_skipped_from_the_cli(
     assert result.exit_code == 0, result.output
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     measured = flag == "--eval-unconstrained"
-    assert run["published_adapter"] == adapter.removeprefix("--keep-").removesuffix("-adapter")
+    published = adapter.removeprefix("--keep-").removesuffix("-adapter")
+    assert (run["published_adapter"], run["adapter_choice"]) == (published, "requested")
+    which = "best-validation" if published == "best" else "last step's"
+    assert f"Published:   the {which} adapter (requested)" in result.output
     for stage in ("before", "after"):
         rate = run["metrics"][stage]["unconstrained_valid_json_rate"]
         assert (rate is not None) is measured, (stage, rate)

@@ -227,7 +227,7 @@ def train(
     eval_max_tokens: EvalMaxTokensOption = 512,
     eval_max_examples: EvalMaxExamplesOption = 50,
     eval_unconstrained: EvalUnconstrainedOption = True,
-    keep_last_adapter: KeepLastAdapterOption = False,
+    keep_last_adapter: KeepLastAdapterOption = None,
     hosts: HostsOption = None,
     hostfile: HostfileOption = None,
     backend: BackendOption = None,
@@ -237,7 +237,8 @@ def train(
 
     Trains on the answers only (prompt masked), in the model's own chat template.
 
-    Validates as it goes, keeps the best adapter, fuses it into the base model.
+    Validates as it goes; publishes the best-validation adapter when it is surely better than
+    the last step's, else the last; fuses it into the base model.
 
     Measures the test split before and after (valid JSON, DiagnosticResult, grounding, F1).
 
@@ -271,7 +272,7 @@ def pipeline(
     eval_max_tokens: EvalMaxTokensOption = 512,
     eval_max_examples: EvalMaxExamplesOption = 50,
     eval_unconstrained: EvalUnconstrainedOption = True,
-    keep_last_adapter: KeepLastAdapterOption = False,
+    keep_last_adapter: KeepLastAdapterOption = None,
     hosts: HostsOption = None,
     hostfile: HostfileOption = None,
     backend: BackendOption = None,

@@ -92,12 +92,15 @@ EvalUnconstrainedOption = Annotated[
     ),
 ]
 KeepLastAdapterOption = Annotated[
-    bool,
+    bool | None,
     typer.Option(
         "--keep-last-adapter/--keep-best-adapter",
         help="Which adapter the run publishes: the last step's (as `mlx_lm lora` does), or "
-        "the one of the best validation loss (the default). Keep the last when the validation "
-        "split is a few windows of a few files: its best then picks by noise.",
+        "the one of the best validation loss. Default (neither): the best only when its "
+        "validation loss is surely lower than the last's (95% bootstrap interval over the "
+        "validation files above 0, 5 files at least), else the last; run.json's "
+        "adapter_choice says why.",
+        show_default=False,
     ),
 ]
 ResumeOption = Annotated[

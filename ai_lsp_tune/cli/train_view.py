@@ -117,6 +117,11 @@ def report_outcome(outcome: RunOutcome, console: Console) -> int:
         return EXIT_CANCELLED
     if event.phase == "done":
         console.print(metrics_table(event.before, event.after))
+        if event.published_adapter is not None:
+            which = "best-validation" if event.published_adapter == "best" else "last step's"
+            console.print(
+                f"Published:   the {which} adapter ({event.adapter_choice})", highlight=False
+            )
         if event.model_path != event.output_dir / "adapters":  # --no-fuse: no fused model
             console.print(f"Fused model: [bold]{event.model_path}[/bold]", highlight=False)
         console.print(f"Adapters:    {event.output_dir / 'adapters'}", highlight=False)

@@ -15,15 +15,13 @@ recompute F1(candidate) − F1(current) from the summed counts.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ai_lsp_tune.prompts import parse_user_prompt
+from ai_lsp_tune.training.bootstrap import BOOTSTRAP_SAMPLES, CONFIDENCE, paired_interval
 
 LINE_TOLERANCE = 1  # a snippet one line above or below the teacher's still points at the issue
-BOOTSTRAP_SAMPLES = 2000
-CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -162,15 +160,13 @@ def paired_bootstrap(
         return F1Difference(0.0, 0.0, 0.0, 0)
     pairs = [(candidate[k], current[k]) for k in keys]
 
-    def difference(chosen: Iterable[tuple[IssueCounts, IssueCounts]]) -> float:
+    def difference(chosen: Sequence[tuple[IssueCounts, IssueCounts]]) -> float:
         new = old = IssueCounts()
         for a, b in chosen:
             new, old = new + a, old + b
         return new.f1 - old.f1
 
-    rng = random.Random(seed)
-    draws = sorted(difference(rng.choices(pairs, k=len(pairs))) for _ in range(samples))
-    tail = (1 - confidence) / 2
-    low = draws[int(tail * (samples - 1))]
-    high = draws[round((1 - tail) * (samples - 1))]
-    return F1Difference(difference(pairs), low, high, len(keys))
+    value, low, high = paired_interval(
+        pairs, difference, samples=samples, confidence=confidence, seed=seed
+    )
+    return F1Difference(value, low, high, len(keys))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from ai_lsp_tune.files import atomic_write_text, publish_dir
+from ai_lsp_tune.training.adapter_choice import Published
 from ai_lsp_tune.training.evaluate import EvalMetrics
 from ai_lsp_tune.training.protocol import TrainRequest
 
@@ -36,6 +37,11 @@ class CheckpointState(BaseModel):
     trained_tokens: int = 0
     train_seconds: float = 0.0
     val_history: list[tuple[int, float]] = []
+    # The best validation's per-example (loss sum, answer tokens): the adapter choice pairs
+    # them with the last step's (``adapter_choice``); None in a checkpoint from before it.
+    best_window_losses: list[tuple[float, int]] | None = None
+    published_adapter: Published = "best"  # decided at the end of training (``adapter_choice``)
+    adapter_choice: str = ""
     train_history: list[tuple[int, float]] = []
     before: EvalMetrics | None = None
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ai_lsp_tune.prompts import chat_messages, prompt_tokens, render_chat
-from ai_lsp_tune.training.distributed import shard
+from ai_lsp_tune.training.distributed import World, shard, sum_over_ranks
 from ai_lsp_tune.training.forward import CHUNK_ENV, FrozenCache, chunk_size, forward_fault, run
 from ai_lsp_tune.training.packing import (
     Item,
@@ -59,11 +59,13 @@ def example_tokens(tokenizer: Any, example: ChatExample) -> tuple[list[int], int
 
 @dataclass
 class TokenizedSplit:
-    """One split as (tokens, answer offset) pairs; too-long and empty examples are skipped."""
+    """One split as (tokens, answer offset) pairs; too-long and empty examples are skipped.
+    ``sources``: the file each kept example is about, when known (validation pairs by file)."""
 
     items: list[tuple[list[int], int]] = field(default_factory=list)
     too_long: int = 0
     no_answer: int = 0
+    sources: list[str] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -74,7 +76,7 @@ class TokenizedSplit:
             split.add(*example_tokens(tokenizer, example), max_seq_length=max_seq_length)
         return split
 
-    def add(self, tokens: list[int], offset: int, *, max_seq_length: int) -> None:
+    def add(self, tokens: list[int], offset: int, *, max_seq_length: int, source: str = "") -> None:
         """One example's tokens and answer offset: kept, or counted as too long or empty."""
         if len(tokens) > max_seq_length:
             self.too_long += 1
@@ -82,6 +84,7 @@ class TokenizedSplit:
             self.no_answer += 1
         else:
             self.items.append((tokens, offset))
+            self.sources.append(source)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -92,6 +95,48 @@ class TokenizedSplit:
     @property
     def total_tokens(self) -> int:
         return sum(len(tokens) for tokens, _ in self.items)
+
+
+class WindowLosses:
+    """Each example's summed answer-token loss and answer tokens in one validation pass
+    (``LengthGroupedBatches`` with ``window_losses``): the adapter choice pairs them by file.
+    An example the pass did not reach (past ``val_batches``) keeps 0 tokens."""
+
+    def __init__(self, split: TokenizedSplit) -> None:
+        self.index = {id(tokens): i for i, (tokens, _) in enumerate(split.items)}
+        self.losses = np.zeros(len(split), np.float64)
+        self.tokens = np.zeros(len(split), np.int64)
+
+    def reset(self) -> None:
+        self.losses[:] = 0
+        self.tokens[:] = 0
+
+    def recorder(self, rows: Sequence[Sequence[Item]]) -> Callable[[mx.array], None]:
+        """What the loss calls with a batch's per-position losses (rows x answer positions,
+        each row's examples' answers back to back, as ``collate_rows`` lays them)."""
+
+        def record(losses: mx.array) -> None:
+            import mlx.core as mx
+
+            values = np.array(losses.astype(mx.float32))
+            for r, row in enumerate(rows):
+                at = 0
+                for tokens, offset in row:
+                    n = len(tokens) - offset
+                    i = self.index.get(id(tokens))
+                    if i is not None:
+                        self.losses[i] += float(values[r, at : at + n].sum())
+                        self.tokens[i] += n
+                    at += n
+
+        return record
+
+    def pairs(self, world: World | None = None) -> list[tuple[float, int]]:
+        """(loss sum, answer tokens) of each example, summed over the ranks of ``world``."""
+        losses, tokens = [float(x) for x in self.losses], [float(n) for n in self.tokens]
+        if world is not None:
+            losses, tokens = sum_over_ranks(losses, world), sum_over_ranks(tokens, world)
+        return [(loss, round(n)) for loss, n in zip(losses, tokens, strict=True)]
 
 
 def collate(items: Sequence[tuple[list[int], int]]) -> tuple[mx.array, mx.array, mx.array]:
@@ -121,8 +166,10 @@ class LengthGroupedBatches:
         share: bool = False,
         max_batch_tokens: int | None = None,
         frozen: FrozenCache | None = None,
+        window_losses: WindowLosses | None = None,
     ) -> None:
         self.seed = seed
+        self.window_losses = window_losses  # each validation pass records into it
         self.skip = skip
         self.pack = pack
         self.share = share
@@ -175,13 +222,18 @@ class LengthGroupedBatches:
         rank, size = (comm_group.rank(), comm_group.size()) if comm_group else (0, 1)
         groups = self._groups(dataset, batch_size)
         if not loop:  # evaluation: one (packed) batch per group, each loss a token mean
+            recording = self.window_losses
+            if recording is not None:
+                recording.reset()
             for group in groups:
                 if group[rank::size]:  # losses are summed over ranks: no repeats here
                     items = [dataset[i] for i in group[rank::size]]
                     rows, prefix = layout(items, pack=self.pack, share=self.share)
                     cached = self.frozen is not None and all(map(self.frozen.covers, items))
-                    columns = (None, *self.columns_of(rows, prefix)) if cached else ()
-                    yield (*collate_rows(rows, prefix), *columns)  # weight None: a token mean
+                    columns = self.columns_of(rows, prefix) if cached else (None, None)
+                    record = recording.recorder(rows) if recording is not None else None
+                    # weight None: a token mean
+                    yield (*collate_rows(rows, prefix), None, *columns, record)
             return
         import mlx.core as mx
 
@@ -255,6 +307,7 @@ def make_loss(
         weight: mx.array | None = None,
         columns: mx.array | None = None,
         prefix_columns: mx.array | None = None,
+        record: Callable[[mx.array], None] | None = None,
     ) -> tuple[mx.array, mx.array]:
         inputs, targets = batch[:, :-1], batch[:, 1:]
         chunk = chunk_size(inputs.shape[1]) if chunked else None
@@ -272,6 +325,8 @@ def make_loss(
         answer_targets = mx.take_along_axis(targets, positions, axis=1)
         ce = nn.losses.cross_entropy(logits, answer_targets) * mask
         ntoks = mask.sum()
+        if record is not None:  # a validation batch: each example's loss too (WindowLosses)
+            record(ce)
         if weight is not None:  # a training micro-batch: its share of the whole step's loss
             return ce.astype(mx.float32).sum() * weight, ntoks
         if group is not None and group.size() > 1 and model.training:

@@ -117,6 +117,16 @@ def _all_sum(values: mx.array, world: World) -> mx.array:
     return mx.distributed.all_sum(values, group=world.group, stream=mx.cpu)
 
 
+def sum_over_ranks(values: list[float], world: World) -> list[float]:
+    """``values`` summed element-wise over the ranks (each rank's own where it is alone)."""
+    if world.size == 1:
+        return values
+    import mlx.core as mx
+    import numpy as np
+
+    return [float(v) for v in np.array(_all_sum(mx.array(values, dtype=mx.float32), world))]
+
+
 def any_stopped(stop: bool, world: World) -> bool:
     """Whether any rank was asked to stop: all ranks then stop at the same step."""
     if world.size == 1:

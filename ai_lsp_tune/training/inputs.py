@@ -1,5 +1,6 @@
 """A run's inputs: the dataset's examples checked and tokenized, and the batch size and
 evaluation split that fit them; each problem is a warning event or a ``bad_dataset`` error.
+The hyper-parameters are fitted to the model too (``fit_layers``, ``check_fits``).
 
 Examples are cropped once, by the dataset (``dataset.crop``): a split folder's rows are used as
 ``prepare-dataset`` wrote them and tokenized once. Only an example the model's tokenizer counts
@@ -16,6 +17,7 @@ from typing import Any
 from ai_lsp_tune.dataset.crop import fit_examples
 from ai_lsp_tune.dataset.example import Example
 from ai_lsp_tune.prompts import render_chat
+from ai_lsp_tune.training.agreement import file_key
 from ai_lsp_tune.training.channel import EventChannel, WorkerError
 from ai_lsp_tune.training.data import TokenizedSplit, example_tokens
 from ai_lsp_tune.training.protocol import TrainRequest, WarningEvent, at
@@ -134,15 +136,16 @@ def _fit_split(
     split, cropped = TokenizedSplit(), 0
     for example in examples:
         tokens, offset = example_tokens(tokenizer, example)
+        source = file_key(example.user)  # the validation pairs losses by file
         if len(tokens) <= limit:
             kept.append(example)
-            split.add(tokens, offset, max_seq_length=limit)
+            split.add(tokens, offset, max_seq_length=limit, source=source)
             continue
         windows, was_cropped = fit_examples([example], count, limit)
         cropped += was_cropped
         for window in windows:  # the example itself when it cannot be cropped: too long
             kept.append(window)
-            split.add(*example_tokens(tokenizer, window), max_seq_length=limit)
+            split.add(*example_tokens(tokenizer, window), max_seq_length=limit, source=source)
     return kept, split, cropped
 
 
@@ -168,3 +171,30 @@ def evaluation_split(data: dict[str, Any], channel: EventChannel) -> str:
                 channel.emit(WarningEvent(message=f"Evaluating on the {name} split ({why})."))
             return name
     return "train"
+
+
+def fit_layers(model: Any, request: TrainRequest) -> tuple[TrainRequest, str | None]:
+    """More layers asked for than the model has means all of them (as ``mlx_lm lora`` does).
+
+    Returns the request to train with and, when it changed, the line that says so.
+    """
+    layers = len(model.layers)
+    if request.num_layers <= layers:
+        return request, None
+    note = (
+        f"num_layers {request.num_layers} is more than the {layers} layers of "
+        f"{request.model_name}: adapting all {layers} layers"
+    )
+    return request.model_copy(update={"num_layers": layers}), note
+
+
+def check_fits(model: Any, request: TrainRequest) -> None:
+    """Refuse hyper-parameters the model cannot take, before anything expensive runs."""
+    hidden = getattr(getattr(model, "args", None), "hidden_size", None)
+    if isinstance(hidden, int) and request.lora_rank > hidden:
+        raise WorkerError(
+            "bad_hyperparameter",
+            f"--lora-rank {request.lora_rank} is more than the hidden size {hidden} of "
+            f"{request.model_name}, the most a LoRA update of its layers can use; pass "
+            f"--lora-rank {hidden} or less.",
+        )

@@ -1,8 +1,9 @@
 """The LoRA training loop: mlx-lm's ``train`` with our batches, loss and callback.
 
 The callback turns mlx-lm's reports into TrainingEvents, keeps the adapter with the best
-validation loss (mlx-lm keeps only the last), checkpoints periodically, and stops the loop
-when asked (by raising out of ``train``).
+validation loss (mlx-lm keeps only the last) and its per-example validation losses, checkpoints
+periodically, and stops the loop when asked (by raising out of ``train``). At the end the run
+publishes the best or the last adapter (``adapter_choice``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ai_lsp_tune.training.channel import Cancelled, EventChannel, WorkerError
+from ai_lsp_tune.training.adapter_choice import Published, WindowLoss, adapter_to_publish
+from ai_lsp_tune.training.channel import Cancelled, EventChannel
 from ai_lsp_tune.training.checkpoint import CheckpointState, save_checkpoint
 from ai_lsp_tune.training.data import (
     LengthGroupedBatches,
     TokenizedSplit,
+    WindowLosses,
     chunks,
     make_loss,
     packs,
@@ -29,6 +32,7 @@ from ai_lsp_tune.training.data import (
 from ai_lsp_tune.training.distributed import World, any_stopped
 from ai_lsp_tune.training.evaluate import EvalMetrics
 from ai_lsp_tune.training.frozen import CacheProgress, cache_frozen
+from ai_lsp_tune.training.inputs import check_fits
 from ai_lsp_tune.training.protocol import TrainingEvent, TrainRequest, at
 
 VALIDATIONS_PER_RUN = 8
@@ -46,6 +50,8 @@ class TrainResult:
     val_history: list[tuple[int, float]] = field(default_factory=list)
     train_history: list[tuple[int, float]] = field(default_factory=list)
     batching: dict[str, Any] = field(default_factory=dict)
+    published_adapter: Published = "best"
+    adapter_choice: str = ""  # why, in a line
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class _Reporter:
         self.val_seconds = 0.0
         self.sec_per_iter: float | None = None
         self.layers = len(training.model.layers)  # read now: caching runs fewer
+        self.last_windows: list[WindowLoss] | None = None  # the latest validation's
 
     def _trainable(self) -> dict[str, Any]:
         from mlx.utils import tree_flatten
@@ -190,7 +197,7 @@ class _Reporter:
     def on_val_loss_report(self, info: dict[str, Any]) -> None:
         iteration = self.start + int(info["iteration"]) // self.per_update
         self.val_seconds += float(info["val_time"])
-        self.record_val(iteration, float(info["val_loss"]))
+        self.record_val(iteration, float(info["val_loss"]), self.windows())
         if iteration > self.start:
             self.checkpoint(iteration)
 
@@ -201,42 +208,24 @@ class _Reporter:
             self.state.best_val_loss = val_loss
         self.best_weights = self._trainable()
 
-    def record_val(self, iteration: int, val_loss: float) -> None:
+    def windows(self) -> list[WindowLoss] | None:
+        """The last validation pass's per-example losses, every rank's."""
+        recorded = self.batches.window_losses
+        return None if recorded is None else recorded.pairs(self.training.world)
+
+    def record_val(
+        self, iteration: int, val_loss: float, windows: list[WindowLoss] | None = None
+    ) -> None:
+        self.last_windows = windows
         if self.state.val_history and self.state.val_history[-1][0] == iteration:
             return
         self.state.val_history.append((iteration, round(val_loss, 5)))
         if self.state.best_val_loss is None or val_loss < self.state.best_val_loss:
             self.state.best_val_loss = val_loss
             self.state.best_iteration = iteration
+            self.state.best_window_losses = windows
             self.best_weights = self._trainable()
         self._emit(iteration, val_loss=val_loss)
-
-
-def fit_layers(model: Any, request: TrainRequest) -> tuple[TrainRequest, str | None]:
-    """More layers asked for than the model has means all of them (as ``mlx_lm lora`` does).
-
-    Returns the request to train with and, when it changed, the line that says so.
-    """
-    layers = len(model.layers)
-    if request.num_layers <= layers:
-        return request, None
-    note = (
-        f"num_layers {request.num_layers} is more than the {layers} layers of "
-        f"{request.model_name}: adapting all {layers} layers"
-    )
-    return request.model_copy(update={"num_layers": layers}), note
-
-
-def check_fits(model: Any, request: TrainRequest) -> None:
-    """Refuse hyper-parameters the model cannot take, before anything expensive runs."""
-    hidden = getattr(getattr(model, "args", None), "hidden_size", None)
-    if isinstance(hidden, int) and request.lora_rank > hidden:
-        raise WorkerError(
-            "bad_hyperparameter",
-            f"--lora-rank {request.lora_rank} is more than the hidden size {hidden} of "
-            f"{request.model_name}, the most a LoRA update of its layers can use; pass "
-            f"--lora-rank {hidden} or less.",
-        )
 
 
 def _prepare(model: Any, request: TrainRequest) -> None:
@@ -302,6 +291,8 @@ def train_lora(training: LoraTraining) -> TrainResult:
     # No validation split (a first fine-tune on few examples): no best-adapter selection.
     valid = tokens["valid"] if len(tokens["valid"]) else None
     batches, batching = _batches(model, request, tokens["train"], start, training.world)
+    if valid is not None:
+        batches.window_losses = WindowLosses(valid)
     per_update = batching["micro_batches_per_step"]
     eval_every = request.eval_every or max(1, total // VALIDATIONS_PER_RUN)
     reporter = _Reporter(
@@ -355,9 +346,16 @@ def train_lora(training: LoraTraining) -> TrainResult:
                 max_seq_length=args.max_seq_length,
                 iterate_batches=batches,  # type: ignore[arg-type]
             )
-            reporter.record_val(total, float(final))
-        if valid is None or request.keep_last_adapter:
+            reporter.record_val(total, float(final), reporter.windows())
+        choice = adapter_to_publish(
+            request.keep_last_adapter,
+            best=(state.best_iteration, state.best_window_losses),
+            last=(total, reporter.last_windows),
+            sources=tokens["valid"].sources,
+        )
+        if choice.published == "last":
             reporter.keep_last(total, float(final) if valid is not None else None)
+        state.published_adapter, state.adapter_choice = choice.published, choice.reason
         reporter.checkpoint(total)
     return TrainResult(
         iterations=total,
@@ -370,6 +368,8 @@ def train_lora(training: LoraTraining) -> TrainResult:
         val_history=state.val_history,
         train_history=state.train_history,
         batching={**batching, "rows": batches.rows, "padded_tokens": batches.padded_tokens},
+        published_adapter=state.published_adapter,
+        adapter_choice=state.adapter_choice,
     )
 
 

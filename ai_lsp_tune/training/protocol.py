@@ -56,10 +56,12 @@ class TrainRequest(Hyperparameters):
         "rate); false: only as served, which halves the evaluation (an untrained model's free "
         "answers run to eval_max_tokens).",
     )
-    keep_last_adapter: bool = Field(
-        default=False,
-        description="Publish the last step's adapter, not the one of the best validation loss "
-        "(a validation split of a few windows of one rule picks by noise; bench/RESULTS.md).",
+    keep_last_adapter: bool | None = Field(
+        default=None,
+        description="true: publish the last step's adapter (as mlx_lm lora does); false: the "
+        "one of the best validation loss; null (auto): the best only when its validation loss "
+        "is surely lower than the last's, paired over the validation files "
+        "(training/adapter_choice.py).",
     )
     eval_max_examples: int = Field(
         default=50, ge=0, description="Test prompts answered greedily before and after (0: skip)."
@@ -194,6 +196,8 @@ class DoneEvent(_Event):
     after: EvalMetrics | None = None
     best_iteration: int = 0
     iterations: int = 0
+    published_adapter: Literal["best", "last"] | None = None
+    adapter_choice: str = ""  # why that one, in a line (``adapter_choice``)
 
 
 class ErrorEvent(_Event):

@@ -39,7 +39,8 @@ def served_path(request: TrainRequest) -> Path:
 def write_adapters(
     folder: Path, model: nn.Module, request: TrainRequest, best_weights: dict[str, mx.array]
 ) -> None:
-    """Load the best adapter into the model and save it as mlx-lm's adapter folder."""
+    """Load the published adapter (best or last) into the model and save it as mlx-lm's adapter
+    folder."""
     import mlx.core as mx
 
     model.load_weights(list(best_weights.items()), strict=False)
@@ -108,8 +109,9 @@ def write_run_json(
         "iterations": trained.iterations,
         "best_iteration": trained.best_iteration,
         "best_val_loss": trained.best_val_loss,
-        # the adapter published: the best validation loss's, or the last (--keep-last-adapter)
-        "published_adapter": "last" if request.keep_last_adapter else "best",
+        # the adapter published, "best" (validation loss) or "last", and why (adapter_choice.py)
+        "published_adapter": trained.published_adapter,
+        "adapter_choice": trained.adapter_choice,
         "val_loss_history": trained.val_history,
         "train_loss_history": trained.train_history,
         "trained_tokens": trained.trained_tokens,

@@ -30,7 +30,8 @@ from ai_lsp_tune.training.evaluate import (
     serving_grammar,
     valid_json_rate,
 )
-from ai_lsp_tune.training.loop import LoraTraining, check_fits, fit_layers, train_lora
+from ai_lsp_tune.training.inputs import check_fits, fit_layers
+from ai_lsp_tune.training.loop import LoraTraining, train_lora
 from ai_lsp_tune.training.modelio import load_model
 from ai_lsp_tune.training.protocol import (
     DoneEvent,
@@ -206,9 +207,7 @@ def _run(
         return _follow_to_the_end(request, model, plan, data, eval_split, trained, world)
     channel.emit(
         FusingEvent(
-            message="Fusing the last adapter"
-            if request.keep_last_adapter
-            else "Fusing the best adapter",
+            message=f"Fusing the {trained.published_adapter} adapter",
             fraction=at("fusing"),
         )
     )
@@ -253,6 +252,8 @@ def _run(
         after=after,
         best_iteration=trained.best_iteration,
         iterations=total,
+        published_adapter=trained.published_adapter,
+        adapter_choice=trained.adapter_choice,
     )
 
 
