@@ -2,13 +2,14 @@
 
 ``keep_last_adapter`` true publishes the last (as ``mlx_lm lora`` does), false the best; unset
 (the default, "auto") decides from the run itself. The rule: publish the best only when its
-validation loss is surely lower than the last step's, paired over the validation split's
-source files: Δ = loss(last) − loss(best) (the answer-token mean over the files, both adapters
-on the same windows), and its 95 % paired bootstrap interval over files (``bootstrap``, as the
-gate's F1 difference) must lie entirely above 0. Otherwise, and with fewer than
-``MIN_FILES`` files (the interval cannot be sure: a best lower on each of 4 files happens by
-chance 1 time in 16), the last. A few windows of a few files pick their best by noise, which a
-big, varied split does not (bench/RESULTS.md "Keeping the last adapter").
+validation loss is surely lower than the last step's. Both are measured on the same validation
+windows; Δ = loss(last) − loss(best), each the mean loss per answer token, and its 95 % paired
+bootstrap interval resamples the windows' source files (``bootstrap``, as the gate's F1
+difference). The best when the interval lies entirely above 0 and there are at least
+``MIN_FILES`` files (with fewer the interval cannot be sure: a best lower on each of 4 files
+happens by chance 1 time in 16); else the last. A run without validation publishes the last.
+Why: a few windows of a few files pick their best by noise, a big, varied split does not
+(bench/RESULTS.md "quality", "Keeping the last adapter instead of the best-validation one").
 """
 
 from __future__ import annotations
