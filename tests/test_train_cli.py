@@ -37,6 +37,26 @@ def test_bad_hyperparameters_are_refused_before_training(
     assert message in result.output
 
 
+@pytest.mark.parametrize(
+    ("flags", "keep_last"),
+    [([], None), (["--keep-last-adapter"], True), (["--keep-best-adapter"], False)],
+    ids=["neither-auto", "last", "best"],
+)
+def test_the_adapter_flags_choose_and_neither_leaves_it_to_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], keep_last: bool | None
+) -> None:
+    """The request the worker would get: the flag pair's choice, or unset (auto)."""
+    import ai_lsp_tune.cli.app as cli
+
+    requests = []
+    monkeypatch.setattr(cli, "_run_train", lambda request, launch: requests.append(request))
+    monkeypatch.setattr(cli, "_local_tokenizer", lambda model_name: None)
+    (tmp_path / "dataset.json").write_text("")
+    result = CliRunner().invoke(app, ["finetune", "train", str(tmp_path / "dataset.json"), *flags])
+    assert result.exit_code == 0, result.output
+    assert [r.keep_last_adapter for r in requests] == [keep_last]
+
+
 @pytest.mark.parametrize("command", ["train", "pipeline"])
 def test_a_lora_rank_the_model_cannot_take_is_refused_before_any_work(
     tmp_path: Path, tiny_model: Path, command: str
