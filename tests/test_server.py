@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from lsprotocol import types
 
 from ai_lsp_tune.server.commands import DISMISS, FINETUNE_STATUS
@@ -20,8 +21,9 @@ from tests.helpers.scripted_openai import (
     scripted_endpoint,
 )
 
-# Every test here starts the language server over stdio: ~10 s each on the 2-core machine.
-pytestmark = pytest.mark.slow
+# Every test here talks to the language server over stdio (~5 s of CPU a start here); tests
+# that change no setting share one server (shared_session), on the module's event loop.
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 CODE = (
     'label = "naïve 😀"; total = price * qty\n'
@@ -57,16 +59,50 @@ ANSWER = {
 }
 
 
-@pytest.fixture
-def endpoint() -> Iterator[ScriptedEndpoint]:
+@pytest.fixture(scope="module")
+def shared_endpoint() -> Iterator[ScriptedEndpoint]:
     with scripted_endpoint(answers({})) as ep:
         yield ep
 
 
 @pytest.fixture
-async def session(
+def endpoint(shared_endpoint: ScriptedEndpoint) -> ScriptedEndpoint:
+    """The module's endpoint, as new: no script, no requests (each test sets its own)."""
+    shared_endpoint.script = answers({})
+    shared_endpoint.requests.clear()
+    return shared_endpoint
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_session(
+    tmp_path_factory: pytest.TempPathFactory, shared_endpoint: ScriptedEndpoint
+) -> AsyncIterator[Session]:
+    """One server for the tests that only open their own files and read what comes back (each
+    file name is used by one test): a start costs ~5 s of CPU here, mostly importing pydantic-ai."""
+    root = tmp_path_factory.mktemp("shared-server")
+    workspace = root / "project"
+    workspace.mkdir()
+    s = await start_session(
+        workspace,
+        env=remote_env(shared_endpoint, root / "home"),
+        init_options={
+            "aiLsp": {"backend": "remote", "remoteModel": "openai-chat:teacher", "debounceMs": 50}
+        },
+    )
+    yield s
+    await stop_session(s)
+
+
+@pytest.fixture
+def session(shared_session: Session, endpoint: ScriptedEndpoint) -> Session:
+    return shared_session
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def own_session(
     tmp_path: Path, endpoint: ScriptedEndpoint, isolated_home: Path
 ) -> AsyncIterator[Session]:
+    """A server of the test's own, for a test that changes its settings."""
     workspace = tmp_path / "project"
     workspace.mkdir()
     s = await start_session(
@@ -134,7 +170,7 @@ async def test_quick_fix_applies_and_dismiss_removes(
     session: Session, endpoint: ScriptedEndpoint
 ) -> None:
     endpoint.script = answers({"price": json.dumps(ANSWER)})
-    uri = session.open("shop.py", CODE)
+    uri = session.open("fix.py", CODE)
     diagnostics = await session.wait_for_diagnostics(uri)
     unsafe = next(d for d in diagnostics if "eval" in d.message)
 
@@ -179,7 +215,7 @@ async def test_closing_a_file_keeps_its_issues_in_the_problems_list(
     session: Session, endpoint: ScriptedEndpoint
 ) -> None:
     endpoint.script = answers({"price": json.dumps(ANSWER)})
-    uri = session.open("shop.py", CODE)
+    uri = session.open("closed.py", CODE)
     shown = len(await session.wait_for_diagnostics(uri))
     assert shown > 0
     session.client.text_document_did_close(
@@ -283,33 +319,33 @@ async def test_an_answer_cut_at_max_tokens_is_shown_once_per_version_and_not_ret
 
 
 async def test_settings_change_is_applied_and_invalid_values_are_shown(
-    session: Session, endpoint: ScriptedEndpoint
+    own_session: Session, endpoint: ScriptedEndpoint
 ) -> None:
-    session.client.workspace_did_change_configuration(
+    own_session.client.workspace_did_change_configuration(
         types.DidChangeConfigurationParams(
             settings={"aiLsp": {"remoteModel": "openai-chat:student", "debounceMs": "soon"}}
         )
     )
-    message = await session.wait_for(
-        lambda: [m for m in session.client.messages if "debounceMs" in m.message],
+    message = await own_session.wait_for(
+        lambda: [m for m in own_session.client.messages if "debounceMs" in m.message],
         what="the invalid setting to be shown",
     )
     assert message[0].type == types.MessageType.Warning
-    session.open("after.py", "x = 1\n")
-    await session.wait_for(lambda: endpoint.requests, what="an analysis")
+    own_session.open("after.py", "x = 1\n")
+    await own_session.wait_for(lambda: endpoint.requests, what="an analysis")
     assert endpoint.requests[-1].model == "student"
 
 
 async def test_languages_setting_limits_what_is_analysed(
-    session: Session, endpoint: ScriptedEndpoint
+    own_session: Session, endpoint: ScriptedEndpoint
 ) -> None:
-    session.client.workspace_did_change_configuration(
+    own_session.client.workspace_did_change_configuration(
         types.DidChangeConfigurationParams(settings={"aiLsp": {"languages": ["rust"]}})
     )
     await asyncio.sleep(0.2)
-    session.open("skip.py", "x = 1\n")
-    rust = session.open("main.rs", "fn main() {}\n", language="rust")
-    await session.wait_for_diagnostics(rust)
+    own_session.open("skip.py", "x = 1\n")
+    rust = own_session.open("main.rs", "fn main() {}\n", language="rust")
+    await own_session.wait_for_diagnostics(rust)
     assert [r.user_texts[0].split("\n")[0] for r in endpoint.requests] == [
         "Analyze this rust code for issues:"
     ]

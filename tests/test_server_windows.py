@@ -7,9 +7,9 @@ import json
 import re
 from collections import Counter
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from ai_lsp_tune.prompts import SYSTEM_PROMPT, parse_user_prompt, user_prompt
 from ai_lsp_tune.tokens import estimate_counter
@@ -22,8 +22,9 @@ from tests.helpers.scripted_openai import (
     scripted_endpoint,
 )
 
-# Every test here starts the language server over stdio: ~10 s each on the 2-core machine.
-pytestmark = pytest.mark.slow
+# Both tests talk to one language server over stdio (~5 s of CPU a start here), on the
+# module's event loop.
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 MAX_INPUT, MAX_ANSWER = 4096, 1024
 BUG_EVERY = 37  # function numbers with a bug: some fall where two windows overlap
@@ -54,14 +55,17 @@ def flag_bugs(request: ChatRequest) -> Answer:
     return Answer(json.dumps({"issues": issues}))
 
 
-@pytest.fixture
-async def session(
-    tmp_path: Path, isolated_home: Path
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_session(
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[Session, ScriptedEndpoint]]:
+    """One server for both tests (same settings; each opens its own file and reads the answers)."""
+    root = tmp_path_factory.mktemp("windows")
+    (root / "project").mkdir()
     with scripted_endpoint(flag_bugs) as endpoint:
         s = await start_session(
-            tmp_path,
-            env=remote_env(endpoint, isolated_home),
+            root / "project",
+            env=remote_env(endpoint, root / "home"),
             init_options={
                 "aiLsp": {
                     "backend": "remote",
@@ -74,6 +78,15 @@ async def session(
         )
         yield s, endpoint
         await stop_session(s)
+
+
+@pytest.fixture
+def session(
+    shared_session: tuple[Session, ScriptedEndpoint],
+) -> tuple[Session, ScriptedEndpoint]:
+    """The shared server, with the requests of earlier tests forgotten."""
+    shared_session[1].requests.clear()
+    return shared_session
 
 
 async def test_a_3000_line_file_is_analysed_in_windows_and_placed_in_the_whole_file(

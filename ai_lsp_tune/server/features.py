@@ -6,7 +6,12 @@ Handlers are small: they read ``ls.state`` and delegate to ``analysis`` (diagnos
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
+import os
+import sys
+import threading
 from typing import Any
 
 from lsprotocol import types
@@ -136,6 +141,21 @@ def _can_pull_configuration(ls: AiLspServer) -> bool:
 def run_stdio() -> None:
     """Serve over stdin/stdout until the client says exit."""
     server.start_io()
+    leave_now()
+
+
+def leave_now() -> None:
+    """End the process as the interpreter would, less its teardown of every module and object:
+    0.7 s of CPU per exit here (pydantic-ai, OpenTelemetry, ...), out of the 2 s an editor gives
+    a server after ``exit``. The model host, worker and spans were closed by the shutdown."""
+    for thread in threading.enumerate():  # as at exit: wait for threads that are not daemons
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # logging's flush and close among them
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(ValueError, OSError):  # the LSP writer closed stdout
+            stream.flush()
+    os._exit(0)
 
 
 def run_tcp(host: str, port: int) -> None:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 8 * 1024
 CHUNK_BYTES = 64 * 1024
+READ_AHEAD = 16  # chunks read from stdin before the server has taken them
 
 _MARKER = b"content-length:"
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -142,20 +143,25 @@ def stdin_chunks(
 ) -> Callable[[], Awaitable[bytes]]:
     """Chunks of ``stdin`` read on a daemon thread (it never keeps the process alive); b"" at EOF.
 
-    The queue is bounded, so a client that writes faster than the server reads is held back.
+    At most ``READ_AHEAD`` chunks wait unread, so a client that writes faster than the server
+    reads is held back.
     """
-    chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=16)
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+    slots = threading.Semaphore(READ_AHEAD)
     fd = stdin.fileno()
 
     def pump() -> None:
         while True:
+            slots.acquire()
             try:
                 chunk = os.read(fd, CHUNK_BYTES)
             except OSError:
                 chunk = b""
             try:
-                asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
-            except (RuntimeError, asyncio.CancelledError):
+                # A plain callback, not a coroutine: one that a closing loop drops unrun is no
+                # "coroutine was never awaited" warning in the server's log at exit.
+                loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+            except RuntimeError:
                 return  # the loop is gone: the server is exiting
             if not chunk:
                 return
@@ -163,6 +169,8 @@ def stdin_chunks(
     threading.Thread(target=pump, name="lsp-stdin", daemon=True).start()
 
     async def read_chunk() -> bytes:
-        return await chunks.get()
+        chunk = await chunks.get()
+        slots.release()
+        return chunk
 
     return read_chunk
