@@ -12,8 +12,9 @@ in the user cache folder. macOS (Accelerate) and CUDA builds are left alone.
 ``AI_LSP_BLAS``: ``auto`` (the default), ``reference`` (keep MLX's own), or the path of a library
 that exports the standard CBLAS names (e.g. Debian's ``libopenblas.so.0``).
 ``OPENBLAS_NUM_THREADS``: OpenBLAS's threads (default: half the cores this process may use; a
-run the user waits on, the CLI's, takes the cores no other process is busy on:
-``foreground_threads``).
+run the user waits on, the CLI's, takes the cores no other process is busy on, which the CLI
+passes its worker as ``AI_LSP_BLAS_THREADS``: ``foreground_threads``; a model too small to gain
+from more than one thread gets one: ``fit_to_model``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import platformdirs
@@ -41,6 +42,12 @@ SETTING = "AI_LSP_BLAS"
 PREFIX = "scipy_"
 # What libmlx binds: the proof that MLX runs on the library we loaded.
 PROBE_SYMBOL = "cblas_sgemm"
+# The threads the CLI chose for its worker (``foreground_threads``); OPENBLAS_NUM_THREADS wins.
+THREADS_SETTING = "AI_LSP_BLAS_THREADS"
+# Below this hidden size a second thread costs more than it gives: the smoke demo's 2-layer
+# model (hidden size 96) ran 3-8 % slower on two threads than on one, SmolLM2-135M (576) 20 %
+# faster (bench/RESULTS.md, "quality"; the idle 2-core machine, back to back).
+SMALL_MODEL_HIDDEN = 256
 # Build options in openblas_get_config() that are not the CPU kernel's name.
 _FLAGS = {"DYNAMIC_ARCH", "NO_AFFINITY", "USE64BITINT", "USE_OPENMP", "NO_LAPACK", "NO_LAPACKE"}
 
@@ -53,6 +60,7 @@ class BlasStatus:
     library: str | None = None  # the file that defines cblas_sgemm for libmlx
     threads: int | None = None
     note: str = ""  # why the reference BLAS is in use, when it is
+    threads_from: str = ""  # who chose ``threads``: OPENBLAS_NUM_THREADS, the CLI, the default
 
     def describe(self) -> str:
         """One line for a log, a health check or a version banner."""
@@ -69,6 +77,7 @@ class BlasStatus:
 
 
 _status: BlasStatus | None = None
+_openblas: ctypes.CDLL | None = None  # the loaded library, to change its threads later
 
 
 def status() -> BlasStatus:
@@ -87,6 +96,7 @@ def load() -> BlasStatus:
 
 
 def _load() -> BlasStatus:
+    global _openblas
     reference = reference_blas()
     if reference is None:
         name = "Accelerate" if sys.platform == "darwin" else "not used (no mlx[cpu] build)"
@@ -103,9 +113,11 @@ def _load() -> BlasStatus:
         )
     try:
         path = Path(setting) if setting != "auto" else standard_names_copy()
+        users = bool(os.environ.get("OPENBLAS_NUM_THREADS"))  # before _initial_threads sets it
         with _threads_ignore_stop_signals(), _initial_threads():
             handle = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
-            threads = _set_threads(handle)
+            threads, threads_from = _set_threads(handle, users)
+            _openblas = handle
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         hint = f"unset {SETTING}" if setting != "auto" else "reinstall with `uv sync`"
         return BlasStatus(
@@ -113,7 +125,12 @@ def _load() -> BlasStatus:
             library=str(reference),
             note=f"{_one_line(error)}; {hint}, or set {SETTING}=/path/to/libopenblas.so",
         )
-    return BlasStatus(name=_openblas_name(handle), library=bound_library(), threads=threads)
+    return BlasStatus(
+        name=_openblas_name(handle),
+        library=bound_library(),
+        threads=threads,
+        threads_from=threads_from,
+    )
 
 
 def reference_blas() -> Path | None:
@@ -216,9 +233,10 @@ def foreground_threads(sample_s: float = 0.25) -> int:
 
     The half-the-cores rule keeps the model host's core free while an editor is open; a
     foreground run on an idle machine may take them all. Measured on the idle 2-core machine:
-    ``ai-lsp demo`` on SmolLM2 took 4 min 32 s of wall time with two threads, ~7.8 with one
-    (bench/RESULTS.md, "quality"). A busy core stays busy: two threads where another process
-    holds one core ran ~3x slower than one (the spinning threads wait for each other)."""
+    ``ai-lsp demo`` on SmolLM2 took 3 min 40 s of wall time with two threads, 4 min 35 s with
+    one, back to back (bench/RESULTS.md, "quality"). A busy core stays busy: two threads where
+    another process holds one core ran ~3x slower than one (the spinning threads wait for each
+    other)."""
     cores = len(os.sched_getaffinity(0))
     try:
         first = _cpu_times()
@@ -264,22 +282,55 @@ def _initial_threads() -> Iterator[None]:
     if os.environ.get("OPENBLAS_NUM_THREADS"):
         yield
         return
-    os.environ["OPENBLAS_NUM_THREADS"] = str(default_threads())
+    os.environ["OPENBLAS_NUM_THREADS"] = str(_chosen_threads()[0])
     try:
         yield
     finally:
         del os.environ["OPENBLAS_NUM_THREADS"]
 
 
-def _set_threads(handle: ctypes.CDLL) -> int | None:
-    """OpenBLAS's thread count: ``OPENBLAS_NUM_THREADS`` if set, else ``default_threads()``."""
+def _chosen_threads() -> tuple[int, str]:
+    """The threads when the user set none, and who chose them: the CLI for a run the user
+    waits on (``AI_LSP_BLAS_THREADS``), else the default (half the cores)."""
+    chosen = os.environ.get(THREADS_SETTING, "")
+    if chosen.isdigit() and int(chosen) > 0:
+        return int(chosen), "the cores free when the run started"
+    return default_threads(), "half the cores"
+
+
+def _set_threads(handle: ctypes.CDLL, users: bool) -> tuple[int | None, str]:
+    """OpenBLAS's thread count (``OPENBLAS_NUM_THREADS`` if the user set it, else
+    ``_chosen_threads``), and who chose it."""
     try:
         setter, getter = handle.openblas_set_num_threads, handle.openblas_get_num_threads
     except AttributeError:  # not OpenBLAS (AI_LSP_BLAS named another library)
-        return None
-    if not os.environ.get("OPENBLAS_NUM_THREADS"):
-        setter(default_threads())
-    return int(getter())
+        return None, ""
+    source = "OPENBLAS_NUM_THREADS"
+    if not users:
+        threads, source = _chosen_threads()
+        setter(threads)
+    return int(getter()), source
+
+
+def fit_to_model(hidden_size: int | None) -> BlasStatus:
+    """One OpenBLAS thread for a model whose hidden size is below ``SMALL_MODEL_HIDDEN`` (its
+    matmuls are too small for more to pay), unless the user set ``OPENBLAS_NUM_THREADS``; call
+    after loading the model, before computing."""
+    global _status
+    current = status()
+    small = hidden_size is not None and hidden_size < SMALL_MODEL_HIDDEN
+    if not small or not current.threads or current.threads <= 1:
+        return current
+    if current.threads_from == "OPENBLAS_NUM_THREADS":
+        return current
+    try:
+        _openblas.openblas_set_num_threads(1)  # type: ignore[union-attr]
+    except AttributeError:  # not loaded here, or not OpenBLAS
+        return current
+    _status = replace(
+        current, threads=1, threads_from=f"one: a model of hidden size {hidden_size} is too small"
+    )
+    return _status
 
 
 def _openblas_name(handle: ctypes.CDLL) -> str:

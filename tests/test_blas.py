@@ -173,3 +173,44 @@ def test_a_foreground_run_without_proc_stat_keeps_the_default(
 def test_cpu_times_read_this_machine() -> None:
     total, busy = blas._cpu_times()
     assert 0 <= busy <= total and total > 0
+
+
+FIT = """
+import ai_lsp_tune, json
+from ai_lsp_tune import blas
+chosen = blas.status()
+fitted = blas.fit_to_model({hidden})
+print(json.dumps([chosen.threads, chosen.threads_from, fitted.threads, fitted.threads_from,
+                  blas._openblas.openblas_get_num_threads()]))
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: one thread whatever")
+@pytest.mark.parametrize(
+    ("setting", "hidden", "fitted"),
+    [
+        ("AI_LSP_BLAS_THREADS", 96, 1),  # the CLI's choice, a tiny model: one thread
+        ("AI_LSP_BLAS_THREADS", 576, 2),  # SmolLM2's size keeps the CLI's choice
+        ("OPENBLAS_NUM_THREADS", 96, 2),  # the user's setting is kept whatever the model
+    ],
+)
+def test_threads_the_cli_or_the_user_chose_fit_the_model(
+    tmp_path: Path, setting: str, hidden: int, fitted: int
+) -> None:
+    environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    environment.pop("OPENBLAS_NUM_THREADS", None)
+    environment.pop("AI_LSP_BLAS_THREADS", None)
+    environment[setting] = "2"
+    done = subprocess.run(
+        [sys.executable, "-c", FIT.format(hidden=hidden)],
+        capture_output=True, text=True, env=environment, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    chosen, chosen_from, threads, threads_from, in_openblas = json.loads(done.stdout)
+    assert chosen == 2
+    assert chosen_from == (
+        "the cores free when the run started" if setting == "AI_LSP_BLAS_THREADS" else setting
+    )
+    assert threads == in_openblas == fitted  # what OpenBLAS itself runs on
+    if fitted == 1:
+        assert threads_from == "one: a model of hidden size 96 is too small"

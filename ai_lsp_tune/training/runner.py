@@ -287,7 +287,7 @@ def run_training(
     (``blas.foreground_threads``), unless ``OPENBLAS_NUM_THREADS`` says otherwise."""
     env = None
     if launch is None and not os.environ.get("OPENBLAS_NUM_THREADS"):
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": str(blas.foreground_threads())}
+        env = {**os.environ, blas.THREADS_SETTING: str(blas.foreground_threads())}
 
     async def main() -> RunOutcome:
         runner = TrainingRunner(request, on_event, on_log=on_log, launch=launch, env=env)
