@@ -61,8 +61,8 @@ def choose_adapter(
     if len(files) < MIN_FILES:
         return AdapterChoice(
             "last",
-            f"auto: last; {len(files)} validation files are too few to judge the {step} "
-            f"against it ({MIN_FILES} needed)",
+            f"auto: last; {len(files)} validation file{'s are' if len(files) != 1 else ' is'} "
+            f"too few to judge the {step} against it ({MIN_FILES} needed)",
         )
     pairs = [(best[f], last[f]) for f in files]
 
