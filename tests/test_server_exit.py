@@ -116,3 +116,22 @@ def test_exit_while_the_model_host_loads_stops_the_host_and_exits(
         assert not _hosts_serving(tiny_model), "a model host outlived the server"
     finally:
         server.kill()
+
+
+def test_exit_without_shutdown_ends_with_code_1_as_the_lsp_spec_says(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    """A client that skips ``shutdown`` (a crash path) sees the error code; one that asks first
+    sees 0 (the test above)."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    env = {"AI_LSP_HOME": str(isolated_home), "OPENAI_API_KEY": "unused"}
+    server = RawServer(env, tmp_path / "server.log")
+    settings = {"backend": "remote", "remoteModel": "openai-chat:teacher", "debounceMs": 0}
+    try:
+        server.initialize(workspace, {"aiLsp": settings})
+        server.notify("exit", None)
+        assert server.process.wait(timeout=30) == 1, server.log_text()[-2000:]
+        assert "Traceback" not in server.log_text()
+    finally:
+        server.kill()

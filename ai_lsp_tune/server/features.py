@@ -141,10 +141,10 @@ def _can_pull_configuration(ls: AiLspServer) -> bool:
 def run_stdio() -> None:
     """Serve over stdin/stdout until the client says exit."""
     server.start_io()
-    leave_now()
+    leave_now(server.exit_code)
 
 
-def leave_now() -> None:
+def leave_now(code: int = 0) -> None:
     """End the process as the interpreter would, less its teardown of every module and object:
     0.7 s of CPU per exit here (pydantic-ai, OpenTelemetry, ...), out of the 2 s an editor gives
     a server after ``exit``. The model host, worker and spans were closed by the shutdown."""
@@ -155,7 +155,7 @@ def leave_now() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(ValueError, OSError):  # the LSP writer closed stdout
             stream.flush()
-    os._exit(0)
+    os._exit(code)
 
 
 def run_tcp(host: str, port: int) -> None:

@@ -47,6 +47,7 @@ class AiLspServer(LanguageServer):
             protocol_cls=AiLspProtocol,
         )
         self.state = ServerState(environ)
+        self.exit_code = 0  # the LSP spec's: 1 when ``exit`` came without ``shutdown`` first
 
     def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
         """Serve over stdio with our framing (``server/stdio.py``) until exit or end of input."""
@@ -56,7 +57,9 @@ class AiLspServer(LanguageServer):
             asyncio.run(self._serve_stdio(stdin or sys.stdin.buffer))
         except BrokenPipeError:
             log.warning("the client closed its end of the connection; exiting")
-        except (KeyboardInterrupt, SystemExit):
+        except SystemExit as exc:  # pygls's ``exit``: 0 after ``shutdown``, else 1
+            self.exit_code = exc.code if isinstance(exc.code, int) else 0
+        except KeyboardInterrupt:
             pass
         finally:
             self.shutdown()
