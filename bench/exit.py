@@ -24,14 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.startup import RESULTS, _cpu_s, _frame, _read
+from bench.startup import _cpu_s, _frame, _read
+from bench.swap import write_section
 
 SECTION = "## exit (time from `exit` to the end of the server process)"
 _SERVE = (
     "import runpy, sys; sys.argv = ['ai-lsp', 'serve']; "
     "runpy.run_module('ai_lsp_tune.cli', run_name='__main__')"
 )
-_TEARDOWN = "import ai_lsp_tune.server.features as f; f.leave_now = lambda: None; " + _SERVE
+_TEARDOWN = "import ai_lsp_tune.server.features as f; f.leave_now = lambda code=0: None; " + _SERVE
 PROGRAMS = {
     "ours (leave_now)": _SERVE,
     "ours, interpreter teardown (before)": _TEARDOWN,
@@ -108,17 +109,6 @@ def report(rows: dict[str, list[tuple[float, float]]], rounds: int, load: tuple[
         "",
     ]
     return "\n".join(lines)
-
-
-def write_section(text: str) -> None:
-    content = RESULTS.read_text()
-    if SECTION in content:
-        start = content.index(SECTION)
-        end = content.find("\n## ", start + len(SECTION))
-        content = content[:start] + text + (content[end + 1 :] if end != -1 else "")
-    else:
-        content = content.rstrip("\n") + "\n\n" + text
-    RESULTS.write_text(content)
 
 
 def main() -> None:
